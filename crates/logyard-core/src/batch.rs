@@ -1,0 +1,371 @@
+//! Turning checked events into Arrow record batches that fit a table's schema.
+//!
+//! The schema rule (documented in ARCHITECTURE.md, "Schema inference"):
+//! - Every table has `timestamp` (UTC microseconds) and `date` (the UTC day, the partition).
+//! - A field never seen before becomes a nullable column whose type is inferred from the
+//!   values of the batch that introduces it: booleans -> Boolean, integers -> Int64, integers
+//!   mixed with fractions -> Float64, anything else (text, arrays, mixtures) -> Utf8.
+//! - Once a column exists its type is fixed. A later value is converted when that loses
+//!   nothing (an integer into a Float64 column; anything into a Utf8 column as its JSON text).
+//!   A value that does not fit (text in an Int64 column, a fraction in an Int64 column, ...)
+//!   leaves the column null for that row and is kept, verbatim, in the row's `_conflicts`
+//!   column: a JSON object mapping the field name to the original value. Nothing is dropped
+//!   and no event is rejected for its types.
+//! - Fields beyond the column limit of a table go to `_conflicts` the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondArray,
+    new_null_array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use serde_json::value::RawValue;
+
+use crate::CoreError;
+use crate::event::{self, Scalar, ScalarKind, TimeSource};
+use crate::time::{self, Micros};
+
+pub const TIMESTAMP_COLUMN: &str = "timestamp";
+pub const DATE_COLUMN: &str = "date";
+pub const CONFLICTS_COLUMN: &str = "_conflicts";
+
+/// Default cap on the number of columns of one table.
+pub const DEFAULT_MAX_COLUMNS: usize = 1000;
+
+/// The type of the `timestamp` column.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The schema every new table starts with.
+pub fn base_schema() -> Schema {
+    Schema::new(vec![
+        Field::new(TIMESTAMP_COLUMN, timestamp_type(), false),
+        Field::new(DATE_COLUMN, DataType::Date32, false),
+    ])
+}
+
+/// One event waiting to become a row.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingEvent<'a> {
+    pub time: Micros,
+    pub source: TimeSource,
+    /// The event's JSON text (checked at ingest).
+    pub text: &'a str,
+}
+
+/// Builds one record batch from events, against the current table schema.
+pub struct BatchBuilder<'a> {
+    schema: SchemaRef,
+    max_columns: usize,
+    times: Vec<Micros>,
+    columns: Vec<ColumnValues<'a>>,
+    index: HashMap<String, usize>,
+}
+
+struct ColumnValues<'a> {
+    name: String,
+    values: Vec<(u32, Scalar<'a>, &'a RawValue)>,
+}
+
+impl<'a> BatchBuilder<'a> {
+    /// `schema` is the table's current schema (use [`base_schema`] for a new table).
+    pub fn new(schema: SchemaRef, max_columns: usize) -> Self {
+        Self { schema, max_columns, times: Vec::new(), columns: Vec::new(), index: HashMap::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Adds one event. Fails only if the text is not JSON (events are checked at ingest, so
+    /// this means the write-ahead log was damaged).
+    pub fn push(&mut self, event: PendingEvent<'a>) -> Result<(), CoreError> {
+        let row = self.times.len() as u32;
+        let columns = &mut self.columns;
+        let index = &mut self.index;
+        event::flatten(event.text, event.source, |name, scalar, raw| {
+            let i = match index.get(name) {
+                Some(&i) => i,
+                None => {
+                    let i = columns.len();
+                    columns.push(ColumnValues { name: name.to_owned(), values: Vec::new() });
+                    index.insert(name.to_owned(), i);
+                    i
+                }
+            };
+            let values = &mut columns[i].values;
+            // A duplicate key in one object: the last value wins, as in most JSON readers.
+            if let Some(last) = values.last_mut()
+                && last.0 == row
+            {
+                *last = (row, scalar, raw);
+            } else {
+                values.push((row, scalar, raw));
+            }
+        })
+        .map_err(|e| CoreError::CorruptEvent(e.to_string()))?;
+        self.times.push(event.time);
+        Ok(())
+    }
+
+    /// Builds the batch. Its schema is the table schema plus any new columns (and
+    /// `_conflicts` when a value did not fit); the returned schema is that same schema.
+    pub fn finish(self) -> Result<RecordBatch, CoreError> {
+        let rows = self.times.len();
+        let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut arrays: Vec<Option<ArrayRef>> = vec![None; fields.len()];
+        let mut conflicts: Vec<String> = vec![String::new(); rows];
+        let mut any_conflict = false;
+
+        for column in &self.columns {
+            let existing = fields.iter().position(|f| f.name() == &column.name);
+            let data_type = match existing {
+                Some(i) => fields[i].data_type().clone(),
+                None if fields.len() + 1 >= self.max_columns => {
+                    for (row, _, raw) in &column.values {
+                        add_conflict(&mut conflicts[*row as usize], &column.name, raw);
+                    }
+                    any_conflict |= !column.values.is_empty();
+                    continue;
+                }
+                None => infer_type(column.values.iter().map(|(_, s, _)| s.kind())),
+            };
+            let (array, had_conflict) = build_column(&column.name, &data_type, rows, &column.values, &mut conflicts);
+            any_conflict |= had_conflict;
+            match existing {
+                Some(i) => arrays[i] = Some(array),
+                None => {
+                    fields.push(Field::new(&column.name, data_type, true));
+                    arrays.push(Some(array));
+                }
+            }
+        }
+
+        let conflicts_at = fields.iter().position(|f| f.name() == CONFLICTS_COLUMN);
+        if any_conflict || conflicts_at.is_some() {
+            let array: ArrayRef = Arc::new(
+                conflicts
+                    .iter()
+                    .map(|c| if c.is_empty() { None } else { Some(format!("{{{c}}}")) })
+                    .collect::<arrow::array::StringArray>(),
+            );
+            match conflicts_at {
+                Some(i) => arrays[i] = Some(array),
+                None => {
+                    fields.push(Field::new(CONFLICTS_COLUMN, DataType::Utf8, true));
+                    arrays.push(Some(array));
+                }
+            }
+        }
+
+        for (i, field) in fields.iter().enumerate() {
+            if field.name() == TIMESTAMP_COLUMN {
+                arrays[i] = Some(Arc::new(TimestampMicrosecondArray::from(self.times.clone()).with_timezone("UTC")));
+            } else if field.name() == DATE_COLUMN {
+                arrays[i] = Some(Arc::new(Date32Array::from(
+                    self.times.iter().map(|t| time::days_since_epoch(*t)).collect::<Vec<_>>(),
+                )));
+            }
+        }
+
+        let schema = Arc::new(Schema::new(fields));
+        let arrays: Vec<ArrayRef> = arrays
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(a, f)| a.unwrap_or_else(|| new_null_array(f.data_type(), rows)))
+            .collect();
+        RecordBatch::try_new(schema, arrays).map_err(|e| CoreError::Arrow(e.to_string()))
+    }
+}
+
+fn infer_type(kinds: impl Iterator<Item = ScalarKind>) -> DataType {
+    let (mut b, mut i, mut f, mut t) = (false, false, false, false);
+    for k in kinds {
+        match k {
+            ScalarKind::Bool => b = true,
+            ScalarKind::Int => i = true,
+            ScalarKind::Float => f = true,
+            ScalarKind::Text => t = true,
+        }
+    }
+    match (b, i, f, t) {
+        (true, false, false, false) => DataType::Boolean,
+        (false, true, false, false) => DataType::Int64,
+        (false, _, true, false) => DataType::Float64,
+        _ => DataType::Utf8,
+    }
+}
+
+fn add_conflict(buf: &mut String, name: &str, raw: &RawValue) {
+    if !buf.is_empty() {
+        buf.push(',');
+    }
+    // Column names are valid UTF-8 without control characters other than the ones JSON escapes.
+    buf.push_str(&serde_json::to_string(name).unwrap_or_else(|_| "\"?\"".into()));
+    buf.push(':');
+    buf.push_str(raw.get());
+}
+
+/// Builds one column; values that do not fit the type go to `conflicts`.
+fn build_column(
+    name: &str,
+    data_type: &DataType,
+    rows: usize,
+    values: &[(u32, Scalar<'_>, &RawValue)],
+    conflicts: &mut [String],
+) -> (ArrayRef, bool) {
+    let mut had_conflict = false;
+    let mut conflict = |row: u32, raw: &RawValue| {
+        had_conflict = true;
+        add_conflict(&mut conflicts[row as usize], name, raw);
+    };
+    macro_rules! fill {
+        ($builder:expr, |$s:ident, $raw:ident| $convert:expr) => {{
+            let mut b = $builder;
+            let mut next = 0u32;
+            for (row, $s, $raw) in values {
+                while next < *row {
+                    b.append_null();
+                    next += 1;
+                }
+                match $convert {
+                    Some(v) => b.append_value(v),
+                    None => {
+                        conflict(*row, $raw);
+                        b.append_null();
+                    }
+                }
+                next += 1;
+            }
+            while (next as usize) < rows {
+                b.append_null();
+                next += 1;
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    let array = match data_type {
+        DataType::Boolean => fill!(BooleanBuilder::with_capacity(rows), |s, _raw| match s {
+            Scalar::Bool(v) => Some(*v),
+            _ => None,
+        }),
+        DataType::Int64 => fill!(Int64Builder::with_capacity(rows), |s, _raw| match s {
+            Scalar::Int(v) => Some(*v),
+            _ => None,
+        }),
+        DataType::Float64 => fill!(Float64Builder::with_capacity(rows), |s, _raw| match s {
+            Scalar::Int(v) => Some(*v as f64),
+            Scalar::Float(v) => Some(*v),
+            _ => None,
+        }),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let b = StringBuilder::with_capacity(rows, values.len() * 16);
+            let a = fill!(b, |s, raw| Some(match s {
+                Scalar::Text(t) => t.as_ref(),
+                Scalar::Json(j) => j,
+                Scalar::Bool(_) | Scalar::Int(_) | Scalar::Float(_) => raw.get(),
+            }));
+            if *data_type == DataType::Utf8 { a } else { arrow::compute::cast(&a, data_type).unwrap_or(a) }
+        }
+        // A column of a type logyard does not write (made by another engine): keep the
+        // values in `_conflicts` rather than guess.
+        other => {
+            for (row, _, raw) in values {
+                conflict(*row, raw);
+            }
+            new_null_array(other, rows)
+        }
+    };
+    (array, had_conflict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+
+    fn build(schema: Schema, lines: &[&str]) -> RecordBatch {
+        let mut b = BatchBuilder::new(Arc::new(schema), DEFAULT_MAX_COLUMNS);
+        for (i, line) in lines.iter().enumerate() {
+            b.push(PendingEvent { time: i as i64 * 1_000_000, source: TimeSource::Received, text: line }).unwrap();
+        }
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn infers_types_and_fills_missing_fields_with_nulls() {
+        let batch = build(
+            base_schema(),
+            &[
+                r#"{"status": 200, "lat": 1, "ok": true, "route": "/a"}"#,
+                r#"{"status": 500, "lat": 2.5, "mixed": "x", "http": {"v": 2}}"#,
+                r#"{"mixed": 3}"#,
+            ],
+        );
+        let schema = batch.schema();
+        let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().clone();
+        assert_eq!(ty("status"), DataType::Int64);
+        assert_eq!(ty("lat"), DataType::Float64);
+        assert_eq!(ty("ok"), DataType::Boolean);
+        assert_eq!(ty("mixed"), DataType::Utf8);
+        assert_eq!(ty("http.v"), DataType::Int64);
+        assert!(schema.field_with_name(CONFLICTS_COLUMN).is_err(), "no conflicts, no column");
+        let status = batch.column_by_name("status").unwrap().as_primitive::<Int64Type>();
+        assert_eq!((status.value(0), status.value(1), status.is_null(2)), (200, 500, true));
+        let mixed = batch.column_by_name("mixed").unwrap().as_string::<i32>();
+        assert_eq!((mixed.is_null(0), mixed.value(1), mixed.value(2)), (true, "x", "3"));
+        let date = batch.column_by_name(DATE_COLUMN).unwrap();
+        assert_eq!(date.null_count(), 0);
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_goes_to_conflicts_and_nothing_is_lost() {
+        let mut schema = base_schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("status", DataType::Int64, true));
+        fields.push(Field::new("lat", DataType::Float64, true));
+        fields.push(Field::new("route", DataType::Utf8, true));
+        schema = Schema::new(fields);
+        let batch = build(
+            schema,
+            &[
+                r#"{"status": "oops", "lat": 3, "route": 42}"#,
+                r#"{"status": 1.5, "lat": "slow", "route": {"a": [1]}}"#,
+                r#"{"status": 7}"#,
+            ],
+        );
+        let status = batch.column_by_name("status").unwrap().as_primitive::<Int64Type>();
+        assert!(status.is_null(0) && status.is_null(1));
+        assert_eq!(status.value(2), 7);
+        let lat = batch.column_by_name("lat").unwrap().as_primitive::<Float64Type>();
+        assert_eq!(lat.value(0), 3.0);
+        let route = batch.column_by_name("route").unwrap().as_string::<i32>();
+        assert_eq!(route.value(0), "42");
+        assert!(route.is_null(1), "an object flattens to route.a, not route");
+        let conflicts = batch.column_by_name(CONFLICTS_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(conflicts.value(0), r#"{"status":"oops"}"#);
+        assert_eq!(conflicts.value(1), r#"{"status":1.5,"lat":"slow"}"#);
+        assert!(conflicts.is_null(2));
+        assert_eq!(batch.column_by_name("route.a").unwrap().as_string::<i32>().value(1), "[1]");
+    }
+
+    #[test]
+    fn the_column_limit_sends_extra_fields_to_conflicts() {
+        let mut b = BatchBuilder::new(Arc::new(base_schema()), 4);
+        b.push(PendingEvent { time: 0, source: TimeSource::Received, text: r#"{"a": 1, "b": 2, "c": 3}"# }).unwrap();
+        let batch = b.finish().unwrap();
+        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["timestamp", "date", "a", "_conflicts"]);
+        let conflicts = batch.column_by_name(CONFLICTS_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!(conflicts.value(0), r#"{"b":2,"c":3}"#);
+    }
+}

@@ -1,0 +1,161 @@
+//! Event time: which field carries it, how it is parsed, and the UTC date it falls on.
+//!
+//! Accepted forms: RFC 3339 (`2026-11-25T14:03:07.123Z`, any offset), the same without an
+//! offset or with a space instead of `T` (read as UTC), and epoch numbers (JSON numbers or
+//! digit strings) in seconds, milliseconds, microseconds or nanoseconds, told apart by
+//! magnitude: below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds, else
+//! nanoseconds. Fractions are kept to the microsecond.
+
+use chrono::{DateTime, NaiveDateTime};
+
+/// The fields that may carry an event's time, in order of preference.
+pub const TIME_FIELDS: [&str; 4] = ["timestamp", "@timestamp", "time", "ts"];
+
+/// Microseconds since the Unix epoch, UTC.
+pub type Micros = i64;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Parses a JSON value (already known to be a string or a number) as an event time.
+pub fn parse_time_value(value: &serde_json::Value) -> Option<Micros> {
+    match value {
+        serde_json::Value::String(s) => parse_time_str(s),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                epoch_int_to_micros(i)
+            } else {
+                n.as_f64().and_then(epoch_float_to_micros)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Parses a textual time: RFC 3339, naive ISO 8601 (UTC), or epoch digits.
+pub fn parse_time_str(s: &str) -> Option<Micros> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let b = s.as_bytes();
+    if b.iter().all(|c| c.is_ascii_digit())
+        || (b[0] == b'-' && b.len() > 1 && b[1..].iter().all(|c| c.is_ascii_digit()))
+    {
+        return s.parse::<i64>().ok().and_then(epoch_int_to_micros);
+    }
+    if b.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
+        return s.parse::<f64>().ok().and_then(epoch_float_to_micros);
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.timestamp_micros());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(dt.and_utc().timestamp_micros());
+        }
+    }
+    // `2026-11-25 14:03:07.123+01:00` and `...Z` with a space separator.
+    if let Some(pos) = s.find(' ')
+        && pos == 10
+    {
+        let mut t = s.to_owned();
+        t.replace_range(10..11, "T");
+        if let Ok(dt) = DateTime::parse_from_rfc3339(&t) {
+            return Some(dt.timestamp_micros());
+        }
+    }
+    None
+}
+
+fn epoch_int_to_micros(v: i64) -> Option<Micros> {
+    let a = v.unsigned_abs();
+    if a < 100_000_000_000 {
+        v.checked_mul(1_000_000)
+    } else if a < 100_000_000_000_000 {
+        v.checked_mul(1_000)
+    } else if a < 100_000_000_000_000_000 {
+        Some(v)
+    } else {
+        Some(v / 1_000)
+    }
+}
+
+fn epoch_float_to_micros(v: f64) -> Option<Micros> {
+    if !v.is_finite() {
+        return None;
+    }
+    let a = v.abs();
+    let micros = if a < 1e11 {
+        v * 1e6
+    } else if a < 1e14 {
+        v * 1e3
+    } else if a < 1e17 {
+        v
+    } else {
+        v / 1e3
+    };
+    if micros.abs() < 9.2e18 { Some(micros.round() as i64) } else { None }
+}
+
+/// Days since 1970-01-01 of a UTC microsecond timestamp (the `date` partition value).
+pub fn days_since_epoch(micros: Micros) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// `YYYY-MM-DD` of a UTC microsecond timestamp.
+pub fn date_string(micros: Micros) -> String {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(dt) => dt.format("%Y-%m-%d").to_string(),
+        None => "1970-01-01".to_owned(),
+    }
+}
+
+/// The current time in UTC microseconds.
+pub fn now_micros() -> Micros {
+    chrono::Utc::now().timestamp_micros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: i64 = 1_764_079_387_000_000; // 2025-11-25T14:03:07Z
+
+    #[test]
+    fn rfc3339_with_offsets_and_fractions() {
+        assert_eq!(parse_time_str("2025-11-25T14:03:07Z"), Some(T));
+        assert_eq!(parse_time_str("2025-11-25T15:03:07+01:00"), Some(T));
+        assert_eq!(parse_time_str("2025-11-25T14:03:07.123456Z"), Some(T + 123_456));
+        assert_eq!(parse_time_str("2025-11-25T14:03:07.123456789Z"), Some(T + 123_456));
+        assert_eq!(parse_time_str("2025-11-25 14:03:07"), Some(T));
+        assert_eq!(parse_time_str("2025-11-25T14:03:07.5"), Some(T + 500_000));
+        assert_eq!(parse_time_str("2025-11-25 15:03:07+01:00"), Some(T));
+    }
+
+    #[test]
+    fn epoch_numbers_by_magnitude() {
+        assert_eq!(parse_time_value(&json!(1_764_079_387)), Some(T));
+        assert_eq!(parse_time_value(&json!(1_764_079_387_000_i64)), Some(T));
+        assert_eq!(parse_time_value(&json!(1_764_079_387_000_000_i64)), Some(T));
+        assert_eq!(parse_time_value(&json!(1_764_079_387_000_000_000_i64)), Some(T));
+        assert_eq!(parse_time_value(&json!(1_764_079_387.25)), Some(T + 250_000));
+        assert_eq!(parse_time_value(&json!("1764079387")), Some(T));
+        assert_eq!(parse_time_value(&json!("1764079387.5")), Some(T + 500_000));
+    }
+
+    #[test]
+    fn garbage_is_not_a_time() {
+        for bad in [json!("yesterday"), json!(""), json!(true), json!({"a": 1}), json!("2025-13-45T00:00:00Z")] {
+            assert_eq!(parse_time_value(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_are_utc_days() {
+        assert_eq!(date_string(T), "2025-11-25");
+        assert_eq!(days_since_epoch(0), 0);
+        assert_eq!(days_since_epoch(-1), -1);
+        assert_eq!(date_string(days_since_epoch(T) as i64 * MICROS_PER_DAY), "2025-11-25");
+    }
+}
