@@ -1,0 +1,121 @@
+//! AWS access: the SDK's default credential chain, handed to `object_store`.
+//!
+//! Every S3 request of the program signs with credentials from one
+//! `aws_config` chain (environment, profile, IRSA web identity, EKS Pod Identity, IMDS).
+//! Credentials are cached and refreshed a margin before they expire, so a long-running
+//! process never signs with credentials that are about to lapse.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use object_store::CredentialProvider;
+use object_store::aws::AwsCredential;
+use tokio::sync::Mutex;
+
+/// Refresh credentials this long before they expire.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// S3 settings that do not come from the credential chain.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Region override (otherwise the SDK's: `AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible server (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Path-style requests (`http://host/bucket/key`); the default for custom endpoints.
+    pub force_path_style: Option<bool>,
+}
+
+/// Loads the SDK configuration from the default chain, with an optional region override.
+pub async fn load_sdk_config(region: Option<String>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    loader.load().await
+}
+
+/// Bridges the SDK's credential provider to `object_store`.
+#[derive(Debug)]
+pub struct SdkCredentialProvider {
+    provider: SharedCredentialsProvider,
+    cache: Mutex<Option<Cached>>,
+    margin: Duration,
+}
+
+#[derive(Debug)]
+struct Cached {
+    credential: Arc<AwsCredential>,
+    expiry: Option<SystemTime>,
+}
+
+impl SdkCredentialProvider {
+    pub fn new(provider: SharedCredentialsProvider) -> Self {
+        Self::with_margin(provider, REFRESH_MARGIN)
+    }
+
+    pub fn with_margin(provider: SharedCredentialsProvider, margin: Duration) -> Self {
+        Self { provider, cache: Mutex::new(None), margin }
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for SdkCredentialProvider {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let mut cache = self.cache.lock().await;
+        let now = SystemTime::now();
+        if let Some(c) = cache.as_ref() {
+            let fresh = match c.expiry {
+                None => true,
+                Some(exp) => exp.duration_since(now).map(|left| left > self.margin).unwrap_or(false),
+            };
+            if fresh {
+                return Ok(c.credential.clone());
+            }
+        }
+        match self.provider.provide_credentials().await {
+            Ok(creds) => {
+                let credential = Arc::new(AwsCredential {
+                    key_id: creds.access_key_id().to_owned(),
+                    secret_key: creds.secret_access_key().to_owned(),
+                    token: creds.session_token().map(str::to_owned),
+                });
+                tracing::debug!(expiry = ?creds.expiry(), "aws credentials loaded");
+                *cache = Some(Cached { credential: credential.clone(), expiry: creds.expiry() });
+                Ok(credential)
+            }
+            Err(e) => {
+                // Within the margin the old credentials still work: use them and retry later.
+                if let Some(c) = cache.as_ref()
+                    && c.expiry.is_some_and(|exp| exp > now)
+                {
+                    tracing::warn!(error = %e, "refreshing aws credentials failed; using the current ones until they expire");
+                    return Ok(c.credential.clone());
+                }
+                Err(object_store::Error::Generic {
+                    store: "S3",
+                    source: format!("no AWS credentials: {}", error_chain(&e)).into(),
+                })
+            }
+        }
+    }
+}
+
+/// The error and its sources on one line (the SDK nests the useful part).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,53 @@
+//! logyard-storage: the object store from a URL, stream tables (Delta Lake), and the
+//! write-ahead log.
+//!
+//! Knows nothing of HTTP or SQL. Every S3 request goes through [`aws`]'s bridge to the AWS
+//! SDK credential chain and through [`metered::MeteredStore`]'s counters.
+
+pub mod aws;
+pub mod location;
+pub mod metered;
+pub mod store;
+pub mod tables;
+pub mod wal;
+
+pub use location::Location;
+pub use metered::StoreMetrics;
+pub use store::Storage;
+pub use tables::{AppendOutcome, Tables};
+pub use wal::{Wal, WalError, WalOptions, WalRecord, WalSink};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid storage location {0:?}: {1}")]
+    InvalidLocation(String, String),
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("object store, {context}: {source}")]
+    ObjectStore {
+        context: &'static str,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("delta table, {context}: {source}")]
+    Delta {
+        context: &'static str,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    #[error("building record batches: {0}")]
+    Build(String),
+}
+
+impl StorageError {
+    pub(crate) fn from_store(context: &'static str) -> impl FnOnce(object_store::Error) -> Self {
+        move |source| StorageError::ObjectStore { context, source }
+    }
+
+    pub(crate) fn delta(context: &'static str) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
+        move |source| StorageError::Delta { context, source: Box::new(source) }
+    }
+}

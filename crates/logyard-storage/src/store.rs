@@ -1,0 +1,162 @@
+//! The object store behind a [`Location`], and the key layout under its root.
+//!
+//! Layout under the root (see ARCHITECTURE.md):
+//! - `tables/<stream>/` — the stream's Delta table (`_delta_log/`, `date=YYYY-MM-DD/*.parquet`)
+
+use std::sync::{Arc, Once};
+
+use deltalake::DeltaResult;
+use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use logyard_core::StreamName;
+
+use crate::StorageError;
+use crate::aws::{S3Options, SdkCredentialProvider, load_sdk_config};
+use crate::location::Location;
+use crate::metered::{MeteredStore, StoreMetrics};
+
+pub const TABLES_DIR: &str = "tables";
+
+/// An opened storage root.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    location: Location,
+    /// The store at the root of the filesystem or bucket (what Delta calls the root store).
+    root: Arc<dyn ObjectStore>,
+    /// URL of the storage root, e.g. `s3://bucket/prefix` or `file:///var/lib/logyard`.
+    url: Url,
+    /// Path of the storage root inside `root`.
+    prefix: Path,
+}
+
+impl Storage {
+    /// Opens the storage at `location`. For S3, credentials come from the AWS SDK default chain.
+    pub async fn open(location: Location, s3: &S3Options, metrics: StoreMetrics) -> Result<Self, StorageError> {
+        register_s3_logstore();
+        let (root, url, prefix): (Arc<dyn ObjectStore>, Url, Path) = match &location {
+            Location::Local(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("creating {}", dir.display()), e))?;
+                let dir =
+                    dir.canonicalize().map_err(|e| StorageError::Io(format!("resolving {}", dir.display()), e))?;
+                let url = Url::from_directory_path(&dir)
+                    .map_err(|_| StorageError::InvalidLocation(dir.display().to_string(), "not absolute".into()))?;
+                let prefix = Path::from_url_path(url.path())
+                    .map_err(|e| StorageError::InvalidLocation(url.to_string(), e.to_string()))?;
+                (Arc::new(LocalFileSystem::new()), url, prefix)
+            }
+            Location::Memory => {
+                (Arc::new(InMemory::new()), Url::parse("memory:///").expect("static url"), Path::default())
+            }
+            Location::S3 { bucket, prefix } => {
+                let sdk = load_sdk_config(s3.region.clone()).await;
+                let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+                let provider = sdk
+                    .credentials_provider()
+                    .ok_or_else(|| StorageError::Config("no AWS credential provider could be configured".into()))?;
+                // Client options first: they replace what `with_allow_http` sets.
+                let mut builder = AmazonS3Builder::new()
+                    .with_client_options(ClientOptions::new().with_timeout(std::time::Duration::from_secs(60)))
+                    .with_bucket_name(bucket)
+                    .with_region(&region)
+                    .with_credentials(Arc::new(SdkCredentialProvider::new(provider)));
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(!s3.force_path_style.unwrap_or(true));
+                } else if s3.force_path_style == Some(true) {
+                    builder = builder.with_virtual_hosted_style_request(false);
+                }
+                let store = builder.build().map_err(|e| StorageError::Config(format!("S3: {e}")))?;
+                let url = Url::parse(&format!("s3://{bucket}/{prefix}"))
+                    .map_err(|e| StorageError::InvalidLocation(location.to_string(), e.to_string()))?;
+                (Arc::new(store), url, Path::from(prefix.as_str()))
+            }
+        };
+        let root: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(root, metrics));
+        Ok(Self { location, root, url, prefix })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The store at the filesystem or bucket root.
+    pub fn root_store(&self) -> Arc<dyn ObjectStore> {
+        self.root.clone()
+    }
+
+    /// The object path of `relative` (a `/`-separated key) under the storage root.
+    pub fn path(&self, relative: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in relative.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+
+    /// URL of a stream's Delta table.
+    pub fn table_url(&self, stream: &StreamName) -> Url {
+        let mut url = self.url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}/{TABLES_DIR}/{stream}/"));
+        url
+    }
+
+    /// Streams that have a table (a `_delta_log` directory), sorted by name.
+    pub async fn list_streams(&self) -> Result<Vec<StreamName>, StorageError> {
+        let listing = self
+            .root
+            .list_with_delimiter(Some(&self.path(TABLES_DIR)))
+            .await
+            .map_err(StorageError::from_store("listing tables"))?;
+        let mut out: Vec<StreamName> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|n| StreamName::new(n).ok())).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// A cheap request that fails when the storage is unreachable or access is denied.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        self.root
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map(|_| ())
+            .map_err(StorageError::from_store("listing the storage root"))
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, relative: &str) -> Result<bytes::Bytes, StorageError> {
+        let result = self.root.get(&self.path(relative)).await.map_err(StorageError::from_store("reading"))?;
+        result.bytes().await.map_err(StorageError::from_store("reading"))
+    }
+}
+
+/// delta-rs knows `file://` and `memory://`; S3 tables use its default log store too (commits
+/// are conditional puts with `If-None-Match: *`), over the store built here.
+fn register_s3_logstore() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        logstore_factories().insert(Url::parse("s3://").expect("static url"), Arc::new(DefaultFactory));
+    });
+}
+
+struct DefaultFactory;
+
+impl LogStoreFactory for DefaultFactory {
+    fn with_options(
+        &self,
+        prefixed_store: Arc<dyn ObjectStore>,
+        root_store: Arc<dyn ObjectStore>,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(prefixed_store, root_store, location, options))
+    }
+}

@@ -1,0 +1,298 @@
+//! Stream tables: Delta Lake tables under `tables/<stream>/`, partitioned by `date`.
+//!
+//! Appends are idempotent: each commit carries a Delta transaction identifier
+//! (`txn` action: application id = the writer's id, version = the last write-ahead-log
+//! position it contains). A writer replaying its log after a crash asks the table for the
+//! version it last committed and skips what is already there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::StreamExt;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use logyard_core::StreamName;
+use logyard_core::batch::{DATE_COLUMN, base_schema};
+
+use crate::StorageError;
+use crate::store::{Storage, TABLES_DIR};
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// A new table version holding `rows` rows.
+    Committed { table_version: u64, rows: usize },
+    /// Everything was already committed by an earlier attempt (found through the txn action).
+    AlreadyCommitted,
+}
+
+/// Builds the batches of one append against the table's current schema and the writer's
+/// last committed transaction version (`None` when it never committed to this table).
+/// Returns `None` when nothing is left to write.
+pub type BuildResult = Result<Option<Vec<RecordBatch>>, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The batch builder of an append; it runs on a blocking thread.
+pub type BuildFn = Arc<dyn Fn(SchemaRef, Option<i64>) -> BuildResult + Send + Sync>;
+
+/// Access to every stream's table, with one cached snapshot per table.
+#[derive(Debug)]
+pub struct Tables {
+    storage: Storage,
+    writer_properties: WriterProperties,
+    cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
+}
+
+impl Tables {
+    pub fn new(storage: Storage) -> Self {
+        let writer_properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(256 * 1024))
+            .build();
+        Self { storage, writer_properties, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn slot(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<Option<DeltaTable>>> {
+        let mut cache = self.cache.lock().expect("table cache lock");
+        cache.entry(stream.clone()).or_default().clone()
+    }
+
+    fn builder(&self, stream: &StreamName) -> Result<DeltaTableBuilder, StorageError> {
+        let url = self.storage.table_url(stream);
+        Ok(DeltaTableBuilder::from_url(url.clone())
+            .map_err(StorageError::delta("opening table"))?
+            .with_storage_backend(self.storage.root_store(), url))
+    }
+
+    /// The latest version of a stream's table, or `None` when the stream has no table yet.
+    pub async fn latest(&self, stream: &StreamName) -> Result<Option<DeltaTable>, StorageError> {
+        let slot = self.slot(stream);
+        let mut guard = slot.lock().await;
+        self.refresh(stream, &mut guard).await?;
+        Ok(guard.clone())
+    }
+
+    /// Brings a cached table up to date, loading it the first time; leaves `None` when the
+    /// table does not exist yet (no commit in its `_delta_log/`).
+    async fn refresh(&self, stream: &StreamName, slot: &mut Option<DeltaTable>) -> Result<(), StorageError> {
+        if let Some(table) = slot {
+            return table.update_incremental(None).await.map_err(StorageError::delta("refreshing table"));
+        }
+        let log_dir = self.storage.path(&format!("{TABLES_DIR}/{stream}/_delta_log"));
+        let mut listing = self.storage.root_store().list(Some(&log_dir));
+        match listing.next().await {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(StorageError::from_store("listing a table log")(e)),
+            Some(Ok(_)) => {}
+        }
+        let table = self.builder(stream)?.load().await.map_err(StorageError::delta("loading table"))?;
+        *slot = Some(table);
+        Ok(())
+    }
+
+    /// Appends to a stream's table, creating it on first write; see [`BuildResult`].
+    ///
+    /// Concurrent commits by other writers are retried; a conflicting schema change makes
+    /// `build` run again against the new schema.
+    pub async fn append(
+        &self,
+        stream: &StreamName,
+        app_id: &str,
+        txn_version: i64,
+        build: BuildFn,
+    ) -> Result<AppendOutcome, StorageError> {
+        let slot = self.slot(stream);
+        let mut guard = slot.lock().await;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.refresh(stream, &mut guard).await?;
+            let (schema, committed) = match guard.as_ref() {
+                Some(table) => {
+                    let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+                    let committed = state
+                        .transaction_version(table.log_store().as_ref(), app_id)
+                        .await
+                        .map_err(StorageError::delta("reading transaction version"))?;
+                    (state.snapshot().arrow_schema(), committed)
+                }
+                None => (Arc::new(base_schema()), None),
+            };
+            if committed.is_some_and(|v| v >= txn_version) {
+                return Ok(AppendOutcome::AlreadyCommitted);
+            }
+            let build = build.clone();
+            let schema = normalize(schema);
+            let table_schema = schema.clone();
+            let built = tokio::task::spawn_blocking(move || build(schema, committed))
+                .await
+                .map_err(|e| StorageError::Build(e.to_string()))?;
+            let batches = match built {
+                Ok(Some(b)) => b,
+                Ok(None) => return Ok(AppendOutcome::AlreadyCommitted),
+                Err(e) => return Err(StorageError::Build(e.to_string())),
+            };
+            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            // delta-rs may retry a commit on a newer table version by itself. That is safe
+            // for a plain append, but not for a commit that carries a schema (creating the
+            // table or adding columns): rebased, it would replace a schema another writer
+            // committed meanwhile. Such commits are retried here instead, rebuilt against
+            // the winner's schema.
+            let changes_schema =
+                guard.is_none() || batches.first().is_some_and(|b| !same_columns(&b.schema(), &table_schema));
+            let commit_retries = if changes_schema { 0 } else { 20 };
+            let table = match guard.clone() {
+                Some(t) => t,
+                None => self.builder(stream)?.build().map_err(StorageError::delta("opening table"))?,
+            };
+            let result = table
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .with_schema_mode(SchemaMode::Merge)
+                .with_partition_columns([DATE_COLUMN])
+                .with_writer_properties(self.writer_properties.clone())
+                .with_commit_properties(
+                    CommitProperties::default()
+                        .with_application_transaction(Transaction::new(app_id, txn_version))
+                        .with_max_retries(commit_retries),
+                )
+                .await;
+            match result {
+                Ok(table) => {
+                    let table_version = table.version().unwrap_or_default();
+                    *guard = Some(table);
+                    return Ok(AppendOutcome::Committed { table_version, rows });
+                }
+                Err(e) if attempt < 30 && is_retryable(&e) => {
+                    tracing::info!(%stream, attempt, error = %e, "commit raced another writer; retrying");
+                    // Reload from storage: the cached state is behind the winner's commit.
+                    *guard = None;
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20)))).await;
+                }
+                Err(e) => return Err(StorageError::delta("appending")(e)),
+            }
+        }
+    }
+}
+
+/// Errors that another writer's concurrent commit explains.
+fn is_retryable(e: &DeltaTableError) -> bool {
+    match e {
+        DeltaTableError::Transaction { source } => matches!(
+            source,
+            TransactionError::VersionAlreadyExists(_)
+                | TransactionError::CommitConflict(_)
+                | TransactionError::MaxCommitAttempts(_)
+        ),
+        DeltaTableError::VersionAlreadyExists(_) => true,
+        // A column another writer added with a different type: rebuild against the new schema.
+        DeltaTableError::SchemaMismatch { .. } | DeltaTableError::Arrow { .. } => true,
+        DeltaTableError::Generic(msg) => msg.contains("already exists") || msg.contains("schema"),
+        _ => false,
+    }
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+/// Delta reads strings back as views in some configurations; logyard builds plain Utf8.
+fn normalize(schema: SchemaRef) -> SchemaRef {
+    use arrow::datatypes::{DataType, Field};
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8)) {
+        return schema;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// What `GET /api/v1/streams` shows of a stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamInfo {
+    pub name: String,
+    pub table_version: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: u64,
+    /// Earliest and latest event time (RFC 3339), from the files' statistics.
+    pub earliest: Option<String>,
+    pub latest: Option<String>,
+    pub schema: Vec<ColumnInfo>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+impl Tables {
+    /// Size, row count, time range and schema of a stream's table.
+    pub async fn info(&self, stream: &StreamName) -> Result<Option<StreamInfo>, StorageError> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+        let Some(table) = self.latest(stream).await? else { return Ok(None) };
+        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+        let schema = state.snapshot().arrow_schema();
+        let actions = state.add_actions_table(true).map_err(StorageError::delta("reading file statistics"))?;
+        let sum = |name: &str| -> u64 {
+            actions
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .map(|a| a.iter().flatten().map(|v| v.max(0) as u64).sum())
+                .unwrap_or(0)
+        };
+        let extreme = |name: &str, min: bool| -> Option<String> {
+            let col = actions.column_by_name(name)?;
+            let casted = arrow::compute::cast(
+                col,
+                &arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            )
+            .ok()?;
+            let a = casted.as_primitive_opt::<TimestampMicrosecondType>()?;
+            let v = if min { arrow::compute::min(a) } else { arrow::compute::max(a) }?;
+            chrono::DateTime::from_timestamp_micros(v).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        };
+        Ok(Some(StreamInfo {
+            name: stream.to_string(),
+            table_version: table.version().unwrap_or_default(),
+            rows: sum("num_records"),
+            bytes: sum("size_bytes"),
+            files: actions.num_rows() as u64,
+            earliest: extreme("min.timestamp", true),
+            latest: extreme("max.timestamp", false),
+            schema: schema
+                .fields()
+                .iter()
+                .map(|f| ColumnInfo {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,581 @@
+//! The write-ahead log: where an acknowledged event lives until its table commit.
+//!
+//! One directory per writer process (locked while open), holding the writer's id and
+//! segment files named after their first position. A record is one request's events for one
+//! stream:
+//!
+//! ```text
+//! u32 length | u32 crc32 of the rest | u64 position | u8 n | stream name (n bytes) | events
+//! events: repeated  i64 time | u8 time source | u32 length | event JSON
+//! ```
+//!
+//! One thread owns the files. It takes every append waiting in its queue, writes them,
+//! calls `fdatasync` once (group commit), hands the records to the [`WalSink`] in position
+//! order, and only then answers the callers: an answer means durable. Segments whose records
+//! are all committed to tables are deleted when the flusher releases them.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+
+use logyard_core::{StreamName, TimeSource};
+
+const LOCK_FILE: &str = "LOCK";
+const WRITER_ID_FILE: &str = "writer-id";
+const SEGMENT_SUFFIX: &str = ".wal";
+const HEADER: usize = 8;
+/// Stop gathering a group commit at this many bytes.
+const GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("write-ahead log {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("write-ahead log directory {0} is in use by another logyard process")]
+    Locked(PathBuf),
+    #[error("write-ahead log segment {path} is damaged at byte {offset} (not at its end): {reason}")]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error("write-ahead log is closed")]
+    Closed,
+    #[error("write-ahead log write failed: {0}")]
+    WriteFailed(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_owned(), source }
+}
+
+/// Settings of the write-ahead log.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub dir: PathBuf,
+    /// Start a new segment after this many bytes.
+    pub segment_bytes: u64,
+}
+
+/// One durable record: a request's events for one stream.
+#[derive(Debug, Clone)]
+pub struct WalRecord {
+    pub position: u64,
+    pub stream: StreamName,
+    /// Encoded events; see [`EventsEncoder`] and [`decode_events`].
+    pub events: Bytes,
+}
+
+/// Receives records once they are durable, in position order.
+pub trait WalSink: Send + Sync + 'static {
+    fn durable(&self, records: Vec<WalRecord>);
+}
+
+/// Encodes events into a record's payload.
+#[derive(Debug, Default)]
+pub struct EventsEncoder {
+    buf: BytesMut,
+    count: usize,
+}
+
+impl EventsEncoder {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { buf: BytesMut::with_capacity(bytes), count: 0 }
+    }
+
+    pub fn push(&mut self, time: i64, source: TimeSource, text: &[u8]) {
+        self.buf.put_i64_le(time);
+        self.buf.put_u8(source.to_byte());
+        self.buf.put_u32_le(text.len() as u32);
+        self.buf.put_slice(text);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// One decoded event of a record.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredEvent<'a> {
+    pub time: i64,
+    pub source: TimeSource,
+    pub text: &'a str,
+}
+
+/// Decodes a record's events. Stops at the first malformed entry (a record passed its
+/// checksum, so that means a bug, reported through the error).
+pub fn decode_events(mut buf: &[u8]) -> impl Iterator<Item = Result<StoredEvent<'_>, String>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        if buf.len() < 13 {
+            buf = &[];
+            return Some(Err("truncated event header".into()));
+        }
+        let time = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
+        let source = TimeSource::from_byte(buf[8]);
+        let len = u32::from_le_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
+        if buf.len() < 13 + len {
+            buf = &[];
+            return Some(Err("truncated event".into()));
+        }
+        let text = std::str::from_utf8(&buf[13..13 + len]).map_err(|e| e.to_string());
+        buf = &buf[13 + len..];
+        Some(text.map(|text| StoredEvent { time, source, text }))
+    })
+}
+
+type Reply = oneshot::Sender<Result<u64, WalError>>;
+
+enum Command {
+    Append { stream: StreamName, events: Bytes, reply: Reply },
+    Release(u64),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    last: Option<u64>,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// Handle to the write-ahead log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Wal {
+    tx: mpsc::UnboundedSender<Command>,
+    writer_id: Arc<str>,
+    disk_bytes: Arc<AtomicU64>,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `options.dir`, hands every record found there to `sink`
+    /// (they are durable but maybe not committed), and starts the writer thread.
+    pub fn open(options: WalOptions, sink: Arc<dyn WalSink>) -> Result<Self, WalError> {
+        let dir = options.dir.clone();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(WalError::Locked(dir)),
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        let writer_id: Arc<str> = read_or_create_writer_id(&dir)?.into();
+
+        let (segments, records) = recover(&dir)?;
+        let next = records.last().map(|r| r.position + 1).or_else(|| segments.back().map(|s| s.first)).unwrap_or(1);
+        let disk_bytes = Arc::new(AtomicU64::new(segments.iter().map(|s| s.bytes).sum()));
+        if !records.is_empty() {
+            tracing::info!(records = records.len(), first = records[0].position, "replaying write-ahead log");
+            sink.durable(records);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut writer =
+            Writer { dir, options, segments, file: None, next, sink, disk_bytes: disk_bytes.clone(), _lock: lock };
+        writer.open_active()?;
+        std::thread::Builder::new()
+            .name("logyard-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io(Path::new("wal thread")))?;
+        Ok(Self { tx, writer_id, disk_bytes })
+    }
+
+    /// This writer's id: the Delta application id of its commits.
+    pub fn writer_id(&self) -> &str {
+        &self.writer_id
+    }
+
+    /// Bytes of segment files on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Appends one record; returns its position once it is durable and in the sink.
+    pub async fn append(&self, stream: StreamName, events: Bytes) -> Result<u64, WalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Append { stream, events, reply }).map_err(|_| WalError::Closed)?;
+        rx.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Every position below `low_watermark` is committed: segments holding only such
+    /// positions may go.
+    pub fn release(&self, low_watermark: u64) {
+        let _ = self.tx.send(Command::Release(low_watermark));
+    }
+
+    /// Stops the writer thread after the appends already queued.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn read_or_create_writer_id(dir: &Path) -> Result<String, WalError> {
+    let path = dir.join(WRITER_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path)(e)),
+    }
+    let id = format!("logyard-{}", uuid::Uuid::new_v4().simple());
+    let tmp = dir.join(format!("{WRITER_ID_FILE}.tmp"));
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(id.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(dir)?;
+    Ok(id)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}{SEGMENT_SUFFIX}")
+}
+
+/// Reads every segment in order; truncates a torn record at the end of the last segment.
+fn recover(dir: &Path) -> Result<(VecDeque<Segment>, Vec<WalRecord>), WalError> {
+    let mut names: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let first = name.strip_suffix(SEGMENT_SUFFIX)?.parse::<u64>().ok()?;
+            Some((first, e.path()))
+        })
+        .collect();
+    names.sort();
+    let mut segments = VecDeque::new();
+    let mut records = Vec::new();
+    let count = names.len();
+    for (i, (first, path)) in names.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let mut data = Vec::new();
+        File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io(&path))?;
+        let data = Bytes::from(data);
+        let mut offset = 0usize;
+        let mut last = None;
+        while offset < data.len() {
+            match parse_record(&data, offset) {
+                Ok((record, next)) => {
+                    last = Some(record.position);
+                    records.push(record);
+                    offset = next;
+                }
+                Err(reason) if is_last => {
+                    tracing::warn!(path = %path.display(), offset, reason, "truncating a torn record at the end of the write-ahead log");
+                    let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                    f.set_len(offset as u64).map_err(io(&path))?;
+                    f.sync_all().map_err(io(&path))?;
+                    break;
+                }
+                Err(reason) => return Err(WalError::Corrupt { path, offset: offset as u64, reason }),
+            }
+        }
+        segments.push_back(Segment { first, last, path, bytes: offset as u64 });
+    }
+    Ok((segments, records))
+}
+
+fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, usize), String> {
+    let rest = &data[offset..];
+    if rest.len() < HEADER {
+        return Err("short header".into());
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if len < 9 || rest.len() < HEADER + len {
+        return Err("short record".into());
+    }
+    let body = &rest[HEADER..HEADER + len];
+    if crc32fast::hash(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let position = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
+    let n = body[8] as usize;
+    if body.len() < 9 + n {
+        return Err("short stream name".into());
+    }
+    let name = std::str::from_utf8(&body[9..9 + n]).map_err(|e| e.to_string())?;
+    let stream = StreamName::new(name).map_err(|e| e.to_string())?;
+    let start = offset + HEADER + 9 + n;
+    let end = offset + HEADER + len;
+    Ok((WalRecord { position, stream, events: data.slice(start..end) }, end))
+}
+
+fn encode_record(buf: &mut Vec<u8>, position: u64, stream: &StreamName, events: &[u8]) {
+    let name = stream.as_str().as_bytes();
+    let len = 8 + 1 + name.len() + events.len();
+    let start = buf.len();
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&position.to_le_bytes());
+    buf.push(name.len() as u8);
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(events);
+    let crc = crc32fast::hash(&buf[start + HEADER..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+struct Writer {
+    dir: PathBuf,
+    options: WalOptions,
+    segments: VecDeque<Segment>,
+    file: Option<File>,
+    next: u64,
+    sink: Arc<dyn WalSink>,
+    disk_bytes: Arc<AtomicU64>,
+    _lock: File,
+}
+
+impl Writer {
+    /// Opens the last segment for appending, or starts one.
+    fn open_active(&mut self) -> Result<(), WalError> {
+        if self.segments.is_empty() {
+            return self.start_segment();
+        }
+        let seg = self.segments.back().expect("non-empty");
+        let mut f = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
+        f.seek(SeekFrom::End(0)).map_err(io(&seg.path))?;
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn start_segment(&mut self) -> Result<(), WalError> {
+        let path = self.dir.join(segment_name(self.next));
+        let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        sync_dir(&self.dir)?;
+        self.segments.push_back(Segment { first: self.next, last: None, path, bytes: 0 });
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        while let Some(first) = rx.blocking_recv() {
+            let mut appends = Vec::new();
+            let mut release = None;
+            let mut shutdown = None;
+            let mut pending = Some(first);
+            let mut bytes = 0usize;
+            while let Some(cmd) = pending.take().or_else(|| if bytes < GROUP_BYTES { rx.try_recv().ok() } else { None })
+            {
+                match cmd {
+                    Command::Append { stream, events, reply } => {
+                        bytes += events.len();
+                        appends.push((stream, events, reply));
+                    }
+                    Command::Release(lw) => release = Some(release.map_or(lw, |r: u64| r.max(lw))),
+                    Command::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+            }
+            if !appends.is_empty() {
+                self.write_group(&mut buf, appends);
+            }
+            if let Some(lw) = release {
+                self.release(lw);
+            }
+            if let Some(done) = shutdown {
+                if let Some(f) = &self.file {
+                    let _ = f.sync_data();
+                }
+                // Release the directory lock before answering, so the caller may reopen it.
+                drop(self);
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    fn write_group(&mut self, buf: &mut Vec<u8>, appends: Vec<(StreamName, Bytes, Reply)>) {
+        buf.clear();
+        let first = self.next;
+        for (i, (stream, events, _)) in appends.iter().enumerate() {
+            encode_record(buf, first + i as u64, stream, events);
+        }
+        let seg = self.segments.back_mut().expect("an active segment");
+        let file = self.file.as_mut().expect("an open segment");
+        let result = file.write_all(buf).and_then(|_| file.sync_data());
+        if let Err(e) = result {
+            // Undo the partial write so that the file holds only whole records.
+            let _ = file.set_len(seg.bytes);
+            let message = format!("{}: {e}", seg.path.display());
+            tracing::error!(error = %message, "write-ahead log append failed");
+            for (_, _, reply) in appends {
+                let _ = reply.send(Err(WalError::WriteFailed(message.clone())));
+            }
+            return;
+        }
+        seg.bytes += buf.len() as u64;
+        self.disk_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let last = first + appends.len() as u64 - 1;
+        seg.last = Some(last);
+        self.next = last + 1;
+        let mut replies = Vec::with_capacity(appends.len());
+        let records = appends
+            .into_iter()
+            .enumerate()
+            .map(|(i, (stream, events, reply))| {
+                replies.push(reply);
+                WalRecord { position: first + i as u64, stream, events }
+            })
+            .collect();
+        self.sink.durable(records);
+        for (i, reply) in replies.into_iter().enumerate() {
+            let _ = reply.send(Ok(first + i as u64));
+        }
+        if seg.bytes >= self.options.segment_bytes
+            && let Err(e) = self.start_segment()
+        {
+            tracing::error!(error = %e, "cannot start a new write-ahead log segment; appending to the current one");
+        }
+    }
+
+    fn release(&mut self, low_watermark: u64) {
+        while self.segments.len() > 1 {
+            let seg = &self.segments[0];
+            // A segment is done when the next one starts at or below the watermark.
+            let next_first = self.segments[1].first;
+            if next_first > low_watermark {
+                break;
+            }
+            match fs::remove_file(&seg.path) {
+                Ok(()) => {
+                    self.disk_bytes.fetch_sub(seg.bytes, Ordering::Relaxed);
+                    self.segments.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(path = %seg.path.display(), error = %e, "cannot delete a write-ahead log segment");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<WalRecord>>);
+
+    impl WalSink for Collect {
+        fn durable(&self, records: Vec<WalRecord>) {
+            self.0.lock().unwrap().extend(records);
+        }
+    }
+
+    fn events(texts: &[&str]) -> Bytes {
+        let mut e = EventsEncoder::default();
+        for (i, t) in texts.iter().enumerate() {
+            e.push(i as i64, TimeSource::Received, t.as_bytes());
+        }
+        e.finish()
+    }
+
+    fn open(dir: &Path, segment_bytes: u64) -> (Wal, Arc<Collect>) {
+        let sink = Arc::new(Collect::default());
+        let wal = Wal::open(WalOptions { dir: dir.into(), segment_bytes }, sink.clone()).unwrap();
+        (wal, sink)
+    }
+
+    #[tokio::test]
+    async fn appends_are_replayed_after_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamName::new("s").unwrap();
+        let (wal, sink) = open(dir.path(), 1 << 20);
+        let id = wal.writer_id().to_owned();
+        let p1 = wal.append(s.clone(), events(&["{\"a\":1}"])).await.unwrap();
+        let p2 = wal.append(s.clone(), events(&["{\"a\":2}", "{\"a\":3}"])).await.unwrap();
+        assert_eq!((p1, p2), (1, 2));
+        assert_eq!(sink.0.lock().unwrap().len(), 2);
+        wal.close().await;
+        drop(wal);
+
+        let (wal, sink) = open(dir.path(), 1 << 20);
+        assert_eq!(wal.writer_id(), id, "the writer id survives restarts");
+        let got = sink.0.lock().unwrap().clone();
+        assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), [1, 2]);
+        let texts: Vec<_> = decode_events(&got[1].events).map(|e| e.unwrap().text.to_owned()).collect();
+        assert_eq!(texts, ["{\"a\":2}", "{\"a\":3}"]);
+        assert_eq!(wal.append(s, events(&["{}"])).await.unwrap(), 3, "positions continue");
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_earlier_records_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamName::new("s").unwrap();
+        let (wal, _) = open(dir.path(), 1 << 20);
+        wal.append(s.clone(), events(&["{\"a\":1}"])).await.unwrap();
+        wal.close().await;
+        drop(wal);
+        let seg = dir.path().join(segment_name(1));
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[42, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let (wal, sink) = open(dir.path(), 1 << 20);
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
+        assert_eq!(wal.append(s, events(&["{}"])).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_wal, _) = open(dir.path(), 1 << 20);
+        let err = Wal::open(WalOptions { dir: dir.path().into(), segment_bytes: 1 }, Arc::new(Collect::default()))
+            .unwrap_err();
+        assert!(matches!(err, WalError::Locked(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn released_segments_are_deleted_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamName::new("s").unwrap();
+        let (wal, _) = open(dir.path(), 1);
+        for _ in 0..4 {
+            wal.append(s.clone(), events(&["{\"x\":1}"])).await.unwrap();
+        }
+        let count = || {
+            fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "wal"))
+                .count()
+        };
+        assert_eq!(count(), 5, "one record per segment plus the empty active one");
+        wal.release(3);
+        wal.close().await;
+        assert_eq!(count(), 3, "the segments of positions 1 and 2 are gone");
+        drop(wal);
+        let (_wal, sink) = open(dir.path(), 1);
+        let positions: Vec<_> = sink.0.lock().unwrap().iter().map(|r| r.position).collect();
+        assert_eq!(positions, [3, 4]);
+    }
+}
