@@ -1,0 +1,37 @@
+//! logyard-ingest: from request bodies to committed rows.
+//!
+//! [`body`] decodes bodies (bounded), [`parse`] checks events line by line, and
+//! [`pipeline`] carries accepted events through the write-ahead log into the stream tables.
+//! Every protocol decodes into the same [`pipeline::Ingestor::append`]: one path for
+//! durability and acknowledgement. Knows nothing of HTTP.
+
+pub mod body;
+pub mod metrics;
+pub mod parse;
+pub mod pipeline;
+
+pub use metrics::IngestMetrics;
+pub use pipeline::{Ack, FlushSummary, IngestOptions, Ingestor};
+
+use std::time::Duration;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("cannot decode the body: {0}")]
+    BadEncoding(String),
+    #[error(transparent)]
+    Wal(#[from] logyard_storage::WalError),
+    #[error(transparent)]
+    Storage(#[from] logyard_storage::StorageError),
+    #[error("the events are durable but their commit did not finish within {0:?}; they will be committed")]
+    CommitTimeout(Duration),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Core(#[from] logyard_core::CoreError),
+}

@@ -1,0 +1,80 @@
+//! Prometheus metrics of the write path.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub stream: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    pub events: Family<StreamLabels, Counter>,
+    pub bytes: Family<StreamLabels, Counter>,
+    pub rejected: Family<StreamLabels, Counter>,
+    pub wal_bytes: Gauge,
+    pub buffered_bytes: Gauge,
+    pub flush_seconds: Histogram,
+    pub flushed_rows: Counter,
+    pub flush_errors: Counter,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self {
+            events: Family::default(),
+            bytes: Family::default(),
+            rejected: Family::default(),
+            wal_bytes: Gauge::default(),
+            buffered_bytes: Gauge::default(),
+            flush_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            flushed_rows: Counter::default(),
+            flush_errors: Counter::default(),
+        }
+    }
+}
+
+impl IngestMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("logyard_ingested_events", "Events accepted, by stream", self.events.clone());
+        r.register("logyard_ingested_bytes", "Bytes of accepted events, by stream", self.bytes.clone());
+        r.register("logyard_rejected_events", "Events rejected, by stream", self.rejected.clone());
+        r.register("logyard_wal_bytes", "Bytes of write-ahead log on disk", self.wal_bytes.clone());
+        r.register(
+            "logyard_buffered_bytes",
+            "Bytes of events durable but not yet committed",
+            self.buffered_bytes.clone(),
+        );
+        r.register(
+            "logyard_flush_duration_seconds",
+            "Time to build and commit one stream's buffer",
+            self.flush_seconds.clone(),
+        );
+        r.register("logyard_committed_rows", "Rows committed to tables", self.flushed_rows.clone());
+        r.register("logyard_flush_errors", "Failed flush attempts (retried)", self.flush_errors.clone());
+    }
+
+    pub fn observe_flush(&self, took: Duration, rows: usize) {
+        self.flush_seconds.observe(took.as_secs_f64());
+        self.flushed_rows.inc_by(rows as u64);
+    }
+
+    pub fn accepted(&self, stream: &str, events: usize, bytes: usize) {
+        let labels = StreamLabels { stream: stream.to_owned() };
+        self.events.get_or_create(&labels).inc_by(events as u64);
+        self.bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    pub fn rejected(&self, stream: &str, events: usize) {
+        if events > 0 {
+            self.rejected.get_or_create(&StreamLabels { stream: stream.to_owned() }).inc_by(events as u64);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Splitting a decoded body into checked events, and reporting the bad ones by line.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use logyard_core::event::{self, LineError};
+use logyard_core::time::Micros;
+use logyard_storage::wal::EventsEncoder;
+
+use crate::body::BodyFormat;
+
+/// At most this many line errors are reported per request.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// One rejected line (or array item), 1-based.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineReport {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The checked events of one body, encoded for the write-ahead log, and what was rejected.
+#[derive(Debug, Default)]
+pub struct ParsedBody {
+    pub events: EventsEncoder,
+    pub accepted: usize,
+    pub rejected: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] rejections.
+    pub errors: Vec<LineReport>,
+}
+
+impl ParsedBody {
+    fn reject(&mut self, line: usize, error: impl ToString) {
+        self.rejected += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(LineReport { line, message: error.to_string() });
+        }
+    }
+
+    fn accept(&mut self, text: &[u8], received: Micros, line: usize) {
+        match event::check_line(text, received) {
+            Ok(c) => {
+                self.events.push(c.time, c.source, text);
+                self.accepted += 1;
+            }
+            Err(e) => self.reject(line, e),
+        }
+    }
+}
+
+/// Checks every event of a body. Never fails as a whole: each bad line is reported alone.
+pub fn parse_body(body: &[u8], format: BodyFormat, received: Micros) -> ParsedBody {
+    match format {
+        BodyFormat::Ndjson => parse_ndjson(body, received),
+        BodyFormat::Json => parse_json(body, received),
+    }
+}
+
+fn parse_ndjson(body: &[u8], received: Micros) -> ParsedBody {
+    let mut out =
+        ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 8), ..Default::default() };
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.accept(line, received, i + 1);
+    }
+    out
+}
+
+fn parse_json(body: &[u8], received: Micros) -> ParsedBody {
+    let mut out =
+        ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 8), ..Default::default() };
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => {
+            out.reject(1, LineError::InvalidUtf8 { offset: e.valid_up_to() });
+            return out;
+        }
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    out.accept(item.get().as_bytes(), received, i + 1);
+                }
+            }
+            Err(e) => out.reject(e.line(), LineError::InvalidJson(e.to_string())),
+        }
+    } else if trimmed.is_empty() {
+        out.reject(1, LineError::InvalidJson("empty body".into()));
+    } else {
+        // One object (or something that is not, which check_line reports).
+        out.accept(text.trim().as_bytes(), received, 1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_lines_are_rejected_alone_with_their_numbers() {
+        let body = b"{\"a\":1}\n\n{bad\n[1]\r\n{\"b\":\"\xff\"}\n{\"c\":3}\r\n";
+        let p = parse_body(body, BodyFormat::Ndjson, 0);
+        assert_eq!((p.accepted, p.rejected), (2, 3));
+        let lines: Vec<_> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [3, 4, 5]);
+        assert!(p.errors[1].message.contains("got an array"));
+        assert!(p.errors[2].message.contains("UTF-8"));
+    }
+
+    #[test]
+    fn json_arrays_and_single_objects() {
+        let p = parse_body(br#"[{"a":1}, 2, {"b":2}]"#, BodyFormat::Json, 0);
+        assert_eq!((p.accepted, p.rejected), (2, 1));
+        assert_eq!(p.errors[0].line, 2);
+        let p = parse_body(br#" {"a":1} "#, BodyFormat::Json, 0);
+        assert_eq!((p.accepted, p.rejected), (1, 0));
+        let p = parse_body(br#"[{"a":1}, "#, BodyFormat::Json, 0);
+        assert_eq!((p.accepted, p.rejected), (0, 1));
+    }
+
+    #[test]
+    fn error_reports_are_capped() {
+        let body = "x\n".repeat(500);
+        let p = parse_body(body.as_bytes(), BodyFormat::Ndjson, 0);
+        assert_eq!(p.rejected, 500);
+        assert_eq!(p.errors.len(), MAX_REPORTED_ERRORS);
+    }
+}

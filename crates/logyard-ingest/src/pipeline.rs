@@ -1,0 +1,452 @@
+//! The write path: write-ahead log -> per-stream buffers -> Delta commits.
+//!
+//! An accepted request is appended to the WAL; the WAL thread puts the durable record into
+//! its stream's buffer (in position order) before the request is answered. The flusher
+//! commits a stream's buffer when it is big or old enough, or on request, with the
+//! position of its last record as the Delta transaction version; then the WAL may drop the
+//! segments that hold only committed records. See `logyard_storage::wal` and
+//! `logyard_storage::tables` for the two halves of the contract.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, new_null_array};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use tokio::sync::{Notify, watch};
+
+use logyard_core::StreamName;
+use logyard_core::batch::{BatchBuilder, PendingEvent};
+use logyard_storage::tables::{BuildFn, BuildResult};
+use logyard_storage::wal::decode_events;
+use logyard_storage::{AppendOutcome, Tables, Wal, WalOptions, WalRecord, WalSink};
+
+use crate::IngestError;
+use crate::metrics::IngestMetrics;
+
+/// Rows per record batch handed to the table writer.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Settings of the write path.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub wal_dir: std::path::PathBuf,
+    pub wal_segment_bytes: u64,
+    /// Commit a stream when its buffer holds this many bytes of events.
+    pub flush_bytes: usize,
+    /// ... or when its oldest buffered event is this old.
+    pub flush_age: Duration,
+    /// Streams committed at the same time.
+    pub flush_concurrency: usize,
+    /// Column cap per table (further fields go to `_conflicts`).
+    pub max_columns: usize,
+    /// How long an `ack=commit` request waits for its commit.
+    pub commit_wait: Duration,
+}
+
+impl IngestOptions {
+    pub fn new(wal_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            wal_dir: wal_dir.into(),
+            wal_segment_bytes: 64 << 20,
+            flush_bytes: 64 << 20,
+            flush_age: Duration::from_secs(10),
+            flush_concurrency: 4,
+            max_columns: logyard_core::batch::DEFAULT_MAX_COLUMNS,
+            commit_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// When a request is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ack {
+    /// Once the events are fsynced in the write-ahead log.
+    #[default]
+    Wal,
+    /// Once they are committed to the table.
+    Commit,
+}
+
+#[derive(Debug, Default)]
+struct StreamBuffer {
+    records: VecDeque<WalRecord>,
+    bytes: usize,
+    since: Option<Instant>,
+    flush_requested: bool,
+    flushing: bool,
+    /// No flush attempt before this instant (after a failure).
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+/// The buffers, shared with the WAL thread (which fills them).
+#[derive(Debug, Default)]
+struct Buffers {
+    streams: Mutex<HashMap<StreamName, StreamBuffer>>,
+    /// Highest position handed over by the WAL.
+    delivered: AtomicU64,
+    buffered_bytes: AtomicU64,
+}
+
+impl WalSink for Buffers {
+    fn durable(&self, records: Vec<WalRecord>) {
+        let mut streams = self.streams.lock().expect("buffers lock");
+        let now = Instant::now();
+        let mut last = 0;
+        let mut added = 0usize;
+        for record in records {
+            last = record.position;
+            let buf = streams.entry(record.stream.clone()).or_default();
+            buf.bytes += record.events.len();
+            added += record.events.len();
+            buf.since.get_or_insert(now);
+            buf.records.push_back(record);
+        }
+        self.buffered_bytes.fetch_add(added as u64, Ordering::Relaxed);
+        self.delivered.fetch_max(last, Ordering::Release);
+    }
+}
+
+impl Buffers {
+    /// The lowest position still needed: everything below it is committed.
+    fn low_watermark(&self) -> u64 {
+        let streams = self.streams.lock().expect("buffers lock");
+        let delivered = self.delivered.load(Ordering::Acquire);
+        streams
+            .values()
+            .filter_map(|b| b.records.front().map(|r| r.position))
+            .min()
+            .unwrap_or(delivered + 1)
+            .min(delivered + 1)
+    }
+}
+
+/// The write path of one process.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    wal: Wal,
+    tables: Arc<Tables>,
+    buffers: Arc<Buffers>,
+    committed: Mutex<HashMap<StreamName, watch::Sender<u64>>>,
+    wake: Notify,
+    options: IngestOptions,
+    metrics: IngestMetrics,
+}
+
+impl Ingestor {
+    /// Opens the write-ahead log (replaying what it holds into the buffers).
+    pub fn open(options: IngestOptions, tables: Arc<Tables>, metrics: IngestMetrics) -> Result<Self, IngestError> {
+        let buffers = Arc::new(Buffers::default());
+        let wal = Wal::open(
+            WalOptions { dir: options.wal_dir.clone(), segment_bytes: options.wal_segment_bytes },
+            buffers.clone(),
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                wal,
+                tables,
+                buffers,
+                committed: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                options,
+                metrics,
+            }),
+        })
+    }
+
+    pub fn writer_id(&self) -> &str {
+        self.inner.wal.writer_id()
+    }
+
+    pub fn tables(&self) -> &Arc<Tables> {
+        &self.inner.tables
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.inner.metrics
+    }
+
+    /// Bytes of the write-ahead log on disk (pending commit, or not yet reclaimed).
+    pub fn wal_bytes(&self) -> u64 {
+        self.inner.wal.disk_bytes()
+    }
+
+    /// Bytes of events buffered and not yet committed.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.inner.buffers.buffered_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Makes encoded events durable; with [`Ack::Commit`], waits for their commit too.
+    /// Returns the WAL position of the record.
+    pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<u64, IngestError> {
+        let position = self.inner.wal.append(stream.clone(), events).await?;
+        if ack == Ack::Commit {
+            self.request_flush(stream);
+            self.wait_committed(stream, position).await?;
+        }
+        Ok(position)
+    }
+
+    fn committed_rx(&self, stream: &StreamName) -> watch::Receiver<u64> {
+        let mut committed = self.inner.committed.lock().expect("committed lock");
+        committed.entry(stream.clone()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    async fn wait_committed(&self, stream: &StreamName, position: u64) -> Result<(), IngestError> {
+        let mut rx = self.committed_rx(stream);
+        let wait = rx.wait_for(|c| *c >= position);
+        match tokio::time::timeout(self.inner.options.commit_wait, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(IngestError::ShuttingDown),
+            Err(_) => Err(IngestError::CommitTimeout(self.inner.options.commit_wait)),
+        }
+    }
+
+    fn request_flush(&self, stream: &StreamName) {
+        if let Some(buf) = self.inner.buffers.streams.lock().expect("buffers lock").get_mut(stream) {
+            buf.flush_requested = true;
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Commits everything buffered now (all streams), returning once it is committed.
+    pub async fn flush_all(&self) -> Result<FlushSummary, IngestError> {
+        let streams: Vec<StreamName> = {
+            let streams = self.inner.buffers.streams.lock().expect("buffers lock");
+            streams.iter().filter(|(_, b)| !b.records.is_empty()).map(|(s, _)| s.clone()).collect()
+        };
+        let mut summary = FlushSummary::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        for stream in streams {
+            let this = self.clone();
+            tasks.spawn(async move {
+                let r = this.flush_stream(&stream, true).await;
+                (stream, r)
+            });
+        }
+        let results = tasks.join_all().await;
+        let mut first_error = None;
+        for (stream, r) in results {
+            match r {
+                Ok(rows) => {
+                    summary.streams += usize::from(rows > 0);
+                    summary.rows += rows;
+                }
+                Err(e) => {
+                    tracing::error!(%stream, error = %e, "flush failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+
+    /// The background flusher: commits streams that are due until `shutdown` resolves.
+    pub async fn run_flusher(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for stream in self.due_streams() {
+                let this = self.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = this.flush_stream(&stream, false).await {
+                        tracing::warn!(%stream, error = %e, "flush failed; the events stay in the write-ahead log and will be retried");
+                    }
+                });
+            }
+            tasks.join_all().await;
+        }
+    }
+
+    fn due_streams(&self) -> Vec<StreamName> {
+        let now = Instant::now();
+        let opts = &self.inner.options;
+        let streams = self.inner.buffers.streams.lock().expect("buffers lock");
+        self.inner.metrics.buffered_bytes.set(self.buffered_bytes() as i64);
+        self.inner.metrics.wal_bytes.set(self.wal_bytes() as i64);
+        streams
+            .iter()
+            .filter(|(_, b)| {
+                !b.records.is_empty()
+                    && !b.flushing
+                    && b.retry_at.is_none_or(|t| t <= now)
+                    && (b.flush_requested
+                        || b.bytes >= opts.flush_bytes
+                        || b.since.is_some_and(|s| now.duration_since(s) >= opts.flush_age))
+            })
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Commits what a stream has buffered. Returns the rows committed.
+    async fn flush_stream(&self, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
+        let records: Vec<WalRecord> = {
+            let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
+            let Some(buf) = streams.get_mut(stream) else { return Ok(0) };
+            if buf.records.is_empty() || (buf.flushing && !force) {
+                return Ok(0);
+            }
+            buf.flushing = true;
+            buf.flush_requested = false;
+            buf.records.iter().cloned().collect()
+        };
+        let last = records.last().map(|r| r.position).expect("non-empty");
+        let started = Instant::now();
+        let max_columns = self.inner.options.max_columns;
+        let records = Arc::new(records);
+        let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
+            let floor = committed.unwrap_or(0).max(0) as u64;
+            build_batches(schema, &records, floor, max_columns)
+        });
+        let result = self.inner.tables.append(stream, self.writer_id(), last as i64, build).await;
+        let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
+        let buf = streams.entry(stream.clone()).or_default();
+        buf.flushing = false;
+        match result {
+            Ok(outcome) => {
+                let mut removed_bytes = 0;
+                while buf.records.front().is_some_and(|r| r.position <= last) {
+                    let r = buf.records.pop_front().expect("non-empty");
+                    removed_bytes += r.events.len();
+                }
+                buf.bytes -= removed_bytes;
+                buf.since = if buf.records.is_empty() { None } else { Some(Instant::now()) };
+                buf.retry_at = None;
+                buf.failures = 0;
+                drop(streams);
+                self.inner.buffers.buffered_bytes.fetch_sub(removed_bytes as u64, Ordering::Relaxed);
+                let rows = match outcome {
+                    AppendOutcome::Committed { rows, table_version } => {
+                        tracing::debug!(%stream, rows, table_version, position = last, "committed");
+                        rows
+                    }
+                    AppendOutcome::AlreadyCommitted => {
+                        tracing::info!(%stream, position = last, "already committed before a restart; skipped");
+                        0
+                    }
+                };
+                self.inner.metrics.observe_flush(started.elapsed(), rows);
+                self.committed_tx(stream).send_modify(|c| *c = (*c).max(last));
+                self.inner.wal.release(self.inner.buffers.low_watermark());
+                Ok(rows)
+            }
+            Err(e) => {
+                buf.failures += 1;
+                let backoff = backoff(buf.failures);
+                buf.retry_at = Some(Instant::now() + backoff);
+                drop(streams);
+                self.inner.metrics.flush_errors.inc();
+                Err(IngestError::Storage(e))
+            }
+        }
+    }
+
+    fn committed_tx(&self, stream: &StreamName) -> watch::Sender<u64> {
+        let mut committed = self.inner.committed.lock().expect("committed lock");
+        committed.entry(stream.clone()).or_insert_with(|| watch::channel(0).0).clone()
+    }
+
+    /// Commits everything, retrying until `deadline`, then closes the write-ahead log.
+    pub async fn shutdown(&self, deadline: Instant) -> Result<(), IngestError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.flush_all().await {
+                Ok(summary) => {
+                    tracing::info!(rows = summary.rows, streams = summary.streams, "final flush done");
+                    break;
+                }
+                Err(e) if Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, "final flush failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    self.inner.wal.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        self.inner.wal.close().await;
+        Ok(())
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(250) * 2u32.saturating_pow(failures.min(7));
+    let capped = base.min(Duration::from_secs(30));
+    // Jitter: 50-100% of the capped delay.
+    let jitter = rand_fraction();
+    capped.mul_f64(0.5 + 0.5 * jitter)
+}
+
+fn rand_fraction() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let h = RandomState::new().hash_one(Instant::now());
+    (h % 10_000) as f64 / 10_000.0
+}
+
+/// What a flush committed.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct FlushSummary {
+    pub streams: usize,
+    pub rows: usize,
+}
+
+/// Builds the record batches of the records above `floor`, sorted by time.
+fn build_batches(schema: SchemaRef, records: &[WalRecord], floor: u64, max_columns: usize) -> BuildResult {
+    let mut events = Vec::new();
+    for record in records.iter().filter(|r| r.position > floor) {
+        for e in decode_events(&record.events) {
+            let e = e.map_err(|m| format!("damaged record at position {}: {m}", record.position))?;
+            events.push(PendingEvent { time: e.time, source: e.source, text: e.text });
+        }
+    }
+    if events.is_empty() {
+        return Ok(None);
+    }
+    events.sort_by_key(|e| e.time);
+    let mut batches = Vec::with_capacity(events.len().div_ceil(BATCH_ROWS));
+    let mut schema = schema;
+    for chunk in events.chunks(BATCH_ROWS) {
+        let mut builder = BatchBuilder::new(schema.clone(), max_columns);
+        for e in chunk {
+            builder.push(*e)?;
+        }
+        let batch = builder.finish()?;
+        schema = batch.schema();
+        batches.push(batch);
+    }
+    // Later chunks may have added columns: give every batch the final schema.
+    let batches = batches.into_iter().map(|b| pad_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(batches))
+}
+
+fn pad_to(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if batch.schema() == *schema {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| batch.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), rows)))
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns)
+}
