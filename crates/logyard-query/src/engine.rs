@@ -1,0 +1,218 @@
+//! Read-only SQL over the stream tables, with a time limit and a memory limit per query.
+//!
+//! Each query gets its own DataFusion session whose memory pool is capped; the streams it
+//! names are loaded at their latest committed version and registered under their names.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::TableReference;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::RecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::Stream;
+
+use logyard_core::StreamName;
+use logyard_storage::Tables;
+
+use crate::QueryError;
+
+/// Limits and defaults of the query engine.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// A query (planning and streaming its results) ends with an error after this long.
+    pub timeout: Duration,
+    /// A query that needs more memory than this ends with an error.
+    pub memory_limit: usize,
+    /// Rows returned by the `json` format before it stops and says so.
+    pub max_json_rows: usize,
+    /// Threads a query may use (DataFusion target partitions); 0 = the number of cores.
+    pub target_partitions: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_json_rows: 10_000, target_partitions: 0 }
+    }
+}
+
+/// Runs SQL over the stream tables.
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    tables: Arc<Tables>,
+    options: QueryOptions,
+}
+
+/// A running query: its schema and a stream of batches that ends with an error at the deadline.
+pub struct RunningQuery {
+    pub schema: SchemaRef,
+    pub stream: SendableRecordBatchStream,
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for RunningQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningQuery").field("schema", &self.schema).finish()
+    }
+}
+
+impl QueryEngine {
+    pub fn new(tables: Arc<Tables>, options: QueryOptions) -> Self {
+        Self { tables, options }
+    }
+
+    pub fn options(&self) -> &QueryOptions {
+        &self.options
+    }
+
+    pub fn tables(&self) -> &Arc<Tables> {
+        &self.tables
+    }
+
+    /// Plans and starts a query. Fails at once on SQL that is not read-only.
+    pub async fn execute(&self, sql: &str) -> Result<RunningQuery, QueryError> {
+        let started = Instant::now();
+        let deadline = started + self.options.timeout;
+        let planning = self.plan(sql);
+        let stream = match tokio::time::timeout(self.options.timeout, planning).await {
+            Ok(r) => r?,
+            Err(_) => return Err(QueryError::Timeout(self.options.timeout)),
+        };
+        let schema = stream.schema();
+        let stream: SendableRecordBatchStream = Box::pin(Deadline {
+            inner: stream,
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+            limit: self.options.timeout,
+        });
+        Ok(RunningQuery { schema, stream, started })
+    }
+
+    /// Runs a query to the end, collecting every batch.
+    pub async fn collect(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        use futures::TryStreamExt;
+        let q = self.execute(sql).await?;
+        let batches = q.stream.try_collect::<Vec<_>>().await.map_err(QueryError::from_datafusion)?;
+        Ok((q.schema, batches))
+    }
+
+    async fn plan(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+        let mut config =
+            SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("logyard", "public");
+        if self.options.target_partitions > 0 {
+            config = config.with_target_partitions(self.options.target_partitions);
+        }
+        // No spilling: a query that needs more memory than its limit fails.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.options.memory_limit, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(QueryError::from_datafusion)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = ctx.state();
+        let statement =
+            state.sql_to_statement(sql, &"generic".parse().expect("dialect")).map_err(QueryError::from_datafusion)?;
+        check_read_only(&statement)?;
+
+        let references = state.resolve_table_references(&statement).map_err(QueryError::from_datafusion)?;
+        let wants_catalog = matches!(&statement, DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::ShowTables { .. }))
+            || references.iter().any(|r| r.schema() == Some("information_schema"));
+        let streams: Vec<StreamName> = if wants_catalog {
+            self.tables.storage().list_streams().await?
+        } else {
+            references.iter().filter_map(stream_of).collect()
+        };
+        for stream in streams {
+            if let Some(table) = self.tables.latest(&stream).await? {
+                table.update_datafusion_session(&state).map_err(|e| QueryError::Storage(e.to_string()))?;
+                let provider = table.table_provider().await.map_err(|e| QueryError::Storage(e.to_string()))?;
+                ctx.register_table(stream.as_str(), provider).map_err(QueryError::from_datafusion)?;
+            }
+        }
+
+        let plan = ctx.state().statement_to_plan(statement).await.map_err(QueryError::from_datafusion)?;
+        datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| QueryError::ReadOnly(e.strip_backtrace()))?;
+        let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_datafusion)?;
+        df.execute_stream().await.map_err(QueryError::from_datafusion)
+    }
+}
+
+/// A table reference that names a stream of the default schema.
+fn stream_of(r: &TableReference) -> Option<StreamName> {
+    match r {
+        TableReference::Bare { table } => StreamName::new(table).ok(),
+        TableReference::Partial { schema, table } if schema.as_ref() == "public" => StreamName::new(table).ok(),
+        TableReference::Full { catalog, schema, table }
+            if catalog.as_ref() == "logyard" && schema.as_ref() == "public" =>
+        {
+            StreamName::new(table).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Only SELECT, WITH, EXPLAIN (of those), SHOW and DESCRIBE may run.
+fn check_read_only(statement: &DfStatement) -> Result<(), QueryError> {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_)
+            | SqlStatement::ShowTables { .. }
+            | SqlStatement::ShowColumns { .. }
+            | SqlStatement::ShowFunctions { .. }
+            | SqlStatement::ExplainTable { .. } => Ok(()),
+            SqlStatement::Explain { statement, .. } => {
+                check_read_only(&DfStatement::Statement(Box::new(statement.as_ref().clone())))
+            }
+            other => Err(not_read_only(&other.to_string())),
+        },
+        DfStatement::Explain(e) => check_read_only(&e.statement),
+        DfStatement::CreateExternalTable(_) => Err(not_read_only("CREATE EXTERNAL TABLE")),
+        DfStatement::CopyTo(_) => Err(not_read_only("COPY")),
+        DfStatement::Reset(_) => Err(not_read_only("RESET")),
+    }
+}
+
+fn not_read_only(statement: &str) -> QueryError {
+    let verb: String = statement.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    QueryError::ReadOnly(format!("only SELECT, WITH, EXPLAIN, SHOW and DESCRIBE statements are allowed; got {verb}"))
+}
+
+/// Ends a stream with a timeout error at its deadline.
+struct Deadline {
+    inner: SendableRecordBatchStream,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl Stream for Deadline {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            let limit = self.limit;
+            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(QueryError::Timeout(limit))))));
+        }
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl RecordBatchStream for Deadline {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+use std::future::Future;
