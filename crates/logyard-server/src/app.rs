@@ -1,0 +1,309 @@
+//! The HTTP API: routes, handlers, and `run(listener, state, shutdown)`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use logyard_core::{StreamName, time};
+use logyard_ingest::body::{self, BodyFormat, Encoding};
+use logyard_ingest::parse::{self, LineReport};
+use logyard_ingest::{Ack, Ingestor};
+use logyard_query::{Format, QueryEngine};
+use logyard_storage::Storage;
+
+use crate::error::ApiError;
+use crate::metrics::HttpMetrics;
+
+/// Limits on request bodies.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    /// Bytes as sent (before decompression).
+    pub max_body_bytes: usize,
+    /// Bytes after decompression.
+    pub max_decoded_bytes: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 << 20, max_decoded_bytes: 128 << 20 }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub ingestor: Ingestor,
+    pub query: QueryEngine,
+    pub storage: Storage,
+    pub limits: BodyLimits,
+    pub wal_dir: PathBuf,
+    pub registry: Arc<Registry>,
+    pub http_metrics: HttpMetrics,
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/streams/{stream}/events", post(ingest))
+        .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/streams/{stream}", get(get_stream))
+        .route("/api/v1/query", post(query))
+        .route("/api/v1/flush", post(flush))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    state.http_metrics.observe(&route, method.as_str(), response.status().as_u16(), took);
+    tracing::debug!(%method, route, status = response.status().as_u16(), ms = took.as_millis() as u64, "request");
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see README.md for the API")
+}
+
+/// Bytes of an oversized body that are still read (and dropped) before answering 413, so
+/// that a client still sending sees the answer instead of a reset connection.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads a body, failing with 413 once it passes `max` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {max} bytes"),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64 + DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut body = body.into_data_stream();
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 << 10, |l| l.min(max as u64) as usize));
+    let mut over = false;
+    let mut drained = 0u64;
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("reading the request body: {e}")))?;
+        if over {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        } else if buf.len() + chunk.len() > max {
+            over = true;
+            buf = bytes::BytesMut::new();
+        } else {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if over {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(&name)
+        .map(|v| {
+            v.to_str().map_err(|_| ApiError::bad_request("bad_header", format!("header {name} is not valid text")))
+        })
+        .transpose()
+}
+
+#[derive(Debug, Deserialize)]
+struct IngestParams {
+    #[serde(default)]
+    ack: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub errors: Vec<LineReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+}
+
+async fn ingest(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let stream = StreamName::new(&stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    let ack = match params.ack.as_deref() {
+        None | Some("wal") => Ack::Wal,
+        Some("commit") => Ack::Commit,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("ack={other:?}: use ack=wal or ack=commit"),
+            ));
+        }
+    };
+    let format = BodyFormat::from_content_type(header_str(&headers, header::CONTENT_TYPE)?)?;
+    let encoding = Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING)?)?;
+    let raw = read_body(&headers, body, state.limits.max_body_bytes).await?;
+    let max_decoded = state.limits.max_decoded_bytes;
+    let received = time::now_micros();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let decoded = body::decode(raw, encoding, max_decoded)?;
+        Ok::<_, logyard_ingest::IngestError>((decoded.len(), parse::parse_body(&decoded, format, received)))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let (decoded_len, parsed) = parsed;
+    let metrics = state.ingestor.metrics();
+    metrics.rejected(stream.as_str(), parsed.rejected);
+    if parsed.accepted == 0 {
+        let (code, message) = if parsed.rejected == 0 {
+            ("empty_body", "the body holds no events".to_owned())
+        } else {
+            ("no_valid_events", format!("all {} events were rejected; see errors", parsed.rejected))
+        };
+        let body = IngestResponse {
+            accepted: 0,
+            rejected: parsed.rejected,
+            errors: parsed.errors,
+            error: Some(serde_json::json!({"code": code, "message": message})),
+        };
+        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
+    let accepted = parsed.accepted;
+    state.ingestor.append(&stream, parsed.events.finish(), ack).await?;
+    metrics.accepted(stream.as_str(), accepted, decoded_len);
+    Ok(Json(IngestResponse { accepted, rejected: parsed.rejected, errors: parsed.errors, error: None }).into_response())
+}
+
+async fn flush(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let summary = state.ingestor.flush_all().await?;
+    Ok(Json(serde_json::json!({"committed_rows": summary.rows, "streams": summary.streams})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, 1 << 20).await?;
+    let request: QueryRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("the body must be {{\"sql\": \"...\", \"format\": \"json\"}}: {e}"),
+        )
+    })?;
+    let format: Format = match request.format.as_deref() {
+        None => Format::Json,
+        Some(f) => f.parse().map_err(|m: String| ApiError::bad_request("invalid_request", m))?,
+    };
+    let started = Instant::now();
+    let result = async {
+        let running = state.query.execute(&request.sql).await?;
+        logyard_query::output::encode(running, format, state.query.options().max_json_rows).await
+    }
+    .await;
+    state.http_metrics.observe_query(started.elapsed(), result.is_ok());
+    let stream = result?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], Body::from_stream(stream)).into_response())
+}
+
+async fn list_streams(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let names = state.storage.list_streams().await?;
+    let mut streams = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(info) = state.query.tables().info(&name).await? {
+            streams.push(info);
+        }
+    }
+    Ok(Json(serde_json::json!({ "streams": streams })))
+}
+
+async fn get_stream(State(state): State<AppState>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+    let stream = StreamName::new(&stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    match state.query.tables().info(&stream).await? {
+        Some(info) => Ok(Json(info).into_response()),
+        None => Err(ApiError::not_found(format!("stream {stream} has no table yet"))),
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let storage = match tokio::time::timeout(Duration::from_secs(5), state.storage.probe()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".to_owned()),
+    };
+    let wal = probe_dir(&state.wal_dir).await;
+    let ready = storage.is_ok() && wal.is_ok();
+    let check = |r: &Result<(), String>| match r {
+        Ok(()) => serde_json::json!({"ok": true}),
+        Err(e) => serde_json::json!({"ok": false, "error": e}),
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"storage": check(&storage), "wal": check(&wal)},
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn probe_dir(dir: &std::path::Path) -> Result<(), String> {
+    let path = dir.join(".ready-probe");
+    tokio::fs::write(&path, b"ok").await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    tokio::fs::remove_file(&path).await.map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let m = state.ingestor.metrics();
+    m.wal_bytes.set(state.ingestor.wal_bytes() as i64);
+    m.buffered_bytes.set(state.ingestor.buffered_bytes() as i64);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &state.registry)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response())
+}

@@ -1,0 +1,9 @@
+//! logyard-server: the HTTP API. The only crate that knows HTTP: routes, body limits,
+//! and the single mapping from errors to statuses ([`error::ApiError`]).
+
+pub mod app;
+pub mod error;
+pub mod metrics;
+
+pub use app::{AppState, BodyLimits, router, run};
+pub use metrics::HttpMetrics;
