@@ -1,0 +1,285 @@
+//! Configuration: defaults <- TOML file (`--config`) <- `LOGYARD_<SECTION>_<KEY>` environment
+//! variables <- command-line flags. Validated once at start; an error names the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+
+/// Every setting; `logyard.example.toml` shows each with its default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+    pub query: QueryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Time allowed after SIGTERM to finish requests and commit the write-ahead log.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Largest request body as sent.
+    pub max_body_bytes: usize,
+    /// Largest request body after decompression.
+    pub max_decoded_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            shutdown_grace: Duration::from_secs(25),
+            max_body_bytes: 16 << 20,
+            max_decoded_bytes: 128 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// A path, `file://` URL, `s3://bucket/prefix`, or `memory://`.
+    pub url: String,
+    /// Write-ahead log directory (local disk). Default: `<url>/wal` for a local storage
+    /// directory, `./logyard-wal` otherwise.
+    pub wal_dir: Option<PathBuf>,
+    /// S3 endpoint for S3-compatible servers (default: `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
+    pub s3_endpoint: Option<String>,
+    /// AWS region (default: the SDK's, from `AWS_REGION`, the profile or IMDS).
+    pub s3_region: Option<String>,
+    /// Path-style S3 requests (default: on with a custom endpoint).
+    pub s3_force_path_style: Option<bool>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "./logyard-data".into(),
+            wal_dir: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_force_path_style: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Commit a stream once this many bytes of events are buffered.
+    pub flush_bytes: usize,
+    /// ... or once its oldest buffered event is this old.
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// Size of a write-ahead log segment.
+    pub wal_segment_bytes: u64,
+    /// Most columns a table gets; further fields are kept in `_conflicts`.
+    pub max_columns: usize,
+    /// Streams committed at once.
+    pub flush_concurrency: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            flush_bytes: 64 << 20,
+            flush_interval: Duration::from_secs(10),
+            wal_segment_bytes: 64 << 20,
+            max_columns: 1000,
+            flush_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query running longer is stopped.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// A query needing more memory is stopped.
+    pub memory_limit: usize,
+    /// Rows the `json` format returns at most.
+    pub max_json_rows: usize,
+    /// Threads per query (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_json_rows: 10_000, threads: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `auto` (JSON unless stderr is a terminal), `json` or `text`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `logyard=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: "info,buoyant_kernel=warn,deltalake_core=warn".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
+}
+
+const SECTIONS: [&str; 5] = ["server", "storage", "ingest", "query", "log"];
+
+impl Config {
+    /// Builds the configuration from a file (optional), environment variables (given as a
+    /// map, so tests need not touch the process environment) and flag overrides
+    /// (`section.key` -> value).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: &BTreeMap<String, String>,
+        flags: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("LOGYARD_") else { continue };
+            let lower = rest.to_ascii_lowercase();
+            let Some((section, key)) = lower.split_once('_') else { continue };
+            if !SECTIONS.contains(&section) {
+                continue;
+            }
+            set(&mut table, section, key, value).with_context(|| format!("environment variable {name}"))?;
+        }
+        for (path, value) in flags {
+            let (section, key) = path.split_once('.').expect("flag paths are section.key");
+            set(&mut table, section, key, value)?;
+        }
+        let de = toml::Value::Table(table);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("invalid configuration at `{path}`: {}", e.inner())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.ingest.flush_bytes == 0 {
+            bail!("invalid configuration at `ingest.flush_bytes`: must be above 0");
+        }
+        if self.ingest.flush_interval.is_zero() {
+            bail!("invalid configuration at `ingest.flush_interval`: must be above 0");
+        }
+        if self.server.max_body_bytes == 0 || self.server.max_decoded_bytes < self.server.max_body_bytes {
+            bail!("invalid configuration at `server.max_decoded_bytes`: must be at least `server.max_body_bytes`");
+        }
+        if self.query.max_json_rows == 0 {
+            bail!("invalid configuration at `query.max_json_rows`: must be above 0");
+        }
+        logyard_storage::Location::parse(&self.storage.url).context("invalid configuration at `storage.url`")?;
+        Ok(())
+    }
+}
+
+/// Sets `section.key`, reading the value as a TOML literal when it is one (numbers,
+/// booleans) and as a string otherwise.
+fn set(table: &mut toml::Table, section: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_)))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        bail!("`{section}` must be a table");
+    };
+    section_table.insert(key.to_owned(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_file_env_and_flags_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[ingest]\nflush_bytes = 1000\nflush_interval = \"3s\"\n[query]\ntimeout = \"5s\"\n")
+            .unwrap();
+        let c = Config::load(
+            Some(&file),
+            &env(&[
+                ("LOGYARD_INGEST_FLUSH_BYTES", "2000"),
+                ("LOGYARD_SERVER_LISTEN", "0.0.0.0:9000"),
+                ("LOGYARD_TEST_OTHER", "x"),
+            ]),
+            &[("server.listen", "127.0.0.1:7000".into())],
+        )
+        .unwrap();
+        assert_eq!(c.ingest.flush_bytes, 2000);
+        assert_eq!(c.ingest.flush_interval, Duration::from_secs(3));
+        assert_eq!(c.query.timeout, Duration::from_secs(5));
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.query.max_json_rows, 10_000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, &env(&[("LOGYARD_INGEST_FLUSH_BYTSE", "1")]), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("ingest.flush_bytse"), "{e:#}");
+        let e = Config::load(None, &env(&[("LOGYARD_QUERY_TIMEOUT", "soon")]), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("query.timeout"), "{e:#}");
+        let e = Config::load(None, &env(&[("LOGYARD_SERVER_LISTEN", "nowhere")]), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("server.listen"), "{e:#}");
+        let e = Config::load(None, &env(&[("LOGYARD_STORAGE_URL", "gs://x")]), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("storage.url"), "{e:#}");
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../logyard.example.toml"));
+        let c = Config::load(Some(path), &BTreeMap::new(), &[]).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+}

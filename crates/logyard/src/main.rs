@@ -1,0 +1,401 @@
+//! The `logyard` binary: command line, configuration, wiring and shutdown.
+//! The only crate that reads the process environment; `anyhow` lives here.
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
+use logyard_query::{QueryEngine, QueryOptions};
+use logyard_server::{AppState, BodyLimits, HttpMetrics};
+use logyard_storage::aws::S3Options;
+use logyard_storage::{Location, Storage, StoreMetrics, Tables};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "logyard", version, about = "Log archive and SQL log analytics for online shops on EKS")]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "LOGYARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: ingest, storage, SQL.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Storage: a path, file://, s3://bucket/prefix or memory:// (default ./logyard-data).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Write-ahead log directory.
+        #[arg(long)]
+        wal_dir: Option<PathBuf>,
+    },
+    /// Run one SQL query, against the storage directly or a running server.
+    Query {
+        /// The SQL statement.
+        sql: String,
+        /// Query a running server instead of reading the storage.
+        #[arg(long)]
+        server: Option<String>,
+        /// Storage to read (default from the configuration: ./logyard-data).
+        #[arg(long, conflicts_with = "server")]
+        storage: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// List the streams with their rows, size and time range.
+    Streams {
+        /// Storage to read (default from the configuration: ./logyard-data).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = process_env();
+    match cli.command {
+        Command::Serve { listen, storage, wal_dir } => {
+            let mut flags = Vec::new();
+            if let Some(l) = listen {
+                flags.push(("server.listen", l));
+            }
+            if let Some(s) = storage {
+                flags.push(("storage.url", s));
+            }
+            if let Some(w) = wal_dir {
+                flags.push(("storage.wal_dir", w.display().to_string()));
+            }
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging(&config);
+            serve(config, &env).await
+        }
+        Command::Query { sql, server, storage, format } => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            match server {
+                Some(url) => query_server(&url, &sql, format).await,
+                None => query_local(&config, &env, &sql, format).await,
+            }
+        }
+        Command::Streams { storage } => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            let tables = Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?);
+            let mut infos = Vec::new();
+            for stream in tables.storage().list_streams().await? {
+                if let Some(info) = tables.info(&stream).await? {
+                    infos.push(info);
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"streams": infos}))?);
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match config.log.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn init_logging_quiet() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3Options {
+    S3Options {
+        region: config.storage.s3_region.clone(),
+        endpoint: config
+            .storage
+            .s3_endpoint
+            .clone()
+            .or_else(|| env.get("AWS_ENDPOINT_URL_S3").cloned())
+            .or_else(|| env.get("AWS_ENDPOINT_URL").cloned()),
+        force_path_style: config.storage.s3_force_path_style,
+    }
+}
+
+async fn open_storage(
+    config: &Config,
+    env: &BTreeMap<String, String>,
+    metrics: StoreMetrics,
+) -> anyhow::Result<Storage> {
+    let location = Location::parse(&config.storage.url)?;
+    Storage::open(location.clone(), &s3_options(config, env), metrics)
+        .await
+        .with_context(|| format!("opening storage {location}"))
+}
+
+fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &config.storage.wal_dir {
+        return Ok(dir.clone());
+    }
+    Ok(match Location::parse(&config.storage.url)? {
+        Location::Local(dir) => dir.join("wal"),
+        _ => PathBuf::from("./logyard-wal"),
+    })
+}
+
+fn query_options(config: &Config) -> QueryOptions {
+    QueryOptions {
+        timeout: config.query.timeout,
+        memory_limit: config.query.memory_limit,
+        max_json_rows: config.query.max_json_rows,
+        target_partitions: config.query.threads,
+    }
+}
+
+async fn serve(config: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let store_metrics = StoreMetrics::default();
+    store_metrics.register(&mut registry);
+    let ingest_metrics = IngestMetrics::default();
+    ingest_metrics.register(&mut registry);
+    let http_metrics = HttpMetrics::default();
+    http_metrics.register(&mut registry);
+
+    let storage = open_storage(&config, env, store_metrics).await?;
+    let tables = Arc::new(Tables::new(storage.clone()));
+    let wal_dir = wal_dir(&config)?;
+    let mut ingest_options = IngestOptions::new(&wal_dir);
+    ingest_options.flush_bytes = config.ingest.flush_bytes;
+    ingest_options.flush_age = config.ingest.flush_interval;
+    ingest_options.wal_segment_bytes = config.ingest.wal_segment_bytes;
+    ingest_options.max_columns = config.ingest.max_columns;
+    ingest_options.flush_concurrency = config.ingest.flush_concurrency;
+    let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
+        .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
+    let query = QueryEngine::new(tables, query_options(&config));
+
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
+    println!("logyard listening on http://{addr}");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    // Commit what the write-ahead log held at start, then keep flushing.
+    let startup = ingestor.clone();
+    tokio::spawn(async move {
+        if let Err(e) = startup.flush_all().await {
+            tracing::warn!(error = %e, "committing the replayed write-ahead log failed; the flusher will retry");
+        }
+    });
+    let flusher = {
+        let ingestor = ingestor.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { ingestor.run_flusher(stop).await })
+    };
+
+    let state = AppState {
+        ingestor: ingestor.clone(),
+        query,
+        storage,
+        limits: BodyLimits {
+            max_body_bytes: config.server.max_body_bytes,
+            max_decoded_bytes: config.server.max_decoded_bytes,
+        },
+        wal_dir,
+        registry: Arc::new(registry),
+        http_metrics,
+    };
+    let grace = config.server.shutdown_grace;
+    let mut server = tokio::spawn(logyard_server::run(listener, state, stopped(stop_rx.clone())));
+
+    // Serve until a signal; then give requests in flight and the final commit the grace.
+    let mut rx = stop_rx.clone();
+    tokio::select! {
+        r = &mut server => {
+            r.context("server task")?.context("serving")?;
+            bail!("the server stopped without a shutdown signal");
+        }
+        _ = rx.wait_for(|s| *s) => {}
+    }
+    let deadline = Instant::now() + grace;
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        "shutting down: finishing requests and committing the write-ahead log"
+    );
+    match tokio::time::timeout_at(deadline.into(), &mut server).await {
+        Ok(r) => r.context("server task")?.context("serving")?,
+        Err(_) => tracing::warn!("requests still running at the end of the grace period"),
+    }
+    let _ = flusher.await;
+    ingestor.shutdown(deadline).await.context("final commit")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn query_local(
+    config: &Config,
+    env: &BTreeMap<String, String>,
+    sql: &str,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let storage = open_storage(config, env, StoreMetrics::default()).await?;
+    let engine = QueryEngine::new(Arc::new(Tables::new(storage)), query_options(config));
+    let running = engine.execute(sql).await?;
+    match format {
+        OutputFormat::Table => {
+            use futures::TryStreamExt;
+            let batches: Vec<_> =
+                running.stream.try_collect().await.map_err(logyard_query::QueryError::from_datafusion)?;
+            print_table(&running.schema, &batches)
+        }
+        other => {
+            let f = match other {
+                OutputFormat::Csv => logyard_query::Format::Csv,
+                OutputFormat::Json => logyard_query::Format::Json,
+                _ => logyard_query::Format::Ndjson,
+            };
+            let max_rows = if f == logyard_query::Format::Json { usize::MAX / 2 } else { config.query.max_json_rows };
+            let mut out = logyard_query::output::encode(running, f, max_rows).await?;
+            use futures::StreamExt;
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            while let Some(chunk) = out.next().await {
+                stdout.write_all(&chunk?)?;
+            }
+            if f == logyard_query::Format::Json {
+                writeln!(stdout)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_table(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[arrow::record_batch::RecordBatch],
+) -> anyhow::Result<()> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if batches.is_empty() {
+        let empty = arrow::record_batch::RecordBatch::new_empty(schema.clone());
+        println!("{}", arrow::util::pretty::pretty_format_batches(&[empty])?);
+    } else {
+        println!("{}", arrow::util::pretty::pretty_format_batches(batches)?);
+    }
+    println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+    Ok(())
+}
+
+async fn query_server(server: &str, sql: &str, format: OutputFormat) -> anyhow::Result<()> {
+    let url = format!("{}/api/v1/query", server.trim_end_matches('/'));
+    let wire = match format {
+        OutputFormat::Table => "arrow",
+        OutputFormat::Csv => "csv",
+        OutputFormat::Json => "json",
+        OutputFormat::Ndjson => "ndjson",
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"sql": sql, "format": wire}))
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("the server answered {status}: {message}");
+    }
+    if format == OutputFormat::Table {
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        return print_table(&schema, &batches);
+    }
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&body)?;
+    if format == OutputFormat::Json {
+        writeln!(stdout)?;
+    }
+    Ok(())
+}

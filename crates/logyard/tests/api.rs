@@ -1,0 +1,235 @@
+//! The HTTP API end to end against a `logyard serve` process on the local filesystem, and
+//! the same suite against S3 (s3s-fs with signature checks) in `s3.rs`.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn local_filesystem_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::roundtrip(ServerSpec::local(dir.path())).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_rejected_alone_and_the_rest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_QUERY_TIMEOUT", "1s").start();
+
+    // A malformed line among good ones: 200, the line reported, the good ones kept.
+    let body = "{\"id\":\"ok-1\"}\n{\"id\": oops}\n[1,2]\n{\"id\":\"ok-2\"}\n\"text\"\n";
+    let (status, r) = ingest(&server, "bad", body, "?ack=commit").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["accepted"].as_u64(), r["rejected"].as_u64()), (Some(2), Some(3)));
+    let lines: Vec<_> = r["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 3, 5]);
+    assert!(r["errors"][1]["message"].as_str().unwrap().contains("must be a JSON object, got an array"));
+
+    // Invalid UTF-8 and an oversized line are rejected alone too.
+    let mut body = b"{\"id\":\"ok-3\"}\n{\"id\":\"\xff\xfe\"}\n".to_vec();
+    body.extend_from_slice(format!("{{\"id\":\"{}\"}}\n", "x".repeat(1_100_000)).as_bytes());
+    body.extend_from_slice(b"{\"id\":\"ok-4\"}\n");
+    let (status, r) = ingest(&server, "bad", body, "?ack=commit").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["accepted"].as_u64(), r["rejected"].as_u64()), (Some(2), Some(2)));
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("invalid UTF-8"), "{r}");
+    assert!(r["errors"][1]["message"].as_str().unwrap().contains("longer than the limit"), "{r}");
+    assert_eq!(r["errors"][1]["line"], 3);
+    let ids = rows(&server, "SELECT id FROM bad ORDER BY id").await;
+    assert_eq!(ids, vec![json!({"id": "ok-1"}), json!({"id": "ok-2"}), json!({"id": "ok-3"}), json!({"id": "ok-4"})]);
+
+    // Every line bad: 400 with the same shape and an error member.
+    let (status, r) = ingest(&server, "bad", "nope\n{\n", "").await;
+    assert_eq!(status, 400);
+    assert_eq!((r["accepted"].as_u64(), r["rejected"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(r["error"]["code"], "no_valid_events");
+
+    // A bad time value names the field.
+    let (status, r) = ingest(&server, "bad", "{\"timestamp\":\"yesterday\"}\n", "").await;
+    assert_eq!(status, 400);
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("field `timestamp`"), "{r}");
+
+    // A gzip bomb: 413, and it stops early (the body is 250 KB, the output would be 256 MiB).
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![b' '; 1 << 20];
+    for _ in 0..256 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    let started = std::time::Instant::now();
+    let r = client()
+        .post(server.url("/api/v1/streams/bad/events"))
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r["error"]["code"], "payload_too_large");
+    assert!(r["error"]["message"].as_str().unwrap().contains("decompressed body"), "{r}");
+    assert!(started.elapsed().as_secs() < 20);
+
+    // A body over the limit as sent.
+    let big = "a".repeat((16 << 20) + 1);
+    let (status, r) = ingest(&server, "bad", big, "").await;
+    assert_eq!(status, 413, "{r}");
+
+    // Wrong content type and encoding: 415 naming what is accepted.
+    let r = client()
+        .post(server.url("/api/v1/streams/bad/events"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let r: Value = r.json().await.unwrap();
+    assert!(r["error"]["message"].as_str().unwrap().contains("application/x-ndjson"), "{r}");
+    let r = client()
+        .post(server.url("/api/v1/streams/bad/events"))
+        .header("content-encoding", "br")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+
+    // A bad stream name.
+    for name in ["Bad", "a.b", "-x", &"a".repeat(64)] {
+        let (status, r) = ingest(&server, name, "{}\n", "").await;
+        assert_eq!(status, 400, "{name}: {r}");
+        assert_eq!(r["error"]["code"], "invalid_stream", "{name}");
+    }
+
+    // Writes in SQL.
+    for sql in [
+        "INSERT INTO bad VALUES (1)",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE bad",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "SELECT 1; DROP TABLE bad",
+        "EXPLAIN INSERT INTO bad VALUES (1)",
+    ] {
+        let (status, r) = query(&server, sql).await;
+        assert_eq!(status, 400, "{sql}: {r}");
+        let code = r["error"]["code"].as_str().unwrap();
+        assert!(code == "read_only" || code == "invalid_sql", "{sql}: {r}");
+        if !sql.contains(';') {
+            assert_eq!(code, "read_only", "{sql}: {r}");
+            assert!(r["error"]["message"].as_str().unwrap().contains("only SELECT"), "{sql}: {r}");
+        }
+    }
+    // Unknown tables and bad SQL are the client's error.
+    let (status, r) = query(&server, "SELECT * FROM nosuchstream").await;
+    assert_eq!((status, r["error"]["code"].as_str()), (400, Some("invalid_sql")), "{r}");
+    let (status, r) = query(&server, "SELEC 1").await;
+    assert_eq!(status, 400, "{r}");
+
+    // A query over its time limit stops with a clear error; the server stays up.
+    let started = std::time::Instant::now();
+    let (status, r) = query(&server, "SELECT sum(v) FROM generate_series(1, 100000000000) AS t(v)").await;
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(r["error"]["code"], "query_timeout");
+    assert!(r["error"]["message"].as_str().unwrap().contains("time limit of 1s"), "{r}");
+    assert!(started.elapsed().as_secs() < 10);
+    assert_eq!(count(&server, "SELECT count(*) FROM bad").await, 4);
+
+    // Unknown routes and malformed query requests are JSON errors too.
+    let r = client().get(server.url("/api/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    let r = client().post(server.url("/api/v1/query")).body("{\"sq\": 1}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn the_memory_limit_stops_a_query_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_QUERY_MEMORY_LIMIT", "20000000").start();
+    let (status, r) = query(
+        &server,
+        "SELECT v % 3000000 AS k, count(*) FROM generate_series(1, 6000000) AS t(v) GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .await;
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(r["error"]["code"], "query_memory_limit", "{r}");
+    assert_eq!(count(&server, "SELECT count(*) FROM generate_series(1, 10)").await, 10);
+}
+
+#[tokio::test]
+async fn schema_evolves_and_conflicting_values_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    let first = "{\"id\":\"1\",\"status\":200,\"user\":{\"tier\":\"gold\"}}\n";
+    assert_eq!(ingest(&server, "evo", first, "?ack=commit").await.0, 200);
+    let second = "{\"id\":\"2\",\"status\":\"timeout\",\"region\":\"eu\",\"user\":{\"tier\":\"silver\",\"age\":30},\"tags\":[\"a\",\"b\"]}\n";
+    assert_eq!(ingest(&server, "evo", second, "?ack=commit").await.0, 200);
+    let third = "{\"id\":\"3\",\"status\":503}\n";
+    assert_eq!(ingest(&server, "evo", third, "?ack=commit").await.0, 200);
+
+    let got =
+        rows(&server, "SELECT id, status, region, \"user.tier\", \"user.age\", tags, _conflicts FROM evo ORDER BY id")
+            .await;
+    assert_eq!(
+        got,
+        vec![
+            json!({"id": "1", "status": 200, "region": null, "user.tier": "gold", "user.age": null, "tags": null, "_conflicts": null}),
+            json!({"id": "2", "status": null, "region": "eu", "user.tier": "silver", "user.age": 30, "tags": "[\"a\",\"b\"]", "_conflicts": "{\"status\":\"timeout\"}"}),
+            json!({"id": "3", "status": 503, "region": null, "user.tier": null, "user.age": null, "tags": null, "_conflicts": null}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    let r = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["storage"]["ok"], true);
+    assert_eq!(body["checks"]["wal"]["ok"], true);
+
+    ingest(&server, "m", events("m", 10), "?ack=commit").await;
+    ingest(&server, "m", "bad\n{}\n", "").await;
+    query(&server, "SELECT count(*) FROM m").await;
+    query(&server, "SELECT nope FROM m").await;
+    let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "logyard_ingested_events_total{stream=\"m\"} 11",
+        "logyard_rejected_events_total{stream=\"m\"} 1",
+        "logyard_wal_bytes ",
+        "logyard_flush_duration_seconds_count",
+        "logyard_query_duration_seconds_count 2",
+        "logyard_queries_total{outcome=\"error\"} 1",
+        "logyard_object_store_requests_total{operation=\"put\"}",
+        "logyard_http_requests_total{route=\"/api/v1/streams/{stream}/events\",method=\"POST\",status=\"200\"} 2",
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+
+    // A WAL directory that cannot be written makes the server not ready (a file in its
+    // place fails even for root), and ready again once it is back.
+    let wal = server.wal_dir.clone();
+    let moved = wal.with_extension("moved");
+    std::fs::rename(&wal, &moved).unwrap();
+    std::fs::write(&wal, b"not a directory").unwrap();
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["wal"]["ok"], false, "{body}");
+    std::fs::remove_file(&wal).unwrap();
+    std::fs::rename(&moved, &wal).unwrap();
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

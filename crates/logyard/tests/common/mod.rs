@@ -1,0 +1,297 @@
+//! Test fixtures: the logyard binary as a child process, an S3 server (s3s-fs) with
+//! signature checks, and a small HTTP client. Everything listens on 127.0.0.1 only.
+//!
+//! A fixture that needs a program that is missing fails the test with a message saying how
+//! to get it (`scripts/test.sh` installs everything); nothing is skipped.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+pub mod suite;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_logyard");
+
+/// A `logyard serve` child process.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub storage: String,
+    pub wal_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    stderr_log: PathBuf,
+}
+
+/// How to start a server.
+#[derive(Clone)]
+pub struct ServerSpec {
+    pub storage: String,
+    pub wal_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl ServerSpec {
+    pub fn local(dir: &Path) -> Self {
+        Self { storage: dir.join("data").display().to_string(), wal_dir: dir.join("wal"), env: Vec::new() }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn start(&self) -> Server {
+        let log_dir = self.wal_dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let stderr_log = log_dir.join(format!("server-{}.log", std::process::id()));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage", &self.storage, "--wal-dir"])
+            .arg(&self.wal_dir)
+            .env("LOGYARD_INGEST_FLUSH_INTERVAL", "300ms")
+            .env("LOGYARD_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning logyard");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(url) = line.trim().strip_prefix("logyard listening on http://") else {
+            let _ = child.kill();
+            panic!(
+                "logyard did not start; stdout: {line:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_log).unwrap_or_default()
+            );
+        };
+        let addr: SocketAddr = url.parse().unwrap();
+        Server {
+            child,
+            addr,
+            base: format!("http://{addr}"),
+            storage: self.storage.clone(),
+            wal_dir: self.wal_dir.clone(),
+            env: self.env.clone(),
+            stderr_log,
+        }
+    }
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and how long it took.
+    pub fn terminate(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        signal(self.pid(), "TERM");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), started.elapsed());
+            }
+            if started.elapsed() > limit {
+                self.kill9();
+                panic!("logyard did not exit within {limit:?} of SIGTERM; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: i32, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+/// Posts NDJSON; returns the status and JSON body.
+pub async fn ingest(server: &Server, stream: &str, body: impl Into<reqwest::Body>, query: &str) -> (u16, Value) {
+    let r = client()
+        .post(server.url(&format!("/api/v1/streams/{stream}/events{query}")))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Runs SQL (json format); returns the status and JSON body.
+pub async fn query(server: &Server, sql: &str) -> (u16, Value) {
+    let r = client().post(server.url("/api/v1/query")).json(&serde_json::json!({"sql": sql})).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// Runs SQL and returns the rows, failing the test on an error.
+pub async fn rows(server: &Server, sql: &str) -> Vec<Value> {
+    let (status, body) = query(server, sql).await;
+    assert_eq!(status, 200, "{sql}: {body}");
+    body["rows"].as_array().unwrap().clone()
+}
+
+pub async fn count(server: &Server, sql: &str) -> i64 {
+    let r = rows(server, sql).await;
+    r[0].as_object().unwrap().values().next().unwrap().as_i64().unwrap()
+}
+
+pub async fn flush(server: &Server) {
+    let r = client().post(server.url("/api/v1/flush")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Runs `logyard` with arguments and returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Finds a program: an environment variable naming its path, else `PATH`.
+pub fn program(var: &str, name: &str, how: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(var) {
+        let p = PathBuf::from(p);
+        assert!(p.exists(), "{var}={} does not exist; {how}", p.display());
+        return p;
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is required by this test and was not found (set {var} or put it on PATH); {how}");
+}
+
+/// An s3s-fs server on loopback that checks SigV4 signatures, behind [`proxy`].
+pub struct S3 {
+    child: Child,
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let bin = program("LOGYARD_S3S_FS", "s3s-fs", "scripts/test.sh installs s3s-fs 0.14.1 with cargo install");
+        let root = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let (access_key, secret_key) = ("logyard-test-key".to_owned(), "logyard-test-secret-0123456789".to_owned());
+        let child = Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                &access_key,
+                "--secret-key",
+                &secret_key,
+            ])
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning s3s-fs");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "s3s-fs did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
+        S3 { child, endpoint: format!("http://{proxy}"), root, access_key, secret_key }
+    }
+
+    /// Creates a bucket (a directory of the server's root).
+    pub fn bucket(&self, name: &str) -> String {
+        std::fs::create_dir_all(self.root.path().join(name)).unwrap();
+        name.to_owned()
+    }
+
+    /// The environment a logyard process needs to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_key.clone()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            // Keep the SDK away from ~/.aws and IMDS.
+            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` storefront-like events with ids `{prefix}-{i}`.
+pub fn events(prefix: &str, n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        out.push_str(&format!(
+            "{{\"timestamp\":\"2026-11-25T10:{:02}:{:02}Z\",\"id\":\"{prefix}-{i}\",\"route\":\"/cart\",\"status\":{},\"latency_ms\":{}.5}}\n",
+            (i / 60) % 60,
+            i % 60,
+            if i % 50 == 0 { 500 } else { 200 },
+            i % 300
+        ));
+    }
+    out
+}
