@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, and all tests.
+#
+# Installs what the tests need when it is missing, into a cache directory outside the
+# clone (default /var/cache/logyard, or ~/.cache/logyard when that is not writable):
+#   - s3s-fs 0.14.1 (an S3 server that checks signatures), by cargo install;
+#   - a Python venv with the pinned readers of scripts/tests/requirements.txt.
+# The build directory lives there too (CARGO_TARGET_DIR), so repeated runs are incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache=${LOGYARD_CACHE:-/var/cache/logyard}
+if ! mkdir -p "$cache" 2>/dev/null || ! [ -w "$cache" ]; then
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/logyard"
+  mkdir -p "$cache"
+fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+s3s="$cache/tools/bin/s3s-fs"
+if ! [ -x "$s3s" ]; then
+  step "installing s3s-fs 0.14.1 into $cache/tools"
+  CARGO_TARGET_DIR="$cache/tools-target" cargo install s3s-fs@0.14.1 --features binary --locked --root "$cache/tools"
+fi
+
+venv="$cache/venv"
+req=scripts/tests/requirements.txt
+if ! [ -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
+  step "creating the Python venv $venv"
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/requirements.txt"
+fi
+
+export LOGYARD_S3S_FS="$s3s"
+export LOGYARD_TEST_PYTHON="$venv/bin/python"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test"
+cargo test --workspace --locked
+step "all checks passed"
