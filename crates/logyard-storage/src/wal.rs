@@ -559,21 +559,26 @@ mod tests {
     async fn released_segments_are_deleted_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         let s = StreamName::new("s").unwrap();
-        let (wal, _) = open(dir.path(), 1);
-        for _ in 0..4 {
-            wal.append(s.clone(), events(&["{\"x\":1}"])).await.unwrap();
-        }
         let count = || {
             fs::read_dir(dir.path())
                 .unwrap()
                 .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "wal"))
                 .count()
         };
+        let (wal, _) = open(dir.path(), 1);
+        for _ in 0..4 {
+            wal.append(s.clone(), events(&["{\"x\":1}"])).await.unwrap();
+        }
+        wal.close().await;
+        drop(wal);
         assert_eq!(count(), 5, "one record per segment plus the empty active one");
+
+        let (wal, sink) = open(dir.path(), 1);
+        assert_eq!(sink.0.lock().unwrap().len(), 4);
         wal.release(3);
         wal.close().await;
-        assert_eq!(count(), 3, "the segments of positions 1 and 2 are gone");
         drop(wal);
+        assert_eq!(count(), 3, "the segments of positions 1 and 2 are gone");
         let (_wal, sink) = open(dir.path(), 1);
         let positions: Vec<_> = sink.0.lock().unwrap().iter().map(|r| r.position).collect();
         assert_eq!(positions, [3, 4]);
