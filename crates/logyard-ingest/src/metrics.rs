@@ -22,6 +22,7 @@ pub struct IngestMetrics {
     pub wal_bytes: Gauge,
     pub buffered_bytes: Gauge,
     pub flush_seconds: Histogram,
+    pub build_seconds: Histogram,
     pub flushed_rows: Counter,
     pub flush_errors: Counter,
 }
@@ -35,6 +36,7 @@ impl Default for IngestMetrics {
             wal_bytes: Gauge::default(),
             buffered_bytes: Gauge::default(),
             flush_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            build_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             flushed_rows: Counter::default(),
             flush_errors: Counter::default(),
         }

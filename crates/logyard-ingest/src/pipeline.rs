@@ -138,6 +138,8 @@ struct Inner {
     buffers: Arc<Buffers>,
     committed: Mutex<HashMap<StreamName, watch::Sender<u64>>>,
     wake: Notify,
+    /// Bounds the streams committed at the same time.
+    flush_slots: tokio::sync::Semaphore,
     options: IngestOptions,
     metrics: IngestMetrics,
 }
@@ -157,6 +159,7 @@ impl Ingestor {
                 buffers,
                 committed: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                flush_slots: tokio::sync::Semaphore::new(options.flush_concurrency.max(1)),
                 options,
                 metrics,
             }),
@@ -297,6 +300,7 @@ impl Ingestor {
 
     /// Commits what a stream has buffered. Returns the rows committed.
     async fn flush_stream(&self, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
+        let _slot = self.inner.flush_slots.acquire().await.map_err(|_| IngestError::ShuttingDown)?;
         let records: Vec<WalRecord> = {
             let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
             let Some(buf) = streams.get_mut(stream) else { return Ok(0) };
@@ -311,9 +315,13 @@ impl Ingestor {
         let started = Instant::now();
         let max_columns = self.inner.options.max_columns;
         let records = Arc::new(records);
+        let metrics = self.inner.metrics.clone();
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
             let floor = committed.unwrap_or(0).max(0) as u64;
-            build_batches(schema, &records, floor, max_columns)
+            let started = Instant::now();
+            let batches = build_batches(schema, &records, floor, max_columns);
+            metrics.build_seconds.observe(started.elapsed().as_secs_f64());
+            batches
         });
         let result = self.inner.tables.append(stream, self.writer_id(), last as i64, build).await;
         let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
