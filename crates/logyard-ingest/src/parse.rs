@@ -91,11 +91,21 @@ fn parse_json(body: &[u8], received: Micros) -> ParsedBody {
         }
     } else if trimmed.is_empty() {
         out.reject(1, LineError::InvalidJson("empty body".into()));
+    } else if has_trailing_values(text) {
+        // Several objects one per line, sent as application/json (Fluent Bit 1.9 does so
+        // with `format json_lines`): read it as NDJSON.
+        return parse_ndjson(body, received);
     } else {
         // One object (or something that is not, which check_line reports).
         out.accept(text.trim().as_bytes(), received, 1);
     }
     out
+}
+
+/// Whether the text is one JSON value followed by more.
+fn has_trailing_values(text: &str) -> bool {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    matches!(values.next(), Some(Ok(_))) && matches!(values.next(), Some(Ok(_)))
 }
 
 #[cfg(test)]
@@ -122,6 +132,13 @@ mod tests {
         assert_eq!((p.accepted, p.rejected), (1, 0));
         let p = parse_body(br#"[{"a":1}, "#, BodyFormat::Json, 0);
         assert_eq!((p.accepted, p.rejected), (0, 1));
+        // NDJSON labelled application/json is read line by line.
+        let p = parse_body(b"{\"a\":1}\n{\"a\":2}\nnope\n", BodyFormat::Json, 0);
+        assert_eq!((p.accepted, p.rejected), (2, 1));
+        assert_eq!(p.errors[0].line, 3);
+        // A pretty-printed object is one event.
+        let p = parse_body(b"{\n  \"a\": 1\n}\n", BodyFormat::Json, 0);
+        assert_eq!((p.accepted, p.rejected), (1, 0));
     }
 
     #[test]
