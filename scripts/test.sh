@@ -47,4 +47,5 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
+scripts/tests/deploy/check.sh "$cache"
 step "all checks passed"
