@@ -1,0 +1,155 @@
+//! `logyard-bench gen` writes generated storefront logs; `logyard-bench load` sends an NDJSON
+//! file to a logyard server with concurrent clients and reports the rates.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+
+use logyard_bench::storefront::{Generator, Spec};
+
+#[derive(Debug, Parser)]
+#[command(name = "logyard-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write generated storefront access logs as NDJSON.
+    Gen {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        /// First day (UTC).
+        #[arg(long, default_value = "2026-11-20")]
+        start: chrono::NaiveDate,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Send an NDJSON file to a server and report events/s and MB/s until the last commit.
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long, default_value = "storefront")]
+        stream: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Bytes per request (cut at line ends).
+        #[arg(long, default_value_t = 1 << 20)]
+        batch_bytes: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Gen { events, days, start, seed, out } => {
+            let spec = Spec { seed, events, start, days, ..Spec::default() };
+            let mut generator = Generator::new(spec);
+            match out {
+                Some(path) => {
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    generator.write_all(&mut w)?;
+                    w.flush()?;
+                }
+                None => {
+                    let mut w = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+                    generator.write_all(&mut w)?;
+                    w.flush()?;
+                }
+            }
+            eprintln!("{events} events, {} orders", generator.orders());
+            Ok(())
+        }
+        Command::Load { server, stream, file, concurrency, batch_bytes } => {
+            load(&server, &stream, &file, concurrency, batch_bytes).await
+        }
+    }
+}
+
+fn chunks(data: &Bytes, size: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let mut end = (start + size).min(data.len());
+        while end < data.len() && data[end - 1] != b'\n' {
+            end += 1;
+        }
+        out.push(data.slice(start..end));
+        start = end;
+    }
+    out
+}
+
+async fn load(
+    server: &str,
+    stream: &str,
+    file: &PathBuf,
+    concurrency: usize,
+    batch_bytes: usize,
+) -> anyhow::Result<()> {
+    let data = Bytes::from(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+    let batches = Arc::new(chunks(&data, batch_bytes));
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let url = format!("{}/api/v1/streams/{stream}/events", server.trim_end_matches('/'));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (batches, next, accepted, client, url) =
+            (batches.clone(), next.clone(), accepted.clone(), client.clone(), url.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = batches.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                let r =
+                    client.post(&url).header("content-type", "application/x-ndjson").body(body.clone()).send().await?;
+                let status = r.status();
+                let v: serde_json::Value = r.json().await?;
+                if !status.is_success() {
+                    bail!("{status}: {v}");
+                }
+                accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0) as usize, Ordering::Relaxed);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let acked = started.elapsed();
+    let r = client.post(format!("{}/api/v1/flush", server.trim_end_matches('/'))).send().await?;
+    if !r.status().is_success() {
+        bail!("flush: {}", r.text().await?);
+    }
+    let committed = started.elapsed();
+    let events = accepted.load(Ordering::Relaxed);
+    let mb = data.len() as f64 / 1e6;
+    let report = serde_json::json!({
+        "events": events,
+        "bytes": data.len(),
+        "requests": batches.len(),
+        "concurrency": concurrency,
+        "seconds_to_last_ack": acked.as_secs_f64(),
+        "seconds_to_last_commit": committed.as_secs_f64(),
+        "events_per_second": events as f64 / committed.as_secs_f64(),
+        "mb_per_second": mb / committed.as_secs_f64(),
+    });
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! A deterministic generator of e-commerce storefront access logs.
+//!
+//! The same seed gives the same events on every machine and every version of this crate
+//! (the random numbers come from SplitMix64, written out here). Shape:
+//! - sessions that browse (home, search, categories, product pages with a few hot products),
+//!   some add to the cart, some of those check out, most checkouts pay;
+//! - order ids (`o-0000001`, ...) are given at checkout, in order; customer ids (`c-000001`,
+//!   ...) come from a fixed pool, anonymous sessions have none;
+//! - 1-3 % 5xx, more on the payment and checkout routes, with slow, timed-out latencies;
+//! - latencies and response sizes drawn from log-normal distributions (heavy tails);
+//! - traffic spread over the days with a daily rhythm (busier evenings);
+//! - a random 128-bit trace id per event.
+
+use std::io::{self, Write};
+
+/// SplitMix64: small, fast, and fully specified, so output never changes with a dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.f64() < p
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.f64().max(1e-12);
+        let u2 = self.f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Log-normal with the given median and shape.
+    pub fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
+    }
+
+    /// Zipf-like rank in [0, n): low ranks are much more likely (hot items).
+    pub fn zipf(&mut self, n: u64) -> u64 {
+        // Inverse of a continuous power law with exponent ~1.1.
+        let u = self.f64();
+        let r = ((n as f64).powf(u) - 1.0).max(0.0);
+        (r as u64).min(n - 1)
+    }
+}
+
+/// Settings of a generated data set.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub seed: u64,
+    pub events: u64,
+    /// First day, UTC, at 00:00.
+    pub start: chrono::NaiveDate,
+    pub days: u32,
+    pub customers: u64,
+    pub products: u64,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            events: 1_000_000,
+            start: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid date"),
+            days: 3,
+            customers: 50_000,
+            products: 5_000,
+        }
+    }
+}
+
+const USER_AGENTS: [&str; 10] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "ShopApp/5.12.1 (iOS 18.1; iPhone15,2)",
+    "ShopApp/5.12.0 (Android 14; SM-S918B)",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+];
+
+const CATEGORIES: [&str; 12] = [
+    "shoes", "jackets", "shirts", "bags", "watches", "toys", "kitchen", "garden", "books", "audio", "phones", "beauty",
+];
+
+const SEARCH_TERMS: [&str; 12] = [
+    "sneakers",
+    "winter+coat",
+    "headphones",
+    "gift",
+    "sale",
+    "lego",
+    "coffee",
+    "yoga+mat",
+    "backpack",
+    "usb-c",
+    "dress",
+    "socks",
+];
+
+const ERRORS: [(&str, &str); 6] = [
+    ("upstream timeout", "upstream request timeout after 3000 ms: payments-service"),
+    ("reset", "connection reset by peer while reading response header from upstream"),
+    ("deadlock", "database error: deadlock detected while updating inventory"),
+    ("pool", "database connection pool exhausted (max 50)"),
+    ("oom", "worker killed: out of memory"),
+    ("unavailable", "service unavailable: circuit breaker open for recommendations"),
+];
+
+/// One page or API call of a session.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    method: &'static str,
+    route: &'static str,
+    /// Median latency (ms), median response size (bytes), base 5xx probability.
+    latency: f64,
+    bytes: f64,
+    fail: f64,
+}
+
+const HOME: Step = Step { method: "GET", route: "/", latency: 35.0, bytes: 48_000.0, fail: 0.008 };
+const SEARCH: Step = Step { method: "GET", route: "/search", latency: 120.0, bytes: 36_000.0, fail: 0.015 };
+const CATEGORY: Step = Step { method: "GET", route: "/c/{category}", latency: 60.0, bytes: 40_000.0, fail: 0.01 };
+const PRODUCT: Step = Step { method: "GET", route: "/products/{id}", latency: 45.0, bytes: 52_000.0, fail: 0.01 };
+const RECOMMEND: Step =
+    Step { method: "GET", route: "/api/recommendations", latency: 80.0, bytes: 6_000.0, fail: 0.03 };
+const ADD_TO_CART: Step = Step { method: "POST", route: "/api/cart/items", latency: 55.0, bytes: 900.0, fail: 0.012 };
+const CART: Step = Step { method: "GET", route: "/cart", latency: 40.0, bytes: 22_000.0, fail: 0.01 };
+const CHECKOUT: Step = Step { method: "GET", route: "/checkout", latency: 90.0, bytes: 30_000.0, fail: 0.02 };
+const PLACE_ORDER: Step = Step { method: "POST", route: "/api/checkout", latency: 250.0, bytes: 1_200.0, fail: 0.035 };
+const PAY: Step = Step { method: "POST", route: "/api/payments", latency: 600.0, bytes: 700.0, fail: 0.05 };
+
+/// Writes events as NDJSON.
+#[derive(Debug)]
+pub struct Generator {
+    spec: Spec,
+    rng: Rng,
+    written: u64,
+    next_order: u64,
+    next_session: u64,
+    start_micros: i64,
+    span_micros: f64,
+}
+
+impl Generator {
+    pub fn new(spec: Spec) -> Self {
+        let start_micros = spec.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
+        let span_micros = f64::from(spec.days) * 86_400e6;
+        Self { rng: Rng::new(spec.seed), spec, written: 0, next_order: 1, next_session: 1, start_micros, span_micros }
+    }
+
+    /// Orders given so far (ids `o-0000001` up to this many).
+    pub fn orders(&self) -> u64 {
+        self.next_order - 1
+    }
+
+    /// Writes all events of the spec.
+    pub fn write_all(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let mut line = Vec::with_capacity(1024);
+        while self.written < self.spec.events {
+            self.session(out, &mut line)?;
+        }
+        Ok(())
+    }
+
+    /// The time of the n-th event: even progress through the days, with a daily rhythm
+    /// folded in (the night is compressed, the evening stretched).
+    fn time_of(&mut self, n: u64) -> i64 {
+        let x = n as f64 / self.spec.events as f64;
+        let day = (x * f64::from(self.spec.days)).floor();
+        let frac = x * f64::from(self.spec.days) - day;
+        // Map [0,1) onto the day so that density peaks around 20:00 UTC.
+        let warped = frac - 0.08 * (2.0 * std::f64::consts::PI * (frac - 0.58)).sin();
+        let micros = (day + warped.clamp(0.0, 0.999_999)) * 86_400e6;
+        self.start_micros + micros.min(self.span_micros - 1.0) as i64 + self.rng.below(2_000_000) as i64
+    }
+
+    fn session(&mut self, out: &mut impl Write, line: &mut Vec<u8>) -> io::Result<()> {
+        let rng = &mut self.rng;
+        let session = format!(
+            "s-{:016x}",
+            Rng::new(self.spec.seed ^ self.next_session.wrapping_mul(0x2545_F491_4F6C_DD1D)).next_u64()
+        );
+        self.next_session += 1;
+        let customer =
+            if rng.chance(0.65) { Some(format!("c-{:06}", 1 + rng.zipf(self.spec.customers))) } else { None };
+        let agent = USER_AGENTS[rng.below(USER_AGENTS.len() as u64) as usize];
+        let mut steps: Vec<(Step, String)> = Vec::with_capacity(16);
+        steps.push((HOME, "/".into()));
+        let browse = 1 + rng.below(8);
+        let mut product = 0;
+        for _ in 0..browse {
+            match rng.below(10) {
+                0..=1 => {
+                    let q = SEARCH_TERMS[rng.below(SEARCH_TERMS.len() as u64) as usize];
+                    steps.push((SEARCH, format!("/search?q={q}")));
+                }
+                2..=3 => {
+                    let c = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
+                    steps.push((CATEGORY, format!("/c/{c}")));
+                }
+                _ => {
+                    product = 1 + rng.zipf(self.spec.products);
+                    steps.push((PRODUCT, format!("/products/{product}")));
+                    if rng.chance(0.5) {
+                        steps.push((RECOMMEND, format!("/api/recommendations?product={product}")));
+                    }
+                }
+            }
+        }
+        let mut order = None;
+        if product > 0 && rng.chance(0.3) {
+            steps.push((ADD_TO_CART, "/api/cart/items".into()));
+            steps.push((CART, "/cart".into()));
+            if rng.chance(0.45) {
+                steps.push((CHECKOUT, "/checkout".into()));
+                steps.push((PLACE_ORDER, "/api/checkout".into()));
+                order = Some(self.next_order);
+                self.next_order += 1;
+                if rng.chance(0.88) {
+                    steps.push((PAY, "/api/payments".into()));
+                }
+            }
+        }
+        for (step, path) in steps {
+            if self.written >= self.spec.events {
+                break;
+            }
+            let n = self.written;
+            let time = self.time_of(n);
+            let carries_order = matches!(step.route, "/api/checkout" | "/api/payments");
+            self.event(
+                out,
+                line,
+                step,
+                &path,
+                time,
+                &session,
+                customer.as_deref(),
+                agent,
+                order.filter(|_| carries_order),
+            )?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        out: &mut impl Write,
+        line: &mut Vec<u8>,
+        step: Step,
+        path: &str,
+        time: i64,
+        session: &str,
+        customer: Option<&str>,
+        agent: &str,
+        order: Option<u64>,
+    ) -> io::Result<()> {
+        let rng = &mut self.rng;
+        // An incident window each day (13:00-13:20 UTC) multiplies failures on payments.
+        let minute_of_day = (time.rem_euclid(86_400_000_000) / 60_000_000) as u32;
+        let incident = (780..800).contains(&minute_of_day) && step.route == "/api/payments";
+        let fail = if incident { 0.4 } else { step.fail };
+        let (status, error) = if rng.chance(fail) {
+            let (kind, message) = ERRORS[rng.below(ERRORS.len() as u64) as usize];
+            let status = match kind {
+                "upstream timeout" => 504,
+                "reset" | "unavailable" => 503,
+                "oom" => 502,
+                _ => 500,
+            };
+            (status, Some(message))
+        } else if step.route == "/products/{id}" && rng.chance(0.01) {
+            (404, None)
+        } else if step.method == "GET" && rng.chance(0.04) {
+            (304, None)
+        } else {
+            (200, None)
+        };
+        let mut latency = rng.lognormal(step.latency, 0.6);
+        if status == 504 {
+            latency = 3000.0 + rng.f64() * 50.0;
+        } else if status >= 500 {
+            latency *= 3.0;
+        }
+        let bytes = if status == 304 {
+            0
+        } else if status >= 500 {
+            180 + rng.below(200)
+        } else {
+            rng.lognormal(step.bytes, 0.4) as u64
+        };
+        let trace_hi = rng.next_u64();
+        let trace_lo = rng.next_u64();
+        let level = match status {
+            500.. => "error",
+            400..=499 => "warn",
+            _ => "info",
+        };
+
+        line.clear();
+        let ts = chrono::DateTime::from_timestamp_micros(time).expect("time in range");
+        write!(line, "{{\"timestamp\":\"{}\"", ts.format("%Y-%m-%dT%H:%M:%S%.3fZ"))?;
+        write!(
+            line,
+            ",\"method\":\"{}\",\"route\":\"{}\",\"path\":\"{}\",\"status\":{status}",
+            step.method, step.route, path
+        )?;
+        write!(line, ",\"latency_ms\":{:.1},\"bytes\":{bytes}", latency)?;
+        match customer {
+            Some(c) => write!(line, ",\"customer_id\":\"{c}\"")?,
+            None => line.extend_from_slice(b",\"customer_id\":null"),
+        }
+        match order {
+            Some(o) => write!(line, ",\"order_id\":\"o-{o:07}\"")?,
+            None => line.extend_from_slice(b",\"order_id\":null"),
+        }
+        write!(line, ",\"session_id\":\"{session}\",\"user_agent\":\"{agent}\"")?;
+        write!(line, ",\"trace_id\":\"{trace_hi:016x}{trace_lo:016x}\",\"level\":\"{level}\"")?;
+        match error {
+            Some(e) => write!(line, ",\"message\":\"{e}\"")?,
+            None => write!(line, ",\"message\":\"{} {} {status}\"", step.method, path)?,
+        }
+        line.extend_from_slice(b"}\n");
+        out.write_all(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generate(events: u64, seed: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        Generator::new(Spec { events, seed, ..Spec::default() }).write_all(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_bytes() {
+        assert_eq!(generate(2_000, 7), generate(2_000, 7));
+        assert_ne!(generate(2_000, 7), generate(2_000, 8));
+    }
+
+    #[test]
+    fn the_shape_is_realistic() {
+        let out = generate(200_000, 42);
+        let lines: Vec<serde_json::Value> =
+            out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(lines.len(), 200_000);
+        let errors = lines.iter().filter(|l| l["status"].as_u64().unwrap() >= 500).count() as f64 / 200_000.0;
+        assert!((0.01..=0.03).contains(&errors), "5xx share {errors}");
+        let paid = lines.iter().filter(|l| l["route"] == "/api/payments").count();
+        let orders = lines.iter().filter(|l| l["route"] == "/api/checkout").count();
+        assert!(paid > 0 && paid < orders, "{paid} payments of {orders} orders");
+        let times: Vec<&str> = lines.iter().map(|l| l["timestamp"].as_str().unwrap()).collect();
+        assert!(times.first().unwrap().starts_with("2026-11-20"));
+        assert!(times.last().unwrap().starts_with("2026-11-22"));
+        let mut lat: Vec<f64> = lines.iter().map(|l| l["latency_ms"].as_f64().unwrap()).collect();
+        lat.sort_by(f64::total_cmp);
+        let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+        assert!(p99 > 8.0 * p50, "heavy tail: p50 {p50}, p99 {p99}");
+    }
+}

@@ -1,0 +1,181 @@
+"""Ingest benchmark: logyard beside DuckDB, gzip and zstd on the same generated NDJSON.
+
+logyard: a release `logyard serve` pinned to one core (taskset), fed by `logyard-bench load`
+(concurrent HTTP clients on loopback, ack=wal) pinned to the other core; the clock stops when
+the final `POST /api/v1/flush` returns, i.e. at the last commit. Peak RSS is the server's
+VmHWM. DuckDB: `COPY (SELECT * FROM read_ndjson(...)) TO ... (FORMAT parquet, COMPRESSION
+zstd)` with `threads=1`, pinned to the same core. Each measurement runs --rounds times; the
+report gives medians.
+
+Usage: python scripts/bench/ingest.py [--events N] [--rounds R] [--workdir DIR]
+(run through scripts/bench/run.sh, which builds the release binaries and the venv)
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def release_bin(name):
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    path = target / "release" / name
+    if not path.exists():
+        sys.exit(f"{path} is missing: build with cargo build --release -p logyard -p logyard-bench")
+    return str(path)
+
+
+def pinned(core, cmd):
+    return ["taskset", "-c", str(core)] + cmd if (os.cpu_count() or 1) > 1 else cmd
+
+
+def dataset(workdir, events, days):
+    """The generated NDJSON file for (events, days) in workdir, made when missing."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="logyard-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ndjson = workdir / f"storefront-{events}-{days}d.ndjson"
+    if not ndjson.exists():
+        gen = [release_bin("logyard-bench"), "gen", "--events", str(events), "--days", str(days), "--out", str(ndjson)]
+        subprocess.run(gen, check=True)
+    return workdir, ndjson
+
+
+def dir_bytes(path, suffix):
+    return sum(p.stat().st_size for p in Path(path).rglob(f"*{suffix}"))
+
+
+def peak_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def start_server(workdir, env_extra=None):
+    data = Path(workdir) / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    env = dict(os.environ, LOGYARD_LOG_LEVEL="warn", LOGYARD_QUERY_MAX_JSON_ROWS="100000000")
+    env.update(env_extra or {})
+    cmd = pinned(1, [release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", str(data), "--wal-dir", str(data / "wal")])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    line = proc.stdout.readline().strip()
+    prefix = "logyard listening on "
+    if not line.startswith(prefix):
+        proc.kill()
+        sys.exit(f"logyard did not start: {line!r}")
+    return proc, line[len(prefix):], data
+
+
+def stop_server(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def logyard_round(ndjson, workdir, concurrency):
+    proc, url, data = start_server(workdir)
+    try:
+        out = subprocess.run(
+            pinned(0, [release_bin("logyard-bench"), "load", "--server", url, "--stream", "storefront", "--file", str(ndjson), "--concurrency", str(concurrency)]),
+            check=True, capture_output=True, text=True,
+        ).stdout
+        report = json.loads(out)
+        report["peak_rss_bytes"] = peak_rss(proc.pid)
+    finally:
+        stop_server(proc)
+    report["stored_bytes"] = dir_bytes(data / "tables", ".parquet")
+    return report
+
+
+def duckdb_round(ndjson, workdir):
+    out = Path(workdir) / "duckdb.parquet"
+    out.unlink(missing_ok=True)
+    script = (
+        "import duckdb, sys, time\n"
+        "con = duckdb.connect(); con.execute('SET threads=1'); con.execute('SET enable_progress_bar=false')\n"
+        "t = time.perf_counter()\n"
+        f"con.execute(\"COPY (SELECT * FROM read_ndjson('{ndjson}')) TO '{out}' (FORMAT parquet, COMPRESSION zstd)\")\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    printed = subprocess.run(pinned(1, [sys.executable, "-c", script]), check=True, capture_output=True, text=True).stdout
+    seconds = float(printed.strip().splitlines()[-1])
+    return {"seconds": seconds, "stored_bytes": out.stat().st_size}
+
+
+def compressor_round(ndjson, cmd):
+    t = time.perf_counter()
+    with open(ndjson, "rb") as src:
+        p = subprocess.run(pinned(1, cmd), stdin=src, stdout=subprocess.PIPE, check=True)
+    return {"seconds": time.perf_counter() - t, "stored_bytes": len(p.stdout)}
+
+
+def entropy_floor_bytes(events):
+    """The information in the generator's random fields, per event (bits):
+    trace id 128; latency ~14 (log-normal, 0.1 ms steps); bytes ~12; the event's offset
+    inside its 2 s jitter ~21; route/status/method/path/customer/agent choices ~30;
+    a session id (64) shared by ~8 events ~8. About 213 bits = 26.6 bytes."""
+    return int(events * 213 / 8)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=2_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    workdir, ndjson = dataset(args.workdir, args.events, 3)
+    raw = ndjson.stat().st_size
+
+    runs = {"logyard": [], "duckdb": [], "gzip -6": [], "zstd -3": []}
+    for i in range(args.rounds):
+        runs["logyard"].append(logyard_round(ndjson, workdir, args.concurrency))
+        print(f"round {i + 1}: logyard {runs['logyard'][-1]}", file=sys.stderr)
+        runs["duckdb"].append(duckdb_round(ndjson, workdir))
+        runs["gzip -6"].append(compressor_round(ndjson, ["gzip", "-6", "-c"]))
+        runs["zstd -3"].append(compressor_round(ndjson, ["zstd", "-3", "-c", "-T1"]))
+
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    ly_seconds = med([r["seconds_to_last_commit"] for r in runs["logyard"]])
+    ly = runs["logyard"][0]
+    result = {
+        "events": args.events,
+        "raw_bytes": raw,
+        "rounds": args.rounds,
+        "logyard": {
+            "seconds": ly_seconds,
+            "events_per_second_per_core": args.events / ly_seconds,
+            "mb_per_second_per_core": raw / 1e6 / ly_seconds,
+            "peak_rss_mib": med([r["peak_rss_bytes"] for r in runs["logyard"]]) / 2**20,
+            "stored_bytes": ly["stored_bytes"],
+        },
+    }
+    for name in ["duckdb", "gzip -6", "zstd -3"]:
+        s = med([r["seconds"] for r in runs[name]])
+        result[name] = {"seconds": s, "mb_per_second": raw / 1e6 / s, "stored_bytes": runs[name][0]["stored_bytes"]}
+    result["ratios"] = {
+        "logyard_rate_over_duckdb_rate": result["duckdb"]["seconds"] / ly_seconds,
+        "logyard_size_over_duckdb_size": ly["stored_bytes"] / result["duckdb"]["stored_bytes"],
+        "logyard_size_over_gzip6": ly["stored_bytes"] / result["gzip -6"]["stored_bytes"],
+        "logyard_size_over_zstd3": ly["stored_bytes"] / result["zstd -3"]["stored_bytes"],
+        "logyard_size_over_entropy_floor": ly["stored_bytes"] / entropy_floor_bytes(args.events),
+    }
+    result["stored_bytes_per_gb_raw"] = {
+        k: result[k]["stored_bytes"] / (raw / 1e9) for k in ["logyard", "duckdb", "gzip -6", "zstd -3"]
+    }
+    result["entropy_floor_bytes"] = entropy_floor_bytes(args.events)
+    result["all_runs"] = runs
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the release binaries and the benchmark venv, then runs one benchmark:
+#   scripts/bench/run.sh ingest [--events N] [--rounds R]
+#   scripts/bench/run.sh query  [--events N] [--days D]
+# Results are printed as JSON; BENCHMARKS.md records them.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cache=${LOGYARD_CACHE:-/var/cache/logyard}
+mkdir -p "$cache" 2>/dev/null && [ -w "$cache" ] || cache="${XDG_CACHE_HOME:-$HOME/.cache}/logyard"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+cargo build --release --locked -p logyard -p logyard-bench
+venv="$cache/venv"
+req=scripts/tests/requirements.txt
+if ! [ -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
+  rm -rf "$venv" && python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/requirements.txt"
+fi
+which=$1; shift
+exec "$venv/bin/python" "scripts/bench/$which.py" "$@"
