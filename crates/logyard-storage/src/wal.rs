@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -326,7 +326,8 @@ fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, usize), Strin
     Ok((WalRecord { position, stream, events: data.slice(start..end) }, end))
 }
 
-fn encode_record(buf: &mut Vec<u8>, position: u64, stream: &StreamName, events: &[u8]) {
+/// Appends a record's header to `buf`: everything but its events, which follow it on disk.
+fn encode_header(buf: &mut Vec<u8>, position: u64, stream: &StreamName, events: &[u8]) {
     let name = stream.as_str().as_bytes();
     let len = 8 + 1 + name.len() + events.len();
     let start = buf.len();
@@ -335,9 +336,24 @@ fn encode_record(buf: &mut Vec<u8>, position: u64, stream: &StreamName, events: 
     buf.extend_from_slice(&position.to_le_bytes());
     buf.push(name.len() as u8);
     buf.extend_from_slice(name);
-    buf.extend_from_slice(events);
-    let crc = crc32fast::hash(&buf[start + HEADER..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&buf[start + HEADER..]);
+    crc.update(events);
+    buf[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// Writes every slice, however many calls it takes.
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 struct Writer {
@@ -414,14 +430,26 @@ impl Writer {
     }
 
     fn write_group(&mut self, buf: &mut Vec<u8>, appends: Vec<(StreamName, Bytes, Reply)>) {
+        // Headers in one buffer, events written from where they are: no copy of the events.
         buf.clear();
         let first = self.next;
+        let mut ends = Vec::with_capacity(appends.len());
         for (i, (stream, events, _)) in appends.iter().enumerate() {
-            encode_record(buf, first + i as u64, stream, events);
+            encode_header(buf, first + i as u64, stream, events);
+            ends.push(buf.len());
         }
+        let mut slices = Vec::with_capacity(2 * appends.len());
+        let mut start = 0;
+        for ((_, events, _), end) in appends.iter().zip(&ends) {
+            slices.push(IoSlice::new(&buf[start..*end]));
+            slices.push(IoSlice::new(events));
+            start = *end;
+        }
+        let written: usize = buf.len() + appends.iter().map(|(_, e, _)| e.len()).sum::<usize>();
         let seg = self.segments.back_mut().expect("an active segment");
         let file = self.file.as_mut().expect("an open segment");
-        let result = file.write_all(buf).and_then(|_| file.sync_data());
+        let result = write_all_vectored(file, &mut slices).and_then(|_| file.sync_data());
+        drop(slices);
         if let Err(e) = result {
             // Undo the partial write so that the file holds only whole records.
             let _ = file.set_len(seg.bytes);
@@ -432,8 +460,8 @@ impl Writer {
             }
             return;
         }
-        seg.bytes += buf.len() as u64;
-        self.disk_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        seg.bytes += written as u64;
+        self.disk_bytes.fetch_add(written as u64, Ordering::Relaxed);
         let last = first + appends.len() as u64 - 1;
         seg.last = Some(last);
         self.next = last + 1;
