@@ -21,7 +21,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use logyard_core::StreamName;
-use logyard_core::batch::{DATE_COLUMN, base_schema};
+use logyard_core::batch::{DATE_COLUMN, TIMESTAMP_COLUMN, base_schema};
 
 use crate::StorageError;
 use crate::store::{Storage, TABLES_DIR};
@@ -47,18 +47,12 @@ pub type BuildFn = Arc<dyn Fn(SchemaRef, Option<i64>) -> BuildResult + Send + Sy
 #[derive(Debug)]
 pub struct Tables {
     storage: Storage,
-    writer_properties: WriterProperties,
     cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
 }
 
 impl Tables {
     pub fn new(storage: Storage) -> Self {
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(256 * 1024))
-            .build();
-        Self { storage, writer_properties, cache: Mutex::new(HashMap::new()) }
+        Self { storage, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn storage(&self) -> &Storage {
@@ -146,6 +140,7 @@ impl Tables {
                 Err(e) => return Err(StorageError::Build(e.to_string())),
             };
             let rows = batches.iter().map(|b| b.num_rows()).sum();
+            let batches_schema_sample = batches.first().cloned();
             // delta-rs may retry a commit on a newer table version by itself. That is safe
             // for a plain append, but not for a commit that carries a schema (creating the
             // table or adding columns): rebased, it would replace a schema another writer
@@ -163,7 +158,7 @@ impl Tables {
                 .with_save_mode(SaveMode::Append)
                 .with_schema_mode(SchemaMode::Merge)
                 .with_partition_columns([DATE_COLUMN])
-                .with_writer_properties(self.writer_properties.clone())
+                .with_writer_properties(writer_properties(batches_schema_sample.as_ref()))
                 .with_commit_properties(
                     CommitProperties::default()
                         .with_application_transaction(Transaction::new(app_id, txn_version))
@@ -203,6 +198,58 @@ fn is_retryable(e: &DeltaTableError) -> bool {
         DeltaTableError::Generic(msg) => msg.contains("already exists") || msg.contains("schema"),
         _ => false,
     }
+}
+
+/// Parquet settings for a commit: zstd, page statistics, and encodings chosen from the data.
+/// The sorted time column is delta-encoded. A column whose values are mostly distinct skips
+/// the dictionary, which would only overflow: text (trace ids, request ids) stores lengths
+/// apart from the bytes (DELTA_LENGTH_BYTE_ARRAY), integers are byte-stream split; zstd
+/// compresses both better than plain values.
+fn writer_properties(sample: Option<&RecordBatch>) -> WriterProperties {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use parquet::basic::Encoding;
+    use parquet::schema::types::ColumnPath;
+
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
+        .set_column_encoding(ColumnPath::from(TIMESTAMP_COLUMN), Encoding::DELTA_BINARY_PACKED);
+    let Some(batch) = sample else { return builder.build() };
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let path = ColumnPath::from(field.name().as_str());
+        if let Some(strings) = column.as_string_opt::<i32>() {
+            if mostly_distinct(strings.iter().flatten(), 2) {
+                builder = builder
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::DELTA_LENGTH_BYTE_ARRAY);
+            }
+        } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
+            // Measurements (sizes, counts) rather than codes: split the bytes of each value
+            // into streams, which zstd compresses better than a dictionary that overflows.
+            if field.name() != TIMESTAMP_COLUMN && mostly_distinct(ints.iter().flatten(), 2) {
+                builder = builder
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+            }
+        }
+    }
+    builder.build()
+}
+
+/// Values looked at to tell a mostly-distinct column.
+const SAMPLE: usize = 4096;
+
+/// Whether more than 1/`share` of the first [`SAMPLE`] values are distinct (needs 64 values).
+fn mostly_distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>, share: usize) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+    let mut sampled = 0usize;
+    for value in values.take(SAMPLE) {
+        sampled += 1;
+        seen.insert(value);
+    }
+    sampled >= 64 && seen.len() * share > sampled
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
@@ -294,5 +341,39 @@ impl Tables {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, StringArray};
+    use parquet::basic::Encoding;
+    use parquet::schema::types::ColumnPath;
+
+    #[test]
+    fn encodings_follow_the_data() {
+        let distinct: ArrayRef = Arc::new(StringArray::from_iter_values((0..1000).map(|i| format!("{i:032x}"))));
+        let repeated: ArrayRef = Arc::new(StringArray::from_iter_values((0..1000).map(|i| ["GET", "POST"][i % 2])));
+        let sizes: ArrayRef =
+            Arc::new(arrow::array::Int64Array::from_iter_values((0..1000).map(|i| i * 7919 % 100_003)));
+        let codes: ArrayRef =
+            Arc::new(arrow::array::Int64Array::from_iter_values((0..1000).map(|i| [200, 404, 500][i % 3])));
+        let batch = RecordBatch::try_from_iter([
+            ("trace_id", distinct),
+            ("method", repeated),
+            ("bytes", sizes),
+            ("status", codes),
+        ])
+        .unwrap();
+        let props = writer_properties(Some(&batch));
+        let col = |n: &str| ColumnPath::from(n);
+        assert!(!props.dictionary_enabled(&col("trace_id")));
+        assert_eq!(props.encoding(&col("trace_id")), Some(Encoding::DELTA_LENGTH_BYTE_ARRAY));
+        assert!(props.dictionary_enabled(&col("method")));
+        assert_eq!(props.encoding(&col("bytes")), Some(Encoding::BYTE_STREAM_SPLIT));
+        assert!(props.dictionary_enabled(&col("status")));
+        assert_eq!(props.encoding(&col(TIMESTAMP_COLUMN)), Some(Encoding::DELTA_BINARY_PACKED));
+        assert!(!props.dictionary_enabled(&col(TIMESTAMP_COLUMN)));
     }
 }
