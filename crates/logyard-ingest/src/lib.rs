@@ -30,6 +30,8 @@ pub enum IngestError {
     Storage(#[from] logyard_storage::StorageError),
     #[error("the events are durable but their commit did not finish within {0:?}; they will be committed")]
     CommitTimeout(Duration),
+    #[error("the server is busy: no room for these events was freed within {0:?} (commits are behind); retry later")]
+    Busy(Duration),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]

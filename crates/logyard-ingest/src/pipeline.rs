@@ -45,6 +45,10 @@ pub struct IngestOptions {
     pub max_columns: usize,
     /// How long an `ack=commit` request waits for its commit.
     pub commit_wait: Duration,
+    /// Bytes of events held in memory (durable, not yet committed). A request that would
+    /// pass it waits until a commit frees room (at most `commit_wait`), which slows senders
+    /// to the pace of the commits instead of growing memory without bound.
+    pub memory_budget_bytes: usize,
 }
 
 impl IngestOptions {
@@ -57,6 +61,7 @@ impl IngestOptions {
             flush_concurrency: 4,
             max_columns: logyard_core::batch::DEFAULT_MAX_COLUMNS,
             commit_wait: Duration::from_secs(60),
+            memory_budget_bytes: 256 << 20,
         }
     }
 }
@@ -125,6 +130,49 @@ impl Buffers {
     }
 }
 
+/// Room for events in memory, counted in bytes (one semaphore permit per byte). Events
+/// replayed from the WAL at start take room without waiting: a debt the first commits pay.
+#[derive(Debug)]
+struct Memory {
+    room: tokio::sync::Semaphore,
+    budget: usize,
+    debt: AtomicU64,
+}
+
+impl Memory {
+    fn new(budget: usize, replayed: u64) -> Self {
+        let budget = budget.clamp(1, u32::MAX as usize);
+        let replayed = replayed as usize;
+        let debt = replayed.saturating_sub(budget) as u64;
+        Self { room: tokio::sync::Semaphore::new(budget.saturating_sub(replayed)), budget, debt: AtomicU64::new(debt) }
+    }
+
+    /// Waits for room for `bytes`, at most `wait`.
+    async fn take(&self, bytes: usize, wait: Duration) -> Result<(), IngestError> {
+        let n = bytes.clamp(1, self.budget) as u32;
+        match tokio::time::timeout(wait, self.room.acquire_many(n)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(IngestError::ShuttingDown),
+            Err(_) => Err(IngestError::Busy(wait)),
+        }
+    }
+
+    /// Gives back the room of `bytes` of events (committed, or never written).
+    fn give(&self, bytes: usize) {
+        let mut n = bytes as u64;
+        let _ = self.debt.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |debt| {
+            let pay = debt.min(bytes as u64);
+            n = bytes as u64 - pay;
+            Some(debt - pay)
+        });
+        let room = self.budget.saturating_sub(self.room.available_permits()).min(n as usize);
+        self.room.add_permits(room);
+    }
+}
+
 /// The write path of one process.
 #[derive(Debug, Clone)]
 pub struct Ingestor {
@@ -140,6 +188,8 @@ struct Inner {
     wake: Notify,
     /// Bounds the streams committed at the same time.
     flush_slots: tokio::sync::Semaphore,
+    /// Room for buffered events, in KiB (see [`IngestOptions::memory_budget_bytes`]).
+    memory: Memory,
     options: IngestOptions,
     metrics: IngestMetrics,
 }
@@ -152,6 +202,7 @@ impl Ingestor {
             WalOptions { dir: options.wal_dir.clone(), segment_bytes: options.wal_segment_bytes },
             buffers.clone(),
         )?;
+        let replayed = buffers.buffered_bytes.load(Ordering::Relaxed);
         Ok(Self {
             inner: Arc::new(Inner {
                 wal,
@@ -160,6 +211,7 @@ impl Ingestor {
                 committed: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 flush_slots: tokio::sync::Semaphore::new(options.flush_concurrency.max(1)),
+                memory: Memory::new(options.memory_budget_bytes, replayed),
                 options,
                 metrics,
             }),
@@ -191,7 +243,15 @@ impl Ingestor {
     /// Makes encoded events durable; with [`Ack::Commit`], waits for their commit too.
     /// Returns the WAL position of the record.
     pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<u64, IngestError> {
-        let position = self.inner.wal.append(stream.clone(), events).await?;
+        self.inner.memory.take(events.len(), self.inner.options.commit_wait).await?;
+        let len = events.len();
+        let position = match self.inner.wal.append(stream.clone(), events).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.inner.memory.give(len);
+                return Err(e.into());
+            }
+        };
         if ack == Ack::Commit {
             self.request_flush(stream);
             self.wait_committed(stream, position).await?;
@@ -298,18 +358,47 @@ impl Ingestor {
             .collect()
     }
 
-    /// Commits what a stream has buffered. Returns the rows committed.
+    /// Commits what a stream has buffered, in commits of about `flush_bytes` each: all of
+    /// it with `force`, else until less than `flush_bytes` is left. Returns the rows committed.
     async fn flush_stream(&self, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
+        let target = {
+            let streams = self.inner.buffers.streams.lock().expect("buffers lock");
+            streams.get(stream).and_then(|b| b.records.back().map(|r| r.position))
+        };
+        let Some(target) = target else { return Ok(0) };
+        let mut rows = 0;
+        loop {
+            let Some(chunk) = self.flush_chunk(stream, force).await? else { return Ok(rows) };
+            rows += chunk.rows;
+            let more =
+                if force { chunk.last < target } else { chunk.remaining_bytes >= self.inner.options.flush_bytes };
+            if !more {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Commits the oldest `flush_bytes` (at least one record) of a stream's buffer.
+    async fn flush_chunk(&self, stream: &StreamName, force: bool) -> Result<Option<Chunk>, IngestError> {
         let _slot = self.inner.flush_slots.acquire().await.map_err(|_| IngestError::ShuttingDown)?;
         let records: Vec<WalRecord> = {
             let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
-            let Some(buf) = streams.get_mut(stream) else { return Ok(0) };
+            let Some(buf) = streams.get_mut(stream) else { return Ok(None) };
             if buf.records.is_empty() || (buf.flushing && !force) {
-                return Ok(0);
+                return Ok(None);
             }
             buf.flushing = true;
             buf.flush_requested = false;
-            buf.records.iter().cloned().collect()
+            let mut bytes = 0;
+            buf.records
+                .iter()
+                .take_while(|r| {
+                    let take = bytes == 0 || bytes + r.events.len() <= self.inner.options.flush_bytes;
+                    bytes += r.events.len();
+                    take
+                })
+                .cloned()
+                .collect()
         };
         let last = records.last().map(|r| r.position).expect("non-empty");
         let started = Instant::now();
@@ -338,8 +427,10 @@ impl Ingestor {
                 buf.since = if buf.records.is_empty() { None } else { Some(Instant::now()) };
                 buf.retry_at = None;
                 buf.failures = 0;
+                let remaining_bytes = buf.bytes;
                 drop(streams);
                 self.inner.buffers.buffered_bytes.fetch_sub(removed_bytes as u64, Ordering::Relaxed);
+                self.inner.memory.give(removed_bytes);
                 let rows = match outcome {
                     AppendOutcome::Committed { rows, table_version } => {
                         tracing::debug!(%stream, rows, table_version, position = last, "committed");
@@ -353,7 +444,7 @@ impl Ingestor {
                 self.inner.metrics.observe_flush(started.elapsed(), rows);
                 self.committed_tx(stream).send_modify(|c| *c = (*c).max(last));
                 self.inner.wal.release(self.inner.buffers.low_watermark());
-                Ok(rows)
+                Ok(Some(Chunk { rows, last, remaining_bytes }))
             }
             Err(e) => {
                 buf.failures += 1;
@@ -410,6 +501,16 @@ fn rand_fraction() -> f64 {
     (h % 10_000) as f64 / 10_000.0
 }
 
+/// What one commit of a flush did.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    rows: usize,
+    /// The last WAL position committed.
+    last: u64,
+    /// Bytes still buffered for the stream after it.
+    remaining_bytes: usize,
+}
+
 /// What a flush committed.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct FlushSummary {
@@ -457,4 +558,32 @@ fn pad_to(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::
         .map(|f| batch.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), rows)))
         .collect();
     RecordBatch::try_new(schema.clone(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_room_is_taken_given_back_and_replayed_bytes_are_a_debt() {
+        let m = Memory::new(1000, 0);
+        m.take(600, Duration::from_millis(10)).await.unwrap();
+        let e = m.take(600, Duration::from_millis(10)).await.unwrap_err();
+        assert!(matches!(e, IngestError::Busy(_)), "{e}");
+        m.give(600);
+        m.take(600, Duration::from_millis(10)).await.unwrap();
+        // A request larger than the whole budget takes all of it, and still fits.
+        m.give(600);
+        m.take(5000, Duration::from_millis(10)).await.unwrap();
+        m.give(5000);
+        assert_eq!(m.room.available_permits(), 1000);
+
+        // 1500 bytes replayed against a budget of 1000: no room until 1500 are committed.
+        let m = Memory::new(1000, 1500);
+        assert_eq!(m.room.available_permits(), 0);
+        m.give(1000);
+        assert_eq!(m.room.available_permits(), 500, "500 paid the debt");
+        m.give(500);
+        assert_eq!(m.room.available_permits(), 1000);
+    }
 }

@@ -57,6 +57,7 @@ impl From<IngestError> for ApiError {
             IngestError::CommitTimeout(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "commit_timeout", e.to_string())
             }
+            IngestError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
             IngestError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
             IngestError::Wal(_) => ApiError::internal("wal_error", e.to_string()),
             IngestError::Storage(_) => ApiError::internal("storage_error", e.to_string()),

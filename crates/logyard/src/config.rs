@@ -87,6 +87,9 @@ pub struct IngestConfig {
     pub max_columns: usize,
     /// Streams committed at once.
     pub flush_concurrency: usize,
+    /// Bytes of events kept in memory until committed; a request that would pass it waits
+    /// for a commit to free room.
+    pub memory_budget_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -97,6 +100,7 @@ impl Default for IngestConfig {
             wal_segment_bytes: 64 << 20,
             max_columns: 1000,
             flush_concurrency: 4,
+            memory_budget_bytes: 256 << 20,
         }
     }
 }
