@@ -63,7 +63,7 @@ pub struct BatchBuilder<'a> {
     max_columns: usize,
     times: Vec<Micros>,
     columns: Vec<ColumnValues<'a>>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 struct ColumnValues<'a> {
@@ -74,7 +74,7 @@ struct ColumnValues<'a> {
 impl<'a> BatchBuilder<'a> {
     /// `schema` is the table's current schema (use [`base_schema`] for a new table).
     pub fn new(schema: SchemaRef, max_columns: usize) -> Self {
-        Self { schema, max_columns, times: Vec::new(), columns: Vec::new(), index: HashMap::new() }
+        Self { schema, max_columns, times: Vec::new(), columns: Vec::new(), index: HashMap::default() }
     }
 
     pub fn len(&self) -> usize {

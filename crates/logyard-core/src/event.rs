@@ -274,6 +274,10 @@ fn push_sanitized(path: &mut String, key: &str) {
         path.push('_');
         return;
     }
+    if !key.bytes().any(|b| matches!(b, b' ' | b',' | b';' | b'{' | b'}' | b'(' | b')' | b'\n' | b'\t' | b'=')) {
+        path.push_str(key);
+        return;
+    }
     for c in key.chars() {
         path.push(if is_forbidden_in_column(c) { '_' } else { c });
     }

@@ -3,6 +3,11 @@
 
 mod config;
 
+/// mimalloc keeps freed pages for reuse; with the system allocator, every large request body
+/// and batch buffer is a fresh mmap whose pages the kernel must clear.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -227,6 +232,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>) -> anyhow::Result
     ingest_options.wal_segment_bytes = config.ingest.wal_segment_bytes;
     ingest_options.max_columns = config.ingest.max_columns;
     ingest_options.flush_concurrency = config.ingest.flush_concurrency;
+    ingest_options.memory_budget_bytes = config.ingest.memory_budget_bytes;
     let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
     let query = QueryEngine::new(tables, query_options(&config));
