@@ -97,10 +97,47 @@ pub async fn encode(
                 .chain(batches.map(|b| b.and_then(|b| csv_rows(&b)).map(Bytes::from)))
                 .boxed()
         }
-        Format::Arrow => arrow_ipc(schema, batches.boxed()).boxed(),
+        Format::Arrow => {
+            // View types reference whole scan buffers: a two-row result would carry megabytes,
+            // and older readers do not know them. Plain Utf8/Binary travel better.
+            let plain = plain_schema(&schema);
+            let target = plain.clone();
+            let batches = batches.map(move |b| b.and_then(|b| to_plain(&b, &target)));
+            arrow_ipc(plain, batches.boxed()).boxed()
+        }
         Format::Json => json_document(schema, batches.boxed(), max_json_rows, started).boxed(),
     };
     Ok(out)
+}
+
+fn plain_type(t: &arrow::datatypes::DataType) -> arrow::datatypes::DataType {
+    use arrow::datatypes::DataType;
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> =
+        schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(plain_type(f.data_type()))).collect();
+    std::sync::Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn to_plain(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(
+            |(c, f)| {
+                if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) }
+            },
+        )
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| QueryError::Encode(e.to_string()))?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| QueryError::Encode(e.to_string()))
 }
 
 fn csv_header(schema: &SchemaRef) -> Vec<u8> {

@@ -80,6 +80,17 @@ pub async fn roundtrip(spec: ServerSpec) {
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
     let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n, 122);
+    // A small result is small: plain Utf8, not views onto whole scan buffers.
+    let r = client()
+        .post(server.url("/api/v1/query"))
+        .json(&json!({"sql": "SELECT id, route FROM storefront WHERE id = 'a-1'", "format": "arrow"}))
+        .send()
+        .await
+        .unwrap();
+    let bytes = r.bytes().await.unwrap();
+    assert!(bytes.len() < 4096, "{} bytes for one row", bytes.len());
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    assert_eq!(reader.schema().field(0).data_type(), &arrow::datatypes::DataType::Utf8);
 
     // Streams listing.
     let r: Value = client().get(server.url("/api/v1/streams")).send().await.unwrap().json().await.unwrap();
