@@ -110,6 +110,14 @@ pub fn date_string(micros: Micros) -> String {
     }
 }
 
+/// RFC 3339 with microseconds, `Z` for UTC.
+pub fn rfc3339(micros: Micros) -> String {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(dt) => dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None => micros.to_string(),
+    }
+}
+
 /// The current time in UTC microseconds.
 pub fn now_micros() -> Micros {
     chrono::Utc::now().timestamp_micros()

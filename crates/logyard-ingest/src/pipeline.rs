@@ -49,6 +49,10 @@ pub struct IngestOptions {
     /// pass it waits until a commit frees room (at most `commit_wait`), which slows senders
     /// to the pace of the commits instead of growing memory without bound.
     pub memory_budget_bytes: usize,
+    /// Bytes the write-ahead log may hold before ingest is refused (503) until the flusher
+    /// catches up; 0 = half of the space the log's filesystem offers it (free space plus
+    /// what the log already holds), measured as it runs.
+    pub wal_budget_bytes: u64,
 }
 
 impl IngestOptions {
@@ -62,6 +66,7 @@ impl IngestOptions {
             max_columns: logyard_core::batch::DEFAULT_MAX_COLUMNS,
             commit_wait: Duration::from_secs(60),
             memory_budget_bytes: 256 << 20,
+            wal_budget_bytes: 0,
         }
     }
 }
@@ -190,6 +195,8 @@ struct Inner {
     flush_slots: tokio::sync::Semaphore,
     /// Room for buffered events, in KiB (see [`IngestOptions::memory_budget_bytes`]).
     memory: Memory,
+    /// The current write-ahead log budget in bytes (see [`IngestOptions::wal_budget_bytes`]).
+    wal_budget: AtomicU64,
     options: IngestOptions,
     metrics: IngestMetrics,
 }
@@ -203,7 +210,7 @@ impl Ingestor {
             buffers.clone(),
         )?;
         let replayed = buffers.buffered_bytes.load(Ordering::Relaxed);
-        Ok(Self {
+        let this = Self {
             inner: Arc::new(Inner {
                 wal,
                 tables,
@@ -212,10 +219,39 @@ impl Ingestor {
                 wake: Notify::new(),
                 flush_slots: tokio::sync::Semaphore::new(options.flush_concurrency.max(1)),
                 memory: Memory::new(options.memory_budget_bytes, replayed),
+                wal_budget: AtomicU64::new(u64::MAX),
                 options,
                 metrics,
             }),
-        })
+        };
+        this.update_wal_budget();
+        Ok(this)
+    }
+
+    /// Recomputes the write-ahead log budget (a statvfs call when it is automatic).
+    fn update_wal_budget(&self) {
+        let budget = match self.inner.options.wal_budget_bytes {
+            0 => match rustix::fs::statvfs(&self.inner.options.wal_dir) {
+                Ok(st) => (st.f_bavail.saturating_mul(st.f_frsize) + self.wal_bytes()) / 2,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the free space of the write-ahead log directory");
+                    u64::MAX
+                }
+            },
+            fixed => fixed,
+        };
+        self.inner.wal_budget.store(budget, Ordering::Relaxed);
+        self.inner.metrics.wal_budget.set(budget.min(i64::MAX as u64) as i64);
+    }
+
+    /// `Some` while the write-ahead log holds more than its budget: ingest should be refused
+    /// until the flusher catches up. Nothing already acknowledged is affected.
+    pub fn backpressure(&self) -> Option<Backpressure> {
+        let wal_bytes = self.wal_bytes();
+        let budget = self.inner.wal_budget.load(Ordering::Relaxed);
+        let over = wal_bytes > budget;
+        self.inner.metrics.backpressure.set(i64::from(over));
+        over.then_some(Backpressure { wal_bytes, budget })
     }
 
     pub fn writer_id(&self) -> &str {
@@ -339,6 +375,7 @@ impl Ingestor {
     }
 
     fn due_streams(&self) -> Vec<StreamName> {
+        self.update_wal_budget();
         let now = Instant::now();
         let opts = &self.inner.options;
         let streams = self.inner.buffers.streams.lock().expect("buffers lock");
@@ -509,6 +546,13 @@ struct Chunk {
     last: u64,
     /// Bytes still buffered for the stream after it.
     remaining_bytes: usize,
+}
+
+/// The write-ahead log is over its budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Backpressure {
+    pub wal_bytes: u64,
+    pub budget: u64,
 }
 
 /// What a flush committed.

@@ -80,9 +80,15 @@ impl QueryEngine {
 
     /// Plans and starts a query. Fails at once on SQL that is not read-only.
     pub async fn execute(&self, sql: &str) -> Result<RunningQuery, QueryError> {
+        self.execute_visible(sql, &|_| true).await
+    }
+
+    /// Like [`QueryEngine::execute`], seeing only the streams `visible` lets through: any
+    /// other stream is as absent as one that does not exist.
+    pub async fn execute_visible(&self, sql: &str, visible: &Visible<'_>) -> Result<RunningQuery, QueryError> {
         let started = Instant::now();
         let deadline = started + self.options.timeout;
-        let planning = self.plan(sql);
+        let planning = self.plan(sql, visible);
         let stream = match tokio::time::timeout(self.options.timeout, planning).await {
             Ok(r) => r?,
             Err(_) => return Err(QueryError::Timeout(self.options.timeout)),
@@ -104,7 +110,7 @@ impl QueryEngine {
         Ok((q.schema, batches))
     }
 
-    async fn plan(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+    async fn plan(&self, sql: &str, visible: &Visible<'_>) -> Result<SendableRecordBatchStream, QueryError> {
         let mut config =
             SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("logyard", "public");
         if self.options.target_partitions > 0 {
@@ -130,7 +136,7 @@ impl QueryEngine {
         } else {
             references.iter().filter_map(stream_of).collect()
         };
-        for stream in streams {
+        for stream in streams.into_iter().filter(|s| visible(s.as_str())) {
             if let Some(table) = self.tables.latest(&stream).await? {
                 table.update_datafusion_session(&state).map_err(|e| QueryError::Storage(e.to_string()))?;
                 let provider = table.table_provider().await.map_err(|e| QueryError::Storage(e.to_string()))?;
@@ -149,6 +155,9 @@ impl QueryEngine {
         df.execute_stream().await.map_err(QueryError::from_datafusion)
     }
 }
+
+/// Which streams a caller may see.
+pub type Visible<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 
 /// A table reference that names a stream of the default schema.
 fn stream_of(r: &TableReference) -> Option<StreamName> {

@@ -22,8 +22,30 @@ use logyard_ingest::{Ack, Ingestor};
 use logyard_query::{Format, QueryEngine};
 use logyard_storage::Storage;
 
+use crate::auth::{Principal, Scope, TokenStore};
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
+
+/// Who may call what.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub tokens: TokenStore,
+    /// Without tokens, a server on loopback lets every request in; so does one started with
+    /// `--insecure-no-auth`, which then warns on every readiness check.
+    pub insecure: bool,
+    /// Whether `/metrics` needs a token too.
+    pub protect_metrics: bool,
+}
+
+impl AuthSettings {
+    fn required(&self) -> bool {
+        !self.tokens.current().is_empty()
+    }
+}
+
+/// The stream that audit events go to.
+pub const AUDIT_STREAM: &str = "logyard-audit";
 
 /// Limits on request bodies.
 #[derive(Debug, Clone)]
@@ -46,10 +68,12 @@ pub struct AppState {
     pub ingestor: Ingestor,
     pub query: QueryEngine,
     pub storage: Storage,
-    pub limits: BodyLimits,
+    pub body_limits: BodyLimits,
     pub wal_dir: PathBuf,
     pub registry: Arc<Registry>,
     pub http_metrics: HttpMetrics,
+    pub auth: AuthSettings,
+    pub limits: Limits,
 }
 
 /// The router with every route.
@@ -64,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -89,6 +115,117 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     state.http_metrics.observe(&route, method.as_str(), response.status().as_u16(), took);
     tracing::debug!(%method, route, status = response.status().as_u16(), ms = took.as_millis() as u64, "request");
     response
+}
+
+/// Lets a request in with its [`Principal`], or answers 401.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let open = matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !state.auth.protect_metrics);
+    if open || !state.auth.required() {
+        request.extensions_mut().insert(Principal::anonymous());
+        return next.run(request).await;
+    }
+    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match state.auth.tokens.current().authenticate(header) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(failure) => {
+            state.http_metrics.auth_failure(failure.reason());
+            let (error, message) = match failure {
+                crate::auth::AuthFailure::Missing => {
+                    (None, "a bearer token is required: send Authorization: Bearer <token>")
+                }
+                crate::auth::AuthFailure::Malformed => {
+                    (Some("invalid_request"), "the Authorization header must be Bearer <token>")
+                }
+                crate::auth::AuthFailure::Unknown => (Some("invalid_token"), "the token is not valid"),
+            };
+            let challenge = match error {
+                Some(e) => format!("Bearer realm=\"logyard\", error=\"{e}\""),
+                None => "Bearer realm=\"logyard\"".to_owned(),
+            };
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.parse().expect("valid header value"));
+            response
+        }
+    }
+}
+
+/// Bounds the requests in flight and each token's request rate (after [`authenticate`]).
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Some(_slot) = state.limits.request_slot() else {
+        state.http_metrics.limited("concurrent_requests");
+        let limit = state.limits.settings.max_concurrent_requests;
+        return ApiError::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("{limit} requests are already being served; retry later"),
+            1,
+        )
+        .into_response();
+    };
+    let principal = request.extensions().get::<Principal>().map(|p| p.name.clone()).unwrap_or_default();
+    if let Err(retry) = state.limits.check_request(&principal) {
+        state.http_metrics.limited("request_rate");
+        return ApiError::retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "token {principal:?} sends more than {} requests per second",
+                state.limits.settings.requests_per_second
+            ),
+            retry.seconds(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// 403 unless the caller holds `scope` (and may touch `stream`, when given).
+fn authorize(principal: &Principal, scope: Scope, stream: Option<&StreamName>) -> Result<(), ApiError> {
+    if !principal.has(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token {:?} does not have the {} scope", principal.name, scope.as_str()),
+        ));
+    }
+    if let Some(stream) = stream
+        && !principal.may_see(stream.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token {:?} may not use stream {stream}", principal.name),
+        ));
+    }
+    Ok(())
+}
+
+/// Records an administrative action in the audit stream: who, what, when.
+pub async fn audit(ingestor: &Ingestor, who: &str, action: &str, detail: serde_json::Value) -> Result<(), ApiError> {
+    let event = serde_json::json!({
+        "timestamp": chrono_now(),
+        "actor": who,
+        "action": action,
+        "detail": detail,
+    });
+    let mut events = logyard_storage::wal::EventsEncoder::default();
+    let text = serde_json::to_vec(&event).expect("serializable");
+    events.push(time::now_micros(), logyard_core::TimeSource::Received, &text);
+    let stream = StreamName::new(AUDIT_STREAM).expect("valid stream name");
+    ingestor.append(&stream, events.finish(), Ack::Wal).await?;
+    tracing::info!(actor = who, action, "audit");
+    Ok(())
+}
+
+fn chrono_now() -> String {
+    logyard_core::time::rfc3339(time::now_micros())
 }
 
 async fn not_found() -> ApiError {
@@ -163,12 +300,14 @@ pub struct IngestResponse {
 
 async fn ingest(
     State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
     Path(stream): Path<String>,
     Query(params): Query<IngestParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let stream = StreamName::new(&stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    authorize(&principal, Scope::Ingest, Some(&stream))?;
     let ack = match params.ack.as_deref() {
         None | Some("wal") => Ack::Wal,
         Some("commit") => Ack::Commit,
@@ -181,8 +320,32 @@ async fn ingest(
     };
     let format = BodyFormat::from_content_type(header_str(&headers, header::CONTENT_TYPE)?)?;
     let encoding = Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING)?)?;
-    let raw = read_body(&headers, body, state.limits.max_body_bytes).await?;
-    let max_decoded = state.limits.max_decoded_bytes;
+    if let Some(pressure) = state.ingestor.backpressure() {
+        state.http_metrics.limited("backpressure");
+        return Err(ApiError::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backpressure",
+            format!(
+                "{} bytes wait in the write-ahead log, above its budget of {} bytes, until the storage takes them; retry later",
+                pressure.wal_bytes, pressure.budget
+            ),
+            5,
+        ));
+    }
+    let raw = read_body(&headers, body, state.body_limits.max_body_bytes).await?;
+    if let Err(retry) = state.limits.check_bytes(&principal.name, raw.len()) {
+        state.http_metrics.limited("byte_rate");
+        return Err(ApiError::retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "token {:?} sends more than {} bytes per second",
+                principal.name, state.limits.settings.bytes_per_second
+            ),
+            retry.seconds(),
+        ));
+    }
+    let max_decoded = state.body_limits.max_decoded_bytes;
     let received = time::now_micros();
     let parsed = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(raw, encoding, max_decoded)?;
@@ -213,7 +376,12 @@ async fn ingest(
     Ok(Json(IngestResponse { accepted, rejected: parsed.rejected, errors: parsed.errors, error: None }).into_response())
 }
 
-async fn flush(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn flush(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&principal, Scope::Admin, None)?;
+    audit(&state.ingestor, &principal.name, "flush", serde_json::json!({})).await?;
     let summary = state.ingestor.flush_all().await?;
     Ok(Json(serde_json::json!({"committed_rows": summary.rows, "streams": summary.streams})))
 }
@@ -226,7 +394,22 @@ struct QueryRequest {
     format: Option<String>,
 }
 
-async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn query(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let Some(slot) = state.limits.query_slot() else {
+        state.http_metrics.limited("concurrent_queries");
+        return Err(ApiError::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_queries",
+            format!("{} queries are already running; retry later", state.limits.settings.max_concurrent_queries),
+            1,
+        ));
+    };
     let raw = read_body(&headers, body, 1 << 20).await?;
     let request: QueryRequest = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(
@@ -240,19 +423,29 @@ async fn query(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
     };
     let started = Instant::now();
     let result = async {
-        let running = state.query.execute(&request.sql).await?;
+        let visible = move |stream: &str| principal.may_see(stream);
+        let running = state.query.execute_visible(&request.sql, &visible).await?;
         logyard_query::output::encode(running, format, state.query.options().max_json_rows).await
     }
     .await;
     state.http_metrics.observe_query(started.elapsed(), result.is_ok());
     let stream = result?;
+    // The query holds its slot until its last byte is sent.
+    let stream = futures::StreamExt::map(stream, move |chunk| {
+        let _ = &slot;
+        chunk
+    });
     Ok(([(header::CONTENT_TYPE, format.content_type())], Body::from_stream(stream)).into_response())
 }
 
-async fn list_streams(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_streams(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
     let names = state.storage.list_streams().await?;
     let mut streams = Vec::with_capacity(names.len());
-    for name in names {
+    for name in names.into_iter().filter(|n| principal.may_see(n.as_str())) {
         if let Some(info) = state.query.tables().info(&name).await? {
             streams.push(info);
         }
@@ -260,8 +453,13 @@ async fn list_streams(State(state): State<AppState>) -> Result<Json<serde_json::
     Ok(Json(serde_json::json!({ "streams": streams })))
 }
 
-async fn get_stream(State(state): State<AppState>, Path(stream): Path<String>) -> Result<Response, ApiError> {
+async fn get_stream(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(stream): Path<String>,
+) -> Result<Response, ApiError> {
     let stream = StreamName::new(&stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    authorize(&principal, Scope::Query, Some(&stream))?;
     match state.query.tables().info(&stream).await? {
         Some(info) => Ok(Json(info).into_response()),
         None => Err(ApiError::not_found(format!("stream {stream} has no table yet"))),
@@ -279,15 +477,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Err(_) => Err("no answer within 5 s".to_owned()),
     };
     let wal = probe_dir(&state.wal_dir).await;
-    let ready = storage.is_ok() && wal.is_ok();
+    let backlog = match state.ingestor.backpressure() {
+        None => Ok(()),
+        Some(p) => Err(format!("{} bytes wait in the write-ahead log, above its budget of {}", p.wal_bytes, p.budget)),
+    };
+    let ready = storage.is_ok() && wal.is_ok() && backlog.is_ok();
     let check = |r: &Result<(), String>| match r {
         Ok(()) => serde_json::json!({"ok": true}),
         Err(e) => serde_json::json!({"ok": false, "error": e}),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": {"storage": check(&storage), "wal": check(&wal)},
+        "checks": {"storage": check(&storage), "wal": check(&wal), "backlog": check(&backlog)},
     });
+    if state.auth.insecure {
+        let warning = "authentication is off (--insecure-no-auth): anyone who reaches this server can read and write every stream";
+        tracing::warn!("{warning}");
+        body["warning"] = serde_json::Value::String(warning.into());
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }

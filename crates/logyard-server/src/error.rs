@@ -17,11 +17,18 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// A 429 or 503 that tells the client when to come back.
+    pub fn retry_later(status: StatusCode, code: &'static str, message: impl Into<String>, seconds: u64) -> Self {
+        Self { status, code, message: message.into(), retry_after: Some(seconds.max(1)) }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -42,7 +49,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -57,8 +68,10 @@ impl From<IngestError> for ApiError {
             IngestError::CommitTimeout(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "commit_timeout", e.to_string())
             }
-            IngestError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
-            IngestError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
+            IngestError::Busy(_) => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string(), 5),
+            IngestError::ShuttingDown => {
+                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string(), 1)
+            }
             IngestError::Wal(_) => ApiError::internal("wal_error", e.to_string()),
             IngestError::Storage(_) => ApiError::internal("storage_error", e.to_string()),
             IngestError::Core(_) => ApiError::internal("internal", e.to_string()),

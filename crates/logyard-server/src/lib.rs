@@ -2,8 +2,10 @@
 //! and the single mapping from errors to statuses ([`error::ApiError`]).
 
 pub mod app;
+pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 
-pub use app::{AppState, BodyLimits, router, run};
+pub use app::{AppState, AuthSettings, BodyLimits, router, run};
 pub use metrics::HttpMetrics;

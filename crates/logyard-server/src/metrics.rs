@@ -16,6 +16,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -26,6 +31,8 @@ pub struct HttpMetrics {
     pub request_seconds: Histogram,
     pub queries: Family<OutcomeLabels, Counter>,
     pub query_seconds: Histogram,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub limited: Family<ReasonLabels, Counter>,
 }
 
 impl Default for HttpMetrics {
@@ -35,6 +42,8 @@ impl Default for HttpMetrics {
             request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             queries: Family::default(),
             query_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            auth_failures: Family::default(),
+            limited: Family::default(),
         }
     }
 }
@@ -45,10 +54,28 @@ impl HttpMetrics {
         r.register("logyard_http_request_duration_seconds", "HTTP request durations", self.request_seconds.clone());
         r.register("logyard_queries", "SQL queries by outcome (ok or error)", self.queries.clone());
         r.register(
+            "logyard_auth_failures",
+            "Requests refused for authentication, by reason (missing, malformed, unknown)",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "logyard_limited_requests",
+            "Requests refused by a limit: request_rate, byte_rate, concurrent_requests, concurrent_queries, backpressure",
+            self.limited.clone(),
+        );
+        r.register(
             "logyard_query_duration_seconds",
             "Time to plan a query and produce its first rows",
             self.query_seconds.clone(),
         );
+    }
+
+    pub fn limited(&self, reason: &'static str) {
+        self.limited.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, took: Duration) {

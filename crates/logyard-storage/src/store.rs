@@ -11,7 +11,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use url::Url;
 
 use logyard_core::StreamName;
@@ -60,8 +60,16 @@ impl Storage {
                     .credentials_provider()
                     .ok_or_else(|| StorageError::Config("no AWS credential provider could be configured".into()))?;
                 // Client options first: they replace what `with_allow_http` sets.
+                // A few quick retries of each request (5xx, throttling, resets); the flusher
+                // retries whole commits with its own backoff after that.
+                let retry = RetryConfig {
+                    max_retries: 4,
+                    retry_timeout: std::time::Duration::from_secs(20),
+                    ..RetryConfig::default()
+                };
                 let mut builder = AmazonS3Builder::new()
                     .with_client_options(ClientOptions::new().with_timeout(std::time::Duration::from_secs(60)))
+                    .with_retry(retry)
                     .with_bucket_name(bucket)
                     .with_region(&region)
                     .with_credentials(Arc::new(SdkCredentialProvider::new(provider)));

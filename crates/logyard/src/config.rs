@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use logyard_server::auth::TokenConfig;
 use serde::{Deserialize, Deserializer};
 
 /// Every setting; `logyard.example.toml` shows each with its default.
@@ -18,6 +19,27 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second per token (0: no limit); over it, 429 with Retry-After.
+    pub requests_per_second: u32,
+    /// Request body bytes per second per token (0: no limit).
+    pub bytes_per_second: u64,
+    /// Requests served at once; over it, 503 with Retry-After.
+    pub max_concurrent_requests: usize,
+    /// Queries running at once; over it, 503 with Retry-After.
+    pub max_concurrent_queries: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { requests_per_second: 0, bytes_per_second: 0, max_concurrent_requests: 1024, max_concurrent_queries: 8 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +112,9 @@ pub struct IngestConfig {
     /// Bytes of events kept in memory until committed; a request that would pass it waits
     /// for a commit to free room.
     pub memory_budget_bytes: usize,
+    /// Write-ahead log bytes allowed before ingest answers 503 (0: half the space its
+    /// filesystem offers it).
+    pub wal_budget_bytes: u64,
 }
 
 impl Default for IngestConfig {
@@ -101,6 +126,7 @@ impl Default for IngestConfig {
             max_columns: 1000,
             flush_concurrency: 4,
             memory_budget_bytes: 256 << 20,
+            wal_budget_bytes: 0,
         }
     }
 }
@@ -123,6 +149,40 @@ impl Default for QueryConfig {
     fn default() -> Self {
         Self { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_json_rows: 10_000, threads: 0 }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer tokens, by the SHA-256 of their secret (`logyard token create` makes one).
+    pub tokens: Vec<TokenConfig>,
+    /// A TOML file of more `[[auth.tokens]]` entries (also `LOGYARD_TOKENS_FILE`), reloaded
+    /// when it changes.
+    pub tokens_file: Option<PathBuf>,
+    /// Require a token for `/metrics` too.
+    pub protect_metrics: bool,
+}
+
+/// A tokens file: `[[auth.tokens]]` entries and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    auth: TokensFileAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFileAuth {
+    #[serde(default)]
+    tokens: Vec<TokenConfig>,
+}
+
+/// Reads the tokens of a tokens file.
+pub fn read_tokens_file(path: &std::path::Path) -> anyhow::Result<Vec<TokenConfig>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading tokens file {}", path.display()))?;
+    let file: TokensFile = toml::from_str(&text).with_context(|| format!("tokens file {}", path.display()))?;
+    Ok(file.auth.tokens)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,7 +214,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 5] = ["server", "storage", "ingest", "query", "log"];
+const SECTIONS: [&str; 7] = ["server", "storage", "ingest", "query", "log", "auth", "limits"];
 
 impl Config {
     /// Builds the configuration from a file (optional), environment variables (given as a
@@ -175,6 +235,10 @@ impl Config {
             None => toml::Table::new(),
         };
         for (name, value) in env {
+            if name == "LOGYARD_TOKENS_FILE" {
+                set(&mut table, "auth", "tokens_file", value).context("environment variable LOGYARD_TOKENS_FILE")?;
+                continue;
+            }
             let Some(rest) = name.strip_prefix("LOGYARD_") else { continue };
             let lower = rest.to_ascii_lowercase();
             let Some((section, key)) = lower.split_once('_') else { continue };
@@ -210,6 +274,8 @@ impl Config {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");
         }
         logyard_storage::Location::parse(&self.storage.url).context("invalid configuration at `storage.url`")?;
+        logyard_server::auth::Tokens::new(&self.auth.tokens)
+            .map_err(|e| anyhow::anyhow!("invalid configuration at `auth.tokens`: {e}"))?;
         Ok(())
     }
 }
@@ -260,6 +326,31 @@ mod tests {
         assert_eq!(c.query.timeout, Duration::from_secs(5));
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.query.max_json_rows, 10_000);
+    }
+
+    #[test]
+    fn tokens_inline_and_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens.toml");
+        let hash = logyard_server::auth::hash_secret("x");
+        std::fs::write(
+            &file,
+            format!(
+                "[[auth.tokens]]\nname = \"ship\"\nsha256 = \"{hash}\"\nscopes = [\"ingest\"]\nstreams = [\"app-*\"]\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(None, &env(&[("LOGYARD_TOKENS_FILE", file.to_str().unwrap())]), &[]).unwrap();
+        assert_eq!(c.auth.tokens_file.as_deref(), Some(file.as_path()));
+        let tokens = read_tokens_file(&file).unwrap();
+        assert_eq!(tokens[0].name, "ship");
+        std::fs::write(&file, "[[auth.tokens]]\nname = \"bad\"\nsha256 = \"zz\"\nscopes = [\"fly\"]\n").unwrap();
+        let e = read_tokens_file(&file).unwrap_err();
+        assert!(format!("{e:#}").contains("fly"), "{e:#}");
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, "[[auth.tokens]]\nname = \"short\"\nsha256 = \"abc\"\nscopes = [\"query\"]\n").unwrap();
+        let e = Config::load(Some(&config), &env(&[]), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("auth.tokens"), "{e:#}");
     }
 
     #[test]

@@ -51,7 +51,14 @@ enum Command {
         /// Write-ahead log directory.
         #[arg(long)]
         wal_dir: Option<PathBuf>,
+        /// Serve without bearer tokens on a non-loopback address (anyone who reaches the
+        /// server can read and write every stream).
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run one SQL query, against the storage directly or a running server.
     Query {
         /// The SQL statement.
@@ -71,6 +78,22 @@ enum Command {
         /// Storage to read (default from the configuration: ./logyard-data).
         #[arg(long)]
         storage: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a new token: prints its secret once and the entry to add to the configuration.
+    Create {
+        /// A name for the token (shown in logs and the audit stream).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: ingest, query, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Comma-separated stream names or globs the token is limited to (default: all).
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<String>,
     },
 }
 
@@ -107,7 +130,8 @@ fn process_env() -> BTreeMap<String, String> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = process_env();
     match cli.command {
-        Command::Serve { listen, storage, wal_dir } => {
+        Command::Token(TokenCommand::Create { name, scopes, streams }) => token_create(name, &scopes, streams),
+        Command::Serve { listen, storage, wal_dir, insecure_no_auth } => {
             let mut flags = Vec::new();
             if let Some(l) = listen {
                 flags.push(("server.listen", l));
@@ -120,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging(&config);
-            serve(config, &env).await
+            serve(config, &env, insecure_no_auth).await
         }
         Command::Query { sql, server, storage, format } => {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
@@ -214,7 +238,85 @@ fn query_options(config: &Config) -> QueryOptions {
     }
 }
 
-async fn serve(config: Config, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
+fn token_create(name: String, scopes: &[String], streams: Vec<String>) -> anyhow::Result<()> {
+    use logyard_server::auth::{Scope, TokenConfig, Tokens, hash_secret, new_secret};
+    let scopes = scopes.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let secret = new_secret(rand::random());
+    let entry = TokenConfig {
+        name,
+        sha256: hash_secret(&secret),
+        scopes,
+        streams: (!streams.is_empty()).then(|| streams.into_iter().map(|s| s.trim().to_owned()).collect()),
+    };
+    Tokens::new(std::slice::from_ref(&entry)).map_err(anyhow::Error::msg)?;
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        auth: Auth<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Auth<'a> {
+        tokens: [&'a TokenConfig; 1],
+    }
+    let toml = toml::to_string(&Entry { auth: Auth { tokens: [&entry] } })?;
+    println!("Secret (shown only now; give it to the client as `Authorization: Bearer <secret>`):\n\n  {secret}\n");
+    println!("Add this to the configuration file or to the tokens file (LOGYARD_TOKENS_FILE):\n\n{toml}");
+    Ok(())
+}
+
+/// The tokens of the configuration and of the tokens file.
+fn load_tokens(config: &Config) -> anyhow::Result<logyard_server::auth::Tokens> {
+    let mut entries = config.auth.tokens.clone();
+    if let Some(file) = &config.auth.tokens_file {
+        entries.extend(config::read_tokens_file(file)?);
+    }
+    logyard_server::auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))
+}
+
+/// Reloads the tokens file when it changes, keeping the old tokens when the new file is bad.
+async fn watch_tokens(config: Config, store: logyard_server::auth::TokenStore, ingestor: Ingestor) {
+    let Some(file) = config.auth.tokens_file.clone() else { return };
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&file);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let now = modified(&file);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load_tokens(&config) {
+            Ok(tokens) => {
+                let count = tokens.len();
+                store.replace(tokens);
+                tracing::info!(file = %file.display(), tokens = count, "tokens file reloaded");
+                let detail = serde_json::json!({"file": file.display().to_string(), "tokens": count});
+                if let Err(e) = logyard_server::app::audit(&ingestor, "logyard", "tokens_reloaded", detail).await {
+                    tracing::warn!(error = ?e, "cannot write the audit event");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the tokens file changed but cannot be used; keeping the previous tokens")
+            }
+        }
+    }
+}
+
+async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth: bool) -> anyhow::Result<()> {
+    let tokens = load_tokens(&config)?;
+    if tokens.is_empty() && !config.server.listen.ip().is_loopback() && !insecure_no_auth {
+        bail!(
+            "refusing to listen on {} without bearer tokens: anyone who reaches it could read and write every stream.\n\
+             Create a token with `logyard token create --name NAME --scopes ingest,query`, add the entry it prints \
+             to the configuration (or to the file named by LOGYARD_TOKENS_FILE), and start again; \
+             or pass --insecure-no-auth to serve without tokens anyway.",
+            config.server.listen
+        );
+    }
+    let insecure = tokens.is_empty() && !config.server.listen.ip().is_loopback();
+    if insecure {
+        tracing::warn!(listen = %config.server.listen, "authentication is off (--insecure-no-auth): anyone who reaches this server can read and write every stream");
+    }
+    let token_store = logyard_server::auth::TokenStore::new(tokens);
     let mut registry = Registry::default();
     let store_metrics = StoreMetrics::default();
     store_metrics.register(&mut registry);
@@ -233,6 +335,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>) -> anyhow::Result
     ingest_options.max_columns = config.ingest.max_columns;
     ingest_options.flush_concurrency = config.ingest.flush_concurrency;
     ingest_options.memory_budget_bytes = config.ingest.memory_budget_bytes;
+    ingest_options.wal_budget_bytes = config.ingest.wal_budget_bytes;
     let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
     let query = QueryEngine::new(tables, query_options(&config));
@@ -270,14 +373,27 @@ async fn serve(config: Config, env: &BTreeMap<String, String>) -> anyhow::Result
         ingestor: ingestor.clone(),
         query,
         storage,
-        limits: BodyLimits {
+        body_limits: BodyLimits {
             max_body_bytes: config.server.max_body_bytes,
             max_decoded_bytes: config.server.max_decoded_bytes,
         },
+        limits: logyard_server::limits::Limits::new(logyard_server::limits::LimitSettings {
+            requests_per_second: config.limits.requests_per_second,
+            bytes_per_second: config.limits.bytes_per_second,
+            max_concurrent_requests: config.limits.max_concurrent_requests,
+            max_concurrent_queries: config.limits.max_concurrent_queries,
+            max_body_bytes: config.server.max_body_bytes,
+        }),
         wal_dir,
         registry: Arc::new(registry),
         http_metrics,
+        auth: logyard_server::AuthSettings {
+            tokens: token_store.clone(),
+            insecure,
+            protect_metrics: config.auth.protect_metrics,
+        },
     };
+    tokio::spawn(watch_tokens(config.clone(), token_store, ingestor.clone()));
     let grace = config.server.shutdown_grace;
     let mut server = tokio::spawn(logyard_server::run(listener, state, stopped(stop_rx.clone())));
 

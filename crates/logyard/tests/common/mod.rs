@@ -215,6 +215,8 @@ pub fn program(var: &str, name: &str, how: &str) -> PathBuf {
 /// An s3s-fs server on loopback that checks SigV4 signatures, behind [`proxy`].
 pub struct S3 {
     child: Child,
+    /// Faults the proxy in front of the server injects.
+    pub faults: proxy::Faults,
     pub endpoint: String,
     pub root: tempfile::TempDir,
     pub access_key: String,
@@ -249,8 +251,9 @@ impl S3 {
             assert!(started.elapsed() < Duration::from_secs(10), "s3s-fs did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
-        S3 { child, endpoint: format!("http://{proxy}"), root, access_key, secret_key }
+        let faults = proxy::Faults::default();
+        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)), faults.clone());
+        S3 { child, faults, endpoint: format!("http://{proxy}"), root, access_key, secret_key }
     }
 
     /// Creates a bucket (a directory of the server's root).

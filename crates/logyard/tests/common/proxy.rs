@@ -1,4 +1,4 @@
-//! A loopback HTTP proxy in front of the S3 test server.
+//! A loopback HTTP proxy in front of the S3 test server, which can also inject faults.
 //!
 //! s3s-fs checks `If-None-Match: *` and then writes, so two conditional PUTs of one key at
 //! the same instant can both succeed; S3 decides such a race atomically. The proxy restores
@@ -7,6 +7,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,8 +20,37 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Mutex;
 
+/// What the proxy does to each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    None = 0,
+    /// 503 SlowDown, as S3 throttles.
+    SlowDown = 1,
+    /// 500 InternalError.
+    InternalError = 2,
+    /// Answers after 3 seconds.
+    Delay = 3,
+    /// Closes the connection without an answer.
+    Reset = 4,
+}
+
+/// Switches the fault of a running proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<AtomicU8>);
+
+impl Faults {
+    pub fn set(&self, fault: Fault) {
+        self.0.store(fault as u8, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// Starts the proxy on a free loopback port in a thread of its own; returns its address.
-pub fn start(upstream: SocketAddr) -> SocketAddr {
+pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -33,11 +64,13 @@ pub fn start(upstream: SocketAddr) -> SocketAddr {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let client = client.clone();
                 let conditional = conditional.clone();
+                let faults = faults.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let client = client.clone();
                         let conditional = conditional.clone();
-                        async move { forward(client, upstream, conditional, req).await }
+                        let fault = faults.get();
+                        async move { inject(fault, client, upstream, conditional, req).await }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
@@ -45,6 +78,35 @@ pub fn start(upstream: SocketAddr) -> SocketAddr {
         });
     });
     addr
+}
+
+async fn inject(
+    fault: u8,
+    client: HttpClient,
+    upstream: SocketAddr,
+    conditional: Arc<Mutex<()>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let error = |status: u16, code: &str| {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+        );
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    match fault {
+        1 => Ok(error(503, "SlowDown")),
+        2 => Ok(error(500, "InternalError")),
+        3 => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            forward(client, upstream, conditional, req).await.map_err(std::io::Error::other)
+        }
+        4 => Err(std::io::Error::other("injected connection reset")),
+        _ => forward(client, upstream, conditional, req).await.map_err(std::io::Error::other),
+    }
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;

@@ -1,0 +1,323 @@
+//! Bearer tokens: who may ingest into, query, or administer which streams.
+//!
+//! Tokens are configured by the SHA-256 of their secret, never in clear. A presented token
+//! is hashed and compared with every configured hash in constant time. Each token has
+//! scopes (`ingest`, `query`, `admin`) and, optionally, the streams it is limited to (exact
+//! names or globs with `*` and `?`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Ingest,
+    Query,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Query => "query",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "ingest" => Ok(Scope::Ingest),
+            "query" => Ok(Scope::Query),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("unknown scope {other:?}: use ingest, query or admin")),
+        }
+    }
+}
+
+/// One configured token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and the audit trail.
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+    /// Streams the token is limited to (names or globs); absent = every stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<Vec<String>>,
+}
+
+/// The caller a request was authenticated as.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    scopes: Vec<Scope>,
+    streams: Option<Vec<String>>,
+}
+
+impl Principal {
+    /// The principal of a server running without tokens (`--insecure-no-auth` or loopback).
+    pub fn anonymous() -> Self {
+        Self { name: "anonymous".into(), scopes: vec![Scope::Ingest, Scope::Query, Scope::Admin], streams: None }
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether the token may touch `stream` at all.
+    pub fn may_see(&self, stream: &str) -> bool {
+        match &self.streams {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| glob_match(p, stream)),
+        }
+    }
+}
+
+/// Why a request was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Malformed,
+    Unknown,
+}
+
+impl AuthFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown => "unknown",
+        }
+    }
+}
+
+/// The configured tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    entries: Arc<Vec<([u8; 32], Principal)>>,
+}
+
+impl Tokens {
+    pub fn new(configs: &[TokenConfig]) -> Result<Self, String> {
+        let mut entries = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            let bytes = hex::decode(c.sha256.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| format!("token {:?} (entry {}): sha256 must be 64 hex digits", c.name, i + 1))?;
+            if c.scopes.is_empty() {
+                return Err(format!("token {:?}: give it at least one scope", c.name));
+            }
+            if let Some(streams) = &c.streams {
+                for p in streams {
+                    if p.is_empty()
+                        || !p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "_-*?".contains(ch))
+                    {
+                        return Err(format!("token {:?}: {p:?} is not a stream name or glob", c.name));
+                    }
+                }
+            }
+            entries.push((
+                bytes,
+                Principal { name: c.name.clone(), scopes: c.scopes.clone(), streams: c.streams.clone() },
+            ));
+        }
+        Ok(Self { entries: Arc::new(entries) })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Authenticates an `Authorization` header value.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthFailure> {
+        let value = authorization.ok_or(AuthFailure::Missing)?;
+        let token = bearer(value).ok_or(AuthFailure::Malformed)?;
+        self.check_secret(token).ok_or(AuthFailure::Unknown)
+    }
+
+    /// Finds the token whose hash matches `secret`, comparing with every entry.
+    pub fn check_secret(&self, secret: &[u8]) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(secret).into();
+        let mut found = None;
+        for (hash, principal) in self.entries.iter() {
+            if bool::from(hash.ct_eq(&digest)) {
+                found = Some(principal.clone());
+            }
+        }
+        found
+    }
+}
+
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let value = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "))?;
+    let value = value.trim_ascii();
+    (!value.is_empty() && !value.contains(&b' ')).then_some(value)
+}
+
+/// `*` matches any run of characters, `?` any one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// The configured tokens, replaceable while the server runs (the tokens file is reloaded
+/// when it changes).
+#[derive(Debug, Clone, Default)]
+pub struct TokenStore(Arc<std::sync::RwLock<Tokens>>);
+
+impl TokenStore {
+    pub fn new(tokens: Tokens) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(tokens)))
+    }
+
+    pub fn current(&self) -> Tokens {
+        self.0.read().expect("token store lock").clone()
+    }
+
+    pub fn replace(&self, tokens: Tokens) {
+        *self.0.write().expect("token store lock") = tokens;
+    }
+}
+
+/// A new random secret: `lyt_` and 43 characters of URL-safe base64 (256 bits).
+pub fn new_secret(random: [u8; 32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::from("lyt_");
+    let mut bits = 0u32;
+    let mut acc = 0u32;
+    for b in random {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// Hex SHA-256 of a secret, as configured.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens::new(&[
+            TokenConfig {
+                name: "shipper".into(),
+                sha256: hash_secret("s3cret-ingest"),
+                scopes: vec![Scope::Ingest],
+                streams: Some(vec!["storefront".into(), "app-*".into()]),
+            },
+            TokenConfig {
+                name: "analyst".into(),
+                sha256: hash_secret("s3cret-query"),
+                scopes: vec![Scope::Query],
+                streams: None,
+            },
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn authenticates_by_hash_and_limits_scopes_and_streams() {
+        let t = tokens();
+        let p = t.authenticate(Some(b"Bearer s3cret-ingest")).unwrap();
+        assert_eq!(p.name, "shipper");
+        assert!(p.has(Scope::Ingest) && !p.has(Scope::Query));
+        assert!(p.may_see("storefront") && p.may_see("app-web") && !p.may_see("alb"));
+        let q = t.authenticate(Some(b"Bearer s3cret-query")).unwrap();
+        assert!(q.may_see("anything"));
+        assert_eq!(t.authenticate(None).unwrap_err(), AuthFailure::Missing);
+        assert_eq!(t.authenticate(Some(b"Basic abc")).unwrap_err(), AuthFailure::Malformed);
+        assert_eq!(t.authenticate(Some(b"Bearer wrong")).unwrap_err(), AuthFailure::Unknown);
+    }
+
+    #[test]
+    fn secrets_are_long_and_distinct() {
+        let a = new_secret([1; 32]);
+        let b = new_secret([2; 32]);
+        assert!(a.starts_with("lyt_") && a.len() == 4 + 43, "{a}");
+        assert_ne!(a, b);
+        let t = Tokens::new(&[TokenConfig {
+            name: "n".into(),
+            sha256: hash_secret(&a),
+            scopes: vec![Scope::Admin],
+            streams: None,
+        }])
+        .unwrap();
+        assert!(t.check_secret(a.as_bytes()).is_some());
+        assert!(t.check_secret(b.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn globs() {
+        for (p, n, ok) in [
+            ("app-*", "app-", true),
+            ("app-*", "app-web", true),
+            ("app-*", "ap", false),
+            ("a?c", "abc", true),
+            ("*", "x", true),
+            ("*-prod", "shop-prod", true),
+            ("*-prod", "shop-dev", false),
+        ] {
+            assert_eq!(glob_match(p, n), ok, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn bad_configuration_is_named() {
+        let e = Tokens::new(&[TokenConfig {
+            name: "x".into(),
+            sha256: "abc".into(),
+            scopes: vec![Scope::Query],
+            streams: None,
+        }])
+        .unwrap_err();
+        assert!(e.contains("64 hex digits"), "{e}");
+        let e =
+            Tokens::new(&[TokenConfig { name: "x".into(), sha256: hash_secret("a"), scopes: vec![], streams: None }])
+                .unwrap_err();
+        assert!(e.contains("scope"), "{e}");
+    }
+}
