@@ -233,3 +233,64 @@ async fn health_readiness_and_metrics() {
     let r = client().get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn json_results_stop_at_the_row_limit_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_QUERY_MAX_JSON_ROWS", "50").start();
+    let (status, body) = query(&server, "SELECT v FROM generate_series(1, 120) AS t(v) ORDER BY v").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 50);
+    assert_eq!((body["truncated"].as_bool(), body["row_limit"].as_u64()), (Some(true), Some(50)));
+    assert_eq!(body["rows"][49]["v"], 50);
+    let (_, body) = query(&server, "SELECT v FROM generate_series(1, 50) AS t(v)").await;
+    assert_eq!((body["rows"].as_array().unwrap().len(), body["truncated"].as_bool()), (50, Some(false)));
+    // Other formats are not limited.
+    let r = client()
+        .post(server.url("/api/v1/query"))
+        .json(&json!({"sql": "SELECT v FROM generate_series(1, 120) AS t(v)", "format": "ndjson"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap().lines().count(), 120);
+}
+
+#[tokio::test]
+async fn the_cli_queries_a_server_and_prints_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    ingest(&server, "cli", events("t", 3), "?ack=commit").await;
+    let (code, out, err) = cli(&["query", "--server", &server.base, "SELECT id, status FROM cli ORDER BY id"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("| id  | status |"), "{out}");
+    assert!(out.contains("| t-0 | 500    |"), "{out}");
+    assert!(out.trim_end().ends_with("(3 rows)"), "{out}");
+    let (code, _, err) = cli(&["query", "--server", &server.base, "DROP TABLE cli"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("only SELECT"), "{err}");
+}
+
+#[tokio::test]
+async fn memory_storage_serves_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec { storage: "memory://".into(), wal_dir: dir.path().join("wal"), env: Vec::new() };
+    let server = spec.start();
+    assert_eq!(ingest(&server, "mem", events("m", 7), "?ack=commit").await.0, 200);
+    assert_eq!(count(&server, "SELECT count(*) FROM mem").await, 7);
+}
+
+#[test]
+fn an_invalid_setting_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data");
+    let env = [("LOGYARD_INGEST_FLUSH_BYTES".to_owned(), "lots".to_owned())];
+    let (code, _, err) = cli(&["serve", "--listen", "127.0.0.1:0", "--storage", storage.to_str().unwrap()], &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("ingest.flush_bytes"), "{err}");
+    let config = dir.path().join("logyard.toml");
+    std::fs::write(&config, "[query]\ntimeout = \"soon\"\n").unwrap();
+    let (code, _, err) =
+        cli(&["serve", "--config", config.to_str().unwrap(), "--storage", storage.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("query.timeout"), "{err}");
+}
