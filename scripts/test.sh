@@ -40,6 +40,7 @@ fi
 
 export LOGYARD_S3S_FS="$s3s"
 export LOGYARD_TEST_PYTHON="$venv/bin/python"
+export LOGYARD_MOTO_SERVER="$venv/bin/moto_server"
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -139,6 +139,19 @@ impl Storage {
             .map_err(StorageError::from_store("listing the storage root"))
     }
 
+    /// Lists, writes, reads back and deletes a probe object at `relative` (for `doctor`).
+    pub async fn round_trip(&self, relative: &str) -> Result<(), StorageError> {
+        let path = self.path(relative);
+        self.probe().await?;
+        let body = bytes::Bytes::from_static(b"logyard doctor probe");
+        self.root.put(&path, body.clone().into()).await.map_err(StorageError::from_store("writing a probe object"))?;
+        let read = self.get(relative).await?;
+        if read != body {
+            return Err(StorageError::Config("the probe object read back differs from what was written".into()));
+        }
+        self.root.delete(&path).await.map_err(StorageError::from_store("deleting the probe object"))
+    }
+
     /// Reads a whole object.
     pub async fn get(&self, relative: &str) -> Result<bytes::Bytes, StorageError> {
         let result = self.root.get(&self.path(relative)).await.map_err(StorageError::from_store("reading"))?;

@@ -2,6 +2,7 @@
 //! The only crate that reads the process environment; `anyhow` lives here.
 
 mod config;
+mod doctor;
 
 /// mimalloc keeps freed pages for reuse; with the system allocator, every large request body
 /// and batch buffer is a fresh mmap whose pages the kernel must clear.
@@ -55,6 +56,19 @@ enum Command {
         /// server can read and write every stream).
         #[arg(long)]
         insecure_no_auth: bool,
+    },
+    /// Check what a deployment needs (credentials, identity, storage, WAL, clock) and say
+    /// how to fix what fails. Exits non-zero on any failure.
+    Doctor {
+        /// Storage to check (default from the configuration).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Write-ahead log directory to check.
+        #[arg(long)]
+        wal_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage bearer tokens.
     #[command(subcommand)]
@@ -130,6 +144,19 @@ fn process_env() -> BTreeMap<String, String> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = process_env();
     match cli.command {
+        Command::Doctor { storage, wal_dir, json } => {
+            let mut flags = Vec::new();
+            if let Some(s) = storage {
+                flags.push(("storage.url", s));
+            }
+            if let Some(w) = wal_dir {
+                flags.push(("storage.wal_dir", w.display().to_string()));
+            }
+            let config = Config::load(cli.config.as_deref(), &env, &flags);
+            init_logging_quiet();
+            let checks = doctor::run(config, &env).await;
+            if doctor::print(&checks, json) { Ok(()) } else { Err(anyhow::anyhow!("some checks failed")) }
+        }
         Command::Token(TokenCommand::Create { name, scopes, streams }) => token_create(name, &scopes, streams),
         Command::Serve { listen, storage, wal_dir, insecure_no_auth } => {
             let mut flags = Vec::new();

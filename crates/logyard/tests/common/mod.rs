@@ -298,3 +298,56 @@ pub fn events(prefix: &str, n: usize) -> String {
     }
     out
 }
+
+/// A moto server on loopback (STS, Secrets Manager, Kinesis, S3; it checks no signatures),
+/// and the proxy in front of it, which records who signed each request.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    /// The same server through the proxy.
+    pub proxied: String,
+    pub faults: proxy::Faults,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let bin =
+            program("LOGYARD_MOTO_SERVER", "moto_server", "scripts/test.sh installs moto[server] in its Python venv");
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning moto_server");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let faults = proxy::Faults::default();
+        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)), faults.clone());
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), proxied: format!("http://{proxy}"), faults }
+    }
+
+    /// Creates an S3 bucket (moto takes an unsigned request).
+    pub fn bucket(&self, name: &str) -> String {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(stream, "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "creating bucket {name}: {answer}");
+        name.to_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -35,9 +35,16 @@ pub enum Fault {
     Reset = 4,
 }
 
-/// Switches the fault of a running proxy.
+/// Switches the fault of a running proxy, and keeps the credentials requests were signed with.
 #[derive(Debug, Clone, Default)]
-pub struct Faults(Arc<AtomicU8>);
+pub struct Faults(Arc<AtomicU8>, Arc<std::sync::Mutex<Vec<Signer>>>);
+
+/// Who signed a request: the access key id, and the session token if any.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Signer {
+    pub access_key_id: String,
+    pub session_token: Option<String>,
+}
 
 impl Faults {
     pub fn set(&self, fault: Fault) {
@@ -46,6 +53,19 @@ impl Faults {
 
     fn get(&self) -> u8 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// The signers of the requests so far.
+    pub fn signers(&self) -> Vec<Signer> {
+        self.1.lock().unwrap().clone()
+    }
+
+    fn record(&self, headers: &hyper::HeaderMap) {
+        let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else { return };
+        let Some(rest) = auth.split("Credential=").nth(1) else { return };
+        let access_key_id = rest.split('/').next().unwrap_or_default().to_owned();
+        let session_token = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        self.1.lock().unwrap().push(Signer { access_key_id, session_token });
     }
 }
 
@@ -70,6 +90,7 @@ pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
                         let client = client.clone();
                         let conditional = conditional.clone();
                         let fault = faults.get();
+                        faults.record(req.headers());
                         async move { inject(fault, client, upstream, conditional, req).await }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

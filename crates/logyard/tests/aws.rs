@@ -1,0 +1,264 @@
+//! AWS credentials the EKS way (IRSA web identity through STS, EKS Pod Identity through the
+//! container credentials endpoint, refresh before expiry), and `logyard doctor`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use serde_json::Value;
+
+/// Environment with no credentials anywhere but what the test adds.
+fn bare_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("LOGYARD_LOG_LEVEL".into(), "error".into()),
+    ]
+}
+
+fn doctor(args: &[&str], env: &[(String, String)]) -> (i32, Value) {
+    let mut all = vec!["doctor", "--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = cli_clean(&all, env);
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    (code, v)
+}
+
+/// Like `cli`, without the AWS variables of the test's own environment.
+fn cli_clean(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+#[test]
+fn doctor_against_s3s_fs_is_all_ok() {
+    let s3 = S3::start();
+    let moto = Moto::start();
+    let bucket = s3.bucket("doctor");
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = s3.env();
+    env.push(("AWS_ENDPOINT_URL_STS".into(), moto.endpoint.clone()));
+    env.push(("LOGYARD_LOG_LEVEL".into(), "error".into()));
+    let wal = dir.path().join("wal");
+    let (code, report) = doctor(&["--storage", &format!("s3://{bucket}/p"), "--wal-dir", wal.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["ok"], true);
+    for name in ["config", "region", "credentials", "identity", "storage", "wal"] {
+        assert_eq!(check(&report, name)["status"], "ok", "{name}: {report}");
+    }
+    assert!(check(&report, "credentials")["detail"].as_str().unwrap().contains("environment variables"));
+    assert!(check(&report, "identity")["detail"].as_str().unwrap().contains("arn:aws"), "{report}");
+    assert!(check(&report, "storage")["detail"].as_str().unwrap().contains("list, put, get and delete"));
+
+    // The text form, for people.
+    let (code, out, _) =
+        cli_clean(&["doctor", "--storage", &format!("s3://{bucket}/p"), "--wal-dir", wal.to_str().unwrap()], &env);
+    assert_eq!(code, 0);
+    assert!(out.lines().all(|l| l.starts_with("ok ") || l.starts_with("skip ")), "{out}");
+}
+
+#[test]
+fn doctor_names_a_wrong_secret_and_missing_credentials() {
+    let s3 = S3::start();
+    let moto = Moto::start();
+    let bucket = s3.bucket("doctor");
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    let storage = format!("s3://{bucket}/p");
+    let args = ["--storage", storage.as_str(), "--wal-dir", wal.to_str().unwrap()];
+
+    let mut env = s3.env();
+    env.push(("AWS_ENDPOINT_URL_STS".into(), moto.endpoint.clone()));
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "wrong-secret".into();
+        }
+    }
+    let (code, report) = doctor(&args, &env);
+    assert_ne!(code, 0);
+    let storage_check = check(&report, "storage");
+    assert_eq!(storage_check["status"], "fail", "{report}");
+    assert!(storage_check["fix"].as_str().unwrap().contains("S3 refused the request"), "{report}");
+
+    let mut env = bare_env();
+    env.push(("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()));
+    let (code, report) = doctor(&args, &env);
+    assert_ne!(code, 0);
+    let creds = check(&report, "credentials");
+    assert_eq!(creds["status"], "fail", "{report}");
+    let fix = creds["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("Pod Identity") && fix.contains("eks.amazonaws.com/role-arn") && fix.contains("hop limit"),
+        "{fix}"
+    );
+}
+
+#[tokio::test]
+async fn irsa_web_identity_credentials_come_from_sts() {
+    // Storage on moto's S3 (it accepts any signature: the keys come from its STS).
+    let moto = Moto::start();
+    let bucket = moto.bucket("irsa");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9neWFyZDpsb2d5YXJkIn0.c2ln",
+    )
+    .unwrap();
+    let mut env = bare_env();
+    env.extend([
+        ("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/logyard".into()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string()),
+        ("AWS_ROLE_SESSION_NAME".into(), "logyard-test".into()),
+        ("AWS_ENDPOINT_URL_STS".into(), moto.endpoint.clone()),
+        ("AWS_ENDPOINT_URL".into(), moto.proxied.clone()),
+    ]);
+    let wal = dir.path().join("wal");
+    let storage = format!("s3://{bucket}/p");
+    let (code, report) = doctor(&["--storage", &storage, "--wal-dir", wal.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        check(&report, "credentials")["detail"].as_str().unwrap().contains("web identity token (IRSA)"),
+        "{report}"
+    );
+    assert!(
+        check(&report, "identity")["detail"].as_str().unwrap().contains("assumed-role/logyard/logyard-test"),
+        "{report}"
+    );
+
+    // The server signs its S3 requests with the temporary credentials STS gave it.
+    let spec = ServerSpec { storage, wal_dir: dir.path().join("srv-wal"), env: env.clone() };
+    let server = spec.start();
+    assert_eq!(ingest(&server, "irsa", events("i", 5), "?ack=commit").await.0, 200);
+    let signers = moto.faults.signers();
+    assert!(!signers.is_empty());
+    assert!(signers.iter().all(|s| s.access_key_id.starts_with("ASIA") && s.session_token.is_some()), "{signers:?}");
+}
+
+/// A loopback stand-in for the EKS Pod Identity agent: checks the Authorization header and
+/// hands out s3s-fs's keys with a new session token each time, expiring soon.
+struct PodIdentityAgent {
+    url: String,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+fn pod_identity_agent(
+    access_key: String,
+    secret_key: String,
+    expected_auth: String,
+    lifetime: Duration,
+) -> PodIdentityAgent {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/credentials", listener.local_addr().unwrap());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            use std::io::{BufRead, BufReader, Write};
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("authorization: ").or_else(|| line.strip_prefix("Authorization: ")) {
+                    auth = v.trim().to_owned();
+                }
+            }
+            let n = {
+                let mut calls = seen.lock().unwrap();
+                calls.push(auth.clone());
+                calls.len()
+            };
+            let (status, body) = if auth == expected_auth {
+                let expiry = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + lifetime);
+                let body = serde_json::json!({
+                    "AccessKeyId": access_key,
+                    "SecretAccessKey": secret_key,
+                    "Token": format!("pod-identity-session-{n}"),
+                    "AccountId": "123456789012",
+                    "Expiration": expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                });
+                ("200 OK", body.to_string())
+            } else {
+                ("401 Unauthorized", "{\"message\":\"bad token\"}".to_owned())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    PodIdentityAgent { url, calls }
+}
+
+#[tokio::test]
+async fn pod_identity_credentials_are_refreshed_before_they_expire() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("podid");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, "projected-service-account-token-123").unwrap();
+    // Credentials that expire 5 minutes and 4 seconds after they are handed out: with the
+    // refresh margin of 5 minutes, a new set is fetched after about 4 seconds.
+    let agent = pod_identity_agent(
+        s3.access_key.clone(),
+        s3.secret_key.clone(),
+        "projected-service-account-token-123".into(),
+        Duration::from_secs(304),
+    );
+    let mut env = bare_env();
+    env.extend([
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI".into(), agent.url.clone()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(), token_file.display().to_string()),
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
+    ]);
+    let spec = ServerSpec { storage: format!("s3://{bucket}/p"), wal_dir: dir.path().join("wal"), env };
+    let server = spec.start();
+    assert_eq!(ingest(&server, "pod", events("a", 5), "?ack=commit").await.0, 200);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(ingest(&server, "pod", events("b", 5), "?ack=commit").await.0, 200, "works past the first expiry");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(ingest(&server, "pod", events("c", 5), "?ack=commit").await.0, 200);
+    assert_eq!(count(&server, "SELECT count(*) FROM pod").await, 15);
+
+    let calls = agent.calls.lock().unwrap().clone();
+    assert!(calls.len() >= 2, "credentials were fetched again before they expired: {calls:?}");
+    assert!(
+        calls.iter().all(|a| a == "projected-service-account-token-123"),
+        "the token file's content is the Authorization: {calls:?}"
+    );
+    let tokens: std::collections::HashSet<_> =
+        s3.faults.signers().into_iter().filter_map(|s| s.session_token).collect();
+    assert!(tokens.len() >= 2, "S3 saw requests signed with the refreshed credentials: {tokens:?}");
+}
