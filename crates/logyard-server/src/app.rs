@@ -23,6 +23,7 @@ use logyard_query::{Format, QueryEngine};
 use logyard_storage::Storage;
 
 use crate::auth::{Principal, Scope, TokenStore};
+use crate::client::ClientIp;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     pub auth: AuthSettings,
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed (the load balancer's subnets).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// The router with every route.
@@ -105,7 +108,34 @@ pub async fn run(
         .await
 }
 
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Like [`run`], over TLS. Requests in flight get `grace` after `shutdown` resolves.
+pub async fn run_tls(
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(grace));
+    });
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
+}
+
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let client = crate::client::client_ip(peer, request.headers(), &state.trusted_proxies);
+    request.extensions_mut().insert(ClientIp(client));
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = request.method().clone();
@@ -113,7 +143,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let response = next.run(request).await;
     let took = started.elapsed();
     state.http_metrics.observe(&route, method.as_str(), response.status().as_u16(), took);
-    tracing::debug!(%method, route, status = response.status().as_u16(), ms = took.as_millis() as u64, "request");
+    tracing::debug!(%method, route, %client, status = response.status().as_u16(), ms = took.as_millis() as u64, "request");
     response
 }
 
@@ -208,10 +238,17 @@ fn authorize(principal: &Principal, scope: Scope, stream: Option<&StreamName>) -
 }
 
 /// Records an administrative action in the audit stream: who, what, when.
-pub async fn audit(ingestor: &Ingestor, who: &str, action: &str, detail: serde_json::Value) -> Result<(), ApiError> {
+pub async fn audit(
+    ingestor: &Ingestor,
+    who: &str,
+    client: Option<ClientIp>,
+    action: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
     let event = serde_json::json!({
         "timestamp": chrono_now(),
         "actor": who,
+        "client": client.map(|c| c.0.to_string()),
         "action": action,
         "detail": detail,
     });
@@ -379,9 +416,10 @@ async fn ingest(
 async fn flush(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
+    client: Option<axum::Extension<ClientIp>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&principal, Scope::Admin, None)?;
-    audit(&state.ingestor, &principal.name, "flush", serde_json::json!({})).await?;
+    audit(&state.ingestor, &principal.name, client.map(|c| c.0), "flush", serde_json::json!({})).await?;
     let summary = state.ingestor.flush_all().await?;
     Ok(Json(serde_json::json!({"committed_rows": summary.rows, "streams": summary.streams})))
 }

@@ -3,9 +3,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 
-pub use app::{AppState, AuthSettings, BodyLimits, router, run};
+pub use app::{AppState, AuthSettings, BodyLimits, router, run, run_tls};
 pub use metrics::HttpMetrics;

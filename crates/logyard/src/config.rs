@@ -54,6 +54,15 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest request body after decompression.
     pub max_decoded_bytes: usize,
+    /// Serve HTTPS with this certificate chain (PEM) and the key below; both are reloaded
+    /// when they change. Without them, plain HTTP (behind the ALB, which terminates TLS).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[serde(deserialize_with = "duration")]
+    pub tls_reload_interval: Duration,
+    /// Proxies (CIDRs, e.g. the ALB's subnets) whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +72,10 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(25),
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 128 << 20,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_reload_interval: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -269,6 +282,11 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 || self.server.max_decoded_bytes < self.server.max_body_bytes {
             bail!("invalid configuration at `server.max_decoded_bytes`: must be at least `server.max_body_bytes`");
+        }
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            bail!(
+                "invalid configuration at `server.tls_cert_file`: set both tls_cert_file and tls_key_file, or neither"
+            );
         }
         if self.query.max_json_rows == 0 {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");

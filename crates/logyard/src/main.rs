@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -317,7 +317,8 @@ async fn watch_tokens(config: Config, store: logyard_server::auth::TokenStore, i
                 store.replace(tokens);
                 tracing::info!(file = %file.display(), tokens = count, "tokens file reloaded");
                 let detail = serde_json::json!({"file": file.display().to_string(), "tokens": count});
-                if let Err(e) = logyard_server::app::audit(&ingestor, "logyard", "tokens_reloaded", detail).await {
+                if let Err(e) = logyard_server::app::audit(&ingestor, "logyard", None, "tokens_reloaded", detail).await
+                {
                     tracing::warn!(error = ?e, "cannot write the audit event");
                 }
             }
@@ -367,12 +368,17 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
     let query = QueryEngine::new(tables, query_options(&config));
 
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
-    println!("logyard listening on http://{addr}");
+    let tls = match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        (Some(cert), Some(key)) => Some(load_tls(cert, key).await?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
+    println!("logyard listening on {scheme}://{addr}");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -414,6 +420,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         wal_dir,
         registry: Arc::new(registry),
         http_metrics,
+        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,
@@ -422,7 +429,16 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     };
     tokio::spawn(watch_tokens(config.clone(), token_store, ingestor.clone()));
     let grace = config.server.shutdown_grace;
-    let mut server = tokio::spawn(logyard_server::run(listener, state, stopped(stop_rx.clone())));
+    let mut server = match tls {
+        Some(tls) => {
+            tokio::spawn(watch_tls(config.clone(), tls.clone()));
+            tokio::spawn(logyard_server::run_tls(listener, tls, state, stopped(stop_rx.clone()), grace))
+        }
+        None => {
+            let listener = TcpListener::from_std(listener)?;
+            tokio::spawn(logyard_server::run(listener, state, stopped(stop_rx.clone())))
+        }
+    };
 
     // Serve until a signal; then give requests in flight and the final commit the grace.
     let mut rx = stop_rx.clone();
@@ -446,6 +462,42 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingestor.shutdown(deadline).await.context("final commit")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+async fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    // Several crypto providers are linked in (the AWS SDK brings one, object_store another):
+    // name the one servers use.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))
+}
+
+/// Reloads the certificate and key when either file changes; keeps the old pair when the new
+/// one cannot be used.
+async fn watch_tls(config: Config, tls: axum_server::tls_rustls::RustlsConfig) {
+    let (Some(cert), Some(key)) = (config.server.tls_cert_file.clone(), config.server.tls_key_file.clone()) else {
+        return;
+    };
+    let stamp = || {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        (m(&cert), m(&key))
+    };
+    let mut last = stamp();
+    loop {
+        tokio::time::sleep(config.server.tls_reload_interval).await;
+        let now = stamp();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match tls.reload_from_pem_file(&cert, &key).await {
+            Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "the TLS certificate changed but cannot be loaded; keeping the previous one")
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {
