@@ -441,13 +441,15 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     };
 
     // Serve until a signal; then give requests in flight and the final commit the grace.
+    // Biased: the server ends on its own only after the stop signal, and then the signal must win.
     let mut rx = stop_rx.clone();
     tokio::select! {
+        biased;
+        _ = rx.wait_for(|s| *s) => {}
         r = &mut server => {
             r.context("server task")?.context("serving")?;
             bail!("the server stopped without a shutdown signal");
         }
-        _ = rx.wait_for(|s| *s) => {}
     }
     let deadline = Instant::now() + grace;
     tracing::info!(

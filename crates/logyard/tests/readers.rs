@@ -35,7 +35,7 @@ async fn other_engines_read_the_same_rows() {
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     let (code, _) = server.terminate(std::time::Duration::from_secs(30));
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(0), "logs:\n{}", server.logs());
 
     let table = std::path::Path::new(&spec.storage).join("tables/readers");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/tests/read_table.py");
