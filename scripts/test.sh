@@ -9,11 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cache=${LOGYARD_CACHE:-/var/cache/logyard}
-if ! mkdir -p "$cache" 2>/dev/null || ! [ -w "$cache" ]; then
-  cache="${XDG_CACHE_HOME:-$HOME/.cache}/logyard"
-  mkdir -p "$cache"
-fi
+. scripts/cache-dir.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 

@@ -4,7 +4,9 @@
 //! except [`time::now_micros`]. Storage, HTTP and SQL live in the crates above this one.
 
 pub mod batch;
+pub mod encoded;
 pub mod event;
+pub mod parse;
 pub mod stream;
 pub mod time;
 

@@ -3,39 +3,29 @@
 use std::io::Read;
 
 use bytes::Bytes;
+pub use logyard_core::parse::BodyFormat;
 
 use crate::IngestError;
 
-/// How the events are laid out in the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFormat {
-    /// One JSON object per line.
-    Ndjson,
-    /// A JSON array of objects, or one object.
-    Json,
-}
-
-impl BodyFormat {
-    /// From a `Content-Type` header value. A missing header means NDJSON.
-    pub fn from_content_type(value: Option<&str>) -> Result<Self, IngestError> {
-        let Some(value) = value else {
-            return Ok(BodyFormat::Ndjson);
-        };
-        let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        match essence.as_str() {
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines"
-            | "application/jsonlines"
-            | "application/json-lines"
-            | "text/plain"
-            | "" => Ok(BodyFormat::Ndjson),
-            "application/json" => Ok(BodyFormat::Json),
-            _ => Err(IngestError::UnsupportedMediaType(format!(
-                "content type {value:?} is not supported: send application/x-ndjson (one JSON object per line) or application/json (an array of objects, or one object)"
-            ))),
-        }
+/// The layout a `Content-Type` header value names. A missing header means NDJSON.
+pub fn format_from_content_type(value: Option<&str>) -> Result<BodyFormat, IngestError> {
+    let Some(value) = value else {
+        return Ok(BodyFormat::Ndjson);
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines"
+        | "application/json-lines"
+        | "text/plain"
+        | "" => Ok(BodyFormat::Ndjson),
+        "application/json" => Ok(BodyFormat::Json),
+        _ => Err(IngestError::UnsupportedMediaType(format!(
+            "content type {value:?} is not supported: send application/x-ndjson (one JSON object per line) or application/json (an array of objects, or one object)"
+        ))),
     }
 }
 
@@ -105,13 +95,10 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(BodyFormat::from_content_type(None).unwrap(), BodyFormat::Ndjson);
-        assert_eq!(
-            BodyFormat::from_content_type(Some("application/x-ndjson; charset=utf-8")).unwrap(),
-            BodyFormat::Ndjson
-        );
-        assert_eq!(BodyFormat::from_content_type(Some("application/json")).unwrap(), BodyFormat::Json);
-        let e = BodyFormat::from_content_type(Some("application/x-www-form-urlencoded")).unwrap_err();
+        assert_eq!(format_from_content_type(None).unwrap(), BodyFormat::Ndjson);
+        assert_eq!(format_from_content_type(Some("application/x-ndjson; charset=utf-8")).unwrap(), BodyFormat::Ndjson);
+        assert_eq!(format_from_content_type(Some("application/json")).unwrap(), BodyFormat::Json);
+        let e = format_from_content_type(Some("application/x-www-form-urlencoded")).unwrap_err();
         assert!(e.to_string().contains("application/x-ndjson"), "{e}");
         assert!(Encoding::from_header(Some("br")).is_err());
     }

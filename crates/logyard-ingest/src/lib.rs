@@ -1,13 +1,12 @@
 //! logyard-ingest: from request bodies to committed rows.
 //!
-//! [`body`] decodes bodies (bounded), [`parse`] checks events line by line, and
+//! [`body`] decodes bodies (bounded), `logyard_core::parse` checks events line by line, and
 //! [`pipeline`] carries accepted events through the write-ahead log into the stream tables.
 //! Every protocol decodes into the same [`pipeline::Ingestor::append`]: one path for
 //! durability and acknowledgement. Knows nothing of HTTP.
 
 pub mod body;
 pub mod metrics;
-pub mod parse;
 pub mod pipeline;
 
 pub use metrics::IngestMetrics;

@@ -65,6 +65,16 @@ impl IngestMetrics {
         );
         r.register("logyard_committed_rows", "Rows committed to tables", self.flushed_rows.clone());
         r.register("logyard_flush_errors", "Failed flush attempts (retried)", self.flush_errors.clone());
+        r.register(
+            "logyard_wal_budget_bytes",
+            "Write-ahead log bytes allowed before ingest is refused",
+            self.wal_budget.clone(),
+        );
+        r.register(
+            "logyard_backpressure",
+            "1 while ingest is refused because the write-ahead log passed its budget",
+            self.backpressure.clone(),
+        );
     }
 
     pub fn observe_flush(&self, took: Duration, rows: usize) {

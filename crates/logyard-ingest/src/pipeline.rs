@@ -17,11 +17,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use logyard_core::StreamName;
 use logyard_core::batch::{BatchBuilder, PendingEvent};
+use logyard_core::encoded::decode_events;
 use logyard_storage::tables::{BuildFn, BuildResult};
-use logyard_storage::wal::decode_events;
 use logyard_storage::{AppendOutcome, Tables, Wal, WalOptions, WalRecord, WalSink};
 
 use crate::IngestError;
@@ -281,16 +282,18 @@ impl Ingestor {
     pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<u64, IngestError> {
         self.inner.memory.take(events.len(), self.inner.options.commit_wait).await?;
         let len = events.len();
-        let position = match self.inner.wal.append(stream.clone(), events).await {
+        let span = tracing::info_span!("wal.append", %stream, bytes = len, position = tracing::field::Empty);
+        let position = match self.inner.wal.append(stream.clone(), events).instrument(span.clone()).await {
             Ok(p) => p,
             Err(e) => {
                 self.inner.memory.give(len);
                 return Err(e.into());
             }
         };
+        span.record("position", position);
         if ack == Ack::Commit {
             self.request_flush(stream);
-            self.wait_committed(stream, position).await?;
+            self.wait_committed(stream, position).instrument(tracing::info_span!("wait_committed", %stream)).await?;
         }
         Ok(position)
     }
@@ -440,6 +443,7 @@ impl Ingestor {
         let last = records.last().map(|r| r.position).expect("non-empty");
         let started = Instant::now();
         let max_columns = self.inner.options.max_columns;
+        let record_count = records.len();
         let records = Arc::new(records);
         let metrics = self.inner.metrics.clone();
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
@@ -449,7 +453,16 @@ impl Ingestor {
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
             batches
         });
-        let result = self.inner.tables.append(stream, self.writer_id(), last as i64, build).await;
+        let span = tracing::info_span!(
+            "flush",
+            %stream,
+            records = record_count,
+            position = last,
+            rows = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result =
+            self.inner.tables.append(stream, self.writer_id(), last as i64, build).instrument(span.clone()).await;
         let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
         let buf = streams.entry(stream.clone()).or_default();
         buf.flushing = false;
@@ -478,6 +491,7 @@ impl Ingestor {
                         0
                     }
                 };
+                span.record("rows", rows);
                 self.inner.metrics.observe_flush(started.elapsed(), rows);
                 self.committed_tx(stream).send_modify(|c| *c = (*c).max(last));
                 self.inner.wal.release(self.inner.buffers.low_watermark());
@@ -489,6 +503,7 @@ impl Ingestor {
                 buf.retry_at = Some(Instant::now() + backoff);
                 drop(streams);
                 self.inner.metrics.flush_errors.inc();
+                span.record("otel.status_code", "ERROR");
                 Err(IngestError::Storage(e))
             }
         }

@@ -20,6 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::Stream;
+use tracing::Instrument;
 
 use logyard_core::StreamName;
 use logyard_storage::Tables;
@@ -88,16 +89,33 @@ impl QueryEngine {
     pub async fn execute_visible(&self, sql: &str, visible: &Visible<'_>) -> Result<RunningQuery, QueryError> {
         let started = Instant::now();
         let deadline = started + self.options.timeout;
-        let planning = self.plan(sql, visible);
+        // The span lasts until the last batch is read; the statement text is capped.
+        let span = tracing::info_span!(
+            "query",
+            db.system.name = "datafusion",
+            db.query.text = truncate(sql, 2048),
+            rows = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let planning = self.plan(sql, visible).instrument(span.clone());
         let stream = match tokio::time::timeout(self.options.timeout, planning).await {
-            Ok(r) => r?,
-            Err(_) => return Err(QueryError::Timeout(self.options.timeout)),
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                span.record("otel.status_code", "ERROR");
+                return Err(e);
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+                return Err(QueryError::Timeout(self.options.timeout));
+            }
         };
         let schema = stream.schema();
         let stream: SendableRecordBatchStream = Box::pin(Deadline {
             inner: stream,
             sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
             limit: self.options.timeout,
+            span,
+            rows: 0,
         });
         Ok(RunningQuery { schema, stream, started })
     }
@@ -204,18 +222,46 @@ struct Deadline {
     inner: SendableRecordBatchStream,
     sleep: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
+    /// The query's span: entered while batches are computed, closed when the stream is dropped.
+    span: tracing::Span,
+    rows: usize,
 }
 
 impl Stream for Deadline {
     type Item = datafusion::error::Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            let limit = self.limit;
-            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(QueryError::Timeout(limit))))));
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            this.span.record("otel.status_code", "ERROR");
+            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(QueryError::Timeout(this.limit))))));
         }
-        self.inner.as_mut().poll_next(cx)
+        let next = this.inner.as_mut().poll_next(cx);
+        match &next {
+            Poll::Ready(Some(Ok(batch))) => this.rows += batch.num_rows(),
+            Poll::Ready(Some(Err(_))) => {
+                this.span.record("otel.status_code", "ERROR");
+            }
+            Poll::Ready(None) => {
+                this.span.record("rows", this.rows);
+            }
+            Poll::Pending => {}
+        }
+        next
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 impl RecordBatchStream for Deadline {

@@ -14,19 +14,20 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
+use logyard_core::parse::{self, LineReport};
 use logyard_core::{StreamName, time};
-use logyard_ingest::body::{self, BodyFormat, Encoding};
-use logyard_ingest::parse::{self, LineReport};
+use logyard_ingest::body::{self, Encoding};
 use logyard_ingest::{Ack, Ingestor};
 use logyard_query::{Format, QueryEngine};
 use logyard_storage::Storage;
 
-use crate::auth::{Principal, Scope, TokenStore};
 use crate::client::ClientIp;
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
+use logyard_auth::{AuthFailure, Principal, Scope, TokenStore};
 
 /// Who may call what.
 #[derive(Debug, Clone, Default)]
@@ -139,11 +140,31 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     let route =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = request.method().clone();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = request.uri().path(),
+        client.address = %client,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::trace::continue_trace(&span, request.headers());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
     let took = started.elapsed();
-    state.http_metrics.observe(&route, method.as_str(), response.status().as_u16(), took);
-    tracing::debug!(%method, route, %client, status = response.status().as_u16(), ms = took.as_millis() as u64, "request");
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    state.http_metrics.observe(&route, method.as_str(), status, took);
+    span.in_scope(|| {
+        tracing::debug!(%method, route, %client, status, ms = took.as_millis() as u64, "request");
+    });
     response
 }
 
@@ -164,13 +185,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         Err(failure) => {
             state.http_metrics.auth_failure(failure.reason());
             let (error, message) = match failure {
-                crate::auth::AuthFailure::Missing => {
-                    (None, "a bearer token is required: send Authorization: Bearer <token>")
-                }
-                crate::auth::AuthFailure::Malformed => {
-                    (Some("invalid_request"), "the Authorization header must be Bearer <token>")
-                }
-                crate::auth::AuthFailure::Unknown => (Some("invalid_token"), "the token is not valid"),
+                AuthFailure::Missing => (None, "a bearer token is required: send Authorization: Bearer <token>"),
+                AuthFailure::Malformed => (Some("invalid_request"), "the Authorization header must be Bearer <token>"),
+                AuthFailure::Unknown => (Some("invalid_token"), "the token is not valid"),
             };
             let challenge = match error {
                 Some(e) => format!("Bearer realm=\"logyard\", error=\"{e}\""),
@@ -252,7 +269,7 @@ pub async fn audit(
         "action": action,
         "detail": detail,
     });
-    let mut events = logyard_storage::wal::EventsEncoder::default();
+    let mut events = logyard_core::encoded::EventsEncoder::default();
     let text = serde_json::to_vec(&event).expect("serializable");
     events.push(time::now_micros(), logyard_core::TimeSource::Received, &text);
     let stream = StreamName::new(AUDIT_STREAM).expect("valid stream name");
@@ -355,7 +372,7 @@ async fn ingest(
             ));
         }
     };
-    let format = BodyFormat::from_content_type(header_str(&headers, header::CONTENT_TYPE)?)?;
+    let format = body::format_from_content_type(header_str(&headers, header::CONTENT_TYPE)?)?;
     let encoding = Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING)?)?;
     if let Some(pressure) = state.ingestor.backpressure() {
         state.http_metrics.limited("backpressure");

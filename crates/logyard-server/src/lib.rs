@@ -2,11 +2,11 @@
 //! and the single mapping from errors to statuses ([`error::ApiError`]).
 
 pub mod app;
-pub mod auth;
 pub mod client;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod trace;
 
 pub use app::{AppState, AuthSettings, BodyLimits, router, run, run_tls};
 pub use metrics::HttpMetrics;

@@ -19,7 +19,7 @@ use logyard_core::StreamName;
 use crate::StorageError;
 use crate::aws::{S3Options, SdkCredentialProvider, load_sdk_config};
 use crate::location::Location;
-use crate::metered::{MeteredStore, StoreMetrics};
+use crate::metered::{MeteredHttpConnector, MeteredStore, StoreMetrics};
 
 pub const TABLES_DIR: &str = "tables";
 
@@ -70,6 +70,7 @@ impl Storage {
                 let mut builder = AmazonS3Builder::new()
                     .with_client_options(ClientOptions::new().with_timeout(std::time::Duration::from_secs(60)))
                     .with_retry(retry)
+                    .with_http_connector(MeteredHttpConnector { metrics: metrics.clone() })
                     .with_bucket_name(bucket)
                     .with_region(&region)
                     .with_credentials(Arc::new(SdkCredentialProvider::new(provider)));

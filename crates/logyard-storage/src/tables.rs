@@ -6,6 +6,7 @@
 //! version it last committed and skips what is already there.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::StreamExt;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use tracing::Instrument;
 
 use logyard_core::StreamName;
 use logyard_core::batch::{DATE_COLUMN, TIMESTAMP_COLUMN, base_schema};
@@ -153,6 +155,14 @@ impl Tables {
                 Some(t) => t,
                 None => self.builder(stream)?.build().map_err(StorageError::delta("opening table"))?,
             };
+            let span = tracing::info_span!(
+                "delta.commit",
+                %stream,
+                attempt,
+                rows,
+                table_version = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
             let result = table
                 .write(batches)
                 .with_save_mode(SaveMode::Append)
@@ -164,20 +174,27 @@ impl Tables {
                         .with_application_transaction(Transaction::new(app_id, txn_version))
                         .with_max_retries(commit_retries),
                 )
+                .into_future()
+                .instrument(span.clone())
                 .await;
             match result {
                 Ok(table) => {
                     let table_version = table.version().unwrap_or_default();
+                    span.record("table_version", table_version);
                     *guard = Some(table);
                     return Ok(AppendOutcome::Committed { table_version, rows });
                 }
                 Err(e) if attempt < 30 && is_retryable(&e) => {
+                    span.record("otel.status_code", "ERROR");
                     tracing::info!(%stream, attempt, error = %e, "commit raced another writer; retrying");
                     // Reload from storage: the cached state is behind the winner's commit.
                     *guard = None;
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20)))).await;
                 }
-                Err(e) => return Err(StorageError::delta("appending")(e)),
+                Err(e) => {
+                    span.record("otel.status_code", "ERROR");
+                    return Err(StorageError::delta("appending")(e));
+                }
             }
         }
     }

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use logyard_core::{StreamName, TimeSource};
+use logyard_core::StreamName;
 
 const LOCK_FILE: &str = "LOCK";
 const WRITER_ID_FILE: &str = "writer-id";
@@ -64,78 +64,13 @@ pub struct WalOptions {
 pub struct WalRecord {
     pub position: u64,
     pub stream: StreamName,
-    /// Encoded events; see [`EventsEncoder`] and [`decode_events`].
+    /// Encoded events; see [`logyard_core::encoded`].
     pub events: Bytes,
 }
 
 /// Receives records once they are durable, in position order.
 pub trait WalSink: Send + Sync + 'static {
     fn durable(&self, records: Vec<WalRecord>);
-}
-
-/// Encodes events into a record's payload.
-#[derive(Debug, Default)]
-pub struct EventsEncoder {
-    buf: BytesMut,
-    count: usize,
-}
-
-impl EventsEncoder {
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(bytes), count: 0 }
-    }
-
-    pub fn push(&mut self, time: i64, source: TimeSource, text: &[u8]) {
-        self.buf.put_i64_le(time);
-        self.buf.put_u8(source.to_byte());
-        self.buf.put_u32_le(text.len() as u32);
-        self.buf.put_slice(text);
-        self.count += 1;
-    }
-
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    pub fn finish(self) -> Bytes {
-        self.buf.freeze()
-    }
-}
-
-/// One decoded event of a record.
-#[derive(Debug, Clone, Copy)]
-pub struct StoredEvent<'a> {
-    pub time: i64,
-    pub source: TimeSource,
-    pub text: &'a str,
-}
-
-/// Decodes a record's events. Stops at the first malformed entry (a record passed its
-/// checksum, so that means a bug, reported through the error).
-pub fn decode_events(mut buf: &[u8]) -> impl Iterator<Item = Result<StoredEvent<'_>, String>> {
-    std::iter::from_fn(move || {
-        if buf.is_empty() {
-            return None;
-        }
-        if buf.len() < 13 {
-            buf = &[];
-            return Some(Err("truncated event header".into()));
-        }
-        let time = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
-        let source = TimeSource::from_byte(buf[8]);
-        let len = u32::from_le_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
-        if buf.len() < 13 + len {
-            buf = &[];
-            return Some(Err("truncated event".into()));
-        }
-        let text = std::str::from_utf8(&buf[13..13 + len]).map_err(|e| e.to_string());
-        buf = &buf[13 + len..];
-        Some(text.map(|text| StoredEvent { time, source, text }))
-    })
 }
 
 type Reply = oneshot::Sender<Result<u64, WalError>>;
@@ -510,6 +445,8 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use logyard_core::TimeSource;
+    use logyard_core::encoded::{EventsEncoder, decode_events};
     use std::sync::Mutex;
 
     #[derive(Default)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use logyard_server::auth::TokenConfig;
+use logyard_auth::TokenConfig;
 use serde::{Deserialize, Deserializer};
 
 /// Every setting; `logyard.example.toml` shows each with its default.
@@ -292,7 +292,7 @@ impl Config {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");
         }
         logyard_storage::Location::parse(&self.storage.url).context("invalid configuration at `storage.url`")?;
-        logyard_server::auth::Tokens::new(&self.auth.tokens)
+        logyard_auth::Tokens::new(&self.auth.tokens)
             .map_err(|e| anyhow::anyhow!("invalid configuration at `auth.tokens`: {e}"))?;
         Ok(())
     }
@@ -350,7 +350,7 @@ mod tests {
     fn tokens_inline_and_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tokens.toml");
-        let hash = logyard_server::auth::hash_secret("x");
+        let hash = logyard_auth::hash_secret("x");
         std::fs::write(
             &file,
             format!(

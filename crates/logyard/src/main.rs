@@ -3,6 +3,7 @@
 
 mod config;
 mod doctor;
+mod telemetry;
 
 /// mimalloc keeps freed pages for reuse; with the system allocator, every large request body
 /// and batch buffer is a fresh mmap whose pages the kernel must clear.
@@ -170,8 +171,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 flags.push(("storage.wal_dir", w.display().to_string()));
             }
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
-            init_logging(&config);
-            serve(config, &env, insecure_no_auth).await
+            let telemetry = init_logging(&config, &env)?;
+            let served = serve(config, &env, insecure_no_auth).await;
+            // Exporting the last spans blocks: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+            served
         }
         Command::Query { sql, server, storage, format } => {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
@@ -199,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Config, env: &BTreeMap<String, String>) -> anyhow::Result<telemetry::Telemetry> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match config.log.format {
@@ -207,12 +211,7 @@ fn init_logging(config: &Config) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).with_current_span(false).init();
-    } else {
-        builder.init();
-    }
+    telemetry::init(filter, json, env)
 }
 
 fn init_logging_quiet() {
@@ -266,7 +265,7 @@ fn query_options(config: &Config) -> QueryOptions {
 }
 
 fn token_create(name: String, scopes: &[String], streams: Vec<String>) -> anyhow::Result<()> {
-    use logyard_server::auth::{Scope, TokenConfig, Tokens, hash_secret, new_secret};
+    use logyard_auth::{Scope, TokenConfig, Tokens, hash_secret, new_secret};
     let scopes = scopes.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
     let secret = new_secret(rand::random());
     let entry = TokenConfig {
@@ -291,16 +290,16 @@ fn token_create(name: String, scopes: &[String], streams: Vec<String>) -> anyhow
 }
 
 /// The tokens of the configuration and of the tokens file.
-fn load_tokens(config: &Config) -> anyhow::Result<logyard_server::auth::Tokens> {
+fn load_tokens(config: &Config) -> anyhow::Result<logyard_auth::Tokens> {
     let mut entries = config.auth.tokens.clone();
     if let Some(file) = &config.auth.tokens_file {
         entries.extend(config::read_tokens_file(file)?);
     }
-    logyard_server::auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))
+    logyard_auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))
 }
 
 /// Reloads the tokens file when it changes, keeping the old tokens when the new file is bad.
-async fn watch_tokens(config: Config, store: logyard_server::auth::TokenStore, ingestor: Ingestor) {
+async fn watch_tokens(config: Config, store: logyard_auth::TokenStore, ingestor: Ingestor) {
     let Some(file) = config.auth.tokens_file.clone() else { return };
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last = modified(&file);
@@ -344,7 +343,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     if insecure {
         tracing::warn!(listen = %config.server.listen, "authentication is off (--insecure-no-auth): anyone who reaches this server can read and write every stream");
     }
-    let token_store = logyard_server::auth::TokenStore::new(tokens);
+    let token_store = logyard_auth::TokenStore::new(tokens);
     let mut registry = Registry::default();
     let store_metrics = StoreMetrics::default();
     store_metrics.register(&mut registry);

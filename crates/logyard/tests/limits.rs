@@ -111,6 +111,11 @@ async fn backpressure_refuses_ingest_until_the_flusher_catches_up_and_loses_noth
     assert_eq!(ready.status().as_u16(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["backlog"]["ok"], false, "{ready}");
+    let gauge = async || -> String {
+        let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        metrics.lines().find(|l| l.starts_with("logyard_backpressure ")).unwrap_or_default().to_owned()
+    };
+    assert_eq!(gauge().await, "logyard_backpressure 1");
 
     // The flusher commits, the WAL shrinks, and the server is ready again by itself.
     let started = Instant::now();
@@ -118,6 +123,7 @@ async fn backpressure_refuses_ingest_until_the_flusher_catches_up_and_loses_noth
         assert!(started.elapsed() < Duration::from_secs(30), "not ready again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(gauge().await, "logyard_backpressure 0");
     let (status, _, _) = post(&server, events("after", 200)).await;
     assert_eq!(status, 200);
     flush(&server).await;
@@ -152,6 +158,10 @@ async fn object_store_failures_are_retried_and_nothing_is_lost_or_doubled() {
     for fault in [Fault::SlowDown, Fault::InternalError, Fault::Delay, Fault::Reset] {
         s3.faults.set(fault);
         send(20, &mut acked).await;
+        // A forced flush reaches the store during each failure, whatever the flusher's backoff.
+        if fault != Fault::Delay {
+            let _ = client().post(server.url("/api/v1/flush")).send().await.unwrap();
+        }
     }
     s3.faults.set(Fault::None);
     send(5, &mut acked).await;
@@ -182,4 +192,12 @@ async fn object_store_failures_are_retried_and_nothing_is_lost_or_doubled() {
         .unwrap();
     assert!(flush_errors > 0.0, "the failures were seen and retried");
     assert!(server.logs().contains("flush failed"), "and logged");
+    // Each failed S3 attempt is counted by kind: 503 SlowDown, 500, and reset connections.
+    let failures = |kind: &str| -> f64 {
+        let prefix = format!("logyard_object_store_http_failures_total{{kind=\"{kind}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0.0, |v| v.parse().unwrap())
+    };
+    assert!(failures("throttled") > 0.0, "{metrics}");
+    assert!(failures("server_error") > 0.0, "{metrics}");
+    assert!(failures("request") + failures("connect") + failures("interrupted") > 0.0, "{metrics}");
 }

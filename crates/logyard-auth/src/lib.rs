@@ -1,9 +1,13 @@
-//! Bearer tokens: who may ingest into, query, or administer which streams.
+//! logyard-auth: who a caller is and what it may do. Bearer tokens with scopes and stream
+//! globs, and the client address behind trusted proxies ([`forwarded`]). No IO, no HTTP
+//! types: the server hands it header values.
 //!
 //! Tokens are configured by the SHA-256 of their secret, never in clear. A presented token
 //! is hashed and compared with every configured hash in constant time. Each token has
 //! scopes (`ingest`, `query`, `admin`) and, optionally, the streams it is limited to (exact
 //! names or globs with `*` and `?`).
+
+pub mod forwarded;
 
 use std::sync::Arc;
 

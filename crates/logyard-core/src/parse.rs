@@ -3,11 +3,18 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use logyard_core::event::{self, LineError};
-use logyard_core::time::Micros;
-use logyard_storage::wal::EventsEncoder;
+use crate::encoded::EventsEncoder;
+use crate::event::{self, LineError};
+use crate::time::Micros;
 
-use crate::body::BodyFormat;
+/// How the events are laid out in a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One JSON object per line.
+    Ndjson,
+    /// A JSON array of objects, or one object.
+    Json,
+}
 
 /// At most this many line errors are reported per request.
 pub const MAX_REPORTED_ERRORS: usize = 100;
