@@ -4,7 +4,9 @@
 # Installs what the tests need when it is missing, into a cache directory outside the
 # clone (default /var/cache/logyard, or ~/.cache/logyard when that is not writable):
 #   - s3s-fs 0.14.1 (an S3 server that checks signatures), by cargo install;
-#   - a Python venv with the pinned readers of scripts/tests/requirements.txt.
+#   - a Python venv with the pinned readers of scripts/tests/requirements.txt;
+#   - cargo-fuzz (scripts/fuzz.sh), to run the fuzz targets over their seed inputs;
+#   - the Debian packages zstd and g++ when missing.
 # The build directory lives there too (CARGO_TARGET_DIR), so repeated runs are incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,16 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# Programs the tests call: zstd (GNU tar --zstd reads archive bundles) and a C++ compiler
+# (cargo-fuzz builds libFuzzer).
+missing=()
+command -v zstd >/dev/null || missing+=(zstd)
+command -v c++ >/dev/null || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
 
 s3s="$cache/tools/bin/s3s-fs"
 if ! [ -x "$s3s" ]; then
@@ -44,5 +56,7 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
+step "fuzz targets over their seeds (the inputs of past findings included)"
+scripts/fuzz.sh --seeds
 scripts/tests/deploy/check.sh "$cache"
 step "all checks passed"

@@ -176,13 +176,14 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (mut pi, mut ni) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
+        // A `*` in the pattern is always a wildcard, even against a `*` in the name.
+        if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = ni;
             pi += 1;
+        } else if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -304,6 +305,10 @@ mod tests {
             ("*", "x", true),
             ("*-prod", "shop-prod", true),
             ("*-prod", "shop-dev", false),
+            // Found by fuzzing (fuzz/README.md): a `*` in the name was taken as the pattern's
+            // literal `*`, and the match failed further on.
+            ("*a?b*", "*xayb::zz", true),
+            ("*b", "*ab", true),
         ] {
             assert_eq!(glob_match(p, n), ok, "{p} {n}");
         }

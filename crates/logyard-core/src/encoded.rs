@@ -33,6 +33,17 @@ impl EventsEncoder {
         self.count == 0
     }
 
+    /// The encoded events so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Appends another encoder's events after these.
+    pub fn append(&mut self, other: EventsEncoder) {
+        self.buf.extend_from_slice(&other.buf);
+        self.count += other.count;
+    }
+
     pub fn finish(self) -> Bytes {
         self.buf.freeze()
     }

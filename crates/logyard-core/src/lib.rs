@@ -3,6 +3,7 @@
 //! Pure data handling with no IO: nothing here touches files, the network or the clock
 //! except [`time::now_micros`]. Storage, HTTP and SQL live in the crates above this one.
 
+pub mod alb;
 pub mod batch;
 pub mod encoded;
 pub mod event;

@@ -4,7 +4,8 @@
 //! offset or with a space instead of `T` (read as UTC), and epoch numbers (JSON numbers or
 //! digit strings) in seconds, milliseconds, microseconds or nanoseconds, told apart by
 //! magnitude: below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds, else
-//! nanoseconds. Fractions are kept to the microsecond.
+//! nanoseconds. Fractions are kept to the microsecond. Times outside the years 0001 to 9999
+//! (which RFC 3339 can write, and every reader of the tables can read) are not times.
 
 use chrono::{DateTime, NaiveDateTime};
 
@@ -16,9 +17,17 @@ pub type Micros = i64;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
+const EARLIEST: Micros = -62_135_596_800_000_000;
+const LATEST: Micros = 253_402_300_799_999_999;
+
+fn in_range(micros: Micros) -> Option<Micros> {
+    (EARLIEST..=LATEST).contains(&micros).then_some(micros)
+}
+
 /// Parses a JSON value (already known to be a string or a number) as an event time.
 pub fn parse_time_value(value: &serde_json::Value) -> Option<Micros> {
-    match value {
+    let micros = match value {
         serde_json::Value::String(s) => parse_time_str(s),
         serde_json::Value::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -28,11 +37,16 @@ pub fn parse_time_value(value: &serde_json::Value) -> Option<Micros> {
             }
         }
         _ => None,
-    }
+    };
+    micros.and_then(in_range)
 }
 
 /// Parses a textual time: RFC 3339, naive ISO 8601 (UTC), or epoch digits.
 pub fn parse_time_str(s: &str) -> Option<Micros> {
+    parse_text(s).and_then(in_range)
+}
+
+fn parse_text(s: &str) -> Option<Micros> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -129,6 +143,19 @@ mod tests {
     use serde_json::json;
 
     const T: i64 = 1_764_079_387_000_000; // 2025-11-25T14:03:07Z
+
+    /// Found by fuzzing (fuzz/README.md): a 22-digit epoch number read as nanoseconds fell in
+    /// the year 57880, which no RFC 3339 text or table reader represents.
+    #[test]
+    fn times_outside_years_1_to_9999_are_not_times() {
+        assert_eq!(parse_time_value(&serde_json::from_str("1764350287264307430726").unwrap()), None);
+        assert_eq!(parse_time_str("1764350287264307430726"), None);
+        assert_eq!(parse_time_str("-99999999999999999"), None);
+        assert_eq!(parse_time_str("9999-12-31T23:59:59.999999Z"), Some(LATEST));
+        assert_eq!(parse_time_str("0001-01-01T00:00:00Z"), Some(EARLIEST));
+        assert_eq!(parse_time_str(&rfc3339(LATEST)), Some(LATEST));
+        assert_eq!(parse_time_str(&rfc3339(EARLIEST)), Some(EARLIEST));
+    }
 
     #[test]
     fn rfc3339_with_offsets_and_fractions() {

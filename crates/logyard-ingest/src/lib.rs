@@ -5,9 +5,12 @@
 //! Every protocol decodes into the same [`pipeline::Ingestor::append`]: one path for
 //! durability and acknowledgement. Knows nothing of HTTP.
 
+pub mod alb_import;
 pub mod body;
+pub mod build;
 pub mod metrics;
 pub mod pipeline;
+pub mod uploads;
 
 pub use metrics::IngestMetrics;
 pub use pipeline::{Ack, FlushSummary, IngestOptions, Ingestor};

@@ -12,24 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, new_null_array};
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use logyard_core::StreamName;
-use logyard_core::batch::{BatchBuilder, PendingEvent};
-use logyard_core::encoded::decode_events;
-use logyard_storage::tables::{BuildFn, BuildResult};
+use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, Tables, Wal, WalOptions, WalRecord, WalSink};
 
 use crate::IngestError;
+use crate::build::build_batches;
 use crate::metrics::IngestMetrics;
-
-/// Rows per record batch handed to the table writer.
-const BATCH_ROWS: usize = 64 * 1024;
 
 /// Settings of the write path.
 #[derive(Debug, Clone)]
@@ -449,7 +443,8 @@ impl Ingestor {
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
             let floor = committed.unwrap_or(0).max(0) as u64;
             let started = Instant::now();
-            let batches = build_batches(schema, &records, floor, max_columns);
+            let payloads = records.iter().filter(|r| r.position > floor).map(|r| (r.position, &r.events[..]));
+            let batches = build_batches(schema, payloads, max_columns);
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
             batches
         });
@@ -575,48 +570,6 @@ pub struct Backpressure {
 pub struct FlushSummary {
     pub streams: usize,
     pub rows: usize,
-}
-
-/// Builds the record batches of the records above `floor`, sorted by time.
-fn build_batches(schema: SchemaRef, records: &[WalRecord], floor: u64, max_columns: usize) -> BuildResult {
-    let mut events = Vec::new();
-    for record in records.iter().filter(|r| r.position > floor) {
-        for e in decode_events(&record.events) {
-            let e = e.map_err(|m| format!("damaged record at position {}: {m}", record.position))?;
-            events.push(PendingEvent { time: e.time, source: e.source, text: e.text });
-        }
-    }
-    if events.is_empty() {
-        return Ok(None);
-    }
-    events.sort_by_key(|e| e.time);
-    let mut batches = Vec::with_capacity(events.len().div_ceil(BATCH_ROWS));
-    let mut schema = schema;
-    for chunk in events.chunks(BATCH_ROWS) {
-        let mut builder = BatchBuilder::new(schema.clone(), max_columns);
-        for e in chunk {
-            builder.push(*e)?;
-        }
-        let batch = builder.finish()?;
-        schema = batch.schema();
-        batches.push(batch);
-    }
-    // Later chunks may have added columns: give every batch the final schema.
-    let batches = batches.into_iter().map(|b| pad_to(b, &schema)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(batches))
-}
-
-fn pad_to(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
-    if batch.schema() == *schema {
-        return Ok(batch);
-    }
-    let rows = batch.num_rows();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| batch.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), rows)))
-        .collect();
-    RecordBatch::try_new(schema.clone(), columns)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use logyard_core::parse::{self, LineReport};
 use logyard_core::{StreamName, time};
 use logyard_ingest::body::{self, Encoding};
+use logyard_ingest::uploads::Uploads;
 use logyard_ingest::{Ack, Ingestor};
 use logyard_query::{Format, QueryEngine};
 use logyard_storage::Storage;
@@ -78,6 +79,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Proxies whose `X-Forwarded-For` is believed (the load balancer's subnets).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    pub uploads: Uploads,
 }
 
 /// The router with every route.
@@ -88,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/streams/{stream}", get(get_stream))
         .route("/api/v1/query", post(query))
         .route("/api/v1/flush", post(flush))
+        .route("/api/v1/uploads", post(crate::uploads::create))
+        .route("/api/v1/uploads/{id}", get(crate::uploads::status))
+        .route("/api/v1/uploads/{id}/complete", post(crate::uploads::complete))
+        .route("/api/v1/uploads/{id}/data", axum::routing::put(crate::uploads::put_data))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -171,7 +177,11 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
 /// Lets a request in with its [`Principal`], or answers 401.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !state.auth.protect_metrics);
+    // An upload's data URL carries its own capability, as a presigned S3 URL does.
+    let upload_data =
+        request.method() == axum::http::Method::PUT && path.starts_with("/api/v1/uploads/") && path.ends_with("/data");
+    let open =
+        matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !state.auth.protect_metrics) || upload_data;
     if open || !state.auth.required() {
         request.extensions_mut().insert(Principal::anonymous());
         return next.run(request).await;
@@ -234,7 +244,7 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
 }
 
 /// 403 unless the caller holds `scope` (and may touch `stream`, when given).
-fn authorize(principal: &Principal, scope: Scope, stream: Option<&StreamName>) -> Result<(), ApiError> {
+pub(crate) fn authorize(principal: &Principal, scope: Scope, stream: Option<&StreamName>) -> Result<(), ApiError> {
     if !principal.has(scope) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -291,7 +301,7 @@ async fn not_found() -> ApiError {
 const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Reads a body, failing with 413 once it passes `max` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

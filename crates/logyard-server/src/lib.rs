@@ -7,6 +7,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod trace;
+mod uploads;
 
 pub use app::{AppState, AuthSettings, BodyLimits, router, run, run_tls};
 pub use metrics::HttpMetrics;

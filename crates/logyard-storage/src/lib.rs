@@ -4,9 +4,11 @@
 //! Knows nothing of HTTP or SQL. Every S3 request goes through [`aws`]'s bridge to the AWS
 //! SDK credential chain and through [`metered::MeteredStore`]'s counters.
 
+pub mod archive;
 pub mod aws;
 pub mod location;
 pub mod metered;
+pub mod presign;
 pub mod store;
 pub mod tables;
 pub mod wal;
@@ -43,7 +45,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn from_store(context: &'static str) -> impl FnOnce(object_store::Error) -> Self {
+    pub fn from_store(context: &'static str) -> impl FnOnce(object_store::Error) -> Self {
         move |source| StorageError::ObjectStore { context, source }
     }
 

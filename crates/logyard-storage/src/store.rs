@@ -20,6 +20,7 @@ use crate::StorageError;
 use crate::aws::{S3Options, SdkCredentialProvider, load_sdk_config};
 use crate::location::Location;
 use crate::metered::{MeteredHttpConnector, MeteredStore, StoreMetrics};
+use crate::presign::Presigner;
 
 pub const TABLES_DIR: &str = "tables";
 
@@ -33,12 +34,15 @@ pub struct Storage {
     url: Url,
     /// Path of the storage root inside `root`.
     prefix: Path,
+    /// Presigns requests on S3; `None` for other stores.
+    presigner: Option<Presigner>,
 }
 
 impl Storage {
     /// Opens the storage at `location`. For S3, credentials come from the AWS SDK default chain.
     pub async fn open(location: Location, s3: &S3Options, metrics: StoreMetrics) -> Result<Self, StorageError> {
         register_s3_logstore();
+        let mut presigner = None;
         let (root, url, prefix): (Arc<dyn ObjectStore>, Url, Path) = match &location {
             Location::Local(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("creating {}", dir.display()), e))?;
@@ -67,21 +71,27 @@ impl Storage {
                     retry_timeout: std::time::Duration::from_secs(20),
                     ..RetryConfig::default()
                 };
+                let credentials = Arc::new(SdkCredentialProvider::new(provider));
                 let mut builder = AmazonS3Builder::new()
                     .with_client_options(ClientOptions::new().with_timeout(std::time::Duration::from_secs(60)))
                     .with_retry(retry)
                     .with_http_connector(MeteredHttpConnector { metrics: metrics.clone() })
                     .with_bucket_name(bucket)
                     .with_region(&region)
-                    .with_credentials(Arc::new(SdkCredentialProvider::new(provider)));
+                    .with_credentials(credentials.clone());
+                // An S3-compatible endpoint defaults to path-style requests; AWS to virtual hosts.
+                let path_style = s3.force_path_style.unwrap_or(s3.endpoint.is_some());
                 if let Some(endpoint) = &s3.endpoint {
-                    builder = builder
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"))
-                        .with_virtual_hosted_style_request(!s3.force_path_style.unwrap_or(true));
-                } else if s3.force_path_style == Some(true) {
-                    builder = builder.with_virtual_hosted_style_request(false);
+                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
+                builder = builder.with_virtual_hosted_style_request(!path_style);
+                presigner = Some(Presigner::new(
+                    credentials,
+                    region.clone(),
+                    bucket.clone(),
+                    s3.endpoint.as_deref(),
+                    path_style,
+                )?);
                 let store = builder.build().map_err(|e| StorageError::Config(format!("S3: {e}")))?;
                 let url = Url::parse(&format!("s3://{bucket}/{prefix}"))
                     .map_err(|e| StorageError::InvalidLocation(location.to_string(), e.to_string()))?;
@@ -89,7 +99,7 @@ impl Storage {
             }
         };
         let root: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(root, metrics));
-        Ok(Self { location, root, url, prefix })
+        Ok(Self { location, root, url, prefix, presigner })
     }
 
     pub fn location(&self) -> &Location {
@@ -108,6 +118,16 @@ impl Storage {
             p = p.join(part);
         }
         p
+    }
+
+    /// Presigns requests when the storage is S3.
+    pub fn presigner(&self) -> Option<&Presigner> {
+        self.presigner.as_ref()
+    }
+
+    /// The full key in the bucket (or path in the filesystem) of `relative`.
+    pub fn full_key(&self, relative: &str) -> String {
+        self.path(relative).to_string()
     }
 
     /// URL of a stream's Delta table.

@@ -21,6 +21,59 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub uploads: UploadsConfig,
+    pub archive: ArchiveConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Largest upload (S3 takes at most 5 GiB in one PUT).
+    pub max_bytes: u64,
+    /// How long an upload URL stays valid (at most 15 minutes).
+    #[serde(deserialize_with = "duration")]
+    pub url_expiry: Duration,
+    /// Bytes of an uploaded file read per commit.
+    pub chunk_bytes: usize,
+    /// The server's URL as clients reach it, for upload URLs on local storage (default:
+    /// `http://` and the listen address).
+    pub public_url: Option<String>,
+    /// How often uploads that were never completed, or expired, are looked for.
+    #[serde(deserialize_with = "duration")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 5 << 30,
+            url_expiry: Duration::from_secs(15 * 60),
+            chunk_bytes: 32 << 20,
+            public_url: None,
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Bytes of originals gathered into one bundle.
+    pub bundle_bytes: u64,
+    /// A smaller bundle is written once its oldest file waited this long.
+    #[serde(deserialize_with = "duration")]
+    pub bundle_max_age: Duration,
+    /// zstd level of the bundles.
+    pub level: i32,
+    /// Decompressed bytes per zstd frame: small files share a frame, so the ratio stays near a
+    /// single stream's while one member is still one ranged read (0: a frame per member).
+    pub frame_bytes: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self { bundle_bytes: 64 << 20, bundle_max_age: Duration::from_secs(600), level: 3, frame_bytes: 1 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,7 +280,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 7] = ["server", "storage", "ingest", "query", "log", "auth", "limits"];
+const SECTIONS: [&str; 9] = ["server", "storage", "ingest", "query", "log", "auth", "limits", "uploads", "archive"];
 
 impl Config {
     /// Builds the configuration from a file (optional), environment variables (given as a

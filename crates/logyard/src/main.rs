@@ -1,8 +1,10 @@
 //! The `logyard` binary: command line, configuration, wiring and shutdown.
 //! The only crate that reads the process environment; `anyhow` lives here.
 
+mod archive_cmd;
 mod config;
 mod doctor;
+mod import_cmd;
 mod telemetry;
 
 /// mimalloc keeps freed pages for reuse; with the system allocator, every large request body
@@ -22,6 +24,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use logyard_ingest::uploads::bundler::BundleOptions;
+use logyard_ingest::uploads::{UploadOptions, Uploads};
 use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
 use logyard_query::{QueryEngine, QueryOptions};
 use logyard_server::{AppState, BodyLimits, HttpMetrics};
@@ -93,6 +97,17 @@ enum Command {
         /// Storage to read (default from the configuration: ./logyard-data).
         #[arg(long)]
         storage: Option<String>,
+    },
+    /// Import logs from where other systems write them.
+    #[command(subcommand)]
+    Import(import_cmd::ImportCommand),
+    /// The raw archive: list bundles, fetch a member, verify checksums.
+    Archive {
+        /// Storage to read (default from the configuration: ./logyard-data).
+        #[arg(long, global = true)]
+        storage: Option<String>,
+        #[command(subcommand)]
+        command: archive_cmd::ArchiveCommand,
     },
 }
 
@@ -186,6 +201,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => query_local(&config, &env, &sql, format).await,
             }
         }
+        Command::Import(command) => {
+            let import_cmd::ImportCommand::Alb { storage, .. } = &command;
+            let flags: Vec<_> = storage.clone().map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            import_cmd::run(command, &config, &env).await
+        }
+        Command::Archive { storage, command } => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            archive_cmd::run(command, open_storage(&config, &env, StoreMetrics::default()).await?).await
+        }
         Command::Streams { storage } => {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
@@ -221,7 +249,7 @@ fn init_logging_quiet() {
         .init();
 }
 
-fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3Options {
+pub(crate) fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3Options {
     S3Options {
         region: config.storage.s3_region.clone(),
         endpoint: config
@@ -234,7 +262,7 @@ fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3Options {
     }
 }
 
-async fn open_storage(
+pub(crate) async fn open_storage(
     config: &Config,
     env: &BTreeMap<String, String>,
     metrics: StoreMetrics,
@@ -401,7 +429,21 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         tokio::spawn(async move { ingestor.run_flusher(stop).await })
     };
 
+    let public_url = config.uploads.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let uploads = Uploads::new(
+        ingestor.tables().clone(),
+        UploadOptions {
+            max_bytes: config.uploads.max_bytes,
+            url_expiry: config.uploads.url_expiry,
+            chunk_bytes: config.uploads.chunk_bytes,
+            max_json_bytes: config.server.max_decoded_bytes,
+            max_columns: config.ingest.max_columns,
+            public_url,
+        },
+    );
+    tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));
     let state = AppState {
+        uploads,
         ingestor: ingestor.clone(),
         query,
         storage,
@@ -463,6 +505,30 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingestor.shutdown(deadline).await.context("final commit")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Ingests uploads that were never completed, and archives the originals of finished ones,
+/// every `uploads.sweep_interval`, until `stop`.
+async fn run_upload_tasks(uploads: Uploads, config: Config, stop: impl std::future::Future<Output = ()>) {
+    let options = BundleOptions {
+        target_bytes: config.archive.bundle_bytes,
+        max_age: config.archive.bundle_max_age,
+        level: config.archive.level,
+        frame_bytes: config.archive.frame_bytes,
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(config.uploads.sweep_interval) => {}
+        }
+        if let Err(e) = uploads.sweep().await {
+            tracing::warn!(error = %e, "sweeping uploads failed; retrying later");
+        }
+        if let Err(e) = uploads.archive_finished(&options, false).await {
+            tracing::warn!(error = %e, "archiving uploads failed; retrying later");
+        }
+    }
 }
 
 async fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {

@@ -1,0 +1,128 @@
+//! `/api/v1/uploads`: presigned direct uploads, their completion and status.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use logyard_auth::{Principal, Scope};
+use logyard_core::StreamName;
+use logyard_ingest::uploads::{UploadError, UploadRecord, UploadRequest, UploadState};
+
+use crate::app::{AppState, authorize, read_body};
+use crate::error::ApiError;
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Invalid(m) => ApiError::bad_request("invalid_upload", m),
+            UploadError::NotFound(_) => ApiError::not_found(e.to_string()),
+            UploadError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "upload_state", e.to_string()),
+            UploadError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
+            UploadError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            UploadError::Precondition(m) => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m),
+            UploadError::Storage(e) => e.into(),
+            UploadError::Archive(_) | UploadError::Internal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "upload_failed", e.to_string())
+            }
+        }
+    }
+}
+
+/// A record as clients see it (without the local capability's hash).
+fn view(record: &UploadRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(record).expect("a record serializes");
+    if let Some(map) = v.as_object_mut() {
+        map.remove("data_token_sha256");
+    }
+    v
+}
+
+/// The caller may act on an upload when it may ingest into its stream.
+fn authorize_upload(principal: &Principal, record: &UploadRecord) -> Result<(), ApiError> {
+    let stream = StreamName::new(&record.stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    authorize(principal, Scope::Ingest, Some(&stream))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw = read_body(&headers, body, 64 << 10).await?;
+    let request: UploadRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_upload",
+            format!(
+                "the body must be {{\"stream\", \"filename\", \"size\", \"content_type\", \"format\": ndjson|json|text|tar}}: {e}"
+            ),
+        )
+    })?;
+    let stream =
+        StreamName::new(&request.stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    authorize(&principal, Scope::Ingest, Some(&stream))?;
+    let (record, target) = state.uploads.create(request, &principal.name).await?;
+    let body = serde_json::json!({
+        "upload_id": record.upload_id,
+        "method": target.method,
+        "url": target.url,
+        "headers": target.headers,
+        "expires_at": target.expires_at,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DataParams {
+    #[serde(default)]
+    token: String,
+}
+
+/// The local-storage stand-in for a presigned PUT: the capability in the URL is the
+/// authorization, as a presigned URL's signature is on S3.
+pub(crate) async fn put_data(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<DataParams>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if state.storage.presigner().is_some() {
+        return Err(ApiError::not_found("uploads go straight to S3: use the URL the upload was created with"));
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = request.into_body().into_data_stream();
+    state.uploads.put_data(&id, &params.token, content_type.as_deref(), body).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub(crate) async fn complete(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = state.uploads.status(&id).await?;
+    authorize_upload(&principal, &record)?;
+    let record = state.uploads.complete(&id).await?;
+    if record.state == UploadState::Uploaded {
+        let uploads = state.uploads.clone();
+        tokio::spawn(async move {
+            if let Err(e) = uploads.ingest(&id).await {
+                tracing::warn!(upload = id, error = %e, "ingesting an upload failed; the sweeper retries it");
+            }
+        });
+    }
+    Ok((StatusCode::ACCEPTED, Json(view(&record))).into_response())
+}
+
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let record = state.uploads.status(&id).await?;
+    authorize_upload(&principal, &record)?;
+    Ok(Json(view(&record)))
+}
