@@ -8,6 +8,7 @@
 pub mod alb_import;
 pub mod body;
 pub mod build;
+pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod uploads;

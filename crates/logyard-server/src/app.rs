@@ -47,8 +47,7 @@ impl AuthSettings {
     }
 }
 
-/// The stream that audit events go to.
-pub const AUDIT_STREAM: &str = "logyard-audit";
+pub use logyard_ingest::maintenance::AUDIT_STREAM;
 
 /// Limits on request bodies.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod aws;
 pub mod location;
+pub mod maintenance;
 pub mod metered;
 pub mod presign;
 pub mod store;

@@ -61,7 +61,7 @@ impl Tables {
         &self.storage
     }
 
-    fn slot(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<Option<DeltaTable>>> {
+    pub(crate) fn slot(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<Option<DeltaTable>>> {
         let mut cache = self.cache.lock().expect("table cache lock");
         cache.entry(stream.clone()).or_default().clone()
     }
@@ -83,7 +83,7 @@ impl Tables {
 
     /// Brings a cached table up to date, loading it the first time; leaves `None` when the
     /// table does not exist yet (no commit in its `_delta_log/`).
-    async fn refresh(&self, stream: &StreamName, slot: &mut Option<DeltaTable>) -> Result<(), StorageError> {
+    pub(crate) async fn refresh(&self, stream: &StreamName, slot: &mut Option<DeltaTable>) -> Result<(), StorageError> {
         if let Some(table) = slot {
             return table.update_incremental(None).await.map_err(StorageError::delta("refreshing table"));
         }
@@ -222,7 +222,7 @@ fn is_retryable(e: &DeltaTableError) -> bool {
 /// the dictionary, which would only overflow: text (trace ids, request ids) stores lengths
 /// apart from the bytes (DELTA_LENGTH_BYTE_ARRAY), integers are byte-stream split; zstd
 /// compresses both better than plain values.
-fn writer_properties(sample: Option<&RecordBatch>) -> WriterProperties {
+pub(crate) fn writer_properties(sample: Option<&RecordBatch>) -> WriterProperties {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     use parquet::basic::Encoding;

@@ -23,6 +23,52 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub uploads: UploadsConfig,
     pub archive: ArchiveConfig,
+    pub compaction: CompactionConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// How often the server merges small files (0s: never; `logyard compact` still does).
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Size of the files compaction writes.
+    pub target_file_bytes: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(3600), target_file_bytes: 128 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days of data kept for every stream not named in `streams` (0: for ever).
+    pub days: u32,
+    /// Days kept per stream, e.g. `{ alb = 90, app = 30 }` (0: for ever). The audit stream
+    /// is kept for ever unless named here.
+    pub streams: BTreeMap<String, u32>,
+    /// How often the server applies retention (0s: never; `logyard retention run` still does).
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Files a deletion or compaction leaves behind are deleted once this old, so that
+    /// queries already running can finish.
+    #[serde(deserialize_with = "duration")]
+    pub vacuum_keep: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            days: 0,
+            streams: BTreeMap::new(),
+            interval: Duration::from_secs(6 * 3600),
+            vacuum_keep: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,7 +326,8 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 9] = ["server", "storage", "ingest", "query", "log", "auth", "limits", "uploads", "archive"];
+const SECTIONS: [&str; 11] =
+    ["server", "storage", "ingest", "query", "log", "auth", "limits", "uploads", "archive", "compaction", "retention"];
 
 impl Config {
     /// Builds the configuration from a file (optional), environment variables (given as a

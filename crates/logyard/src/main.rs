@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use logyard_ingest::maintenance::{RetentionPolicy, apply_retention, compact_streams};
 use logyard_ingest::uploads::bundler::BundleOptions;
 use logyard_ingest::uploads::{UploadOptions, Uploads};
 use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
@@ -98,6 +99,18 @@ enum Command {
         #[arg(long)]
         storage: Option<String>,
     },
+    /// Merge each day's small files into files sorted by time (every stream, or those named).
+    Compact {
+        /// Only these streams.
+        #[arg(long = "stream")]
+        streams: Vec<String>,
+        /// Storage (default from the configuration: ./logyard-data).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// Data retention.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Import logs from where other systems write them.
     #[command(subcommand)]
     Import(import_cmd::ImportCommand),
@@ -108,6 +121,17 @@ enum Command {
         storage: Option<String>,
         #[command(subcommand)]
         command: archive_cmd::ArchiveCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Drop the days older than each stream's retention (`retention.days`,
+    /// `retention.streams`) from its table and archive, vacuum, and record it in the audit stream.
+    Run {
+        /// Storage (default from the configuration: ./logyard-data).
+        #[arg(long)]
+        storage: Option<String>,
     },
 }
 
@@ -200,6 +224,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(url) => query_server(&url, &sql, format).await,
                 None => query_local(&config, &env, &sql, format).await,
             }
+        }
+        Command::Compact { streams, storage } => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            let tables = Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?);
+            let streams = if streams.is_empty() {
+                None
+            } else {
+                Some(streams.iter().map(|s| logyard_core::StreamName::new(s)).collect::<Result<Vec<_>, _>>()?)
+            };
+            let reports = compact_streams(&tables, streams, config.compaction.target_file_bytes).await?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "compacted": reports }))?);
+            Ok(())
+        }
+        Command::Retention(RetentionCommand::Run { storage }) => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            let tables = Arc::new(Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?));
+            let actor = format!("logyard retention run ({})", std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+            let results = apply_retention(&tables, &retention_policy(&config), &actor).await?;
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "streams": results }))?);
+            Ok(())
         }
         Command::Import(command) => {
             let import_cmd::ImportCommand::Alb { storage, .. } = &command;
@@ -442,6 +490,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         },
     );
     tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));
+    tokio::spawn(run_maintenance(ingestor.tables().clone(), config.clone(), stopped(stop_rx.clone())));
     let state = AppState {
         uploads,
         ingestor: ingestor.clone(),
@@ -505,6 +554,42 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingestor.shutdown(deadline).await.context("final commit")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+fn retention_policy(config: &Config) -> RetentionPolicy {
+    RetentionPolicy {
+        days: config.retention.days,
+        streams: config.retention.streams.clone(),
+        vacuum_keep: config.retention.vacuum_keep,
+    }
+}
+
+/// Compacts every stream and applies retention on their intervals (0: never), until `stop`.
+async fn run_maintenance(tables: Arc<Tables>, config: Config, stop: impl std::future::Future<Output = ()>) {
+    let every = |d: std::time::Duration| if d.is_zero() { std::time::Duration::from_secs(86_400 * 365) } else { d };
+    let mut compaction = tokio::time::interval(every(config.compaction.interval));
+    let mut retention = tokio::time::interval(every(config.retention.interval));
+    compaction.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first ticks are immediate: wait one period before the first run.
+    compaction.tick().await;
+    retention.tick().await;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = compaction.tick(), if !config.compaction.interval.is_zero() => {
+                if let Err(e) = compact_streams(&tables, None, config.compaction.target_file_bytes).await {
+                    tracing::warn!(error = %e, "compaction failed; retrying at the next interval");
+                }
+            }
+            _ = retention.tick(), if !config.retention.interval.is_zero() => {
+                if let Err(e) = apply_retention(&tables, &retention_policy(&config), "logyard serve").await {
+                    tracing::warn!(error = %e, "retention failed; retrying at the next interval");
+                }
+            }
+        }
+    }
 }
 
 /// Ingests uploads that were never completed, and archives the originals of finished ones,
