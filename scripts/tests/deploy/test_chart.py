@@ -182,6 +182,8 @@ def default_only(docs: list[dict]) -> None:
         check(absent not in kinds, f"default: no {absent} unless asked for")
     sts = one(docs, "StatefulSet")
     check(sts["spec"].get("replicas") == 1, "default: one replica on local storage")
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    check("LOGYARD_COMPACTION_INTERVAL" not in env, "default: the server compacts on its own schedule")
 
 
 def production_only(docs: list[dict]) -> None:
@@ -236,6 +238,8 @@ def production_only(docs: list[dict]) -> None:
     check(args.get("logyard-alb-import") == ["import", "alb", expected], f"production: ALB import reads {expected}")
     for n, j in jobs.items():
         check(j["spec"]["concurrencyPolicy"] == "Forbid", f"production: {n} never overlaps itself")
+    check(env.get("LOGYARD_COMPACTION_INTERVAL") == "0s", "production: servers leave compaction to the CronJob")
+    check(env.get("LOGYARD_RETENTION_INTERVAL") == "0s", "production: servers leave retention to the CronJob")
     sec = one(docs, "Secret")
     check("tokens.toml" in sec.get("stringData", {}), "production: token hashes in the Secret")
     check(env.get("LOGYARD_TOKENS_FILE") == "/etc/logyard/secret/tokens.toml", "production: LOGYARD_TOKENS_FILE points at the mounted Secret")
