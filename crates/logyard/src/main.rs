@@ -6,6 +6,7 @@ mod config;
 mod doctor;
 mod import_cmd;
 mod telemetry;
+mod upload_cmd;
 
 /// mimalloc keeps freed pages for reuse; with the system allocator, every large request body
 /// and batch buffer is a fresh mmap whose pages the kernel must clear.
@@ -86,6 +87,9 @@ enum Command {
         /// Query a running server instead of reading the storage.
         #[arg(long)]
         server: Option<String>,
+        /// Bearer token with the query scope, for `--server`.
+        #[arg(long, env = "LOGYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Storage to read (default from the configuration: ./logyard-data).
         #[arg(long, conflicts_with = "server")]
         storage: Option<String>,
@@ -98,6 +102,29 @@ enum Command {
         /// Storage to read (default from the configuration: ./logyard-data).
         #[arg(long)]
         storage: Option<String>,
+    },
+    /// Upload files through a server's presigned direct uploads (many files are packed into
+    /// one tar.zst first); prints the upload id and the rows ingested.
+    Upload {
+        /// The logyard server, e.g. https://logs.example.com.
+        #[arg(long, env = "LOGYARD_SERVER", required_unless_present = "direct")]
+        server: Option<String>,
+        /// Bearer token with the ingest scope.
+        #[arg(long, env = "LOGYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The stream to ingest into.
+        #[arg(long, required_unless_present = "direct")]
+        stream: Option<String>,
+        /// ndjson, json, text or tar (default: from the file name).
+        #[arg(long)]
+        format: Option<String>,
+        /// Put the file (or the packed bundle) under this s3://bucket/prefix with your own
+        /// AWS credentials instead, without a server.
+        #[arg(long, conflicts_with_all = ["server", "stream"])]
+        direct: Option<String>,
+        /// Files, directories and globs.
+        #[arg(required = true)]
+        paths: Vec<String>,
     },
     /// Merge each day's small files into files sorted by time (every stream, or those named).
     Compact {
@@ -216,13 +243,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
             served
         }
-        Command::Query { sql, server, storage, format } => {
+        Command::Query { sql, server, token, storage, format } => {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
             match server {
-                Some(url) => query_server(&url, &sql, format).await,
+                Some(url) => query_server(&url, token.as_deref(), &sql, format).await,
                 None => query_local(&config, &env, &sql, format).await,
+            }
+        }
+        Command::Upload { server, token, stream, format, direct, paths } => {
+            init_logging_quiet();
+            let format = format
+                .map(|f| serde_json::from_value(serde_json::Value::String(f.clone())))
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("--format: use ndjson, json, text or tar"))?;
+            match direct {
+                Some(url) => {
+                    let config = Config::load(cli.config.as_deref(), &env, &[])?;
+                    let location = Location::parse(&url)?;
+                    let target = Storage::open(location, &s3_options(&config, &env), StoreMetrics::default())
+                        .await
+                        .with_context(|| format!("opening {url}"))?;
+                    upload_cmd::direct(paths, format, target).await
+                }
+                None => {
+                    let (Some(server), Some(stream)) = (server, stream) else {
+                        bail!("--server and --stream are needed (or --direct)");
+                    };
+                    upload_cmd::run(upload_cmd::UploadArgs { server, token, stream, format, paths }).await
+                }
             }
         }
         Command::Compact { streams, storage } => {
@@ -715,7 +765,7 @@ fn print_table(
     Ok(())
 }
 
-async fn query_server(server: &str, sql: &str, format: OutputFormat) -> anyhow::Result<()> {
+async fn query_server(server: &str, token: Option<&str>, sql: &str, format: OutputFormat) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/query", server.trim_end_matches('/'));
     let wire = match format {
         OutputFormat::Table => "arrow",
@@ -723,12 +773,11 @@ async fn query_server(server: &str, sql: &str, format: OutputFormat) -> anyhow::
         OutputFormat::Json => "json",
         OutputFormat::Ndjson => "ndjson",
     };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&serde_json::json!({"sql": sql, "format": wire}))
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
+    let mut request = reqwest::Client::new().post(&url).json(&serde_json::json!({"sql": sql, "format": wire}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("POST {url}"))?;
     let status = response.status();
     let body = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() {

@@ -1,0 +1,82 @@
+//! `logyard upload`: a directory of small files packed into one tar.zst and ingested through
+//! a presigned upload; one file as it is; the token; `--direct` to an S3 prefix.
+
+mod common;
+
+use common::*;
+
+fn write_files(dir: &std::path::Path) -> usize {
+    let mut rows = 0;
+    for i in 0..25 {
+        let sub = dir.join(if i % 2 == 0 { "web" } else { "api" });
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("part-{i:02}.ndjson")), events(&format!("f{i}"), 40)).unwrap();
+        rows += 40;
+    }
+    std::fs::write(dir.join("boot.log"), "2026-11-25T10:00:00Z booting\n2026-11-25T10:00:02Z ready\n").unwrap();
+    rows + 2
+}
+
+#[test]
+fn a_directory_is_packed_uploaded_and_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, entry) = {
+        let (code, out, err) = cli(&["token", "create", "--name", "uploader", "--scopes", "ingest,query"], &[]);
+        assert_eq!(code, 0, "{err}");
+        let secret = out.split_whitespace().find(|w| w.starts_with("lyt_")).unwrap().to_owned();
+        (secret, out[out.find("[[auth.tokens]]").unwrap()..].to_owned())
+    };
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, entry).unwrap();
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_TOKENS_FILE", tokens.to_str().unwrap()).start();
+    let files = dir.path().join("logs");
+    let rows = write_files(&files);
+    let token_env = vec![("LOGYARD_TOKEN".to_owned(), secret.clone())];
+
+    // Without the token, the server says why.
+    let (code, _, err) = cli(&["upload", "--server", &server.base, "--stream", "packed", files.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
+
+    let (code, out, err) =
+        cli(&["upload", "--server", &server.base, "--stream", "packed", files.to_str().unwrap()], &token_env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("packed 26 files"), "{err}");
+    assert!(out.contains(&format!("done, {rows} rows, 0 rejected")), "{out}");
+    let (code, out, err) = cli(
+        &[
+            "query",
+            "--server",
+            &server.base,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM packed WHERE message LIKE '%ready'",
+        ],
+        &token_env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "n\n1\n");
+
+    // One file goes as it is, its format from its name.
+    let one = files.join("web/part-00.ndjson");
+    let (code, out, err) =
+        cli(&["upload", "--server", &server.base, "--stream", "single", one.to_str().unwrap()], &token_env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("done, 40 rows, 0 rejected"), "{out}");
+}
+
+#[test]
+fn direct_uploads_go_to_s3_with_the_callers_credentials() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("drop");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.ndjson");
+    std::fs::write(&file, events("d", 500)).unwrap();
+    let (code, out, err) =
+        cli(&["upload", "--direct", &format!("s3://{bucket}/inbox"), file.to_str().unwrap()], &s3.env());
+    assert_eq!(code, 0, "{err}");
+    let key = out.trim();
+    assert!(key.starts_with("inbox/") && key.ends_with("-app.ndjson"), "{key}");
+    let stored = std::fs::read(s3.root.path().join(&bucket).join(key)).unwrap();
+    assert_eq!(stored, std::fs::read(&file).unwrap());
+}
