@@ -1,5 +1,6 @@
-//! `logyard-bench gen` writes generated storefront logs; `logyard-bench load` sends an NDJSON
-//! file to a logyard server with concurrent clients and reports the rates.
+//! `logyard-bench gen` writes generated storefront logs; `logyard-bench alb` ALB access-log
+//! lines; `logyard-bench load` sends an NDJSON file to a logyard server with concurrent
+//! clients and reports the rates.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -36,6 +37,13 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Write ALB access-log lines (the documented format, every kind of entry) to stdout.
+    Alb {
+        #[arg(long, default_value_t = 10_000)]
+        lines: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Send an NDJSON file to a server and report events/s and MB/s until the last commit.
     Load {
@@ -74,6 +82,11 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             eprintln!("{events} events, {} orders", generator.orders());
+            Ok(())
+        }
+        Command::Alb { lines, seed } => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(logyard_core::alb::fixtures::lines(lines, seed).as_bytes())?;
             Ok(())
         }
         Command::Load { server, stream, file, concurrency, batch_bytes } => {

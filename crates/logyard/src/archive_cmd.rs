@@ -33,6 +33,22 @@ pub enum ArchiveCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Pack files and directories into one seekable tar.zst bundle (what `logyard upload`
+    /// sends for many files), and write its index beside it.
+    Pack {
+        /// Files and directories.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// The bundle to write; its index goes to the same name with `.index.json`.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// zstd level.
+        #[arg(long, default_value_t = 3)]
+        level: i32,
+        /// Decompressed bytes per zstd frame (0: one frame per file).
+        #[arg(long, default_value_t = 1 << 20)]
+        frame_bytes: u64,
+    },
     /// Check every member's SHA-256 (and the bundles' structure); exits non-zero on damage.
     Verify {
         /// Bundles to check (keys or ids); default every bundle.
@@ -43,9 +59,20 @@ pub enum ArchiveCommand {
     },
 }
 
+/// `pack`, which needs no storage.
+pub async fn pack(paths: Vec<String>, output: PathBuf, level: i32, frame_bytes: u64) -> anyhow::Result<()> {
+    let (index, output) = tokio::task::spawn_blocking(move || {
+        crate::upload_cmd::pack(&paths, &output, level, frame_bytes).map(|i| (i, output))
+    })
+    .await??;
+    println!("{}\t{} members\t{} bytes", output.display(), index.members.len(), index.bytes);
+    Ok(())
+}
+
 pub async fn run(command: ArchiveCommand, storage: Storage) -> anyhow::Result<()> {
     let archive = Archive::new(storage);
     match command {
+        ArchiveCommand::Pack { paths, output, level, frame_bytes } => pack(paths, output, level, frame_bytes).await?,
         ArchiveCommand::Ls { bundle: None, stream, json } => {
             let bundles = archive.list(stream_filter(stream)?.as_ref()).await?;
             if json {

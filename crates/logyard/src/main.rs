@@ -306,6 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging_quiet();
             import_cmd::run(command, &config, &env).await
         }
+        Command::Archive {
+            command: archive_cmd::ArchiveCommand::Pack { paths, output, level, frame_bytes }, ..
+        } => archive_cmd::pack(paths, output, level, frame_bytes).await,
         Command::Archive { storage, command } => {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use logyard_ingest::uploads::UploadFormat;
 use logyard_ingest::uploads::read::format_of_name;
-use logyard_storage::archive::{BundleWriter, MemberInfo};
+use logyard_storage::archive::{BundleIndex, BundleWriter, MemberInfo};
 
 /// A file to send, and the name it gets.
 struct Source {
@@ -98,8 +98,22 @@ fn prepare(sources: Vec<Source>, format: Option<UploadFormat>) -> anyhow::Result
     // Many files: one seekable tar.zst, each file a member read by its own extension.
     let temp = tempfile::Builder::new().prefix("logyard-upload-").suffix(".tar.zst").tempfile()?;
     let (file, path) = temp.into_parts();
-    let mut writer = BundleWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), 3, 1 << 20);
-    for s in &sources {
+    let index = pack_into(&sources, file, 3, 1 << 20)?;
+    let filename = format!("bundle-{}-files.tar.zst", index.members.len());
+    Ok(Payload {
+        path: path.to_path_buf(),
+        filename,
+        format: UploadFormat::Tar,
+        content_type: "application/zstd",
+        size: index.bytes,
+        _temp: Some(path),
+    })
+}
+
+/// Writes the sources into `file` as a bundle.
+fn pack_into(sources: &[Source], file: std::fs::File, level: i32, frame_bytes: u64) -> anyhow::Result<BundleIndex> {
+    let mut writer = BundleWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), level, frame_bytes);
+    for s in sources {
         let meta = std::fs::metadata(&s.path)?;
         let mtime =
             meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
@@ -110,15 +124,18 @@ fn prepare(sources: Vec<Source>, format: Option<UploadFormat>) -> anyhow::Result
     }
     let (out, index) = writer.finish()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    let filename = format!("bundle-{}-files.tar.zst", index.members.len());
-    Ok(Payload {
-        path: path.to_path_buf(),
-        filename,
-        format: UploadFormat::Tar,
-        content_type: "application/zstd",
-        size: index.bytes,
-        _temp: Some(path),
-    })
+    Ok(index)
+}
+
+/// `logyard archive pack`: a bundle at `output` and its index beside it.
+pub fn pack(paths: &[String], output: &Path, level: i32, frame_bytes: u64) -> anyhow::Result<BundleIndex> {
+    let sources = collect(paths)?;
+    let file = std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let index = pack_into(&sources, file, level, frame_bytes)?;
+    let name = output.to_string_lossy();
+    let index_path = format!("{}.index.json", name.strip_suffix(".tar.zst").unwrap_or(&name));
+    std::fs::write(&index_path, index.to_json()).with_context(|| format!("writing {index_path}"))?;
+    Ok(index)
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

@@ -9,7 +9,9 @@
 //! of 0 gives every member its own frame. Frames carry zstd's content checksum, and the index
 //! the SHA-256 of every member.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -92,97 +94,216 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// The tar stream's destination: the open zstd frame, if any, over the counted output.
+/// Members at least this large are compressed as they are read, on the calling thread;
+/// smaller frames are buffered and compressed by the pool.
+const STREAMED_MEMBER: u64 = 4 << 20;
+
+type Compressed = io::Result<Vec<u8>>;
+
+/// A frame's raw bytes, its level, and where to send the compressed frame.
+type Job = (Vec<u8>, i32, mpsc::Sender<Compressed>);
+
+/// Threads that compress whole frames; results are taken back in order.
+struct Pool {
+    jobs: Option<mpsc::Sender<Job>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let workers = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let job = rx.lock().expect("pool lock").recv();
+                        let Ok((raw, level, reply)) = job else { return };
+                        let _ = reply.send(compress_frame(&raw, level));
+                    }
+                })
+            })
+            .collect();
+        Self { jobs: Some(tx), workers }
+    }
+
+    fn submit(&self, raw: Vec<u8>, level: i32) -> mpsc::Receiver<Compressed> {
+        let (tx, rx) = mpsc::channel();
+        self.jobs.as_ref().expect("pool running").send((raw, level, tx)).expect("pool threads alive");
+        rx
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn frame_encoder<O: Write>(out: O, level: i32) -> io::Result<zstd::stream::write::Encoder<'static, O>> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    encoder.include_checksum(true)?;
+    encoder.include_contentsize(false)?;
+    Ok(encoder)
+}
+
+fn compress_frame(raw: &[u8], level: i32) -> Compressed {
+    let mut encoder = frame_encoder(Vec::with_capacity(raw.len() / 3 + 64), level)?;
+    encoder.write_all(raw)?;
+    encoder.finish()
+}
+
+/// The tar stream's destination: frames compressed in parallel (or, for a large member, as
+/// it streams), written in order to the counted output.
 struct FrameSink<W: Write> {
     level: i32,
-    /// Set between frames; the encoder owns it while a frame is open.
+    /// Set except while a streamed frame's encoder owns it.
     out: Option<Counting<W>>,
-    encoder: Option<zstd::stream::write::Encoder<'static, Counting<W>>>,
-    /// Where the open frame starts in the output.
-    frame_start: u64,
+    /// The open buffered frame's raw bytes.
+    raw: Vec<u8>,
+    /// The open streamed frame, and where it starts.
+    streamed: Option<(zstd::stream::write::Encoder<'static, Counting<W>>, u64)>,
     /// Decompressed bytes written to the open frame.
     frame_pos: u64,
+    /// Frames closed so far; the open frame's number.
+    frames: usize,
+    pool: Pool,
+    /// Frames being compressed, oldest first.
+    queue: VecDeque<mpsc::Receiver<Compressed>>,
+    /// Byte ranges of the frames written, by frame number.
+    ranges: Vec<(u64, u64)>,
 }
 
 impl<W: Write> FrameSink<W> {
-    fn open(&mut self) -> io::Result<()> {
-        if self.encoder.is_some() {
-            return Ok(());
+    fn out(&mut self) -> &mut Counting<W> {
+        self.out.as_mut().expect("output present outside a streamed frame")
+    }
+
+    /// Writes the compressed frames that are ready (all of them with `all`), in order.
+    fn drain(&mut self, all: bool) -> io::Result<()> {
+        while let Some(rx) = self.queue.front() {
+            let frame = if all {
+                rx.recv().map_err(|_| io::Error::other("a compression thread stopped"))?
+            } else {
+                match rx.try_recv() {
+                    Ok(f) => f,
+                    Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        return Err(io::Error::other("a compression thread stopped"));
+                    }
+                }
+            }?;
+            self.queue.pop_front();
+            let start = self.out().written;
+            self.out().write_all(&frame)?;
+            self.ranges.push((start, frame.len() as u64));
         }
-        let out = self.out.take().expect("output present between frames");
-        self.frame_start = out.written;
-        self.frame_pos = 0;
-        let mut encoder = zstd::stream::write::Encoder::new(out, self.level)?;
-        encoder.include_checksum(true)?;
-        encoder.include_contentsize(false)?;
-        self.encoder = Some(encoder);
         Ok(())
     }
 
-    /// Ends the open frame; returns its byte range.
-    fn close(&mut self) -> io::Result<Option<(u64, u64)>> {
-        let Some(encoder) = self.encoder.take() else { return Ok(None) };
-        let out = encoder.finish()?;
-        let range = (self.frame_start, out.written - self.frame_start);
-        self.out = Some(out);
-        Ok(Some(range))
+    /// Starts a frame compressed as it is written (for a large member).
+    fn begin_streamed(&mut self) -> io::Result<()> {
+        self.close()?;
+        self.drain(true)?;
+        let out = self.out.take().expect("output present between frames");
+        let start = out.written;
+        self.streamed = Some((frame_encoder(out, self.level)?, start));
+        Ok(())
+    }
+
+    /// Ends the open frame, if any.
+    fn close(&mut self) -> io::Result<()> {
+        if let Some((encoder, start)) = self.streamed.take() {
+            let out = encoder.finish()?;
+            self.ranges.push((start, out.written - start));
+            self.out = Some(out);
+        } else if !self.raw.is_empty() {
+            let raw = std::mem::take(&mut self.raw);
+            self.queue.push_back(self.pool.submit(raw, self.level));
+            // Keep a bounded number of frames in memory.
+            while self.queue.len() > 2 * self.pool.workers.len() {
+                let rx = self.queue.front().expect("non-empty");
+                let frame = rx.recv().map_err(|_| io::Error::other("a compression thread stopped"))??;
+                self.queue.pop_front();
+                let start = self.out().written;
+                self.out().write_all(&frame)?;
+                self.ranges.push((start, frame.len() as u64));
+            }
+            self.drain(false)?;
+        } else {
+            return Ok(());
+        }
+        self.frames += 1;
+        self.frame_pos = 0;
+        Ok(())
     }
 }
 
 impl<W: Write> Write for FrameSink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.open()?;
-        let n = self.encoder.as_mut().expect("frame open").write(buf)?;
+        let n = match self.streamed.as_mut() {
+            Some((encoder, _)) => encoder.write(buf)?,
+            None => {
+                self.raw.extend_from_slice(buf);
+                buf.len()
+            }
+        };
         self.frame_pos += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.encoder.as_mut() {
-            Some(e) => e.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
-/// Writes a bundle member by member, streaming.
+/// Writes a bundle member by member. Frames of small members are compressed by a pool of
+/// threads (one per core, at most four) and written in order; a large member streams.
 pub struct BundleWriter<W: Write> {
     tar: tar::Builder<FrameSink<W>>,
     frame_target: u64,
     members: Vec<Member>,
-    /// Members of the open frame, whose range is known when it closes.
-    pending: usize,
+    /// The frame each member lies in.
+    member_frames: Vec<usize>,
 }
 
 impl<W: Write> BundleWriter<W> {
     /// `level` is the zstd level (3 is zstd's default); `frame_target` the decompressed bytes
     /// after which a frame is closed (0: one frame per member).
     pub fn new(out: W, level: i32, frame_target: u64) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         let sink = FrameSink {
             level,
             out: Some(Counting { inner: out, written: 0 }),
-            encoder: None,
-            frame_start: 0,
+            raw: Vec::new(),
+            streamed: None,
             frame_pos: 0,
+            frames: 0,
+            pool: Pool::new(threads),
+            queue: VecDeque::new(),
+            ranges: Vec::new(),
         };
         let mut tar = tar::Builder::new(sink);
         tar.mode(tar::HeaderMode::Deterministic);
-        Self { tar, frame_target, members: Vec::new(), pending: 0 }
-    }
-
-    /// Bytes written so far (closed frames only).
-    pub fn written(&self) -> u64 {
-        let sink = self.tar.get_ref();
-        sink.out.as_ref().map_or(sink.frame_start, |o| o.written)
+        Self { tar, frame_target, members: Vec::new(), member_frames: Vec::new() }
     }
 
     /// Appends one member of `size` bytes read from `data`.
     pub fn append(&mut self, info: MemberInfo, size: u64, data: impl Read) -> io::Result<&Member> {
+        let sink = self.tar.get_mut();
         // A member that does not fit the open frame's target starts a frame of its own.
-        let open = self.tar.get_ref().frame_pos;
-        if open > 0 && (self.frame_target == 0 || open + size > self.frame_target) {
-            self.close_frame()?;
+        if sink.frame_pos > 0 && (self.frame_target == 0 || sink.frame_pos + size > self.frame_target) {
+            sink.close()?;
         }
+        let streamed = size >= STREAMED_MEMBER;
+        if streamed {
+            sink.begin_streamed()?;
+        }
+        let frame = sink.frames;
         let mut header = tar::Header::new_gnu();
         header.set_size(size);
         header.set_mode(0o644);
@@ -197,7 +318,8 @@ impl<W: Write> BundleWriter<W> {
             ));
         }
         let padding = (512 - size % 512) % 512;
-        let end = self.tar.get_ref().frame_pos;
+        let sink = self.tar.get_mut();
+        let end = sink.frame_pos;
         self.members.push(Member {
             name: info.name,
             offset: 0,
@@ -210,31 +332,25 @@ impl<W: Write> BundleWriter<W> {
             rejected: info.rejected,
             upload_id: info.upload_id,
         });
-        self.pending += 1;
-        if self.frame_target == 0 || end >= self.frame_target {
-            self.close_frame()?;
+        self.member_frames.push(frame);
+        if streamed || self.frame_target == 0 || end >= self.frame_target {
+            sink.close()?;
         }
         Ok(self.members.last().expect("just pushed"))
-    }
-
-    fn close_frame(&mut self) -> io::Result<()> {
-        if let Some((offset, length)) = self.tar.get_mut().close()? {
-            let n = self.members.len();
-            for m in &mut self.members[n - self.pending..] {
-                m.offset = offset;
-                m.length = length;
-            }
-        }
-        self.pending = 0;
-        Ok(())
     }
 
     /// Ends the archive (its closing zero blocks in a last frame of their own) and returns
     /// the output and the index.
     pub fn finish(mut self) -> io::Result<(W, BundleIndex)> {
-        self.close_frame()?;
+        self.tar.get_mut().close()?;
         let mut sink = self.tar.into_inner()?;
         sink.close()?;
+        sink.drain(true)?;
+        for (m, frame) in self.members.iter_mut().zip(&self.member_frames) {
+            let (offset, length) = sink.ranges[*frame];
+            m.offset = offset;
+            m.length = length;
+        }
         let out = sink.out.take().expect("output present after the last frame");
         let index = BundleIndex { format: INDEX_FORMAT.into(), bytes: out.written, members: self.members };
         Ok((out.inner, index))
@@ -368,6 +484,9 @@ mod tests {
                 "a/very/long/path/that/needs/more/than/one/hundred/bytes/of/tar/header/space/to/be/written/in/full.log",
                 vec![7u8; 513],
             ),
+            // Large enough to be compressed as it streams, between small members.
+            ("big.log", (0..(5u32 << 20) / 8).flat_map(|i| (i % 1000).to_le_bytes().repeat(2)).collect()),
+            ("after.log", b"last\n".to_vec()),
         ]
     }
 
@@ -388,7 +507,7 @@ mod tests {
             if target == 0 {
                 assert_eq!(frames.len(), files.len(), "a frame per member");
             } else {
-                assert_eq!(frames.len(), 1, "small members share a frame");
+                assert_eq!(frames.len(), 3, "small members share a frame; a large one has its own");
             }
         }
     }
