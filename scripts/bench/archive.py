@@ -30,18 +30,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def release_bin(name):
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    path = target / "release" / name
-    if not path.exists():
-        sys.exit(f"{path} is missing: build with cargo build --release -p logyard -p logyard-bench")
-    return str(path)
-
-
-def pinned(core, cmd):
-    return ["taskset", "-c", str(core)] + cmd if (os.cpu_count() or 1) > 1 else cmd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import pinned, release_bin  # noqa: E402
 
 
 def small_files(workdir, count):
