@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/uploads/{id}", get(crate::uploads::status))
         .route("/api/v1/uploads/{id}/complete", post(crate::uploads::complete))
         .route("/api/v1/uploads/{id}/data", axum::routing::put(crate::uploads::put_data))
+        .route("/api/v1/uploads/{id}/parts/{n}", axum::routing::put(crate::uploads::put_part))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -177,8 +178,9 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     // An upload's data URL carries its own capability, as a presigned S3 URL does.
-    let upload_data =
-        request.method() == axum::http::Method::PUT && path.starts_with("/api/v1/uploads/") && path.ends_with("/data");
+    let upload_data = request.method() == axum::http::Method::PUT
+        && path.starts_with("/api/v1/uploads/")
+        && (path.ends_with("/data") || path.contains("/parts/"));
     let open =
         matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !state.auth.protect_metrics) || upload_data;
     if open || !state.auth.required() {

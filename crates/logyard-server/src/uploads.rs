@@ -65,13 +65,18 @@ pub(crate) async fn create(
         StreamName::new(&request.stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
     authorize(&principal, Scope::Ingest, Some(&stream))?;
     let (record, target) = state.uploads.create(request, &principal.name).await?;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "upload_id": record.upload_id,
         "method": target.method,
-        "url": target.url,
         "headers": target.headers,
         "expires_at": target.expires_at,
     });
+    if let Some(url) = target.url {
+        body["url"] = url.into();
+    }
+    if let Some(parts) = target.parts {
+        body["parts"] = serde_json::to_value(parts).expect("parts serialize");
+    }
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -98,14 +103,60 @@ pub(crate) async fn put_data(
     Ok(StatusCode::OK.into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteRequest {
+    #[serde(default)]
+    parts: Vec<CompletedPart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompletedPart {
+    part_number: u32,
+    etag: String,
+}
+
+/// Local storage: one part of a multipart upload (the capability in the URL authorizes it).
+pub(crate) async fn put_part(
+    State(state): State<AppState>,
+    Path((id, n)): Path<(String, u32)>,
+    Query(params): Query<DataParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if state.storage.presigner().is_some() {
+        return Err(ApiError::not_found("parts go straight to S3: use the URLs the upload was created with"));
+    }
+    let record = state.uploads.status(&id).await?;
+    let max = record.multipart.as_ref().map_or(0, |m| m.part_size) as usize;
+    let body = read_body(&headers, body, max.max(1)).await?;
+    let etag = state.uploads.put_part(&id, n, &params.token, body).await?;
+    Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
+}
+
 pub(crate) async fn complete(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let record = state.uploads.status(&id).await?;
     authorize_upload(&principal, &record)?;
-    let record = state.uploads.complete(&id).await?;
+    let raw = read_body(&headers, body, 4 << 20).await?;
+    let request: CompleteRequest = if raw.iter().all(u8::is_ascii_whitespace) {
+        CompleteRequest::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_upload",
+                format!("the body must be empty or {{\"parts\": [{{\"part_number\", \"etag\"}}]}}: {e}"),
+            )
+        })?
+    };
+    let parts: Vec<(u32, String)> = request.parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
+    let record = state.uploads.complete(&id, &parts).await?;
     if record.state == UploadState::Uploaded {
         let uploads = state.uploads.clone();
         tokio::spawn(async move {

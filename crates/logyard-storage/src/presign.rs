@@ -136,6 +136,75 @@ impl Presigner {
     }
 }
 
+impl Presigner {
+    /// Starts a multipart upload of `key` (S3 CreateMultipartUpload); returns its upload id.
+    pub async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String, StorageError> {
+        let headers = [("content-type", content_type.to_owned())];
+        let signed = self.presign("POST", key, &[("uploads", "")], &headers, Duration::from_secs(60)).await?;
+        let body = self.send(&signed, reqwest::Method::POST, String::new(), "starting a multipart upload").await?;
+        xml_value(&body, "UploadId").ok_or_else(|| {
+            StorageError::Config(format!("S3 answered CreateMultipartUpload without an UploadId: {body}"))
+        })
+    }
+
+    /// Finishes a multipart upload from its parts' numbers and ETags (S3 CompleteMultipartUpload).
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<(), StorageError> {
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (n, etag) in parts {
+            let etag = etag.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            xml.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let signed = self.presign("POST", key, &[("uploadId", upload_id)], &[], Duration::from_secs(60)).await?;
+        let body = self.send(&signed, reqwest::Method::POST, xml, "completing a multipart upload").await?;
+        // S3 may answer 200 with an error document.
+        if body.contains("<Error>") {
+            return Err(StorageError::Config(format!("S3 refused to complete the multipart upload: {body}")));
+        }
+        Ok(())
+    }
+
+    /// Abandons a multipart upload and its parts (S3 AbortMultipartUpload).
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        let signed = self.presign("DELETE", key, &[("uploadId", upload_id)], &[], Duration::from_secs(60)).await?;
+        self.send(&signed, reqwest::Method::DELETE, String::new(), "aborting a multipart upload").await?;
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        signed: &PresignedRequest,
+        method: reqwest::Method,
+        body: String,
+        what: &str,
+    ) -> Result<String, StorageError> {
+        let mut request = reqwest::Client::new().request(method, &signed.url).body(body);
+        for (k, v) in &signed.headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let response = request.send().await.map_err(|e| StorageError::Config(format!("{what}: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| StorageError::Config(format!("{what}: {e}")))?;
+        if !status.is_success() {
+            return Err(StorageError::Config(format!("{what}: S3 answered {status}: {text}")));
+        }
+        Ok(text)
+    }
+}
+
+/// The text of the first `<tag>` element of an XML document.
+fn xml_value(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml[start..end].to_owned())
+}
+
 /// `host[:port]` as a client sends it (the default port left out).
 fn host_header(url: &Url) -> String {
     let host = url.host_str().unwrap_or_default();

@@ -74,7 +74,7 @@ impl Default for RetentionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UploadsConfig {
-    /// Largest upload (S3 takes at most 5 GiB in one PUT).
+    /// Largest upload.
     pub max_bytes: u64,
     /// How long an upload URL stays valid (at most 15 minutes).
     #[serde(deserialize_with = "duration")]
@@ -87,16 +87,22 @@ pub struct UploadsConfig {
     /// How often uploads that were never completed, or expired, are looked for.
     #[serde(deserialize_with = "duration")]
     pub sweep_interval: Duration,
+    /// Files larger than this are sent in parts (a multipart plan).
+    pub multipart_threshold: u64,
+    /// Smallest part of a multipart plan (S3 needs at least 5 MiB).
+    pub part_bytes: u64,
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
         Self {
-            max_bytes: 5 << 30,
+            max_bytes: 50 << 30,
             url_expiry: Duration::from_secs(15 * 60),
             chunk_bytes: 32 << 20,
             public_url: None,
             sweep_interval: Duration::from_secs(60),
+            multipart_threshold: 100 << 20,
+            part_bytes: 16 << 20,
         }
     }
 }

@@ -540,6 +540,8 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
             max_json_bytes: config.server.max_decoded_bytes,
             max_columns: config.ingest.max_columns,
             public_url,
+            multipart_threshold: config.uploads.multipart_threshold,
+            part_bytes: config.uploads.part_bytes,
         },
     );
     tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));

@@ -153,11 +153,18 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     }
 }
 
-/// The body of a file, counted into `bar` as it is read.
-async fn file_body(path: &Path, bar: &indicatif::ProgressBar) -> anyhow::Result<reqwest::Body> {
-    let file = tokio::fs::File::open(path).await?;
+/// `size` bytes of a file from `offset`, counted into `bar` as they are read.
+async fn file_range_body(
+    path: &Path,
+    offset: u64,
+    size: u64,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<reqwest::Body> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
     let bar = bar.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(size), 1 << 20).inspect(move |chunk| {
         if let Ok(c) = chunk {
             bar.inc(c.len() as u64);
         }
@@ -199,36 +206,28 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
     eprintln!("upload {id}: sending {} bytes", payload.size);
 
     let bar = progress_bar(payload.size);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        bar.set_position(0);
-        let mut put = client.put(plan["url"].as_str().context("the plan has no url")?);
-        for (k, v) in plan["headers"].as_object().into_iter().flatten() {
-            if k != "content-length" {
-                put = put.header(k.as_str(), v.as_str().unwrap_or_default());
+    let completion = match plan["parts"].as_array() {
+        // A large file: each part to its own URL, then completion with the parts' ETags.
+        Some(parts) => {
+            let mut done = Vec::with_capacity(parts.len());
+            let mut offset = 0u64;
+            for part in parts {
+                let size = part["size"].as_u64().context("a part without a size")?;
+                let n = part["part_number"].as_u64().context("a part without a number")?;
+                let etag = send(&client, part, &payload.path, offset, size, &bar, &id).await?;
+                done.push(json!({"part_number": n, "etag": etag}));
+                offset += size;
             }
+            json!({ "parts": done })
         }
-        let put = put.header("content-length", payload.size).body(file_body(&payload.path, &bar).await?);
-        match put.send().await {
-            Ok(r) if r.status().is_success() => break,
-            // A retry of a PUT that landed: the object is there.
-            Ok(r) if r.status().as_u16() == 412 && attempt > 1 => break,
-            Ok(r) if r.status().is_server_error() && attempt < 5 => {
-                eprintln!("upload {id}: the storage answered {}; retrying", r.status());
-            }
-            Ok(r) => {
-                let status = r.status();
-                bail!("upload {id}: the storage refused the data: {status} {}", r.text().await.unwrap_or_default());
-            }
-            Err(e) if attempt < 5 => eprintln!("upload {id}: {e}; retrying"),
-            Err(e) => return Err(e).context(format!("upload {id}: sending the data")),
+        None => {
+            send(&client, &plan, &payload.path, 0, payload.size, &bar, &id).await?;
+            json!({})
         }
-        tokio::time::sleep(Duration::from_millis(500 * (1 << attempt))).await;
-    }
+    };
     bar.finish_and_clear();
 
-    answer::<Value>(auth(client.post(format!("{base}/api/v1/uploads/{id}/complete")))).await?;
+    answer::<Value>(auth(client.post(format!("{base}/api/v1/uploads/{id}/complete")).json(&completion))).await?;
     loop {
         let status: Value = answer(auth(client.get(format!("{base}/api/v1/uploads/{id}")))).await?;
         match status["state"].as_str() {
@@ -243,6 +242,51 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
             Some("failed") => bail!("upload {id}: failed: {}", status["failure"].as_str().unwrap_or("?")),
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
+    }
+}
+
+/// Sends `size` bytes of `path` from `offset` as `target` (a plan or one of its parts) says,
+/// retrying with backoff; returns the answer's ETag.
+async fn send(
+    client: &reqwest::Client,
+    target: &Value,
+    path: &Path,
+    offset: u64,
+    size: u64,
+    bar: &indicatif::ProgressBar,
+    id: &str,
+) -> anyhow::Result<String> {
+    let url = target["url"].as_str().context("the plan has no url")?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut put = client.put(url);
+        for (k, v) in target["headers"].as_object().into_iter().flatten() {
+            if k != "content-length" {
+                put = put.header(k.as_str(), v.as_str().unwrap_or_default());
+            }
+        }
+        let body = file_range_body(path, offset, size, bar).await?;
+        let sent = put.header("content-length", size).body(body).send().await;
+        let etag = |r: &reqwest::Response| {
+            r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+        };
+        match sent {
+            Ok(r) if r.status().is_success() => return Ok(etag(&r)),
+            // A retry of a PUT that landed: the object is there.
+            Ok(r) if r.status().as_u16() == 412 && attempt > 1 => return Ok(etag(&r)),
+            Ok(r) if r.status().is_server_error() && attempt < 5 => {
+                eprintln!("upload {id}: the storage answered {}; retrying", r.status());
+            }
+            Ok(r) => {
+                let status = r.status();
+                bail!("upload {id}: the storage refused the data: {status} {}", r.text().await.unwrap_or_default());
+            }
+            Err(e) if attempt < 5 => eprintln!("upload {id}: {e}; retrying"),
+            Err(e) => return Err(e).context(format!("upload {id}: sending the data")),
+        }
+        bar.set_position(bar.position().saturating_sub(size));
+        tokio::time::sleep(Duration::from_millis(500 * (1 << attempt))).await;
     }
 }
 

@@ -80,3 +80,38 @@ fn direct_uploads_go_to_s3_with_the_callers_credentials() {
     let stored = std::fs::read(s3.root.path().join(&bucket).join(key)).unwrap();
     assert_eq!(stored, std::fs::read(&file).unwrap());
 }
+
+/// A file larger than the multipart threshold goes in parts, to S3 (s3s-fs, signatures
+/// checked) and to local storage alike.
+#[test]
+fn a_large_file_goes_in_parts() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("parts");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.ndjson");
+    let body = events("m", 120_000);
+    assert!(body.len() > 2 * 5_242_880, "{} bytes", body.len());
+    std::fs::write(&file, &body).unwrap();
+    let parts_env = [("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880"), ("LOGYARD_UPLOADS_PART_BYTES", "5242880")];
+
+    let mut s3_spec =
+        ServerSpec { storage: format!("s3://{bucket}/shop"), wal_dir: dir.path().join("wal-s3"), env: s3.env() };
+    let mut local_spec = ServerSpec::local(&dir.path().join("local"));
+    for (k, v) in parts_env {
+        s3_spec = s3_spec.env(k, v);
+        local_spec = local_spec.env(k, v);
+    }
+    for spec in [s3_spec, local_spec] {
+        let server = spec.start();
+        let (code, out, err) =
+            cli(&["upload", "--server", &server.base, "--stream", "large", file.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{err}\n{}", server.logs());
+        assert!(out.contains("done, 120000 rows, 0 rejected"), "{out}");
+        let (code, out, err) = cli(
+            &["query", "--server", &server.base, "--format", "csv", "SELECT count(DISTINCT id) AS n FROM large"],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, "n\n120000\n");
+    }
+}

@@ -101,21 +101,61 @@ pub struct UploadRecord {
     /// Local storage: SHA-256 of the capability in the data URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_token_sha256: Option<String>,
+    /// A large file's multipart plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart: Option<Multipart>,
+}
+
+/// How a large file is sent: `parts` parts of `part_size` bytes (the last one shorter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Multipart {
+    pub part_size: u64,
+    pub parts: u32,
+    /// S3's id of the multipart upload (none on local storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_upload_id: Option<String>,
+}
+
+impl Multipart {
+    fn plan(size: u64, min_part: u64) -> Self {
+        // S3 allows 10,000 parts; parts are whole MiB.
+        let part_size = min_part.max(size.div_ceil(10_000)).div_ceil(1 << 20) * (1 << 20);
+        Multipart { part_size, parts: size.div_ceil(part_size) as u32, s3_upload_id: None }
+    }
+
+    /// Bytes of part `n` (1-based) of a file of `size` bytes.
+    pub fn part_bytes(&self, size: u64, n: u32) -> u64 {
+        let start = u64::from(n - 1) * self.part_size;
+        (size - start).min(self.part_size)
+    }
+}
+
+/// Where and how one part is sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartTarget {
+    pub part_number: u32,
+    pub method: &'static str,
+    pub url: String,
+    pub size: u64,
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Where and how the client sends the bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadTarget {
     pub method: &'static str,
-    pub url: String,
+    /// The URL of a single PUT; `None` for a multipart plan.
+    pub url: Option<String>,
     pub headers: std::collections::BTreeMap<String, String>,
+    /// A multipart plan's parts (send each, keep each answer's `ETag`, then complete with them).
+    pub parts: Option<Vec<PartTarget>>,
     pub expires_at: String,
 }
 
 /// Limits and sizes.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
-    /// Largest upload (S3 takes at most 5 GiB in one PUT).
+    /// Largest upload.
     pub max_bytes: u64,
     /// How long a presigned URL (and a pending upload) stays valid; at most 15 minutes.
     pub url_expiry: Duration,
@@ -126,17 +166,23 @@ pub struct UploadOptions {
     pub max_columns: usize,
     /// Base URL of this server, for the local-storage upload URL.
     pub public_url: String,
+    /// Files larger than this get a multipart plan.
+    pub multipart_threshold: u64,
+    /// Smallest part of a multipart plan.
+    pub part_bytes: u64,
 }
 
 impl Default for UploadOptions {
     fn default() -> Self {
         Self {
-            max_bytes: 5 << 30,
+            max_bytes: 50 << 30,
             url_expiry: Duration::from_secs(15 * 60),
             chunk_bytes: 32 << 20,
             max_json_bytes: 128 << 20,
             max_columns: 1000,
             public_url: "http://127.0.0.1:8080".into(),
+            multipart_threshold: 100 << 20,
+            part_bytes: 16 << 20,
         }
     }
 }
@@ -232,6 +278,7 @@ impl Uploads {
             failure: None,
             archived: None,
             data_token_sha256: None,
+            multipart: None,
         };
         let mut record = record;
         // The length and type are signed, and so is `If-None-Match: *`: the URL writes the
@@ -241,35 +288,198 @@ impl Uploads {
             ("content-type", request.content_type.clone()),
             ("if-none-match", "*".to_owned()),
         ];
-        let target = match self.storage.presigner() {
-            Some(presigner) => {
-                let signed = presigner
-                    .presign("PUT", &self.storage.full_key(&key), &[], &headers, self.options.url_expiry)
-                    .await?;
-                UploadTarget {
-                    method: signed.method,
-                    url: signed.url,
-                    headers: signed.headers.into_iter().collect(),
-                    expires_at: record.expires_at.clone(),
-                }
+        let local_token = self.storage.presigner().is_none().then(|| {
+            // No S3 to presign against: the URLs carry a capability for this upload alone.
+            let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            record.data_token_sha256 = Some(sha256_hex(&token));
+            token
+        });
+        let target = if request.size > self.options.multipart_threshold {
+            let mut plan = Multipart::plan(request.size, self.options.part_bytes);
+            if let Some(presigner) = self.storage.presigner() {
+                let full_key = self.storage.full_key(&key);
+                plan.s3_upload_id = Some(presigner.create_multipart(&full_key, &request.content_type).await?);
             }
-            None => {
-                // No S3 to presign against: the URL carries a capability for this upload alone.
-                let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                record.data_token_sha256 = Some(sha256_hex(&token));
-                UploadTarget {
-                    method: "PUT",
-                    url: format!(
-                        "{}/api/v1/uploads/{id}/data?token={token}",
-                        self.options.public_url.trim_end_matches('/')
-                    ),
-                    headers: headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-                    expires_at: record.expires_at.clone(),
+            // A multipart upload may take long: the record lives a day, each URL 15 minutes.
+            record.expires_at = time::rfc3339(now + 86_400_000_000);
+            let numbers: Vec<u32> = (1..=plan.parts).collect();
+            record.multipart = Some(plan);
+            let parts = self.part_targets(&record, &numbers, local_token.as_deref()).await?;
+            UploadTarget {
+                method: "PUT",
+                url: None,
+                headers: Default::default(),
+                parts: Some(parts),
+                expires_at: record.expires_at.clone(),
+            }
+        } else {
+            match self.storage.presigner() {
+                Some(presigner) => {
+                    let signed = presigner
+                        .presign("PUT", &self.storage.full_key(&key), &[], &headers, self.options.url_expiry)
+                        .await?;
+                    UploadTarget {
+                        method: signed.method,
+                        url: Some(signed.url),
+                        headers: signed.headers.into_iter().collect(),
+                        parts: None,
+                        expires_at: record.expires_at.clone(),
+                    }
                 }
+                None => UploadTarget {
+                    method: "PUT",
+                    url: Some(format!(
+                        "{}/api/v1/uploads/{id}/data?token={}",
+                        self.options.public_url.trim_end_matches('/'),
+                        local_token.as_deref().unwrap_or_default()
+                    )),
+                    headers: headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    parts: None,
+                    expires_at: record.expires_at.clone(),
+                },
             }
         };
         self.save(&record).await?;
         Ok((record, target))
+    }
+
+    /// Fresh URLs for parts of a multipart upload (they expire after `url_expiry`; a client
+    /// that resumes asks again). On local storage the capability is the one given.
+    pub async fn part_targets(
+        &self,
+        record: &UploadRecord,
+        numbers: &[u32],
+        local_token: Option<&str>,
+    ) -> Result<Vec<PartTarget>, UploadError> {
+        let plan = record.multipart.as_ref().ok_or_else(|| UploadError::Invalid("not a multipart upload".into()))?;
+        let mut out = Vec::with_capacity(numbers.len());
+        for &n in numbers {
+            if n == 0 || n > plan.parts {
+                return Err(UploadError::Invalid(format!("part {n}: parts are numbered 1 to {}", plan.parts)));
+            }
+            let size = plan.part_bytes(record.size, n);
+            let headers = [("content-length", size.to_string())];
+            let (url, headers) = match (self.storage.presigner(), &plan.s3_upload_id) {
+                (Some(presigner), Some(s3_id)) => {
+                    let number = n.to_string();
+                    let signed = presigner
+                        .presign(
+                            "PUT",
+                            &self.storage.full_key(&record.key),
+                            &[("partNumber", &number), ("uploadId", s3_id)],
+                            &headers,
+                            self.options.url_expiry,
+                        )
+                        .await?;
+                    (signed.url, signed.headers)
+                }
+                _ => (
+                    format!(
+                        "{}/api/v1/uploads/{}/parts/{n}?token={}",
+                        self.options.public_url.trim_end_matches('/'),
+                        record.upload_id,
+                        local_token.unwrap_or_default()
+                    ),
+                    headers.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+                ),
+            };
+            out.push(PartTarget { part_number: n, method: "PUT", url, size, headers: headers.into_iter().collect() });
+        }
+        Ok(out)
+    }
+
+    /// Local storage: stores one part of a multipart upload, checked like a presigned part.
+    pub async fn put_part(&self, id: &str, n: u32, token: &str, body: Bytes) -> Result<String, UploadError> {
+        let record = self.status(id).await?;
+        self.check_capability(&record, token)?;
+        let plan =
+            record.multipart.as_ref().ok_or_else(|| UploadError::Invalid(format!("upload {id} is not multipart")))?;
+        if n == 0 || n > plan.parts {
+            return Err(UploadError::Invalid(format!("part {n}: parts are numbered 1 to {}", plan.parts)));
+        }
+        let expected = plan.part_bytes(record.size, n);
+        if body.len() as u64 != expected {
+            return Err(UploadError::Invalid(format!("part {n} has {} bytes; {expected} are expected", body.len())));
+        }
+        let etag = format!("\"{}\"", &sha256_hex_bytes(&body)[..32]);
+        self.storage
+            .root_store()
+            .put(&self.storage.path(&part_key(&record.key, n)), PutPayload::from_bytes(body))
+            .await
+            .map_err(StorageError::from_store("writing an upload part"))?;
+        Ok(etag)
+    }
+
+    fn check_capability(&self, record: &UploadRecord, token: &str) -> Result<(), UploadError> {
+        let valid = record
+            .data_token_sha256
+            .as_deref()
+            .is_some_and(|h| subtle::ConstantTimeEq::ct_eq(h.as_bytes(), sha256_hex(token).as_bytes()).into());
+        if !valid {
+            return Err(UploadError::Forbidden(format!("the URL of upload {} is not valid", record.upload_id)));
+        }
+        if record.state != UploadState::Pending {
+            return Err(UploadError::Conflict {
+                id: record.upload_id.clone(),
+                state: record.state,
+                message: "its data was already received".into(),
+            });
+        }
+        if expired(record) {
+            return Err(UploadError::Forbidden(format!(
+                "the URL of upload {} expired at {}",
+                record.upload_id, record.expires_at
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts a multipart upload's parts together: on S3 from the parts' ETags, on local
+    /// storage by joining the part objects in order.
+    async fn assemble(&self, record: &UploadRecord, parts: &[(u32, String)]) -> Result<(), UploadError> {
+        let Some(plan) = &record.multipart else { return Ok(()) };
+        match (self.storage.presigner(), &plan.s3_upload_id) {
+            (Some(presigner), Some(s3_id)) => {
+                if parts.len() != plan.parts as usize {
+                    return Err(UploadError::Invalid(format!(
+                        "complete with the ETags of all {} parts ({} given)",
+                        plan.parts,
+                        parts.len()
+                    )));
+                }
+                let mut parts = parts.to_vec();
+                parts.sort_by_key(|p| p.0);
+                presigner.complete_multipart(&self.storage.full_key(&record.key), s3_id, &parts).await?;
+            }
+            _ => {
+                let store = self.storage.root_store();
+                let upload = store
+                    .put_multipart(&self.storage.path(&record.key))
+                    .await
+                    .map_err(StorageError::from_store("joining upload parts"))?;
+                let mut writer = object_store::WriteMultipart::new(upload);
+                for n in 1..=plan.parts {
+                    let part = match store.get(&self.storage.path(&part_key(&record.key, n))).await {
+                        Ok(p) => p.bytes().await.map_err(StorageError::from_store("reading an upload part"))?,
+                        Err(object_store::Error::NotFound { .. }) => {
+                            let _ = writer.abort().await;
+                            return Err(UploadError::Conflict {
+                                id: record.upload_id.clone(),
+                                state: record.state,
+                                message: format!("part {n} was not uploaded yet"),
+                            });
+                        }
+                        Err(e) => return Err(StorageError::from_store("reading an upload part")(e).into()),
+                    };
+                    writer.put(part);
+                }
+                writer.finish().await.map_err(StorageError::from_store("joining upload parts"))?;
+                for n in 1..=plan.parts {
+                    let _ = store.delete(&self.storage.path(&part_key(&record.key, n))).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The record of an upload.
@@ -309,23 +519,7 @@ impl Uploads {
     ) -> Result<(), UploadError> {
         use futures::StreamExt;
         let record = self.status(id).await?;
-        let valid = record
-            .data_token_sha256
-            .as_deref()
-            .is_some_and(|h| subtle::ConstantTimeEq::ct_eq(h.as_bytes(), sha256_hex(token).as_bytes()).into());
-        if !valid {
-            return Err(UploadError::Forbidden(format!("the URL of upload {id} is not valid")));
-        }
-        if record.state != UploadState::Pending {
-            return Err(UploadError::Conflict {
-                id: id.into(),
-                state: record.state,
-                message: "its data was already received".into(),
-            });
-        }
-        if expired(&record) {
-            return Err(UploadError::Forbidden(format!("the URL of upload {id} expired at {}", record.expires_at)));
-        }
+        self.check_capability(&record, token)?;
         if content_type != Some(record.content_type.as_str()) {
             return Err(UploadError::Invalid(format!(
                 "Content-Type must be {:?}, as announced (got {content_type:?})",
@@ -374,13 +568,14 @@ impl Uploads {
 
     /// Checks that the object is there with the announced size and marks it uploaded; the
     /// caller then runs [`Uploads::ingest`].
-    pub async fn complete(&self, id: &str) -> Result<UploadRecord, UploadError> {
+    pub async fn complete(&self, id: &str, parts: &[(u32, String)]) -> Result<UploadRecord, UploadError> {
         let mut record = self.status(id).await?;
         match record.state {
             UploadState::Pending => {}
             // Completing twice is harmless: the first one's outcome is reported.
             _ => return Ok(record),
         }
+        self.assemble(&record, parts).await?;
         let meta = match self.storage.root_store().head(&self.storage.path(&record.key)).await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => {
@@ -506,13 +701,28 @@ impl Uploads {
             if !stale {
                 continue;
             }
-            let completed = self.complete(&record.upload_id).await;
+            // A multipart upload cannot be completed without its client (S3 needs the ETags).
+            let completed = if record.multipart.is_some() {
+                Err(UploadError::Conflict {
+                    id: record.upload_id.clone(),
+                    state: record.state,
+                    message: "a multipart upload".into(),
+                })
+            } else {
+                self.complete(&record.upload_id, &[]).await
+            };
             let record = match completed {
                 Ok(r) => r,
                 Err(UploadError::Conflict { .. }) => {
                     let mut r = record;
                     r.state = UploadState::Failed;
-                    r.failure = Some(format!("nothing was uploaded before the upload expired at {}", r.expires_at));
+                    r.failure = Some(format!("the upload was not completed before it expired at {}", r.expires_at));
+                    if let (Some(presigner), Some(Multipart { s3_upload_id: Some(s3_id), .. })) =
+                        (self.storage.presigner(), &r.multipart)
+                        && let Err(e) = presigner.abort_multipart(&self.storage.full_key(&r.key), s3_id).await
+                    {
+                        tracing::warn!(upload = r.upload_id, error = %e, "aborting an expired multipart upload failed");
+                    }
                     self.save(&r).await?;
                     continue;
                 }
@@ -560,6 +770,15 @@ impl Uploads {
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex_bytes(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn part_key(key: &str, n: u32) -> String {
+    format!("{key}.parts/{n:05}")
 }
 
 fn record_key(id: &str) -> String {
