@@ -113,3 +113,39 @@ fn since_leaves_older_days_alone_and_s3_sources_work() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("1 files imported (2 already imported before), 300 rows"), "{out}");
 }
+
+#[test]
+fn follow_imports_files_as_they_arrive_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("bucket");
+    let day = source.join("2026/11/25");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::write(day.join("a.log.gz"), gzip(logyard_core::alb::fixtures::lines(100, 1).as_bytes())).unwrap();
+    let storage = dir.path().join("data").display().to_string();
+    let mut child = std::process::Command::new(BIN)
+        .args(["import", "alb", source.to_str().unwrap(), "--follow", "--interval", "200ms", "--storage", &storage])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rows = || {
+        let (code, out, _) =
+            cli(&["query", "--storage", &storage, "--format", "csv", "SELECT count(*) AS n FROM alb"], &[]);
+        if code == 0 { out.lines().nth(1).and_then(|l| l.parse::<u64>().ok()).unwrap_or(0) } else { 0 }
+    };
+    let wait_for = |n: u64| {
+        let started = std::time::Instant::now();
+        while rows() != n {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "never reached {n} rows");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for(100);
+    // A file that arrives later is picked up by the next pass.
+    std::fs::write(day.join("b.log.gz"), gzip(logyard_core::alb::fixtures::lines(50, 2).as_bytes())).unwrap();
+    wait_for(150);
+    signal(child.id() as i32, "INT");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
