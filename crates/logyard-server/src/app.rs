@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/uploads/{id}", get(crate::uploads::status))
         .route("/api/v1/uploads/{id}/complete", post(crate::uploads::complete))
         .route("/api/v1/uploads/{id}/data", axum::routing::put(crate::uploads::put_data))
+        .route("/api/v1/uploads/{id}/parts", post(crate::uploads::parts))
         .route("/api/v1/uploads/{id}/parts/{n}", axum::routing::put(crate::uploads::put_part))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -117,6 +117,32 @@ struct CompletedPart {
     etag: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PartsRequest {
+    part_numbers: Vec<u32>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Fresh URLs for parts of a multipart upload, for a client that resumes.
+pub(crate) async fn parts(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let record = state.uploads.status(&id).await?;
+    authorize_upload(&principal, &record)?;
+    let raw = read_body(&headers, body, 1 << 20).await?;
+    let request: PartsRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::bad_request("invalid_upload", format!("the body must be {{\"part_numbers\": [...]}}: {e}"))
+    })?;
+    let parts = state.uploads.resume_parts(&id, &request.part_numbers, request.token.as_deref()).await?;
+    Ok(Json(serde_json::json!({ "parts": parts })))
+}
+
 /// Local storage: one part of a multipart upload (the capability in the URL authorizes it).
 pub(crate) async fn put_part(
     State(state): State<AppState>,

@@ -194,40 +194,80 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
         Some(t) => r.bearer_auth(t),
         None => r,
     };
-    let request = json!({
-        "stream": args.stream,
-        "filename": payload.filename,
-        "size": payload.size,
-        "content_type": payload.content_type,
-        "format": payload.format,
-    });
-    let plan: Value = answer(auth(client.post(format!("{base}/api/v1/uploads")).json(&request))).await?;
-    let id = plan["upload_id"].as_str().context("the server's plan has no upload_id")?.to_owned();
-    eprintln!("upload {id}: sending {} bytes", payload.size);
-
+    // A single file sent in parts can be resumed: what was sent is kept beside the cache.
+    let state_path =
+        if count == 1 && payload._temp.is_none() { resume_path(&base, &args.stream, &payload) } else { None };
+    let mut resumed: Option<ResumeState> =
+        state_path.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(state) = &resumed {
+        let status = answer::<Value>(auth(client.get(format!("{base}/api/v1/uploads/{}", state.upload_id)))).await;
+        if !status.is_ok_and(|s| s["state"] == "pending") {
+            resumed = None;
+        }
+    }
     let bar = progress_bar(payload.size);
-    let completion = match plan["parts"].as_array() {
-        // A large file: each part to its own URL, then completion with the parts' ETags.
-        Some(parts) => {
-            let mut done = Vec::with_capacity(parts.len());
-            let mut offset = 0u64;
-            for part in parts {
-                let size = part["size"].as_u64().context("a part without a size")?;
-                let n = part["part_number"].as_u64().context("a part without a number")?;
-                let etag = send(&client, part, &payload.path, offset, size, &bar, &id).await?;
-                done.push(json!({"part_number": n, "etag": etag}));
-                offset += size;
-            }
-            json!({ "parts": done })
+    let (id, completion) = match resumed {
+        Some(mut state) => {
+            let id = state.upload_id.clone();
+            let missing: Vec<u32> = (1..=state.parts).filter(|n| !state.etags.contains_key(n)).collect();
+            eprintln!(
+                "upload {id}: resuming, {} of {} parts already sent",
+                state.parts as usize - missing.len(),
+                state.parts
+            );
+            let fresh: Value = answer(auth(
+                client
+                    .post(format!("{base}/api/v1/uploads/{id}/parts"))
+                    .json(&json!({"part_numbers": missing, "token": state.token})),
+            ))
+            .await?;
+            let parts = fresh["parts"].as_array().cloned().unwrap_or_default();
+            bar.set_position(payload.size - parts.iter().filter_map(|p| p["size"].as_u64()).sum::<u64>());
+            send_parts(&client, &parts, &payload, &bar, &mut state, state_path.as_deref()).await?;
+            (id, state.completion())
         }
         None => {
-            send(&client, &plan, &payload.path, 0, payload.size, &bar, &id).await?;
-            json!({})
+            let request = json!({
+                "stream": args.stream,
+                "filename": payload.filename,
+                "size": payload.size,
+                "content_type": payload.content_type,
+                "format": payload.format,
+            });
+            let plan: Value = answer(auth(client.post(format!("{base}/api/v1/uploads")).json(&request))).await?;
+            let id = plan["upload_id"].as_str().context("the server's plan has no upload_id")?.to_owned();
+            eprintln!("upload {id}: sending {} bytes", payload.size);
+            let completion = match plan["parts"].as_array() {
+                // A large file: each part to its own URL, then completion with the parts' ETags.
+                Some(parts) => {
+                    let first = parts.first().context("a multipart plan without parts")?;
+                    let mut state = ResumeState {
+                        upload_id: id.clone(),
+                        parts: parts.len() as u32,
+                        part_size: first["size"].as_u64().unwrap_or_default(),
+                        token: first["url"]
+                            .as_str()
+                            .and_then(|u| url::Url::parse(u).ok())
+                            .and_then(|u| u.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())),
+                        etags: Default::default(),
+                    };
+                    send_parts(&client, parts, &payload, &bar, &mut state, state_path.as_deref()).await?;
+                    state.completion()
+                }
+                None => {
+                    send(&client, &plan, &payload.path, 0, payload.size, &bar, &id).await?;
+                    json!({})
+                }
+            };
+            (id, completion)
         }
     };
     bar.finish_and_clear();
 
     answer::<Value>(auth(client.post(format!("{base}/api/v1/uploads/{id}/complete")).json(&completion))).await?;
+    if let Some(p) = &state_path {
+        let _ = std::fs::remove_file(p);
+    }
     loop {
         let status: Value = answer(auth(client.get(format!("{base}/api/v1/uploads/{id}")))).await?;
         match status["state"].as_str() {
@@ -243,6 +283,65 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// What a multipart upload has sent so far, kept so that an interrupted run can resume.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ResumeState {
+    upload_id: String,
+    parts: u32,
+    part_size: u64,
+    /// The local-storage capability of the part URLs.
+    token: Option<String>,
+    etags: std::collections::BTreeMap<u32, String>,
+}
+
+impl ResumeState {
+    fn completion(&self) -> Value {
+        let parts: Vec<Value> = self.etags.iter().map(|(n, e)| json!({"part_number": n, "etag": e})).collect();
+        json!({ "parts": parts })
+    }
+}
+
+/// Where the resume state of a file's upload lives: the user's cache, keyed by the server,
+/// the stream and the file (path, size, modification time).
+fn resume_path(base: &str, stream: &str, payload: &Payload) -> Option<PathBuf> {
+    use sha2::Digest;
+    let path = std::fs::canonicalize(&payload.path).ok()?;
+    let mtime = std::fs::metadata(&path).ok()?.modified().ok()?;
+    let key = format!("{base}\n{stream}\n{}\n{}\n{mtime:?}", path.display(), payload.size);
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let dir = cache.join("logyard/uploads");
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir.join(format!("{}.json", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>())))
+}
+
+/// Sends the given parts (skipping those already sent), saving the state after each.
+async fn send_parts(
+    client: &reqwest::Client,
+    parts: &[Value],
+    payload: &Payload,
+    bar: &indicatif::ProgressBar,
+    state: &mut ResumeState,
+    state_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    for part in parts {
+        let size = part["size"].as_u64().context("a part without a size")?;
+        let n = part["part_number"].as_u64().context("a part without a number")? as u32;
+        if state.etags.contains_key(&n) {
+            continue;
+        }
+        let offset = u64::from(n - 1) * state.part_size;
+        let etag = send(client, part, &payload.path, offset, size, bar, &state.upload_id).await?;
+        state.etags.insert(n, etag);
+        if let Some(p) = state_path {
+            std::fs::write(p, serde_json::to_vec(state)?).with_context(|| format!("saving {}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends `size` bytes of `path` from `offset` as `target` (a plan or one of its parts) says,

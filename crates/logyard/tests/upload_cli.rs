@@ -115,3 +115,38 @@ fn a_large_file_goes_in_parts() {
         assert_eq!(out, "n\n120000\n");
     }
 }
+
+/// S3 refuses every attempt at the second part: the run fails, keeping what it sent; the next
+/// run asks for fresh URLs of the missing parts only and completes.
+#[test]
+fn an_interrupted_multipart_upload_resumes_where_it_stopped() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("resume");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.ndjson");
+    std::fs::write(&file, events("r", 120_000)).unwrap();
+    let spec = ServerSpec { storage: format!("s3://{bucket}/shop"), wal_dir: dir.path().join("wal"), env: s3.env() }
+        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
+        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880");
+    let server = spec.start();
+    let cache = dir.path().join("cache");
+    let env = vec![("XDG_CACHE_HOME".to_owned(), cache.display().to_string())];
+    let args = ["upload", "--server", &server.base, "--stream", "resumed", file.to_str().unwrap()];
+
+    s3.faults.set(common::proxy::Fault::RefuseSecondPart);
+    let (code, _, err) = cli(&args, &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("503"), "{err}");
+    let states = std::fs::read_dir(cache.join("logyard/uploads")).unwrap().count();
+    assert_eq!(states, 1, "what was sent is remembered");
+
+    s3.faults.set(common::proxy::Fault::None);
+    let (code, out, err) = cli(&args, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("resuming, 1 of 3 parts already sent"), "{err}");
+    assert!(out.contains("done, 120000 rows, 0 rejected"), "{out}");
+    let first_parts =
+        s3.faults.requests().iter().filter(|r| r.starts_with("PUT") && r.contains("partNumber=1&")).count();
+    assert_eq!(first_parts, 1, "part 1 was sent once");
+    assert_eq!(std::fs::read_dir(cache.join("logyard/uploads")).unwrap().count(), 0, "the state is gone once done");
+}

@@ -388,6 +388,27 @@ impl Uploads {
         Ok(out)
     }
 
+    /// Fresh part URLs for a client resuming a multipart upload (on local storage it proves
+    /// the capability of the first URLs).
+    pub async fn resume_parts(
+        &self,
+        id: &str,
+        numbers: &[u32],
+        token: Option<&str>,
+    ) -> Result<Vec<PartTarget>, UploadError> {
+        let record = self.status(id).await?;
+        if self.storage.presigner().is_none() {
+            self.check_capability(&record, token.unwrap_or_default())?;
+        } else if record.state != UploadState::Pending || expired(&record) {
+            return Err(UploadError::Conflict {
+                id: id.into(),
+                state: record.state,
+                message: "it can no longer receive parts".into(),
+            });
+        }
+        self.part_targets(&record, numbers, token).await
+    }
+
     /// Local storage: stores one part of a multipart upload, checked like a presigned part.
     pub async fn put_part(&self, id: &str, n: u32, token: &str, body: Bytes) -> Result<String, UploadError> {
         let record = self.status(id).await?;

@@ -33,11 +33,13 @@ pub enum Fault {
     Delay = 3,
     /// Closes the connection without an answer.
     Reset = 4,
+    /// 503 for the second part of multipart uploads only (`partNumber=2`).
+    RefuseSecondPart = 5,
 }
 
 /// Switches the fault of a running proxy, and keeps the credentials requests were signed with.
 #[derive(Debug, Clone, Default)]
-pub struct Faults(Arc<AtomicU8>, Arc<std::sync::Mutex<Vec<Signer>>>);
+pub struct Faults(Arc<AtomicU8>, Arc<std::sync::Mutex<Vec<Signer>>>, Arc<std::sync::Mutex<Vec<String>>>);
 
 /// Who signed a request: the access key id, and the session token if any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,6 +60,16 @@ impl Faults {
     /// The signers of the requests so far.
     pub fn signers(&self) -> Vec<Signer> {
         self.1.lock().unwrap().clone()
+    }
+
+    /// `METHOD path?query` of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.2.lock().unwrap().clone()
+    }
+
+    fn record_target(&self, method: &hyper::Method, uri: &hyper::Uri) {
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        self.2.lock().unwrap().push(format!("{method} {target}"));
     }
 
     fn record(&self, headers: &hyper::HeaderMap) {
@@ -91,6 +103,13 @@ pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
                         let conditional = conditional.clone();
                         let fault = faults.get();
                         faults.record(req.headers());
+                        faults.record_target(req.method(), req.uri());
+                        let fault = if fault == Fault::RefuseSecondPart as u8 {
+                            let second = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "partNumber=2"));
+                            if second { Fault::SlowDown as u8 } else { Fault::None as u8 }
+                        } else {
+                            fault
+                        };
                         async move { inject(fault, client, upstream, conditional, req).await }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
