@@ -92,7 +92,12 @@ fn a_large_file_goes_in_parts() {
     let body = events("m", 120_000);
     assert!(body.len() > 2 * 5_242_880, "{} bytes", body.len());
     std::fs::write(&file, &body).unwrap();
-    let parts_env = [("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880"), ("LOGYARD_UPLOADS_PART_BYTES", "5242880")];
+    // The sweeper runs often: it must leave a completed multipart upload being ingested alone.
+    let parts_env = [
+        ("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880"),
+        ("LOGYARD_UPLOADS_PART_BYTES", "5242880"),
+        ("LOGYARD_UPLOADS_SWEEP_INTERVAL", "50ms"),
+    ];
 
     let mut s3_spec =
         ServerSpec { storage: format!("s3://{bucket}/shop"), wal_dir: dir.path().join("wal-s3"), env: s3.env() };

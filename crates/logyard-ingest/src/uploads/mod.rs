@@ -723,7 +723,7 @@ impl Uploads {
                 continue;
             }
             // A multipart upload cannot be completed without its client (S3 needs the ETags).
-            let completed = if record.multipart.is_some() {
+            let completed = if record.state == UploadState::Pending && record.multipart.is_some() {
                 Err(UploadError::Conflict {
                     id: record.upload_id.clone(),
                     state: record.state,
