@@ -91,6 +91,9 @@ pub struct UploadsConfig {
     pub multipart_threshold: u64,
     /// Smallest part of a multipart plan (S3 needs at least 5 MiB).
     pub part_bytes: u64,
+    /// A multipart upload not completed by then is aborted (its parts deleted).
+    #[serde(deserialize_with = "duration")]
+    pub multipart_expiry: Duration,
 }
 
 impl Default for UploadsConfig {
@@ -103,6 +106,7 @@ impl Default for UploadsConfig {
             sweep_interval: Duration::from_secs(60),
             multipart_threshold: 100 << 20,
             part_bytes: 16 << 20,
+            multipart_expiry: Duration::from_secs(86_400),
         }
     }
 }

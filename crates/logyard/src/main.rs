@@ -542,6 +542,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
             public_url,
             multipart_threshold: config.uploads.multipart_threshold,
             part_bytes: config.uploads.part_bytes,
+            multipart_expiry: config.uploads.multipart_expiry,
         },
     );
     tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));

@@ -155,3 +155,53 @@ fn an_interrupted_multipart_upload_resumes_where_it_stopped() {
     assert_eq!(first_parts, 1, "part 1 was sent once");
     assert_eq!(std::fs::read_dir(cache.join("logyard/uploads")).unwrap().count(), 0, "the state is gone once done");
 }
+
+/// A multipart upload nobody completes is aborted once it expires: S3 forgets its parts and
+/// the upload says why it failed.
+#[test]
+fn an_abandoned_multipart_upload_is_aborted() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("abandoned");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec { storage: format!("s3://{bucket}/shop"), wal_dir: dir.path().join("wal"), env: s3.env() }
+        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
+        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880")
+        .env("LOGYARD_UPLOADS_MULTIPART_EXPIRY", "1s")
+        .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms")
+        .start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let plan: serde_json::Value = client()
+            .post(server.url("/api/v1/uploads"))
+            .json(&serde_json::json!({"stream": "gone", "filename": "big.ndjson", "size": 12_000_000, "content_type": "application/x-ndjson", "format": "ndjson"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(plan["parts"].as_array().map(Vec::len), Some(3), "{plan}");
+        let id = plan["upload_id"].as_str().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let v: serde_json::Value = client()
+                .get(server.url(&format!("/api/v1/uploads/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["state"] == "failed" {
+                assert!(v["failure"].as_str().unwrap().contains("not completed before it expired"), "{v}");
+                break;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "{v}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    // The sweeper asked S3 to abort it: a DELETE with the multipart upload's id.
+    let aborts = s3.faults.requests().iter().filter(|r| r.starts_with("DELETE") && r.contains("uploadId=")).count();
+    assert_eq!(aborts, 1, "{:?}", s3.faults.requests());
+    assert!(!server.logs().contains("aborting an expired multipart upload failed"), "{}", server.logs());
+}

@@ -170,6 +170,8 @@ pub struct UploadOptions {
     pub multipart_threshold: u64,
     /// Smallest part of a multipart plan.
     pub part_bytes: u64,
+    /// A multipart upload not completed by then is aborted.
+    pub multipart_expiry: Duration,
 }
 
 impl Default for UploadOptions {
@@ -183,6 +185,7 @@ impl Default for UploadOptions {
             public_url: "http://127.0.0.1:8080".into(),
             multipart_threshold: 100 << 20,
             part_bytes: 16 << 20,
+            multipart_expiry: Duration::from_secs(86_400),
         }
     }
 }
@@ -300,8 +303,9 @@ impl Uploads {
                 let full_key = self.storage.full_key(&key);
                 plan.s3_upload_id = Some(presigner.create_multipart(&full_key, &request.content_type).await?);
             }
-            // A multipart upload may take long: the record lives a day, each URL 15 minutes.
-            record.expires_at = time::rfc3339(now + 86_400_000_000);
+            // A multipart upload may take long: the record lives `multipart_expiry`, each URL
+            // `url_expiry`.
+            record.expires_at = time::rfc3339(now + self.options.multipart_expiry.as_micros() as Micros);
             let numbers: Vec<u32> = (1..=plan.parts).collect();
             record.multipart = Some(plan);
             let parts = self.part_targets(&record, &numbers, local_token.as_deref()).await?;
