@@ -143,6 +143,7 @@ async fn local_uploads_are_checked_ingested_and_archived_byte_exact() {
     // The incoming object is gone once archived.
     let incoming = std::path::Path::new(&storage).join("incoming/uploaded").join(time_dir(&done)).join(id);
     assert!(!incoming.join("app_log.ndjson").exists());
+    assert!(!std::path::Path::new(&storage).join("incoming/uploaded").exists(), "no empty directories are left");
 
     // A changed byte is caught.
     let mut bytes = std::fs::read(&file).unwrap();

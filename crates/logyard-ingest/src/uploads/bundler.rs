@@ -163,6 +163,7 @@ impl Uploads {
                 self.save_record(&record).await?;
             }
             delete(storage, &record.key).await?;
+            prune_empty_dirs(storage, &record.key);
         }
         delete(storage, &intent_key(&intent.bundle)).await
     }
@@ -212,5 +213,19 @@ async fn delete(storage: &logyard_storage::Storage, key: &str) -> Result<(), Upl
     match storage.root_store().delete(&storage.path(key)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(StorageError::from_store("deleting an archived object")(e).into()),
+    }
+}
+
+/// On a local directory, removes the directories an archived object leaves empty (up to
+/// `incoming/`), so that they do not pile up; object stores have no directories.
+fn prune_empty_dirs(storage: &logyard_storage::Storage, key: &str) {
+    let logyard_storage::Location::Local(root) = storage.location() else { return };
+    let stop = root.join(super::INCOMING_DIR);
+    let mut dir = root.join(key).parent().map(std::path::Path::to_path_buf);
+    while let Some(d) = dir {
+        if d == stop || !d.starts_with(&stop) || std::fs::remove_dir(&d).is_err() {
+            break;
+        }
+        dir = d.parent().map(std::path::Path::to_path_buf);
     }
 }

@@ -502,6 +502,9 @@ impl Uploads {
                 for n in 1..=plan.parts {
                     let _ = store.delete(&self.storage.path(&part_key(&record.key, n))).await;
                 }
+                if let logyard_storage::Location::Local(root) = self.storage.location() {
+                    let _ = std::fs::remove_dir(root.join(format!("{}.parts", record.key)));
+                }
             }
         }
         Ok(())
