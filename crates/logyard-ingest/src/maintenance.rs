@@ -96,12 +96,13 @@ pub async fn apply_retention(
     let archive = Archive::new(tables.storage().clone());
     let today = time::now_micros();
     let mut out = Vec::new();
-    let mut streams: Vec<String> = tables.storage().list_streams().await?.iter().map(|s| s.to_string()).collect();
+    // One listing of the archive, grouped by stream.
+    let mut bundles: BTreeMap<String, Vec<logyard_storage::archive::BundleRef>> = BTreeMap::new();
     for b in archive.list(None).await? {
-        if !streams.contains(&b.stream) {
-            streams.push(b.stream);
-        }
+        bundles.entry(b.stream.clone()).or_default().push(b);
     }
+    let mut streams: Vec<String> = tables.storage().list_streams().await?.iter().map(|s| s.to_string()).collect();
+    streams.extend(bundles.keys().filter(|s| !streams.contains(s)).cloned().collect::<Vec<_>>());
     for name in streams {
         let days = policy.days_for(&name);
         // The audit stream is kept for ever unless its retention is set by name.
@@ -112,7 +113,7 @@ pub async fn apply_retention(
         let cutoff = time::date_string(today - i64::from(days) * 86_400_000_000);
         let table = tables.drop_before(&stream, &cutoff, policy.vacuum_keep).await?;
         let mut bundles_deleted = Vec::new();
-        for bundle in archive.list(Some(&stream)).await? {
+        for bundle in bundles.remove(&name).unwrap_or_default() {
             if bundle.date < cutoff {
                 archive.delete(&bundle).await?;
                 bundles_deleted.push(bundle.key);
@@ -141,18 +142,24 @@ pub async fn apply_retention(
     Ok(out)
 }
 
-/// Commits one audit event straight to the audit stream (for processes without a WAL).
-pub async fn audit(tables: &Tables, actor: &str, action: &str, detail: serde_json::Value) -> Result<(), StorageError> {
+/// An audit event, encoded: who (`actor`, and the client address when known), what, when.
+pub fn audit_event(actor: &str, client: Option<String>, action: &str, detail: serde_json::Value) -> bytes::Bytes {
     let now = time::now_micros();
     let event = serde_json::json!({
         "timestamp": time::rfc3339(now),
         "actor": actor,
+        "client": client,
         "action": action,
         "detail": detail,
     });
     let mut events = EventsEncoder::default();
     events.push(now, logyard_core::TimeSource::Received, event.to_string().as_bytes());
-    let payload = events.finish();
+    events.finish()
+}
+
+/// Commits one audit event straight to the audit stream (for processes without a WAL).
+pub async fn audit(tables: &Tables, actor: &str, action: &str, detail: serde_json::Value) -> Result<(), StorageError> {
+    let payload = audit_event(actor, None, action, detail);
     let build: BuildFn = Arc::new(move |schema, _| build_batches(schema, [(0, payload.as_ref())], 1000));
     let stream = StreamName::new(AUDIT_STREAM).expect("a valid stream name");
     let app_id = format!("audit-{}", uuid::Uuid::now_v7().simple());

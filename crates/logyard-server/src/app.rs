@@ -274,24 +274,11 @@ pub async fn audit(
     action: &str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let event = serde_json::json!({
-        "timestamp": chrono_now(),
-        "actor": who,
-        "client": client.map(|c| c.0.to_string()),
-        "action": action,
-        "detail": detail,
-    });
-    let mut events = logyard_core::encoded::EventsEncoder::default();
-    let text = serde_json::to_vec(&event).expect("serializable");
-    events.push(time::now_micros(), logyard_core::TimeSource::Received, &text);
+    let events = logyard_ingest::maintenance::audit_event(who, client.map(|c| c.0.to_string()), action, detail);
     let stream = StreamName::new(AUDIT_STREAM).expect("valid stream name");
-    ingestor.append(&stream, events.finish(), Ack::Wal).await?;
+    ingestor.append(&stream, events, Ack::Wal).await?;
     tracing::info!(actor = who, action, "audit");
     Ok(())
-}
-
-fn chrono_now() -> String {
-    logyard_core::time::rfc3339(time::now_micros())
 }
 
 async fn not_found() -> ApiError {

@@ -4,18 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 
 use common::*;
 
 const PREFIX: &str = "AWSLogs/123456789012/elasticloadbalancing/eu-west-1";
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
 
 /// Writes ALB log files for two days under `root`; returns (files, good lines) per day.
 fn write_logs(root: &Path) -> Vec<(String, Vec<u8>)> {

@@ -6,19 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Makes a token with `logyard token create`; returns (secret, TOML entry).
-fn create_token(name: &str, scopes: &str, streams: Option<&str>) -> (String, String) {
-    let mut args = vec!["token", "create", "--name", name, "--scopes", scopes];
-    if let Some(s) = streams {
-        args.extend(["--streams", s]);
-    }
-    let (code, out, err) = cli(&args, &[]);
-    assert_eq!(code, 0, "{err}");
-    let secret = out.split_whitespace().find(|w| w.starts_with("lyt_")).expect("a secret in the output").to_owned();
-    let entry = out[out.find("[[auth.tokens]]").expect("an entry")..].to_owned();
-    (secret, entry)
-}
-
 async fn call(
     server: &Server,
     method: &str,

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -90,12 +89,6 @@ async fn compaction_never_shows_a_missing_or_doubled_row() {
     let (code, out, _) = cli(&["compact", "--storage", &spec.storage], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("\"compacted\": []"), "{out}");
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 #[tokio::test]

@@ -114,13 +114,6 @@ async fn http_receiver(received: Received) -> String {
     format!("http://{addr}")
 }
 
-fn create_token() -> (String, String) {
-    let (code, out, err) = cli(&["token", "create", "--name", "tracer", "--scopes", "ingest,query"], &[]);
-    assert_eq!(code, 0, "{err}");
-    let secret = out.split_whitespace().find(|w| w.starts_with("lyt_")).expect("a secret").to_owned();
-    (secret, out[out.find("[[auth.tokens]]").expect("an entry")..].to_owned())
-}
-
 const XRAY_ROOT: &str = "5759e988bd862e3fe1be46a994272793";
 const XRAY_PARENT: &str = "53995c3f42cd8ad8";
 const W3C_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -134,7 +127,7 @@ async fn spans_reach_the_receiver(protocol: &str) {
         _ => http_receiver(received.clone()).await,
     };
     let dir = tempfile::tempdir().unwrap();
-    let (token, entry) = create_token();
+    let (token, entry) = create_token("tracer", "ingest,query", None);
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(&tokens, entry).unwrap();
     let mut server = ServerSpec::local(dir.path())

@@ -20,12 +20,7 @@ fn write_files(dir: &std::path::Path) -> usize {
 #[test]
 fn a_directory_is_packed_uploaded_and_ingested() {
     let dir = tempfile::tempdir().unwrap();
-    let (secret, entry) = {
-        let (code, out, err) = cli(&["token", "create", "--name", "uploader", "--scopes", "ingest,query"], &[]);
-        assert_eq!(code, 0, "{err}");
-        let secret = out.split_whitespace().find(|w| w.starts_with("lyt_")).unwrap().to_owned();
-        (secret, out[out.find("[[auth.tokens]]").unwrap()..].to_owned())
-    };
+    let (secret, entry) = create_token("uploader", "ingest,query", None);
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(&tokens, entry).unwrap();
     let server = ServerSpec::local(dir.path()).env("LOGYARD_TOKENS_FILE", tokens.to_str().unwrap()).start();

@@ -351,3 +351,24 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Makes a token with `logyard token create`; returns (secret, TOML entry).
+pub fn create_token(name: &str, scopes: &str, streams: Option<&str>) -> (String, String) {
+    let mut args = vec!["token", "create", "--name", name, "--scopes", scopes];
+    if let Some(s) = streams {
+        args.extend(["--streams", s]);
+    }
+    let (code, out, err) = cli(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let secret = out.split_whitespace().find(|w| w.starts_with("lyt_")).expect("a secret in the output").to_owned();
+    let entry = out[out.find("[[auth.tokens]]").expect("an entry")..].to_owned();
+    (secret, entry)
+}
+
+/// gzip of `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
