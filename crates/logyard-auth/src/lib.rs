@@ -121,9 +121,7 @@ impl Tokens {
             }
             if let Some(streams) = &c.streams {
                 for p in streams {
-                    if p.is_empty()
-                        || !p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "_-*?".contains(ch))
-                    {
+                    if !is_stream_pattern(p) {
                         return Err(format!("token {:?}: {p:?} is not a stream name or glob", c.name));
                     }
                 }
@@ -171,6 +169,11 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// `*` matches any run of characters, `?` any one character.
+/// A stream name or a glob of them (`*` and `?`).
+pub fn is_stream_pattern(p: &str) -> bool {
+    !p.is_empty() && p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "_-*?".contains(ch))
+}
+
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);

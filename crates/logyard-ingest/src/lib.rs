@@ -11,6 +11,7 @@ pub mod build;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
+pub mod raw;
 pub mod uploads;
 
 pub use metrics::IngestMetrics;

@@ -24,6 +24,8 @@ use logyard_storage::{AppendOutcome, Tables, Wal, WalOptions, WalRecord, WalSink
 use crate::IngestError;
 use crate::build::build_batches;
 use crate::metrics::IngestMetrics;
+use crate::raw::{RawArchiver, RawPayload};
+use crate::uploads::bundler::BundleOptions;
 
 /// Settings of the write path.
 #[derive(Debug, Clone)]
@@ -48,6 +50,9 @@ pub struct IngestOptions {
     /// catches up; 0 = half of the space the log's filesystem offers it (free space plus
     /// what the log already holds), measured as it runs.
     pub wal_budget_bytes: u64,
+    /// How the request bodies of streams that keep them are bundled into the archive
+    /// (`max_age`: how long a body waits for a bundle's worth).
+    pub raw: BundleOptions,
 }
 
 impl IngestOptions {
@@ -62,6 +67,7 @@ impl IngestOptions {
             commit_wait: Duration::from_secs(60),
             memory_budget_bytes: 256 << 20,
             wal_budget_bytes: 0,
+            raw: BundleOptions { max_age: Duration::from_secs(60), ..BundleOptions::default() },
         }
     }
 }
@@ -88,10 +94,23 @@ struct StreamBuffer {
     failures: u32,
 }
 
+/// Request bodies of a stream waiting for the archive: (position, encoded [`RawPayload`]).
+#[derive(Debug, Default)]
+struct RawBuffer {
+    records: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    since: Option<Instant>,
+    flushing: bool,
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
 /// The buffers, shared with the WAL thread (which fills them).
 #[derive(Debug, Default)]
 struct Buffers {
     streams: Mutex<HashMap<StreamName, StreamBuffer>>,
+    /// Locked after `streams` when both are.
+    raw: Mutex<HashMap<StreamName, RawBuffer>>,
     /// Highest position handed over by the WAL.
     delivered: AtomicU64,
     buffered_bytes: AtomicU64,
@@ -100,11 +119,19 @@ struct Buffers {
 impl WalSink for Buffers {
     fn durable(&self, records: Vec<WalRecord>) {
         let mut streams = self.streams.lock().expect("buffers lock");
+        let mut raw_buffers = self.raw.lock().expect("raw buffers lock");
         let now = Instant::now();
         let mut last = 0;
         let mut added = 0usize;
-        for record in records {
+        for mut record in records {
             last = record.position;
+            if let Some(raw) = record.raw.take() {
+                let buf = raw_buffers.entry(record.stream.clone()).or_default();
+                buf.bytes += raw.len();
+                added += raw.len();
+                buf.since.get_or_insert(now);
+                buf.records.push_back((record.position, raw));
+            }
             let buf = streams.entry(record.stream.clone()).or_default();
             buf.bytes += record.events.len();
             added += record.events.len();
@@ -120,10 +147,12 @@ impl Buffers {
     /// The lowest position still needed: everything below it is committed.
     fn low_watermark(&self) -> u64 {
         let streams = self.streams.lock().expect("buffers lock");
+        let raw = self.raw.lock().expect("raw buffers lock");
         let delivered = self.delivered.load(Ordering::Acquire);
         streams
             .values()
             .filter_map(|b| b.records.front().map(|r| r.position))
+            .chain(raw.values().filter_map(|b| b.records.front().map(|r| r.0)))
             .min()
             .unwrap_or(delivered + 1)
             .min(delivered + 1)
@@ -183,6 +212,7 @@ pub struct Ingestor {
 struct Inner {
     wal: Wal,
     tables: Arc<Tables>,
+    raw_archiver: RawArchiver,
     buffers: Arc<Buffers>,
     committed: Mutex<HashMap<StreamName, watch::Sender<u64>>>,
     wake: Notify,
@@ -205,10 +235,12 @@ impl Ingestor {
             buffers.clone(),
         )?;
         let replayed = buffers.buffered_bytes.load(Ordering::Relaxed);
+        let raw_archiver = RawArchiver::new(tables.storage().clone(), wal.writer_id(), options.raw.clone());
         let this = Self {
             inner: Arc::new(Inner {
                 wal,
                 tables,
+                raw_archiver,
                 buffers,
                 committed: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
@@ -274,10 +306,23 @@ impl Ingestor {
     /// Makes encoded events durable; with [`Ack::Commit`], waits for their commit too.
     /// Returns the WAL position of the record.
     pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<u64, IngestError> {
-        self.inner.memory.take(events.len(), self.inner.options.commit_wait).await?;
-        let len = events.len();
+        self.append_with_raw(stream, events, None, ack).await
+    }
+
+    /// [`Self::append`], keeping the request's body in the archive too (when `raw` is given):
+    /// the body is durable with the events, and archived once.
+    pub async fn append_with_raw(
+        &self,
+        stream: &StreamName,
+        events: Bytes,
+        raw: Option<RawPayload>,
+        ack: Ack,
+    ) -> Result<u64, IngestError> {
+        let raw = raw.map(|r| r.encode());
+        let len = events.len() + raw.as_ref().map_or(0, Bytes::len);
+        self.inner.memory.take(len, self.inner.options.commit_wait).await?;
         let span = tracing::info_span!("wal.append", %stream, bytes = len, position = tracing::field::Empty);
-        let position = match self.inner.wal.append(stream.clone(), events).instrument(span.clone()).await {
+        let position = match self.inner.wal.append(stream.clone(), events, raw).instrument(span.clone()).await {
             Ok(p) => p,
             Err(e) => {
                 self.inner.memory.give(len);
@@ -314,18 +359,30 @@ impl Ingestor {
         self.inner.wake.notify_one();
     }
 
-    /// Commits everything buffered now (all streams), returning once it is committed.
+    /// Commits everything buffered now (all streams), and archives every request body
+    /// waiting for the archive, returning once it is done.
     pub async fn flush_all(&self) -> Result<FlushSummary, IngestError> {
         let streams: Vec<StreamName> = {
             let streams = self.inner.buffers.streams.lock().expect("buffers lock");
             streams.iter().filter(|(_, b)| !b.records.is_empty()).map(|(s, _)| s.clone()).collect()
+        };
+        let raw_streams: Vec<StreamName> = {
+            let raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
+            raw.iter().filter(|(_, b)| !b.records.is_empty()).map(|(s, _)| s.clone()).collect()
         };
         let mut summary = FlushSummary::default();
         let mut tasks = tokio::task::JoinSet::new();
         for stream in streams {
             let this = self.clone();
             tasks.spawn(async move {
-                let r = this.flush_stream(&stream, true).await;
+                let r = this.flush_stream(&stream, true).await.map(|rows| (rows, 0));
+                (stream, r)
+            });
+        }
+        for stream in raw_streams {
+            let this = self.clone();
+            tasks.spawn(async move {
+                let r = this.flush_raw(&stream, true).await.map(|bundles| (0, bundles));
                 (stream, r)
             });
         }
@@ -333,9 +390,10 @@ impl Ingestor {
         let mut first_error = None;
         for (stream, r) in results {
             match r {
-                Ok(rows) => {
+                Ok((rows, bundles)) => {
                     summary.streams += usize::from(rows > 0);
                     summary.rows += rows;
+                    summary.bundles += bundles;
                 }
                 Err(e) => {
                     tracing::error!(%stream, error = %e, "flush failed");
@@ -349,7 +407,8 @@ impl Ingestor {
         }
     }
 
-    /// The background flusher: commits streams that are due until `shutdown` resolves.
+    /// The background flusher: commits streams (and archives request bodies) that are due
+    /// until `shutdown` resolves.
     pub async fn run_flusher(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -367,7 +426,110 @@ impl Ingestor {
                     }
                 });
             }
+            for stream in self.due_raw_streams() {
+                let this = self.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = this.flush_raw(&stream, false).await {
+                        tracing::warn!(%stream, error = %e, "archiving request bodies failed; they stay in the write-ahead log and will be retried");
+                    }
+                });
+            }
             tasks.join_all().await;
+        }
+    }
+
+    fn due_raw_streams(&self) -> Vec<StreamName> {
+        let now = Instant::now();
+        let opts = &self.inner.options.raw;
+        let raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
+        raw.iter()
+            .filter(|(_, b)| {
+                !b.records.is_empty()
+                    && !b.flushing
+                    && b.retry_at.is_none_or(|t| t <= now)
+                    && (b.bytes as u64 >= opts.target_bytes
+                        || b.since.is_some_and(|s| now.duration_since(s) >= opts.max_age))
+            })
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    /// Archives the request bodies a stream holds, a bundle's worth at a time: all of them
+    /// with `force`, else until less than a bundle's worth is left. Returns the bundles written.
+    async fn flush_raw(&self, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
+        let target = self.inner.options.raw.target_bytes.clamp(1, usize::MAX as u64) as usize;
+        let end = {
+            let raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
+            raw.get(stream).and_then(|b| b.records.back().map(|r| r.0))
+        };
+        let Some(end) = end else { return Ok(0) };
+        let mut bundles = 0;
+        loop {
+            // None: another flush holds the buffer; wait for it (with `force`) or leave it.
+            let taken: Option<Vec<(u64, Bytes)>> = {
+                let mut raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
+                let Some(buf) = raw.get_mut(stream) else { return Ok(bundles) };
+                if buf.records.is_empty() || (!force && bundles > 0 && buf.bytes < target) {
+                    return Ok(bundles);
+                }
+                if buf.flushing {
+                    None
+                } else {
+                    buf.flushing = true;
+                    let mut bytes = 0;
+                    Some(
+                        buf.records
+                            .iter()
+                            .take_while(|(_, r)| {
+                                let take = bytes == 0 || bytes + r.len() <= target;
+                                bytes += r.len();
+                                take
+                            })
+                            .cloned()
+                            .collect(),
+                    )
+                }
+            };
+            let Some(records) = taken else {
+                if !force {
+                    return Ok(bundles);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let last = records.last().expect("non-empty").0;
+            let span = tracing::info_span!("archive_bodies", %stream, records = records.len(), position = last);
+            let result = self.inner.raw_archiver.archive(stream, &records).instrument(span).await;
+            let mut raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
+            let buf = raw.entry(stream.clone()).or_default();
+            buf.flushing = false;
+            match result {
+                Ok(written) => {
+                    let mut removed = 0;
+                    while buf.records.front().is_some_and(|r| r.0 <= last) {
+                        removed += buf.records.pop_front().expect("non-empty").1.len();
+                    }
+                    buf.bytes -= removed;
+                    buf.since = if buf.records.is_empty() { None } else { Some(Instant::now()) };
+                    buf.retry_at = None;
+                    buf.failures = 0;
+                    drop(raw);
+                    self.inner.buffers.buffered_bytes.fetch_sub(removed as u64, Ordering::Relaxed);
+                    self.inner.memory.give(removed);
+                    bundles += written.len();
+                    self.inner.wal.release(self.inner.buffers.low_watermark());
+                    if force && last >= end {
+                        return Ok(bundles);
+                    }
+                }
+                Err(e) => {
+                    buf.failures += 1;
+                    buf.retry_at = Some(Instant::now() + backoff(buf.failures));
+                    drop(raw);
+                    self.inner.metrics.flush_errors.inc();
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -570,6 +732,8 @@ pub struct Backpressure {
 pub struct FlushSummary {
     pub streams: usize,
     pub rows: usize,
+    /// Archive bundles of request bodies written.
+    pub bundles: usize,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use logyard_core::parse::{self, LineReport};
 use logyard_core::{StreamName, time};
 use logyard_ingest::body::{self, Encoding};
+use logyard_ingest::raw::{RawMeta, RawPayload};
 use logyard_ingest::uploads::Uploads;
 use logyard_ingest::{Ack, Ingestor};
 use logyard_query::{Format, QueryEngine};
@@ -79,6 +80,8 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` is believed (the load balancer's subnets).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     pub uploads: Uploads,
+    /// Streams (names or globs) whose request bodies are archived as received.
+    pub raw_streams: Arc<Vec<String>>,
 }
 
 /// The router with every route.
@@ -400,6 +403,10 @@ async fn ingest(
     }
     let max_decoded = state.body_limits.max_decoded_bytes;
     let received = time::now_micros();
+    let keep_body = state.raw_streams.iter().any(|p| logyard_auth::glob_match(p, stream.as_str())).then(|| {
+        let header = |name| header_str(&headers, name).ok().flatten().map(str::to_owned);
+        (raw.clone(), header(header::CONTENT_TYPE), header(header::CONTENT_ENCODING))
+    });
     let parsed = tokio::task::spawn_blocking(move || {
         let decoded = body::decode(raw, encoding, max_decoded)?;
         Ok::<_, logyard_ingest::IngestError>((decoded.len(), parse::parse_body(&decoded, format, received)))
@@ -424,7 +431,17 @@ async fn ingest(
         return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
     let accepted = parsed.accepted;
-    state.ingestor.append(&stream, parsed.events.finish(), ack).await?;
+    let raw = keep_body.map(|(body, content_type, content_encoding)| RawPayload {
+        meta: RawMeta {
+            received,
+            content_type,
+            content_encoding,
+            accepted: accepted as u64,
+            rejected: parsed.rejected as u64,
+        },
+        body,
+    });
+    state.ingestor.append_with_raw(&stream, parsed.events.finish(), raw, ack).await?;
     metrics.accepted(stream.as_str(), accepted, decoded_len);
     Ok(Json(IngestResponse { accepted, rejected: parsed.rejected, errors: parsed.errors, error: None }).into_response())
 }
@@ -437,7 +454,11 @@ async fn flush(
     authorize(&principal, Scope::Admin, None)?;
     audit(&state.ingestor, &principal.name, client.map(|c| c.0), "flush", serde_json::json!({})).await?;
     let summary = state.ingestor.flush_all().await?;
-    Ok(Json(serde_json::json!({"committed_rows": summary.rows, "streams": summary.streams})))
+    Ok(Json(serde_json::json!({
+        "committed_rows": summary.rows,
+        "streams": summary.streams,
+        "archived_bundles": summary.bundles,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

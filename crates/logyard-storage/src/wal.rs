@@ -5,9 +5,13 @@
 //! stream:
 //!
 //! ```text
-//! u32 length | u32 crc32 of the rest | u64 position | u8 n | stream name (n bytes) | events
+//! u32 length | u32 crc32 of the rest | u64 position | u8 flags+n | stream name (n bytes)
+//!     [u32 raw length | raw payload]  (when the flags bit 0x80 is set)  | events
 //! events: repeated  i64 time | u8 time source | u32 length | event JSON
 //! ```
+//!
+//! The raw payload is the request body as received, kept for streams that archive it: it is
+//! in the same record as the events, so both are durable, or neither.
 //!
 //! One thread owns the files. It takes every append waiting in its queue, writes them,
 //! calls `fdatasync` once (group commit), hands the records to the [`WalSink`] in position
@@ -30,6 +34,8 @@ const LOCK_FILE: &str = "LOCK";
 const WRITER_ID_FILE: &str = "writer-id";
 const SEGMENT_SUFFIX: &str = ".wal";
 const HEADER: usize = 8;
+/// The bit of the name-length byte that says a raw payload follows the name.
+const RAW_FLAG: u8 = 0x80;
 /// Stop gathering a group commit at this many bytes.
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
 
@@ -66,6 +72,8 @@ pub struct WalRecord {
     pub stream: StreamName,
     /// Encoded events; see [`logyard_core::encoded`].
     pub events: Bytes,
+    /// The request body as received, for streams that archive it (opaque to the log).
+    pub raw: Option<Bytes>,
 }
 
 /// Receives records once they are durable, in position order.
@@ -76,7 +84,7 @@ pub trait WalSink: Send + Sync + 'static {
 type Reply = oneshot::Sender<Result<u64, WalError>>;
 
 enum Command {
-    Append { stream: StreamName, events: Bytes, reply: Reply },
+    Append { stream: StreamName, events: Bytes, raw: Option<Bytes>, reply: Reply },
     Release(u64),
     Shutdown(oneshot::Sender<()>),
 }
@@ -142,9 +150,9 @@ impl Wal {
     }
 
     /// Appends one record; returns its position once it is durable and in the sink.
-    pub async fn append(&self, stream: StreamName, events: Bytes) -> Result<u64, WalError> {
+    pub async fn append(&self, stream: StreamName, events: Bytes, raw: Option<Bytes>) -> Result<u64, WalError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Append { stream, events, reply }).map_err(|_| WalError::Closed)?;
+        self.tx.send(Command::Append { stream, events, raw, reply }).map_err(|_| WalError::Closed)?;
         rx.await.map_err(|_| WalError::Closed)?
     }
 
@@ -250,29 +258,53 @@ fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, usize), Strin
         return Err("checksum mismatch".into());
     }
     let position = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
-    let n = body[8] as usize;
+    let has_raw = body[8] & RAW_FLAG != 0;
+    let n = (body[8] & !RAW_FLAG) as usize;
     if body.len() < 9 + n {
         return Err("short stream name".into());
     }
     let name = std::str::from_utf8(&body[9..9 + n]).map_err(|e| e.to_string())?;
     let stream = StreamName::new(name).map_err(|e| e.to_string())?;
-    let start = offset + HEADER + 9 + n;
+    let mut start = offset + HEADER + 9 + n;
     let end = offset + HEADER + len;
-    Ok((WalRecord { position, stream, events: data.slice(start..end) }, end))
+    let raw = if has_raw {
+        let raw_len = data
+            .get(start..start + 4)
+            .filter(|_| start + 4 <= end)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("short raw payload length")?;
+        start += 4;
+        if start + raw_len > end {
+            return Err("short raw payload".into());
+        }
+        start += raw_len;
+        Some(data.slice(start - raw_len..start))
+    } else {
+        None
+    };
+    Ok((WalRecord { position, stream, events: data.slice(start..end), raw }, end))
 }
 
-/// Appends a record's header to `buf`: everything but its events, which follow it on disk.
-fn encode_header(buf: &mut Vec<u8>, position: u64, stream: &StreamName, events: &[u8]) {
+/// Appends a record's header to `buf`: everything but its raw payload and events, which
+/// follow it on disk.
+fn encode_header(buf: &mut Vec<u8>, position: u64, stream: &StreamName, raw: Option<&[u8]>, events: &[u8]) {
     let name = stream.as_str().as_bytes();
-    let len = 8 + 1 + name.len() + events.len();
+    let raw_part = raw.map_or(0, |r| 4 + r.len());
+    let len = 8 + 1 + name.len() + raw_part + events.len();
     let start = buf.len();
     buf.extend_from_slice(&(len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&position.to_le_bytes());
-    buf.push(name.len() as u8);
+    buf.push(name.len() as u8 | if raw.is_some() { RAW_FLAG } else { 0 });
     buf.extend_from_slice(name);
+    if let Some(raw) = raw {
+        buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    }
     let mut crc = crc32fast::Hasher::new();
     crc.update(&buf[start + HEADER..]);
+    if let Some(raw) = raw {
+        crc.update(raw);
+    }
     crc.update(events);
     buf[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
 }
@@ -289,6 +321,14 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::i
         }
     }
     Ok(())
+}
+
+/// An append waiting for the next group commit.
+struct Append {
+    stream: StreamName,
+    events: Bytes,
+    raw: Option<Bytes>,
+    reply: Reply,
 }
 
 struct Writer {
@@ -335,9 +375,9 @@ impl Writer {
             while let Some(cmd) = pending.take().or_else(|| if bytes < GROUP_BYTES { rx.try_recv().ok() } else { None })
             {
                 match cmd {
-                    Command::Append { stream, events, reply } => {
-                        bytes += events.len();
-                        appends.push((stream, events, reply));
+                    Command::Append { stream, events, raw, reply } => {
+                        bytes += events.len() + raw.as_ref().map_or(0, Bytes::len);
+                        appends.push(Append { stream, events, raw, reply });
                     }
                     Command::Release(lw) => release = Some(release.map_or(lw, |r: u64| r.max(lw))),
                     Command::Shutdown(done) => {
@@ -364,23 +404,27 @@ impl Writer {
         }
     }
 
-    fn write_group(&mut self, buf: &mut Vec<u8>, appends: Vec<(StreamName, Bytes, Reply)>) {
-        // Headers in one buffer, events written from where they are: no copy of the events.
+    fn write_group(&mut self, buf: &mut Vec<u8>, appends: Vec<Append>) {
+        // Headers in one buffer, payloads written from where they are: no copy of them.
         buf.clear();
         let first = self.next;
         let mut ends = Vec::with_capacity(appends.len());
-        for (i, (stream, events, _)) in appends.iter().enumerate() {
-            encode_header(buf, first + i as u64, stream, events);
+        for (i, a) in appends.iter().enumerate() {
+            encode_header(buf, first + i as u64, &a.stream, a.raw.as_deref(), &a.events);
             ends.push(buf.len());
         }
-        let mut slices = Vec::with_capacity(2 * appends.len());
+        let mut slices = Vec::with_capacity(3 * appends.len());
         let mut start = 0;
-        for ((_, events, _), end) in appends.iter().zip(&ends) {
+        for (a, end) in appends.iter().zip(&ends) {
             slices.push(IoSlice::new(&buf[start..*end]));
-            slices.push(IoSlice::new(events));
+            if let Some(raw) = &a.raw {
+                slices.push(IoSlice::new(raw));
+            }
+            slices.push(IoSlice::new(&a.events));
             start = *end;
         }
-        let written: usize = buf.len() + appends.iter().map(|(_, e, _)| e.len()).sum::<usize>();
+        let written: usize =
+            buf.len() + appends.iter().map(|a| a.events.len() + a.raw.as_ref().map_or(0, Bytes::len)).sum::<usize>();
         let seg = self.segments.back_mut().expect("an active segment");
         let file = self.file.as_mut().expect("an open segment");
         let result = write_all_vectored(file, &mut slices).and_then(|_| file.sync_data());
@@ -390,8 +434,8 @@ impl Writer {
             let _ = file.set_len(seg.bytes);
             let message = format!("{}: {e}", seg.path.display());
             tracing::error!(error = %message, "write-ahead log append failed");
-            for (_, _, reply) in appends {
-                let _ = reply.send(Err(WalError::WriteFailed(message.clone())));
+            for a in appends {
+                let _ = a.reply.send(Err(WalError::WriteFailed(message.clone())));
             }
             return;
         }
@@ -404,9 +448,9 @@ impl Writer {
         let records = appends
             .into_iter()
             .enumerate()
-            .map(|(i, (stream, events, reply))| {
-                replies.push(reply);
-                WalRecord { position: first + i as u64, stream, events }
+            .map(|(i, a)| {
+                replies.push(a.reply);
+                WalRecord { position: first + i as u64, stream: a.stream, events: a.events, raw: a.raw }
             })
             .collect();
         self.sink.durable(records);
@@ -478,8 +522,9 @@ mod tests {
         let s = StreamName::new("s").unwrap();
         let (wal, sink) = open(dir.path(), 1 << 20);
         let id = wal.writer_id().to_owned();
-        let p1 = wal.append(s.clone(), events(&["{\"a\":1}"])).await.unwrap();
-        let p2 = wal.append(s.clone(), events(&["{\"a\":2}", "{\"a\":3}"])).await.unwrap();
+        let p1 = wal.append(s.clone(), events(&["{\"a\":1}"]), None).await.unwrap();
+        let raw = Bytes::from_static(b"the body as sent");
+        let p2 = wal.append(s.clone(), events(&["{\"a\":2}", "{\"a\":3}"]), Some(raw.clone())).await.unwrap();
         assert_eq!((p1, p2), (1, 2));
         assert_eq!(sink.0.lock().unwrap().len(), 2);
         wal.close().await;
@@ -491,7 +536,8 @@ mod tests {
         assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), [1, 2]);
         let texts: Vec<_> = decode_events(&got[1].events).map(|e| e.unwrap().text.to_owned()).collect();
         assert_eq!(texts, ["{\"a\":2}", "{\"a\":3}"]);
-        assert_eq!(wal.append(s, events(&["{}"])).await.unwrap(), 3, "positions continue");
+        assert_eq!((got[0].raw.as_ref(), got[1].raw.as_ref()), (None, Some(&raw)), "the raw payload comes back");
+        assert_eq!(wal.append(s, events(&["{}"]), None).await.unwrap(), 3, "positions continue");
     }
 
     #[tokio::test]
@@ -499,7 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = StreamName::new("s").unwrap();
         let (wal, _) = open(dir.path(), 1 << 20);
-        wal.append(s.clone(), events(&["{\"a\":1}"])).await.unwrap();
+        wal.append(s.clone(), events(&["{\"a\":1}"]), None).await.unwrap();
         wal.close().await;
         drop(wal);
         let seg = dir.path().join(segment_name(1));
@@ -508,7 +554,7 @@ mod tests {
         drop(f);
         let (wal, sink) = open(dir.path(), 1 << 20);
         assert_eq!(sink.0.lock().unwrap().len(), 1);
-        assert_eq!(wal.append(s, events(&["{}"])).await.unwrap(), 2);
+        assert_eq!(wal.append(s, events(&["{}"]), None).await.unwrap(), 2);
     }
 
     #[tokio::test]
@@ -532,7 +578,7 @@ mod tests {
         };
         let (wal, _) = open(dir.path(), 1);
         for _ in 0..4 {
-            wal.append(s.clone(), events(&["{\"x\":1}"])).await.unwrap();
+            wal.append(s.clone(), events(&["{\"x\":1}"]), None).await.unwrap();
         }
         wal.close().await;
         drop(wal);

@@ -124,11 +124,25 @@ pub struct ArchiveConfig {
     /// Decompressed bytes per zstd frame: small files share a frame, so the ratio stays near a
     /// single stream's while one member is still one ranged read (0: a frame per member).
     pub frame_bytes: u64,
+    /// Streams (names or globs) whose ingest request bodies are archived byte-exact, beside
+    /// the rows they became.
+    pub raw_streams: Vec<String>,
+    /// A smaller bundle of request bodies is written once its oldest body waited this long
+    /// (bodies wait in the write-ahead log, which keeps its segments until then).
+    #[serde(deserialize_with = "duration")]
+    pub raw_max_age: Duration,
 }
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
-        Self { bundle_bytes: 64 << 20, bundle_max_age: Duration::from_secs(600), level: 3, frame_bytes: 1 << 20 }
+        Self {
+            bundle_bytes: 64 << 20,
+            bundle_max_age: Duration::from_secs(600),
+            level: 3,
+            frame_bytes: 1 << 20,
+            raw_streams: Vec::new(),
+            raw_max_age: Duration::from_secs(60),
+        }
     }
 }
 
@@ -402,6 +416,12 @@ impl Config {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");
         }
         logyard_storage::Location::parse(&self.storage.url).context("invalid configuration at `storage.url`")?;
+        if let Some(p) = self.archive.raw_streams.iter().find(|p| !logyard_auth::is_stream_pattern(p)) {
+            bail!("invalid configuration at `archive.raw_streams`: {p:?} is not a stream name or glob");
+        }
+        if self.archive.raw_max_age.is_zero() {
+            bail!("invalid configuration at `archive.raw_max_age`: must be above 0");
+        }
         logyard_auth::Tokens::new(&self.auth.tokens)
             .map_err(|e| anyhow::anyhow!("invalid configuration at `auth.tokens`: {e}"))?;
         Ok(())

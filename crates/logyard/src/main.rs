@@ -492,6 +492,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingest_options.flush_concurrency = config.ingest.flush_concurrency;
     ingest_options.memory_budget_bytes = config.ingest.memory_budget_bytes;
     ingest_options.wal_budget_bytes = config.ingest.wal_budget_bytes;
+    ingest_options.raw = BundleOptions { max_age: config.archive.raw_max_age, ..bundle_options(&config) };
     let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
     let query = QueryEngine::new(tables, query_options(&config));
@@ -567,6 +568,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         registry: Arc::new(registry),
         http_metrics,
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
+        raw_streams: Arc::new(config.archive.raw_streams.clone()),
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,
@@ -648,15 +650,19 @@ async fn run_maintenance(tables: Arc<Tables>, config: Config, stop: impl std::fu
     }
 }
 
-/// Ingests uploads that were never completed, and archives the originals of finished ones,
-/// every `uploads.sweep_interval`, until `stop`.
-async fn run_upload_tasks(uploads: Uploads, config: Config, stop: impl std::future::Future<Output = ()>) {
-    let options = BundleOptions {
+fn bundle_options(config: &Config) -> BundleOptions {
+    BundleOptions {
         target_bytes: config.archive.bundle_bytes,
         max_age: config.archive.bundle_max_age,
         level: config.archive.level,
         frame_bytes: config.archive.frame_bytes,
-    };
+    }
+}
+
+/// Ingests uploads that were never completed, and archives the originals of finished ones,
+/// every `uploads.sweep_interval`, until `stop`.
+async fn run_upload_tasks(uploads: Uploads, config: Config, stop: impl std::future::Future<Output = ()>) {
+    let options = bundle_options(&config);
     tokio::pin!(stop);
     loop {
         tokio::select! {
