@@ -6,7 +6,7 @@
 #   - s3s-fs 0.14.1 (an S3 server that checks signatures), by cargo install;
 #   - a Python venv with the pinned readers of scripts/tests/requirements.txt;
 #   - cargo-fuzz (scripts/fuzz.sh), to run the fuzz targets over their seed inputs;
-#   - the Debian packages zstd and g++ when missing.
+#   - the Debian packages zstd, g++, chromium, openssl and postgresql-15 when missing.
 # The build directory lives there too (CARGO_TARGET_DIR), so repeated runs are incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +17,15 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Programs the tests call: zstd (GNU tar --zstd reads archive bundles) and a C++ compiler
-# (cargo-fuzz builds libFuzzer).
+# Programs the tests call: zstd (GNU tar --zstd reads archive bundles), a C++ compiler
+# (cargo-fuzz builds libFuzzer), Chromium (takes a screenshot of the HTML report), and
+# PostgreSQL 15 with openssl (a throwaway orders database with its own CA per test).
 missing=()
 command -v zstd >/dev/null || missing+=(zstd)
 command -v c++ >/dev/null || missing+=(g++)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -37,6 +37,9 @@ enum Command {
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also write the orders these logs place, as CSV for `scripts/orders/schema.sql`.
+        #[arg(long)]
+        orders: Option<PathBuf>,
     },
     /// Write ALB access-log lines (the documented format, every kind of entry) to stdout.
     Alb {
@@ -65,7 +68,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Gen { events, days, start, seed, out } => {
+        Command::Gen { events, days, start, seed, out, orders } => {
             let spec = Spec { seed, events, start, days, ..Spec::default() };
             let mut generator = Generator::new(spec);
             match out {
@@ -80,6 +83,15 @@ async fn main() -> anyhow::Result<()> {
                     generator.write_all(&mut w)?;
                     w.flush()?;
                 }
+            }
+            if let Some(path) = orders {
+                let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                let mut w = BufWriter::new(file);
+                writeln!(w, "{}", logyard_bench::storefront::Order::CSV_HEADER)?;
+                for order in generator.placed_orders() {
+                    writeln!(w, "{}", order.csv_line())?;
+                }
+                w.flush()?;
             }
             eprintln!("{events} events, {} orders", generator.orders());
             Ok(())

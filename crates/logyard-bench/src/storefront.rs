@@ -163,13 +163,71 @@ pub struct Generator {
     next_session: u64,
     start_micros: i64,
     span_micros: f64,
+    orders: Vec<Order>,
+}
+
+/// An order placed in the generated logs, as the shop's database holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    /// `o-0000001`, as in the logs' `order_id`.
+    pub id: String,
+    /// `c-000123`, as in the logs; `None` for a guest checkout.
+    pub customer_id: Option<String>,
+    /// `paid` when the payment call succeeded, else `pending`.
+    pub status: &'static str,
+    /// In cents.
+    pub amount_cents: u64,
+    pub currency: &'static str,
+    /// When `POST /api/checkout` was logged, microseconds since the epoch.
+    pub created_at: i64,
+    /// When the payment was logged (or `created_at`).
+    pub updated_at: i64,
+}
+
+impl Order {
+    /// The orders table's CSV header (see `scripts/orders/schema.sql`).
+    pub const CSV_HEADER: &'static str = "id,customer_id,status,amount,currency,created_at,updated_at";
+
+    pub fn csv_line(&self) -> String {
+        let time = |t: i64| {
+            chrono::DateTime::from_timestamp_micros(t)
+                .expect("time in range")
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        };
+        format!(
+            "{},{},{},{}.{:02},{},{},{}",
+            self.id,
+            self.customer_id.as_deref().unwrap_or(""),
+            self.status,
+            self.amount_cents / 100,
+            self.amount_cents % 100,
+            self.currency,
+            time(self.created_at),
+            time(self.updated_at)
+        )
+    }
 }
 
 impl Generator {
     pub fn new(spec: Spec) -> Self {
         let start_micros = spec.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros();
         let span_micros = f64::from(spec.days) * 86_400e6;
-        Self { rng: Rng::new(spec.seed), spec, written: 0, next_order: 1, next_session: 1, start_micros, span_micros }
+        Self {
+            rng: Rng::new(spec.seed),
+            spec,
+            written: 0,
+            next_order: 1,
+            next_session: 1,
+            start_micros,
+            span_micros,
+            orders: Vec::new(),
+        }
+    }
+
+    /// The orders placed in the events written so far, in id order.
+    pub fn placed_orders(&self) -> &[Order] {
+        &self.orders
     }
 
     /// Orders given so far (ids `o-0000001` up to this many).
@@ -252,7 +310,7 @@ impl Generator {
             let n = self.written;
             let time = self.time_of(n);
             let carries_order = matches!(step.route, "/api/checkout" | "/api/payments");
-            self.event(
+            let status = self.event(
                 out,
                 line,
                 step,
@@ -264,8 +322,44 @@ impl Generator {
                 order.filter(|_| carries_order),
             )?;
             self.written += 1;
+            if let Some(id) = order {
+                self.record_order(id, step.route, time, status, customer.as_deref());
+            }
         }
         Ok(())
+    }
+
+    /// Keeps the database's view of an order: placed at its checkout call, paid when its
+    /// payment call succeeded. Amounts and currencies come from a generator of their own, so
+    /// that the logs are the same with or without orders.
+    fn record_order(&mut self, id: u64, route: &str, time: i64, status: u16, customer: Option<&str>) {
+        match route {
+            "/api/checkout" => {
+                let mut rng = Rng::new(self.spec.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let amount_cents = (rng.lognormal(6_500.0, 0.7) as u64).max(199);
+                let currency = match rng.below(10) {
+                    0..=6 => "EUR",
+                    7..=8 => "USD",
+                    _ => "GBP",
+                };
+                self.orders.push(Order {
+                    id: format!("o-{id:07}"),
+                    customer_id: customer.map(str::to_owned),
+                    status: "pending",
+                    amount_cents,
+                    currency,
+                    created_at: time,
+                    updated_at: time,
+                });
+            }
+            "/api/payments" if status < 400 => {
+                if let Some(order) = self.orders.last_mut().filter(|o| o.id == format!("o-{id:07}")) {
+                    order.status = "paid";
+                    order.updated_at = time;
+                }
+            }
+            _ => {}
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -280,7 +374,7 @@ impl Generator {
         customer: Option<&str>,
         agent: &str,
         order: Option<u64>,
-    ) -> io::Result<()> {
+    ) -> io::Result<u16> {
         let rng = &mut self.rng;
         // An incident window each day (13:00-13:20 UTC) multiplies failures on payments.
         let minute_of_day = (time.rem_euclid(86_400_000_000) / 60_000_000) as u32;
@@ -347,7 +441,8 @@ impl Generator {
             None => write!(line, ",\"message\":\"{} {} {status}\"", step.method, path)?,
         }
         line.extend_from_slice(b"}\n");
-        out.write_all(line)
+        out.write_all(line)?;
+        Ok(status)
     }
 }
 
@@ -365,6 +460,31 @@ mod tests {
     fn the_same_seed_gives_the_same_bytes() {
         assert_eq!(generate(2_000, 7), generate(2_000, 7));
         assert_ne!(generate(2_000, 7), generate(2_000, 8));
+    }
+
+    #[test]
+    fn orders_match_the_logs() {
+        let mut out = Vec::new();
+        let mut generator = Generator::new(Spec { events: 50_000, seed: 3, ..Spec::default() });
+        generator.write_all(&mut out).unwrap();
+        let lines: Vec<serde_json::Value> =
+            out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let orders = generator.placed_orders();
+        let checkouts: Vec<&serde_json::Value> = lines.iter().filter(|l| l["route"] == "/api/checkout").collect();
+        assert_eq!(orders.len(), checkouts.len(), "one order per checkout call");
+        for (order, line) in orders.iter().zip(&checkouts) {
+            assert_eq!(line["order_id"], order.id.as_str());
+            assert_eq!(line["customer_id"].as_str(), order.customer_id.as_deref());
+        }
+        let paid_calls = lines.iter().filter(|l| l["route"] == "/api/payments" && l["status"].as_u64().unwrap() < 400);
+        let paid: std::collections::HashSet<&str> = paid_calls.map(|l| l["order_id"].as_str().unwrap()).collect();
+        for order in orders {
+            assert_eq!(order.status == "paid", paid.contains(order.id.as_str()), "{}", order.id);
+        }
+        assert!(orders.iter().any(|o| o.status == "pending") && orders.iter().any(|o| o.currency == "USD"));
+        // The logs are the same bytes as without looking at orders.
+        assert_eq!(out, generate(50_000, 3));
+        assert!(orders[0].csv_line().starts_with("o-0000001,"));
     }
 
     #[test]

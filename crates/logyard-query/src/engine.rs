@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::SchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -46,11 +47,13 @@ impl Default for QueryOptions {
     }
 }
 
-/// Runs SQL over the stream tables.
+/// Runs SQL over the stream tables (and other schemas, such as the orders database's).
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
     tables: Arc<Tables>,
     options: QueryOptions,
+    /// Schemas beside `public`, by name.
+    schemas: Vec<(String, Arc<dyn SchemaProvider>)>,
 }
 
 /// A running query: its schema and a stream of batches that ends with an error at the deadline.
@@ -68,7 +71,13 @@ impl std::fmt::Debug for RunningQuery {
 
 impl QueryEngine {
     pub fn new(tables: Arc<Tables>, options: QueryOptions) -> Self {
-        Self { tables, options }
+        Self { tables, options, schemas: Vec::new() }
+    }
+
+    /// Adds a schema of tables beside the streams, e.g. `pg` for the orders database.
+    pub fn with_schema(mut self, name: &str, schema: Arc<dyn SchemaProvider>) -> Self {
+        self.schemas.push((name.to_owned(), schema));
+        self
     }
 
     pub fn options(&self) -> &QueryOptions {
@@ -141,6 +150,11 @@ impl QueryEngine {
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        if let Some(catalog) = ctx.catalog("logyard") {
+            for (name, schema) in &self.schemas {
+                catalog.register_schema(name, schema.clone()).map_err(QueryError::from_datafusion)?;
+            }
+        }
         let state = ctx.state();
         let statement =
             state.sql_to_statement(sql, &"generic".parse().expect("dialect")).map_err(QueryError::from_datafusion)?;

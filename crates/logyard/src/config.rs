@@ -25,6 +25,101 @@ pub struct Config {
     pub archive: ArchiveConfig,
     pub compaction: CompactionConfig,
     pub retention: RetentionConfig,
+    pub orders: OrdersConfig,
+}
+
+/// The shop's orders database (PostgreSQL / RDS), queried as `pg.<table>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Empty: no orders database (unless a secret names the host).
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// The password: one of a file (re-read for each new connection), an environment
+    /// variable, a Secrets Manager secret in the RDS format (re-read when the database
+    /// refuses it), or RDS IAM authentication tokens.
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub secret_id: Option<String>,
+    pub iam_auth: bool,
+    /// AWS region for secrets and IAM tokens (default: the SDK's).
+    pub region: Option<String>,
+    /// `verify-full` (default) or `disable`.
+    pub sslmode: String,
+    /// CA bundle (for RDS: global-bundle.pem).
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the public roots (Amazon Trust Services), for RDS Proxy.
+    pub trust_public_roots: bool,
+    #[serde(deserialize_with = "duration")]
+    pub statement_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    pub pool_size: usize,
+    /// The SQL schema the tables appear in.
+    pub schema: String,
+    /// Tables shown in SQL: `table` or `schema.table`.
+    pub tables: Vec<String>,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 5432,
+            database: "postgres".into(),
+            user: "logyard".into(),
+            password_file: None,
+            password_env: None,
+            secret_id: None,
+            iam_auth: false,
+            region: None,
+            sslmode: "verify-full".into(),
+            ca_file: None,
+            trust_public_roots: false,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            pool_size: 4,
+            schema: "pg".into(),
+            tables: vec!["orders".into()],
+        }
+    }
+}
+
+impl OrdersConfig {
+    pub fn enabled(&self) -> bool {
+        !self.host.is_empty() || self.secret_id.is_some()
+    }
+
+    /// The connection settings; errors name the key.
+    pub fn settings(&self) -> anyhow::Result<logyard_pg::PgSettings> {
+        use logyard_pg::PasswordSource;
+        let region = || self.region.clone().unwrap_or_default();
+        let sources = [
+            self.password_file.clone().map(PasswordSource::File),
+            self.password_env.clone().map(PasswordSource::Env),
+            self.secret_id.clone().map(PasswordSource::Secret),
+            self.iam_auth.then(|| PasswordSource::IamToken { region: region() }),
+        ];
+        let mut given = sources.into_iter().flatten();
+        let password = given.next().unwrap_or(PasswordSource::None);
+        if given.next().is_some() {
+            bail!("invalid configuration at `orders`: set one of password_file, password_env, secret_id and iam_auth");
+        }
+        let ssl_mode =
+            self.sslmode.parse().map_err(|e| anyhow::anyhow!("invalid configuration at `orders.sslmode`: {e}"))?;
+        Ok(logyard_pg::PgSettings {
+            password,
+            ssl_mode,
+            ca_file: self.ca_file.clone(),
+            trust_public_roots: self.trust_public_roots,
+            statement_timeout: self.statement_timeout,
+            connect_timeout: self.connect_timeout,
+            pool_size: self.pool_size,
+            ..logyard_pg::PgSettings::new(&self.host, self.port, &self.database, &self.user)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,8 +445,20 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 11] =
-    ["server", "storage", "ingest", "query", "log", "auth", "limits", "uploads", "archive", "compaction", "retention"];
+const SECTIONS: [&str; 12] = [
+    "server",
+    "storage",
+    "ingest",
+    "query",
+    "log",
+    "auth",
+    "limits",
+    "uploads",
+    "archive",
+    "compaction",
+    "retention",
+    "orders",
+];
 
 impl Config {
     /// Builds the configuration from a file (optional), environment variables (given as a
@@ -419,6 +526,15 @@ impl Config {
         if let Some(p) = self.archive.raw_streams.iter().find(|p| !logyard_auth::is_stream_pattern(p)) {
             bail!("invalid configuration at `archive.raw_streams`: {p:?} is not a stream name or glob");
         }
+        if self.orders.enabled() {
+            self.orders.settings()?;
+            if !is_sql_name(&self.orders.schema) || self.orders.schema == "public" {
+                bail!(
+                    "invalid configuration at `orders.schema`: {:?} is not a schema name other than public",
+                    self.orders.schema
+                );
+            }
+        }
         if self.archive.raw_max_age.is_zero() {
             bail!("invalid configuration at `archive.raw_max_age`: must be above 0");
         }
@@ -426,6 +542,12 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("invalid configuration at `auth.tokens`: {e}"))?;
         Ok(())
     }
+}
+
+/// A plain SQL identifier: lower-case letters, digits and `_`, not starting with a digit.
+fn is_sql_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Sets `section.key`, reading the value as a TOML literal when it is one (numbers,

@@ -384,6 +384,37 @@ fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
     })
 }
 
+/// The orders database's tables as `<orders.schema>.<table>`, when one is configured.
+async fn with_orders(engine: QueryEngine, config: &Config) -> anyhow::Result<QueryEngine> {
+    match orders_schema(config).await? {
+        Some(schema) => Ok(engine.with_schema(&config.orders.schema, schema)),
+        None => Ok(engine),
+    }
+}
+
+async fn orders_schema(config: &Config) -> anyhow::Result<Option<Arc<logyard_pg::PgSchema>>> {
+    if !config.orders.enabled() {
+        return Ok(None);
+    }
+    let settings = config.orders.settings()?;
+    let needs_aws = matches!(
+        settings.password,
+        logyard_pg::PasswordSource::Secret(_) | logyard_pg::PasswordSource::IamToken { .. }
+    );
+    let sdk = match needs_aws {
+        true => Some(logyard_storage::aws::load_sdk_config(config.orders.region.clone()).await),
+        false => None,
+    };
+    let mut settings = settings;
+    if let (logyard_pg::PasswordSource::IamToken { region }, Some(sdk)) = (&mut settings.password, &sdk)
+        && region.is_empty()
+    {
+        *region = sdk.region().map(|r| r.to_string()).context("orders.iam_auth needs an AWS region (orders.region)")?;
+    }
+    let pg = logyard_pg::Pg::new(settings, sdk).context("the orders database")?;
+    Ok(Some(Arc::new(logyard_pg::PgSchema::new(pg, &config.orders.tables).context("orders.tables")?)))
+}
+
 fn query_options(config: &Config) -> QueryOptions {
     QueryOptions {
         timeout: config.query.timeout,
@@ -495,7 +526,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingest_options.raw = BundleOptions { max_age: config.archive.raw_max_age, ..bundle_options(&config) };
     let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
-    let query = QueryEngine::new(tables, query_options(&config));
+    let query = with_orders(QueryEngine::new(tables, query_options(&config)), &config).await?;
 
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -731,7 +762,7 @@ async fn query_local(
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     let storage = open_storage(config, env, StoreMetrics::default()).await?;
-    let engine = QueryEngine::new(Arc::new(Tables::new(storage)), query_options(config));
+    let engine = with_orders(QueryEngine::new(Arc::new(Tables::new(storage)), query_options(config)), config).await?;
     let running = engine.execute(sql).await?;
     match format {
         OutputFormat::Table => {

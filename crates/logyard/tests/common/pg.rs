@@ -1,0 +1,297 @@
+//! A throwaway PostgreSQL 15 cluster on loopback, with TLS the RDS way: a CA and a server
+//! certificate for `localhost` made by openssl, SSL-only connections for TCP clients
+//! (`hostssl` in pg_hba.conf, as `rds.force_ssl = 1`), SCRAM passwords, and every statement
+//! logged so that tests can read what logyard sent.
+//!
+//! Run as root (CI), `initdb` and the server run as the `postgres` user through `runuser`.
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+pub const USER: &str = "shop";
+pub const PASSWORD: &str = "shop-password-1";
+pub const DATABASE: &str = "shop";
+
+pub struct PgServer {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    /// The CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+    /// Another CA, which did not.
+    pub other_ca_file: PathBuf,
+    socket_dir: PathBuf,
+    log: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+fn pg_bin() -> PathBuf {
+    let dir =
+        std::env::var("LOGYARD_PG_BIN").map(PathBuf::from).unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    assert!(
+        dir.join("initdb").is_file() && dir.join("postgres").is_file(),
+        "PostgreSQL 15 is required by this test and was not found in {} (set LOGYARD_PG_BIN); scripts/test.sh installs Debian's postgresql-15",
+        dir.display()
+    );
+    dir
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").args(args).current_dir(dir), &format!("openssl {}", args.join(" ")));
+}
+
+/// A CA (`name.crt`, `name.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=logyard test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = pg_bin();
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new().prefix("logyard-pg-").tempdir().unwrap();
+        let root = dir.path();
+        make_ca(root, "ca");
+        make_ca(root, "other-ca");
+        // The server's certificate: for the name localhost only, so that connecting by
+        // address is a wrong host name.
+        openssl(
+            root,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+        );
+        std::fs::write(root.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+        openssl(
+            root,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                "server.crt",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        std::fs::set_permissions(root.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let data = root.join("data");
+        let socket_dir = root.join("sock");
+        std::fs::create_dir(&socket_dir).unwrap();
+        std::fs::write(root.join("pwfile"), "postgres-superuser\n").unwrap();
+        if as_postgres {
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(root), "chown");
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut initdb = command(as_postgres, &bin.join("initdb"));
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+        ]);
+        initdb.arg(format!("--pwfile={}", root.join("pwfile").display()));
+        run(&mut initdb, "initdb");
+        // TCP only over TLS; plain TCP is refused, as with rds.force_ssl = 1.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let log = root.join("server.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        if as_postgres {
+            run(Command::new("chown").args(["postgres:postgres"]).arg(&log).arg(data.join("pg_hba.conf")), "chown");
+        }
+        let mut postgres = command(as_postgres, &bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", root.join("server.crt").display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", root.join("server.key").display()))
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", socket_dir.display()))
+            .args(["-c", "log_statement=all", "-c", "log_connections=on", "-c", "fsync=off"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let child = postgres.spawn().expect("starting postgres");
+        let server = PgServer {
+            child,
+            port,
+            ca_file: root.join("ca.crt"),
+            other_ca_file: root.join("other-ca.crt"),
+            socket_dir,
+            log,
+            bin,
+            as_postgres,
+            dir,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err()
+            || !server.socket_dir.join(format!(".s.PGSQL.{port}")).exists()
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "postgres did not start:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.psql_in("postgres", &format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'"));
+        server.psql_in("postgres", &format!("CREATE DATABASE {DATABASE} OWNER {USER}"));
+        server
+    }
+
+    /// Runs SQL as the superuser over the Unix socket, in the `shop` database.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_in(DATABASE, sql)
+    }
+
+    fn psql_in(&self, db: &str, sql: &str) -> String {
+        let mut cmd = command(self.as_postgres, &self.bin.join("psql"));
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"]).arg(&self.socket_dir).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ]);
+        let out = cmd.output().expect("running psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Runs a file of SQL (or `\copy`) as the superuser in the `shop` database.
+    pub fn psql_file(&self, file: &Path) {
+        let mut cmd = command(self.as_postgres, &self.bin.join("psql"));
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", DATABASE, "-f"])
+            .arg(file);
+        run(&mut cmd, &format!("psql -f {}", file.display()));
+    }
+
+    /// The server's log: every statement it ran, connections, errors.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Settings for logyard: `LOGYARD_ORDERS_*` variables reaching this server over
+    /// verify-full TLS by the name localhost.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LOGYARD_ORDERS_HOST".into(), "localhost".into()),
+            ("LOGYARD_ORDERS_PORT".into(), self.port.to_string()),
+            ("LOGYARD_ORDERS_DATABASE".into(), DATABASE.into()),
+            ("LOGYARD_ORDERS_USER".into(), USER.into()),
+            ("LOGYARD_ORDERS_PASSWORD_ENV".into(), "SHOP_DB_PASSWORD".into()),
+            ("SHOP_DB_PASSWORD".into(), PASSWORD.into()),
+            ("LOGYARD_ORDERS_CA_FILE".into(), self.ca_file.display().to_string()),
+            ("LOGYARD_ORDERS_CONNECT_TIMEOUT".into(), "5s".into()),
+        ]
+    }
+}
+
+/// A command run as the postgres user when we are root (PostgreSQL refuses to run as root).
+fn command(as_postgres: bool, program: &Path) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Whether this process runs as root (the effective uid in /proc).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = command(self.as_postgres, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["stop", "-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
