@@ -250,6 +250,9 @@ pub struct PgScan {
     columns: Vec<PgColumn>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// The span the plan was made in (the query's): DataFusion may run the scan on another
+    /// task, and its statement belongs in the query's trace.
+    parent: tracing::Span,
 }
 
 impl PgScan {
@@ -260,7 +263,7 @@ impl PgScan {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self { pg, statement, params, columns, schema, properties }
+        Self { pg, statement, params, columns, schema, properties, parent: tracing::Span::current() }
     }
 
     pub fn statement(&self) -> &str {
@@ -310,7 +313,8 @@ impl ExecutionPlan for PgScan {
         let (pg, statement, params) = (self.pg.clone(), self.statement.clone(), self.params.clone());
         let (columns, schema) = (Arc::new(self.columns.clone()), self.schema.clone());
         let batch_schema = schema.clone();
-        let batches = futures::stream::once(async move { pg.query_stream(&statement, params).await })
+        let start = async move { pg.query_stream(&statement, params).await };
+        let batches = futures::stream::once(tracing::Instrument::instrument(start, self.parent.clone()))
             .map_ok(move |rows| {
                 let (columns, schema) = (columns.clone(), batch_schema.clone());
                 rows.chunks(BATCH_ROWS).map(move |chunk| {

@@ -82,6 +82,8 @@ pub struct AppState {
     pub uploads: Uploads,
     /// Streams (names or globs) whose request bodies are archived as received.
     pub raw_streams: Arc<Vec<String>>,
+    /// Where reports are read from.
+    pub reports: logyard_report::store::ReportStore,
 }
 
 /// The router with every route.
@@ -92,6 +94,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/streams/{stream}", get(get_stream))
         .route("/api/v1/query", post(query))
         .route("/api/v1/flush", post(flush))
+        .route("/api/v1/reports", get(crate::reports::list))
+        .route("/api/v1/reports/daily/{date}", get(crate::reports::daily_html))
+        .route("/api/v1/reports/daily/{date}/{file}", get(crate::reports::daily_file))
         .route("/api/v1/uploads", post(crate::uploads::create))
         .route("/api/v1/uploads/{id}", get(crate::uploads::status))
         .route("/api/v1/uploads/{id}/complete", post(crate::uploads::complete))

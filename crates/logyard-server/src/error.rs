@@ -39,7 +39,7 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    fn internal(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn internal(code: &'static str, message: impl Into<String>) -> Self {
         let message = message.into();
         tracing::error!(code, error = %message, "request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, message)

@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+mod reports;
 pub mod trace;
 mod uploads;
 

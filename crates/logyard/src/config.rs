@@ -26,6 +26,64 @@ pub struct Config {
     pub compaction: CompactionConfig,
     pub retention: RetentionConfig,
     pub orders: OrdersConfig,
+    pub report: ReportConfig,
+}
+
+/// The daily report: which stream holds the shop's HTTP traffic and how to read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    pub stream: String,
+    /// Columns of the stream.
+    pub route_column: String,
+    pub status_column: String,
+    pub latency_column: String,
+    pub session_column: String,
+    pub order_column: String,
+    pub message_column: String,
+    /// The checkout funnel, in order: each step counts the sessions that called one of
+    /// its routes (with a status below 400 when `ok_only`).
+    pub funnel: Vec<FunnelStepConfig>,
+    /// Routes where a 5xx puts an order at risk.
+    pub checkout_routes: Vec<String>,
+    /// Where reports go (a storage URL); default: `reports/` under `storage.url`.
+    pub out: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelStepConfig {
+    pub step: String,
+    pub routes: Vec<String>,
+    #[serde(default)]
+    pub ok_only: bool,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        let step = |step: &str, routes: &[&str], ok_only| FunnelStepConfig {
+            step: step.into(),
+            routes: routes.iter().map(|r| (*r).to_owned()).collect(),
+            ok_only,
+        };
+        Self {
+            stream: "storefront".into(),
+            route_column: "route".into(),
+            status_column: "status".into(),
+            latency_column: "latency_ms".into(),
+            session_column: "session_id".into(),
+            order_column: "order_id".into(),
+            message_column: "message".into(),
+            funnel: vec![
+                step("view", &["/products/{id}"], false),
+                step("cart", &["/cart", "/api/cart/items"], false),
+                step("checkout", &["/checkout", "/api/checkout"], false),
+                step("paid", &["/api/payments"], true),
+            ],
+            checkout_routes: vec!["/checkout".into(), "/api/checkout".into(), "/api/payments".into()],
+            out: None,
+        }
+    }
 }
 
 /// The shop's orders database (PostgreSQL / RDS), queried as `pg.<table>`.
@@ -61,6 +119,37 @@ pub struct OrdersConfig {
     pub schema: String,
     /// Tables shown in SQL: `table` or `schema.table`.
     pub tables: Vec<String>,
+    /// The orders table (one of `tables`, by its SQL name) and what its columns are called.
+    pub orders_table: String,
+    pub columns: OrderColumns,
+    /// The status value of an order not paid yet.
+    pub pending_status: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrderColumns {
+    pub id: String,
+    pub status: String,
+    pub amount: String,
+    pub currency: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub customer_id: String,
+}
+
+impl Default for OrderColumns {
+    fn default() -> Self {
+        Self {
+            id: "id".into(),
+            status: "status".into(),
+            amount: "amount".into(),
+            currency: "currency".into(),
+            created_at: "created_at".into(),
+            updated_at: "updated_at".into(),
+            customer_id: "customer_id".into(),
+        }
+    }
 }
 
 impl Default for OrdersConfig {
@@ -83,6 +172,9 @@ impl Default for OrdersConfig {
             pool_size: 4,
             schema: "pg".into(),
             tables: vec!["orders".into()],
+            orders_table: "orders".into(),
+            columns: OrderColumns::default(),
+            pending_status: "pending".into(),
         }
     }
 }
@@ -445,7 +537,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "storage",
     "ingest",
@@ -458,6 +550,7 @@ const SECTIONS: [&str; 12] = [
     "compaction",
     "retention",
     "orders",
+    "report",
 ];
 
 impl Config {

@@ -5,6 +5,7 @@ mod archive_cmd;
 mod config;
 mod doctor;
 mod import_cmd;
+mod report_cmd;
 mod telemetry;
 mod upload_cmd;
 
@@ -141,6 +142,14 @@ enum Command {
     /// Import logs from where other systems write them.
     #[command(subcommand)]
     Import(import_cmd::ImportCommand),
+    /// Reports: the daily report job, and the list of reports written.
+    Report {
+        /// Storage holding the streams (default from the configuration: ./logyard-data).
+        #[arg(long, global = true)]
+        storage: Option<String>,
+        #[command(subcommand)]
+        command: report_cmd::ReportCommand,
+    },
     /// The raw archive: list bundles, fetch a member, verify checksums.
     Archive {
         /// Storage to read (default from the configuration: ./logyard-data).
@@ -275,6 +284,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Report { storage, command } => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            report_cmd::run(&config, &env, command).await
+        }
         Command::Compact { streams, storage } => {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
@@ -385,7 +400,7 @@ fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
 }
 
 /// The orders database's tables as `<orders.schema>.<table>`, when one is configured.
-async fn with_orders(engine: QueryEngine, config: &Config) -> anyhow::Result<QueryEngine> {
+pub(crate) async fn with_orders(engine: QueryEngine, config: &Config) -> anyhow::Result<QueryEngine> {
     match orders_schema(config).await? {
         Some(schema) => Ok(engine.with_schema(&config.orders.schema, schema)),
         None => Ok(engine),
@@ -415,7 +430,7 @@ async fn orders_schema(config: &Config) -> anyhow::Result<Option<Arc<logyard_pg:
     Ok(Some(Arc::new(logyard_pg::PgSchema::new(pg, &config.orders.tables).context("orders.tables")?)))
 }
 
-fn query_options(config: &Config) -> QueryOptions {
+pub(crate) fn query_options(config: &Config) -> QueryOptions {
     QueryOptions {
         timeout: config.query.timeout,
         memory_limit: config.query.memory_limit,
@@ -600,6 +615,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         http_metrics,
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         raw_streams: Arc::new(config.archive.raw_streams.clone()),
+        reports: report_cmd::report_store(&config, env, None).await?,
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,

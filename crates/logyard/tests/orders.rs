@@ -10,45 +10,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::pg::{PASSWORD, PgServer};
+use common::pg::{PASSWORD, PgServer, Shop, generated, shop};
 use common::*;
 use serde_json::{Value, json};
-
-/// Events of one day (2026-11-25) and the orders they place, as generated for benchmarks.
-fn generated(events: u64) -> (Vec<u8>, Vec<logyard_bench::storefront::Order>) {
-    use logyard_bench::storefront::{Generator, Spec};
-    let start = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
-    let mut generator = Generator::new(Spec { events, seed: 11, start, days: 1, ..Spec::default() });
-    let mut logs = Vec::new();
-    generator.write_all(&mut logs).unwrap();
-    (logs, generator.placed_orders().to_vec())
-}
-
-/// Creates the sample orders table and loads `orders` into it.
-fn load_orders(pg: &PgServer, orders: &[logyard_bench::storefront::Order]) {
-    let dir = pg.dir.path();
-    let csv = dir.join("orders.csv");
-    let mut f = std::fs::File::create(&csv).unwrap();
-    writeln!(f, "{}", logyard_bench::storefront::Order::CSV_HEADER).unwrap();
-    for o in orders {
-        writeln!(f, "{}", o.csv_line()).unwrap();
-    }
-    drop(f);
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/orders/schema.sql");
-    let script = dir.join("load.sql");
-    std::fs::write(
-        &script,
-        format!(
-            "\\i {}\n\\copy orders (id, customer_id, status, amount, currency, created_at, updated_at) FROM '{}' WITH (FORMAT csv, HEADER true)\nALTER TABLE orders OWNER TO shop;\n",
-            schema.display(),
-            csv.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&csv, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    pg.psql_file(&script);
-}
 
 fn query_cli(storage: &Path, sql: &str, env: &[(String, String)]) -> (i32, String, String) {
     cli(&["query", "--storage", storage.to_str().unwrap(), "--format", "json", sql], env)
@@ -64,7 +28,7 @@ fn with(env: &[(String, String)], key: &str, value: &str) -> Vec<(String, String
 fn verify_full_connects_and_tls_mistakes_fail_clearly() {
     let pg = PgServer::start();
     let (_, orders) = generated(3_000);
-    load_orders(&pg, &orders);
+    pg.load_orders(&orders);
     let storage = tempfile::tempdir().unwrap();
     let env = pg.env();
     let count = "SELECT count(*) AS n FROM pg.orders";
@@ -102,15 +66,7 @@ fn verify_full_connects_and_tls_mistakes_fail_clearly() {
 
 #[tokio::test]
 async fn filters_reach_postgres_as_parameters_and_joins_match_postgres() {
-    let pg = PgServer::start();
-    let (logs, orders) = generated(30_000);
-    load_orders(&pg, &orders);
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec::local(dir.path());
-    spec.env.extend(pg.env());
-    let server = spec.start();
-    let (status, body) = ingest(&server, "storefront", logs.clone(), "?ack=commit").await;
-    assert_eq!(status, 200, "{body}");
+    let Shop { pg, server, logs, dir: _dir, .. } = shop(30_000).await;
 
     // Columns, filters and the limit are in the statement PostgreSQL receives; the values
     // are parameters.
@@ -199,7 +155,7 @@ async fn secrets_manager(moto: &Moto, target: &str, body: Value) -> Value {
 async fn a_rotated_secret_is_read_again_without_a_restart() {
     let pg = PgServer::start();
     let (_, orders) = generated(2_000);
-    load_orders(&pg, &orders);
+    pg.load_orders(&orders);
     let moto = Moto::start();
     let secret = |password: &str| {
         json!({"username": "shop", "password": password, "engine": "postgres", "host": "localhost", "port": pg.port, "dbname": "shop"}).to_string()

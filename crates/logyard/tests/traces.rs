@@ -130,7 +130,11 @@ async fn spans_reach_the_receiver(protocol: &str) {
     let (token, entry) = create_token("tracer", "ingest,query", None);
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(&tokens, entry).unwrap();
-    let mut server = ServerSpec::local(dir.path())
+    let pg = common::pg::PgServer::start();
+    pg.load_orders(&common::pg::generated(2_000).1);
+    let mut spec = ServerSpec::local(dir.path());
+    spec.env.extend(pg.env());
+    let mut server = spec
         .env("LOGYARD_TOKENS_FILE", tokens.to_str().unwrap())
         .env("LOGYARD_LOG_LEVEL", "info,logyard_server=debug")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
@@ -162,6 +166,14 @@ async fn spans_reach_the_receiver(protocol: &str) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["rows"][0]["n"], 50);
+    let r = client()
+        .post(server.url("/api/v1/query"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"sql": "SELECT count(*) AS n FROM pg.orders WHERE status = 'pending'"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     // The last spans are exported at shutdown.
     let (code, _) = server.terminate(std::time::Duration::from_secs(30));
     assert_eq!(code, Some(0), "{}", server.logs());
@@ -215,6 +227,24 @@ async fn spans_reach_the_receiver(protocol: &str) {
     assert_eq!(query.parent_span_id, request.span_id);
     assert_eq!(attr(query, "db.query.text").as_deref(), Some("SELECT count(*) AS n FROM traced"));
     assert_eq!(attr(query, "rows").as_deref(), Some("1"));
+
+    // A span per statement sent to PostgreSQL, as X-Ray shows SQL: named after the
+    // operation and database, client kind, and the statement with its values as parameters.
+    let statements = named("SELECT shop");
+    assert_eq!(statements.len(), 2, "the catalog lookup and the scan");
+    let sql = statements
+        .into_iter()
+        .find(|s| attr(s, "db.statement").unwrap_or_default().contains("\"orders\" WHERE"))
+        .expect("the scan's statement");
+    assert_eq!(sql.kind, 3, "a client span");
+    assert_eq!(attr(sql, "db.system").as_deref(), Some("postgresql"));
+    assert_eq!(attr(sql, "db.name").as_deref(), Some("shop"));
+    let statement = attr(sql, "db.statement").unwrap();
+    assert!(statement.contains("FROM \"public\".\"orders\" WHERE \"status\" = $1::text::text"), "{statement}");
+    assert!(!statement.contains("pending"), "no literal in the statement: {statement}");
+    let pg_query =
+        named("query").into_iter().find(|q| attr(q, "db.query.text").unwrap_or_default().contains("pg.orders"));
+    assert_eq!(sql.trace_id, pg_query.expect("the SQL query's span").trace_id, "in the query's trace");
 
     // The trace id is in the request's JSON log line; the token is nowhere.
     let logs = server.logs();

@@ -5,6 +5,7 @@
 //!
 //! Run as root (CI), `initdb` and the server run as the `postgres` user through `runuser`.
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,40 @@ use super::free_port;
 pub const USER: &str = "shop";
 pub const PASSWORD: &str = "shop-password-1";
 pub const DATABASE: &str = "shop";
+
+/// Events of one day (2026-11-25) and the orders they place, as generated for benchmarks.
+pub fn generated(events: u64) -> (Vec<u8>, Vec<logyard_bench::storefront::Order>) {
+    use logyard_bench::storefront::{Generator, Spec};
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    let mut generator = Generator::new(Spec { events, seed: 11, start, days: 1, ..Spec::default() });
+    let mut logs = Vec::new();
+    generator.write_all(&mut logs).unwrap();
+    (logs, generator.placed_orders().to_vec())
+}
+
+/// A shop with a day of data: PostgreSQL holding the orders of [`generated`] logs, and a
+/// logyard server (local storage, configured for that database) that ingested the logs.
+pub struct Shop {
+    pub pg: PgServer,
+    pub dir: tempfile::TempDir,
+    pub spec: super::ServerSpec,
+    pub server: super::Server,
+    pub logs: Vec<u8>,
+    pub orders: Vec<logyard_bench::storefront::Order>,
+}
+
+pub async fn shop(events: u64) -> Shop {
+    let pg = PgServer::start();
+    let (logs, orders) = generated(events);
+    pg.load_orders(&orders);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = super::ServerSpec::local(dir.path());
+    spec.env.extend(pg.env());
+    let server = spec.start();
+    let (status, body) = super::ingest(&server, "storefront", logs.clone(), "?ack=commit").await;
+    assert_eq!(status, 200, "{body}");
+    Shop { pg, dir, spec, server, logs, orders }
+}
 
 pub struct PgServer {
     child: Child,
@@ -233,6 +268,32 @@ impl PgServer {
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", DATABASE, "-f"])
             .arg(file);
         run(&mut cmd, &format!("psql -f {}", file.display()));
+    }
+
+    /// Creates the sample orders table (`scripts/orders/schema.sql`) and loads `orders`.
+    pub fn load_orders(&self, orders: &[logyard_bench::storefront::Order]) {
+        let dir = self.dir.path();
+        let csv = dir.join("orders.csv");
+        let mut f = std::fs::File::create(&csv).unwrap();
+        writeln!(f, "{}", logyard_bench::storefront::Order::CSV_HEADER).unwrap();
+        for o in orders {
+            writeln!(f, "{}", o.csv_line()).unwrap();
+        }
+        drop(f);
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/orders/schema.sql");
+        let script = dir.join("load.sql");
+        std::fs::write(
+            &script,
+            format!(
+                "\\i {}\n\\copy orders (id, customer_id, status, amount, currency, created_at, updated_at) FROM '{}' WITH (FORMAT csv, HEADER true)\nALTER TABLE orders OWNER TO shop;\n",
+                schema.display(),
+                csv.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&csv, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        self.psql_file(&script);
     }
 
     /// The server's log: every statement it ran, connections, errors.

@@ -35,6 +35,8 @@ pub enum Fault {
     Reset = 4,
     /// 503 for the second part of multipart uploads only (`partNumber=2`).
     RefuseSecondPart = 5,
+    /// Never answers a PUT of a report manifest (`.../manifest.json`); others pass.
+    HoldManifest = 6,
 }
 
 /// Switches the fault of a running proxy, and keeps the credentials requests were signed with.
@@ -107,6 +109,10 @@ pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
                         let fault = if fault == Fault::RefuseSecondPart as u8 {
                             let second = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "partNumber=2"));
                             if second { Fault::SlowDown as u8 } else { Fault::None as u8 }
+                        } else if fault == Fault::HoldManifest as u8 {
+                            let manifest =
+                                req.method() == hyper::Method::PUT && req.uri().path().ends_with("/manifest.json");
+                            if manifest { Fault::HoldManifest as u8 } else { Fault::None as u8 }
                         } else {
                             fault
                         };
@@ -145,6 +151,10 @@ async fn inject(
             forward(client, upstream, conditional, req).await.map_err(std::io::Error::other)
         }
         4 => Err(std::io::Error::other("injected connection reset")),
+        6 => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Err(std::io::Error::other("held"))
+        }
         _ => forward(client, upstream, conditional, req).await.map_err(std::io::Error::other),
     }
 }
