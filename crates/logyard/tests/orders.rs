@@ -134,6 +134,38 @@ async fn filters_reach_postgres_as_parameters_and_joins_match_postgres() {
     assert_eq!(ours, theirs);
 }
 
+#[test]
+fn sessions_are_read_only_with_a_statement_timeout_and_a_password_file() {
+    let pg = PgServer::start();
+    // Views whose reading would write, or take 3 seconds.
+    pg.psql(
+        "CREATE TABLE touched (n int); \
+         CREATE FUNCTION touch() RETURNS int LANGUAGE sql AS 'INSERT INTO touched VALUES (1) RETURNING n'; \
+         CREATE VIEW writes AS SELECT touch() AS n; \
+         CREATE VIEW slow AS SELECT pg_sleep(3)::text AS s; \
+         GRANT ALL ON touched, writes, slow TO shop",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let mut env: Vec<(String, String)> =
+        pg.env().into_iter().filter(|(k, _)| k != "LOGYARD_ORDERS_PASSWORD_ENV" && k != "SHOP_DB_PASSWORD").collect();
+    env.push(("LOGYARD_ORDERS_PASSWORD_FILE".into(), password_file.display().to_string()));
+    env.push(("LOGYARD_ORDERS_TABLES".into(), "[\"writes\", \"slow\"]".into()));
+    env.push(("LOGYARD_ORDERS_STATEMENT_TIMEOUT".into(), "500ms".into()));
+
+    let (code, _, err) = query_cli(dir.path(), "SELECT n FROM pg.writes", &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot execute INSERT in a read-only transaction"), "{err}");
+    assert_eq!(pg.psql("SELECT count(*) FROM touched"), "0");
+
+    let started = std::time::Instant::now();
+    let (code, _, err) = query_cli(dir.path(), "SELECT s FROM pg.slow", &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("canceling statement due to statement timeout"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "stopped by the timeout, not by the end of the sleep");
+}
+
 /// Sends one Secrets Manager call to moto (which checks no signature).
 async fn secrets_manager(moto: &Moto, target: &str, body: Value) -> Value {
     let r = client()
