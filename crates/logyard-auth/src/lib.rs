@@ -142,11 +142,13 @@ impl Tokens {
         self.entries.len()
     }
 
-    /// Authenticates an `Authorization` header value.
+    /// Authenticates an `Authorization` header value: `Bearer <token>`, `ApiKey <token>`
+    /// (as Elasticsearch clients send an API key), or `Basic` with the token as the password
+    /// (for shippers that only speak basic authentication; the user name is not checked).
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthFailure> {
         let value = authorization.ok_or(AuthFailure::Missing)?;
-        let token = bearer(value).ok_or(AuthFailure::Malformed)?;
-        self.check_secret(token).ok_or(AuthFailure::Unknown)
+        let token = credential(value).ok_or(AuthFailure::Malformed)?;
+        self.check_secret(&token).ok_or(AuthFailure::Unknown)
     }
 
     /// Finds the token whose hash matches `secret`, comparing with every entry.
@@ -162,18 +164,32 @@ impl Tokens {
     }
 }
 
-fn bearer(value: &[u8]) -> Option<&[u8]> {
-    let value = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "))?;
-    let value = value.trim_ascii();
-    (!value.is_empty() && !value.contains(&b' ')).then_some(value)
+/// The secret an `Authorization` header carries.
+fn credential(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    let rest = rest.trim_ascii();
+    if rest.is_empty() || rest.contains(&b' ') {
+        return None;
+    }
+    match scheme.to_ascii_lowercase().as_slice() {
+        b"bearer" | b"apikey" => Some(rest.to_vec()),
+        b"basic" => {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+            let colon = decoded.iter().position(|b| *b == b':')?;
+            let password = &decoded[colon + 1..];
+            (!password.is_empty()).then(|| password.to_vec())
+        }
+        _ => None,
+    }
 }
 
-/// `*` matches any run of characters, `?` any one character.
 /// A stream name or a glob of them (`*` and `?`).
 pub fn is_stream_pattern(p: &str) -> bool {
     !p.is_empty() && p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "_-*?".contains(ch))
 }
 
+/// `*` matches any run of characters, `?` any one character.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);
@@ -278,6 +294,17 @@ mod tests {
         assert!(q.may_see("anything"));
         assert_eq!(t.authenticate(None).unwrap_err(), AuthFailure::Missing);
         assert_eq!(t.authenticate(Some(b"Basic abc")).unwrap_err(), AuthFailure::Malformed);
+        // Elasticsearch clients' API keys, and basic authentication with the token as password.
+        assert_eq!(t.authenticate(Some(b"ApiKey s3cret-query")).unwrap().name, q.name);
+        let basic = format!(
+            "Basic {}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "fluent-bit:s3cret-ingest")
+        );
+        assert_eq!(t.authenticate(Some(basic.as_bytes())).unwrap().name, p.name);
+        let no_password =
+            format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "user:"));
+        assert_eq!(t.authenticate(Some(no_password.as_bytes())).unwrap_err(), AuthFailure::Malformed);
+        assert_eq!(t.authenticate(Some(b"Digest x")).unwrap_err(), AuthFailure::Malformed);
         assert_eq!(t.authenticate(Some(b"Bearer wrong")).unwrap_err(), AuthFailure::Unknown);
     }
 

@@ -8,10 +8,12 @@
 pub mod alb_import;
 pub mod body;
 pub mod build;
+pub mod elastic;
 pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;
+pub mod records;
 pub mod uploads;
 
 pub use metrics::IngestMetrics;

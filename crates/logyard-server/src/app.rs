@@ -84,6 +84,10 @@ pub struct AppState {
     pub raw_streams: Arc<Vec<String>>,
     /// Where reports are read from.
     pub reports: logyard_report::store::ReportStore,
+    /// How Elasticsearch index names become streams.
+    pub index_mapping: logyard_ingest::elastic::IndexMapping,
+    /// Firehose request ids lately delivered.
+    pub firehose: Arc<crate::firehose::RecentRequests>,
 }
 
 /// The router with every route.
@@ -103,6 +107,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/uploads/{id}/data", axum::routing::put(crate::uploads::put_data))
         .route("/api/v1/uploads/{id}/parts", post(crate::uploads::parts))
         .route("/api/v1/uploads/{id}/parts/{n}", axum::routing::put(crate::uploads::put_part))
+        .route("/api/v1/firehose/{stream}", post(crate::firehose::deliver))
+        .route("/", get(crate::elastic::info).head(crate::elastic::info))
+        .route("/_license", get(crate::elastic::license))
+        .route("/_cluster/health", get(crate::elastic::cluster_health))
+        .route("/_bulk", post(crate::elastic::bulk).put(crate::elastic::bulk))
+        .route("/{index}/_bulk", post(crate::elastic::bulk_index).put(crate::elastic::bulk_index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -196,8 +206,15 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         request.extensions_mut().insert(Principal::anonymous());
         return next.run(request).await;
     }
-    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match state.auth.tokens.current().authenticate(header) {
+    let tokens = state.auth.tokens.current();
+    let firehose = path.starts_with("/api/v1/firehose/");
+    let firehose_key = request.headers().get(crate::firehose::ACCESS_KEY).filter(|_| firehose);
+    let authenticated = match (firehose_key, request.headers().get(header::AUTHORIZATION)) {
+        // Firehose sends the endpoint's access key in a header of its own.
+        (Some(key), None) => tokens.check_secret(key.as_bytes()).ok_or(AuthFailure::Unknown),
+        (_, header) => tokens.authenticate(header.map(|v| v.as_bytes())),
+    };
+    match authenticated {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
@@ -205,15 +222,24 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         Err(failure) => {
             state.http_metrics.auth_failure(failure.reason());
             let (error, message) = match failure {
-                AuthFailure::Missing => (None, "a bearer token is required: send Authorization: Bearer <token>"),
-                AuthFailure::Malformed => (Some("invalid_request"), "the Authorization header must be Bearer <token>"),
+                AuthFailure::Missing => (None, "a token is required: send Authorization: Bearer <token>"),
+                AuthFailure::Malformed => {
+                    (Some("invalid_request"), "the Authorization header must be Bearer, ApiKey or Basic with a token")
+                }
                 AuthFailure::Unknown => (Some("invalid_token"), "the token is not valid"),
             };
             let challenge = match error {
                 Some(e) => format!("Bearer realm=\"logyard\", error=\"{e}\""),
                 None => "Bearer realm=\"logyard\"".to_owned(),
             };
-            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            let mut response = if firehose {
+                let id = crate::firehose::request_id(request.headers());
+                crate::firehose::answer(StatusCode::UNAUTHORIZED, &id, Some(message))
+            } else if crate::elastic::is_elastic_path(path) {
+                crate::elastic::error(StatusCode::UNAUTHORIZED, "security_exception", message)
+            } else {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+            };
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.parse().expect("valid header value"));
             response
         }
@@ -291,6 +317,55 @@ pub async fn audit(
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see README.md for the API")
+}
+
+/// Refuses ingest (503) while the write-ahead log holds more than its budget.
+pub(crate) fn check_backpressure(state: &AppState) -> Result<(), ApiError> {
+    match state.ingestor.backpressure() {
+        None => Ok(()),
+        Some(pressure) => {
+            state.http_metrics.limited("backpressure");
+            Err(ApiError::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backpressure",
+                format!(
+                    "{} bytes wait in the write-ahead log, above its budget of {} bytes, until the storage takes them; retry later",
+                    pressure.wal_bytes, pressure.budget
+                ),
+                5,
+            ))
+        }
+    }
+}
+
+/// Reads an ingest body (as sent) within the size limit and the token's byte rate.
+pub(crate) async fn read_ingest_body(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let raw = read_body(headers, body, state.body_limits.max_body_bytes).await?;
+    if let Err(retry) = state.limits.check_bytes(&principal.name, raw.len()) {
+        state.http_metrics.limited("byte_rate");
+        return Err(ApiError::retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "token {:?} sends more than {} bytes per second",
+                principal.name, state.limits.settings.bytes_per_second
+            ),
+            retry.seconds(),
+        ));
+    }
+    Ok(raw)
+}
+
+/// Runs decompression and parsing off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
 /// Bytes of an oversized body that are still read (and dropped) before answering 413, so
@@ -381,43 +456,19 @@ async fn ingest(
     };
     let format = body::format_from_content_type(header_str(&headers, header::CONTENT_TYPE)?)?;
     let encoding = Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING)?)?;
-    if let Some(pressure) = state.ingestor.backpressure() {
-        state.http_metrics.limited("backpressure");
-        return Err(ApiError::retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "backpressure",
-            format!(
-                "{} bytes wait in the write-ahead log, above its budget of {} bytes, until the storage takes them; retry later",
-                pressure.wal_bytes, pressure.budget
-            ),
-            5,
-        ));
-    }
-    let raw = read_body(&headers, body, state.body_limits.max_body_bytes).await?;
-    if let Err(retry) = state.limits.check_bytes(&principal.name, raw.len()) {
-        state.http_metrics.limited("byte_rate");
-        return Err(ApiError::retry_later(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "token {:?} sends more than {} bytes per second",
-                principal.name, state.limits.settings.bytes_per_second
-            ),
-            retry.seconds(),
-        ));
-    }
+    check_backpressure(&state)?;
+    let raw = read_ingest_body(&state, &principal, &headers, body).await?;
     let max_decoded = state.body_limits.max_decoded_bytes;
     let received = time::now_micros();
     let keep_body = state.raw_streams.iter().any(|p| logyard_auth::glob_match(p, stream.as_str())).then(|| {
         let header = |name| header_str(&headers, name).ok().flatten().map(str::to_owned);
         (raw.clone(), header(header::CONTENT_TYPE), header(header::CONTENT_ENCODING))
     });
-    let parsed = tokio::task::spawn_blocking(move || {
+    let parsed = blocking(move || {
         let decoded = body::decode(raw, encoding, max_decoded)?;
         Ok::<_, logyard_ingest::IngestError>((decoded.len(), parse::parse_body(&decoded, format, received)))
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    .await??;
     let (decoded_len, parsed) = parsed;
     let metrics = state.ingestor.metrics();
     metrics.rejected(stream.as_str(), parsed.rejected);

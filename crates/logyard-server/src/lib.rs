@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod client;
+pub mod elastic;
 pub mod error;
+pub mod firehose;
 pub mod limits;
 pub mod metrics;
 mod reports;

@@ -27,6 +27,23 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub orders: OrdersConfig,
     pub report: ReportConfig,
+    pub elasticsearch: ElasticsearchConfig,
+}
+
+/// The Elasticsearch bulk API (`POST /_bulk`): how index names become streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchConfig {
+    /// Cut from the start of index names, e.g. `logs-`.
+    pub strip_prefix: String,
+    /// Cut a date suffix such as `-2026.11.25` (Logstash-style daily indexes).
+    pub strip_date_suffix: bool,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        Self { strip_prefix: String::new(), strip_date_suffix: true }
+    }
 }
 
 /// The daily report: which stream holds the shop's HTTP traffic and how to read it.
@@ -537,7 +554,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "server",
     "storage",
     "ingest",
@@ -551,6 +568,7 @@ const SECTIONS: [&str; 13] = [
     "retention",
     "orders",
     "report",
+    "elasticsearch",
 ];
 
 impl Config {

@@ -616,6 +616,11 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         raw_streams: Arc::new(config.archive.raw_streams.clone()),
         reports: report_cmd::report_store(&config, env, None).await?,
+        index_mapping: logyard_ingest::elastic::IndexMapping {
+            strip_prefix: config.elasticsearch.strip_prefix.clone(),
+            strip_date_suffix: config.elasticsearch.strip_date_suffix,
+        },
+        firehose: Default::default(),
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,

@@ -1,0 +1,217 @@
+//! Elasticsearch `_bulk` bodies: pairs of an action line and a document line, decoded into
+//! checked events per stream, with one result per item in Elasticsearch's terms.
+//!
+//! `index` and `create` actions add their document; `delete` and `update` are refused per
+//! item (logs are append-only). The index names the stream: a configured prefix and a date
+//! suffix (`logstash-2026.11.25`) are cut off, dots become dashes. A document that is not a
+//! JSON object is refused alone; an action line that cannot be read makes the whole request
+//! fail, as it does in Elasticsearch, since what follows it cannot be told apart.
+
+use std::collections::BTreeMap;
+
+use logyard_core::StreamName;
+use logyard_core::encoded::EventsEncoder;
+use logyard_core::event;
+use logyard_core::time::Micros;
+
+/// How index names become stream names.
+#[derive(Debug, Clone, Default)]
+pub struct IndexMapping {
+    /// Cut from the start of index names (e.g. `logs-`).
+    pub strip_prefix: String,
+    /// Cut a date suffix: `-2026.11.25`, `-2026-11-25`, `-2026.11`, `_20261125`.
+    pub strip_date_suffix: bool,
+}
+
+impl IndexMapping {
+    pub fn stream(&self, index: &str) -> Result<StreamName, String> {
+        let mut name = index.strip_prefix(self.strip_prefix.as_str()).unwrap_or(index);
+        if self.strip_date_suffix {
+            name = strip_date(name);
+        }
+        let name = name.replace('.', "-");
+        StreamName::new(&name).map_err(|_| {
+            format!("index [{index}] does not name a stream: {name:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$")
+        })
+    }
+}
+
+fn strip_date(name: &str) -> &str {
+    let digits_or_sep = |c: char| c.is_ascii_digit() || matches!(c, '.' | '-' | '_');
+    let Some(cut) = name.rfind(|c: char| !digits_or_sep(c)) else { return name };
+    let (head, tail) = name.split_at(cut + 1);
+    let Some(date) = tail.strip_prefix(['-', '_', '.']) else { return name };
+    let digits: String = date.chars().filter(char::is_ascii_digit).collect();
+    let plausible = matches!(digits.len(), 6 | 8) && digits.starts_with("20") && date.chars().all(digits_or_sep);
+    if plausible && !head.is_empty() { head } else { name }
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Checked and queued for its stream (durable once that stream's append succeeds).
+    Accepted(StreamName),
+    /// Refused: the HTTP status and Elasticsearch error type for the item, and why.
+    Refused { status: u16, kind: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// `index`, `create`, `update` or `delete`.
+    pub action: String,
+    pub index: String,
+    pub id: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// A decoded bulk request: the items in order, and the events of each stream.
+#[derive(Debug, Default)]
+pub struct Bulk {
+    pub items: Vec<Item>,
+    pub streams: BTreeMap<StreamName, EventsEncoder>,
+}
+
+/// The request cannot be read (Elasticsearch answers 400 for all of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BulkError(pub String);
+
+#[derive(serde::Deserialize, Default)]
+struct Meta {
+    #[serde(rename = "_index")]
+    index: Option<String>,
+    #[serde(rename = "_id")]
+    id: Option<serde_json::Value>,
+}
+
+/// Decodes a bulk body. `path_index` is the index of `POST /{index}/_bulk`.
+pub fn parse_bulk(
+    body: &[u8],
+    path_index: Option<&str>,
+    mapping: &IndexMapping,
+    received: Micros,
+) -> Result<Bulk, BulkError> {
+    let mut bulk = Bulk::default();
+    let mut lines = body
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+    while let Some((n, line)) = lines.next() {
+        let malformed = |why: &str| BulkError(format!("Malformed action/metadata line [{n}]: {why}"));
+        let action: BTreeMap<String, Meta> =
+            serde_json::from_slice(line).map_err(|e| malformed(&format!("expected an object of one action: {e}")))?;
+        let (action, meta) = match action.into_iter().collect::<Vec<_>>().as_mut_slice() {
+            [(a, m)] => (std::mem::take(a), std::mem::take(m)),
+            _ => return Err(malformed("expected exactly one action")),
+        };
+        let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        let index = match meta.index.as_deref().or(path_index) {
+            Some(i) => i.to_owned(),
+            None => return Err(malformed("no _index, and none in the path")),
+        };
+        let refused = |status, kind, reason: String| Outcome::Refused { status, kind, reason };
+        let outcome = match action.as_str() {
+            "index" | "create" => {
+                let Some((_, doc)) = lines.next() else {
+                    return Err(BulkError(format!("the {action} action of line [{n}] has no document after it")));
+                };
+                match (mapping.stream(&index), event::check_line(doc, received)) {
+                    (Err(reason), _) => refused(400, "invalid_index_name_exception", reason),
+                    (_, Err(e)) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
+                    (Ok(stream), Ok(checked)) => {
+                        bulk.streams.entry(stream.clone()).or_default().push(checked.time, checked.source, doc);
+                        Outcome::Accepted(stream)
+                    }
+                }
+            }
+            "update" => {
+                lines.next();
+                refused(
+                    400,
+                    "action_request_validation_exception",
+                    "logyard keeps logs append-only: use index or create".into(),
+                )
+            }
+            "delete" => refused(
+                400,
+                "action_request_validation_exception",
+                "logyard keeps logs append-only: use index or create".into(),
+            ),
+            other => return Err(malformed(&format!("unknown action [{other}]"))),
+        };
+        bulk.items.push(Item { action, index, id, outcome });
+    }
+    Ok(bulk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping() -> IndexMapping {
+        IndexMapping { strip_prefix: "logs-".into(), strip_date_suffix: true }
+    }
+
+    #[test]
+    fn index_names_become_stream_names() {
+        let m = mapping();
+        let s = |i: &str| m.stream(i).map(|s| s.to_string());
+        assert_eq!(s("logstash-2026.11.25").unwrap(), "logstash");
+        assert_eq!(s("logs-app-2026-11-25").unwrap(), "app");
+        assert_eq!(s("nginx_20261125").unwrap(), "nginx");
+        assert_eq!(s("kube.containers-2026.11").unwrap(), "kube-containers");
+        assert_eq!(s("app-v2").unwrap(), "app-v2", "not a date");
+        assert_eq!(s("2026.11.25").unwrap(), "2026-11-25", "nothing left without the date: kept");
+        assert!(s("Upper").is_err());
+        assert_eq!(IndexMapping::default().stream("logstash-2026.11.25").unwrap().as_str(), "logstash-2026-11-25");
+    }
+
+    #[test]
+    fn items_are_decoded_in_order_with_their_outcome() {
+        let body = br#"{"index":{"_index":"logstash-2026.11.25","_id":"a1"}}
+{"@timestamp":"2026-11-25T10:00:00Z","message":"one"}
+{"create":{}}
+{"message":"two"}
+{"index":{"_index":"app"}}
+not json
+{"delete":{"_index":"app","_id":"x"}}
+{"update":{"_index":"app","_id":"y"}}
+{"doc":{"a":1}}
+{"index":{"_index":"Bad Index"}}
+{"message":"three"}
+"#;
+        let bulk = parse_bulk(body, Some("web"), &mapping(), 0).unwrap();
+        let outcomes: Vec<(&str, &str, bool)> = bulk
+            .items
+            .iter()
+            .map(|i| (i.action.as_str(), i.index.as_str(), matches!(i.outcome, Outcome::Accepted(_))))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("index", "logstash-2026.11.25", true),
+                ("create", "web", true),
+                ("index", "app", false),
+                ("delete", "app", false),
+                ("update", "app", false),
+                ("index", "Bad Index", false),
+            ]
+        );
+        assert_eq!(bulk.items[0].id.as_deref(), Some("a1"));
+        let Outcome::Refused { status, kind, reason } = &bulk.items[2].outcome else { panic!() };
+        assert_eq!((*status, *kind), (400, "document_parsing_exception"));
+        assert!(reason.contains("line [6]"), "{reason}");
+        assert_eq!(bulk.streams.keys().map(|s| s.as_str()).collect::<Vec<_>>(), ["logstash", "web"]);
+        assert_eq!(bulk.streams[&StreamName::new("logstash").unwrap()].len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_action_line_fails_the_request() {
+        let e = parse_bulk(b"{\"index\":{}}\n{}\n[1,2]\n{}\n", Some("web"), &mapping(), 0).unwrap_err();
+        assert!(e.0.contains("line [3]"), "{e}");
+        assert!(parse_bulk(b"{\"index\":{}}\n{}\n", None, &mapping(), 0).is_err(), "no index anywhere");
+        assert!(parse_bulk(b"{\"index\":{}}\n", Some("web"), &mapping(), 0).is_err(), "no document");
+        assert!(parse_bulk(b"{\"index\":{},\"create\":{}}\n{}\n", Some("web"), &mapping(), 0).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! Records as Kinesis Data Streams and Firehose carry them: bytes that hold NDJSON, one JSON
+//! document, plain text lines, or (gzip-compressed) a CloudWatch Logs subscription envelope.
+//! Each becomes checked events.
+//!
+//! - JSON objects are events as they are.
+//! - A line that is not a JSON object becomes `{"message": line}`: a record is kept whole.
+//! - A CloudWatch Logs `DATA_MESSAGE` gives one event per log event: the message itself when
+//!   it is a JSON object, else `{"message": ...}`, with `log_group`, `log_stream` and the log
+//!   event's `timestamp` added when the event has none of its own. `CONTROL_MESSAGE`s (sent to
+//!   check the subscription) hold no events.
+
+use std::io::Read;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use logyard_core::encoded::EventsEncoder;
+use logyard_core::event;
+use logyard_core::time::{Micros, TIME_FIELDS};
+
+/// Largest decompressed record (Kinesis records are at most 1 MiB, Firehose's 1,000 KiB).
+const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    message_type: String,
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    #[serde(default)]
+    log_events: Vec<LogEvent>,
+}
+
+#[derive(Deserialize)]
+struct LogEvent {
+    timestamp: Option<i64>,
+    message: String,
+}
+
+/// What one record gave: events added, and lines that could not be made events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOutcome {
+    pub events: usize,
+    pub rejected: usize,
+}
+
+/// Decodes one record's bytes into `out`.
+pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> Result<RecordOutcome, String> {
+    let mut inflated;
+    let data = if data.starts_with(&[0x1f, 0x8b]) {
+        inflated = Vec::new();
+        flate2::read::MultiGzDecoder::new(data)
+            .take(MAX_RECORD_BYTES + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|e| format!("gzip: {e}"))?;
+        if inflated.len() as u64 > MAX_RECORD_BYTES {
+            return Err(format!("a record decompresses to more than {MAX_RECORD_BYTES} bytes"));
+        }
+        &inflated[..]
+    } else {
+        data
+    };
+    let mentions = |key: &[u8]| memchr::memmem::find(data, key).is_some();
+    if data.first() == Some(&b'{')
+        && mentions(b"\"messageType\"")
+        && mentions(b"\"logEvents\"")
+        && let Ok(envelope) = serde_json::from_slice::<Envelope>(data)
+    {
+        return Ok(cloudwatch(envelope, received, out));
+    }
+    let mut outcome = RecordOutcome::default();
+    for line in data.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match event::check_line(line, received) {
+            Ok(c) => {
+                out.push(c.time, c.source, line);
+                outcome.events += 1;
+            }
+            Err(_) => match std::str::from_utf8(line) {
+                Ok(text) => {
+                    let wrapped = serde_json::to_vec(&serde_json::json!({ "message": text })).expect("serializes");
+                    push(&wrapped, received, out, &mut outcome);
+                }
+                Err(_) => outcome.rejected += 1,
+            },
+        }
+    }
+    Ok(outcome)
+}
+
+fn push(text: &[u8], received: Micros, out: &mut EventsEncoder, outcome: &mut RecordOutcome) {
+    match event::check_line(text, received) {
+        Ok(c) => {
+            out.push(c.time, c.source, text);
+            outcome.events += 1;
+        }
+        Err(_) => outcome.rejected += 1,
+    }
+}
+
+fn cloudwatch(envelope: Envelope, received: Micros, out: &mut EventsEncoder) -> RecordOutcome {
+    let mut outcome = RecordOutcome::default();
+    if envelope.message_type != "DATA_MESSAGE" {
+        return outcome;
+    }
+    for e in envelope.log_events {
+        let mut object = match serde_json::from_str::<Value>(&e.message) {
+            Ok(Value::Object(o)) => o,
+            _ => Map::from_iter([("message".to_owned(), Value::String(e.message))]),
+        };
+        if let Some(group) = &envelope.log_group {
+            object.entry("log_group").or_insert_with(|| Value::String(group.clone()));
+        }
+        if let Some(stream) = &envelope.log_stream {
+            object.entry("log_stream").or_insert_with(|| Value::String(stream.clone()));
+        }
+        if let Some(ms) = e.timestamp
+            && !TIME_FIELDS.iter().any(|f| object.contains_key(*f))
+        {
+            object.insert("timestamp".into(), Value::from(ms * 1000));
+        }
+        let text = serde_json::to_vec(&Value::Object(object)).expect("serializes");
+        push(&text, received, out, &mut outcome);
+    }
+    outcome
+}
+
+/// A Kinesis Data Firehose HTTP endpoint delivery request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FirehoseRequest {
+    pub request_id: String,
+    pub timestamp: i64,
+    pub records: Vec<FirehoseRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FirehoseRecord {
+    /// Base64 of the record's bytes.
+    pub data: String,
+}
+
+/// The events of a Firehose request, and what was refused; an error names what could not be
+/// read (then nothing of the request is taken, and Firehose may send it again).
+pub fn decode_firehose(
+    body: &[u8],
+    received: Micros,
+) -> Result<(FirehoseRequest, EventsEncoder, RecordOutcome), String> {
+    use base64::Engine;
+    let request: FirehoseRequest =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not a Firehose delivery request: {e}"))?;
+    let mut out = EventsEncoder::with_capacity(body.len());
+    let mut total = RecordOutcome::default();
+    for (i, record) in request.records.iter().enumerate() {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&record.data)
+            .map_err(|e| format!("record {i}: data is not base64: {e}"))?;
+        let outcome = decode_record(&data, received, &mut out).map_err(|e| format!("record {i}: {e}"))?;
+        total.events += outcome.events;
+        total.rejected += outcome.rejected;
+    }
+    Ok((request, out, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logyard_core::encoded::decode_events;
+
+    fn decode(data: &[u8]) -> (RecordOutcome, Vec<String>) {
+        let mut out = EventsEncoder::default();
+        let outcome = decode_record(data, 7, &mut out).unwrap();
+        let bytes = out.finish();
+        (outcome, decode_events(&bytes).map(|e| e.unwrap().text.to_owned()).collect())
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn ndjson_and_text_lines_are_kept() {
+        let (o, events) = decode(b"{\"a\":1}\nplain text here\n\n{\"b\":2}\r\n");
+        assert_eq!(o, RecordOutcome { events: 3, rejected: 0 });
+        assert_eq!(events, ["{\"a\":1}", "{\"message\":\"plain text here\"}", "{\"b\":2}"]);
+        assert_eq!(decode(&gzip(b"{\"a\":1}\n")).1, ["{\"a\":1}"], "gzip is undone");
+        assert_eq!(decode(b"\xff\xfe\n").0.rejected, 1, "bytes that are not text");
+    }
+
+    #[test]
+    fn firehose_requests_are_decoded_record_by_record() {
+        // The request of the Firehose HTTP endpoint delivery specification.
+        let body = br#"{"requestId":"ed4acda5-034f-9f42-bba1-f29aea6d7d8f","timestamp":1578090901599,"records":[{"data":"aGVsbG8="},{"data":"aGVsbG8gd29ybGQ="}]}"#;
+        let (request, events, outcome) = decode_firehose(body, 7).unwrap();
+        assert_eq!(request.request_id, "ed4acda5-034f-9f42-bba1-f29aea6d7d8f");
+        assert_eq!(outcome, RecordOutcome { events: 2, rejected: 0 });
+        let bytes = events.finish();
+        let texts: Vec<String> = decode_events(&bytes).map(|e| e.unwrap().text.to_owned()).collect();
+        assert_eq!(texts, ["{\"message\":\"hello\"}", "{\"message\":\"hello world\"}"]);
+        assert!(decode_firehose(b"{\"records\":[]}", 0).unwrap_err().contains("requestId"));
+        let bad = br#"{"requestId":"x","timestamp":1,"records":[{"data":"!!"}]}"#;
+        assert!(decode_firehose(bad, 0).unwrap_err().contains("record 0"));
+    }
+
+    #[test]
+    fn cloudwatch_logs_envelopes_become_their_log_events() {
+        let envelope = br#"{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/eks/shop/containers","logStream":"web-1","subscriptionFilters":["all"],"logEvents":[{"id":"1","timestamp":1764064800000,"message":"{\"level\":\"error\",\"msg\":\"boom\"}"},{"id":"2","timestamp":1764064801000,"message":"GET / 200"}]}"#;
+        let (o, events) = decode(&gzip(envelope));
+        assert_eq!(o.events, 2);
+        let first: Value = serde_json::from_str(&events[0]).unwrap();
+        assert_eq!(first["msg"], "boom");
+        assert_eq!(first["log_group"], "/aws/eks/shop/containers");
+        assert_eq!(first["log_stream"], "web-1");
+        assert_eq!(first["timestamp"], 1_764_064_800_000_000i64);
+        let second: Value = serde_json::from_str(&events[1]).unwrap();
+        assert_eq!(second["message"], "GET / 200");
+        let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}"#;
+        assert_eq!(decode(&gzip(control)), (RecordOutcome::default(), vec![]));
+    }
+}

@@ -1,0 +1,184 @@
+//! Ingest protocols other shippers speak, checked with their real clients where there is one:
+//! the Elasticsearch bulk API through the official Python client's `helpers.bulk`, and the
+//! Kinesis Data Firehose HTTP endpoint delivery with its documented request and response.
+//! Rows are queried back field by field; malformed requests get the protocol's error form.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A server with tokens: `ship` may ingest into `app-*` and `logstash`; `read` may query
+/// (and flush, to see what was sent at once).
+fn server(dir: &std::path::Path) -> (Server, String, String) {
+    let (ship, ship_entry) = create_token("ship", "ingest", Some("logstash,app-*"));
+    let (read, read_entry) = create_token("read", "query,admin", None);
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(&tokens, format!("{ship_entry}\n{read_entry}")).unwrap();
+    let server = ServerSpec::local(dir).env("LOGYARD_TOKENS_FILE", tokens.to_str().unwrap()).start();
+    (server, ship, read)
+}
+
+async fn flush_as(server: &Server, token: &str) {
+    let r = client().post(server.url("/api/v1/flush")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn query_as(server: &Server, token: &str, sql: &str) -> Vec<Value> {
+    let r = client().post(server.url("/api/v1/query")).bearer_auth(token).json(&json!({"sql": sql})).send().await;
+    let v: Value = r.unwrap().json().await.unwrap();
+    v["rows"].as_array().unwrap_or_else(|| panic!("{sql}: {v}")).clone()
+}
+
+const ES_CLIENT: &str = r#"
+import json, sys
+from elasticsearch import Elasticsearch, helpers
+url, token, auth = sys.argv[1], sys.argv[2], sys.argv[3]
+if auth == "basic":
+    es = Elasticsearch(url, basic_auth=("fluent-bit", token), request_timeout=30)
+else:
+    es = Elasticsearch(url, api_key=token, request_timeout=30)
+info = es.info()
+docs = [{"_index": "logstash-2026.11.25", "_source": {"@timestamp": f"2026-11-25T10:00:{i % 60:02d}Z", "level": "info", "n": i, "msg": f"event {i}", "kubernetes": {"pod_name": f"web-{i % 3}"}}} for i in range(500)]
+docs.append({"_index": "app-api", "_op_type": "create", "_source": {"@timestamp": "2026-11-25T11:00:00Z", "msg": "created", "n": 1000}})
+docs.append({"_index": "secret-stream", "_source": {"msg": "not allowed"}})
+docs.append({"_index": "app-api", "_op_type": "delete", "_id": "x"})
+ok, errors = helpers.bulk(es, docs, raise_on_error=False, chunk_size=200)
+print(json.dumps({"version": info["version"]["number"], "ok": ok, "errors": errors}))
+"#;
+
+fn run_es_client(server: &Server, token: &str, auth: &str) -> Value {
+    let python = program("LOGYARD_TEST_PYTHON", "python3", "scripts/test.sh makes a venv with elasticsearch");
+    let out = Command::new(python).args(["-c", ES_CLIENT, &server.base, token, auth]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.logs());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_elasticsearch_client_bulk_helper_indexes_into_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ship, read) = server(dir.path());
+
+    let result = run_es_client(&server, &ship, "api_key");
+    assert_eq!(result["ok"], 501, "{result}");
+    let errors = result["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{result}");
+    assert_eq!(errors[0]["index"]["status"], 403, "a stream the token may not write: {result}");
+    assert_eq!(errors[0]["index"]["error"]["type"], "security_exception");
+    assert_eq!(errors[1]["delete"]["status"], 400, "logs are append-only: {result}");
+    // Basic authentication with the token as the password, as Fluent Bit's es output sends.
+    assert_eq!(run_es_client(&server, &ship, "basic")["ok"], 501);
+    flush_as(&server, &read).await;
+
+    // The daily index went to the `logstash` stream; every field came through.
+    let rows = query_as(
+        &server,
+        &read,
+        "SELECT timestamp, level, n, msg, \"kubernetes.pod_name\" AS pod FROM logstash WHERE n = 61 ORDER BY timestamp",
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "once per run: {rows:?}");
+    assert_eq!(rows[0]["timestamp"], "2026-11-25T10:00:01Z");
+    assert_eq!((rows[0]["level"].as_str(), rows[0]["msg"].as_str()), (Some("info"), Some("event 61")));
+    assert_eq!(rows[0]["pod"], "web-1");
+    assert_eq!(query_as(&server, &read, "SELECT count(*) AS n FROM logstash").await[0]["n"], 1000);
+    assert_eq!(query_as(&server, &read, "SELECT count(*) AS n FROM \"app-api\"").await[0]["n"], 2);
+
+    // What the clients read first, and the error forms they understand.
+    let r = client().get(server.url("/")).bearer_auth(&ship).send().await.unwrap();
+    assert_eq!(r.headers()["x-elastic-product"], "Elasticsearch");
+    let r = client().post(server.url("/_bulk")).bearer_auth("wrong").body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-elastic-product"], "Elasticsearch");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "security_exception");
+    let bad = "{\"index\":{\"_index\":\"app-api\"}}\n{\"msg\":\"fine\"}\n[not an action]\n{}\n";
+    let r = client().post(server.url("/_bulk")).bearer_auth(&ship).body(bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "illegal_argument_exception");
+    assert!(v["error"]["reason"].as_str().unwrap().contains("line [3]"), "{v}");
+    // A document that is not an object fails alone.
+    let mixed = "{\"index\":{}}\n{\"msg\":\"kept\"}\n{\"index\":{}}\n\"just a string\"\n";
+    let r = client().post(server.url("/app-api/_bulk")).bearer_auth(&ship).body(mixed).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"], true);
+    assert_eq!(
+        (v["items"][0]["index"]["status"].as_u64(), v["items"][1]["index"]["status"].as_u64()),
+        (Some(201), Some(400))
+    );
+    flush_as(&server, &read).await;
+    assert_eq!(query_as(&server, &read, "SELECT count(*) AS n FROM \"app-api\"").await[0]["n"], 3);
+}
+
+fn gzip_base64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(gzip(data))
+}
+
+async fn deliver(server: &Server, key: &str, request_id: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(server.url("/api/v1/firehose/app-firehose"))
+        .header("x-amz-firehose-access-key", key)
+        .header("x-amz-firehose-request-id", request_id)
+        .header("x-amz-firehose-protocol-version", "1.0")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn firehose_deliveries_are_answered_once_durable_and_not_taken_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ship, read) = server(dir.path());
+
+    // The request of the Firehose HTTP endpoint delivery specification.
+    let id = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f";
+    let documented = json!({"requestId": id, "timestamp": 1578090901599u64, "records": [{"data": "aGVsbG8="}, {"data": "aGVsbG8gd29ybGQ="}]});
+    let (status, answer) = deliver(&server, &ship, id, &documented).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["requestId"], id);
+    assert!(answer["timestamp"].as_u64().unwrap() > 1_700_000_000_000, "milliseconds: {answer}");
+    assert!(answer.get("errorMessage").is_none());
+    // Firehose retried: answered, not taken again.
+    assert_eq!(deliver(&server, &ship, id, &documented).await.0, 200);
+
+    // NDJSON and a CloudWatch Logs subscription's gzip envelope.
+    let envelope = json!({"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/eks/shop/app", "logStream": "pod-1",
+        "subscriptionFilters": ["all"], "logEvents": [{"id": "1", "timestamp": 1764064800000u64, "message": "{\"level\":\"error\",\"msg\":\"boom\"}"}]});
+    let records = json!({"requestId": "r2", "timestamp": 1, "records": [
+        {"data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "{\"msg\":\"a\"}\n{\"msg\":\"b\"}\n")},
+        {"data": gzip_base64(envelope.to_string().as_bytes())},
+    ]});
+    assert_eq!(deliver(&server, &ship, "r2", &records).await.0, 200);
+
+    // Refusals in Firehose's form, losing nothing else.
+    let (status, answer) = deliver(&server, "not-the-key", "r3", &records).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["requestId"], "r3");
+    assert!(answer["errorMessage"].as_str().unwrap().contains("not valid"), "{answer}");
+    let broken = json!({"requestId": "r4", "timestamp": 1, "records": [{"data": "%%%"}]});
+    let (status, answer) = deliver(&server, &ship, "r4", &broken).await;
+    assert_eq!(status, 400);
+    assert!(answer["errorMessage"].as_str().unwrap().contains("base64"), "{answer}");
+
+    flush_as(&server, &read).await;
+    let rows =
+        query_as(&server, &read, "SELECT message, msg, level, log_group FROM \"app-firehose\" ORDER BY message, msg")
+            .await;
+    let mut got: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+            [f("message"), f("msg"), f("level"), f("log_group")].join("|")
+        })
+        .collect();
+    got.sort();
+    let expected = ["-|a|-|-", "-|boom|error|/aws/eks/shop/app", "-|b|-|-", "hello world|-|-|-", "hello|-|-|-"];
+    assert_eq!(got, expected, "each record once, field by field");
+}
