@@ -11,6 +11,7 @@ pub mod build;
 pub mod elastic;
 pub mod maintenance;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod raw;
 pub mod records;

@@ -43,7 +43,7 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    fn required(&self) -> bool {
+    pub(crate) fn required(&self) -> bool {
         !self.tokens.current().is_empty()
     }
 }
@@ -88,6 +88,8 @@ pub struct AppState {
     pub index_mapping: logyard_ingest::elastic::IndexMapping,
     /// Firehose request ids lately delivered.
     pub firehose: Arc<crate::firehose::RecentRequests>,
+    /// How OTLP log records find their stream.
+    pub otlp: logyard_ingest::otlp::StreamChoice,
 }
 
 /// The router with every route.
@@ -108,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/uploads/{id}/parts", post(crate::uploads::parts))
         .route("/api/v1/uploads/{id}/parts/{n}", axum::routing::put(crate::uploads::put_part))
         .route("/api/v1/firehose/{stream}", post(crate::firehose::deliver))
+        .route("/v1/logs", post(crate::otlp::http))
         .route("/", get(crate::elastic::info).head(crate::elastic::info))
         .route("/_license", get(crate::elastic::license))
         .route("/_cluster/health", get(crate::elastic::cluster_health))

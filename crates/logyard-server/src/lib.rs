@@ -8,6 +8,7 @@ pub mod error;
 pub mod firehose;
 pub mod limits;
 pub mod metrics;
+pub mod otlp;
 mod reports;
 pub mod trace;
 mod uploads;

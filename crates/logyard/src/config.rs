@@ -28,6 +28,26 @@ pub struct Config {
     pub orders: OrdersConfig,
     pub report: ReportConfig,
     pub elasticsearch: ElasticsearchConfig,
+    pub otlp: OtlpConfig,
+}
+
+/// OTLP logs: `POST /v1/logs`, and OTLP/gRPC when `grpc_listen` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The address of the OTLP/gRPC logs service (e.g. `0.0.0.0:4317`); empty: none.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The attribute (of a record, else its resource) whose value names the stream; empty:
+    /// none. Requests may name it with the `X-Logyard-Stream` header instead.
+    pub stream_attribute: String,
+    /// The stream of records nothing else places.
+    pub default_stream: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self { grpc_listen: None, stream_attribute: "service.name".into(), default_stream: "otel".into() }
+    }
 }
 
 /// The Elasticsearch bulk API (`POST /_bulk`): how index names become streams.
@@ -554,7 +574,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "server",
     "storage",
     "ingest",
@@ -569,6 +589,7 @@ const SECTIONS: [&str; 14] = [
     "orders",
     "report",
     "elasticsearch",
+    "otlp",
 ];
 
 impl Config {
@@ -645,6 +666,12 @@ impl Config {
                     self.orders.schema
                 );
             }
+        }
+        if !logyard_core::StreamName::is_valid(&self.otlp.default_stream) {
+            bail!(
+                "invalid configuration at `otlp.default_stream`: {:?} is not a stream name",
+                self.otlp.default_stream
+            );
         }
         if self.archive.raw_max_age.is_zero() {
             bail!("invalid configuration at `archive.raw_max_age`: must be above 0");

@@ -621,6 +621,10 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
             strip_date_suffix: config.elasticsearch.strip_date_suffix,
         },
         firehose: Default::default(),
+        otlp: logyard_ingest::otlp::StreamChoice {
+            attribute: Some(config.otlp.stream_attribute.clone()).filter(|a| !a.is_empty()),
+            default: logyard_core::StreamName::new(&config.otlp.default_stream)?,
+        },
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,
@@ -628,6 +632,25 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         },
     };
     tokio::spawn(watch_tokens(config.clone(), token_store, ingestor.clone()));
+    if let Some(addr) = config.otlp.grpc_listen {
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr} (otlp.grpc_listen)"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let incoming = TcpListener::from_std(listener)?;
+        let service = logyard_server::otlp::Grpc::service(state.clone());
+        let shutdown = stopped(stop_rx.clone());
+        tracing::info!(%addr, "OTLP/gRPC logs service listening");
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(incoming), shutdown)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the OTLP/gRPC service stopped");
+            }
+        });
+    }
     let grace = config.server.shutdown_grace;
     let mut server = match tls {
         Some(tls) => {

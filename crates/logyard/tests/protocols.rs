@@ -182,3 +182,105 @@ async fn firehose_deliveries_are_answered_once_durable_and_not_taken_twice() {
     let expected = ["-|a|-|-", "-|boom|error|/aws/eks/shop/app", "-|b|-|-", "hello world|-|-|-", "hello|-|-|-"];
     assert_eq!(got, expected, "each record once, field by field");
 }
+
+const OTEL_CLIENT: &str = r#"
+import logging, sys
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+protocol, endpoint, token = sys.argv[1:4]
+if protocol == "http":
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    exporter = OTLPLogExporter(endpoint=endpoint + "/v1/logs", headers={"authorization": "Bearer " + token})
+else:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    exporter = OTLPLogExporter(endpoint=endpoint, insecure=True, headers=(("authorization", "Bearer " + token),))
+resource = Resource.create({"service.name": "Checkout.API", "k8s.namespace.name": "shop", "k8s.pod.name": "checkout-7d9f"})
+provider = LoggerProvider(resource=resource)
+provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+log = logging.getLogger("shop.checkout")
+log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
+log.setLevel(logging.INFO)
+log.propagate = False
+for i in range(20):
+    log.warning("payment retry %d", i, extra={"order_id": f"o-{i:07d}", "attempt": i})
+with TracerProvider().get_tracer("shop").start_as_current_span("pay"):
+    log.error("payment failed", extra={"protocol": protocol})
+provider.shutdown()
+"#;
+
+fn run_otel_client(protocol: &str, endpoint: &str, token: &str) {
+    let python = program("LOGYARD_TEST_PYTHON", "python3", "scripts/test.sh makes a venv with the OpenTelemetry SDK");
+    let out = Command::new(python).args(["-c", OTEL_CLIENT, protocol, endpoint, token]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_opentelemetry_sdk_exports_logs_over_http_and_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ship, ship_entry) = create_token("otel", "ingest", Some("checkout-*"));
+    let (read, read_entry) = create_token("read", "query,admin", None);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, format!("{ship_entry}\n{read_entry}")).unwrap();
+    let grpc = free_port();
+    let server = ServerSpec::local(dir.path())
+        .env("LOGYARD_TOKENS_FILE", tokens.to_str().unwrap())
+        .env("LOGYARD_OTLP_GRPC_LISTEN", &format!("127.0.0.1:{grpc}"))
+        .start();
+
+    run_otel_client("http", &server.base, &ship);
+    run_otel_client("grpc", &format!("http://127.0.0.1:{grpc}"), &ship);
+    flush_as(&server, &read).await;
+
+    // service.name "Checkout.API" chose the stream; every part of a record is a column.
+    let rows = query_as(
+        &server,
+        &read,
+        "SELECT body, severity_text, severity_number, trace_id, span_id, \"attributes.protocol\" AS protocol, \
+         \"resource.k8s.pod.name\" AS pod, \"resource.service.name\" AS service, \"scope.name\" AS scope \
+         FROM \"checkout-api\" WHERE severity_text = 'ERROR' ORDER BY protocol",
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, protocol) in rows.iter().zip(["grpc", "http"]) {
+        assert_eq!(row["body"], "payment failed");
+        assert_eq!(row["protocol"], protocol);
+        assert_eq!((row["severity_number"].as_i64(), row["pod"].as_str()), (Some(17), Some("checkout-7d9f")));
+        assert_eq!((row["service"].as_str(), row["scope"].as_str()), (Some("Checkout.API"), Some("shop.checkout")));
+        assert_eq!(row["trace_id"].as_str().unwrap().len(), 32, "the span's trace: {row}");
+        assert_eq!(row["span_id"].as_str().unwrap().len(), 16);
+    }
+    let retries = query_as(
+        &server,
+        &read,
+        "SELECT count(*) AS n, count(DISTINCT \"attributes.order_id\") AS orders FROM \"checkout-api\" WHERE severity_text = 'WARN'",
+    )
+    .await;
+    assert_eq!((retries[0]["n"].as_i64(), retries[0]["orders"].as_i64()), (Some(40), Some(20)));
+
+    // Malformed bodies: a google.rpc.Status in the request's encoding; nothing taken.
+    let r = client()
+        .post(server.url("/v1/logs"))
+        .bearer_auth(&ship)
+        .header("content-type", "application/json")
+        .body("{\"resourceLogs\": 7}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], 3, "INVALID_ARGUMENT: {v}");
+    let r = client()
+        .post(server.url("/v1/logs"))
+        .bearer_auth(&ship)
+        .header("content-type", "application/x-protobuf")
+        .body(vec![0xff, 0xff, 0xff])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/x-protobuf");
+}

@@ -1,0 +1,266 @@
+//! OTLP logs (`ExportLogsServiceRequest`, protobuf or JSON) as events, one per log record:
+//!
+//! ```json
+//! {"timestamp": <time_unix_nano, else observed_time_unix_nano>, "severity_text": "ERROR",
+//!  "severity_number": 17, "body": <string, or the structured value>, "trace_id": "<hex>",
+//!  "span_id": "<hex>", "event_name": "...", "attributes": {...},
+//!  "resource": {"service.name": "...", "k8s.namespace.name": "...", ...},
+//!  "scope": {"name": "...", "version": "..."}}
+//! ```
+//!
+//! Nested objects become dotted columns (`resource.service.name`, `attributes.http.route`).
+//! The stream is the first that applies of: the request's stream (a header, chosen by the
+//! caller), the value of a configured attribute of the record or its resource (e.g.
+//! `service.name` or `k8s.namespace.name`, made a valid stream name), and a default.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use serde_json::{Map, Value, json};
+
+use logyard_core::StreamName;
+use logyard_core::encoded::EventsEncoder;
+use logyard_core::event;
+use logyard_core::time::Micros;
+
+/// How records find their stream.
+#[derive(Debug, Clone)]
+pub struct StreamChoice {
+    /// An attribute (of the record, else of its resource) whose value names the stream.
+    pub attribute: Option<String>,
+    /// The stream when nothing else names one.
+    pub default: StreamName,
+}
+
+/// The events of a request per stream, and the records that could not be taken.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub streams: BTreeMap<StreamName, EventsEncoder>,
+    pub rejected: usize,
+    pub first_error: Option<String>,
+}
+
+/// Reads a request body: protobuf, or the OTLP JSON encoding.
+pub fn parse_request(body: &[u8], json: bool) -> Result<ExportLogsServiceRequest, String> {
+    if json {
+        serde_json::from_slice(body).map_err(|e| format!("not an OTLP/JSON logs request: {e}"))
+    } else {
+        ExportLogsServiceRequest::decode(body).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))
+    }
+}
+
+/// A stream name made of an attribute value: lower case, other characters as `-`.
+fn stream_from(value: &str) -> Option<StreamName> {
+    let name: String = value
+        .trim()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' })
+        .collect();
+    let name = name.trim_start_matches(['-', '_']);
+    StreamName::new(&name[..name.len().min(StreamName::MAX_LEN)]).ok()
+}
+
+fn value(v: &AnyValue) -> Value {
+    use base64::Engine;
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
+        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => json!(i),
+        Some(any_value::Value::DoubleValue(d)) => json!(d),
+        Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(value).collect()),
+        Some(any_value::Value::KvlistValue(l)) => Value::Object(object(&l.values)),
+        Some(any_value::Value::BytesValue(b)) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        _ => Value::Null,
+    }
+}
+
+fn object(attributes: &[KeyValue]) -> Map<String, Value> {
+    attributes.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, value))).collect()
+}
+
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Turns every log record of a request into an event of its stream. `stream` is the
+/// stream the caller named, if any.
+pub fn decode(
+    request: &ExportLogsServiceRequest,
+    stream: Option<&StreamName>,
+    choice: &StreamChoice,
+    received: Micros,
+) -> Decoded {
+    let mut out = Decoded::default();
+    for resource_logs in &request.resource_logs {
+        let resource_attrs = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let resource = object(resource_attrs);
+        for scope_logs in &resource_logs.scope_logs {
+            let scope = scope_logs.scope.as_ref().map(|s| {
+                let mut m = Map::new();
+                if !s.name.is_empty() {
+                    m.insert("name".into(), Value::String(s.name.clone()));
+                }
+                if !s.version.is_empty() {
+                    m.insert("version".into(), Value::String(s.version.clone()));
+                }
+                m.extend(object(&s.attributes));
+                m
+            });
+            for record in &scope_logs.log_records {
+                let target = stream.cloned().or_else(|| {
+                    let key = choice.attribute.as_deref()?;
+                    string_attribute(&record.attributes, key)
+                        .or_else(|| string_attribute(resource_attrs, key))
+                        .and_then(stream_from)
+                });
+                let target = target.unwrap_or_else(|| choice.default.clone());
+                let mut e = Map::new();
+                let time =
+                    if record.time_unix_nano > 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                if time > 0 {
+                    e.insert("timestamp".into(), json!(time));
+                }
+                if !record.severity_text.is_empty() {
+                    e.insert("severity_text".into(), Value::String(record.severity_text.clone()));
+                }
+                if record.severity_number != 0 {
+                    e.insert("severity_number".into(), json!(record.severity_number));
+                }
+                if let Some(body) = &record.body {
+                    e.insert("body".into(), value(body));
+                }
+                if !record.trace_id.is_empty() {
+                    e.insert("trace_id".into(), Value::String(hex(&record.trace_id)));
+                }
+                if !record.span_id.is_empty() {
+                    e.insert("span_id".into(), Value::String(hex(&record.span_id)));
+                }
+                if !record.event_name.is_empty() {
+                    e.insert("event_name".into(), Value::String(record.event_name.clone()));
+                }
+                if !record.attributes.is_empty() {
+                    e.insert("attributes".into(), Value::Object(object(&record.attributes)));
+                }
+                if !resource.is_empty() {
+                    e.insert("resource".into(), Value::Object(resource.clone()));
+                }
+                if let Some(scope) = scope.as_ref().filter(|s| !s.is_empty()) {
+                    e.insert("scope".into(), Value::Object(scope.clone()));
+                }
+                let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
+                match event::check_line(&text, received) {
+                    Ok(c) => out.streams.entry(target).or_default().push(c.time, c.source, &text),
+                    Err(err) => {
+                        out.rejected += 1;
+                        out.first_error.get_or_insert_with(|| err.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logyard_core::encoded::decode_events;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(key: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            ..Default::default()
+        }
+    }
+
+    fn request() -> ExportLogsServiceRequest {
+        let record = |body: &str, attrs: Vec<KeyValue>| LogRecord {
+            time_unix_nano: 1_764_064_800_123_456_789,
+            severity_number: 17,
+            severity_text: "ERROR".into(),
+            body: Some(AnyValue { value: Some(any_value::Value::StringValue(body.into())) }),
+            attributes: attrs,
+            trace_id: vec![0xab; 16],
+            span_id: vec![0xcd; 8],
+            ..Default::default()
+        };
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "Checkout.API"), kv("k8s.namespace.name", "shop")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "app".into(),
+                        version: "1.2".into(),
+                        ..Default::default()
+                    }),
+                    log_records: vec![
+                        record("payment failed", vec![kv("http.route", "/api/payments")]),
+                        record("moved", vec![kv("service.name", "cart")]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn texts(d: &Decoded, stream: &str) -> Vec<Value> {
+        let events = d.streams[&StreamName::new(stream).unwrap()].as_bytes().to_vec();
+        decode_events(&events).map(|e| serde_json::from_str(e.unwrap().text).unwrap()).collect()
+    }
+
+    #[test]
+    fn records_become_events_in_the_stream_their_attribute_names() {
+        let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
+        let bytes = request().encode_to_vec();
+        let d = decode(&parse_request(&bytes, false).unwrap(), None, &choice, 0);
+        assert_eq!(d.streams.keys().map(|s| s.as_str()).collect::<Vec<_>>(), ["cart", "checkout-api"]);
+        let e = &texts(&d, "checkout-api")[0];
+        assert_eq!(e["body"], "payment failed");
+        assert_eq!(e["severity_text"], "ERROR");
+        assert_eq!(e["severity_number"], 17);
+        assert_eq!(e["trace_id"], "ab".repeat(16));
+        assert_eq!(e["span_id"], "cd".repeat(8));
+        assert_eq!(e["attributes"]["http.route"], "/api/payments");
+        assert_eq!(e["resource"]["k8s.namespace.name"], "shop");
+        assert_eq!(e["scope"]["version"], "1.2");
+        // A stream named by the caller wins; without an attribute, the default.
+        let named = decode(&request(), Some(&StreamName::new("mine").unwrap()), &choice, 0);
+        assert_eq!(named.streams.len(), 1);
+        let none = StreamChoice { attribute: None, default: StreamName::new("otel").unwrap() };
+        assert_eq!(decode(&request(), None, &none, 0).streams.keys().next().unwrap().as_str(), "otel");
+    }
+
+    #[test]
+    fn the_json_encoding_is_read_too() {
+        let body =
+            br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},
+            "scopeLogs":[{"scope":{"name":"s"},"logRecords":[{"timeUnixNano":"1764064800000000000","severityNumber":9,
+            "severityText":"INFO","body":{"kvlistValue":{"values":[{"key":"msg","value":{"stringValue":"hi"}}]}},
+            "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
+        let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
+        let d = decode(&parse_request(body, true).unwrap(), None, &choice, 0);
+        let e = &texts(&d, "web")[0];
+        assert_eq!(e["body"]["msg"], "hi");
+        assert_eq!(e["trace_id"], "5b8efff798038103d269b633813fc60c");
+        assert!(parse_request(b"{\"resourceLogs\": 3}", true).is_err());
+        assert!(parse_request(b"\xff\xff\xff", false).is_err());
+    }
+}
