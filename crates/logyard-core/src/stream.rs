@@ -35,6 +35,20 @@ impl StreamName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A stream name made of another system's name (a service, an app label): lower case,
+    /// other characters as `-`, leading `-` and `_` dropped, cut at the longest length.
+    /// `Checkout.API` becomes `checkout-api`; `None` when nothing is left.
+    pub fn from_foreign(value: &str) -> Option<Self> {
+        let name: String = value
+            .trim()
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' })
+            .collect();
+        let name = name.trim_start_matches(['-', '_']);
+        Self::new(&name[..name.len().min(Self::MAX_LEN)]).ok()
+    }
 }
 
 impl fmt::Display for StreamName {
@@ -52,6 +66,16 @@ impl AsRef<str> for StreamName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_names_are_made_stream_names() {
+        let f = |s: &str| StreamName::from_foreign(s).map(|n| n.to_string());
+        assert_eq!(f("Checkout.API").as_deref(), Some("checkout-api"));
+        assert_eq!(f("  _web shop ").as_deref(), Some("web-shop"));
+        assert_eq!(f(&"x".repeat(100)).unwrap().len(), 63);
+        assert_eq!(f("..."), None);
+        assert_eq!(f("ünï").as_deref(), Some("n-"), "non-ASCII becomes dashes");
+    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

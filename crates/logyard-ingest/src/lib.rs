@@ -9,6 +9,7 @@ pub mod alb_import;
 pub mod body;
 pub mod build;
 pub mod elastic;
+pub mod loki;
 pub mod maintenance;
 pub mod metrics;
 pub mod otlp;

@@ -51,18 +51,6 @@ pub fn parse_request(body: &[u8], json: bool) -> Result<ExportLogsServiceRequest
     }
 }
 
-/// A stream name made of an attribute value: lower case, other characters as `-`.
-fn stream_from(value: &str) -> Option<StreamName> {
-    let name: String = value
-        .trim()
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' })
-        .collect();
-    let name = name.trim_start_matches(['-', '_']);
-    StreamName::new(&name[..name.len().min(StreamName::MAX_LEN)]).ok()
-}
-
 fn value(v: &AnyValue) -> Value {
     use base64::Engine;
     match &v.value {
@@ -121,7 +109,7 @@ pub fn decode(
                     let key = choice.attribute.as_deref()?;
                     string_attribute(&record.attributes, key)
                         .or_else(|| string_attribute(resource_attrs, key))
-                        .and_then(stream_from)
+                        .and_then(StreamName::from_foreign)
                 });
                 let target = target.unwrap_or_else(|| choice.default.clone());
                 let mut e = Map::new();

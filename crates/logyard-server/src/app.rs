@@ -90,6 +90,8 @@ pub struct AppState {
     pub firehose: Arc<crate::firehose::RecentRequests>,
     /// How OTLP log records find their stream.
     pub otlp: logyard_ingest::otlp::StreamChoice,
+    /// How Loki entries find their stream.
+    pub loki: logyard_ingest::loki::LokiChoice,
 }
 
 /// The router with every route.
@@ -111,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/uploads/{id}/parts/{n}", axum::routing::put(crate::uploads::put_part))
         .route("/api/v1/firehose/{stream}", post(crate::firehose::deliver))
         .route("/v1/logs", post(crate::otlp::http))
+        .route("/loki/api/v1/push", post(crate::loki::push))
         .route("/", get(crate::elastic::info).head(crate::elastic::info))
         .route("/_license", get(crate::elastic::license))
         .route("/_cluster/health", get(crate::elastic::cluster_health))

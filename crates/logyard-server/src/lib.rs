@@ -7,6 +7,7 @@ pub mod elastic;
 pub mod error;
 pub mod firehose;
 pub mod limits;
+pub mod loki;
 pub mod metrics;
 pub mod otlp;
 mod reports;

@@ -29,6 +29,24 @@ pub struct Config {
     pub report: ReportConfig,
     pub elasticsearch: ElasticsearchConfig,
     pub otlp: OtlpConfig,
+    pub loki: LokiConfig,
+}
+
+/// Loki's push API (`POST /loki/api/v1/push`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiConfig {
+    /// The label whose value names the stream; empty: none. The `X-Logyard-Stream` header
+    /// overrides it.
+    pub stream_label: String,
+    /// The stream of entries nothing else places.
+    pub default_stream: String,
+}
+
+impl Default for LokiConfig {
+    fn default() -> Self {
+        Self { stream_label: "app".into(), default_stream: "loki".into() }
+    }
 }
 
 /// OTLP logs: `POST /v1/logs`, and OTLP/gRPC when `grpc_listen` is set.
@@ -574,7 +592,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "server",
     "storage",
     "ingest",
@@ -590,6 +608,7 @@ const SECTIONS: [&str; 15] = [
     "report",
     "elasticsearch",
     "otlp",
+    "loki",
 ];
 
 impl Config {
@@ -671,6 +690,12 @@ impl Config {
             bail!(
                 "invalid configuration at `otlp.default_stream`: {:?} is not a stream name",
                 self.otlp.default_stream
+            );
+        }
+        if !logyard_core::StreamName::is_valid(&self.loki.default_stream) {
+            bail!(
+                "invalid configuration at `loki.default_stream`: {:?} is not a stream name",
+                self.loki.default_stream
             );
         }
         if self.archive.raw_max_age.is_zero() {

@@ -625,6 +625,10 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
             attribute: Some(config.otlp.stream_attribute.clone()).filter(|a| !a.is_empty()),
             default: logyard_core::StreamName::new(&config.otlp.default_stream)?,
         },
+        loki: logyard_ingest::loki::LokiChoice {
+            label: Some(config.loki.stream_label.clone()).filter(|l| !l.is_empty()),
+            default: logyard_core::StreamName::new(&config.loki.default_stream)?,
+        },
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,

@@ -284,3 +284,86 @@ async fn the_opentelemetry_sdk_exports_logs_over_http_and_grpc() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/x-protobuf");
 }
+
+#[tokio::test]
+async fn loki_pushes_in_snappy_protobuf_and_json_land_with_their_labels() {
+    use logyard_ingest::loki::{EntryAdapter, LabelPair, PushRequest, StreamAdapter, Timestamp};
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ship, read) = server(dir.path());
+
+    // As Promtail and Alloy send it: protobuf, snappy block compression.
+    let entries = (0..50)
+        .map(|i| EntryAdapter {
+            timestamp: Some(Timestamp { seconds: 1_764_064_800 + i, nanos: 500 }),
+            line: format!("GET /products/{i} 200"),
+            structured_metadata: vec![LabelPair { name: "trace_id".into(), value: format!("t{i}") }],
+        })
+        .collect();
+    let push = PushRequest {
+        streams: vec![StreamAdapter {
+            labels: r#"{app="app-web", namespace="shop", pod="web-1"}"#.into(),
+            entries,
+            hash: 0,
+        }],
+    };
+    let body = snap::raw::Encoder::new().compress_vec(&push.encode_to_vec()).unwrap();
+    let r = client()
+        .post(server.url("/loki/api/v1/push"))
+        .bearer_auth(&ship)
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    // JSON, with structured metadata; a header names the stream.
+    let json_push = json!({"streams": [{"stream": {"app": "ignored", "level": "error"},
+        "values": [["1764064900000000000", "payment failed", {"order_id": "o-0000042"}]]}]});
+    let r = client()
+        .post(server.url("/loki/api/v1/push"))
+        .bearer_auth(&ship)
+        .header("x-logyard-stream", "app-payments")
+        .json(&json_push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Malformed: 400 with Loki's plain text, nothing taken.
+    let r = client()
+        .post(server.url("/loki/api/v1/push"))
+        .bearer_auth(&ship)
+        .header("content-type", "application/x-protobuf")
+        .body("not snappy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("snappy"));
+    flush_as(&server, &read).await;
+
+    let rows = query_as(
+        &server,
+        &read,
+        "SELECT timestamp, message, \"labels.namespace\" AS ns, \"labels.pod\" AS pod, \"metadata.trace_id\" AS t \
+         FROM \"app-web\" ORDER BY timestamp",
+    )
+    .await;
+    assert_eq!(rows.len(), 50);
+    assert_eq!(rows[7]["message"], "GET /products/7 200");
+    assert_eq!(rows[7]["timestamp"], "2025-11-25T10:00:07Z", "the entry's time (to the microsecond)");
+    assert_eq!(
+        (rows[7]["ns"].as_str(), rows[7]["pod"].as_str(), rows[7]["t"].as_str()),
+        (Some("shop"), Some("web-1"), Some("t7"))
+    );
+    let rows = query_as(
+        &server,
+        &read,
+        "SELECT message, \"labels.level\" AS level, \"metadata.order_id\" AS o FROM \"app-payments\"",
+    )
+    .await;
+    assert_eq!(
+        (rows[0]["message"].as_str(), rows[0]["level"].as_str(), rows[0]["o"].as_str()),
+        (Some("payment failed"), Some("error"), Some("o-0000042"))
+    );
+}

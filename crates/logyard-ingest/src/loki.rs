@@ -1,0 +1,248 @@
+//! Loki push requests (`POST /loki/api/v1/push`): JSON, or protobuf compressed with snappy
+//! as Promtail, Grafana Alloy and Fluent Bit's `loki` output send them. Each entry becomes
+//! `{"timestamp": <ns>, "message": <line>, "labels": {...}, "metadata": {...}}`: the stream's
+//! labels and the entry's structured metadata become `labels.*` and `metadata.*` columns. The
+//! logyard stream is the request's (a header), else a configured label's value, else a default.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use serde_json::{Map, Value, json};
+
+use logyard_core::StreamName;
+use logyard_core::encoded::EventsEncoder;
+use logyard_core::event;
+use logyard_core::time::Micros;
+
+/// `logproto.PushRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub streams: Vec<StreamAdapter>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct StreamAdapter {
+    /// Labels in Prometheus form: `{app="web", env="prod"}`.
+    #[prost(string, tag = "1")]
+    pub labels: String,
+    #[prost(message, repeated, tag = "2")]
+    pub entries: Vec<EntryAdapter>,
+    #[prost(uint64, tag = "3")]
+    pub hash: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct EntryAdapter {
+    #[prost(message, optional, tag = "1")]
+    pub timestamp: Option<Timestamp>,
+    #[prost(string, tag = "2")]
+    pub line: String,
+    #[prost(message, repeated, tag = "3")]
+    pub structured_metadata: Vec<LabelPair>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct LabelPair {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// How entries find their stream.
+#[derive(Debug, Clone)]
+pub struct LokiChoice {
+    /// A label whose value names the stream.
+    pub label: Option<String>,
+    pub default: StreamName,
+}
+
+/// The events of a push per stream, and the entries that could not be taken.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub streams: BTreeMap<StreamName, EventsEncoder>,
+    pub rejected: usize,
+    pub first_error: Option<String>,
+}
+
+/// One stream of a push, whichever the encoding.
+struct Entries {
+    labels: Map<String, Value>,
+    /// (nanoseconds since the epoch, line, structured metadata)
+    entries: Vec<(i128, String, Map<String, Value>)>,
+}
+
+/// Parses `{a="b", c="d\"e"}`.
+pub fn parse_labels(text: &str) -> Result<Map<String, Value>, String> {
+    let bad = || format!("labels {text:?} are not in the form {{name=\"value\", ...}}");
+    let inner = text.trim().strip_prefix('{').and_then(|t| t.strip_suffix('}')).ok_or_else(bad)?;
+    let mut out = Map::new();
+    let mut rest = inner.trim();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=').ok_or_else(bad)?;
+        let after = after.trim_start().strip_prefix('"').ok_or_else(bad)?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().ok_or_else(bad)? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().ok_or_else(bad)?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        out.insert(name.trim().to_owned(), Value::String(value));
+        rest = after[end + 1..].trim_start().trim_start_matches(',').trim_start();
+    }
+    Ok(out)
+}
+
+fn from_json(body: &[u8]) -> Result<Vec<Entries>, String> {
+    #[derive(serde::Deserialize)]
+    struct Push {
+        streams: Vec<JsonStream>,
+    }
+    #[derive(serde::Deserialize)]
+    struct JsonStream {
+        #[serde(default)]
+        stream: Map<String, Value>,
+        values: Vec<Vec<Value>>,
+    }
+    let push: Push = serde_json::from_slice(body).map_err(|e| format!("not a Loki push request: {e}"))?;
+    push.streams
+        .into_iter()
+        .map(|s| {
+            let entries = s
+                .values
+                .into_iter()
+                .map(|v| {
+                    let ns = v.first().and_then(Value::as_str).and_then(|t| t.parse::<i128>().ok());
+                    let line = v.get(1).and_then(Value::as_str);
+                    let metadata = v.get(2).and_then(Value::as_object).cloned().unwrap_or_default();
+                    match (ns, line) {
+                        (Some(ns), Some(line)) => Ok((ns, line.to_owned(), metadata)),
+                        _ => Err(format!(
+                            "an entry must be [\"<unix ns>\", \"<line>\"(, {{metadata}})]: got {}",
+                            Value::Array(v)
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Entries { labels: s.stream, entries })
+        })
+        .collect()
+}
+
+fn from_protobuf(body: &[u8]) -> Result<Vec<Entries>, String> {
+    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| format!("snappy: {e}"))?;
+    let push = PushRequest::decode(&raw[..]).map_err(|e| format!("not a Loki push request: {e}"))?;
+    push.streams
+        .into_iter()
+        .map(|s| {
+            let entries = s
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let ts = e.timestamp.unwrap_or_default();
+                    let ns = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+                    let metadata =
+                        e.structured_metadata.into_iter().map(|p| (p.name, Value::String(p.value))).collect();
+                    (ns, e.line, metadata)
+                })
+                .collect();
+            Ok(Entries { labels: parse_labels(&s.labels)?, entries })
+        })
+        .collect()
+}
+
+/// Decodes a push: protobuf with snappy unless `json`.
+pub fn decode(
+    body: &[u8],
+    json: bool,
+    stream: Option<&StreamName>,
+    choice: &LokiChoice,
+    received: Micros,
+) -> Result<Decoded, String> {
+    let streams = if json { from_json(body)? } else { from_protobuf(body)? };
+    let mut out = Decoded::default();
+    for s in streams {
+        let target = stream
+            .cloned()
+            .or_else(|| {
+                choice.label.as_deref().and_then(|l| s.labels.get(l)?.as_str()).and_then(StreamName::from_foreign)
+            })
+            .unwrap_or_else(|| choice.default.clone());
+        for (ns, line, metadata) in s.entries {
+            let mut e = Map::new();
+            e.insert("timestamp".into(), json!(ns.clamp(0, i128::from(i64::MAX)) as i64));
+            e.insert("message".into(), Value::String(line));
+            if !s.labels.is_empty() {
+                e.insert("labels".into(), Value::Object(s.labels.clone()));
+            }
+            if !metadata.is_empty() {
+                e.insert("metadata".into(), Value::Object(metadata));
+            }
+            let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
+            match event::check_line(&text, received) {
+                Ok(c) => out.streams.entry(target.clone()).or_default().push(c.time, c.source, &text),
+                Err(err) => {
+                    out.rejected += 1;
+                    out.first_error.get_or_insert_with(|| err.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_parsed_with_escapes() {
+        let l = parse_labels(r#"{app="web", env="prod",msg="say \"hi\"\n"}"#).unwrap();
+        assert_eq!(l["app"], "web");
+        assert_eq!(l["env"], "prod");
+        assert_eq!(l["msg"], "say \"hi\"\n");
+        assert!(parse_labels("{}").unwrap().is_empty());
+        assert!(parse_labels("app=web").is_err());
+        assert!(parse_labels(r#"{app="web}"#).is_err());
+    }
+
+    #[test]
+    fn json_pushes_and_snappy_protobuf_pushes_give_the_same_events() {
+        let choice = LokiChoice { label: Some("app".into()), default: StreamName::new("loki").unwrap() };
+        let json_body = br#"{"streams":[{"stream":{"app":"Web.Shop","env":"prod"},"values":[["1764064800000000001","GET / 200",{"trace_id":"abc"}]]}]}"#;
+        let a = decode(json_body, true, None, &choice, 0).unwrap();
+        let push = PushRequest {
+            streams: vec![StreamAdapter {
+                labels: r#"{app="Web.Shop", env="prod"}"#.into(),
+                entries: vec![EntryAdapter {
+                    timestamp: Some(Timestamp { seconds: 1_764_064_800, nanos: 1 }),
+                    line: "GET / 200".into(),
+                    structured_metadata: vec![LabelPair { name: "trace_id".into(), value: "abc".into() }],
+                }],
+                hash: 0,
+            }],
+        };
+        let compressed = snap::raw::Encoder::new().compress_vec(&push.encode_to_vec()).unwrap();
+        let b = decode(&compressed, false, None, &choice, 0).unwrap();
+        let key = StreamName::new("web-shop").unwrap();
+        assert_eq!(a.streams[&key].as_bytes(), b.streams[&key].as_bytes());
+        assert!(decode(b"not snappy", false, None, &choice, 0).unwrap_err().contains("snappy"));
+        assert!(decode(br#"{"streams":[{"values":[[1,2]]}]}"#, true, None, &choice, 0).is_err());
+    }
+}
