@@ -1,15 +1,18 @@
-"""The Fluent Bit and Vector configurations of docs/deploy-eks.md against a running logyard.
+"""The shipper configurations of docs/deploy-eks.md against a running logyard.
 
     test_shippers.py --base-url http://127.0.0.1:PORT [--docs docs/deploy-eks.md] [--chart DIR]
     test_shippers.py --server-bin PATH --render MANIFESTS --workdir DIR [...]
 
-Reads the two blocks marked `<!-- check: fluent-bit -->` and `<!-- check: vector -->` from the
-docs, checks their host, port, URI, headers, format and batch size against the chart and the
+Reads the blocks marked `<!-- check: fluent-bit -->`, `<!-- check: vector -->`,
+`<!-- check: fluent-bit-es -->`, `<!-- check: vector-elasticsearch -->` and
+`<!-- check: otel-collector -->` from the docs, checks their host, port, URI, headers, format and batch size against the chart and the
 ingest API, then POSTs to the endpoint each one names a body shaped exactly like what that
 shipper sends (Fluent Bit's `http` output with `format json_lines`: NDJSON,
 Content-Type application/x-ndjson, gzip; Vector's `http` sink with the json codec and
-newline-delimited framing: the same, with its event layout) and asserts 200, the accepted
-count, and the rows committed to the stream.
+newline-delimited framing: the same, with its event layout; Fluent Bit's `es` output and
+Vector's `elasticsearch` sink: a `_bulk` body of create actions with basic authentication;
+the OpenTelemetry Collector's `otlphttp` exporter: an OTLP/protobuf logs request) and asserts
+the answers, and the rows committed to each stream.
 
 With --server-bin it starts logyard itself on 127.0.0.1:0 with the environment and
 logyard.toml of the rendered StatefulSet (so the chart's configuration is proven to start the
@@ -93,6 +96,146 @@ def post(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+def post_raw(url: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def basic(user: str, password: str) -> str:
+    import base64
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def bulk_body(index: str, docs: list[dict]) -> bytes:
+    """A _bulk body of create actions, as Fluent Bit's es output and Vector's sink write it."""
+    lines = []
+    for d in docs:
+        lines.append(json.dumps({"create": {"_index": index}}, separators=(",", ":")))
+        lines.append(json.dumps(d, separators=(",", ":")))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def check_bulk_answer(who: str, status: int, answer: dict, n: int) -> None:
+    check(status == 200, f"{who}: POST /_bulk answers 200 ({status} {answer})")
+    items = answer.get("items", [])
+    check(answer.get("errors") is False and len(items) == n, f"{who}: {n} items, no errors ({answer})")
+    check(all(i.get("create", {}).get("status") == 201 for i in items), f"{who}: every item created (201)")
+
+
+def check_fluent_bit_es(text: str, base: str, token: str, service_port: int) -> tuple[str, int]:
+    outputs = [o for o in fluent_bit_outputs(text) if o.get("name", "").lower() == "es"]
+    check(len(outputs) == 1, "fluent-bit-es: one [OUTPUT] with Name es")
+    o = outputs[0]
+    check(o.get("host") == f"{RELEASE}.{NAMESPACE}.svc.cluster.local", "fluent-bit-es: Host is the chart's Service")
+    check(o.get("port") == str(service_port), f"fluent-bit-es: Port is the Service port {service_port}")
+    index = o.get("index", "")
+    check(re.fullmatch(STREAM_RE, index) is not None, f"fluent-bit-es: Index {index!r} is a stream name")
+    check(o.get("suppress_type_name", "").lower() == "on", "fluent-bit-es: Suppress_Type_Name On (no _type, as Elasticsearch 8)")
+    check(o.get("http_passwd") == "${LOGYARD_TOKEN}", "fluent-bit-es: HTTP_Passwd is the token (basic authentication)")
+    compress = o.get("compress", "").lower()
+    # out_es: records with @timestamp (Time_Key) in ISO 8601, create actions.
+    docs = [{"@timestamp": f"2026-11-25T14:07:{i:02d}.{i:03d}Z", "log": f"GET /cart 200 {i}", "kubernetes": k8s_meta(i)} for i in range(30)]
+    body = bulk_body(index, docs)
+    headers = {"Content-Type": "application/x-ndjson", "Authorization": basic(o.get("http_user", ""), expand(o.get("http_passwd", ""), token))}
+    if compress == "gzip":
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    status, raw = post_raw(base + "/_bulk", body, headers)
+    check_bulk_answer("fluent-bit-es", status, json.loads(raw or b"{}"), len(docs))
+    return index, len(docs)
+
+
+def check_vector_es(text: str, base: str, token: str, service_port: int) -> tuple[str, int]:
+    config = yaml.safe_load(text)
+    sinks = [s for s in config.get("sinks", {}).values() if s.get("type") == "elasticsearch"]
+    check(len(sinks) == 1, "vector-elasticsearch: one sink of type elasticsearch")
+    s = sinks[0]
+    endpoint = urlsplit((s.get("endpoints") or [""])[0])
+    check(endpoint.hostname == f"{RELEASE}.{NAMESPACE}.svc.cluster.local" and endpoint.port == service_port, "vector-elasticsearch: the endpoint is the chart's Service")
+    check(s.get("api_version") == "v8", "vector-elasticsearch: api_version v8 (no _type)")
+    bulk = s.get("bulk", {})
+    index = bulk.get("index", "")
+    check(re.fullmatch(STREAM_RE, index) is not None, f"vector-elasticsearch: bulk.index {index!r} is a stream name")
+    check(bulk.get("action", "index") in ("index", "create"), "vector-elasticsearch: bulk.action index or create")
+    auth = s.get("auth", {})
+    check(auth.get("strategy") == "basic" and auth.get("password") == "${LOGYARD_TOKEN}", "vector-elasticsearch: basic auth with the token as password")
+    # What the sink checks first.
+    for path in ("/", "/_cluster/health"):
+        req = urllib.request.Request(base + path, headers={"Authorization": basic(auth.get("user", ""), token)})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            check(resp.status == 200 and resp.headers.get("X-Elastic-Product") == "Elasticsearch", f"vector-elasticsearch: GET {path} answers as Elasticsearch")
+    docs = [{"message": f"GET /checkout 502 {i}ms", "timestamp": f"2026-11-25T14:09:{i:02d}.000417Z", "kubernetes": {"pod_name": f"storefront-{i}"}} for i in range(20)]
+    body = bulk_body(index, docs)
+    headers = {"Content-Type": "application/x-ndjson", "Authorization": basic(auth.get("user", ""), token)}
+    if s.get("compression", "none") == "gzip":
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    status, raw = post_raw(base + "/_bulk", body, headers)
+    check_bulk_answer("vector-elasticsearch", status, json.loads(raw or b"{}"), len(docs))
+    return index, len(docs)
+
+
+def pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pb_bytes(tag: int, payload: bytes) -> bytes:
+    return pb_varint(tag << 3 | 2) + pb_varint(len(payload)) + payload
+
+
+def pb_kv(key: str, value: str) -> bytes:
+    return pb_bytes(1, key.encode()) + pb_bytes(2, pb_bytes(1, value.encode()))
+
+
+def otlp_logs_request(service: str, n: int) -> bytes:
+    """An ExportLogsServiceRequest in protobuf: one resource, one scope, n records."""
+    import struct
+    records = b""
+    for i in range(n):
+        record = (pb_varint(1 << 3 | 1) + struct.pack("<Q", 1_764_079_620_000_000_000 + i)  # time_unix_nano
+                  + pb_varint(2 << 3) + pb_varint(9)  # severity_number INFO
+                  + pb_bytes(3, b"INFO")
+                  + pb_bytes(5, pb_bytes(1, f"order {i} placed".encode()))  # body
+                  + pb_bytes(6, pb_kv("k8s.pod.name", f"checkout-{i % 3}")))
+        records += pb_bytes(2, record)
+    scope_logs = pb_bytes(1, pb_bytes(1, b"filelog")) + records
+    resource = pb_bytes(1, pb_kv("service.name", service)) + pb_bytes(1, pb_kv("k8s.namespace.name", "shop"))
+    return pb_bytes(1, pb_bytes(1, resource) + pb_bytes(2, scope_logs))
+
+
+def check_otel_collector(text: str, base: str, token: str, service_port: int) -> tuple[str, int]:
+    config = yaml.safe_load(text)
+    exporters = {k: v for k, v in config.get("exporters", {}).items() if k.split("/")[0] == "otlphttp"}
+    check(len(exporters) == 1, "otel-collector: one otlphttp exporter")
+    name, e = next(iter(exporters.items()))
+    endpoint = urlsplit(e.get("logs_endpoint", ""))
+    check(endpoint.hostname == f"{RELEASE}.{NAMESPACE}.svc.cluster.local" and endpoint.port == service_port, "otel-collector: logs_endpoint is the chart's Service")
+    check(endpoint.path == "/v1/logs", "otel-collector: logs_endpoint path /v1/logs")
+    auth = e.get("headers", {}).get("Authorization", "")
+    check(auth == "Bearer ${env:LOGYARD_TOKEN}", "otel-collector: Authorization Bearer ${env:LOGYARD_TOKEN}")
+    check(e.get("encoding", "proto") == "proto", "otel-collector: protobuf encoding (the exporter's default)")
+    pipelines = config.get("service", {}).get("pipelines", {})
+    check(any(name in p.get("exporters", []) for k, p in pipelines.items() if k.split("/")[0] == "logs"), "otel-collector: a logs pipeline exports to it")
+    body = otlp_logs_request("checkout", 12)
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
+    if e.get("compression", "gzip") == "gzip":
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    status, raw = post_raw(base + endpoint.path, body, headers)
+    check(status == 200, f"otel-collector: POST /v1/logs answers 200 ({status} {raw[:200]!r})")
+    check(raw == b"", f"otel-collector: an ExportLogsServiceResponse without partial_success ({raw!r})")
+    return "checkout", 12
 
 
 def count_rows(base: str, stream: str) -> int:
@@ -330,6 +473,9 @@ def main() -> None:
         totals[stream] = totals.get(stream, 0) + n
         stream, n = check_vector(block(docs, "vector"), base, args.token, service_port, max_body)
         totals[stream] = totals.get(stream, 0) + n
+        for check_block, name in ((check_fluent_bit_es, "fluent-bit-es"), (check_vector_es, "vector-elasticsearch"), (check_otel_collector, "otel-collector")):
+            stream, n = check_block(block(docs, name), base, args.token, service_port)
+            totals[stream] = totals.get(stream, 0) + n
         for stream, n in totals.items():
             if stream:
                 rows = count_rows(base, stream)
