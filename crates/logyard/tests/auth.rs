@@ -48,8 +48,14 @@ async fn tokens_scopes_and_streams() {
         call(&server, "POST", "/api/v1/query", Some("lyt_not-a-real-token"), &q("SELECT 1")).await;
     assert_eq!(status, 401);
     assert!(headers["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    // A scheme logyard does not take is malformed; basic authentication with a wrong token
+    // as the password is an unknown token.
+    let r = client().get(server.url("/api/v1/streams")).header("authorization", "Digest abc").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_request"));
     let r = client().get(server.url("/api/v1/streams")).header("authorization", "Basic dTpw").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
 
     // Health stays open.
     for path in ["/healthz", "/readyz", "/metrics"] {
