@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 
+use logyard_bench::protocols::{self, Protocol};
 use logyard_bench::storefront::{Generator, Spec};
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,9 @@ enum Command {
         /// Bytes per request (cut at line ends).
         #[arg(long, default_value_t = 1 << 20)]
         batch_bytes: usize,
+        /// The protocol the events are sent with.
+        #[arg(long, value_enum, default_value = "ndjson")]
+        protocol: Protocol,
     },
 }
 
@@ -101,8 +105,8 @@ async fn main() -> anyhow::Result<()> {
             out.write_all(logyard_core::alb::fixtures::lines(lines, seed).as_bytes())?;
             Ok(())
         }
-        Command::Load { server, stream, file, concurrency, batch_bytes } => {
-            load(&server, &stream, &file, concurrency, batch_bytes).await
+        Command::Load { server, stream, file, concurrency, batch_bytes, protocol } => {
+            load(&server, &stream, &file, concurrency, batch_bytes, protocol).await
         }
     }
 }
@@ -127,30 +131,39 @@ async fn load(
     file: &PathBuf,
     concurrency: usize,
     batch_bytes: usize,
+    protocol: Protocol,
 ) -> anyhow::Result<()> {
     let data = Bytes::from(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
     let batches = Arc::new(chunks(&data, batch_bytes));
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let url = format!("{}/api/v1/streams/{stream}/events", server.trim_end_matches('/'));
+    let base = server.trim_end_matches('/').to_owned();
+    // Requests are encoded before the clock starts: the server's rate is measured, not the client's.
+    let requests: Arc<Vec<(usize, protocols::Request)>> = Arc::new(
+        batches
+            .iter()
+            .map(|b| (b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count(), protocol.request(stream, b)))
+            .collect(),
+    );
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (batches, next, accepted, client, url) =
-            (batches.clone(), next.clone(), accepted.clone(), client.clone(), url.clone());
+        let (requests, next, accepted, client, base) =
+            (requests.clone(), next.clone(), accepted.clone(), client.clone(), base.clone());
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = batches.get(i) else { return Ok::<_, anyhow::Error>(()) };
-                let r =
-                    client.post(&url).header("content-type", "application/x-ndjson").body(body.clone()).send().await?;
-                let status = r.status();
-                let v: serde_json::Value = r.json().await?;
-                if !status.is_success() {
-                    bail!("{status}: {v}");
+                let Some((sent, request)) = requests.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                let sent = *sent;
+                let mut post = client.post(format!("{base}{}", request.path)).body(request.body.clone());
+                for (name, value) in &request.headers {
+                    post = post.header(*name, value);
                 }
-                accepted.fetch_add(v["accepted"].as_u64().unwrap_or(0) as usize, Ordering::Relaxed);
+                let r = post.send().await?;
+                let status = r.status().as_u16();
+                let body = r.bytes().await?;
+                accepted.fetch_add(protocol.accepted(status, &body, sent)?, Ordering::Relaxed);
             }
         });
     }
@@ -166,6 +179,7 @@ async fn load(
     let events = accepted.load(Ordering::Relaxed);
     let mb = data.len() as f64 / 1e6;
     let report = serde_json::json!({
+        "protocol": format!("{protocol:?}").to_lowercase(),
         "events": events,
         "bytes": data.len(),
         "requests": batches.len(),

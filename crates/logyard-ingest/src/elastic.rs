@@ -84,6 +84,18 @@ struct Meta {
     id: Option<serde_json::Value>,
 }
 
+const APPEND_ONLY: &str = "logyard keeps logs append-only: use index or create";
+
+/// An action line: exactly one of these is set.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionLine {
+    index: Option<Meta>,
+    create: Option<Meta>,
+    update: Option<Meta>,
+    delete: Option<Meta>,
+}
+
 /// Decodes a bulk body. `path_index` is the index of `POST /{index}/_bulk`.
 pub fn parse_bulk(
     body: &[u8],
@@ -92,6 +104,7 @@ pub fn parse_bulk(
     received: Micros,
 ) -> Result<Bulk, BulkError> {
     let mut bulk = Bulk::default();
+    let mut last: Option<(String, Result<StreamName, String>)> = None;
     let mut lines = body
         .split(|b| *b == b'\n')
         .enumerate()
@@ -99,24 +112,36 @@ pub fn parse_bulk(
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
     while let Some((n, line)) = lines.next() {
         let malformed = |why: &str| BulkError(format!("Malformed action/metadata line [{n}]: {why}"));
-        let action: BTreeMap<String, Meta> =
-            serde_json::from_slice(line).map_err(|e| malformed(&format!("expected an object of one action: {e}")))?;
-        let (action, meta) = match action.into_iter().collect::<Vec<_>>().as_mut_slice() {
-            [(a, m)] => (std::mem::take(a), std::mem::take(m)),
+        let line: ActionLine = serde_json::from_slice(line)
+            .map_err(|e| malformed(&format!("expected one of index, create, update, delete: {e}")))?;
+        let given = [("index", line.index), ("create", line.create), ("update", line.update), ("delete", line.delete)];
+        let mut given = given.into_iter().filter_map(|(a, m)| Some((a, m?)));
+        let (action, meta) = match (given.next(), given.next()) {
+            (Some(one), None) => one,
             _ => return Err(malformed("expected exactly one action")),
         };
+
         let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
         let index = match meta.index.as_deref().or(path_index) {
             Some(i) => i.to_owned(),
             None => return Err(malformed("no _index, and none in the path")),
         };
         let refused = |status, kind, reason: String| Outcome::Refused { status, kind, reason };
-        let outcome = match action.as_str() {
+        let outcome = match action {
             "index" | "create" => {
                 let Some((_, doc)) = lines.next() else {
                     return Err(BulkError(format!("the {action} action of line [{n}] has no document after it")));
                 };
-                match (mapping.stream(&index), event::check_line(doc, received)) {
+                // Requests name few indexes: map each once.
+                let stream = match &last {
+                    Some((i, s)) if *i == index => s.clone(),
+                    _ => {
+                        let s = mapping.stream(&index);
+                        last = Some((index.clone(), s.clone()));
+                        s
+                    }
+                };
+                match (stream, event::check_line(doc, received)) {
                     (Err(reason), _) => refused(400, "invalid_index_name_exception", reason),
                     (_, Err(e)) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
                     (Ok(stream), Ok(checked)) => {
@@ -138,9 +163,9 @@ pub fn parse_bulk(
                 "action_request_validation_exception",
                 "logyard keeps logs append-only: use index or create".into(),
             ),
-            other => return Err(malformed(&format!("unknown action [{other}]"))),
+            _ => refused(400, "action_request_validation_exception", APPEND_ONLY.into()),
         };
-        bulk.items.push(Item { action, index, id, outcome });
+        bulk.items.push(Item { action: action.to_owned(), index, id, outcome });
     }
     Ok(bulk)
 }
@@ -213,5 +238,6 @@ not json
         assert!(parse_bulk(b"{\"index\":{}}\n{}\n", None, &mapping(), 0).is_err(), "no index anywhere");
         assert!(parse_bulk(b"{\"index\":{}}\n", Some("web"), &mapping(), 0).is_err(), "no document");
         assert!(parse_bulk(b"{\"index\":{},\"create\":{}}\n{}\n", Some("web"), &mapping(), 0).is_err());
+        assert!(parse_bulk(b"{\"upsert\":{}}\n{}\n", Some("web"), &mapping(), 0).is_err(), "an unknown action");
     }
 }

@@ -76,6 +76,43 @@ fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str
     })
 }
 
+fn to_json(map: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(map).expect("a map serializes")
+}
+
+/// A JSON object written field by field.
+#[derive(Default)]
+struct JsonObject {
+    buf: Vec<u8>,
+}
+
+impl JsonObject {
+    fn key(&mut self, key: &str) {
+        self.buf.push(if self.buf.is_empty() { b'{' } else { b',' });
+        serde_json::to_writer(&mut self.buf, key).expect("a key serializes");
+        self.buf.push(b':');
+    }
+
+    fn field<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.key(key);
+        serde_json::to_writer(&mut self.buf, value).expect("a value serializes");
+    }
+
+    /// A field whose value is JSON already.
+    fn raw(&mut self, key: &str, json: &[u8]) {
+        self.key(key);
+        self.buf.extend_from_slice(json);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.buf.is_empty() {
+            self.buf.push(b'{');
+        }
+        self.buf.push(b'}');
+        self.buf
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -91,9 +128,10 @@ pub fn decode(
     let mut out = Decoded::default();
     for resource_logs in &request.resource_logs {
         let resource_attrs = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let resource = object(resource_attrs);
+        // Written once, copied into each record's event.
+        let resource = Some(object(resource_attrs)).filter(|r| !r.is_empty()).map(|r| to_json(&r));
         for scope_logs in &resource_logs.scope_logs {
-            let scope = scope_logs.scope.as_ref().map(|s| {
+            let scope = scope_logs.scope.as_ref().and_then(|s| {
                 let mut m = Map::new();
                 if !s.name.is_empty() {
                     m.insert("name".into(), Value::String(s.name.clone()));
@@ -102,7 +140,7 @@ pub fn decode(
                     m.insert("version".into(), Value::String(s.version.clone()));
                 }
                 m.extend(object(&s.attributes));
-                m
+                (!m.is_empty()).then(|| to_json(&m))
             });
             for record in &scope_logs.log_records {
                 let target = stream.cloned().or_else(|| {
@@ -112,40 +150,42 @@ pub fn decode(
                         .and_then(StreamName::from_foreign)
                 });
                 let target = target.unwrap_or_else(|| choice.default.clone());
-                let mut e = Map::new();
+                let mut e = JsonObject::default();
                 let time =
                     if record.time_unix_nano > 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
                 if time > 0 {
-                    e.insert("timestamp".into(), json!(time));
+                    e.field("timestamp", &time);
                 }
                 if !record.severity_text.is_empty() {
-                    e.insert("severity_text".into(), Value::String(record.severity_text.clone()));
+                    e.field("severity_text", &record.severity_text);
                 }
                 if record.severity_number != 0 {
-                    e.insert("severity_number".into(), json!(record.severity_number));
+                    e.field("severity_number", &record.severity_number);
                 }
-                if let Some(body) = &record.body {
-                    e.insert("body".into(), value(body));
+                match record.body.as_ref().map(|b| &b.value) {
+                    Some(Some(any_value::Value::StringValue(text))) => e.field("body", text),
+                    Some(_) => e.field("body", &value(record.body.as_ref().expect("a body"))),
+                    None => {}
                 }
                 if !record.trace_id.is_empty() {
-                    e.insert("trace_id".into(), Value::String(hex(&record.trace_id)));
+                    e.field("trace_id", &hex(&record.trace_id));
                 }
                 if !record.span_id.is_empty() {
-                    e.insert("span_id".into(), Value::String(hex(&record.span_id)));
+                    e.field("span_id", &hex(&record.span_id));
                 }
                 if !record.event_name.is_empty() {
-                    e.insert("event_name".into(), Value::String(record.event_name.clone()));
+                    e.field("event_name", &record.event_name);
                 }
                 if !record.attributes.is_empty() {
-                    e.insert("attributes".into(), Value::Object(object(&record.attributes)));
+                    e.field("attributes", &object(&record.attributes));
                 }
-                if !resource.is_empty() {
-                    e.insert("resource".into(), Value::Object(resource.clone()));
+                if let Some(resource) = &resource {
+                    e.raw("resource", resource);
                 }
-                if let Some(scope) = scope.as_ref().filter(|s| !s.is_empty()) {
-                    e.insert("scope".into(), Value::Object(scope.clone()));
+                if let Some(scope) = &scope {
+                    e.raw("scope", scope);
                 }
-                let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
+                let text = e.finish();
                 match event::check_line(&text, received) {
                     Ok(c) => out.streams.entry(target).or_default().push(c.time, c.source, &text),
                     Err(err) => {
