@@ -8,6 +8,7 @@
 pub mod alb_import;
 pub mod body;
 pub mod build;
+pub mod by_stream;
 pub mod elastic;
 pub mod loki;
 pub mod maintenance;

@@ -4,15 +4,13 @@
 //! labels and the entry's structured metadata become `labels.*` and `metadata.*` columns. The
 //! logyard stream is the request's (a header), else a configured label's value, else a default.
 
-use std::collections::BTreeMap;
-
 use prost::Message;
 use serde_json::{Map, Value, json};
 
 use logyard_core::StreamName;
-use logyard_core::encoded::EventsEncoder;
-use logyard_core::event;
 use logyard_core::time::Micros;
+
+use crate::by_stream::ByStream;
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -65,14 +63,6 @@ pub struct LokiChoice {
     /// A label whose value names the stream.
     pub label: Option<String>,
     pub default: StreamName,
-}
-
-/// The events of a push per stream, and the entries that could not be taken.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    pub streams: BTreeMap<StreamName, EventsEncoder>,
-    pub rejected: usize,
-    pub first_error: Option<String>,
 }
 
 /// One stream of a push, whichever the encoding.
@@ -174,9 +164,9 @@ pub fn decode(
     stream: Option<&StreamName>,
     choice: &LokiChoice,
     received: Micros,
-) -> Result<Decoded, String> {
+) -> Result<ByStream, String> {
     let streams = if json { from_json(body)? } else { from_protobuf(body)? };
-    let mut out = Decoded::default();
+    let mut out = ByStream::default();
     for s in streams {
         let target = stream
             .cloned()
@@ -195,13 +185,7 @@ pub fn decode(
                 e.insert("metadata".into(), Value::Object(metadata));
             }
             let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
-            match event::check_line(&text, received) {
-                Ok(c) => out.streams.entry(target.clone()).or_default().push(c.time, c.source, &text),
-                Err(err) => {
-                    out.rejected += 1;
-                    out.first_error.get_or_insert_with(|| err.to_string());
-                }
-            }
+            out.push(&target, &text, received);
         }
     }
     Ok(out)

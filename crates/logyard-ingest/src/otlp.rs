@@ -13,17 +13,15 @@
 //! caller), the value of a configured attribute of the record or its resource (e.g.
 //! `service.name` or `k8s.namespace.name`, made a valid stream name), and a default.
 
-use std::collections::BTreeMap;
-
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
 use serde_json::{Map, Value, json};
 
 use logyard_core::StreamName;
-use logyard_core::encoded::EventsEncoder;
-use logyard_core::event;
 use logyard_core::time::Micros;
+
+use crate::by_stream::ByStream;
 
 /// How records find their stream.
 #[derive(Debug, Clone)]
@@ -32,14 +30,6 @@ pub struct StreamChoice {
     pub attribute: Option<String>,
     /// The stream when nothing else names one.
     pub default: StreamName,
-}
-
-/// The events of a request per stream, and the records that could not be taken.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    pub streams: BTreeMap<StreamName, EventsEncoder>,
-    pub rejected: usize,
-    pub first_error: Option<String>,
 }
 
 /// Reads a request body: protobuf, or the OTLP JSON encoding.
@@ -124,8 +114,8 @@ pub fn decode(
     stream: Option<&StreamName>,
     choice: &StreamChoice,
     received: Micros,
-) -> Decoded {
-    let mut out = Decoded::default();
+) -> ByStream {
+    let mut out = ByStream::default();
     for resource_logs in &request.resource_logs {
         let resource_attrs = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         // Written once, copied into each record's event.
@@ -186,13 +176,7 @@ pub fn decode(
                     e.raw("scope", scope);
                 }
                 let text = e.finish();
-                match event::check_line(&text, received) {
-                    Ok(c) => out.streams.entry(target).or_default().push(c.time, c.source, &text),
-                    Err(err) => {
-                        out.rejected += 1;
-                        out.first_error.get_or_insert_with(|| err.to_string());
-                    }
-                }
+                out.push(&target, &text, received);
             }
         }
     }
@@ -249,7 +233,7 @@ mod tests {
         }
     }
 
-    fn texts(d: &Decoded, stream: &str) -> Vec<Value> {
+    fn texts(d: &ByStream, stream: &str) -> Vec<Value> {
         let events = d.streams[&StreamName::new(stream).unwrap()].as_bytes().to_vec();
         decode_events(&events).map(|e| serde_json::from_str(e.unwrap().text).unwrap()).collect()
     }

@@ -43,8 +43,7 @@ async fn export(
     let metrics = state.ingestor.metrics();
     for (stream, events) in std::mem::take(&mut decoded.streams) {
         if let Err(e) = authorize(principal, Scope::Ingest, Some(&stream)) {
-            decoded.rejected += events.len();
-            decoded.first_error.get_or_insert(e.message);
+            decoded.reject(events.len(), e.message);
             continue;
         }
         let count = events.len();

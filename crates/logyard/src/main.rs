@@ -594,6 +594,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     );
     tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));
     tokio::spawn(run_maintenance(ingestor.tables().clone(), config.clone(), stopped(stop_rx.clone())));
+    let reports = report_cmd::report_store(&config, env, None, &storage).await?;
     let state = AppState {
         uploads,
         ingestor: ingestor.clone(),
@@ -615,7 +616,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         http_metrics,
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         raw_streams: Arc::new(config.archive.raw_streams.clone()),
-        reports: report_cmd::report_store(&config, env, None).await?,
+        reports,
         index_mapping: logyard_ingest::elastic::IndexMapping {
             strip_prefix: config.elasticsearch.strip_prefix.clone(),
             strip_date_suffix: config.elasticsearch.strip_date_suffix,

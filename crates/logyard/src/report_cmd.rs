@@ -75,11 +75,13 @@ pub fn daily_options(config: &Config) -> DailyOptions {
     }
 }
 
-/// Where reports are written and read: `out`, else `report.out`, else the storage root.
+/// Where reports are written and read: `out`, else `report.out`, else `storage` (the
+/// storage root, already open).
 pub async fn report_store(
     config: &Config,
     env: &BTreeMap<String, String>,
     out: Option<&str>,
+    storage: &Storage,
 ) -> anyhow::Result<ReportStore> {
     let storage = match out.or(config.report.out.as_deref()) {
         Some(url) => {
@@ -88,7 +90,7 @@ pub async fn report_store(
                 .await
                 .with_context(|| format!("opening {location}"))?
         }
-        None => crate::open_storage(config, env, StoreMetrics::default()).await?,
+        None => storage.clone(),
     };
     Ok(ReportStore::new(storage))
 }
@@ -99,13 +101,13 @@ pub async fn run(config: &Config, env: &BTreeMap<String, String>, command: Repor
             let now = chrono::Utc::now();
             let date = date.unwrap_or_else(|| (now - chrono::Duration::days(1)).date_naive());
             let storage = crate::open_storage(config, env, StoreMetrics::default()).await?;
+            let store = report_store(config, env, out.as_deref(), &storage).await?;
             let engine = crate::with_orders(
                 QueryEngine::new(Arc::new(Tables::new(storage)), crate::query_options(config)),
                 config,
             )
             .await?;
             let report = logyard_report::daily::build(&engine, &daily_options(config), date, now).await?;
-            let store = report_store(config, env, out.as_deref()).await?;
             let manifest = store.write_daily(&report).await?;
             println!(
                 "daily report {} written: {} files, {} requests, {} pending orders",
@@ -117,7 +119,8 @@ pub async fn run(config: &Config, env: &BTreeMap<String, String>, command: Repor
             Ok(())
         }
         ReportCommand::Ls { out } => {
-            let store = report_store(config, env, out.as_deref()).await?;
+            let storage = crate::open_storage(config, env, StoreMetrics::default()).await?;
+            let store = report_store(config, env, out.as_deref(), &storage).await?;
             for m in store.list().await? {
                 println!("{}\t{}\t{}\t{} files", m.kind, m.date, m.generated_at, m.files.len());
             }
