@@ -671,12 +671,18 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     // Serve until a signal; then give requests in flight and the final commit the grace.
     // Biased: the server ends on its own only after the stop signal, and then the signal must win.
     let mut rx = stop_rx.clone();
+    let mut server_done = false;
     tokio::select! {
         biased;
         _ = rx.wait_for(|s| *s) => {}
         r = &mut server => {
             r.context("server task")?.context("serving")?;
-            bail!("the server stopped without a shutdown signal");
+            // The server ends on its own only once the stop is asked for; its end may still be
+            // seen before the stop is.
+            if !*stop_rx.borrow() {
+                bail!("the server stopped without a shutdown signal");
+            }
+            server_done = true;
         }
     }
     let deadline = Instant::now() + grace;
@@ -684,9 +690,11 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         grace_s = grace.as_secs_f64(),
         "shutting down: finishing requests and committing the write-ahead log"
     );
-    match tokio::time::timeout_at(deadline.into(), &mut server).await {
-        Ok(r) => r.context("server task")?.context("serving")?,
-        Err(_) => tracing::warn!("requests still running at the end of the grace period"),
+    if !server_done {
+        match tokio::time::timeout_at(deadline.into(), &mut server).await {
+            Ok(r) => r.context("server task")?.context("serving")?,
+            Err(_) => tracing::warn!("requests still running at the end of the grace period"),
+        }
     }
     let _ = flusher.await;
     ingestor.shutdown(deadline).await.context("final commit")?;
