@@ -6,7 +6,8 @@
 #   - s3s-fs 0.14.1 (an S3 server that checks signatures), by cargo install;
 #   - a Python venv with the pinned readers of scripts/tests/requirements.txt;
 #   - cargo-fuzz (scripts/fuzz.sh), to run the fuzz targets over their seed inputs;
-#   - the Debian packages zstd, g++, chromium, openssl and postgresql-15 when missing.
+#   - kinesalite (Kinesis Data Streams on loopback), pinned by scripts/tests/kinesalite, by npm;
+#   - the Debian packages zstd, g++, chromium, openssl, postgresql-15 and nodejs/npm when missing.
 # The build directory lives there too (CARGO_TARGET_DIR), so repeated runs are incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,8 @@ command -v c++ >/dev/null || missing+=(g++)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -50,7 +53,17 @@ if ! [ -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
   cp "$req" "$venv/requirements.txt"
 fi
 
+kinesalite="$cache/kinesalite"
+lock=scripts/tests/kinesalite/package-lock.json
+if ! [ -d "$kinesalite/node_modules/kinesalite" ] || ! cmp -s "$lock" "$kinesalite/package-lock.json"; then
+  step "installing kinesalite into $kinesalite"
+  rm -rf "$kinesalite" && mkdir -p "$kinesalite"
+  cp scripts/tests/kinesalite/package.json "$lock" "$kinesalite/"
+  (cd "$kinesalite" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 export LOGYARD_S3S_FS="$s3s"
+export LOGYARD_KINESALITE_MODULES="$kinesalite/node_modules"
 export LOGYARD_TEST_PYTHON="$venv/bin/python"
 export LOGYARD_MOTO_SERVER="$venv/bin/moto_server"
 

@@ -126,21 +126,14 @@ data "aws_iam_policy_document" "logyard" {
     content {
       sid    = "ReadKinesisStream"
       effect = "Allow"
+      # What `logyard kinesis` and `[[kinesis.streams]]` call (shared-throughput reads;
+      # checkpoints and leases live in the bucket, not DynamoDB).
       actions = [
-        "kinesis:DescribeStream",
-        "kinesis:DescribeStreamSummary",
         "kinesis:ListShards",
         "kinesis:GetShardIterator",
         "kinesis:GetRecords",
-        "kinesis:SubscribeToShard",
-        "kinesis:DescribeStreamConsumer",
-        "kinesis:ListStreamConsumers",
-        "kinesis:RegisterStreamConsumer",
       ]
-      resources = [
-        aws_kinesis_stream.logs[0].arn,
-        "${aws_kinesis_stream.logs[0].arn}/consumer/*",
-      ]
+      resources = [aws_kinesis_stream.logs[0].arn]
     }
   }
 

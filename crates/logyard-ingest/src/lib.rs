@@ -10,6 +10,7 @@ pub mod body;
 pub mod build;
 pub mod by_stream;
 pub mod elastic;
+pub mod kinesis;
 pub mod loki;
 pub mod maintenance;
 pub mod metrics;

@@ -17,7 +17,7 @@ pub mod wal;
 pub use location::Location;
 pub use metered::StoreMetrics;
 pub use store::Storage;
-pub use tables::{AppendOutcome, Tables};
+pub use tables::{AppendOutcome, FencedOutcome, Tables};
 pub use wal::{Wal, WalError, WalOptions, WalRecord, WalSink};
 
 /// Errors of this crate.

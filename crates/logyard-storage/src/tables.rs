@@ -37,6 +37,17 @@ pub enum AppendOutcome {
     AlreadyCommitted,
 }
 
+/// What an append fenced by the writer's previous transaction version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FencedOutcome {
+    Appended(AppendOutcome),
+    /// Another writer committed under the same application id since `base`: the table's
+    /// version for it is `committed`, and nothing was written.
+    Superseded {
+        committed: Option<i64>,
+    },
+}
+
 /// Builds the batches of one append against the table's current schema and the writer's
 /// last committed transaction version (`None` when it never committed to this table).
 /// Returns `None` when nothing is left to write.
@@ -110,6 +121,49 @@ impl Tables {
         txn_version: i64,
         build: BuildFn,
     ) -> Result<AppendOutcome, StorageError> {
+        match self.append_fenced(stream, app_id, None, txn_version, build).await? {
+            FencedOutcome::Appended(outcome) => Ok(outcome),
+            FencedOutcome::Superseded { .. } => unreachable!("an unfenced append is never superseded"),
+        }
+    }
+
+    /// An append that only happens while the table's transaction version of `app_id` is
+    /// `base` (`None`: no transaction yet): the fence for writers that take over each other's
+    /// work, such as the Kinesis shard consumers. `txn_version` must be unique to this
+    /// attempt. Two writers racing under one application id conflict in Delta's conflict
+    /// check, and the loser finds the winner's version here.
+    pub async fn append_after(
+        &self,
+        stream: &StreamName,
+        app_id: &str,
+        base: Option<i64>,
+        txn_version: i64,
+        build: BuildFn,
+    ) -> Result<FencedOutcome, StorageError> {
+        self.append_fenced(stream, app_id, Some(base), txn_version, build).await
+    }
+
+    /// The table's transaction version of `app_id` (`None`: none, or no table yet).
+    pub async fn transaction_version(&self, stream: &StreamName, app_id: &str) -> Result<Option<i64>, StorageError> {
+        let slot = self.slot(stream);
+        let mut guard = slot.lock().await;
+        self.refresh(stream, &mut guard).await?;
+        let Some(table) = guard.as_ref() else { return Ok(None) };
+        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+        state
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(StorageError::delta("reading transaction version"))
+    }
+
+    async fn append_fenced(
+        &self,
+        stream: &StreamName,
+        app_id: &str,
+        fence: Option<Option<i64>>,
+        txn_version: i64,
+        build: BuildFn,
+    ) -> Result<FencedOutcome, StorageError> {
         let slot = self.slot(stream);
         let mut guard = slot.lock().await;
         let mut attempt = 0u32;
@@ -127,8 +181,15 @@ impl Tables {
                 }
                 None => (Arc::new(base_schema()), None),
             };
-            if committed.is_some_and(|v| v >= txn_version) {
-                return Ok(AppendOutcome::AlreadyCommitted);
+            match fence {
+                None if committed.is_some_and(|v| v >= txn_version) => {
+                    return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
+                }
+                Some(_) if committed == Some(txn_version) => {
+                    return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
+                }
+                Some(base) if committed != base => return Ok(FencedOutcome::Superseded { committed }),
+                _ => {}
             }
             let build = build.clone();
             let schema = normalize(schema);
@@ -138,7 +199,7 @@ impl Tables {
                 .map_err(|e| StorageError::Build(e.to_string()))?;
             let batches = match built {
                 Ok(Some(b)) => b,
-                Ok(None) => return Ok(AppendOutcome::AlreadyCommitted),
+                Ok(None) => return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted)),
                 Err(e) => return Err(StorageError::Build(e.to_string())),
             };
             let rows = batches.iter().map(|b| b.num_rows()).sum();
@@ -182,7 +243,7 @@ impl Tables {
                     let table_version = table.version().unwrap_or_default();
                     span.record("table_version", table_version);
                     *guard = Some(table);
-                    return Ok(AppendOutcome::Committed { table_version, rows });
+                    return Ok(FencedOutcome::Appended(AppendOutcome::Committed { table_version, rows }));
                 }
                 Err(e) if attempt < 30 && is_retryable(&e) => {
                     span.record("otel.status_code", "ERROR");
@@ -367,6 +428,75 @@ mod tests {
     use arrow::array::{ArrayRef, StringArray};
     use parquet::basic::Encoding;
     use parquet::schema::types::ColumnPath;
+
+    /// Where a build says it has started, then waits to be let go on.
+    struct Gate {
+        arrived: std::sync::mpsc::SyncSender<()>,
+        go: std::sync::Barrier,
+    }
+
+    /// A build of events with these ids; the first build waits at `gate` when one is given.
+    fn build(ids: &[&str], gate: Option<Arc<Gate>>) -> BuildFn {
+        use logyard_core::batch::{BatchBuilder, PendingEvent};
+        let texts: Vec<String> = ids.iter().map(|id| format!("{{\"id\":\"{id}\"}}")).collect();
+        let gate = Mutex::new(gate);
+        Arc::new(move |schema, _| {
+            if let Some(g) = gate.lock().unwrap().take() {
+                g.arrived.send(()).unwrap();
+                g.go.wait();
+            }
+            let mut b = BatchBuilder::new(schema, 100);
+            for t in &texts {
+                let source = logyard_core::event::TimeSource::Received;
+                b.push(PendingEvent { time: 1_764_064_800_000_000, source, text: t })?;
+            }
+            Ok(Some(vec![b.finish()?]))
+        })
+    }
+
+    async fn rows(tables: &Tables, stream: &StreamName) -> u64 {
+        tables.info(stream).await.unwrap().map_or(0, |i| i.rows)
+    }
+
+    /// Two writers take over one piece of work from the same transaction version: exactly one
+    /// lands, the other learns the winner's version, even when both built their rows against
+    /// the same table version (Delta's conflict check on the application id decides).
+    #[tokio::test]
+    async fn fenced_appends_under_one_app_id_land_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || async {
+            let location = crate::Location::Local(dir.path().to_owned());
+            Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap())
+        };
+        let (one, two) = (Arc::new(open().await), Arc::new(open().await));
+        let stream = StreamName::new("fenced").unwrap();
+        let app = "kinesis/shop/shardId-000000000001";
+
+        let first = one.append_after(&stream, app, None, 1, build(&["a", "b"], None)).await.unwrap();
+        assert!(matches!(first, FencedOutcome::Appended(AppendOutcome::Committed { rows: 2, .. })), "{first:?}");
+        // The same attempt again (a retry after a lost answer): already there.
+        let again = one.append_after(&stream, app, None, 1, build(&["a", "b"], None)).await.unwrap();
+        assert_eq!(again, FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
+
+        // Both start from version 1; the second builds its rows while the first commits.
+        let (arrived, at_gate) = std::sync::mpsc::sync_channel(1);
+        let gate = Arc::new(Gate { arrived, go: std::sync::Barrier::new(2) });
+        let racing = {
+            let (two, stream, gate) = (two.clone(), stream.clone(), gate.clone());
+            tokio::spawn(async move { two.append_after(&stream, app, Some(1), 3, build(&["x"], Some(gate))).await })
+        };
+        tokio::task::spawn_blocking(move || at_gate.recv_timeout(Duration::from_secs(60)).unwrap()).await.unwrap();
+        let winner = one.append_after(&stream, app, Some(1), 2, build(&["c"], None)).await.unwrap();
+        assert!(matches!(winner, FencedOutcome::Appended(AppendOutcome::Committed { rows: 1, .. })), "{winner:?}");
+        tokio::task::spawn_blocking(move || gate.go.wait()).await.unwrap();
+        let loser = racing.await.unwrap().unwrap();
+        assert_eq!(loser, FencedOutcome::Superseded { committed: Some(2) });
+        // A writer still at version 1 is fenced out without building anything.
+        let late = two.append_after(&stream, app, Some(1), 4, build(&["y"], None)).await.unwrap();
+        assert_eq!(late, FencedOutcome::Superseded { committed: Some(2) });
+        assert_eq!(rows(&two, &stream).await, 3);
+        assert_eq!(two.transaction_version(&stream, app).await.unwrap(), Some(2));
+    }
 
     #[test]
     fn encodings_follow_the_data() {

@@ -30,6 +30,62 @@ pub struct Config {
     pub elasticsearch: ElasticsearchConfig,
     pub otlp: OtlpConfig,
     pub loki: LokiConfig,
+    pub kinesis: KinesisConfig,
+}
+
+/// Kinesis Data Streams consumers: the streams `serve` reads (`[[kinesis.streams]]`), and
+/// the settings it and `logyard kinesis` share. Credentials, region and endpoint come from
+/// the AWS SDK chain (`AWS_REGION`, `AWS_ENDPOINT_URL_KINESIS`, ...) unless set here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KinesisConfig {
+    pub streams: Vec<KinesisStreamConfig>,
+    /// This process's name in the shard leases; empty: `<hostname>-<pid>` (a pod name).
+    pub worker_id: String,
+    /// A lease not renewed for this long moves to another consumer.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// A shard's records are committed when this many bytes of events are held...
+    pub flush_bytes: usize,
+    /// ... or when the oldest was read this long ago.
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// Wait between reads of a shard that had nothing new.
+    #[serde(deserialize_with = "duration")]
+    pub idle_wait: Duration,
+    /// Records per GetRecords call (1 to 10000).
+    pub records_per_call: i32,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        Self {
+            streams: Vec::new(),
+            worker_id: String::new(),
+            lease: Duration::from_secs(30),
+            flush_bytes: 32 << 20,
+            flush_interval: Duration::from_secs(10),
+            idle_wait: Duration::from_secs(1),
+            records_per_call: 10_000,
+            region: None,
+            endpoint: None,
+        }
+    }
+}
+
+/// One Kinesis stream `serve` reads into a logyard stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisStreamConfig {
+    /// The Kinesis stream's name or ARN.
+    pub stream_name: String,
+    pub logyard_stream: String,
+    /// Where shards without a checkpoint start: `trim_horizon` (the oldest record kept) or
+    /// `latest`.
+    #[serde(default)]
+    pub start: logyard_ingest::kinesis::StartPosition,
 }
 
 /// Loki's push API (`POST /loki/api/v1/push`).
@@ -592,7 +648,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "server",
     "storage",
     "ingest",
@@ -609,6 +665,7 @@ const SECTIONS: [&str; 16] = [
     "elasticsearch",
     "otlp",
     "loki",
+    "kinesis",
 ];
 
 impl Config {
@@ -691,6 +748,23 @@ impl Config {
                 "invalid configuration at `otlp.default_stream`: {:?} is not a stream name",
                 self.otlp.default_stream
             );
+        }
+        for (i, k) in self.kinesis.streams.iter().enumerate() {
+            if k.stream_name.is_empty() {
+                bail!("invalid configuration at `kinesis.streams[{i}].stream_name`: empty");
+            }
+            if !logyard_core::StreamName::is_valid(&k.logyard_stream) {
+                bail!(
+                    "invalid configuration at `kinesis.streams[{i}].logyard_stream`: {:?} is not a stream name",
+                    k.logyard_stream
+                );
+            }
+        }
+        if !(1..=10_000).contains(&self.kinesis.records_per_call) {
+            bail!("invalid configuration at `kinesis.records_per_call`: must be 1 to 10000");
+        }
+        if self.kinesis.lease < Duration::from_secs(1) {
+            bail!("invalid configuration at `kinesis.lease`: must be at least 1s");
         }
         if !logyard_core::StreamName::is_valid(&self.loki.default_stream) {
             bail!(
@@ -796,6 +870,34 @@ mod tests {
         assert!(format!("{e:#}").contains("server.listen"), "{e:#}");
         let e = Config::load(None, &env(&[("LOGYARD_STORAGE_URL", "gs://x")]), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("storage.url"), "{e:#}");
+    }
+}
+
+#[cfg(test)]
+mod kinesis {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logyard.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &BTreeMap::from([("LOGYARD_KINESIS_LEASE".into(), "5s".into())]), &[])
+    }
+
+    #[test]
+    fn streams_are_read_and_checked() {
+        let c = load(
+            "[[kinesis.streams]]\nstream_name = \"shop-logs\"\nlogyard_stream = \"shop-web\"\nstart = \"latest\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kinesis.lease, Duration::from_secs(5));
+        assert_eq!(c.kinesis.streams.len(), 1);
+        assert_eq!(c.kinesis.streams[0].start, logyard_ingest::kinesis::StartPosition::Latest);
+        let e = load("[[kinesis.streams]]\nstream_name = \"shop-logs\"\nlogyard_stream = \"Shop Web\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("kinesis.streams[0].logyard_stream"), "{e:#}");
+        let e =
+            load("[[kinesis.streams]]\nstream_name = \"s\"\nlogyard_stream = \"w\"\nstart = \"oldest\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("kinesis.streams[0].start"), "{e:#}");
     }
 }
 

@@ -5,6 +5,7 @@ mod archive_cmd;
 mod config;
 mod doctor;
 mod import_cmd;
+mod kinesis_cmd;
 mod report_cmd;
 mod telemetry;
 mod upload_cmd;
@@ -150,6 +151,9 @@ enum Command {
         #[command(subcommand)]
         command: report_cmd::ReportCommand,
     },
+    /// Read a Kinesis data stream into a logyard stream until stopped (every shard, leases
+    /// shared with other consumers of the same streams, exactly once into the table).
+    Kinesis(kinesis_cmd::KinesisArgs),
     /// The raw archive: list bundles, fetch a member, verify checksums.
     Archive {
         /// Storage to read (default from the configuration: ./logyard-data).
@@ -320,6 +324,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
             import_cmd::run(command, &config, &env).await
+        }
+        Command::Kinesis(args) => {
+            let flags: Vec<_> = args.storage.clone().map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            let telemetry = init_logging(&config, &env)?;
+            let ran = kinesis_cmd::run(args, &config, &env).await;
+            let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
+            ran
         }
         Command::Archive {
             command: archive_cmd::ArchiveCommand::Pack { paths, output, level, frame_bytes }, ..
@@ -526,6 +538,8 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingest_metrics.register(&mut registry);
     let http_metrics = HttpMetrics::default();
     http_metrics.register(&mut registry);
+    let kinesis_metrics = logyard_ingest::kinesis::KinesisMetrics::default();
+    kinesis_metrics.register(&mut registry);
 
     let storage = open_storage(&config, env, store_metrics).await?;
     let tables = Arc::new(Tables::new(storage.clone()));
@@ -541,7 +555,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     ingest_options.raw = BundleOptions { max_age: config.archive.raw_max_age, ..bundle_options(&config) };
     let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
-    let query = with_orders(QueryEngine::new(tables, query_options(&config)), &config).await?;
+    let query = with_orders(QueryEngine::new(tables.clone(), query_options(&config)), &config).await?;
 
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -594,6 +608,7 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
     );
     tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));
     tokio::spawn(run_maintenance(ingestor.tables().clone(), config.clone(), stopped(stop_rx.clone())));
+    let consumers = kinesis_cmd::spawn_all(&config, &tables, ingestor.metrics(), &kinesis_metrics, &stop_rx).await?;
     let reports = report_cmd::report_store(&config, env, None, &storage).await?;
     let state = AppState {
         uploads,
@@ -694,6 +709,11 @@ async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth:
         match tokio::time::timeout_at(deadline.into(), &mut server).await {
             Ok(r) => r.context("server task")?.context("serving")?,
             Err(_) => tracing::warn!("requests still running at the end of the grace period"),
+        }
+    }
+    for consumer in consumers {
+        if tokio::time::timeout_at(deadline.into(), consumer).await.is_err() {
+            tracing::warn!("a Kinesis consumer was still committing at the end of the grace period");
         }
     }
     let _ = flusher.await;
@@ -802,7 +822,7 @@ async fn watch_tls(config: Config, tls: axum_server::tls_rustls::RustlsConfig) {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");

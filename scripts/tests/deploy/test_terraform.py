@@ -299,7 +299,11 @@ class LogyardRole(unittest.TestCase):
         listing = stmts["ListOwnPrefixes"]
         self.assertEqual(listing["condition"][0]["variable"], "s3:prefix")
         self.assertEqual(stmts["OrdersDatabaseSecret"]["resources"], ["${local.rds_secret_arn}"])
-        self.assertTrue(stmts["ReadKinesisStream"]["resources"][0].startswith("${aws_kinesis_stream.logs[0].arn}"))
+        self.assertEqual(stmts["ReadKinesisStream"]["resources"], ["${aws_kinesis_stream.logs[0].arn}"])
+        self.assertEqual(
+            sorted(stmts["ReadKinesisStream"]["actions"]),
+            ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"],
+        )
         self.assertEqual(stmts["DecryptThroughSecretsManagerAndKinesis"]["condition"][0]["variable"], "kms:ViaService")
         attached = TF["resource"]["aws_iam_role_policy.logyard"]
         self.assertEqual(attached["policy"], "${data.aws_iam_policy_document.logyard.json}")

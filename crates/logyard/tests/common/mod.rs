@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod kinesis;
 pub mod pg;
 pub mod proxy;
 pub mod suite;

@@ -1,4 +1,4 @@
-//! A loopback HTTP proxy in front of the S3 test server, which can also inject faults.
+//! A loopback HTTP proxy in front of a test server (S3, Kinesis), which can also inject faults.
 //!
 //! s3s-fs checks `If-None-Match: *` and then writes, so two conditional PUTs of one key at
 //! the same instant can both succeed; S3 decides such a race atomically. The proxy restores
@@ -37,6 +37,8 @@ pub enum Fault {
     RefuseSecondPart = 5,
     /// Never answers a PUT of a report manifest (`.../manifest.json`); others pass.
     HoldManifest = 6,
+    /// Refuses Kinesis GetRecords calls with ProvisionedThroughputExceededException; others pass.
+    ThrottleGetRecords = 7,
 }
 
 /// Switches the fault of a running proxy, and keeps the credentials requests were signed with.
@@ -113,6 +115,9 @@ pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
                             let manifest =
                                 req.method() == hyper::Method::PUT && req.uri().path().ends_with("/manifest.json");
                             if manifest { Fault::HoldManifest as u8 } else { Fault::None as u8 }
+                        } else if fault == Fault::ThrottleGetRecords as u8 {
+                            let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok());
+                            if target.is_some_and(|t| t.ends_with(".GetRecords")) { fault } else { Fault::None as u8 }
                         } else {
                             fault
                         };
@@ -151,6 +156,15 @@ async fn inject(
             forward(client, upstream, conditional, req).await.map_err(std::io::Error::other)
         }
         4 => Err(std::io::Error::other("injected connection reset")),
+        7 => {
+            let body =
+                r#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard (injected)"}"#;
+            Ok(Response::builder()
+                .status(400)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap())
+        }
         6 => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Err(std::io::Error::other("held"))
