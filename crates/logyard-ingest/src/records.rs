@@ -69,6 +69,16 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
         return Ok(cloudwatch(envelope, received, out));
     }
     let mut outcome = RecordOutcome::default();
+    let whole = data.trim_ascii();
+    if whole.first() == Some(&b'{')
+        && memchr::memchr(b'\n', whole).is_some()
+        && let Ok(document @ Value::Object(_)) = serde_json::from_slice::<Value>(whole)
+    {
+        // One JSON document over several lines (pretty-printed): one event.
+        let text = serde_json::to_vec(&document).expect("serializes");
+        push(&text, received, out, &mut outcome);
+        return Ok(outcome);
+    }
     for line in data.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -191,6 +201,15 @@ mod tests {
         assert_eq!(events, ["{\"a\":1}", "{\"message\":\"plain text here\"}", "{\"b\":2}"]);
         assert_eq!(decode(&gzip(b"{\"a\":1}\n")).1, ["{\"a\":1}"], "gzip is undone");
         assert_eq!(decode(b"\xff\xfe\n").0.rejected, 1, "bytes that are not text");
+    }
+
+    #[test]
+    fn a_pretty_printed_document_is_one_event() {
+        let (o, events) = decode(b"{\n  \"id\": \"k-1\",\n  \"n\": 1\n}\n");
+        assert_eq!(o, RecordOutcome { events: 1, rejected: 0 });
+        assert_eq!(events, ["{\"id\":\"k-1\",\"n\":1}"]);
+        // Several documents, one per line, stay several events.
+        assert_eq!(decode(b"{\"a\":1}\n{\"b\":2}").0.events, 2);
     }
 
     #[test]

@@ -85,11 +85,17 @@ pub async fn spawn_all(
     for stream in &config.kinesis.streams {
         let consumer =
             consumer(&config.kinesis, stream, config, client.clone(), tables.clone(), ingest.clone(), metrics.clone())?;
-        let stop = stop.clone();
+        let mut stop = stop.clone();
         let name = stream.stream_name.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = consumer.run(stop).await {
-                tracing::error!(stream = %name, error = %format!("{e:#}"), "the Kinesis consumer stopped");
+            // A stream that cannot be listed (not there yet, no permission, no network) is
+            // tried again; the server keeps serving meanwhile.
+            while let Err(e) = consumer.run(stop.clone()).await {
+                tracing::error!(stream = %name, error = %format!("{e:#}"), "the Kinesis consumer cannot start; retrying in 30s");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                }
             }
         }));
     }

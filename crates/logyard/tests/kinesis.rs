@@ -334,8 +334,29 @@ async fn serve_runs_configured_consumers_and_backs_off_when_throttled() {
         assert!(started.elapsed() < Duration::from_secs(60), "{n} of {} rows\n{}", ids.len(), server.logs());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // A record with no events (a CloudWatch Logs control message) moves the checkpoint alone;
+    // the next record on that shard, one pretty-printed JSON document, is one more row.
+    let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
+    let control = json!({"messageType": "CONTROL_MESSAGE", "logGroup": "", "logStream": "", "logEvents": [
+        {"id": "", "timestamp": 1764064800000i64, "message": "CWL CONTROL MESSAGE: Checking health of destination Kinesis stream."}]});
+    let one = |data: Vec<u8>| json!({"op": "put", "stream": "orders-events", "records": [{"data_b64": b64(&data), "key": "pk-control"}]});
+    kinesis.call(one(gzip(control.to_string().as_bytes())));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kinesis.call(one(b"{\n  \"id\": \"pretty\",\n  \"n\": 1\n}\n".to_vec()));
+    let started = Instant::now();
+    let want = ids.len() as i64 + 1;
+    while count(&server, "SELECT count(*) FROM orders").await != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the record after a control message did not land\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count(&server, "SELECT n FROM orders WHERE id = 'pretty'").await, 1);
+
     let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&text, "logyard_kinesis_records_total{stream=\"orders-events\"}"), 300.0, "{text}");
+    assert_eq!(metric(&text, "logyard_kinesis_records_total{stream=\"orders-events\"}"), 302.0, "{text}");
     assert_eq!(metric(&text, "logyard_kinesis_leases{stream=\"orders-events\"}"), 2.0, "{text}");
 
     // Checkpoints live in the bucket, beside the table.

@@ -209,7 +209,7 @@ impl Consumer {
 
     /// Runs until `stop` turns true; then commits what the workers hold and releases their
     /// leases. Errors only when the stream cannot be listed at start.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), KinesisError> {
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), KinesisError> {
         let ctx = &self.ctx;
         let options = &ctx.options;
         // Fail early on a wrong stream name or missing permission.
@@ -571,6 +571,13 @@ impl ShardWorker {
     /// Commits the buffer: pending entry, fenced append, checkpoint.
     async fn flush(&mut self) -> Result<Flushed, KinesisError> {
         let Some(last) = self.last_read.clone() else { return Ok(Flushed::Done) };
+        if self.buffer.is_empty() {
+            // Records without events (CloudWatch control messages, rejected lines): nothing to
+            // commit, only the position moves.
+            let done = Checkpoint { sequence: Some(last), ..self.entry.clone() };
+            self.clear();
+            return Ok(if self.write(done).await? { Flushed::Done } else { Flushed::Lost });
+        }
         let batch = self.entry.next_batch();
         let base = self.entry.base();
         let mut intent = self.entry.clone();
