@@ -3,6 +3,7 @@
 #   scripts/bench/run.sh ingest [--events N] [--rounds R]
 #   scripts/bench/run.sh query  [--events N] [--days D]
 #   scripts/bench/run.sh protocols [--events N] [--rounds R]
+#   scripts/bench/run.sh kinesis [--events N] [--rounds R]
 # Results are printed as JSON; BENCHMARKS.md records them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

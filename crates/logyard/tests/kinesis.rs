@@ -124,16 +124,24 @@ impl Drop for ConsumerProcess {
 }
 
 fn csv_query(storage: &str, sql: &str) -> Vec<Vec<String>> {
-    let (code, out, err) = cli(&["query", "--storage", storage, "--format", "csv", sql], &[]);
+    csv_query_with(storage, sql, &[])
+}
+
+fn csv_query_with(storage: &str, sql: &str, env: &[(String, String)]) -> Vec<Vec<String>> {
+    let (code, out, err) = cli(&["query", "--storage", storage, "--format", "csv", sql], env);
     assert_eq!(code, 0, "{sql}: {err}");
     out.lines().skip(1).map(|l| l.split(',').map(str::to_owned).collect()).collect()
 }
 
 /// Rows of the table (0 while it does not exist).
 fn table_rows(storage: &str, table: &str) -> i64 {
+    table_rows_with(storage, table, &[])
+}
+
+fn table_rows_with(storage: &str, table: &str, env: &[(String, String)]) -> i64 {
     let (code, out, _) = cli(
         &["query", "--storage", storage, "--format", "csv", &format!("SELECT count(*) AS n FROM \"{table}\"")],
-        &[],
+        env,
     );
     if code != 0 {
         return 0;
@@ -142,9 +150,20 @@ fn table_rows(storage: &str, table: &str) -> i64 {
 }
 
 fn wait_rows(storage: &str, table: &str, want: i64, limit: Duration, logs: &dyn Fn() -> String) {
+    wait_rows_with(storage, table, want, limit, logs, &[])
+}
+
+fn wait_rows_with(
+    storage: &str,
+    table: &str,
+    want: i64,
+    limit: Duration,
+    logs: &dyn Fn() -> String,
+    env: &[(String, String)],
+) {
     let started = Instant::now();
     loop {
-        let n = table_rows(storage, table);
+        let n = table_rows_with(storage, table, env);
         assert!(n <= want, "{n} rows, more than the {want} put: a record landed twice\n{}", logs());
         if n == want {
             return;
@@ -275,6 +294,48 @@ fn every_record_lands_once_through_a_kill_a_takeover_a_restart_and_a_reshard() {
     }
     // The lease of a killed consumer moved to a live one.
     assert!(b.logs().matches("lease taken").count() >= 3, "{}", b.logs());
+}
+
+/// The consumer dies after a batch's commit landed and before the checkpoint that follows it
+/// was stored (the proxy holds that write): its successor finds the batch pending in the
+/// checkpoint and committed in the table, and reads on after it instead of again.
+#[test]
+fn a_batch_committed_before_its_checkpoint_was_stored_is_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start();
+    let storage = format!("s3://{}/prod", s3.bucket("logs"));
+    let kinesis = Kinesalite::start();
+    kinesis.call(json!({"op": "create", "stream": "clicks", "shards": 1}));
+    let mut env = s3.env();
+    env.push(("AWS_ENDPOINT_URL_KINESIS".into(), kinesis.proxied.clone()));
+    // No lease renewal (held too) before the commit under test.
+    env.push(("LOGYARD_KINESIS_LEASE".into(), "60s".into()));
+    let put = |from, n| {
+        let (recs, ids) = records(from, n);
+        kinesis.call(json!({"op": "put", "stream": "clicks", "records": recs}));
+        ids.len() as i64
+    };
+    let mut want = put(0, 50);
+    let mut a = ConsumerProcess::start(dir.path(), &storage, "clicks", "clicks", "A", &env);
+    wait_rows_with(&storage, "clicks", want, Duration::from_secs(30), &|| a.logs(), &env);
+
+    s3.faults.set(Fault::HoldSettledCheckpoint);
+    want += put(50, 50);
+    let started = Instant::now();
+    while !(s3.faults.held() >= 1 && table_rows_with(&storage, "clicks", &env) == want) {
+        assert!(started.elapsed() < Duration::from_secs(30), "no commit with its checkpoint held\n{}", a.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.kill9();
+    s3.faults.set(Fault::None);
+
+    want += put(100, 50);
+    let b = ConsumerProcess::start(dir.path(), &storage, "clicks", "clicks", "A", &env);
+    wait_rows_with(&storage, "clicks", want, Duration::from_secs(30), &|| b.logs(), &env);
+    std::thread::sleep(Duration::from_secs(3));
+    let rows = csv_query_with(&storage, "SELECT count(*), count(DISTINCT id) FROM clicks", &env);
+    assert_eq!(rows, vec![vec![want.to_string(), want.to_string()]], "{}", b.logs());
+    assert!(b.logs().contains("committed before its checkpoint"), "{}", b.logs());
 }
 
 #[tokio::test]

@@ -400,7 +400,11 @@ impl ShardWorker {
 
     async fn run(mut self) -> Result<Exit, KinesisError> {
         let committed = self.ctx.tables.transaction_version(&self.ctx.options.target, &self.app_id).await?;
+        let checkpointed = self.entry.batch;
         self.settle(committed)?;
+        if self.entry.batch != checkpointed {
+            tracing::info!(stream = %self.ctx.options.stream, shard = %self.shard, batch = self.entry.batch, "kinesis: a batch was committed before its checkpoint was stored; reading on after it");
+        }
         let mut iterator = self.iterator().await?;
         let mut backoff = Duration::ZERO;
         let mut wait = Duration::ZERO;

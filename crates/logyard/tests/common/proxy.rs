@@ -39,11 +39,19 @@ pub enum Fault {
     HoldManifest = 6,
     /// Refuses Kinesis GetRecords calls with ProvisionedThroughputExceededException; others pass.
     ThrottleGetRecords = 7,
+    /// Never answers a PUT of a Kinesis checkpoint entry that has no pending batch (a lease
+    /// renewal, or the entry written after a commit); the others pass.
+    HoldSettledCheckpoint = 8,
 }
 
 /// Switches the fault of a running proxy, and keeps the credentials requests were signed with.
 #[derive(Debug, Clone, Default)]
-pub struct Faults(Arc<AtomicU8>, Arc<std::sync::Mutex<Vec<Signer>>>, Arc<std::sync::Mutex<Vec<String>>>);
+pub struct Faults(
+    Arc<AtomicU8>,
+    Arc<std::sync::Mutex<Vec<Signer>>>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 /// Who signed a request: the access key id, and the session token if any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,6 +72,11 @@ impl Faults {
     /// The signers of the requests so far.
     pub fn signers(&self) -> Vec<Signer> {
         self.1.lock().unwrap().clone()
+    }
+
+    /// Requests held so far.
+    pub fn held(&self) -> usize {
+        self.3.load(Ordering::SeqCst)
     }
 
     /// `METHOD path?query` of every request so far.
@@ -115,13 +128,18 @@ pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
                             let manifest =
                                 req.method() == hyper::Method::PUT && req.uri().path().ends_with("/manifest.json");
                             if manifest { Fault::HoldManifest as u8 } else { Fault::None as u8 }
+                        } else if fault == Fault::HoldSettledCheckpoint as u8 {
+                            let entry = req.method() == hyper::Method::PUT
+                                && req.uri().path().contains("/checkpoints/kinesis/");
+                            if entry { fault } else { Fault::None as u8 }
                         } else if fault == Fault::ThrottleGetRecords as u8 {
                             let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok());
                             if target.is_some_and(|t| t.ends_with(".GetRecords")) { fault } else { Fault::None as u8 }
                         } else {
                             fault
                         };
-                        async move { inject(fault, client, upstream, conditional, req).await }
+                        let held = faults.3.clone();
+                        async move { inject(fault, client, upstream, conditional, held, req).await }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
@@ -136,6 +154,7 @@ async fn inject(
     client: HttpClient,
     upstream: SocketAddr,
     conditional: Arc<Mutex<()>>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let error = |status: u16, code: &str| {
@@ -156,6 +175,16 @@ async fn inject(
             forward(client, upstream, conditional, req).await.map_err(std::io::Error::other)
         }
         4 => Err(std::io::Error::other("injected connection reset")),
+        8 => {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            if has_pending(&body) {
+                return send(client, upstream, conditional, parts, body).await.map_err(std::io::Error::other);
+            }
+            held.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Err(std::io::Error::other("held"))
+        }
         7 => {
             let body =
                 r#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard (injected)"}"#;
@@ -181,8 +210,22 @@ async fn forward(
     conditional: Arc<Mutex<()>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
+    send(client, upstream, conditional, parts, body).await
+}
+
+fn has_pending(body: &[u8]) -> bool {
+    body.windows(b"\"pending\"".len()).any(|w| w == b"\"pending\"")
+}
+
+async fn send(
+    client: HttpClient,
+    upstream: SocketAddr,
+    conditional: Arc<Mutex<()>>,
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
     parts.uri = format!("http://{upstream}{path}").parse().unwrap();
     let serialize = parts.method == hyper::Method::PUT && parts.headers.contains_key("if-none-match");
