@@ -115,7 +115,7 @@ def kinesis_round(ndjson, workdir, modules):
         shutil.rmtree(data, ignore_errors=True)
         env = dict(os.environ, AWS_ENDPOINT_URL_KINESIS=endpoint, AWS_ACCESS_KEY_ID="bench",
                    AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-                   LOGYARD_LOG_LEVEL="warn", LOGYARD_KINESIS_FLUSH_INTERVAL="2s")
+                   LOGYARD_LOG_LEVEL="warn")
         cmd = [release_bin("logyard"), "kinesis", "--stream-name", "bench", "--logyard-stream", "bench",
                "--storage", str(data), "--worker-id", "bench"]
         started = time.perf_counter()
