@@ -148,12 +148,10 @@ impl Tables {
         let slot = self.slot(stream);
         let mut guard = slot.lock().await;
         self.refresh(stream, &mut guard).await?;
-        let Some(table) = guard.as_ref() else { return Ok(None) };
-        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
-        state
-            .transaction_version(table.log_store().as_ref(), app_id)
-            .await
-            .map_err(StorageError::delta("reading transaction version"))
+        match guard.as_ref() {
+            Some(table) => committed_version(table, app_id).await,
+            None => Ok(None),
+        }
     }
 
     async fn append_fenced(
@@ -173,11 +171,7 @@ impl Tables {
             let (schema, committed) = match guard.as_ref() {
                 Some(table) => {
                     let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
-                    let committed = state
-                        .transaction_version(table.log_store().as_ref(), app_id)
-                        .await
-                        .map_err(StorageError::delta("reading transaction version"))?;
-                    (state.snapshot().arrow_schema(), committed)
+                    (state.snapshot().arrow_schema(), committed_version(table, app_id).await?)
                 }
                 None => (Arc::new(base_schema()), None),
             };
@@ -259,6 +253,15 @@ impl Tables {
             }
         }
     }
+}
+
+/// The table's transaction version of `app_id` (`None`: none yet).
+async fn committed_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, StorageError> {
+    let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+    state
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(StorageError::delta("reading transaction version"))
 }
 
 /// Errors that another writer's concurrent commit explains.

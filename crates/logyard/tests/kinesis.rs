@@ -123,22 +123,14 @@ impl Drop for ConsumerProcess {
     }
 }
 
-fn csv_query(storage: &str, sql: &str) -> Vec<Vec<String>> {
-    csv_query_with(storage, sql, &[])
-}
-
-fn csv_query_with(storage: &str, sql: &str, env: &[(String, String)]) -> Vec<Vec<String>> {
+fn csv_query(storage: &str, sql: &str, env: &[(String, String)]) -> Vec<Vec<String>> {
     let (code, out, err) = cli(&["query", "--storage", storage, "--format", "csv", sql], env);
     assert_eq!(code, 0, "{sql}: {err}");
     out.lines().skip(1).map(|l| l.split(',').map(str::to_owned).collect()).collect()
 }
 
 /// Rows of the table (0 while it does not exist).
-fn table_rows(storage: &str, table: &str) -> i64 {
-    table_rows_with(storage, table, &[])
-}
-
-fn table_rows_with(storage: &str, table: &str, env: &[(String, String)]) -> i64 {
+fn table_rows(storage: &str, table: &str, env: &[(String, String)]) -> i64 {
     let (code, out, _) = cli(
         &["query", "--storage", storage, "--format", "csv", &format!("SELECT count(*) AS n FROM \"{table}\"")],
         env,
@@ -149,11 +141,7 @@ fn table_rows_with(storage: &str, table: &str, env: &[(String, String)]) -> i64 
     out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
 }
 
-fn wait_rows(storage: &str, table: &str, want: i64, limit: Duration, logs: &dyn Fn() -> String) {
-    wait_rows_with(storage, table, want, limit, logs, &[])
-}
-
-fn wait_rows_with(
+fn wait_rows(
     storage: &str,
     table: &str,
     want: i64,
@@ -163,7 +151,7 @@ fn wait_rows_with(
 ) {
     let started = Instant::now();
     loop {
-        let n = table_rows_with(storage, table, env);
+        let n = table_rows(storage, table, env);
         assert!(n <= want, "{n} rows, more than the {want} put: a record landed twice\n{}", logs());
         if n == want {
             return;
@@ -209,7 +197,7 @@ fn every_record_lands_once_through_a_kill_a_takeover_a_restart_and_a_reshard() {
     let started = Instant::now();
     while !(a.logs().contains("lease taken")
         && b.logs().contains("lease taken")
-        && table_rows(&storage, "shop-web") > 0)
+        && table_rows(&storage, "shop-web", &[]) > 0)
     {
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -238,7 +226,7 @@ fn every_record_lands_once_through_a_kill_a_takeover_a_restart_and_a_reshard() {
         producer.join().unwrap();
     });
     let before_reshard = expected.len() as i64;
-    wait_rows(&storage, "shop-web", before_reshard, Duration::from_secs(60), &|| logs(&[&a, &b]));
+    wait_rows(&storage, "shop-web", before_reshard, Duration::from_secs(60), &|| logs(&[&a, &b]), &[]);
 
     // Reshard: split a shard; records put afterwards go to its children.
     let shards = kinesis.call(json!({"op": "split", "stream": "shop", "shard": "shardId-000000000001"}));
@@ -256,20 +244,21 @@ fn every_record_lands_once_through_a_kill_a_takeover_a_restart_and_a_reshard() {
 
     // A comes back (a restart: it resumes from the checkpoints, without duplicates).
     let mut a = ConsumerProcess::start(dir.path(), &storage, "shop", "shop-web", "A", &env);
-    wait_rows(&storage, "shop-web", expected.len() as i64, Duration::from_secs(90), &|| logs(&[&a, &b]));
+    wait_rows(&storage, "shop-web", expected.len() as i64, Duration::from_secs(90), &|| logs(&[&a, &b]), &[]);
     assert_eq!(a.terminate(), Some(0), "{}", a.logs());
     assert_eq!(b.terminate(), Some(0), "{}", b.logs());
 
     // Exactly once, field by field.
-    let rows = csv_query(&storage, "SELECT count(*), count(DISTINCT id) FROM \"shop-web\"");
+    let rows = csv_query(&storage, "SELECT count(*), count(DISTINCT id) FROM \"shop-web\"", &[]);
     assert_eq!(rows, vec![vec![expected.len().to_string(), expected.len().to_string()]]);
     let got: BTreeSet<String> =
-        csv_query(&storage, "SELECT id FROM \"shop-web\"").into_iter().map(|r| r[0].clone()).collect();
+        csv_query(&storage, "SELECT id FROM \"shop-web\"", &[]).into_iter().map(|r| r[0].clone()).collect();
     assert_eq!(got, expected);
     let rows = csv_query(
         &storage,
         "SELECT id, n, kind, log_group, log_stream, CAST(\"timestamp\" AS VARCHAR) FROM \"shop-web\" \
          WHERE id IN ('k-7-1', 'k-13-b', 'k-15', 'k-1002') ORDER BY id",
+        &[],
     );
     assert_eq!(
         rows,
@@ -317,12 +306,12 @@ fn a_batch_committed_before_its_checkpoint_was_stored_is_not_written_twice() {
     };
     let mut want = put(0, 50);
     let mut a = ConsumerProcess::start(dir.path(), &storage, "clicks", "clicks", "A", &env);
-    wait_rows_with(&storage, "clicks", want, Duration::from_secs(30), &|| a.logs(), &env);
+    wait_rows(&storage, "clicks", want, Duration::from_secs(30), &|| a.logs(), &env);
 
     s3.faults.set(Fault::HoldSettledCheckpoint);
     want += put(50, 50);
     let started = Instant::now();
-    while !(s3.faults.held() >= 1 && table_rows_with(&storage, "clicks", &env) == want) {
+    while !(s3.faults.held() >= 1 && table_rows(&storage, "clicks", &env) == want) {
         assert!(started.elapsed() < Duration::from_secs(30), "no commit with its checkpoint held\n{}", a.logs());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -331,9 +320,9 @@ fn a_batch_committed_before_its_checkpoint_was_stored_is_not_written_twice() {
 
     want += put(100, 50);
     let b = ConsumerProcess::start(dir.path(), &storage, "clicks", "clicks", "A", &env);
-    wait_rows_with(&storage, "clicks", want, Duration::from_secs(30), &|| b.logs(), &env);
+    wait_rows(&storage, "clicks", want, Duration::from_secs(30), &|| b.logs(), &env);
     std::thread::sleep(Duration::from_secs(3));
-    let rows = csv_query_with(&storage, "SELECT count(*), count(DISTINCT id) FROM clicks", &env);
+    let rows = csv_query(&storage, "SELECT count(*), count(DISTINCT id) FROM clicks", &env);
     assert_eq!(rows, vec![vec![want.to_string(), want.to_string()]], "{}", b.logs());
     assert!(b.logs().contains("committed before its checkpoint"), "{}", b.logs());
 }

@@ -198,16 +198,8 @@ async fn a_rotated_secret_is_read_again_without_a_restart() {
     let mut spec = ServerSpec::local(dir.path());
     spec.env
         .extend(pg.env().into_iter().filter(|(k, _)| k != "LOGYARD_ORDERS_PASSWORD_ENV" && k != "SHOP_DB_PASSWORD"));
-    spec.env.extend([
-        ("LOGYARD_ORDERS_SECRET_ID".to_owned(), "shop/db".to_owned()),
-        ("AWS_ENDPOINT_URL".to_owned(), moto.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID".to_owned(), "test".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY".to_owned(), "test".to_owned()),
-        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
-        ("AWS_CONFIG_FILE".to_owned(), "/nonexistent".to_owned()),
-        ("AWS_SHARED_CREDENTIALS_FILE".to_owned(), "/nonexistent".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
-    ]);
+    spec.env.push(("LOGYARD_ORDERS_SECRET_ID".to_owned(), "shop/db".to_owned()));
+    spec.env.extend(aws_env("AWS_ENDPOINT_URL", &moto.endpoint, "test", "test"));
     let server = spec.start();
     let pending = orders.iter().filter(|o| o.status == "pending").count() as i64;
     let sql = "SELECT count(*) FROM pg.orders WHERE status = 'pending'";

@@ -21,6 +21,18 @@ fn server(dir: &std::path::Path) -> (Server, String, String) {
     (server, ship, read)
 }
 
+/// POSTs a body of a content type with a token.
+async fn post_as(
+    server: &Server,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let request = client().post(server.url(path)).bearer_auth(token).header("content-type", content_type);
+    request.body(body).send().await.unwrap()
+}
+
 async fn flush_as(server: &Server, token: &str) {
     let r = client().post(server.url("/api/v1/flush")).bearer_auth(token).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -262,25 +274,11 @@ async fn the_opentelemetry_sdk_exports_logs_over_http_and_grpc() {
     assert_eq!((retries[0]["n"].as_i64(), retries[0]["orders"].as_i64()), (Some(40), Some(20)));
 
     // Malformed bodies: a google.rpc.Status in the request's encoding; nothing taken.
-    let r = client()
-        .post(server.url("/v1/logs"))
-        .bearer_auth(&ship)
-        .header("content-type", "application/json")
-        .body("{\"resourceLogs\": 7}")
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&server, &ship, "/v1/logs", "application/json", "{\"resourceLogs\": 7}").await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], 3, "INVALID_ARGUMENT: {v}");
-    let r = client()
-        .post(server.url("/v1/logs"))
-        .bearer_auth(&ship)
-        .header("content-type", "application/x-protobuf")
-        .body(vec![0xff, 0xff, 0xff])
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&server, &ship, "/v1/logs", "application/x-protobuf", vec![0xff, 0xff, 0xff]).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/x-protobuf");
 }
@@ -308,14 +306,7 @@ async fn loki_pushes_in_snappy_protobuf_and_json_land_with_their_labels() {
         }],
     };
     let body = snap::raw::Encoder::new().compress_vec(&push.encode_to_vec()).unwrap();
-    let r = client()
-        .post(server.url("/loki/api/v1/push"))
-        .bearer_auth(&ship)
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&server, &ship, "/loki/api/v1/push", "application/x-protobuf", body).await;
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
     // JSON, with structured metadata; a header names the stream.
     let json_push = json!({"streams": [{"stream": {"app": "ignored", "level": "error"},
@@ -330,14 +321,7 @@ async fn loki_pushes_in_snappy_protobuf_and_json_land_with_their_labels() {
         .unwrap();
     assert_eq!(r.status(), 204);
     // Malformed: 400 with Loki's plain text, nothing taken.
-    let r = client()
-        .post(server.url("/loki/api/v1/push"))
-        .bearer_auth(&ship)
-        .header("content-type", "application/x-protobuf")
-        .body("not snappy")
-        .send()
-        .await
-        .unwrap();
+    let r = post_as(&server, &ship, "/loki/api/v1/push", "application/x-protobuf", "not snappy").await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("snappy"));
     flush_as(&server, &read).await;

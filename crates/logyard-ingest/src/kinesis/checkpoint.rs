@@ -99,7 +99,7 @@ pub struct ShardLog {
 
 impl ShardLog {
     pub fn new(storage: &Storage, kinesis_stream: &str, logyard_stream: &str, shard: &str) -> Self {
-        let dir = storage.path(&format!("{CHECKPOINTS_DIR}/{}/{logyard_stream}/{shard}", key_part(kinesis_stream)));
+        let dir = storage.path(&format!("{CHECKPOINTS_DIR}/{}/{logyard_stream}/{shard}", short_name(kinesis_stream)));
         Self { store: storage.root_store(), dir }
     }
 
@@ -160,9 +160,9 @@ impl ShardLog {
     }
 }
 
-/// A Kinesis stream name (or ARN) as one path segment.
-fn key_part(name: &str) -> String {
-    name.rsplit('/').next().unwrap_or(name).replace(':', "_")
+/// The name of a Kinesis stream given by name or ARN (`arn:aws:kinesis:...:stream/NAME`).
+pub fn short_name(stream: &str) -> &str {
+    stream.rsplit('/').next().unwrap_or(stream)
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ impl Context {
     }
 
     fn app_id(&self, shard: &str) -> String {
-        format!("kinesis/{}/{shard}", self.options.stream.rsplit('/').next().unwrap_or(&self.options.stream))
+        format!("kinesis/{}/{shard}", checkpoint::short_name(&self.options.stream))
     }
 }
 

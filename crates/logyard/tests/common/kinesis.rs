@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{free_port, program, proxy};
+use super::{aws_env, free_port, program, proxy};
 
 pub struct Kinesalite {
     child: Child,
@@ -73,15 +73,7 @@ impl Kinesalite {
 
     /// What a logyard process needs to reach this Kinesis (through the proxy).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL_KINESIS".into(), self.proxied.clone()),
-            ("AWS_ACCESS_KEY_ID".into(), "kinesis-test".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "kinesis-test-secret".into()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
-            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]
+        aws_env("AWS_ENDPOINT_URL_KINESIS", &self.proxied, "kinesis-test", "kinesis-test-secret")
     }
 }
 

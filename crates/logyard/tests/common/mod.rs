@@ -266,17 +266,26 @@ impl S3 {
 
     /// The environment a logyard process needs to reach this server.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_key.clone()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            // Keep the SDK away from ~/.aws and IMDS.
-            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
-            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]
+        aws_env("AWS_ENDPOINT_URL", &self.endpoint, &self.access_key, &self.secret_key)
     }
+}
+
+/// The environment of a logyard process whose AWS calls go to `endpoint` (named by
+/// `endpoint_var`, e.g. `AWS_ENDPOINT_URL_KINESIS`) with static credentials; the SDK is kept
+/// away from ~/.aws and IMDS.
+pub fn aws_env(endpoint_var: &str, endpoint: &str, access_key: &str, secret_key: &str) -> Vec<(String, String)> {
+    [
+        (endpoint_var, endpoint),
+        ("AWS_ACCESS_KEY_ID", access_key),
+        ("AWS_SECRET_ACCESS_KEY", secret_key),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 impl Drop for S3 {
