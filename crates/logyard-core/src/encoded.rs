@@ -5,6 +5,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::event::TimeSource;
 
+/// Bytes before each event's text: time (8), time source (1), text length (4).
+pub const EVENT_HEADER_BYTES: usize = 13;
+
 /// Encodes events into a record's payload.
 #[derive(Debug, Default)]
 pub struct EventsEncoder {
@@ -13,6 +16,7 @@ pub struct EventsEncoder {
 }
 
 impl EventsEncoder {
+    /// Room for `bytes` of encoded events (texts plus [`EVENT_HEADER_BYTES`] each).
     pub fn with_capacity(bytes: usize) -> Self {
         Self { buf: BytesMut::with_capacity(bytes), count: 0 }
     }
@@ -25,6 +29,7 @@ impl EventsEncoder {
         self.count += 1;
     }
 
+    /// Events encoded so far.
     pub fn len(&self) -> usize {
         self.count
     }
@@ -64,19 +69,20 @@ pub fn decode_events(mut buf: &[u8]) -> impl Iterator<Item = Result<StoredEvent<
         if buf.is_empty() {
             return None;
         }
-        if buf.len() < 13 {
+        if buf.len() < EVENT_HEADER_BYTES {
             buf = &[];
             return Some(Err("truncated event header".into()));
         }
         let time = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
         let source = TimeSource::from_byte(buf[8]);
         let len = u32::from_le_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
-        if buf.len() < 13 + len {
+        let end = EVENT_HEADER_BYTES + len;
+        if buf.len() < end {
             buf = &[];
             return Some(Err("truncated event".into()));
         }
-        let text = std::str::from_utf8(&buf[13..13 + len]).map_err(|e| e.to_string());
-        buf = &buf[13 + len..];
+        let text = std::str::from_utf8(&buf[EVENT_HEADER_BYTES..end]).map_err(|e| e.to_string());
+        buf = &buf[end..];
         Some(text.map(|text| StoredEvent { time, source, text }))
     })
 }

@@ -15,6 +15,17 @@ mod upload_cmd;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process (the flag covers its whole address space), as
+/// databases advise (Redis, MongoDB): mimalloc asks for them on its arenas, and then each fresh
+/// page a new thread or a growing buffer touches costs a 2 MiB clear in the kernel; that
+/// clearing was 40% of the Kinesis consumer's CPU (BENCHMARKS.md).
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("warning: cannot turn transparent huge pages off: {e}");
+    }
+}
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -200,6 +211,7 @@ enum OutputFormat {
 }
 
 fn main() -> std::process::ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -199,6 +199,10 @@ async fn health_readiness_and_metrics() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["checks"]["storage"]["ok"], true);
     assert_eq!(body["checks"]["wal"]["ok"], true);
+    // Transparent huge pages are off for the process (BENCHMARKS.md: they cost more in page
+    // clearing than they save).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    assert!(status.contains("THP_enabled:\t0"), "{status}");
 
     ingest(&server, "m", events("m", 10), "?ack=commit").await;
     ingest(&server, "m", "bad\n{}\n", "").await;

@@ -327,6 +327,24 @@ fn a_batch_committed_before_its_checkpoint_was_stored_is_not_written_twice() {
     assert!(b.logs().contains("committed before its checkpoint"), "{}", b.logs());
 }
 
+/// A shard's records are committed once they hold `flush_bytes` of events, long before
+/// `flush_interval`.
+#[test]
+fn a_shard_commits_when_its_events_reach_flush_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("data").display().to_string();
+    let kinesis = Kinesalite::start();
+    kinesis.call(json!({"op": "create", "stream": "clicks", "shards": 1}));
+    let (recs, ids) = records(0, 120);
+    kinesis.call(json!({"op": "put", "stream": "clicks", "records": recs}));
+    let mut env = kinesis.env();
+    env.push(("LOGYARD_KINESIS_FLUSH_INTERVAL".into(), "1h".into()));
+    // Several times 4,096 bytes of events, and far fewer than 4,096 events.
+    env.push(("LOGYARD_KINESIS_FLUSH_BYTES".into(), "4096".into()));
+    let a = ConsumerProcess::start(dir.path(), &storage, "clicks", "clicks", "A", &env);
+    wait_rows(&storage, "clicks", ids.len() as i64, Duration::from_secs(30), &|| a.logs(), &env);
+}
+
 #[tokio::test]
 async fn serve_runs_configured_consumers_and_backs_off_when_throttled() {
     let dir = tempfile::tempdir().unwrap();

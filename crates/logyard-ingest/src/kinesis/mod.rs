@@ -21,6 +21,7 @@
 //! logged with its shard and sequence number and counted as rejected; the others go on.
 
 pub mod checkpoint;
+mod get_records;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use logyard_core::StreamName;
-use logyard_core::encoded::EventsEncoder;
+use logyard_core::encoded::{EVENT_HEADER_BYTES, EventsEncoder};
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, FencedOutcome, Tables};
 
@@ -46,6 +47,7 @@ use crate::IngestMetrics;
 use crate::build::build_batches;
 use crate::records::decode_record;
 use checkpoint::{Checkpoint, Pending, ShardLog};
+use get_records::{Page, RawBody};
 
 /// Where a shard with no checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -439,13 +441,22 @@ impl ShardWorker {
                 }
             }
             let ctx = self.ctx.clone();
-            let call =
-                ctx.client.get_records().shard_iterator(current).limit(ctx.options.records_per_call).send().await;
-            let out = match call {
-                Ok(out) => {
-                    backoff = Duration::ZERO;
-                    out
-                }
+            let raw = RawBody::default();
+            let call = ctx
+                .client
+                .get_records()
+                .shard_iterator(current)
+                .limit(ctx.options.records_per_call)
+                .customize()
+                .interceptor(raw.clone())
+                .send()
+                .await;
+            let body = match call {
+                Ok(_) => match raw.bytes().await {
+                    Some(Ok(body)) => Ok(body),
+                    Some(Err(e)) => Err(format!("reading the answer: {e}")),
+                    None => Err("the answer had no body".to_owned()),
+                },
                 Err(e) => {
                     let service = e.as_service_error();
                     if service.is_some_and(|s| {
@@ -456,60 +467,68 @@ impl ShardWorker {
                             .clamp(Duration::from_millis(200), (ctx.options.lease / 4).min(Duration::from_secs(10)));
                         tracing::info!(stream = %ctx.options.stream, shard = %self.shard, wait_ms = backoff.as_millis() as u64, "kinesis: throughput exceeded; backing off");
                         wait = jitter(backoff);
+                        continue;
                     } else if service.is_some_and(|s| s.is_expired_iterator_exception()) {
                         iterator = self.iterator().await?;
                         wait = Duration::ZERO;
-                    } else {
-                        tracing::warn!(stream = %ctx.options.stream, shard = %self.shard, error = %logyard_storage::aws::error_chain(&e), "kinesis: GetRecords failed; retrying");
-                        backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
-                        wait = jitter(backoff);
+                        continue;
                     }
+                    Err(logyard_storage::aws::error_chain(&e))
+                }
+            };
+            let page = match body.as_deref().map_err(String::clone).and_then(Page::parse) {
+                Ok(page) => {
+                    backoff = Duration::ZERO;
+                    page
+                }
+                Err(error) => {
+                    tracing::warn!(stream = %ctx.options.stream, shard = %self.shard, %error, "kinesis: GetRecords failed; retrying");
+                    backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(10));
+                    wait = jitter(backoff);
                     continue;
                 }
             };
-            let behind = out.millis_behind_latest().unwrap_or(0);
+            let behind = page.millis_behind_latest.unwrap_or(0);
             ctx.metrics
                 .millis_behind
                 .get_or_create(&ShardLabels { stream: ctx.options.stream.clone(), shard: self.shard.clone() })
                 .set(behind);
-            let records = out.records();
-            self.take(records);
-            iterator = out.next_shard_iterator().map(str::to_owned);
+            self.take(&page.records);
             // At most five reads a second per shard (the Kinesis limit); slower when idle.
-            wait = if records.is_empty() || behind == 0 { ctx.options.idle_wait } else { Duration::from_millis(200) };
+            wait =
+                if page.records.is_empty() || behind == 0 { ctx.options.idle_wait } else { Duration::from_millis(200) };
+            iterator = page.next_shard_iterator;
         }
     }
 
     /// Decodes records into the buffer.
-    fn take(&mut self, records: &[aws_sdk_kinesis::types::Record]) {
+    fn take(&mut self, records: &[get_records::Record<'_>]) {
         let Some(last) = records.last() else { return };
         let ctx = &self.ctx;
         let target = ctx.options.target.as_str();
-        let mut events = EventsEncoder::with_capacity(records.iter().map(|r| r.data().as_ref().len()).sum());
+        let mut events =
+            EventsEncoder::with_capacity(records.iter().map(|r| r.data.len() / 4 * 3 + EVENT_HEADER_BYTES).sum());
+        let mut data = Vec::new();
         let (mut accepted, mut rejected) = (0usize, 0usize);
         for r in records {
-            let arrived = r
-                .approximate_arrival_timestamp()
-                .and_then(|t| t.to_millis().ok())
-                .map(|ms| ms * 1000)
-                .unwrap_or_else(logyard_core::time::now_micros);
-            match decode_record(r.data().as_ref(), arrived, &mut events) {
+            let arrived = r.arrived_micros().unwrap_or_else(logyard_core::time::now_micros);
+            match r.data_into(&mut data).and_then(|()| decode_record(&data, arrived, &mut events)) {
                 Ok(outcome) => {
                     accepted += outcome.events;
                     rejected += outcome.rejected;
                 }
                 Err(e) => {
                     rejected += 1;
-                    tracing::warn!(stream = %ctx.options.stream, shard = %self.shard, sequence = %r.sequence_number(), error = %e, "kinesis: record skipped");
+                    tracing::warn!(stream = %ctx.options.stream, shard = %self.shard, sequence = %r.sequence_number, error = %e, "kinesis: record skipped");
                 }
             }
         }
         ctx.metrics.records.get_or_create(&ctx.metrics.stream(&ctx.options.stream)).inc_by(records.len() as u64);
         ctx.ingest.rejected(target, rejected);
         self.buffer_events += accepted;
-        self.last_read = Some(last.sequence_number().to_owned());
+        self.last_read = Some(last.sequence_number.clone().into_owned());
         if !events.is_empty() {
-            self.buffer_bytes += events.len();
+            self.buffer_bytes += events.as_bytes().len();
             self.buffer.push(events.finish());
         }
         self.buffer_since.get_or_insert_with(Instant::now);
