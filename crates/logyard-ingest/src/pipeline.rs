@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use logyard_core::StreamName;
+use logyard_core::encoded::EventsEncoder;
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, Tables, Wal, WalOptions, WalRecord, WalSink};
 
@@ -307,6 +308,21 @@ impl Ingestor {
     /// Returns the WAL position of the record.
     pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<u64, IngestError> {
         self.append_with_raw(stream, events, None, ack).await
+    }
+
+    /// [`Self::append`] of an encoder's events, counted as accepted (events and bytes) once
+    /// durable: the path of the protocols that decode into events (bulk, OTLP, Loki, Firehose).
+    pub async fn append_events(
+        &self,
+        stream: &StreamName,
+        events: EventsEncoder,
+        ack: Ack,
+    ) -> Result<u64, IngestError> {
+        let (count, payload) = (events.len(), events.finish());
+        let bytes = payload.len();
+        let position = self.append(stream, payload, ack).await?;
+        self.inner.metrics.accepted(stream.as_str(), count, bytes);
+        Ok(position)
     }
 
     /// [`Self::append`], keeping the request's body in the archive too (when `raw` is given):

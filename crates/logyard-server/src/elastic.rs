@@ -141,10 +141,8 @@ async fn bulk_to(
             failed.push((stream, 403, "security_exception", e.message));
             continue;
         }
-        let count = events.len();
-        match state.ingestor.append(&stream, events.finish(), Ack::Wal).await {
+        match state.ingestor.append_events(&stream, events, Ack::Wal).await {
             Ok(position) => {
-                state.ingestor.metrics().accepted(stream.as_str(), count, 0);
                 positions.insert(stream, position);
             }
             Err(e) => {

@@ -157,8 +157,7 @@ async fn take(
     let metrics = state.ingestor.metrics();
     metrics.rejected(stream.as_str(), outcome.rejected);
     if outcome.events > 0 {
-        state.ingestor.append(stream, events.finish(), Ack::Wal).await?;
-        metrics.accepted(stream.as_str(), outcome.events, 0);
+        state.ingestor.append_events(stream, events, Ack::Wal).await?;
     }
     Ok(())
 }

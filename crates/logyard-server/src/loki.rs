@@ -62,9 +62,7 @@ async fn take(state: &AppState, principal: &Principal, headers: &HeaderMap, body
     let metrics = state.ingestor.metrics();
     metrics.rejected("loki", decoded.rejected);
     for (stream, events) in decoded.streams {
-        let count = events.len();
-        state.ingestor.append(&stream, events.finish(), Ack::Wal).await?;
-        metrics.accepted(stream.as_str(), count, 0);
+        state.ingestor.append_events(&stream, events, Ack::Wal).await?;
     }
     Ok(())
 }

@@ -46,9 +46,7 @@ async fn export(
             decoded.reject(events.len(), e.message);
             continue;
         }
-        let count = events.len();
-        state.ingestor.append(&stream, events.finish(), Ack::Wal).await?;
-        metrics.accepted(stream.as_str(), count, 0);
+        state.ingestor.append_events(&stream, events, Ack::Wal).await?;
     }
     metrics.rejected("otlp", decoded.rejected);
     let partial_success = (decoded.rejected > 0).then(|| ExportLogsPartialSuccess {

@@ -193,6 +193,16 @@ async fn firehose_deliveries_are_answered_once_durable_and_not_taken_twice() {
     got.sort();
     let expected = ["-|a|-|-", "-|boom|error|/aws/eks/shop/app", "-|b|-|-", "hello world|-|-|-", "hello|-|-|-"];
     assert_eq!(got, expected, "each record once, field by field");
+
+    // Counted once, in events and in bytes of events (the five texts are over 100 bytes).
+    let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("logyard_ingested_events_total{stream=\"app-firehose\"}"), 5);
+    let bytes = value("logyard_ingested_bytes_total{stream=\"app-firehose\"}");
+    assert!((100..1000).contains(&bytes), "{bytes} bytes");
 }
 
 const OTEL_CLIENT: &str = r#"
