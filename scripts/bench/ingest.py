@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,12 @@ def release_bin(name):
     if not path.exists():
         sys.exit(f"{path} is missing: build with cargo build --release -p logyard -p logyard-bench")
     return str(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pinned(core, cmd):

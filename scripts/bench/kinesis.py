@@ -31,7 +31,7 @@ from pathlib import Path
 import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import ROOT, dataset, pinned, release_bin, start_server, stop_server  # noqa: E402
+from ingest import ROOT, dataset, free_port, pinned, release_bin, start_server, stop_server  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -39,12 +39,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ndjson_round(ndjson, workdir):

@@ -30,16 +30,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import release_bin  # noqa: E402
+from ingest import free_port, release_bin  # noqa: E402
 
 COUNTS = collections.Counter()
 LOCK = threading.Lock()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proxy(upstream_port):

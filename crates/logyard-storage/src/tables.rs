@@ -121,7 +121,7 @@ impl Tables {
         txn_version: i64,
         build: BuildFn,
     ) -> Result<AppendOutcome, StorageError> {
-        match self.append_fenced(stream, app_id, None, txn_version, build).await? {
+        match self.append_fenced(stream, app_id, Fence::Newer, txn_version, build).await? {
             FencedOutcome::Appended(outcome) => Ok(outcome),
             FencedOutcome::Superseded { .. } => unreachable!("an unfenced append is never superseded"),
         }
@@ -140,7 +140,7 @@ impl Tables {
         txn_version: i64,
         build: BuildFn,
     ) -> Result<FencedOutcome, StorageError> {
-        self.append_fenced(stream, app_id, Some(base), txn_version, build).await
+        self.append_fenced(stream, app_id, Fence::After(base), txn_version, build).await
     }
 
     /// The table's transaction version of `app_id` (`None`: none, or no table yet).
@@ -158,7 +158,7 @@ impl Tables {
         &self,
         stream: &StreamName,
         app_id: &str,
-        fence: Option<Option<i64>>,
+        fence: Fence,
         txn_version: i64,
         build: BuildFn,
     ) -> Result<FencedOutcome, StorageError> {
@@ -176,13 +176,13 @@ impl Tables {
                 None => (Arc::new(base_schema()), None),
             };
             match fence {
-                None if committed.is_some_and(|v| v >= txn_version) => {
+                Fence::Newer if committed.is_some_and(|v| v >= txn_version) => {
                     return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
                 }
-                Some(_) if committed == Some(txn_version) => {
+                Fence::After(_) if committed == Some(txn_version) => {
                     return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
                 }
-                Some(base) if committed != base => return Ok(FencedOutcome::Superseded { committed }),
+                Fence::After(base) if committed != base => return Ok(FencedOutcome::Superseded { committed }),
                 _ => {}
             }
             let build = build.clone();
@@ -253,6 +253,15 @@ impl Tables {
             }
         }
     }
+}
+
+/// When an append under an application id may happen.
+#[derive(Debug, Clone, Copy)]
+enum Fence {
+    /// Unless the id's transaction version is already the append's or later (idempotent retries).
+    Newer,
+    /// Only while the id's transaction version is this one (`None`: no transaction yet).
+    After(Option<i64>),
 }
 
 /// The table's transaction version of `app_id` (`None`: none yet).

@@ -1,14 +1,13 @@
 //! Kinesis Data Streams on loopback: kinesalite (from npm, started from node on 127.0.0.1),
 //! a fault proxy in front of it, and boto3 as the producer.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{aws_env, free_port, program, proxy};
+use super::{aws_env, behind_proxy, free_port, program, proxy};
 
 pub struct Kinesalite {
     child: Child,
@@ -40,13 +39,7 @@ impl Kinesalite {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning kinesalite");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "kinesalite did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let faults = proxy::Faults::default();
-        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)), faults.clone());
+        let (proxy, faults) = behind_proxy("kinesalite", port, Duration::from_secs(20));
         Kinesalite { child, endpoint: format!("http://127.0.0.1:{port}"), proxied: format!("http://{proxy}"), faults }
     }
 

@@ -197,6 +197,18 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Waits until the test server `what` listens on `port` (failing after `limit`), then puts a
+/// fault proxy in front of it: the proxy's address and its faults.
+pub fn behind_proxy(what: &str, port: u16, limit: Duration) -> (SocketAddr, proxy::Faults) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < limit, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let faults = proxy::Faults::default();
+    (proxy::start(SocketAddr::from(([127, 0, 0, 1], port)), faults.clone()), faults)
+}
+
 /// Finds a program: an environment variable naming its path, else `PATH`.
 pub fn program(var: &str, name: &str, how: &str) -> PathBuf {
     if let Ok(p) = std::env::var(var) {
@@ -248,13 +260,7 @@ impl S3 {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning s3s-fs");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "s3s-fs did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let faults = proxy::Faults::default();
-        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)), faults.clone());
+        let (proxy, faults) = behind_proxy("s3s-fs", port, Duration::from_secs(10));
         S3 { child, faults, endpoint: format!("http://{proxy}"), root, access_key, secret_key }
     }
 
@@ -332,13 +338,7 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning moto_server");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let faults = proxy::Faults::default();
-        let proxy = proxy::start(SocketAddr::from(([127, 0, 0, 1], port)), faults.clone());
+        let (proxy, faults) = behind_proxy("moto_server", port, Duration::from_secs(30));
         Moto { child, endpoint: format!("http://127.0.0.1:{port}"), proxied: format!("http://{proxy}"), faults }
     }
 
