@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Alb { lines, seed } => {
             let mut out = std::io::stdout().lock();
-            out.write_all(logyard_core::alb::fixtures::lines(lines, seed).as_bytes())?;
+            out.write_all(logyard_bench::alb::lines(lines, seed).as_bytes())?;
             Ok(())
         }
         Command::Load { server, stream, file, concurrency, batch_bytes, protocol } => {

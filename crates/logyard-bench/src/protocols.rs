@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use prost::Message;
 use serde_json::{Value, json};
 
-use logyard_ingest::loki::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
+use logyard_protocols::loki::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};

@@ -38,6 +38,11 @@ impl EventsEncoder {
         self.count == 0
     }
 
+    /// Bytes of the events' JSON texts (what `logyard_ingested_bytes_total` counts).
+    pub fn text_bytes(&self) -> usize {
+        self.buf.len() - self.count * EVENT_HEADER_BYTES
+    }
+
     /// The encoded events so far.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf

@@ -6,12 +6,14 @@
 pub mod alb;
 pub mod batch;
 pub mod encoded;
+pub mod error;
 pub mod event;
 pub mod parse;
 pub mod stream;
 pub mod time;
 
 pub use batch::{BatchBuilder, PendingEvent};
+pub use error::{ErrorKind, ServiceError, error_chain};
 pub use event::{CheckedLine, LineError, TimeSource};
 pub use stream::StreamName;
 
@@ -26,4 +28,21 @@ pub enum CoreError {
     CorruptEvent(String),
     #[error("arrow: {0}")]
     Arrow(String),
+}
+
+impl ServiceError for CoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CoreError::InvalidStreamName(_) => ErrorKind::BadRequest,
+            CoreError::CorruptEvent(_) | CoreError::Arrow(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            CoreError::InvalidStreamName(_) => "invalid_stream",
+            CoreError::CorruptEvent(_) => "corrupt_event",
+            CoreError::Arrow(_) => "internal",
+        }
+    }
 }

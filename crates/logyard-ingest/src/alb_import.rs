@@ -22,18 +22,8 @@ use logyard_storage::archive::{Archive, BundleWriter, MemberInfo};
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, Storage, StorageError, Tables};
 
+use crate::IngestError;
 use crate::uploads::FileLineReport;
-
-/// Errors that stop an import.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Archive(#[from] logyard_storage::archive::ArchiveError),
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// How an import runs.
 #[derive(Debug, Clone)]
@@ -123,7 +113,7 @@ impl AlbImport {
     }
 
     /// Imports every file not imported yet; returns what it did.
-    pub async fn run_once(&self, progress: &(dyn Fn(Progress<'_>) + Sync)) -> Result<ImportReport, ImportError> {
+    pub async fn run_once(&self, progress: &(dyn Fn(Progress<'_>) + Sync)) -> Result<ImportReport, IngestError> {
         let mut by_day: std::collections::BTreeMap<String, Vec<SourceFile>> = Default::default();
         let listing: Vec<_> = self
             .source
@@ -184,7 +174,7 @@ impl AlbImport {
         Ok(report)
     }
 
-    async fn finish_group(&self, day: &str, manifest: &mut Manifest, group: Group) -> Result<(), ImportError> {
+    async fn finish_group(&self, day: &str, manifest: &mut Manifest, group: Group) -> Result<(), IngestError> {
         manifest.next_version = manifest.next_version.max(group.version + 1);
         manifest.done.extend(group.keys);
         manifest.pending = None;
@@ -199,7 +189,7 @@ impl AlbImport {
         report: &mut ImportReport,
         total: u64,
         progress: &(dyn Fn(Progress<'_>) + Sync),
-    ) -> Result<(), ImportError> {
+    ) -> Result<(), IngestError> {
         let mut originals: Vec<(String, Bytes, u64)> = Vec::new();
         let mut batches = Vec::new();
         let mut rows = 0u64;
@@ -215,12 +205,11 @@ impl AlbImport {
             let compressed = data.clone();
             let name = key.clone();
             let (parsed, text_bytes) = tokio::task::spawn_blocking(move || {
-                let text = decompress(&compressed).map_err(|e| format!("{name}: {e}"))?;
-                Ok::<_, String>((alb::parse(&text), text.len() as u64))
+                let text = decompress(&compressed).map_err(|e| IngestError::Invalid(format!("{name}: {e}")))?;
+                Ok::<_, IngestError>((alb::parse(&text), text.len() as u64))
             })
             .await
-            .map_err(|e| ImportError::Invalid(format!("parsing stopped: {e}")))?
-            .map_err(ImportError::Invalid)?;
+            .map_err(|e| IngestError::stopped("parsing ALB log files", e))??;
             rows += parsed.rows as u64;
             report.rejected += parsed.rejected as u64;
             report.bytes += text_bytes;
@@ -258,7 +247,7 @@ impl AlbImport {
             writer.finish()
         })
         .await
-        .map_err(|e| ImportError::Invalid(format!("bundling stopped: {e}")))?
+        .map_err(|e| IngestError::stopped("bundling ALB log files", e))?
         .map_err(|e| StorageError::Io("bundling ALB log files".into(), e))?;
         let key = Archive::bundle_key(&self.stream, day, &format!("alb-{}-{}", self.source_id, group.version));
         Archive::new(self.tables.storage().clone()).store(&key, Bytes::from(bundle), &index).await?;
@@ -269,10 +258,10 @@ impl AlbImport {
         format!("imports/alb/{}/{day}.json", self.source_id)
     }
 
-    async fn manifest(&self, day: &str) -> Result<Manifest, ImportError> {
+    async fn manifest(&self, day: &str) -> Result<Manifest, IngestError> {
         match self.tables.storage().get(&self.manifest_key(day)).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ImportError::Invalid(format!("the import manifest for {day} is damaged: {e}"))),
+                .map_err(|e| IngestError::Corrupt(format!("the import manifest for {day}: {e}"))),
             Err(StorageError::ObjectStore { source: object_store::Error::NotFound { .. }, .. }) => {
                 Ok(Manifest { next_version: 1, ..Default::default() })
             }
@@ -280,7 +269,7 @@ impl AlbImport {
         }
     }
 
-    async fn save_manifest(&self, day: &str, manifest: &Manifest) -> Result<(), ImportError> {
+    async fn save_manifest(&self, day: &str, manifest: &Manifest) -> Result<(), IngestError> {
         let storage = self.tables.storage();
         storage
             .root_store()

@@ -1,49 +1,126 @@
-//! logyard-ingest: from request bodies to committed rows.
+//! logyard-ingest: from decoded events to committed rows.
 //!
-//! [`body`] decodes bodies (bounded), `logyard_core::parse` checks events line by line, and
-//! [`pipeline`] carries accepted events through the write-ahead log into the stream tables.
-//! Every protocol decodes into the same [`pipeline::Ingestor::append`]: one path for
-//! durability and acknowledgement. Knows nothing of HTTP.
+//! [`pipeline`] carries a request's events (decoded by `logyard-protocols`) through the
+//! write-ahead log into the stream tables: [`Ingestor::append_all`] is the one path to
+//! durability and acknowledgement of every ingest protocol. [`uploads`] ingests and archives
+//! files put straight into the storage, [`alb_import`] ALB access logs, [`kinesis`] Kinesis
+//! Data Streams; they commit with the same batch building ([`build`]) and fenced Delta
+//! transactions. [`maintenance`] compacts and applies retention. Knows nothing of HTTP.
 
 pub mod alb_import;
-pub mod body;
 pub mod build;
-pub mod by_stream;
-pub mod elastic;
 pub mod kinesis;
-pub mod loki;
 pub mod maintenance;
 pub mod metrics;
-pub mod otlp;
 pub mod pipeline;
 pub mod raw;
-pub mod records;
 pub mod uploads;
 
 pub use metrics::IngestMetrics;
-pub use pipeline::{Ack, FlushSummary, IngestOptions, Ingestor};
+pub use pipeline::{Ack, Append, FlushSummary, IngestOptions, Ingestor};
 
 use std::time::Duration;
 
-/// Errors of this crate.
+use logyard_core::{ErrorKind, ServiceError, error_chain};
+
+/// Errors of the write path, imports and maintenance.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// What the caller gave cannot be read (an import's file, a stored record).
     #[error("{0}")]
-    UnsupportedMediaType(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("cannot decode the body: {0}")]
-    BadEncoding(String),
+    Invalid(String),
+    /// Something logyard wrote earlier cannot be read back.
+    #[error("damaged: {0}")]
+    Corrupt(String),
     #[error(transparent)]
     Wal(#[from] logyard_storage::WalError),
     #[error(transparent)]
     Storage(#[from] logyard_storage::StorageError),
+    #[error(transparent)]
+    Archive(#[from] logyard_storage::archive::ArchiveError),
     #[error("the events are durable but their commit did not finish within {0:?}; they will be committed")]
     CommitTimeout(Duration),
     #[error("the server is busy: no room for these events was freed within {0:?} (commits are behind); retry later")]
     Busy(Duration),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A blocking task ended without an answer (it panicked).
+    #[error("{what} stopped: {message}")]
+    Stopped { what: &'static str, message: String },
     #[error(transparent)]
     Core(#[from] logyard_core::CoreError),
+}
+
+impl IngestError {
+    /// The error of a blocking task that did not finish.
+    pub fn stopped(what: &'static str, e: tokio::task::JoinError) -> Self {
+        IngestError::Stopped { what, message: error_chain(&e) }
+    }
+}
+
+impl ServiceError for IngestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            IngestError::Invalid(_) => ErrorKind::BadRequest,
+            IngestError::CommitTimeout(_) | IngestError::Busy(_) | IngestError::ShuttingDown => ErrorKind::Unavailable,
+            IngestError::Storage(e) => e.kind(),
+            IngestError::Archive(e) => e.kind(),
+            IngestError::Core(e) => e.kind(),
+            IngestError::Corrupt(_) | IngestError::Wal(_) | IngestError::Stopped { .. } => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            IngestError::Invalid(_) => "invalid_input",
+            IngestError::Corrupt(_) => "corrupt_data",
+            IngestError::Wal(_) => "wal_error",
+            IngestError::Storage(e) => e.code(),
+            IngestError::Archive(e) => e.code(),
+            IngestError::CommitTimeout(_) => "commit_timeout",
+            IngestError::Busy(_) => "busy",
+            IngestError::ShuttingDown => "shutting_down",
+            IngestError::Stopped { .. } => "internal",
+            IngestError::Core(e) => e.code(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            IngestError::Busy(_) => Some(5),
+            IngestError::ShuttingDown => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl ServiceError for uploads::UploadError {
+    fn kind(&self) -> ErrorKind {
+        use uploads::UploadError as E;
+        match self {
+            E::Invalid(_) => ErrorKind::BadRequest,
+            E::NotFound(_) => ErrorKind::NotFound,
+            E::Conflict { .. } => ErrorKind::Conflict,
+            E::TooLarge(_) => ErrorKind::TooLarge,
+            E::Forbidden(_) => ErrorKind::Forbidden,
+            E::Precondition(_) => ErrorKind::PreconditionFailed,
+            E::Storage(e) => e.kind(),
+            E::Archive(e) => e.kind(),
+            E::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use uploads::UploadError as E;
+        match self {
+            E::Invalid(_) => "invalid_upload",
+            E::NotFound(_) => "not_found",
+            E::Conflict { .. } => "upload_state",
+            E::TooLarge(_) => "payload_too_large",
+            E::Forbidden(_) => "forbidden",
+            E::Precondition(_) => "precondition_failed",
+            E::Storage(e) => e.code(),
+            E::Archive(_) | E::Internal(_) => "upload_failed",
+        }
+    }
 }

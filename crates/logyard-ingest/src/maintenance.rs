@@ -10,24 +10,16 @@ use serde::Serialize;
 use logyard_core::StreamName;
 use logyard_core::encoded::EventsEncoder;
 use logyard_core::time;
-use logyard_storage::archive::{Archive, ArchiveError};
+use logyard_storage::archive::Archive;
 use logyard_storage::maintenance::{CompactReport, DropReport};
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{StorageError, Tables};
 
+use crate::IngestError;
 use crate::build::build_batches;
 
 /// The stream that audit events go to.
 pub const AUDIT_STREAM: &str = "logyard-audit";
-
-/// Errors of maintenance.
-#[derive(Debug, thiserror::Error)]
-pub enum MaintenanceError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
-}
 
 /// How long each stream's data is kept.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +84,7 @@ pub async fn apply_retention(
     tables: &Arc<Tables>,
     policy: &RetentionPolicy,
     actor: &str,
-) -> Result<Vec<StreamRetention>, MaintenanceError> {
+) -> Result<Vec<StreamRetention>, IngestError> {
     let archive = Archive::new(tables.storage().clone());
     let today = time::now_micros();
     let mut out = Vec::new();

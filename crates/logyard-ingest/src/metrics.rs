@@ -9,10 +9,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use logyard_protocols::Protocol;
+
+/// The labels of the ingest counters: the stream, and the protocol the events came by.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
     pub stream: String,
+    pub protocol: String,
 }
+
+/// The `stream` label of items that named no valid stream.
+pub const NO_STREAM: &str = "_invalid";
 
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
@@ -49,9 +56,17 @@ impl Default for IngestMetrics {
 
 impl IngestMetrics {
     pub fn register(&self, r: &mut Registry) {
-        r.register("logyard_ingested_events", "Events accepted, by stream", self.events.clone());
-        r.register("logyard_ingested_bytes", "Bytes of accepted events, by stream", self.bytes.clone());
-        r.register("logyard_rejected_events", "Events rejected, by stream", self.rejected.clone());
+        r.register("logyard_ingested_events", "Events accepted (durable), by stream and protocol", self.events.clone());
+        r.register(
+            "logyard_ingested_bytes",
+            "Bytes of the JSON text of accepted events, by stream and protocol",
+            self.bytes.clone(),
+        );
+        r.register(
+            "logyard_rejected_events",
+            "Events not taken (unreadable, or for a stream the token may not write), by stream and protocol",
+            self.rejected.clone(),
+        );
         r.register("logyard_wal_bytes", "Bytes of write-ahead log on disk", self.wal_bytes.clone());
         r.register(
             "logyard_buffered_bytes",
@@ -82,15 +97,19 @@ impl IngestMetrics {
         self.flushed_rows.inc_by(rows as u64);
     }
 
-    pub fn accepted(&self, stream: &str, events: usize, bytes: usize) {
-        let labels = StreamLabels { stream: stream.to_owned() };
+    /// Counts events made durable: how many, and the bytes of their JSON text.
+    pub fn accepted(&self, stream: &str, protocol: Protocol, events: usize, bytes: usize) {
+        let labels = StreamLabels { stream: stream.to_owned(), protocol: protocol.as_str().to_owned() };
         self.events.get_or_create(&labels).inc_by(events as u64);
         self.bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
 
-    pub fn rejected(&self, stream: &str, events: usize) {
+    /// Counts events not taken; `None` for items that named no valid stream.
+    pub fn rejected(&self, stream: Option<&str>, protocol: Protocol, events: usize) {
         if events > 0 {
-            self.rejected.get_or_create(&StreamLabels { stream: stream.to_owned() }).inc_by(events as u64);
+            let labels =
+                StreamLabels { stream: stream.unwrap_or(NO_STREAM).to_owned(), protocol: protocol.as_str().to_owned() };
+            self.rejected.get_or_create(&labels).inc_by(events as u64);
         }
     }
 }

@@ -18,9 +18,8 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use logyard_core::StreamName;
-use logyard_core::encoded::EventsEncoder;
 use logyard_storage::tables::BuildFn;
-use logyard_storage::{AppendOutcome, Tables, Wal, WalOptions, WalRecord, WalSink};
+use logyard_storage::{AppendOutcome, NewRecord, Tables, Wal, WalOptions, WalRecord, WalSink};
 
 use crate::IngestError;
 use crate::build::build_batches;
@@ -73,6 +72,15 @@ impl IngestOptions {
     }
 }
 
+/// One stream's part of a request: its encoded events and, for a stream that keeps request
+/// bodies, the body.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub stream: StreamName,
+    pub events: Bytes,
+    pub raw: Option<RawPayload>,
+}
+
 /// When a request is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ack {
@@ -83,35 +91,136 @@ pub enum Ack {
     Commit,
 }
 
-#[derive(Debug, Default)]
-struct StreamBuffer {
-    records: VecDeque<WalRecord>,
+/// What a buffer holds: items in write-ahead log position order, each of a size.
+trait Buffered: Clone {
+    fn position(&self) -> u64;
+    fn bytes(&self) -> usize;
+}
+
+impl Buffered for WalRecord {
+    fn position(&self) -> u64 {
+        self.position
+    }
+    fn bytes(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// A request body waiting for the archive: (position, encoded [`RawPayload`]).
+type RawBody = (u64, Bytes);
+
+impl Buffered for RawBody {
+    fn position(&self) -> u64 {
+        self.0
+    }
+    fn bytes(&self) -> usize {
+        self.1.len()
+    }
+}
+
+/// What a stream holds durable and not yet flushed, and the state of its flushes. One type
+/// for events (flushed to the table) and request bodies (flushed to the archive): the same
+/// taking, settling and back-off.
+#[derive(Debug)]
+struct Buffer<T> {
+    items: VecDeque<T>,
     bytes: usize,
+    /// When the oldest item arrived (or the last flush left some behind).
     since: Option<Instant>,
+    /// An `ack=commit` request waits: flush at the next turn, whatever the size.
     flush_requested: bool,
+    /// A flush holds the oldest items.
     flushing: bool,
     /// No flush attempt before this instant (after a failure).
     retry_at: Option<Instant>,
     failures: u32,
 }
 
-/// Request bodies of a stream waiting for the archive: (position, encoded [`RawPayload`]).
-#[derive(Debug, Default)]
-struct RawBuffer {
-    records: VecDeque<(u64, Bytes)>,
-    bytes: usize,
-    since: Option<Instant>,
-    flushing: bool,
-    retry_at: Option<Instant>,
-    failures: u32,
+impl<T> Default for Buffer<T> {
+    fn default() -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            since: None,
+            flush_requested: false,
+            flushing: false,
+            retry_at: None,
+            failures: 0,
+        }
+    }
 }
+
+impl<T: Buffered> Buffer<T> {
+    fn push(&mut self, item: T, now: Instant) {
+        self.bytes += item.bytes();
+        self.since.get_or_insert(now);
+        self.items.push_back(item);
+    }
+
+    /// Whether the flusher should flush it now: full, old or asked for, and not held or
+    /// backing off.
+    fn is_due(&self, now: Instant, target_bytes: usize, max_age: Duration) -> bool {
+        !self.items.is_empty()
+            && !self.flushing
+            && self.retry_at.is_none_or(|t| t <= now)
+            && (self.flush_requested
+                || self.bytes >= target_bytes
+                || self.since.is_some_and(|s| now.duration_since(s) >= max_age))
+    }
+
+    /// Takes the oldest items, up to `target_bytes` (at least one), for a flush; `None` when
+    /// there is nothing or another flush holds them.
+    fn take(&mut self, target_bytes: usize) -> Option<Vec<T>> {
+        if self.items.is_empty() || self.flushing {
+            return None;
+        }
+        self.flushing = true;
+        self.flush_requested = false;
+        let mut bytes = 0;
+        let taken = self
+            .items
+            .iter()
+            .take_while(|item| {
+                let take = bytes == 0 || bytes + item.bytes() <= target_bytes;
+                bytes += item.bytes();
+                take
+            })
+            .cloned()
+            .collect();
+        Some(taken)
+    }
+
+    /// Ends a flush: on success (`Some(last)`) drops the items up to `last` and returns their
+    /// bytes; on failure schedules the next attempt with a growing back-off.
+    fn settle(&mut self, flushed: Option<u64>) -> usize {
+        self.flushing = false;
+        let Some(last) = flushed else {
+            self.failures += 1;
+            self.retry_at = Some(Instant::now() + backoff(self.failures));
+            return 0;
+        };
+        let mut removed = 0;
+        while self.items.front().is_some_and(|item| item.position() <= last) {
+            removed += self.items.pop_front().expect("non-empty").bytes();
+        }
+        self.bytes -= removed;
+        self.since = if self.items.is_empty() { None } else { Some(Instant::now()) };
+        self.retry_at = None;
+        self.failures = 0;
+        removed
+    }
+}
+
+type BufferMap<T> = Mutex<HashMap<StreamName, Buffer<T>>>;
 
 /// The buffers, shared with the WAL thread (which fills them).
 #[derive(Debug, Default)]
 struct Buffers {
-    streams: Mutex<HashMap<StreamName, StreamBuffer>>,
+    streams: BufferMap<WalRecord>,
     /// Locked after `streams` when both are.
-    raw: Mutex<HashMap<StreamName, RawBuffer>>,
+    raw: BufferMap<RawBody>,
+    /// A flush ended: a forced flush waiting for a buffer another flush held may go on.
+    settled: Notify,
     /// Highest position handed over by the WAL.
     delivered: AtomicU64,
     buffered_bytes: AtomicU64,
@@ -127,17 +236,11 @@ impl WalSink for Buffers {
         for mut record in records {
             last = record.position;
             if let Some(raw) = record.raw.take() {
-                let buf = raw_buffers.entry(record.stream.clone()).or_default();
-                buf.bytes += raw.len();
                 added += raw.len();
-                buf.since.get_or_insert(now);
-                buf.records.push_back((record.position, raw));
+                raw_buffers.entry(record.stream.clone()).or_default().push((record.position, raw), now);
             }
-            let buf = streams.entry(record.stream.clone()).or_default();
-            buf.bytes += record.events.len();
             added += record.events.len();
-            buf.since.get_or_insert(now);
-            buf.records.push_back(record);
+            streams.entry(record.stream.clone()).or_default().push(record, now);
         }
         self.buffered_bytes.fetch_add(added as u64, Ordering::Relaxed);
         self.delivered.fetch_max(last, Ordering::Release);
@@ -152,11 +255,77 @@ impl Buffers {
         let delivered = self.delivered.load(Ordering::Acquire);
         streams
             .values()
-            .filter_map(|b| b.records.front().map(|r| r.position))
-            .chain(raw.values().filter_map(|b| b.records.front().map(|r| r.0)))
+            .filter_map(|b| b.items.front().map(Buffered::position))
+            .chain(raw.values().filter_map(|b| b.items.front().map(Buffered::position)))
             .min()
             .unwrap_or(delivered + 1)
             .min(delivered + 1)
+    }
+}
+
+/// Where a kind of buffer is flushed to: events to their table, request bodies to the
+/// archive. [`Ingestor::flush`] drives both the same way.
+trait Stage: Sync {
+    type Item: Buffered + Send + Sync + 'static;
+    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<Self::Item>;
+    /// Bytes taken per flush step.
+    fn step_bytes(&self, options: &IngestOptions) -> usize;
+    /// Flushes the oldest items of a stream's buffer; returns what is counted (rows, bundles).
+    fn flush_items(
+        &self,
+        ingestor: &Ingestor,
+        stream: &StreamName,
+        items: Vec<Self::Item>,
+    ) -> impl std::future::Future<Output = Result<usize, IngestError>> + Send;
+}
+
+/// Events, committed to their stream's table.
+struct ToTable;
+/// Request bodies, bundled into the archive.
+struct ToArchive;
+
+impl Stage for ToTable {
+    type Item = WalRecord;
+
+    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<WalRecord> {
+        &buffers.streams
+    }
+
+    fn step_bytes(&self, options: &IngestOptions) -> usize {
+        options.flush_bytes
+    }
+
+    async fn flush_items(
+        &self,
+        ingestor: &Ingestor,
+        stream: &StreamName,
+        records: Vec<WalRecord>,
+    ) -> Result<usize, IngestError> {
+        ingestor.commit(stream, records).await
+    }
+}
+
+impl Stage for ToArchive {
+    type Item = RawBody;
+
+    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<RawBody> {
+        &buffers.raw
+    }
+
+    fn step_bytes(&self, options: &IngestOptions) -> usize {
+        options.raw.target_bytes.clamp(1, usize::MAX as u64) as usize
+    }
+
+    async fn flush_items(
+        &self,
+        ingestor: &Ingestor,
+        stream: &StreamName,
+        bodies: Vec<RawBody>,
+    ) -> Result<usize, IngestError> {
+        let last = bodies.last().map_or(0, |b| b.0);
+        let span = tracing::info_span!("archive_bodies", %stream, records = bodies.len(), position = last);
+        let written = ingestor.inner.raw_archiver.archive(stream, &bodies).instrument(span).await?;
+        Ok(written.len())
     }
 }
 
@@ -304,53 +473,61 @@ impl Ingestor {
         self.inner.buffers.buffered_bytes.load(Ordering::Relaxed)
     }
 
-    /// Makes encoded events durable; with [`Ack::Commit`], waits for their commit too.
-    /// Returns the WAL position of the record.
-    pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<u64, IngestError> {
-        self.append_with_raw(stream, events, None, ack).await
+    /// Makes one stream's encoded events durable; with [`Ack::Commit`], waits for their
+    /// commit too.
+    pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<(), IngestError> {
+        self.append_all(vec![Append { stream: stream.clone(), events, raw: None }], ack).await
     }
 
-    /// [`Self::append`] of an encoder's events, counted as accepted (events and bytes) once
-    /// durable: the path of the protocols that decode into events (bulk, OTLP, Loki, Firehose).
-    pub async fn append_events(
-        &self,
-        stream: &StreamName,
-        events: EventsEncoder,
-        ack: Ack,
-    ) -> Result<u64, IngestError> {
-        let (count, payload) = (events.len(), events.finish());
-        let bytes = payload.len();
-        let position = self.append(stream, payload, ack).await?;
-        self.inner.metrics.accepted(stream.as_str(), count, bytes);
-        Ok(position)
-    }
-
-    /// [`Self::append`], keeping the request's body in the archive too (when `raw` is given):
-    /// the body is durable with the events, and archived once.
-    pub async fn append_with_raw(
-        &self,
-        stream: &StreamName,
-        events: Bytes,
-        raw: Option<RawPayload>,
-        ack: Ack,
-    ) -> Result<u64, IngestError> {
-        let raw = raw.map(|r| r.encode());
-        let len = events.len() + raw.as_ref().map_or(0, Bytes::len);
+    /// Makes a request's events durable: every stream's record in one group commit of the
+    /// write-ahead log, so that all of them are durable or none is. With [`Ack::Commit`],
+    /// waits for each stream's commit too.
+    pub async fn append_all(&self, appends: Vec<Append>, ack: Ack) -> Result<(), IngestError> {
+        let records: Vec<NewRecord> = appends
+            .into_iter()
+            .map(|a| NewRecord { stream: a.stream, events: a.events, raw: a.raw.map(|r| r.encode()) })
+            .collect();
+        let len: usize = records.iter().map(|r| r.events.len() + r.raw.as_ref().map_or(0, Bytes::len)).sum();
+        let streams: Vec<StreamName> = records.iter().map(|r| r.stream.clone()).collect();
         self.inner.memory.take(len, self.inner.options.commit_wait).await?;
-        let span = tracing::info_span!("wal.append", %stream, bytes = len, position = tracing::field::Empty);
-        let position = match self.inner.wal.append(stream.clone(), events, raw).instrument(span.clone()).await {
+        let names = streams.iter().map(StreamName::as_str).collect::<Vec<_>>().join(",");
+        let span = tracing::info_span!("wal.append", stream = names, bytes = len, position = tracing::field::Empty);
+        let first = match self.inner.wal.append_all(records).instrument(span.clone()).await {
             Ok(p) => p,
             Err(e) => {
                 self.inner.memory.give(len);
                 return Err(e.into());
             }
         };
-        span.record("position", position);
+        span.record("position", first);
         if ack == Ack::Commit {
-            self.request_flush(stream);
-            self.wait_committed(stream, position).instrument(tracing::info_span!("wait_committed", %stream)).await?;
+            for stream in &streams {
+                self.request_flush(stream);
+            }
+            for (i, stream) in streams.iter().enumerate() {
+                let position = first + i as u64;
+                self.wait_committed(stream, position)
+                    .instrument(tracing::info_span!("wait_committed", %stream))
+                    .await?;
+            }
         }
-        Ok(position)
+        Ok(())
+    }
+
+    /// Records an administrative action in the audit stream (durable in the write-ahead log):
+    /// who, from where, what, when.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        client: Option<String>,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), IngestError> {
+        let events = crate::maintenance::audit_event(actor, client, action, detail);
+        let stream = StreamName::new(crate::maintenance::AUDIT_STREAM).expect("a valid stream name");
+        self.append(&stream, events, Ack::Wal).await?;
+        tracing::info!(actor, action, "audit");
+        Ok(())
     }
 
     fn committed_rx(&self, stream: &StreamName) -> watch::Receiver<u64> {
@@ -378,33 +555,26 @@ impl Ingestor {
     /// Commits everything buffered now (all streams), and archives every request body
     /// waiting for the archive, returning once it is done.
     pub async fn flush_all(&self) -> Result<FlushSummary, IngestError> {
-        let streams: Vec<StreamName> = {
-            let streams = self.inner.buffers.streams.lock().expect("buffers lock");
-            streams.iter().filter(|(_, b)| !b.records.is_empty()).map(|(s, _)| s.clone()).collect()
-        };
-        let raw_streams: Vec<StreamName> = {
-            let raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
-            raw.iter().filter(|(_, b)| !b.records.is_empty()).map(|(s, _)| s.clone()).collect()
-        };
-        let mut summary = FlushSummary::default();
+        let streams = self.buffered(&ToTable);
+        let raw_streams = self.buffered(&ToArchive);
         let mut tasks = tokio::task::JoinSet::new();
         for stream in streams {
             let this = self.clone();
             tasks.spawn(async move {
-                let r = this.flush_stream(&stream, true).await.map(|rows| (rows, 0));
+                let r = this.flush(&ToTable, &stream, true).await.map(|rows| (rows, 0));
                 (stream, r)
             });
         }
         for stream in raw_streams {
             let this = self.clone();
             tasks.spawn(async move {
-                let r = this.flush_raw(&stream, true).await.map(|bundles| (0, bundles));
+                let r = this.flush(&ToArchive, &stream, true).await.map(|bundles| (0, bundles));
                 (stream, r)
             });
         }
-        let results = tasks.join_all().await;
+        let mut summary = FlushSummary::default();
         let mut first_error = None;
-        for (stream, r) in results {
+        for (stream, r) in tasks.join_all().await {
             match r {
                 Ok((rows, bundles)) => {
                     summary.streams += usize::from(rows > 0);
@@ -423,6 +593,12 @@ impl Ingestor {
         }
     }
 
+    /// The streams with something in their buffers of a stage.
+    fn buffered<S: Stage>(&self, stage: &S) -> Vec<StreamName> {
+        let map = stage.buffers(&self.inner.buffers).lock().expect("buffers lock");
+        map.iter().filter(|(_, b)| !b.items.is_empty()).map(|(s, _)| s.clone()).collect()
+    }
+
     /// The background flusher: commits streams (and archives request bodies) that are due
     /// until `shutdown` resolves.
     pub async fn run_flusher(&self, shutdown: impl std::future::Future<Output = ()>) {
@@ -433,19 +609,23 @@ impl Ingestor {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
+            self.update_wal_budget();
+            self.inner.metrics.buffered_bytes.set(self.buffered_bytes() as i64);
+            self.inner.metrics.wal_bytes.set(self.wal_bytes() as i64);
+            let options = &self.inner.options;
             let mut tasks = tokio::task::JoinSet::new();
-            for stream in self.due_streams() {
+            for stream in self.due(&ToTable, options.flush_age) {
                 let this = self.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = this.flush_stream(&stream, false).await {
+                    if let Err(e) = this.flush(&ToTable, &stream, false).await {
                         tracing::warn!(%stream, error = %e, "flush failed; the events stay in the write-ahead log and will be retried");
                     }
                 });
             }
-            for stream in self.due_raw_streams() {
+            for stream in self.due(&ToArchive, options.raw.max_age) {
                 let this = self.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = this.flush_raw(&stream, false).await {
+                    if let Err(e) = this.flush(&ToArchive, &stream, false).await {
                         tracing::warn!(%stream, error = %e, "archiving request bodies failed; they stay in the write-ahead log and will be retried");
                     }
                 });
@@ -454,94 +634,74 @@ impl Ingestor {
         }
     }
 
-    fn due_raw_streams(&self) -> Vec<StreamName> {
+    /// The streams whose buffers of a stage are due for a flush.
+    fn due<S: Stage>(&self, stage: &S, max_age: Duration) -> Vec<StreamName> {
         let now = Instant::now();
-        let opts = &self.inner.options.raw;
-        let raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
-        raw.iter()
-            .filter(|(_, b)| {
-                !b.records.is_empty()
-                    && !b.flushing
-                    && b.retry_at.is_none_or(|t| t <= now)
-                    && (b.bytes as u64 >= opts.target_bytes
-                        || b.since.is_some_and(|s| now.duration_since(s) >= opts.max_age))
-            })
-            .map(|(s, _)| s.clone())
-            .collect()
+        let step = stage.step_bytes(&self.inner.options);
+        let map = stage.buffers(&self.inner.buffers).lock().expect("buffers lock");
+        map.iter().filter(|(_, b)| b.is_due(now, step, max_age)).map(|(s, _)| s.clone()).collect()
     }
 
-    /// Archives the request bodies a stream holds, a bundle's worth at a time: all of them
-    /// with `force`, else until less than a bundle's worth is left. Returns the bundles written.
-    async fn flush_raw(&self, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
-        let target = self.inner.options.raw.target_bytes.clamp(1, usize::MAX as u64) as usize;
+    /// Flushes a stream's buffer of a stage a step (about `step_bytes`) at a time: with
+    /// `force`, everything it held when called (waiting for a flush that holds it to end);
+    /// else at least one step, then while a whole step's worth is left. Returns what the
+    /// steps counted (rows committed, bundles written).
+    async fn flush<S: Stage>(&self, stage: &S, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
+        let map = stage.buffers(&self.inner.buffers);
+        let step = stage.step_bytes(&self.inner.options);
         let end = {
-            let raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
-            raw.get(stream).and_then(|b| b.records.back().map(|r| r.0))
+            let map = map.lock().expect("buffers lock");
+            map.get(stream).and_then(|b| b.items.back().map(Buffered::position))
         };
         let Some(end) = end else { return Ok(0) };
-        let mut bundles = 0;
+        let mut counted = 0;
+        let mut steps = 0;
         loop {
-            // None: another flush holds the buffer; wait for it (with `force`) or leave it.
-            let taken: Option<Vec<(u64, Bytes)>> = {
-                let mut raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
-                let Some(buf) = raw.get_mut(stream) else { return Ok(bundles) };
-                if buf.records.is_empty() || (!force && bundles > 0 && buf.bytes < target) {
-                    return Ok(bundles);
-                }
-                if buf.flushing {
-                    None
-                } else {
-                    buf.flushing = true;
-                    let mut bytes = 0;
-                    Some(
-                        buf.records
-                            .iter()
-                            .take_while(|(_, r)| {
-                                let take = bytes == 0 || bytes + r.len() <= target;
-                                bytes += r.len();
-                                take
-                            })
-                            .cloned()
-                            .collect(),
-                    )
-                }
-            };
-            let Some(records) = taken else {
-                if !force {
-                    return Ok(bundles);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let last = records.last().expect("non-empty").0;
-            let span = tracing::info_span!("archive_bodies", %stream, records = records.len(), position = last);
-            let result = self.inner.raw_archiver.archive(stream, &records).instrument(span).await;
-            let mut raw = self.inner.buffers.raw.lock().expect("raw buffers lock");
-            let buf = raw.entry(stream.clone()).or_default();
-            buf.flushing = false;
-            match result {
-                Ok(written) => {
-                    let mut removed = 0;
-                    while buf.records.front().is_some_and(|r| r.0 <= last) {
-                        removed += buf.records.pop_front().expect("non-empty").1.len();
+            let items = loop {
+                let settled = self.inner.buffers.settled.notified();
+                tokio::pin!(settled);
+                {
+                    let mut map = map.lock().expect("buffers lock");
+                    let Some(buf) = map.get_mut(stream) else { return Ok(counted) };
+                    let first = buf.items.front().map(Buffered::position);
+                    let done = match first {
+                        None => true,
+                        Some(_) if !force => steps > 0 && buf.bytes < step,
+                        Some(first) => first > end,
+                    };
+                    if done {
+                        return Ok(counted);
                     }
-                    buf.bytes -= removed;
-                    buf.since = if buf.records.is_empty() { None } else { Some(Instant::now()) };
-                    buf.retry_at = None;
-                    buf.failures = 0;
-                    drop(raw);
+                    if let Some(items) = buf.take(step) {
+                        break items;
+                    }
+                    if !force {
+                        return Ok(counted);
+                    }
+                    // Another flush holds the buffer: wait for it to settle, then look again.
+                    settled.as_mut().enable();
+                }
+                settled.await;
+            };
+            let last = items.last().map(Buffered::position).expect("a step takes at least one item");
+            let result = stage.flush_items(self, stream, items).await;
+            let removed = {
+                let mut map = map.lock().expect("buffers lock");
+                map.entry(stream.clone()).or_default().settle(result.as_ref().ok().map(|_| last))
+            };
+            self.inner.buffers.settled.notify_waiters();
+            match result {
+                Ok(n) => {
+                    counted += n;
+                    steps += 1;
                     self.inner.buffers.buffered_bytes.fetch_sub(removed as u64, Ordering::Relaxed);
                     self.inner.memory.give(removed);
-                    bundles += written.len();
                     self.inner.wal.release(self.inner.buffers.low_watermark());
                     if force && last >= end {
-                        return Ok(bundles);
+                        return Ok(counted);
                     }
                 }
                 Err(e) => {
-                    buf.failures += 1;
-                    buf.retry_at = Some(Instant::now() + backoff(buf.failures));
-                    drop(raw);
                     self.inner.metrics.flush_errors.inc();
                     return Err(e);
                 }
@@ -549,69 +709,9 @@ impl Ingestor {
         }
     }
 
-    fn due_streams(&self) -> Vec<StreamName> {
-        self.update_wal_budget();
-        let now = Instant::now();
-        let opts = &self.inner.options;
-        let streams = self.inner.buffers.streams.lock().expect("buffers lock");
-        self.inner.metrics.buffered_bytes.set(self.buffered_bytes() as i64);
-        self.inner.metrics.wal_bytes.set(self.wal_bytes() as i64);
-        streams
-            .iter()
-            .filter(|(_, b)| {
-                !b.records.is_empty()
-                    && !b.flushing
-                    && b.retry_at.is_none_or(|t| t <= now)
-                    && (b.flush_requested
-                        || b.bytes >= opts.flush_bytes
-                        || b.since.is_some_and(|s| now.duration_since(s) >= opts.flush_age))
-            })
-            .map(|(s, _)| s.clone())
-            .collect()
-    }
-
-    /// Commits what a stream has buffered, in commits of about `flush_bytes` each: all of
-    /// it with `force`, else until less than `flush_bytes` is left. Returns the rows committed.
-    async fn flush_stream(&self, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
-        let target = {
-            let streams = self.inner.buffers.streams.lock().expect("buffers lock");
-            streams.get(stream).and_then(|b| b.records.back().map(|r| r.position))
-        };
-        let Some(target) = target else { return Ok(0) };
-        let mut rows = 0;
-        loop {
-            let Some(chunk) = self.flush_chunk(stream, force).await? else { return Ok(rows) };
-            rows += chunk.rows;
-            let more =
-                if force { chunk.last < target } else { chunk.remaining_bytes >= self.inner.options.flush_bytes };
-            if !more {
-                return Ok(rows);
-            }
-        }
-    }
-
-    /// Commits the oldest `flush_bytes` (at least one record) of a stream's buffer.
-    async fn flush_chunk(&self, stream: &StreamName, force: bool) -> Result<Option<Chunk>, IngestError> {
+    /// Commits records of a stream to its table (one flush step); returns the rows.
+    async fn commit(&self, stream: &StreamName, records: Vec<WalRecord>) -> Result<usize, IngestError> {
         let _slot = self.inner.flush_slots.acquire().await.map_err(|_| IngestError::ShuttingDown)?;
-        let records: Vec<WalRecord> = {
-            let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
-            let Some(buf) = streams.get_mut(stream) else { return Ok(None) };
-            if buf.records.is_empty() || (buf.flushing && !force) {
-                return Ok(None);
-            }
-            buf.flushing = true;
-            buf.flush_requested = false;
-            let mut bytes = 0;
-            buf.records
-                .iter()
-                .take_while(|r| {
-                    let take = bytes == 0 || bytes + r.events.len() <= self.inner.options.flush_bytes;
-                    bytes += r.events.len();
-                    take
-                })
-                .cloned()
-                .collect()
-        };
         let last = records.last().map(|r| r.position).expect("non-empty");
         let started = Instant::now();
         let max_columns = self.inner.options.max_columns;
@@ -634,52 +734,29 @@ impl Ingestor {
             rows = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        let result =
-            self.inner.tables.append(stream, self.writer_id(), last as i64, build).instrument(span.clone()).await;
-        let mut streams = self.inner.buffers.streams.lock().expect("buffers lock");
-        let buf = streams.entry(stream.clone()).or_default();
-        buf.flushing = false;
-        match result {
-            Ok(outcome) => {
-                let mut removed_bytes = 0;
-                while buf.records.front().is_some_and(|r| r.position <= last) {
-                    let r = buf.records.pop_front().expect("non-empty");
-                    removed_bytes += r.events.len();
+        let outcome =
+            match self.inner.tables.append(stream, self.writer_id(), last as i64, build).instrument(span.clone()).await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    span.record("otel.status_code", "ERROR");
+                    return Err(IngestError::Storage(e));
                 }
-                buf.bytes -= removed_bytes;
-                buf.since = if buf.records.is_empty() { None } else { Some(Instant::now()) };
-                buf.retry_at = None;
-                buf.failures = 0;
-                let remaining_bytes = buf.bytes;
-                drop(streams);
-                self.inner.buffers.buffered_bytes.fetch_sub(removed_bytes as u64, Ordering::Relaxed);
-                self.inner.memory.give(removed_bytes);
-                let rows = match outcome {
-                    AppendOutcome::Committed { rows, table_version } => {
-                        tracing::debug!(%stream, rows, table_version, position = last, "committed");
-                        rows
-                    }
-                    AppendOutcome::AlreadyCommitted => {
-                        tracing::info!(%stream, position = last, "already committed before a restart; skipped");
-                        0
-                    }
-                };
-                span.record("rows", rows);
-                self.inner.metrics.observe_flush(started.elapsed(), rows);
-                self.committed_tx(stream).send_modify(|c| *c = (*c).max(last));
-                self.inner.wal.release(self.inner.buffers.low_watermark());
-                Ok(Some(Chunk { rows, last, remaining_bytes }))
+            };
+        let rows = match outcome {
+            AppendOutcome::Committed { rows, table_version } => {
+                tracing::debug!(%stream, rows, table_version, position = last, "committed");
+                rows
             }
-            Err(e) => {
-                buf.failures += 1;
-                let backoff = backoff(buf.failures);
-                buf.retry_at = Some(Instant::now() + backoff);
-                drop(streams);
-                self.inner.metrics.flush_errors.inc();
-                span.record("otel.status_code", "ERROR");
-                Err(IngestError::Storage(e))
+            AppendOutcome::AlreadyCommitted => {
+                tracing::info!(%stream, position = last, "already committed before a restart; skipped");
+                0
             }
-        }
+        };
+        span.record("rows", rows);
+        self.inner.metrics.observe_flush(started.elapsed(), rows);
+        self.committed_tx(stream).send_modify(|c| *c = (*c).max(last));
+        Ok(rows)
     }
 
     fn committed_tx(&self, stream: &StreamName) -> watch::Sender<u64> {
@@ -724,16 +801,6 @@ fn rand_fraction() -> f64 {
     use std::hash::{BuildHasher, RandomState};
     let h = RandomState::new().hash_one(Instant::now());
     (h % 10_000) as f64 / 10_000.0
-}
-
-/// What one commit of a flush did.
-#[derive(Debug, Clone, Copy)]
-struct Chunk {
-    rows: usize,
-    /// The last WAL position committed.
-    last: u64,
-    /// Bytes still buffered for the stream after it.
-    remaining_bytes: usize,
 }
 
 /// The write-ahead log is over its budget.

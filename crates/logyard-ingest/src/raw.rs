@@ -59,10 +59,11 @@ impl RawPayload {
         out.freeze()
     }
 
-    pub fn decode(data: &Bytes) -> Result<Self, String> {
+    pub fn decode(data: &Bytes) -> Result<Self, IngestError> {
+        let corrupt = |why: String| IngestError::Corrupt(format!("a request body in the write-ahead log: {why}"));
         let len = data.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-        let len = len.filter(|l| 4 + l <= data.len()).ok_or("a raw payload shorter than its header")?;
-        let meta = serde_json::from_slice(&data[4..4 + len]).map_err(|e| format!("raw payload metadata: {e}"))?;
+        let len = len.filter(|l| 4 + l <= data.len()).ok_or_else(|| corrupt("shorter than its header".into()))?;
+        let meta = serde_json::from_slice(&data[4..4 + len]).map_err(|e| corrupt(format!("metadata: {e}")))?;
         Ok(Self { meta, body: data.slice(4 + len..) })
     }
 
@@ -157,9 +158,7 @@ impl RawArchiver {
         let floor = self.checkpoint(stream).await?;
         let mut runs: Vec<(String, Vec<(u64, RawPayload)>)> = Vec::new();
         for (position, data) in records.iter().filter(|(p, _)| *p > floor) {
-            let payload = RawPayload::decode(data).map_err(|e| {
-                IngestError::Storage(StorageError::Config(format!("write-ahead log record {position}: {e}")))
-            })?;
+            let payload = RawPayload::decode(data)?;
             let date = payload.date();
             match runs.last_mut() {
                 Some((d, run)) if *d == date => run.push((*position, payload)),

@@ -235,7 +235,7 @@ fn statement_name(statement: &str, database: &str) -> String {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => logyard_storage::aws::error_chain(e),
+        None => logyard_core::error_chain(e),
     }
 }
 

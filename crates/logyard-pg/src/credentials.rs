@@ -1,7 +1,7 @@
 //! Where the database password comes from, and how it is kept fresh.
 //!
 //! - a file (read at every new connection, so a rotated Kubernetes secret is picked up);
-//! - an environment variable (read once);
+//! - a password given by the program (the binary reads `orders.password_env` at start);
 //! - an AWS Secrets Manager secret in the RDS format (`username`, `password`, and optionally
 //!   `host`, `port`, `dbname`): cached, and read again when the database refuses the
 //!   password, which is what a rotation looks like from here;
@@ -32,13 +32,31 @@ pub enum PasswordSource {
     /// No password (trust or certificate authentication).
     None,
     File(PathBuf),
-    Env(String),
+    /// A password the program was given (read from an environment variable by the binary:
+    /// only the binary reads the process environment).
+    Given(Password),
     /// A Secrets Manager secret id or ARN.
     Secret(String),
     /// RDS IAM database authentication, in this region.
     IamToken {
         region: String,
     },
+}
+
+/// A password, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// What a connection logs in with.
@@ -106,9 +124,7 @@ impl CredentialSource {
                     .map_err(|e| PgError::Config(format!("reading the password file {}: {e}", path.display())))?;
                 Ok(plain(Some(text.trim_end_matches(['\r', '\n']).to_owned())))
             }
-            PasswordSource::Env(var) => std::env::var(var)
-                .map(|p| plain(Some(p)))
-                .map_err(|_| PgError::Config(format!("the password variable {var} is not set"))),
+            PasswordSource::Given(password) => Ok(plain(Some(password.0.clone()))),
             PasswordSource::Secret(id) => {
                 let mut cache = self.cache.lock().await;
                 if let Some((login, _)) = cache.as_ref() {
@@ -155,12 +171,8 @@ impl CredentialSource {
     async fn read_secret(&self, id: &str) -> Result<Login, PgError> {
         let failed = |message: String| PgError::Secret { secret_id: id.into(), message };
         let client = aws_sdk_secretsmanager::Client::new(self.sdk()?);
-        let out = client
-            .get_secret_value()
-            .secret_id(id)
-            .send()
-            .await
-            .map_err(|e| failed(logyard_storage::aws::error_chain(&e)))?;
+        let out =
+            client.get_secret_value().secret_id(id).send().await.map_err(|e| failed(logyard_core::error_chain(&e)))?;
         let text = out.secret_string().ok_or_else(|| failed("the secret has no string value".into()))?;
         let secret: RdsSecret = serde_json::from_str(text)
             .map_err(|e| failed(format!("not the RDS secret format (username, password, ...): {e}")))?;

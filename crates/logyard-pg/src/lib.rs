@@ -1,7 +1,7 @@
 //! logyard-pg: the shop's PostgreSQL (RDS) database as SQL tables beside the logs.
 //!
 //! [`client`] connects the RDS way — TLS `verify-full` against a CA bundle, the password from
-//! a file, an environment variable, a Secrets Manager secret (re-read when authentication
+//! a file, a value the program read, a Secrets Manager secret (re-read when authentication
 //! fails: rotation) or an IAM authentication token ([`credentials`]) — and runs read-only
 //! statements from a small pool, with a statement timeout, retries on transient errors and a
 //! span per statement. [`provider`] shows configured tables to DataFusion as `pg.<table>`,
@@ -15,7 +15,7 @@ pub mod provider;
 pub mod sql;
 
 pub use client::{Pg, PgSettings, SslMode};
-pub use credentials::PasswordSource;
+pub use credentials::{Password, PasswordSource};
 pub use provider::PgSchema;
 
 use std::time::Duration;
@@ -39,4 +39,22 @@ pub enum PgError {
     Secret { secret_id: String, message: String },
     #[error("making an RDS IAM authentication token: {0}")]
     IamToken(String),
+}
+
+impl logyard_core::ServiceError for PgError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        use logyard_core::ErrorKind;
+        match self {
+            PgError::Connect { .. } | PgError::Tls { .. } | PgError::Timeout(_) => ErrorKind::Unavailable,
+            PgError::Config(_)
+            | PgError::Auth { .. }
+            | PgError::Query(_)
+            | PgError::Secret { .. }
+            | PgError::IamToken(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        "orders_database"
+    }
 }

@@ -123,6 +123,7 @@ impl QueryEngine {
             inner: stream,
             sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
             limit: self.options.timeout,
+            memory_limit: self.options.memory_limit,
             span,
             rows: 0,
         });
@@ -231,11 +232,13 @@ fn not_read_only(statement: &str) -> QueryError {
     QueryError::ReadOnly(format!("only SELECT, WITH, EXPLAIN, SHOW and DESCRIBE statements are allowed; got {verb}"))
 }
 
-/// Ends a stream with a timeout error at its deadline.
+/// Ends a stream with a timeout error at its deadline, and names the memory limit in the
+/// error of a query that needs more.
 struct Deadline {
     inner: SendableRecordBatchStream,
     sleep: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
+    memory_limit: usize,
     /// The query's span: entered while batches are computed, closed when the stream is dropped.
     span: tracing::Span,
     rows: usize,
@@ -251,7 +254,13 @@ impl Stream for Deadline {
             this.span.record("otel.status_code", "ERROR");
             return Poll::Ready(Some(Err(DataFusionError::External(Box::new(QueryError::Timeout(this.limit))))));
         }
-        let next = this.inner.as_mut().poll_next(cx);
+        let mut next = this.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Err(e))) = &mut next
+            && let DataFusionError::ResourcesExhausted(detail) = e.find_root()
+        {
+            let limit = QueryError::MemoryLimit { limit: Some(this.memory_limit), detail: detail.clone() };
+            *e = DataFusionError::External(Box::new(limit));
+        }
         match &next {
             Poll::Ready(Some(Ok(batch))) => this.rows += batch.num_rows(),
             Poll::Ready(Some(Err(_))) => {

@@ -20,14 +20,45 @@ pub enum QueryError {
     InvalidSql(String),
     #[error("the query ran longer than its time limit of {0:?} and was stopped")]
     Timeout(Duration),
-    #[error("the query needs more memory than its limit allows and was stopped: {0}")]
-    MemoryLimit(String),
+    #[error("the query needs more memory than {} allows and was stopped: {detail}", memory_limit(.limit))]
+    MemoryLimit { limit: Option<usize>, detail: String },
     #[error("query failed: {0}")]
     Execution(String),
     #[error("reading tables: {0}")]
     Storage(String),
     #[error("encoding results: {0}")]
     Encode(String),
+}
+
+fn memory_limit(limit: &Option<usize>) -> String {
+    match limit {
+        Some(bytes) => format!("its limit of {bytes} bytes (query.memory_limit)"),
+        None => "its limit (query.memory_limit)".to_owned(),
+    }
+}
+
+impl logyard_core::ServiceError for QueryError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        use logyard_core::ErrorKind;
+        match self {
+            QueryError::ReadOnly(_) | QueryError::InvalidSql(_) => ErrorKind::BadRequest,
+            QueryError::Timeout(_) => ErrorKind::Timeout,
+            QueryError::MemoryLimit { .. } => ErrorKind::LimitExceeded,
+            QueryError::Execution(_) | QueryError::Storage(_) | QueryError::Encode(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            QueryError::ReadOnly(_) => "read_only",
+            QueryError::InvalidSql(_) => "invalid_sql",
+            QueryError::Timeout(_) => "query_timeout",
+            QueryError::MemoryLimit { .. } => "query_memory_limit",
+            QueryError::Execution(_) => "query_failed",
+            QueryError::Storage(_) => "storage_error",
+            QueryError::Encode(_) => "encode_error",
+        }
+    }
 }
 
 impl From<logyard_storage::StorageError> for QueryError {
@@ -49,7 +80,7 @@ impl QueryError {
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => QueryError::InvalidSql(e.strip_backtrace()),
-            DataFusionError::ResourcesExhausted(m) => QueryError::MemoryLimit(m),
+            DataFusionError::ResourcesExhausted(m) => QueryError::MemoryLimit { limit: None, detail: m },
             other => QueryError::Execution(other.strip_backtrace()),
         }
     }
@@ -68,6 +99,12 @@ impl CloneShallow for DataFusionError {
             DataFusionError::NotImplemented(m) => DataFusionError::NotImplemented(m.clone()),
             DataFusionError::External(e) => match e.downcast_ref::<QueryError>() {
                 Some(QueryError::Timeout(d)) => DataFusionError::External(Box::new(QueryError::Timeout(*d))),
+                Some(QueryError::MemoryLimit { limit, detail }) => {
+                    DataFusionError::External(Box::new(QueryError::MemoryLimit {
+                        limit: *limit,
+                        detail: detail.clone(),
+                    }))
+                }
                 _ => DataFusionError::Execution(e.to_string()),
             },
             DataFusionError::SQL(e, _) => DataFusionError::Plan(e.to_string()),

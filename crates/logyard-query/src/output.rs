@@ -35,16 +35,21 @@ impl Format {
     }
 }
 
-impl FromStr for Format {
-    type Err = String;
+/// A format name that is not one of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: use json, ndjson, csv or arrow")]
+pub struct UnknownFormat(String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
         match s {
             "json" => Ok(Format::Json),
             "ndjson" => Ok(Format::Ndjson),
             "csv" => Ok(Format::Csv),
             "arrow" => Ok(Format::Arrow),
-            _ => Err(format!("unknown format {s:?}: use json, ndjson, csv or arrow")),
+            _ => Err(UnknownFormat(s.to_owned())),
         }
     }
 }

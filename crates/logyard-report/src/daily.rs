@@ -69,6 +69,16 @@ pub struct ReportError {
     pub message: String,
 }
 
+impl logyard_core::ServiceError for ReportError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        logyard_core::ErrorKind::Internal
+    }
+
+    fn code(&self) -> &'static str {
+        "report_failed"
+    }
+}
+
 /// `"name"`, quotes doubled.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -52,6 +52,31 @@ pub enum StoreError {
     BadManifest { kind: String, date: String, message: String },
 }
 
+impl logyard_core::ServiceError for StoreError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        use logyard_core::ErrorKind;
+        match self {
+            StoreError::Storage(e) => e.kind(),
+            StoreError::NotFound { .. } | StoreError::NoFile { .. } => ErrorKind::NotFound,
+            StoreError::Changed { .. } => ErrorKind::Unavailable,
+            StoreError::BadManifest { .. } => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            StoreError::Storage(e) => e.code(),
+            StoreError::NotFound { .. } | StoreError::NoFile { .. } => "not_found",
+            StoreError::Changed { .. } => "report_changing",
+            StoreError::BadManifest { .. } => "bad_report",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        matches!(self, StoreError::Changed { .. }).then_some(5)
+    }
+}
+
 /// Reports under a storage root.
 #[derive(Debug, Clone)]
 pub struct ReportStore {

@@ -1,18 +1,35 @@
-//! logyard-server: the HTTP API. The only crate that knows HTTP: routes, body limits,
-//! and the single mapping from errors to statuses ([`error::ApiError`]).
+//! logyard-server: the HTTP API, the only crate that knows HTTP.
+//!
+//! [`app`] routes requests through [`middleware`] (observe → authenticate → admit) to the
+//! handlers. Every ingest protocol (`ndjson`, `elastic`, `otlp`, `loki`, `firehose`) builds
+//! its decoder and hands the request to the one [`intake`], which reads, decodes, authorizes,
+//! appends and counts; the protocol module only writes its answer. [`error`] is the one map
+//! from errors to statuses and to each protocol's error form.
+//!
+//! Module dependencies point one way: `app` → handlers → `intake`, `body`, `error`, `state`.
 
+mod api;
 pub mod app;
+mod body;
 pub mod client;
-pub mod elastic;
+mod elastic;
 pub mod error;
-pub mod firehose;
+mod firehose;
+mod intake;
 pub mod limits;
-pub mod loki;
+mod loki;
 pub mod metrics;
+mod middleware;
+mod ndjson;
 pub mod otlp;
+mod recent;
 mod reports;
+pub mod state;
 pub mod trace;
 mod uploads;
 
-pub use app::{AppState, AuthSettings, BodyLimits, router, run, run_tls};
+pub use app::{router, run, run_tls};
+pub use body::STREAM_HEADER;
 pub use metrics::HttpMetrics;
+pub use recent::RecentIds;
+pub use state::{AppState, AuthSettings, BodyLimits, ProtocolSettings};

@@ -1,68 +1,44 @@
 //! `POST /loki/api/v1/push`: Loki's push API (JSON, or snappy-compressed protobuf), so that
-//! Promtail, Grafana Alloy and Fluent Bit's `loki` output send to logyard. 204 once durable;
-//! errors are plain text, as Loki writes them.
+//! Promtail, Grafana Alloy and Fluent Bit's `loki` output send to logyard. Decoding is
+//! `logyard_protocols::loki`; the intake takes the events.
+//!
+//! 204 once durable. As Loki's own distributor does, entries that can be taken are taken and
+//! the rest are reported in an error: the streams a token may not write answer 403 (naming
+//! them), while the other streams of the push are kept. Errors are plain text, as Loki
+//! writes them.
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use logyard_auth::{Principal, Scope};
-use logyard_core::{StreamName, time};
+use logyard_auth::Principal;
 use logyard_ingest::Ack;
-use logyard_ingest::body::{self, Encoding};
-use logyard_ingest::loki::decode;
+use logyard_protocols::loki::LokiPush;
 
-use crate::app::{AppState, authorize, blocking, check_backpressure, read_ingest_body};
-use crate::error::ApiError;
-use crate::otlp::STREAM_HEADER;
+use crate::body::{STREAM_HEADER, named_stream};
+use crate::error::Form;
+use crate::intake::{self, Payload};
+use crate::state::AppState;
 
-pub async fn push(
+pub(crate) async fn push(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match take(&state, &principal, &headers, body).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => {
-            let mut r = (e.status, format!("{}\n", e.message)).into_response();
-            if let Some(seconds) = e.retry_after {
-                r.headers_mut().insert(header::RETRY_AFTER, seconds.into());
-            }
-            r
-        }
+    let result = async {
+        let decoder = LokiPush {
+            json: crate::body::is_json(&headers),
+            stream: named_stream(headers.get(STREAM_HEADER).and_then(|v| v.to_str().ok()))?,
+            choice: state.protocols.loki.clone(),
+            max_bytes: state.body_limits.max_decoded_bytes,
+        };
+        intake::take(&state, &principal, Payload::Http { headers, body }, decoder, Ack::Wal).await
     }
-}
-
-async fn take(state: &AppState, principal: &Principal, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.trim().starts_with("application/json"));
-    let encoding = Encoding::from_header(headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()))?;
-    let stream = headers
-        .get(STREAM_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| StreamName::new(s).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string())))
-        .transpose()?;
-    check_backpressure(state)?;
-    let raw = read_ingest_body(state, principal, headers, body).await?;
-    let (max_decoded, choice) = (state.body_limits.max_decoded_bytes, state.loki.clone());
-    let received = time::now_micros();
-    let decoded = blocking(move || {
-        let decoded = body::decode(raw, encoding, max_decoded)?;
-        Ok::<_, logyard_ingest::IngestError>(decode(&decoded, json, stream.as_ref(), &choice, received))
-    })
-    .await??
-    .map_err(|e| ApiError::bad_request("bad_loki_push", e))?;
-    for stream in decoded.streams.keys() {
-        authorize(principal, Scope::Ingest, Some(stream))?;
+    .await;
+    match result.map(|taken| taken.refusal_error()) {
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(e)) | Err(e) => e.into_response_as(Form::Loki),
     }
-    let metrics = state.ingestor.metrics();
-    metrics.rejected("loki", decoded.rejected);
-    for (stream, events) in decoded.streams {
-        state.ingestor.append_events(&stream, events, Ack::Wal).await?;
-    }
-    Ok(())
 }

@@ -2,30 +2,17 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use logyard_auth::{Principal, Scope};
-use logyard_report::store::StoreError;
 
-use crate::app::{AppState, authorize};
 use crate::error::ApiError;
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { .. } | StoreError::NoFile { .. } => ApiError::not_found(e.to_string()),
-            StoreError::Changed { .. } => {
-                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "report_changing", e.to_string(), 5)
-            }
-            StoreError::Storage(s) => ApiError::from(s),
-            StoreError::BadManifest { .. } => ApiError::internal("bad_report", e.to_string()),
-        }
-    }
-}
+use crate::intake::authorize;
+use crate::state::AppState;
 
 /// The finished reports, newest first, each with its files.
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> Result<Response, ApiError> {
@@ -49,7 +36,7 @@ pub async fn list(
 }
 
 /// The HTML of a daily report.
-pub async fn daily_html(
+pub(crate) async fn daily_html(
     state: State<AppState>,
     principal: axum::Extension<Principal>,
     Path(date): Path<String>,
@@ -58,7 +45,7 @@ pub async fn daily_html(
 }
 
 /// One file of a daily report: `report.html`, `report.json` or a table's CSV.
-pub async fn daily_file(
+pub(crate) async fn daily_file(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
     Path((date, name)): Path<(String, String)>,

@@ -9,27 +9,12 @@ use serde::Deserialize;
 
 use logyard_auth::{Principal, Scope};
 use logyard_core::StreamName;
-use logyard_ingest::uploads::{UploadError, UploadRecord, UploadRequest, UploadState};
+use logyard_ingest::uploads::{UploadRecord, UploadRequest, UploadState};
 
-use crate::app::{AppState, authorize, read_body};
+use crate::body::read_body;
 use crate::error::ApiError;
-
-impl From<UploadError> for ApiError {
-    fn from(e: UploadError) -> Self {
-        match e {
-            UploadError::Invalid(m) => ApiError::bad_request("invalid_upload", m),
-            UploadError::NotFound(_) => ApiError::not_found(e.to_string()),
-            UploadError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "upload_state", e.to_string()),
-            UploadError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
-            UploadError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            UploadError::Precondition(m) => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m),
-            UploadError::Storage(e) => e.into(),
-            UploadError::Archive(_) | UploadError::Internal(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "upload_failed", e.to_string())
-            }
-        }
-    }
-}
+use crate::intake::authorize;
+use crate::state::AppState;
 
 /// A record as clients see it (without the local capability's hash).
 fn view(record: &UploadRecord) -> serde_json::Value {
@@ -42,7 +27,7 @@ fn view(record: &UploadRecord) -> serde_json::Value {
 
 /// The caller may act on an upload when it may ingest into its stream.
 fn authorize_upload(principal: &Principal, record: &UploadRecord) -> Result<(), ApiError> {
-    let stream = StreamName::new(&record.stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    let stream = StreamName::new(&record.stream)?;
     authorize(principal, Scope::Ingest, Some(&stream))
 }
 
@@ -61,8 +46,7 @@ pub(crate) async fn create(
             ),
         )
     })?;
-    let stream =
-        StreamName::new(&request.stream).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
+    let stream = StreamName::new(&request.stream)?;
     authorize(&principal, Scope::Ingest, Some(&stream))?;
     let (record, target) = state.uploads.create(request, &principal.name).await?;
     let mut body = serde_json::json!({
@@ -187,7 +171,7 @@ pub(crate) async fn complete(
         let uploads = state.uploads.clone();
         tokio::spawn(async move {
             if let Err(e) = uploads.ingest(&id).await {
-                tracing::warn!(upload = id, error = %e, "ingesting an upload failed; the sweeper retries it");
+                tracing::warn!(upload = id, error = %logyard_core::error_chain(&e), "ingesting an upload failed; the sweeper retries it");
             }
         });
     }

@@ -14,6 +14,8 @@ use object_store::CredentialProvider;
 use object_store::aws::AwsCredential;
 use tokio::sync::Mutex;
 
+use logyard_core::error_chain;
+
 /// Refresh credentials this long before they expire.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
@@ -103,19 +105,4 @@ impl CredentialProvider for SdkCredentialProvider {
             }
         }
     }
-}
-
-/// The error and its sources on one line (the SDK nests the useful part).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        cur = s.source();
-    }
-    out
 }

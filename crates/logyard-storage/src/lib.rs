@@ -18,7 +18,7 @@ pub use location::Location;
 pub use metered::StoreMetrics;
 pub use store::Storage;
 pub use tables::{AppendOutcome, FencedOutcome, Tables};
-pub use wal::{Wal, WalError, WalOptions, WalRecord, WalSink};
+pub use wal::{NewRecord, Wal, WalError, WalOptions, WalRecord, WalSink};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,17 @@ pub enum StorageError {
     },
     #[error("building record batches: {0}")]
     Build(String),
+}
+
+impl logyard_core::ServiceError for StorageError {
+    /// Nothing here is the caller's doing: a storage failure is internal.
+    fn kind(&self) -> logyard_core::ErrorKind {
+        logyard_core::ErrorKind::Internal
+    }
+
+    fn code(&self) -> &'static str {
+        "storage_error"
+    }
 }
 
 impl StorageError {

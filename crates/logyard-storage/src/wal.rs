@@ -83,8 +83,20 @@ pub trait WalSink: Send + Sync + 'static {
 
 type Reply = oneshot::Sender<Result<u64, WalError>>;
 
+/// A record to append: a stream's events and, for streams that archive it, the request body.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub stream: StreamName,
+    pub events: Bytes,
+    pub raw: Option<Bytes>,
+}
+
 enum Command {
-    Append { stream: StreamName, events: Bytes, raw: Option<Bytes>, reply: Reply },
+    /// Records written together: durable all, or none.
+    Append {
+        records: Vec<NewRecord>,
+        reply: Reply,
+    },
     Release(u64),
     Shutdown(oneshot::Sender<()>),
 }
@@ -151,8 +163,14 @@ impl Wal {
 
     /// Appends one record; returns its position once it is durable and in the sink.
     pub async fn append(&self, stream: StreamName, events: Bytes, raw: Option<Bytes>) -> Result<u64, WalError> {
+        self.append_all(vec![NewRecord { stream, events, raw }]).await
+    }
+
+    /// Appends records in one group commit: all are durable or none is. Returns the position
+    /// of the first; the others follow it in order.
+    pub async fn append_all(&self, records: Vec<NewRecord>) -> Result<u64, WalError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Append { stream, events, raw, reply }).map_err(|_| WalError::Closed)?;
+        self.tx.send(Command::Append { records, reply }).map_err(|_| WalError::Closed)?;
         rx.await.map_err(|_| WalError::Closed)?
     }
 
@@ -325,9 +343,7 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::i
 
 /// An append waiting for the next group commit.
 struct Append {
-    stream: StreamName,
-    events: Bytes,
-    raw: Option<Bytes>,
+    records: Vec<NewRecord>,
     reply: Reply,
 }
 
@@ -375,9 +391,12 @@ impl Writer {
             while let Some(cmd) = pending.take().or_else(|| if bytes < GROUP_BYTES { rx.try_recv().ok() } else { None })
             {
                 match cmd {
-                    Command::Append { stream, events, raw, reply } => {
-                        bytes += events.len() + raw.as_ref().map_or(0, Bytes::len);
-                        appends.push(Append { stream, events, raw, reply });
+                    Command::Append { records, reply } => {
+                        bytes += records
+                            .iter()
+                            .map(|r| r.events.len() + r.raw.as_ref().map_or(0, Bytes::len))
+                            .sum::<usize>();
+                        appends.push(Append { records, reply });
                     }
                     Command::Release(lw) => release = Some(release.map_or(lw, |r: u64| r.max(lw))),
                     Command::Shutdown(done) => {
@@ -408,23 +427,25 @@ impl Writer {
         // Headers in one buffer, payloads written from where they are: no copy of them.
         buf.clear();
         let first = self.next;
-        let mut ends = Vec::with_capacity(appends.len());
-        for (i, a) in appends.iter().enumerate() {
-            encode_header(buf, first + i as u64, &a.stream, a.raw.as_deref(), &a.events);
+        let records = || appends.iter().flat_map(|a| &a.records);
+        let mut ends = Vec::new();
+        for (i, r) in records().enumerate() {
+            encode_header(buf, first + i as u64, &r.stream, r.raw.as_deref(), &r.events);
             ends.push(buf.len());
         }
-        let mut slices = Vec::with_capacity(3 * appends.len());
+        let count = ends.len() as u64;
+        let mut slices = Vec::with_capacity(3 * ends.len());
         let mut start = 0;
-        for (a, end) in appends.iter().zip(&ends) {
+        for (r, end) in records().zip(&ends) {
             slices.push(IoSlice::new(&buf[start..*end]));
-            if let Some(raw) = &a.raw {
+            if let Some(raw) = &r.raw {
                 slices.push(IoSlice::new(raw));
             }
-            slices.push(IoSlice::new(&a.events));
+            slices.push(IoSlice::new(&r.events));
             start = *end;
         }
         let written: usize =
-            buf.len() + appends.iter().map(|a| a.events.len() + a.raw.as_ref().map_or(0, Bytes::len)).sum::<usize>();
+            buf.len() + records().map(|r| r.events.len() + r.raw.as_ref().map_or(0, Bytes::len)).sum::<usize>();
         let seg = self.segments.back_mut().expect("an active segment");
         let file = self.file.as_mut().expect("an open segment");
         let result = write_all_vectored(file, &mut slices).and_then(|_| file.sync_data());
@@ -441,21 +462,28 @@ impl Writer {
         }
         seg.bytes += written as u64;
         self.disk_bytes.fetch_add(written as u64, Ordering::Relaxed);
-        let last = first + appends.len() as u64 - 1;
+        if count == 0 {
+            for a in appends {
+                let _ = a.reply.send(Ok(first));
+            }
+            return;
+        }
+        let last = first + count - 1;
         seg.last = Some(last);
         self.next = last + 1;
         let mut replies = Vec::with_capacity(appends.len());
-        let records = appends
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                replies.push(a.reply);
-                WalRecord { position: first + i as u64, stream: a.stream, events: a.events, raw: a.raw }
-            })
-            .collect();
-        self.sink.durable(records);
-        for (i, reply) in replies.into_iter().enumerate() {
-            let _ = reply.send(Ok(first + i as u64));
+        let mut durable = Vec::with_capacity(count as usize);
+        let mut position = first;
+        for a in appends {
+            replies.push((a.reply, position));
+            for r in a.records {
+                durable.push(WalRecord { position, stream: r.stream, events: r.events, raw: r.raw });
+                position += 1;
+            }
+        }
+        self.sink.durable(durable);
+        for (reply, position) in replies {
+            let _ = reply.send(Ok(position));
         }
         if seg.bytes >= self.options.segment_bytes
             && let Err(e) = self.start_segment()
@@ -538,6 +566,20 @@ mod tests {
         assert_eq!(texts, ["{\"a\":2}", "{\"a\":3}"]);
         assert_eq!((got[0].raw.as_ref(), got[1].raw.as_ref()), (None, Some(&raw)), "the raw payload comes back");
         assert_eq!(wal.append(s, events(&["{}"]), None).await.unwrap(), 3, "positions continue");
+    }
+
+    #[tokio::test]
+    async fn records_appended_together_get_consecutive_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (StreamName::new("a").unwrap(), StreamName::new("b").unwrap());
+        let (wal, sink) = open(dir.path(), 1 << 20);
+        let record = |s: &StreamName, t: &str| NewRecord { stream: s.clone(), events: events(&[t]), raw: None };
+        let first = wal.append_all(vec![record(&a, "{\"n\":1}"), record(&b, "{\"n\":2}")]).await.unwrap();
+        let next = wal.append(a.clone(), events(&["{\"n\":3}"]), None).await.unwrap();
+        assert_eq!((first, next), (1, 3));
+        let got: Vec<(u64, String)> =
+            sink.0.lock().unwrap().iter().map(|r| (r.position, r.stream.to_string())).collect();
+        assert_eq!(got, [(1, "a".into()), (2, "b".into()), (3, "a".into())]);
     }
 
     #[tokio::test]

@@ -295,13 +295,21 @@ impl OrdersConfig {
         !self.host.is_empty() || self.secret_id.is_some()
     }
 
-    /// The connection settings; errors name the key.
-    pub fn settings(&self) -> anyhow::Result<logyard_pg::PgSettings> {
-        use logyard_pg::PasswordSource;
+    /// The connection settings (the password of `password_env` read from `env`); errors
+    /// name the key.
+    pub fn settings(&self, env: &BTreeMap<String, String>) -> anyhow::Result<logyard_pg::PgSettings> {
+        use logyard_pg::{Password, PasswordSource};
         let region = || self.region.clone().unwrap_or_default();
+        let from_env = match &self.password_env {
+            Some(var) => match env.get(var) {
+                Some(password) => Some(PasswordSource::Given(Password::new(password.as_str()))),
+                None => bail!("invalid configuration at `orders.password_env`: the variable {var} is not set"),
+            },
+            None => None,
+        };
         let sources = [
             self.password_file.clone().map(PasswordSource::File),
-            self.password_env.clone().map(PasswordSource::Env),
+            from_env,
             self.secret_id.clone().map(PasswordSource::Secret),
             self.iam_auth.then(|| PasswordSource::IamToken { region: region() }),
         ];
@@ -708,11 +716,11 @@ impl Config {
             let path = e.path().to_string();
             anyhow::anyhow!("invalid configuration at `{path}`: {}", e.inner())
         })?;
-        config.validate()?;
+        config.validate(env)?;
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
         if self.ingest.flush_bytes == 0 {
             bail!("invalid configuration at `ingest.flush_bytes`: must be above 0");
         }
@@ -735,7 +743,7 @@ impl Config {
             bail!("invalid configuration at `archive.raw_streams`: {p:?} is not a stream name or glob");
         }
         if self.orders.enabled() {
-            self.orders.settings()?;
+            self.orders.settings(env)?;
             if !is_sql_name(&self.orders.schema) || self.orders.schema == "public" {
                 bail!(
                     "invalid configuration at `orders.schema`: {:?} is not a schema name other than public",

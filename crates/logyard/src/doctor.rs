@@ -130,7 +130,7 @@ async fn aws_checks(config: &Config, env: &BTreeMap<String, String>, location: &
     let creds = match tokio::time::timeout(Duration::from_secs(20), provider.provide_credentials()).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            out.push(Check::fail("credentials", logyard_storage::aws::error_chain(&e), CREDENTIALS_FIX));
+            out.push(Check::fail("credentials", logyard_core::error_chain(&e), CREDENTIALS_FIX));
             return out;
         }
         Err(_) => {
@@ -161,7 +161,7 @@ async fn aws_checks(config: &Config, env: &BTreeMap<String, String>, location: &
         )),
         Ok(Err(e)) => out.push(Check::fail(
             "identity",
-            logyard_storage::aws::error_chain(&e),
+            logyard_core::error_chain(&e),
             "STS refused the credentials: check they belong to the role you expect and that the pod reaches sts (a VPC endpoint or NAT)",
         )),
         Err(_) => out.push(Check::fail("identity", "STS did not answer within 20 s", "the pod must reach STS: add an STS VPC endpoint or a NAT route")),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use logyard_core::StreamName;
 use logyard_ingest::IngestMetrics;
@@ -16,6 +15,7 @@ use logyard_storage::Tables;
 use logyard_storage::aws::load_sdk_config;
 
 use crate::config::{Config, KinesisConfig, KinesisStreamConfig};
+use crate::services::{OnFailure, Services, Shutdown, Stage};
 
 #[derive(Debug, clap::Args)]
 pub struct KinesisArgs {
@@ -69,37 +69,37 @@ pub async fn run(args: KinesisArgs, config: &Config, env: &BTreeMap<String, Stri
     consumer.run(stop_rx).await.context("the Kinesis consumer stopped")
 }
 
-/// Starts a consumer per `[[kinesis.streams]]`, stopping when `stop` turns true.
-pub async fn spawn_all(
+/// Adds a consumer per `[[kinesis.streams]]` to the server's components. A consumer that
+/// cannot start (a stream not there yet, no permission, no network) is started again by
+/// the supervisor, with a back-off; the server keeps serving meanwhile.
+pub async fn add_consumers(
+    services: &mut Services,
     config: &Config,
     tables: &Arc<Tables>,
     ingest: &IngestMetrics,
     metrics: &KinesisMetrics,
-    stop: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::new();
+) -> anyhow::Result<()> {
     if config.kinesis.streams.is_empty() {
-        return Ok(tasks);
+        return Ok(());
     }
     let client = client(&config.kinesis).await;
     for stream in &config.kinesis.streams {
-        let consumer =
-            consumer(&config.kinesis, stream, config, client.clone(), tables.clone(), ingest.clone(), metrics.clone())?;
-        let mut stop = stop.clone();
-        let name = stream.stream_name.clone();
-        tasks.push(tokio::spawn(async move {
-            // A stream that cannot be listed (not there yet, no permission, no network) is
-            // tried again; the server keeps serving meanwhile.
-            while let Err(e) = consumer.run(stop.clone()).await {
-                tracing::error!(stream = %name, error = %format!("{e:#}"), "the Kinesis consumer cannot start; retrying in 30s");
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
-                }
-            }
-        }));
+        let consumer = Arc::new(consumer(
+            &config.kinesis,
+            stream,
+            config,
+            client.clone(),
+            tables.clone(),
+            ingest.clone(),
+            metrics.clone(),
+        )?);
+        let name = format!("kinesis:{}", stream.stream_name);
+        services.add(name, Stage::Consumers, OnFailure::Restart, move |shutdown: Shutdown| {
+            let consumer = consumer.clone();
+            async move { consumer.run(shutdown.receiver()).await.context("the Kinesis consumer stopped") }
+        });
     }
-    Ok(tasks)
+    Ok(())
 }
 
 fn consumer(

@@ -7,6 +7,8 @@ mod doctor;
 mod import_cmd;
 mod kinesis_cmd;
 mod report_cmd;
+mod serve;
+mod services;
 mod telemetry;
 mod upload_cmd;
 
@@ -28,22 +30,15 @@ fn no_transparent_huge_pages() {
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use logyard_ingest::maintenance::{RetentionPolicy, apply_retention, compact_streams};
 use logyard_ingest::uploads::bundler::BundleOptions;
-use logyard_ingest::uploads::{UploadOptions, Uploads};
-use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
 use logyard_query::{QueryEngine, QueryOptions};
-use logyard_server::{AppState, BodyLimits, HttpMetrics};
 use logyard_storage::aws::S3Options;
 use logyard_storage::{Location, Storage, StoreMetrics, Tables};
 
@@ -263,7 +258,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             let telemetry = init_logging(&config, &env)?;
-            let served = serve(config, &env, insecure_no_auth).await;
+            log_panics();
+            let served = serve::serve(config, &env, insecure_no_auth).await;
             // Exporting the last spans blocks: off the async workers.
             let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
             served
@@ -325,7 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
             let tables = Arc::new(Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?));
-            let actor = format!("logyard retention run ({})", std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+            let actor = format!("logyard retention run ({})", env.get("USER").map_or("cli", String::as_str));
             let results = apply_retention(&tables, &retention_policy(&config), &actor).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "streams": results }))?);
             Ok(())
@@ -341,6 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let flags: Vec<_> = args.storage.clone().map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             let telemetry = init_logging(&config, &env)?;
+            log_panics();
             let ran = kinesis_cmd::run(args, &config, &env).await;
             let _ = tokio::task::spawn_blocking(move || drop(telemetry)).await;
             ran
@@ -382,6 +379,15 @@ fn init_logging(config: &Config, env: &BTreeMap<String, String>) -> anyhow::Resu
     telemetry::init(filter, json, env)
 }
 
+/// Panics go to the log (JSON in production) with the thread they happened on; the
+/// supervisor of the server's components then handles the component (see `services`).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        tracing::error!(thread, panic = %info, "panic");
+    }));
+}
+
 fn init_logging_quiet() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
@@ -413,7 +419,7 @@ pub(crate) async fn open_storage(
         .with_context(|| format!("opening storage {location}"))
 }
 
-fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
+pub(crate) fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &config.storage.wal_dir {
         return Ok(dir.clone());
     }
@@ -424,18 +430,25 @@ fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
 }
 
 /// The orders database's tables as `<orders.schema>.<table>`, when one is configured.
-pub(crate) async fn with_orders(engine: QueryEngine, config: &Config) -> anyhow::Result<QueryEngine> {
-    match orders_schema(config).await? {
+pub(crate) async fn with_orders(
+    engine: QueryEngine,
+    config: &Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<QueryEngine> {
+    match orders_schema(config, env).await? {
         Some(schema) => Ok(engine.with_schema(&config.orders.schema, schema)),
         None => Ok(engine),
     }
 }
 
-async fn orders_schema(config: &Config) -> anyhow::Result<Option<Arc<logyard_pg::PgSchema>>> {
+async fn orders_schema(
+    config: &Config,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<Option<Arc<logyard_pg::PgSchema>>> {
     if !config.orders.enabled() {
         return Ok(None);
     }
-    let settings = config.orders.settings()?;
+    let settings = config.orders.settings(env)?;
     let needs_aws = matches!(
         settings.password,
         logyard_pg::PasswordSource::Secret(_) | logyard_pg::PasswordSource::IamToken { .. }
@@ -488,253 +501,7 @@ fn token_create(name: String, scopes: &[String], streams: Vec<String>) -> anyhow
     Ok(())
 }
 
-/// The tokens of the configuration and of the tokens file.
-fn load_tokens(config: &Config) -> anyhow::Result<logyard_auth::Tokens> {
-    let mut entries = config.auth.tokens.clone();
-    if let Some(file) = &config.auth.tokens_file {
-        entries.extend(config::read_tokens_file(file)?);
-    }
-    logyard_auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))
-}
-
-/// Reloads the tokens file when it changes, keeping the old tokens when the new file is bad.
-async fn watch_tokens(config: Config, store: logyard_auth::TokenStore, ingestor: Ingestor) {
-    let Some(file) = config.auth.tokens_file.clone() else { return };
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last = modified(&file);
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        let now = modified(&file);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match load_tokens(&config) {
-            Ok(tokens) => {
-                let count = tokens.len();
-                store.replace(tokens);
-                tracing::info!(file = %file.display(), tokens = count, "tokens file reloaded");
-                let detail = serde_json::json!({"file": file.display().to_string(), "tokens": count});
-                if let Err(e) = logyard_server::app::audit(&ingestor, "logyard", None, "tokens_reloaded", detail).await
-                {
-                    tracing::warn!(error = ?e, "cannot write the audit event");
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "the tokens file changed but cannot be used; keeping the previous tokens")
-            }
-        }
-    }
-}
-
-async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth: bool) -> anyhow::Result<()> {
-    let tokens = load_tokens(&config)?;
-    if tokens.is_empty() && !config.server.listen.ip().is_loopback() && !insecure_no_auth {
-        bail!(
-            "refusing to listen on {} without bearer tokens: anyone who reaches it could read and write every stream.\n\
-             Create a token with `logyard token create --name NAME --scopes ingest,query`, add the entry it prints \
-             to the configuration (or to the file named by LOGYARD_TOKENS_FILE), and start again; \
-             or pass --insecure-no-auth to serve without tokens anyway.",
-            config.server.listen
-        );
-    }
-    let insecure = tokens.is_empty() && !config.server.listen.ip().is_loopback();
-    if insecure {
-        tracing::warn!(listen = %config.server.listen, "authentication is off (--insecure-no-auth): anyone who reaches this server can read and write every stream");
-    }
-    let token_store = logyard_auth::TokenStore::new(tokens);
-    let mut registry = Registry::default();
-    let store_metrics = StoreMetrics::default();
-    store_metrics.register(&mut registry);
-    let ingest_metrics = IngestMetrics::default();
-    ingest_metrics.register(&mut registry);
-    let http_metrics = HttpMetrics::default();
-    http_metrics.register(&mut registry);
-    let kinesis_metrics = logyard_ingest::kinesis::KinesisMetrics::default();
-    kinesis_metrics.register(&mut registry);
-
-    let storage = open_storage(&config, env, store_metrics).await?;
-    let tables = Arc::new(Tables::new(storage.clone()));
-    let wal_dir = wal_dir(&config)?;
-    let mut ingest_options = IngestOptions::new(&wal_dir);
-    ingest_options.flush_bytes = config.ingest.flush_bytes;
-    ingest_options.flush_age = config.ingest.flush_interval;
-    ingest_options.wal_segment_bytes = config.ingest.wal_segment_bytes;
-    ingest_options.max_columns = config.ingest.max_columns;
-    ingest_options.flush_concurrency = config.ingest.flush_concurrency;
-    ingest_options.memory_budget_bytes = config.ingest.memory_budget_bytes;
-    ingest_options.wal_budget_bytes = config.ingest.wal_budget_bytes;
-    ingest_options.raw = BundleOptions { max_age: config.archive.raw_max_age, ..bundle_options(&config) };
-    let ingestor = Ingestor::open(ingest_options, tables.clone(), ingest_metrics)
-        .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
-    let query = with_orders(QueryEngine::new(tables.clone(), query_options(&config)), &config).await?;
-
-    let listener = std::net::TcpListener::bind(config.server.listen)
-        .with_context(|| format!("listening on {}", config.server.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
-    let tls = match (&config.server.tls_cert_file, &config.server.tls_key_file) {
-        (Some(cert), Some(key)) => Some(load_tls(cert, key).await?),
-        _ => None,
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, scheme, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
-    println!("logyard listening on {scheme}://{addr}");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = stop_tx.send(true);
-    });
-
-    // Commit what the write-ahead log held at start, then keep flushing.
-    let startup = ingestor.clone();
-    tokio::spawn(async move {
-        if let Err(e) = startup.flush_all().await {
-            tracing::warn!(error = %e, "committing the replayed write-ahead log failed; the flusher will retry");
-        }
-    });
-    let flusher = {
-        let ingestor = ingestor.clone();
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { ingestor.run_flusher(stop).await })
-    };
-
-    let public_url = config.uploads.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let uploads = Uploads::new(
-        ingestor.tables().clone(),
-        UploadOptions {
-            max_bytes: config.uploads.max_bytes,
-            url_expiry: config.uploads.url_expiry,
-            chunk_bytes: config.uploads.chunk_bytes,
-            max_json_bytes: config.server.max_decoded_bytes,
-            max_columns: config.ingest.max_columns,
-            public_url,
-            multipart_threshold: config.uploads.multipart_threshold,
-            part_bytes: config.uploads.part_bytes,
-            multipart_expiry: config.uploads.multipart_expiry,
-        },
-    );
-    tokio::spawn(run_upload_tasks(uploads.clone(), config.clone(), stopped(stop_rx.clone())));
-    tokio::spawn(run_maintenance(ingestor.tables().clone(), config.clone(), stopped(stop_rx.clone())));
-    let consumers = kinesis_cmd::spawn_all(&config, &tables, ingestor.metrics(), &kinesis_metrics, &stop_rx).await?;
-    let reports = report_cmd::report_store(&config, env, None, &storage).await?;
-    let state = AppState {
-        uploads,
-        ingestor: ingestor.clone(),
-        query,
-        storage,
-        body_limits: BodyLimits {
-            max_body_bytes: config.server.max_body_bytes,
-            max_decoded_bytes: config.server.max_decoded_bytes,
-        },
-        limits: logyard_server::limits::Limits::new(logyard_server::limits::LimitSettings {
-            requests_per_second: config.limits.requests_per_second,
-            bytes_per_second: config.limits.bytes_per_second,
-            max_concurrent_requests: config.limits.max_concurrent_requests,
-            max_concurrent_queries: config.limits.max_concurrent_queries,
-            max_body_bytes: config.server.max_body_bytes,
-        }),
-        wal_dir,
-        registry: Arc::new(registry),
-        http_metrics,
-        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
-        raw_streams: Arc::new(config.archive.raw_streams.clone()),
-        reports,
-        index_mapping: logyard_ingest::elastic::IndexMapping {
-            strip_prefix: config.elasticsearch.strip_prefix.clone(),
-            strip_date_suffix: config.elasticsearch.strip_date_suffix,
-        },
-        firehose: Default::default(),
-        otlp: logyard_ingest::otlp::StreamChoice {
-            attribute: Some(config.otlp.stream_attribute.clone()).filter(|a| !a.is_empty()),
-            default: logyard_core::StreamName::new(&config.otlp.default_stream)?,
-        },
-        loki: logyard_ingest::loki::LokiChoice {
-            label: Some(config.loki.stream_label.clone()).filter(|l| !l.is_empty()),
-            default: logyard_core::StreamName::new(&config.loki.default_stream)?,
-        },
-        auth: logyard_server::AuthSettings {
-            tokens: token_store.clone(),
-            insecure,
-            protect_metrics: config.auth.protect_metrics,
-        },
-    };
-    tokio::spawn(watch_tokens(config.clone(), token_store, ingestor.clone()));
-    if let Some(addr) = config.otlp.grpc_listen {
-        let listener =
-            std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr} (otlp.grpc_listen)"))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let incoming = TcpListener::from_std(listener)?;
-        let service = logyard_server::otlp::Grpc::service(state.clone());
-        let shutdown = stopped(stop_rx.clone());
-        tracing::info!(%addr, "OTLP/gRPC logs service listening");
-        tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(incoming), shutdown)
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the OTLP/gRPC service stopped");
-            }
-        });
-    }
-    let grace = config.server.shutdown_grace;
-    let mut server = match tls {
-        Some(tls) => {
-            tokio::spawn(watch_tls(config.clone(), tls.clone()));
-            tokio::spawn(logyard_server::run_tls(listener, tls, state, stopped(stop_rx.clone()), grace))
-        }
-        None => {
-            let listener = TcpListener::from_std(listener)?;
-            tokio::spawn(logyard_server::run(listener, state, stopped(stop_rx.clone())))
-        }
-    };
-
-    // Serve until a signal; then give requests in flight and the final commit the grace.
-    // Biased: the server ends on its own only after the stop signal, and then the signal must win.
-    let mut rx = stop_rx.clone();
-    let mut server_done = false;
-    tokio::select! {
-        biased;
-        _ = rx.wait_for(|s| *s) => {}
-        r = &mut server => {
-            r.context("server task")?.context("serving")?;
-            // The server ends on its own only once the stop is asked for; its end may still be
-            // seen before the stop is.
-            if !*stop_rx.borrow() {
-                bail!("the server stopped without a shutdown signal");
-            }
-            server_done = true;
-        }
-    }
-    let deadline = Instant::now() + grace;
-    tracing::info!(
-        grace_s = grace.as_secs_f64(),
-        "shutting down: finishing requests and committing the write-ahead log"
-    );
-    if !server_done {
-        match tokio::time::timeout_at(deadline.into(), &mut server).await {
-            Ok(r) => r.context("server task")?.context("serving")?,
-            Err(_) => tracing::warn!("requests still running at the end of the grace period"),
-        }
-    }
-    for consumer in consumers {
-        if tokio::time::timeout_at(deadline.into(), consumer).await.is_err() {
-            tracing::warn!("a Kinesis consumer was still committing at the end of the grace period");
-        }
-    }
-    let _ = flusher.await;
-    ingestor.shutdown(deadline).await.context("final commit")?;
-    tracing::info!("shutdown complete");
-    Ok(())
-}
-
-fn retention_policy(config: &Config) -> RetentionPolicy {
+pub(crate) fn retention_policy(config: &Config) -> RetentionPolicy {
     RetentionPolicy {
         days: config.retention.days,
         streams: config.retention.streams.clone(),
@@ -742,95 +509,12 @@ fn retention_policy(config: &Config) -> RetentionPolicy {
     }
 }
 
-/// Compacts every stream and applies retention on their intervals (0: never), until `stop`.
-async fn run_maintenance(tables: Arc<Tables>, config: Config, stop: impl std::future::Future<Output = ()>) {
-    let every = |d: std::time::Duration| if d.is_zero() { std::time::Duration::from_secs(86_400 * 365) } else { d };
-    let mut compaction = tokio::time::interval(every(config.compaction.interval));
-    let mut retention = tokio::time::interval(every(config.retention.interval));
-    compaction.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first ticks are immediate: wait one period before the first run.
-    compaction.tick().await;
-    retention.tick().await;
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = compaction.tick(), if !config.compaction.interval.is_zero() => {
-                if let Err(e) = compact_streams(&tables, None, config.compaction.target_file_bytes).await {
-                    tracing::warn!(error = %e, "compaction failed; retrying at the next interval");
-                }
-            }
-            _ = retention.tick(), if !config.retention.interval.is_zero() => {
-                if let Err(e) = apply_retention(&tables, &retention_policy(&config), "logyard serve").await {
-                    tracing::warn!(error = %e, "retention failed; retrying at the next interval");
-                }
-            }
-        }
-    }
-}
-
-fn bundle_options(config: &Config) -> BundleOptions {
+pub(crate) fn bundle_options(config: &Config) -> BundleOptions {
     BundleOptions {
         target_bytes: config.archive.bundle_bytes,
         max_age: config.archive.bundle_max_age,
         level: config.archive.level,
         frame_bytes: config.archive.frame_bytes,
-    }
-}
-
-/// Ingests uploads that were never completed, and archives the originals of finished ones,
-/// every `uploads.sweep_interval`, until `stop`.
-async fn run_upload_tasks(uploads: Uploads, config: Config, stop: impl std::future::Future<Output = ()>) {
-    let options = bundle_options(&config);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(config.uploads.sweep_interval) => {}
-        }
-        if let Err(e) = uploads.sweep().await {
-            tracing::warn!(error = %e, "sweeping uploads failed; retrying later");
-        }
-        if let Err(e) = uploads.archive_finished(&options, false).await {
-            tracing::warn!(error = %e, "archiving uploads failed; retrying later");
-        }
-    }
-}
-
-async fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
-    // Several crypto providers are linked in (the AWS SDK brings one, object_store another):
-    // name the one servers use.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-        .await
-        .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))
-}
-
-/// Reloads the certificate and key when either file changes; keeps the old pair when the new
-/// one cannot be used.
-async fn watch_tls(config: Config, tls: axum_server::tls_rustls::RustlsConfig) {
-    let (Some(cert), Some(key)) = (config.server.tls_cert_file.clone(), config.server.tls_key_file.clone()) else {
-        return;
-    };
-    let stamp = || {
-        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        (m(&cert), m(&key))
-    };
-    let mut last = stamp();
-    loop {
-        tokio::time::sleep(config.server.tls_reload_interval).await;
-        let now = stamp();
-        if now == last {
-            continue;
-        }
-        last = now;
-        match tls.reload_from_pem_file(&cert, &key).await {
-            Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "the TLS certificate changed but cannot be loaded; keeping the previous one")
-            }
-        }
     }
 }
 
@@ -851,7 +535,8 @@ async fn query_local(
     format: OutputFormat,
 ) -> anyhow::Result<()> {
     let storage = open_storage(config, env, StoreMetrics::default()).await?;
-    let engine = with_orders(QueryEngine::new(Arc::new(Tables::new(storage)), query_options(config)), config).await?;
+    let engine =
+        with_orders(QueryEngine::new(Arc::new(Tables::new(storage)), query_options(config)), config, env).await?;
     let running = engine.execute(sql).await?;
     match format {
         OutputFormat::Table => {

@@ -105,6 +105,7 @@ pub async fn run(config: &Config, env: &BTreeMap<String, String>, command: Repor
             let engine = crate::with_orders(
                 QueryEngine::new(Arc::new(Tables::new(storage)), crate::query_options(config)),
                 config,
+                env,
             )
             .await?;
             let report = logyard_report::daily::build(&engine, &daily_options(config), date, now).await?;

@@ -14,7 +14,7 @@ const PREFIX: &str = "AWSLogs/123456789012/elasticloadbalancing/eu-west-1";
 fn write_logs(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     for (day, seed, n) in [("2026/11/24", 1, 300), ("2026/11/25", 2, 500), ("2026/11/25", 3, 200)] {
-        let mut text = logyard_core::alb::fixtures::lines(n, seed);
+        let mut text = logyard_bench::alb::lines(n, seed);
         if seed == 3 {
             // One line that is not an access-log entry, between good ones.
             let mut lines: Vec<&str> = text.lines().collect();
@@ -113,7 +113,7 @@ fn follow_imports_files_as_they_arrive_and_stops_on_ctrl_c() {
     let source = dir.path().join("bucket");
     let day = source.join("2026/11/25");
     std::fs::create_dir_all(&day).unwrap();
-    std::fs::write(day.join("a.log.gz"), gzip(logyard_core::alb::fixtures::lines(100, 1).as_bytes())).unwrap();
+    std::fs::write(day.join("a.log.gz"), gzip(logyard_bench::alb::lines(100, 1).as_bytes())).unwrap();
     let storage = dir.path().join("data").display().to_string();
     let mut child = std::process::Command::new(BIN)
         .args(["import", "alb", source.to_str().unwrap(), "--follow", "--interval", "200ms", "--storage", &storage])
@@ -136,7 +136,7 @@ fn follow_imports_files_as_they_arrive_and_stops_on_ctrl_c() {
     };
     wait_for(100);
     // A file that arrives later is picked up by the next pass.
-    std::fs::write(day.join("b.log.gz"), gzip(logyard_core::alb::fixtures::lines(50, 2).as_bytes())).unwrap();
+    std::fs::write(day.join("b.log.gz"), gzip(logyard_bench::alb::lines(50, 2).as_bytes())).unwrap();
     wait_for(150);
     signal(child.id() as i32, "INT");
     let status = child.wait().unwrap();

@@ -1,4 +1,5 @@
-//! Acknowledged means durable: SIGKILL at random moments under load, and SIGTERM.
+//! Acknowledged means durable: SIGKILL at random moments under load, and SIGTERM under load
+//! on the HTTP and the OTLP/gRPC ports at once.
 
 mod common;
 
@@ -64,6 +65,57 @@ impl Load {
     }
 }
 
+/// OTLP/gRPC clients that export batches of log records with unique ids (an attribute) to the
+/// `crash-grpc` stream and remember which were acknowledged.
+fn start_grpc_load(endpoint: String, clients: usize) -> Load {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = (0..clients)
+        .map(|c| {
+            let (acked, stop, endpoint) = (acked.clone(), stop.clone(), endpoint.clone());
+            tokio::spawn(async move {
+                let mut client = LogsServiceClient::connect(endpoint).await.expect("the gRPC port answers");
+                let mut batch = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    batch += 1;
+                    let ids: Vec<String> = (0..20).map(|i| format!("g-c{c}-b{batch}-{i}")).collect();
+                    let records = ids
+                        .iter()
+                        .map(|id| LogRecord {
+                            time_unix_nano: 1_764_064_800_000_000_000,
+                            body: Some(AnyValue { value: Some(any_value::Value::StringValue("x".repeat(200))) }),
+                            attributes: vec![KeyValue {
+                                key: "id".into(),
+                                value: Some(AnyValue { value: Some(any_value::Value::StringValue(id.clone())) }),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        })
+                        .collect();
+                    let request = ExportLogsServiceRequest {
+                        resource_logs: vec![ResourceLogs {
+                            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+                            ..Default::default()
+                        }],
+                    };
+                    let mut request = tonic::Request::new(request);
+                    request.metadata_mut().insert("x-logyard-stream", "crash-grpc".parse().unwrap());
+                    match client.export(request).await {
+                        Ok(answer) if answer.get_ref().partial_success.is_none() => acked.lock().unwrap().extend(ids),
+                        // Refused or cut off by the shutdown: not acknowledged.
+                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    Load { acked, stop, tasks }
+}
+
 /// Every acknowledged id is in the table exactly once, and no id is there twice.
 async fn check_exactly_once(server: &Server, acked: &[String]) {
     flush(server).await;
@@ -106,34 +158,40 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_under_load_commits_everything_and_exits_zero() {
+async fn sigterm_under_load_on_http_and_grpc_commits_everything_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
+    let grpc = free_port();
     // A long flush interval: only the shutdown commits.
     let spec = ServerSpec::local(dir.path())
         .env("LOGYARD_INGEST_FLUSH_INTERVAL", "1h")
         .env("LOGYARD_SERVER_SHUTDOWN_GRACE", "20s")
+        .env("LOGYARD_OTLP_GRPC_LISTEN", &format!("127.0.0.1:{grpc}"))
         .env("LOGYARD_QUERY_MAX_JSON_ROWS", "10000000");
     let mut server = spec.start();
     let load = Load::start(server.base.clone(), 4, 0);
+    let grpc_load = start_grpc_load(format!("http://127.0.0.1:{grpc}"), 2);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, took) = server.terminate(Duration::from_secs(30));
     let acked = load.stop().await;
+    let grpc_acked = grpc_load.stop().await;
     assert_eq!(code, Some(0), "exit code; logs:\n{}", server.logs());
     assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert!(acked.len() > 100);
+    assert!(acked.len() > 100 && grpc_acked.len() > 100, "{} over HTTP, {} over gRPC", acked.len(), grpc_acked.len());
 
     // Read the storage directly: everything acknowledged is committed, once.
     let mut env = spec.env.clone();
     env.push(("LOGYARD_LOG_LEVEL".into(), "error".into()));
-    let (status, out, err) =
-        cli(&["query", "--storage", &spec.storage, "--format", "ndjson", "SELECT id FROM crash"], &env);
-    assert_eq!(status, 0, "{err}");
-    let ids: Vec<String> = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
-        .collect();
-    let set: HashSet<_> = ids.iter().cloned().collect();
-    assert_eq!(set.len(), ids.len(), "duplicates");
-    let missing = acked.iter().filter(|id| !set.contains(*id)).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged events were not committed", acked.len());
+    for (table, column, acked) in [("crash", "id", acked), ("\"crash-grpc\"", "\"attributes.id\"", grpc_acked)] {
+        let sql = format!("SELECT {column} AS id FROM {table}");
+        let (status, out, err) = cli(&["query", "--storage", &spec.storage, "--format", "ndjson", &sql], &env);
+        assert_eq!(status, 0, "{err}");
+        let ids: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+            .collect();
+        let set: HashSet<_> = ids.iter().cloned().collect();
+        assert_eq!(set.len(), ids.len(), "duplicates in {table}");
+        let missing = acked.iter().filter(|id| !set.contains(*id)).count();
+        assert_eq!(missing, 0, "{missing} of {} acknowledged events were not committed to {table}", acked.len());
+    }
 }

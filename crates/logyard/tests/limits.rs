@@ -75,7 +75,7 @@ async fn concurrent_queries_are_bounded() {
         (r.status().as_u16(), r.headers().get("retry-after").is_some(), r.json::<Value>().await.unwrap())
     };
     let ((slow_status, _), (status, has_retry, body)) = tokio::join!(slow, second);
-    assert_eq!(slow_status, 400, "the slow query ends at its time limit");
+    assert_eq!(slow_status, 504, "the slow query ends at its time limit");
     assert_eq!((status, has_retry), (503, true), "{body}");
     assert_eq!(body["error"]["code"], "too_many_queries");
     assert_eq!(count(&server, "SELECT count(*) FROM generate_series(1, 3)").await, 3, "the slot is free again");

@@ -109,7 +109,7 @@ async fn retention_drops_exactly_the_old_days_and_bundles() {
         let day = chrono::Utc::now().date_naive() - chrono::Days::new(days_ago);
         let path = source.join(day.format("%Y/%m/%d").to_string()).join(format!("x{days_ago}.log.gz"));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, gzip(logyard_core::alb::fixtures::lines(10, days_ago).as_bytes())).unwrap();
+        std::fs::write(&path, gzip(logyard_bench::alb::lines(10, days_ago).as_bytes())).unwrap();
     }
     let storage = spec.storage.clone();
     let (code, _, err) = cli(&["import", "alb", source.to_str().unwrap(), "--storage", &storage], &[]);

@@ -200,8 +200,8 @@ async fn firehose_deliveries_are_answered_once_durable_and_not_taken_twice() {
         let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
-    assert_eq!(value("logyard_ingested_events_total{stream=\"app-firehose\"}"), 5);
-    let bytes = value("logyard_ingested_bytes_total{stream=\"app-firehose\"}");
+    assert_eq!(value("logyard_ingested_events_total{stream=\"app-firehose\",protocol=\"firehose\"}"), 5);
+    let bytes = value("logyard_ingested_bytes_total{stream=\"app-firehose\",protocol=\"firehose\"}");
     assert!((100..1000).contains(&bytes), "{bytes} bytes");
 }
 
@@ -295,7 +295,7 @@ async fn the_opentelemetry_sdk_exports_logs_over_http_and_grpc() {
 
 #[tokio::test]
 async fn loki_pushes_in_snappy_protobuf_and_json_land_with_their_labels() {
-    use logyard_ingest::loki::{EntryAdapter, LabelPair, PushRequest, StreamAdapter, Timestamp};
+    use logyard_protocols::loki::{EntryAdapter, LabelPair, PushRequest, StreamAdapter, Timestamp};
     use prost::Message;
     let dir = tempfile::tempdir().unwrap();
     let (server, ship, read) = server(dir.path());
@@ -359,5 +359,171 @@ async fn loki_pushes_in_snappy_protobuf_and_json_land_with_their_labels() {
     assert_eq!(
         (rows[0]["message"].as_str(), rows[0]["level"].as_str(), rows[0]["o"].as_str()),
         (Some("payment failed"), Some("error"), Some("o-0000042"))
+    );
+}
+
+/// The bytes the intake counts for a stream: the JSON text of its events, as the protocol's
+/// decoder makes them from the body.
+fn text_bytes<D: logyard_protocols::Decoder>(decoder: D, body: &[u8], stream: &str) -> f64 {
+    let decoded = decoder.decode(body, 0).unwrap();
+    decoded.streams[&logyard_core::StreamName::new(stream).unwrap()].text_bytes() as f64
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_answered_per_protocol_and_counted_alike() {
+    use logyard_protocols::elastic::{Bulk, IndexMapping};
+    use logyard_protocols::firehose::Firehose;
+    use logyard_protocols::loki::{LokiChoice, LokiPush};
+    use logyard_protocols::ndjson::Ndjson;
+    use logyard_protocols::otlp::{OtlpHttp, StreamChoice};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ship, read) = server(dir.path());
+    let stream = |name: &str| logyard_core::StreamName::new(name).unwrap();
+    let doc = |i: usize| format!("{{\"n\":{i},\"msg\":\"event {i}\"}}");
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+
+    // The same request through each protocol: three events for `secret` (which `ship` may not
+    // write) and two for a stream of its own; NDJSON and Firehose name one stream per request.
+    let ndjson_refused: String = (0..3).map(|i| doc(i) + "\n").collect();
+    let ndjson_taken: String = (3..5).map(|i| doc(i) + "\n").collect();
+    let r = post_as(&server, &ship, "/api/v1/streams/secret/events", "application/x-ndjson", ndjson_refused).await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "forbidden", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("secret"), "{v}");
+    let r = post_as(&server, &ship, "/api/v1/streams/app-ndjson/events", "application/x-ndjson", ndjson_taken.clone())
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let firehose = |ids: std::ops::Range<usize>| json!({"requestId": "r", "timestamp": 1, "records": ids.map(|i| json!({"data": b64(&doc(i))})).collect::<Vec<_>>()});
+    let deliver_to = |target: &'static str, body: Value, id: &'static str| {
+        let (server, ship) = (&server, &ship);
+        async move {
+            client()
+                .post(server.url(&format!("/api/v1/firehose/{target}")))
+                .header("x-amz-firehose-access-key", ship)
+                .header("x-amz-firehose-request-id", id)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = deliver_to("secret", firehose(0..3), "refused").await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["requestId"], "refused");
+    assert!(v["errorMessage"].as_str().unwrap().contains("secret"), "{v}");
+    let firehose_taken = firehose(3..5).to_string();
+    assert_eq!(deliver_to("app-firehose", firehose(3..5), "taken").await.status(), 200);
+
+    let bulk: String = (0..5)
+        .map(|i| {
+            format!("{{\"index\":{{\"_index\":\"{}\"}}}}\n{}\n", if i < 3 { "secret" } else { "app-bulk" }, doc(i))
+        })
+        .collect();
+    let r = post_as(&server, &ship, "/_bulk", "application/x-ndjson", bulk.clone()).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errors"], true);
+    let items: Vec<(u64, &str)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["index"]["status"].as_u64().unwrap(), i["index"]["error"]["type"].as_str().unwrap_or("")))
+        .collect();
+    let refused = (403, "security_exception");
+    assert_eq!(items, [refused, refused, refused, (201, ""), (201, "")], "{v}");
+
+    let attribute = |service: &str| json!([{"key": "service.name", "value": {"stringValue": service}}]);
+    let record = |i: usize, service: &str| json!({"timeUnixNano": "1764064800000000000", "body": {"stringValue": format!("event {i}")}, "attributes": attribute(service)});
+    let otlp = json!({"resourceLogs": [{"scopeLogs": [{"logRecords":
+        (0..5).map(|i| record(i, if i < 3 { "secret" } else { "app-otlp" })).collect::<Vec<_>>()}]}]})
+    .to_string();
+    let r = post_as(&server, &ship, "/v1/logs", "application/json", otlp.clone()).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    // OTLP/JSON writes 64-bit integers as strings.
+    assert_eq!(v["partialSuccess"]["rejectedLogRecords"].to_string().trim_matches('"'), "3", "{v}");
+    assert!(v["partialSuccess"]["errorMessage"].as_str().unwrap().contains("secret"), "{v}");
+
+    let values = |ids: std::ops::Range<usize>| {
+        ids.map(|i| json!(["1764064800000000000", format!("event {i}")])).collect::<Vec<_>>()
+    };
+    let loki = json!({"streams": [
+        {"stream": {"app": "secret"}, "values": values(0..3)},
+        {"stream": {"app": "app-loki"}, "values": values(3..5)},
+    ]})
+    .to_string();
+    let r = post_as(&server, &ship, "/loki/api/v1/push", "application/json", loki.clone()).await;
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("secret") && text.contains("2 events of other streams were taken"), "{text}");
+
+    // The same counts under every protocol: three rejected for `secret`, two accepted for its
+    // own stream, in bytes of the events' JSON text as the decoder made them.
+    flush_as(&server, &read).await;
+    let ndjson_bytes = text_bytes(
+        Ndjson { stream: stream("app-ndjson"), format: logyard_core::parse::BodyFormat::Ndjson },
+        ndjson_taken.as_bytes(),
+        "app-ndjson",
+    );
+    let documents: f64 = (3..5).map(|i| doc(i).len() as f64).sum();
+    assert_eq!(ndjson_bytes, documents, "NDJSON events are the documents sent");
+    let otel = StreamChoice { attribute: Some("service.name".into()), default: stream("otel") };
+    let loki_choice = LokiChoice { label: Some("app".into()), default: stream("loki") };
+    let bulk_mapping = IndexMapping { strip_prefix: String::new(), strip_date_suffix: true };
+    let expected = [
+        ("ndjson", "app-ndjson", ndjson_bytes),
+        (
+            "firehose",
+            "app-firehose",
+            text_bytes(Firehose { stream: stream("app-firehose") }, firehose_taken.as_bytes(), "app-firehose"),
+        ),
+        (
+            "elasticsearch",
+            "app-bulk",
+            text_bytes(Bulk { path_index: None, mapping: bulk_mapping }, bulk.as_bytes(), "app-bulk"),
+        ),
+        (
+            "otlp",
+            "app-otlp",
+            text_bytes(OtlpHttp { json: true, stream: None, choice: otel }, otlp.as_bytes(), "app-otlp"),
+        ),
+        (
+            "loki",
+            "app-loki",
+            text_bytes(
+                LokiPush { json: true, stream: None, choice: loki_choice, max_bytes: 1 << 20 },
+                loki.as_bytes(),
+                "app-loki",
+            ),
+        ),
+    ];
+    assert_eq!(expected[1].2, documents, "Firehose events are the documents sent");
+    assert_eq!(expected[2].2, documents, "bulk events are the documents sent");
+    for (protocol, taken, bytes) in expected {
+        let labels = |stream: &'static str| [("stream", stream), ("protocol", protocol)];
+        assert_eq!(metric(&server, "logyard_rejected_events_total", &labels("secret")).await, Some(3.0), "{protocol}");
+        assert_eq!(
+            metric(&server, "logyard_ingested_events_total", &[("stream", taken), ("protocol", protocol)]).await,
+            Some(2.0),
+            "{protocol}"
+        );
+        assert_eq!(
+            metric(&server, "logyard_ingested_bytes_total", &[("stream", taken), ("protocol", protocol)]).await,
+            Some(bytes),
+            "{protocol}"
+        );
+        assert_eq!(
+            query_as(&server, &read, &format!("SELECT count(*) AS n FROM \"{taken}\"")).await[0]["n"],
+            2,
+            "{protocol}"
+        );
+    }
+    assert_eq!(
+        metric(&server, "logyard_ingested_events_total", &[("stream", "secret"), ("protocol", "loki")]).await,
+        None
     );
 }

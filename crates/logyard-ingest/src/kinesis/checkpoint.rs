@@ -68,7 +68,7 @@ impl Checkpoint {
     /// Brings the entry in line with the table's transaction version `committed`: a pending
     /// batch that landed becomes the checkpoint. Errors when the table holds a version this
     /// log knows nothing of (the checkpoints were removed or belong to another table).
-    pub fn settle(&mut self, committed: Option<i64>) -> Result<(), String> {
+    pub fn settle(&mut self, committed: Option<i64>) -> Result<(), UnknownBatch> {
         let committed = committed.unwrap_or(0);
         if committed == self.batch {
             return Ok(());
@@ -80,14 +80,25 @@ impl Checkpoint {
                 self.pending.clear();
                 Ok(())
             }
-            None => Err(format!(
-                "the table holds batch {committed} of this shard, but its checkpoint knows batches {} and {:?}; \
-                 were the checkpoints removed or pointed at another table?",
-                self.batch,
-                self.pending.iter().map(|p| p.batch).collect::<Vec<_>>()
-            )),
+            None => Err(UnknownBatch {
+                committed,
+                batch: self.batch,
+                pending: self.pending.iter().map(|p| p.batch).collect(),
+            }),
         }
     }
+}
+
+/// The table holds a batch of the shard its checkpoint log does not know.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the table holds batch {committed} of this shard, but its checkpoint knows batches {batch} and {pending:?}; \
+     were the checkpoints removed or pointed at another table?"
+)]
+pub struct UnknownBatch {
+    committed: i64,
+    batch: i64,
+    pending: Vec<i64>,
 }
 
 /// The log of one shard.
@@ -212,7 +223,7 @@ mod tests {
         assert_eq!(same, c, "nothing landed: the pending batches stay, they may still land");
         c.settle(Some(6)).unwrap();
         assert_eq!((c.batch, c.sequence.as_deref(), c.pending.len()), (6, Some("49"), 0));
-        let err = c.clone().settle(Some(9)).unwrap_err();
+        let err = c.clone().settle(Some(9)).unwrap_err().to_string();
         assert!(err.contains("holds batch 9"), "{err}");
         let fresh = Checkpoint::default();
         assert_eq!((fresh.base(), fresh.next_batch()), (None, 1));

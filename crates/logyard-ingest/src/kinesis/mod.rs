@@ -16,7 +16,7 @@
 //! or not (then after the checkpoint); a holder that lost its lease while committing loses the
 //! race in Delta's conflict check instead of writing twice.
 //!
-//! Records are decoded like Firehose records ([`crate::records::decode_record`]: NDJSON, JSON,
+//! Records are decoded like Firehose records ([`logyard_protocols::records::decode_record`]: NDJSON, JSON,
 //! text, gzip, CloudWatch Logs subscription envelopes). A record that cannot be decoded is
 //! logged with its shard and sequence number and counted as rejected; the others go on.
 
@@ -45,9 +45,10 @@ use logyard_storage::{AppendOutcome, FencedOutcome, Tables};
 
 use crate::IngestMetrics;
 use crate::build::build_batches;
-use crate::records::decode_record;
 use checkpoint::{Checkpoint, Pending, ShardLog};
 use get_records::{Page, RawBody};
+use logyard_protocols::Protocol;
+use logyard_protocols::records::decode_record;
 
 /// Where a shard with no checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -153,6 +154,24 @@ pub enum KinesisError {
     Checkpoint { shard: String, message: String },
 }
 
+impl logyard_core::ServiceError for KinesisError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        match self {
+            KinesisError::Api { .. } => logyard_core::ErrorKind::Unavailable,
+            KinesisError::Storage(e) => e.kind(),
+            KinesisError::Checkpoint { .. } => logyard_core::ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            KinesisError::Api { .. } => "kinesis_error",
+            KinesisError::Storage(e) => e.code(),
+            KinesisError::Checkpoint { .. } => "kinesis_checkpoint",
+        }
+    }
+}
+
 /// A shard as `ListShards` gives it.
 #[derive(Debug, Clone)]
 struct ShardInfo {
@@ -175,7 +194,7 @@ impl Context {
     }
 
     fn api_error(&self, call: &'static str, e: impl std::error::Error + 'static) -> KinesisError {
-        KinesisError::Api { call, stream: self.options.stream.clone(), message: logyard_storage::aws::error_chain(&e) }
+        KinesisError::Api { call, stream: self.options.stream.clone(), message: logyard_core::error_chain(&e) }
     }
 
     fn app_id(&self, shard: &str) -> String {
@@ -473,10 +492,13 @@ impl ShardWorker {
                         wait = Duration::ZERO;
                         continue;
                     }
-                    Err(logyard_storage::aws::error_chain(&e))
+                    Err(logyard_core::error_chain(&e))
                 }
             };
-            let page = match body.as_deref().map_err(String::clone).and_then(Page::parse) {
+            let parsed = body.as_deref().map_err(String::clone).and_then(|b| {
+                Page::parse(b).map_err(|e| format!("GetRecords answered with a body that is not its JSON: {e}"))
+            });
+            let page = match parsed {
                 Ok(page) => {
                     backoff = Duration::ZERO;
                     page
@@ -512,7 +534,11 @@ impl ShardWorker {
         let (mut accepted, mut rejected) = (0usize, 0usize);
         for r in records {
             let arrived = r.arrived_micros().unwrap_or_else(logyard_core::time::now_micros);
-            match r.data_into(&mut data).and_then(|()| decode_record(&data, arrived, &mut events)) {
+            let decoded = r
+                .data_into(&mut data)
+                .map_err(|e| format!("data is not base64: {e}"))
+                .and_then(|()| decode_record(&data, arrived, &mut events).map_err(|e| e.to_string()));
+            match decoded {
                 Ok(outcome) => {
                     accepted += outcome.events;
                     rejected += outcome.rejected;
@@ -524,18 +550,20 @@ impl ShardWorker {
             }
         }
         ctx.metrics.records.get_or_create(&ctx.metrics.stream(&ctx.options.stream)).inc_by(records.len() as u64);
-        ctx.ingest.rejected(target, rejected);
+        ctx.ingest.rejected(Some(target), Protocol::Kinesis, rejected);
         self.buffer_events += accepted;
         self.last_read = Some(last.sequence_number.clone().into_owned());
         if !events.is_empty() {
-            self.buffer_bytes += events.as_bytes().len();
+            self.buffer_bytes += events.text_bytes();
             self.buffer.push(events.finish());
         }
         self.buffer_since.get_or_insert_with(Instant::now);
     }
 
     fn settle(&mut self, committed: Option<i64>) -> Result<(), KinesisError> {
-        self.entry.settle(committed).map_err(|message| KinesisError::Checkpoint { shard: self.shard.clone(), message })
+        self.entry
+            .settle(committed)
+            .map_err(|e| KinesisError::Checkpoint { shard: self.shard.clone(), message: e.to_string() })
     }
 
     /// An iterator after the checkpoint (or at the start position when there is none).
@@ -636,7 +664,12 @@ impl ShardWorker {
                 ctx.ingest.observe_flush(started.elapsed(), rows);
                 tracing::debug!(stream = %ctx.options.stream, shard = %self.shard, batch, rows, "kinesis: batch committed");
                 if rows > 0 {
-                    ctx.ingest.accepted(ctx.options.target.as_str(), self.buffer_events, self.buffer_bytes);
+                    ctx.ingest.accepted(
+                        ctx.options.target.as_str(),
+                        Protocol::Kinesis,
+                        self.buffer_events,
+                        self.buffer_bytes,
+                    );
                 }
                 let done = Checkpoint { batch, sequence: Some(last), pending: Vec::new(), ..self.entry.clone() };
                 self.clear();

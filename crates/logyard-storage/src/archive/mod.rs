@@ -62,6 +62,25 @@ pub enum ArchiveError {
     NotABundle(String),
 }
 
+impl logyard_core::ServiceError for ArchiveError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        match self {
+            ArchiveError::NoMember(..) => logyard_core::ErrorKind::NotFound,
+            ArchiveError::NotABundle(_) => logyard_core::ErrorKind::BadRequest,
+            ArchiveError::Storage(_) | ArchiveError::Bundle { .. } => logyard_core::ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ArchiveError::NoMember(..) => "not_found",
+            ArchiveError::NotABundle(_) => "invalid_bundle_key",
+            ArchiveError::Storage(_) => "storage_error",
+            ArchiveError::Bundle { .. } => "archive_damaged",
+        }
+    }
+}
+
 /// The archive under a storage root.
 #[derive(Debug, Clone)]
 pub struct Archive {

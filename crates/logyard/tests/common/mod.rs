@@ -178,6 +178,28 @@ pub async fn flush(server: &Server) {
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
 }
 
+/// The value of metric `name` whose labels are exactly `labels` (in any order) in a
+/// Prometheus text exposition; `None` when there is no such series.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, mut got) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.strip_suffix('}')?.split(',').map(str::to_owned).collect::<Vec<_>>()),
+            None => (series, Vec::new()),
+        };
+        got.sort();
+        (metric == name && got == wanted).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// [`metric_value`] of the server's `/metrics`.
+pub async fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    metric_value(&text, name, labels)
+}
+
 /// Runs `logyard` with arguments and returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use logyard_core::StreamName;
 use logyard_core::time::Micros;
 
-use crate::by_stream::ByStream;
+use crate::{Decoded, Decoder, Protocol, ProtocolError};
 
 /// How records find their stream.
 #[derive(Debug, Clone)]
@@ -33,11 +33,12 @@ pub struct StreamChoice {
 }
 
 /// Reads a request body: protobuf, or the OTLP JSON encoding.
-pub fn parse_request(body: &[u8], json: bool) -> Result<ExportLogsServiceRequest, String> {
+pub fn parse_request(body: &[u8], json: bool) -> Result<ExportLogsServiceRequest, ProtocolError> {
+    let malformed = |message| ProtocolError::Malformed { code: "bad_otlp_request", message };
     if json {
-        serde_json::from_slice(body).map_err(|e| format!("not an OTLP/JSON logs request: {e}"))
+        serde_json::from_slice(body).map_err(|e| malformed(format!("not an OTLP/JSON logs request: {e}")))
     } else {
-        ExportLogsServiceRequest::decode(body).map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))
+        ExportLogsServiceRequest::decode(body).map_err(|e| malformed(format!("not an OTLP/protobuf logs request: {e}")))
     }
 }
 
@@ -109,13 +110,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Turns every log record of a request into an event of its stream. `stream` is the
 /// stream the caller named, if any.
-pub fn decode(
+fn records(
     request: &ExportLogsServiceRequest,
     stream: Option<&StreamName>,
     choice: &StreamChoice,
     received: Micros,
-) -> ByStream {
-    let mut out = ByStream::default();
+) -> Decoded<()> {
+    let mut out = Decoded::new(());
     for resource_logs in &request.resource_logs {
         let resource_attrs = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         // Written once, copied into each record's event.
@@ -183,6 +184,43 @@ pub fn decode(
     out
 }
 
+/// An OTLP/HTTP request body (`POST /v1/logs`): protobuf, or JSON.
+#[derive(Debug, Clone)]
+pub struct OtlpHttp {
+    pub json: bool,
+    /// The stream the caller named (a header), if any.
+    pub stream: Option<StreamName>,
+    pub choice: StreamChoice,
+}
+
+impl Decoder for OtlpHttp {
+    type Items = ();
+    const PROTOCOL: Protocol = Protocol::Otlp;
+
+    fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<()>, ProtocolError> {
+        let request = parse_request(body, self.json)?;
+        Ok(records(&request, self.stream.as_ref(), &self.choice, received))
+    }
+}
+
+/// An OTLP/gRPC `Export` call: the request arrives decoded (by the gRPC server), so there is
+/// no body to read.
+#[derive(Debug, Clone)]
+pub struct OtlpExport {
+    pub request: ExportLogsServiceRequest,
+    pub stream: Option<StreamName>,
+    pub choice: StreamChoice,
+}
+
+impl Decoder for OtlpExport {
+    type Items = ();
+    const PROTOCOL: Protocol = Protocol::Otlp;
+
+    fn decode(self, _body: &[u8], received: Micros) -> Result<Decoded<()>, ProtocolError> {
+        Ok(records(&self.request, self.stream.as_ref(), &self.choice, received))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +271,7 @@ mod tests {
         }
     }
 
-    fn texts(d: &ByStream, stream: &str) -> Vec<Value> {
+    fn texts(d: &Decoded<()>, stream: &str) -> Vec<Value> {
         let events = d.streams[&StreamName::new(stream).unwrap()].as_bytes().to_vec();
         decode_events(&events).map(|e| serde_json::from_str(e.unwrap().text).unwrap()).collect()
     }
@@ -242,7 +280,7 @@ mod tests {
     fn records_become_events_in_the_stream_their_attribute_names() {
         let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
         let bytes = request().encode_to_vec();
-        let d = decode(&parse_request(&bytes, false).unwrap(), None, &choice, 0);
+        let d = OtlpHttp { json: false, stream: None, choice: choice.clone() }.decode(&bytes, 0).unwrap();
         assert_eq!(d.streams.keys().map(|s| s.as_str()).collect::<Vec<_>>(), ["cart", "checkout-api"]);
         let e = &texts(&d, "checkout-api")[0];
         assert_eq!(e["body"], "payment failed");
@@ -254,10 +292,10 @@ mod tests {
         assert_eq!(e["resource"]["k8s.namespace.name"], "shop");
         assert_eq!(e["scope"]["version"], "1.2");
         // A stream named by the caller wins; without an attribute, the default.
-        let named = decode(&request(), Some(&StreamName::new("mine").unwrap()), &choice, 0);
+        let named = records(&request(), Some(&StreamName::new("mine").unwrap()), &choice, 0);
         assert_eq!(named.streams.len(), 1);
         let none = StreamChoice { attribute: None, default: StreamName::new("otel").unwrap() };
-        assert_eq!(decode(&request(), None, &none, 0).streams.keys().next().unwrap().as_str(), "otel");
+        assert_eq!(records(&request(), None, &none, 0).streams.keys().next().unwrap().as_str(), "otel");
     }
 
     #[test]
@@ -268,7 +306,7 @@ mod tests {
             "severityText":"INFO","body":{"kvlistValue":{"values":[{"key":"msg","value":{"stringValue":"hi"}}]}},
             "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
         let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
-        let d = decode(&parse_request(body, true).unwrap(), None, &choice, 0);
+        let d = OtlpHttp { json: true, stream: None, choice }.decode(body, 0).unwrap();
         let e = &texts(&d, "web")[0];
         assert_eq!(e["body"]["msg"], "hi");
         assert_eq!(e["trace_id"], "5b8efff798038103d269b633813fc60c");

@@ -1,14 +1,15 @@
-//! Request bodies: content types, content encodings, and bounded decompression.
+//! Request bodies: content types, content encodings, and bounded decompression (a
+//! decompression bomb costs at most the limit).
 
 use std::io::Read;
 
 use bytes::Bytes;
 pub use logyard_core::parse::BodyFormat;
 
-use crate::IngestError;
+use crate::ProtocolError;
 
 /// The layout a `Content-Type` header value names. A missing header means NDJSON.
-pub fn format_from_content_type(value: Option<&str>) -> Result<BodyFormat, IngestError> {
+pub fn format_from_content_type(value: Option<&str>) -> Result<BodyFormat, ProtocolError> {
     let Some(value) = value else {
         return Ok(BodyFormat::Ndjson);
     };
@@ -23,7 +24,7 @@ pub fn format_from_content_type(value: Option<&str>) -> Result<BodyFormat, Inges
         | "text/plain"
         | "" => Ok(BodyFormat::Ndjson),
         "application/json" => Ok(BodyFormat::Json),
-        _ => Err(IngestError::UnsupportedMediaType(format!(
+        _ => Err(ProtocolError::UnsupportedMediaType(format!(
             "content type {value:?} is not supported: send application/x-ndjson (one JSON object per line) or application/json (an array of objects, or one object)"
         ))),
     }
@@ -38,7 +39,7 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    pub fn from_header(value: Option<&str>) -> Result<Self, IngestError> {
+    pub fn from_header(value: Option<&str>) -> Result<Self, ProtocolError> {
         let Some(value) = value else {
             return Ok(Encoding::Identity);
         };
@@ -46,16 +47,16 @@ impl Encoding {
             "" | "identity" => Ok(Encoding::Identity),
             "gzip" | "x-gzip" => Ok(Encoding::Gzip),
             "zstd" => Ok(Encoding::Zstd),
-            _ => Err(IngestError::UnsupportedMediaType(format!(
+            _ => Err(ProtocolError::UnsupportedMediaType(format!(
                 "content encoding {value:?} is not supported: use gzip, zstd or none"
             ))),
         }
     }
 }
 
-/// Decompresses `body`, stopping with [`IngestError::TooLarge`] as soon as the output passes
+/// Decompresses `body`, stopping with [`ProtocolError::TooLarge`] as soon as the output passes
 /// `max_bytes` (so a decompression bomb costs at most `max_bytes` of work and memory).
-pub fn decode(body: Bytes, encoding: Encoding, max_bytes: usize) -> Result<Bytes, IngestError> {
+pub fn decode(body: Bytes, encoding: Encoding, max_bytes: usize) -> Result<Bytes, ProtocolError> {
     match encoding {
         Encoding::Identity => {
             if body.len() > max_bytes {
@@ -66,22 +67,22 @@ pub fn decode(body: Bytes, encoding: Encoding, max_bytes: usize) -> Result<Bytes
         Encoding::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(&body[..]), max_bytes, "gzip"),
         Encoding::Zstd => {
             let decoder = zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| IngestError::BadEncoding(format!("zstd: {e}")))?;
+                .map_err(|e| ProtocolError::BadEncoding(format!("zstd: {e}")))?;
             read_bounded(decoder, max_bytes, "zstd")
         }
     }
 }
 
-fn too_large(max_bytes: usize) -> IngestError {
-    IngestError::TooLarge(format!("the decompressed body is larger than the limit of {max_bytes} bytes"))
+fn too_large(max_bytes: usize) -> ProtocolError {
+    ProtocolError::TooLarge(format!("the decompressed body is larger than the limit of {max_bytes} bytes"))
 }
 
-fn read_bounded(reader: impl Read, max_bytes: usize, what: &str) -> Result<Bytes, IngestError> {
+fn read_bounded(reader: impl Read, max_bytes: usize, what: &str) -> Result<Bytes, ProtocolError> {
     let mut out = Vec::new();
     reader
         .take(max_bytes as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| IngestError::BadEncoding(format!("{what}: {e}")))?;
+        .map_err(|e| ProtocolError::BadEncoding(format!("{what}: {e}")))?;
     if out.len() > max_bytes {
         return Err(too_large(max_bytes));
     }
@@ -113,7 +114,7 @@ mod tests {
         let bomb = Bytes::from(enc.finish().unwrap());
         assert!(bomb.len() < 100_000);
         let e = decode(bomb.clone(), Encoding::Gzip, 1 << 20).unwrap_err();
-        assert!(matches!(e, IngestError::TooLarge(_)), "{e}");
+        assert!(matches!(e, ProtocolError::TooLarge(_)), "{e}");
         assert_eq!(decode(bomb, Encoding::Gzip, 64 << 20).unwrap().len(), 64 << 20);
     }
 

@@ -10,7 +10,11 @@ use serde_json::{Map, Value, json};
 use logyard_core::StreamName;
 use logyard_core::time::Micros;
 
-use crate::by_stream::ByStream;
+use crate::{Decoded, Decoder, Protocol, ProtocolError};
+
+fn malformed(message: String) -> ProtocolError {
+    ProtocolError::Malformed { code: "bad_loki_push", message }
+}
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -73,8 +77,8 @@ struct Entries {
 }
 
 /// Parses `{a="b", c="d\"e"}`.
-pub fn parse_labels(text: &str) -> Result<Map<String, Value>, String> {
-    let bad = || format!("labels {text:?} are not in the form {{name=\"value\", ...}}");
+pub fn parse_labels(text: &str) -> Result<Map<String, Value>, ProtocolError> {
+    let bad = || malformed(format!("labels {text:?} are not in the form {{name=\"value\", ...}}"));
     let inner = text.trim().strip_prefix('{').and_then(|t| t.strip_suffix('}')).ok_or_else(bad)?;
     let mut out = Map::new();
     let mut rest = inner.trim();
@@ -99,7 +103,7 @@ pub fn parse_labels(text: &str) -> Result<Map<String, Value>, String> {
     Ok(out)
 }
 
-fn from_json(body: &[u8]) -> Result<Vec<Entries>, String> {
+fn from_json(body: &[u8]) -> Result<Vec<Entries>, ProtocolError> {
     #[derive(serde::Deserialize)]
     struct Push {
         streams: Vec<JsonStream>,
@@ -110,7 +114,7 @@ fn from_json(body: &[u8]) -> Result<Vec<Entries>, String> {
         stream: Map<String, Value>,
         values: Vec<Vec<Value>>,
     }
-    let push: Push = serde_json::from_slice(body).map_err(|e| format!("not a Loki push request: {e}"))?;
+    let push: Push = serde_json::from_slice(body).map_err(|e| malformed(format!("not a Loki push request: {e}")))?;
     push.streams
         .into_iter()
         .map(|s| {
@@ -123,10 +127,10 @@ fn from_json(body: &[u8]) -> Result<Vec<Entries>, String> {
                     let metadata = v.get(2).and_then(Value::as_object).cloned().unwrap_or_default();
                     match (ns, line) {
                         (Some(ns), Some(line)) => Ok((ns, line.to_owned(), metadata)),
-                        _ => Err(format!(
+                        _ => Err(malformed(format!(
                             "an entry must be [\"<unix ns>\", \"<line>\"(, {{metadata}})]: got {}",
                             Value::Array(v)
-                        )),
+                        ))),
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -135,9 +139,15 @@ fn from_json(body: &[u8]) -> Result<Vec<Entries>, String> {
         .collect()
 }
 
-fn from_protobuf(body: &[u8]) -> Result<Vec<Entries>, String> {
-    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| format!("snappy: {e}"))?;
-    let push = PushRequest::decode(&raw[..]).map_err(|e| format!("not a Loki push request: {e}"))?;
+fn from_protobuf(body: &[u8], max_bytes: usize) -> Result<Vec<Entries>, ProtocolError> {
+    let len = snap::raw::decompress_len(body).map_err(|e| malformed(format!("snappy: {e}")))?;
+    if len > max_bytes {
+        return Err(ProtocolError::TooLarge(format!(
+            "the push decompresses to {len} bytes, over the limit of {max_bytes} bytes"
+        )));
+    }
+    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| malformed(format!("snappy: {e}")))?;
+    let push = PushRequest::decode(&raw[..]).map_err(|e| malformed(format!("not a Loki push request: {e}")))?;
     push.streams
         .into_iter()
         .map(|s| {
@@ -157,38 +167,49 @@ fn from_protobuf(body: &[u8]) -> Result<Vec<Entries>, String> {
         .collect()
 }
 
-/// Decodes a push: protobuf with snappy unless `json`.
-pub fn decode(
-    body: &[u8],
-    json: bool,
-    stream: Option<&StreamName>,
-    choice: &LokiChoice,
-    received: Micros,
-) -> Result<ByStream, String> {
-    let streams = if json { from_json(body)? } else { from_protobuf(body)? };
-    let mut out = ByStream::default();
-    for s in streams {
-        let target = stream
-            .cloned()
-            .or_else(|| {
-                choice.label.as_deref().and_then(|l| s.labels.get(l)?.as_str()).and_then(StreamName::from_foreign)
-            })
-            .unwrap_or_else(|| choice.default.clone());
-        for (ns, line, metadata) in s.entries {
-            let mut e = Map::new();
-            e.insert("timestamp".into(), json!(ns.clamp(0, i128::from(i64::MAX)) as i64));
-            e.insert("message".into(), Value::String(line));
-            if !s.labels.is_empty() {
-                e.insert("labels".into(), Value::Object(s.labels.clone()));
+/// A push (`POST /loki/api/v1/push`): snappy-compressed protobuf unless `json`.
+#[derive(Debug, Clone)]
+pub struct LokiPush {
+    pub json: bool,
+    /// The stream the caller named (a header), if any.
+    pub stream: Option<StreamName>,
+    pub choice: LokiChoice,
+    /// The largest snappy-decompressed push.
+    pub max_bytes: usize,
+}
+
+impl Decoder for LokiPush {
+    type Items = ();
+    const PROTOCOL: Protocol = Protocol::Loki;
+
+    fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<()>, ProtocolError> {
+        let streams = if self.json { from_json(body)? } else { from_protobuf(body, self.max_bytes)? };
+        let mut out = Decoded::new(());
+        for s in streams {
+            let target = self
+                .stream
+                .clone()
+                .or_else(|| {
+                    let label = self.choice.label.as_deref()?;
+                    s.labels.get(label)?.as_str().and_then(StreamName::from_foreign)
+                })
+                .unwrap_or_else(|| self.choice.default.clone());
+            for (ns, line, metadata) in s.entries {
+                let mut e = Map::new();
+                e.insert("timestamp".into(), json!(ns.clamp(0, i128::from(i64::MAX)) as i64));
+                e.insert("message".into(), Value::String(line));
+                if !s.labels.is_empty() {
+                    e.insert("labels".into(), Value::Object(s.labels.clone()));
+                }
+                if !metadata.is_empty() {
+                    e.insert("metadata".into(), Value::Object(metadata));
+                }
+                let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
+                out.push(&target, &text, received);
             }
-            if !metadata.is_empty() {
-                e.insert("metadata".into(), Value::Object(metadata));
-            }
-            let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
-            out.push(&target, &text, received);
         }
+        Ok(out)
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -209,8 +230,11 @@ mod tests {
     #[test]
     fn json_pushes_and_snappy_protobuf_pushes_give_the_same_events() {
         let choice = LokiChoice { label: Some("app".into()), default: StreamName::new("loki").unwrap() };
+        let decode = |body: &[u8], json| {
+            LokiPush { json, stream: None, choice: choice.clone(), max_bytes: 1 << 20 }.decode(body, 0)
+        };
         let json_body = br#"{"streams":[{"stream":{"app":"Web.Shop","env":"prod"},"values":[["1764064800000000001","GET / 200",{"trace_id":"abc"}]]}]}"#;
-        let a = decode(json_body, true, None, &choice, 0).unwrap();
+        let a = decode(json_body, true).unwrap();
         let push = PushRequest {
             streams: vec![StreamAdapter {
                 labels: r#"{app="Web.Shop", env="prod"}"#.into(),
@@ -223,10 +247,13 @@ mod tests {
             }],
         };
         let compressed = snap::raw::Encoder::new().compress_vec(&push.encode_to_vec()).unwrap();
-        let b = decode(&compressed, false, None, &choice, 0).unwrap();
+        let b = decode(&compressed, false).unwrap();
         let key = StreamName::new("web-shop").unwrap();
         assert_eq!(a.streams[&key].as_bytes(), b.streams[&key].as_bytes());
-        assert!(decode(b"not snappy", false, None, &choice, 0).unwrap_err().contains("snappy"));
-        assert!(decode(br#"{"streams":[{"values":[[1,2]]}]}"#, true, None, &choice, 0).is_err());
+        assert!(decode(b"not snappy", false).unwrap_err().to_string().contains("snappy"));
+        assert!(decode(br#"{"streams":[{"values":[[1,2]]}]}"#, true).is_err());
+        // A push that claims to decompress to more than the limit is refused before it is.
+        let big = snap::raw::Encoder::new().compress_vec(&vec![b'x'; (1 << 20) + 1]).unwrap();
+        assert!(matches!(decode(&big, false), Err(ProtocolError::TooLarge(_))));
     }
 }

@@ -7,12 +7,11 @@
 //! JSON object is refused alone; an action line that cannot be read makes the whole request
 //! fail, as it does in Elasticsearch, since what follows it cannot be told apart.
 
-use std::collections::BTreeMap;
-
 use logyard_core::StreamName;
-use logyard_core::encoded::EventsEncoder;
 use logyard_core::event;
 use logyard_core::time::Micros;
+
+use crate::{Decoded, Decoder, Protocol, ProtocolError};
 
 /// How index names become stream names.
 #[derive(Debug, Clone, Default)]
@@ -24,16 +23,23 @@ pub struct IndexMapping {
 }
 
 impl IndexMapping {
-    pub fn stream(&self, index: &str) -> Result<StreamName, String> {
+    /// The stream of an index.
+    pub fn stream(&self, index: &str) -> Result<StreamName, InvalidIndex> {
         let mut name = index.strip_prefix(self.strip_prefix.as_str()).unwrap_or(index);
         if self.strip_date_suffix {
             name = strip_date(name);
         }
         let name = name.replace('.', "-");
-        StreamName::new(&name).map_err(|_| {
-            format!("index [{index}] does not name a stream: {name:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$")
-        })
+        StreamName::new(&name).map_err(|_| InvalidIndex { index: index.to_owned(), name })
     }
+}
+
+/// An index whose name makes no stream name (the item's error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("index [{index}] does not name a stream: {name:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$")]
+pub struct InvalidIndex {
+    index: String,
+    name: String,
 }
 
 fn strip_date(name: &str) -> &str {
@@ -64,17 +70,18 @@ pub struct Item {
     pub outcome: Outcome,
 }
 
-/// A decoded bulk request: the items in order, and the events of each stream.
-#[derive(Debug, Default)]
+/// A `_bulk` request: the index of its path (`POST /{index}/_bulk`), and how index names
+/// become streams.
+#[derive(Debug, Clone)]
 pub struct Bulk {
-    pub items: Vec<Item>,
-    pub streams: BTreeMap<StreamName, EventsEncoder>,
+    pub path_index: Option<String>,
+    pub mapping: IndexMapping,
 }
 
-/// The request cannot be read (Elasticsearch answers 400 for all of it).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BulkError(pub String);
+/// The request cannot be read: Elasticsearch answers 400 for all of it.
+fn malformed(message: String) -> ProtocolError {
+    ProtocolError::Malformed { code: "illegal_argument_exception", message }
+}
 
 #[derive(serde::Deserialize, Default)]
 struct Meta {
@@ -96,78 +103,73 @@ struct ActionLine {
     delete: Option<Meta>,
 }
 
-/// Decodes a bulk body. `path_index` is the index of `POST /{index}/_bulk`.
-pub fn parse_bulk(
-    body: &[u8],
-    path_index: Option<&str>,
-    mapping: &IndexMapping,
-    received: Micros,
-) -> Result<Bulk, BulkError> {
-    let mut bulk = Bulk::default();
-    let mut last: Option<(String, Result<StreamName, String>)> = None;
-    let mut lines = body
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
-    while let Some((n, line)) = lines.next() {
-        let malformed = |why: &str| BulkError(format!("Malformed action/metadata line [{n}]: {why}"));
-        let line: ActionLine = serde_json::from_slice(line)
-            .map_err(|e| malformed(&format!("expected one of index, create, update, delete: {e}")))?;
-        let given = [("index", line.index), ("create", line.create), ("update", line.update), ("delete", line.delete)];
-        let mut given = given.into_iter().filter_map(|(a, m)| Some((a, m?)));
-        let (action, meta) = match (given.next(), given.next()) {
-            (Some(one), None) => one,
-            _ => return Err(malformed("expected exactly one action")),
-        };
+impl Decoder for Bulk {
+    /// Every item in order, with its outcome.
+    type Items = Vec<Item>;
+    const PROTOCOL: Protocol = Protocol::Elasticsearch;
 
-        let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
-        let index = match meta.index.as_deref().or(path_index) {
-            Some(i) => i.to_owned(),
-            None => return Err(malformed("no _index, and none in the path")),
-        };
-        let refused = |status, kind, reason: String| Outcome::Refused { status, kind, reason };
-        let outcome = match action {
-            "index" | "create" => {
-                let Some((_, doc)) = lines.next() else {
-                    return Err(BulkError(format!("the {action} action of line [{n}] has no document after it")));
-                };
-                // Requests name few indexes: map each once.
-                let stream = match &last {
-                    Some((i, s)) if *i == index => s.clone(),
-                    _ => {
-                        let s = mapping.stream(&index);
-                        last = Some((index.clone(), s.clone()));
-                        s
-                    }
-                };
-                match (stream, event::check_line(doc, received)) {
-                    (Err(reason), _) => refused(400, "invalid_index_name_exception", reason),
-                    (_, Err(e)) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
-                    (Ok(stream), Ok(checked)) => {
-                        bulk.streams.entry(stream.clone()).or_default().push(checked.time, checked.source, doc);
-                        Outcome::Accepted(stream)
+    fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<Vec<Item>>, ProtocolError> {
+        let mut out = Decoded::new(Vec::new());
+        let mut last: Option<(String, Result<StreamName, InvalidIndex>)> = None;
+        let mut lines = body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+        while let Some((n, line)) = lines.next() {
+            let bad_line = |why: &str| malformed(format!("Malformed action/metadata line [{n}]: {why}"));
+            let line: ActionLine = serde_json::from_slice(line)
+                .map_err(|e| bad_line(&format!("expected one of index, create, update, delete: {e}")))?;
+            let given =
+                [("index", line.index), ("create", line.create), ("update", line.update), ("delete", line.delete)];
+            let mut given = given.into_iter().filter_map(|(a, m)| Some((a, m?)));
+            let (action, meta) = match (given.next(), given.next()) {
+                (Some(one), None) => one,
+                _ => return Err(bad_line("expected exactly one action")),
+            };
+
+            let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+            let index = match meta.index.as_deref().or(self.path_index.as_deref()) {
+                Some(i) => i.to_owned(),
+                None => return Err(bad_line("no _index, and none in the path")),
+            };
+            // Requests name few indexes: map each once.
+            let stream = match &last {
+                Some((i, s)) if *i == index => s.clone(),
+                _ => {
+                    let s = self.mapping.stream(&index);
+                    last = Some((index.clone(), s.clone()));
+                    s
+                }
+            };
+            let refused = |status, kind, reason: String| Outcome::Refused { status, kind, reason };
+            let outcome = match action {
+                "index" | "create" => {
+                    let Some((_, doc)) = lines.next() else {
+                        return Err(malformed(format!("the {action} action of line [{n}] has no document after it")));
+                    };
+                    match (&stream, event::check_line(doc, received)) {
+                        (Err(invalid), _) => refused(400, "invalid_index_name_exception", invalid.to_string()),
+                        (_, Err(e)) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
+                        (Ok(stream), Ok(checked)) => {
+                            out.events(stream).push(checked.time, checked.source, doc);
+                            Outcome::Accepted(stream.clone())
+                        }
                     }
                 }
+                "update" => {
+                    lines.next();
+                    refused(400, "action_request_validation_exception", APPEND_ONLY.into())
+                }
+                _ => refused(400, "action_request_validation_exception", APPEND_ONLY.into()),
+            };
+            if let Outcome::Refused { reason, .. } = &outcome {
+                out.rejected.add(stream.as_ref().ok(), 1, || reason.clone());
             }
-            "update" => {
-                lines.next();
-                refused(
-                    400,
-                    "action_request_validation_exception",
-                    "logyard keeps logs append-only: use index or create".into(),
-                )
-            }
-            "delete" => refused(
-                400,
-                "action_request_validation_exception",
-                "logyard keeps logs append-only: use index or create".into(),
-            ),
-            _ => refused(400, "action_request_validation_exception", APPEND_ONLY.into()),
-        };
-        bulk.items.push(Item { action: action.to_owned(), index, id, outcome });
+            out.items.push(Item { action: action.to_owned(), index, id, outcome });
+        }
+        Ok(out)
     }
-    Ok(bulk)
 }
 
 #[cfg(test)]
@@ -176,6 +178,10 @@ mod tests {
 
     fn mapping() -> IndexMapping {
         IndexMapping { strip_prefix: "logs-".into(), strip_date_suffix: true }
+    }
+
+    fn decode(body: &[u8], path_index: Option<&str>) -> Result<Decoded<Vec<Item>>, ProtocolError> {
+        Bulk { path_index: path_index.map(str::to_owned), mapping: mapping() }.decode(body, 0)
     }
 
     #[test]
@@ -206,7 +212,7 @@ not json
 {"index":{"_index":"Bad Index"}}
 {"message":"three"}
 "#;
-        let bulk = parse_bulk(body, Some("web"), &mapping(), 0).unwrap();
+        let bulk = decode(body, Some("web")).unwrap();
         let outcomes: Vec<(&str, &str, bool)> = bulk
             .items
             .iter()
@@ -229,15 +235,18 @@ not json
         assert!(reason.contains("line [6]"), "{reason}");
         assert_eq!(bulk.streams.keys().map(|s| s.as_str()).collect::<Vec<_>>(), ["logstash", "web"]);
         assert_eq!(bulk.streams[&StreamName::new("logstash").unwrap()].len(), 1);
+        // Refused items count against their stream, or none when the index names none.
+        assert_eq!(bulk.rejected.by_stream[&Some(StreamName::new("app").unwrap())], 3);
+        assert_eq!(bulk.rejected.by_stream[&None], 1);
     }
 
     #[test]
     fn an_unreadable_action_line_fails_the_request() {
-        let e = parse_bulk(b"{\"index\":{}}\n{}\n[1,2]\n{}\n", Some("web"), &mapping(), 0).unwrap_err();
-        assert!(e.0.contains("line [3]"), "{e}");
-        assert!(parse_bulk(b"{\"index\":{}}\n{}\n", None, &mapping(), 0).is_err(), "no index anywhere");
-        assert!(parse_bulk(b"{\"index\":{}}\n", Some("web"), &mapping(), 0).is_err(), "no document");
-        assert!(parse_bulk(b"{\"index\":{},\"create\":{}}\n{}\n", Some("web"), &mapping(), 0).is_err());
-        assert!(parse_bulk(b"{\"upsert\":{}}\n{}\n", Some("web"), &mapping(), 0).is_err(), "an unknown action");
+        let e = decode(b"{\"index\":{}}\n{}\n[1,2]\n{}\n", Some("web")).unwrap_err();
+        assert!(e.to_string().contains("line [3]"), "{e}");
+        assert!(decode(b"{\"index\":{}}\n{}\n", None).is_err(), "no index anywhere");
+        assert!(decode(b"{\"index\":{}}\n", Some("web")).is_err(), "no document");
+        assert!(decode(b"{\"index\":{},\"create\":{}}\n{}\n", Some("web")).is_err());
+        assert!(decode(b"{\"upsert\":{}}\n{}\n", Some("web")).is_err(), "an unknown action");
     }
 }

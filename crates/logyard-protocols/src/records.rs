@@ -20,6 +20,12 @@ use logyard_core::encoded::EventsEncoder;
 use logyard_core::event;
 use logyard_core::time::{Micros, TIME_FIELDS};
 
+use crate::ProtocolError;
+
+fn malformed(message: String) -> ProtocolError {
+    ProtocolError::Malformed { code: "bad_record", message }
+}
+
 /// Largest decompressed record (Kinesis records are at most 1 MiB, Firehose's 1,000 KiB).
 const MAX_RECORD_BYTES: u64 = 64 << 20;
 
@@ -47,16 +53,18 @@ pub struct RecordOutcome {
 }
 
 /// Decodes one record's bytes into `out`.
-pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> Result<RecordOutcome, String> {
+pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> Result<RecordOutcome, ProtocolError> {
     let mut inflated;
     let data = if data.starts_with(&[0x1f, 0x8b]) {
         inflated = Vec::new();
         flate2::read::MultiGzDecoder::new(data)
             .take(MAX_RECORD_BYTES + 1)
             .read_to_end(&mut inflated)
-            .map_err(|e| format!("gzip: {e}"))?;
+            .map_err(|e| malformed(format!("gzip: {e}")))?;
         if inflated.len() as u64 > MAX_RECORD_BYTES {
-            return Err(format!("a record decompresses to more than {MAX_RECORD_BYTES} bytes"));
+            return Err(ProtocolError::TooLarge(format!(
+                "a record decompresses to more than {MAX_RECORD_BYTES} bytes"
+            )));
         }
         &inflated[..]
     } else {
@@ -151,44 +159,6 @@ fn cloudwatch(envelope: Envelope, received: Micros, out: &mut EventsEncoder) -> 
     outcome
 }
 
-/// A Kinesis Data Firehose HTTP endpoint delivery request.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FirehoseRequest {
-    pub request_id: String,
-    pub timestamp: i64,
-    pub records: Vec<FirehoseRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct FirehoseRecord {
-    /// Base64 of the record's bytes.
-    pub data: String,
-}
-
-/// The events of a Firehose request, and what was refused; an error names what could not be
-/// read (then nothing of the request is taken, and Firehose may send it again).
-pub fn decode_firehose(
-    body: &[u8],
-    received: Micros,
-) -> Result<(FirehoseRequest, EventsEncoder, RecordOutcome), String> {
-    let request: FirehoseRequest =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a Firehose delivery request: {e}"))?;
-    let mut out = EventsEncoder::with_capacity(body.len());
-    let mut total = RecordOutcome::default();
-    let mut data = Vec::new();
-    for (i, record) in request.records.iter().enumerate() {
-        data.clear();
-        base64_simd::STANDARD
-            .decode_append(&record.data, &mut data)
-            .map_err(|e| format!("record {i}: data is not base64: {e}"))?;
-        let outcome = decode_record(&data, received, &mut out).map_err(|e| format!("record {i}: {e}"))?;
-        total.events += outcome.events;
-        total.rejected += outcome.rejected;
-    }
-    Ok((request, out, total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,21 +194,6 @@ mod tests {
         assert_eq!(events, ["{\"id\":\"k-1\",\"n\":1}"]);
         // Several documents, one per line, stay several events.
         assert_eq!(decode(b"{\"a\":1}\n{\"b\":2}").0.events, 2);
-    }
-
-    #[test]
-    fn firehose_requests_are_decoded_record_by_record() {
-        // The request of the Firehose HTTP endpoint delivery specification.
-        let body = br#"{"requestId":"ed4acda5-034f-9f42-bba1-f29aea6d7d8f","timestamp":1578090901599,"records":[{"data":"aGVsbG8="},{"data":"aGVsbG8gd29ybGQ="}]}"#;
-        let (request, events, outcome) = decode_firehose(body, 7).unwrap();
-        assert_eq!(request.request_id, "ed4acda5-034f-9f42-bba1-f29aea6d7d8f");
-        assert_eq!(outcome, RecordOutcome { events: 2, rejected: 0 });
-        let bytes = events.finish();
-        let texts: Vec<String> = decode_events(&bytes).map(|e| e.unwrap().text.to_owned()).collect();
-        assert_eq!(texts, ["{\"message\":\"hello\"}", "{\"message\":\"hello world\"}"]);
-        assert!(decode_firehose(b"{\"records\":[]}", 0).unwrap_err().contains("requestId"));
-        let bad = br#"{"requestId":"x","timestamp":1,"records":[{"data":"!!"}]}"#;
-        assert!(decode_firehose(bad, 0).unwrap_err().contains("record 0"));
     }
 
     #[test]

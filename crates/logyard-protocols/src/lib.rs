@@ -1,0 +1,178 @@
+//! logyard-protocols: what shippers send, decoded into checked events by stream.
+//!
+//! One [`Decoder`] per ingest protocol (NDJSON, Elasticsearch bulk, OTLP logs, Loki push,
+//! Firehose delivery) turns a request body into [`Decoded`]: the events of each stream, the
+//! items that could not be taken, and what the protocol's answer needs. [`body`] reads
+//! content types and encodings and decompresses within a bound; [`records`] decodes Kinesis
+//! and Firehose records, which the Kinesis consumer uses too.
+//!
+//! Pure: no IO, no clock (the receive time is passed in), no HTTP types, so every decoder is
+//! fuzzed (`fuzz/`). Authorization, durability and counting are the intake's, in the server
+//! and `logyard-ingest`, the same for every protocol.
+
+pub mod body;
+pub mod elastic;
+pub mod firehose;
+pub mod loki;
+pub mod ndjson;
+pub mod otlp;
+pub mod records;
+
+use std::collections::BTreeMap;
+
+use logyard_core::encoded::EventsEncoder;
+use logyard_core::time::Micros;
+use logyard_core::{ErrorKind, ServiceError, StreamName, event};
+
+/// The ingest protocols: the `protocol` label of the ingest metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Ndjson,
+    Elasticsearch,
+    Otlp,
+    Loki,
+    Firehose,
+    Kinesis,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ndjson => "ndjson",
+            Protocol::Elasticsearch => "elasticsearch",
+            Protocol::Otlp => "otlp",
+            Protocol::Loki => "loki",
+            Protocol::Firehose => "firehose",
+            Protocol::Kinesis => "kinesis",
+        }
+    }
+}
+
+/// A protocol's reading of one request: a value holding what the request said besides its
+/// body (the stream of its path or header, its content type), consumed by [`Decoder::decode`]
+/// on a blocking thread.
+pub trait Decoder: Send + 'static {
+    /// What the protocol's answer needs of the request besides its events (per-item
+    /// results, line reports).
+    type Items: Send + 'static;
+    /// The protocol, for metric labels.
+    const PROTOCOL: Protocol;
+
+    /// Decodes a decompressed body received at `received`. An error means the body as a
+    /// whole cannot be read; items that cannot be taken alone are in [`Decoded::rejected`].
+    fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<Self::Items>, ProtocolError>;
+}
+
+/// Checked events by stream, and the items that could not be taken.
+#[derive(Debug, Default)]
+pub struct Decoded<I> {
+    pub streams: BTreeMap<StreamName, EventsEncoder>,
+    pub rejected: Rejected,
+    pub items: I,
+}
+
+impl<I> Decoded<I> {
+    pub fn new(items: I) -> Self {
+        Self { streams: BTreeMap::new(), rejected: Rejected::default(), items }
+    }
+
+    /// Checks one event (a JSON object) for `stream`: adds it, or counts it rejected.
+    pub fn push(&mut self, stream: &StreamName, text: &[u8], received: Micros) {
+        match event::check_line(text, received) {
+            Ok(c) => self.events(stream).push(c.time, c.source, text),
+            Err(e) => self.rejected.add(Some(stream), 1, || e.to_string()),
+        }
+    }
+
+    /// The events of `stream`, created empty.
+    pub fn events(&mut self, stream: &StreamName) -> &mut EventsEncoder {
+        if !self.streams.contains_key(stream) {
+            self.streams.insert(stream.clone(), EventsEncoder::default());
+        }
+        self.streams.get_mut(stream).expect("just inserted")
+    }
+
+    /// Events decoded, over all streams.
+    pub fn event_count(&self) -> usize {
+        self.streams.values().map(EventsEncoder::len).sum()
+    }
+}
+
+/// Items that could not be made events, counted by the stream they were meant for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// `None`: items that named no valid stream.
+    pub by_stream: BTreeMap<Option<StreamName>, usize>,
+    /// Why the first one was rejected.
+    pub first: Option<String>,
+}
+
+impl Rejected {
+    /// Counts `count` items of `stream` rejected; `why` is asked for the first one only.
+    pub fn add(&mut self, stream: Option<&StreamName>, count: usize, why: impl FnOnce() -> String) {
+        if count == 0 {
+            return;
+        }
+        *self.by_stream.entry(stream.cloned()).or_default() += count;
+        if self.first.is_none() {
+            self.first = Some(why());
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.by_stream.values().sum()
+    }
+}
+
+/// Why a body cannot be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("cannot decode the body: {0}")]
+    BadEncoding(String),
+    /// The body is not a request of the protocol; `code` names the protocol's error.
+    #[error("{message}")]
+    Malformed { code: &'static str, message: String },
+}
+
+impl ServiceError for ProtocolError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ProtocolError::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
+            ProtocolError::TooLarge(_) => ErrorKind::TooLarge,
+            ProtocolError::BadEncoding(_) | ProtocolError::Malformed { .. } => ErrorKind::BadRequest,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ProtocolError::TooLarge(_) => "payload_too_large",
+            ProtocolError::BadEncoding(_) => "bad_encoding",
+            ProtocolError::Malformed { code, .. } => code,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_counted_by_stream_and_the_first_reason_kept() {
+        let web = StreamName::new("web").unwrap();
+        let mut d = Decoded::new(());
+        d.push(&web, b"{\"a\":1}", 0);
+        d.push(&web, b"[1]", 0);
+        d.rejected.add(None, 2, || "no stream".into());
+        d.rejected.add(Some(&web), 0, || unreachable!("nothing to reject"));
+        assert_eq!(d.event_count(), 1);
+        assert_eq!(d.rejected.total(), 3);
+        assert_eq!(d.rejected.by_stream[&Some(web)], 1);
+        assert_eq!(d.rejected.by_stream[&None], 2);
+        assert!(d.rejected.first.unwrap().contains("array"));
+    }
+}

@@ -1,0 +1,47 @@
+//! logyard's own ingest body: NDJSON (or a JSON array) for the one stream a request names.
+//! Each bad line is reported with its number and the rest is kept (`logyard_core::parse`).
+
+use logyard_core::StreamName;
+use logyard_core::parse::{BodyFormat, LineReport, parse_body};
+use logyard_core::time::Micros;
+
+use crate::{Decoded, Decoder, Protocol, ProtocolError};
+
+/// A request to `POST /api/v1/streams/{stream}/events`.
+#[derive(Debug, Clone)]
+pub struct Ndjson {
+    pub stream: StreamName,
+    pub format: BodyFormat,
+}
+
+impl Decoder for Ndjson {
+    /// The first rejected lines, with their numbers.
+    type Items = Vec<LineReport>;
+    const PROTOCOL: Protocol = Protocol::Ndjson;
+
+    fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<Self::Items>, ProtocolError> {
+        let parsed = parse_body(body, self.format, received);
+        let mut out = Decoded::new(parsed.errors);
+        let first = out.items.first().map(|e| format!("line {}: {}", e.line, e.message));
+        out.rejected.add(Some(&self.stream), parsed.rejected, || first.unwrap_or_default());
+        if !parsed.events.is_empty() {
+            out.streams.insert(self.stream, parsed.events);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_taken_or_reported_for_the_named_stream() {
+        let web = StreamName::new("web").unwrap();
+        let d = Ndjson { stream: web.clone(), format: BodyFormat::Ndjson }.decode(b"{\"a\":1}\nnope\n", 0).unwrap();
+        assert_eq!(d.streams[&web].len(), 1);
+        assert_eq!(d.rejected.by_stream[&Some(web)], 1);
+        assert_eq!(d.items[0].line, 2);
+        assert!(d.rejected.first.unwrap().starts_with("line 2: "));
+    }
+}

@@ -1,0 +1,94 @@
+//! What every handler shares: [`AppState`] and its settings. Imports no handler module.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use logyard_auth::TokenStore;
+use logyard_core::StreamName;
+use logyard_ingest::Ingestor;
+use logyard_ingest::uploads::Uploads;
+use logyard_protocols::elastic::IndexMapping;
+use logyard_protocols::loki::LokiChoice;
+use logyard_protocols::otlp::StreamChoice;
+use logyard_query::QueryEngine;
+use logyard_storage::Storage;
+
+use crate::limits::Limits;
+use crate::metrics::HttpMetrics;
+use crate::recent::RecentIds;
+
+/// Who may call what.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub tokens: TokenStore,
+    /// Without tokens, a server on loopback lets every request in; so does one started with
+    /// `--insecure-no-auth`, which then warns on every readiness check.
+    pub insecure: bool,
+    /// Whether `/metrics` needs a token too.
+    pub protect_metrics: bool,
+}
+
+impl AuthSettings {
+    pub(crate) fn required(&self) -> bool {
+        !self.tokens.current().is_empty()
+    }
+}
+
+/// Limits on request bodies.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    /// Bytes as sent (before decompression).
+    pub max_body_bytes: usize,
+    /// Bytes after decompression.
+    pub max_decoded_bytes: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 << 20, max_decoded_bytes: 128 << 20 }
+    }
+}
+
+/// How the protocols that carry no stream name of logyard's find one.
+#[derive(Debug, Clone)]
+pub struct ProtocolSettings {
+    /// Elasticsearch index names → streams.
+    pub index_mapping: IndexMapping,
+    /// OTLP log records → streams.
+    pub otlp: StreamChoice,
+    /// Loki entries → streams.
+    pub loki: LokiChoice,
+}
+
+/// Everything the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub ingestor: Ingestor,
+    pub query: QueryEngine,
+    pub storage: Storage,
+    pub body_limits: BodyLimits,
+    pub wal_dir: PathBuf,
+    pub registry: Arc<Registry>,
+    pub http_metrics: HttpMetrics,
+    pub auth: AuthSettings,
+    pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed (the load balancer's subnets).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    pub uploads: Uploads,
+    /// Streams (names or globs) whose request bodies are archived as received.
+    pub raw_streams: Arc<Vec<String>>,
+    /// Where reports are read from.
+    pub reports: logyard_report::store::ReportStore,
+    pub protocols: ProtocolSettings,
+    /// Firehose request ids lately delivered (a retried delivery is not taken twice).
+    pub firehose_requests: Arc<RecentIds>,
+}
+
+impl AppState {
+    /// Whether the request bodies of a stream are archived as received.
+    pub(crate) fn keeps_bodies(&self, stream: &StreamName) -> bool {
+        self.raw_streams.iter().any(|p| logyard_auth::glob_match(p, stream.as_str()))
+    }
+}

@@ -1,0 +1,395 @@
+//! `logyard serve`: opens the storage, the write-ahead log and the query engine from the
+//! configuration, then runs the server's components as [`Services`]: the HTTP API, the
+//! OTLP/gRPC service, the Kinesis consumers, upload sweeping and bundling, maintenance, the
+//! file watchers and the flusher. After they stop, the final commit empties the write-ahead
+//! log.
+//!
+//! | component | stage | when it fails |
+//! |---|---|---|
+//! | `http`, `otlp-grpc` | listeners | stops the process (a server that no longer serves must not look alive) |
+//! | `kinesis:<stream>` | consumers | restarted (a stream not there yet, no permission, no network) |
+//! | `uploads`, `maintenance`, `tokens-file`, `tls-files` | background | restarted |
+//! | `flusher` | flusher | restarted (what it holds stays in the write-ahead log) |
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use logyard_ingest::maintenance::{apply_retention, compact_streams};
+use logyard_ingest::uploads::bundler::BundleOptions;
+use logyard_ingest::uploads::{UploadOptions, Uploads};
+use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
+use logyard_query::QueryEngine;
+use logyard_server::{AppState, BodyLimits, HttpMetrics, ProtocolSettings};
+use logyard_storage::{StoreMetrics, Tables};
+
+use crate::config::Config;
+use crate::services::{OnFailure, Services, Shutdown, Stage};
+
+/// Runs the server until SIGTERM or SIGINT (or a listener fails), then stops every component
+/// in order and commits what the write-ahead log holds, within `server.shutdown_grace`.
+pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_auth: bool) -> anyhow::Result<()> {
+    let tokens = load_tokens(&config)?;
+    if tokens.is_empty() && !config.server.listen.ip().is_loopback() && !insecure_no_auth {
+        bail!(
+            "refusing to listen on {} without bearer tokens: anyone who reaches it could read and write every stream.\n\
+             Create a token with `logyard token create --name NAME --scopes ingest,query`, add the entry it prints \
+             to the configuration (or to the file named by LOGYARD_TOKENS_FILE), and start again; \
+             or pass --insecure-no-auth to serve without tokens anyway.",
+            config.server.listen
+        );
+    }
+    let insecure = tokens.is_empty() && !config.server.listen.ip().is_loopback();
+    if insecure {
+        tracing::warn!(listen = %config.server.listen, "authentication is off (--insecure-no-auth): anyone who reaches this server can read and write every stream");
+    }
+    let token_store = logyard_auth::TokenStore::new(tokens);
+    let mut registry = Registry::default();
+    let store_metrics = StoreMetrics::default();
+    store_metrics.register(&mut registry);
+    let ingest_metrics = IngestMetrics::default();
+    ingest_metrics.register(&mut registry);
+    let http_metrics = HttpMetrics::default();
+    http_metrics.register(&mut registry);
+    let kinesis_metrics = logyard_ingest::kinesis::KinesisMetrics::default();
+    kinesis_metrics.register(&mut registry);
+
+    let storage = crate::open_storage(&config, env, store_metrics).await?;
+    let tables = Arc::new(Tables::new(storage.clone()));
+    let wal_dir = crate::wal_dir(&config)?;
+    let ingestor = Ingestor::open(ingest_options(&config, &wal_dir), tables.clone(), ingest_metrics)
+        .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
+    let query =
+        crate::with_orders(QueryEngine::new(tables.clone(), crate::query_options(&config)), &config, env).await?;
+
+    let listener = std::net::TcpListener::bind(config.server.listen)
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let tls = match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        (Some(cert), Some(key)) => Some(load_tls(cert, key).await?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    let public_url = config.uploads.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let uploads = Uploads::new(tables.clone(), upload_options(&config, public_url));
+    let reports = crate::report_cmd::report_store(&config, env, None, &storage).await?;
+    let state = AppState {
+        uploads: uploads.clone(),
+        ingestor: ingestor.clone(),
+        query,
+        storage: storage.clone(),
+        body_limits: BodyLimits {
+            max_body_bytes: config.server.max_body_bytes,
+            max_decoded_bytes: config.server.max_decoded_bytes,
+        },
+        limits: logyard_server::limits::Limits::new(logyard_server::limits::LimitSettings {
+            requests_per_second: config.limits.requests_per_second,
+            bytes_per_second: config.limits.bytes_per_second,
+            max_concurrent_requests: config.limits.max_concurrent_requests,
+            max_concurrent_queries: config.limits.max_concurrent_queries,
+            max_body_bytes: config.server.max_body_bytes,
+        }),
+        wal_dir: wal_dir.clone(),
+        registry: Arc::new(registry),
+        http_metrics,
+        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
+        raw_streams: Arc::new(config.archive.raw_streams.clone()),
+        reports,
+        protocols: ProtocolSettings {
+            index_mapping: logyard_protocols::elastic::IndexMapping {
+                strip_prefix: config.elasticsearch.strip_prefix.clone(),
+                strip_date_suffix: config.elasticsearch.strip_date_suffix,
+            },
+            otlp: logyard_protocols::otlp::StreamChoice {
+                attribute: Some(config.otlp.stream_attribute.clone()).filter(|a| !a.is_empty()),
+                default: logyard_core::StreamName::new(&config.otlp.default_stream)?,
+            },
+            loki: logyard_protocols::loki::LokiChoice {
+                label: Some(config.loki.stream_label.clone()).filter(|l| !l.is_empty()),
+                default: logyard_core::StreamName::new(&config.loki.default_stream)?,
+            },
+        },
+        firehose_requests: Default::default(),
+        auth: logyard_server::AuthSettings {
+            tokens: token_store.clone(),
+            insecure,
+            protect_metrics: config.auth.protect_metrics,
+        },
+    };
+
+    let grace = config.server.shutdown_grace;
+    let mut services = Services::new(env.get("LOGYARD_FAULT_PANIC").cloned());
+
+    // The listeners.
+    let http = Arc::new(std::sync::Mutex::new(Some(listener)));
+    {
+        let (state, tls) = (state.clone(), tls.clone());
+        services.add("http", Stage::Listeners, OnFailure::StopProcess, move |shutdown: Shutdown| {
+            let listener = http.lock().expect("listener lock").take();
+            let (state, tls) = (state.clone(), tls.clone());
+            async move {
+                let listener = listener.context("the HTTP listener is gone (it is started once)")?;
+                match tls {
+                    Some(tls) => logyard_server::run_tls(listener, tls, state, shutdown.wait(), grace).await,
+                    None => logyard_server::run(TcpListener::from_std(listener)?, state, shutdown.wait()).await,
+                }
+                .context("serving HTTP")
+            }
+        });
+    }
+    if let Some(grpc_addr) = config.otlp.grpc_listen {
+        let listener = std::net::TcpListener::bind(grpc_addr)
+            .with_context(|| format!("listening on {grpc_addr} (otlp.grpc_listen)"))?;
+        listener.set_nonblocking(true)?;
+        tracing::info!(addr = %listener.local_addr()?, "OTLP/gRPC logs service listening");
+        let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
+        let state = state.clone();
+        services.add("otlp-grpc", Stage::Listeners, OnFailure::StopProcess, move |shutdown: Shutdown| {
+            let listener = listener.lock().expect("listener lock").take();
+            let service = logyard_server::otlp::Grpc::service(state.clone());
+            async move {
+                let listener = listener.context("the gRPC listener is gone (it is started once)")?;
+                let incoming = tonic::transport::server::TcpIncoming::from(TcpListener::from_std(listener)?);
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, shutdown.wait())
+                    .await
+                    .context("serving OTLP/gRPC")
+            }
+        });
+    }
+
+    // What feeds and tends the tables.
+    crate::kinesis_cmd::add_consumers(&mut services, &config, &tables, ingestor.metrics(), &kinesis_metrics).await?;
+    {
+        let (uploads, config) = (uploads.clone(), config.clone());
+        services.add("uploads", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
+            run_upload_tasks(uploads.clone(), config.clone(), shutdown)
+        });
+    }
+    {
+        let (tables, config) = (tables.clone(), config.clone());
+        services.add("maintenance", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
+            run_maintenance(tables.clone(), config.clone(), shutdown)
+        });
+    }
+    if let Some(file) = config.auth.tokens_file.clone() {
+        let (config, ingestor) = (config.clone(), ingestor.clone());
+        services.add("tokens-file", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
+            watch_tokens(file.clone(), config.clone(), token_store.clone(), ingestor.clone(), shutdown)
+        });
+    }
+    if let (Some(tls), Some(cert), Some(key)) =
+        (tls, config.server.tls_cert_file.clone(), config.server.tls_key_file.clone())
+    {
+        let every = config.server.tls_reload_interval;
+        services.add("tls-files", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
+            watch_tls(cert.clone(), key.clone(), every, tls.clone(), shutdown)
+        });
+    }
+    {
+        let ingestor = ingestor.clone();
+        services.add("flusher", Stage::Flusher, OnFailure::Restart, move |shutdown: Shutdown| {
+            let ingestor = ingestor.clone();
+            async move {
+                // Commit what the write-ahead log held at start, then keep flushing.
+                if let Err(e) = ingestor.flush_all().await {
+                    tracing::warn!(error = %e, "committing the replayed write-ahead log failed; the flusher will retry");
+                }
+                ingestor.run_flusher(shutdown.wait()).await;
+                Ok(())
+            }
+        });
+    }
+
+    tracing::info!(%addr, scheme, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
+    println!("logyard listening on {scheme}://{addr}");
+    let ran = services.run(crate::wait_for_signal(), grace).await;
+    let (deadline, failure) = match ran {
+        Ok(deadline) => (deadline, None),
+        Err((deadline, e)) => (deadline, Some(e)),
+    };
+    ingestor.shutdown(deadline).await.context("final commit")?;
+    match failure {
+        None => {
+            tracing::info!("shutdown complete");
+            Ok(())
+        }
+        Some(e) => Err(e),
+    }
+}
+
+fn ingest_options(config: &Config, wal_dir: &Path) -> IngestOptions {
+    let mut options = IngestOptions::new(wal_dir);
+    options.flush_bytes = config.ingest.flush_bytes;
+    options.flush_age = config.ingest.flush_interval;
+    options.wal_segment_bytes = config.ingest.wal_segment_bytes;
+    options.max_columns = config.ingest.max_columns;
+    options.flush_concurrency = config.ingest.flush_concurrency;
+    options.memory_budget_bytes = config.ingest.memory_budget_bytes;
+    options.wal_budget_bytes = config.ingest.wal_budget_bytes;
+    options.raw = BundleOptions { max_age: config.archive.raw_max_age, ..crate::bundle_options(config) };
+    options
+}
+
+fn upload_options(config: &Config, public_url: String) -> UploadOptions {
+    UploadOptions {
+        max_bytes: config.uploads.max_bytes,
+        url_expiry: config.uploads.url_expiry,
+        chunk_bytes: config.uploads.chunk_bytes,
+        max_json_bytes: config.server.max_decoded_bytes,
+        max_columns: config.ingest.max_columns,
+        public_url,
+        multipart_threshold: config.uploads.multipart_threshold,
+        part_bytes: config.uploads.part_bytes,
+        multipart_expiry: config.uploads.multipart_expiry,
+    }
+}
+
+/// Compacts every stream and applies retention on their intervals (0: never), until stopped.
+async fn run_maintenance(tables: Arc<Tables>, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let every = |d: Duration| if d.is_zero() { Duration::from_secs(86_400 * 365) } else { d };
+    let mut compaction = tokio::time::interval(every(config.compaction.interval));
+    let mut retention = tokio::time::interval(every(config.retention.interval));
+    compaction.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first ticks are immediate: wait one period before the first run.
+    compaction.tick().await;
+    retention.tick().await;
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = compaction.tick(), if !config.compaction.interval.is_zero() => {
+                if let Err(e) = compact_streams(&tables, None, config.compaction.target_file_bytes).await {
+                    tracing::warn!(error = %e, "compaction failed; retrying at the next interval");
+                }
+            }
+            _ = retention.tick(), if !config.retention.interval.is_zero() => {
+                if let Err(e) = apply_retention(&tables, &crate::retention_policy(&config), "logyard serve").await {
+                    tracing::warn!(error = %e, "retention failed; retrying at the next interval");
+                }
+            }
+        }
+    }
+}
+
+/// Ingests uploads that were never completed, and archives the originals of finished ones,
+/// every `uploads.sweep_interval`, until stopped.
+async fn run_upload_tasks(uploads: Uploads, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let options = crate::bundle_options(&config);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(config.uploads.sweep_interval) => {}
+        }
+        if let Err(e) = uploads.sweep().await {
+            tracing::warn!(error = %logyard_core::error_chain(&e), "sweeping uploads failed; retrying later");
+        }
+        if let Err(e) = uploads.archive_finished(&options, false).await {
+            tracing::warn!(error = %logyard_core::error_chain(&e), "archiving uploads failed; retrying later");
+        }
+    }
+}
+
+/// The tokens of the configuration and of the tokens file.
+fn load_tokens(config: &Config) -> anyhow::Result<logyard_auth::Tokens> {
+    let mut entries = config.auth.tokens.clone();
+    if let Some(file) = &config.auth.tokens_file {
+        entries.extend(crate::config::read_tokens_file(file)?);
+    }
+    logyard_auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))
+}
+
+/// Resolves once `path`'s modification time differs from the last seen (checked every
+/// `every`), or never after `shutdown`: returns whether it changed.
+async fn changed(
+    paths: &[&Path],
+    last: &mut Vec<Option<std::time::SystemTime>>,
+    every: Duration,
+    shutdown: &Shutdown,
+) -> bool {
+    let stamp = || paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect::<Vec<_>>();
+    if last.is_empty() {
+        *last = stamp();
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.clone().wait() => return false,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = stamp();
+        if now != *last {
+            *last = now;
+            return true;
+        }
+    }
+}
+
+/// Reloads the tokens file when it changes, keeping the old tokens when the new file is bad.
+async fn watch_tokens(
+    file: std::path::PathBuf,
+    config: Config,
+    store: logyard_auth::TokenStore,
+    ingestor: Ingestor,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut last = Vec::new();
+    while changed(&[&file], &mut last, Duration::from_secs(5), &shutdown).await {
+        match load_tokens(&config) {
+            Ok(tokens) => {
+                let count = tokens.len();
+                store.replace(tokens);
+                tracing::info!(file = %file.display(), tokens = count, "tokens file reloaded");
+                let detail = serde_json::json!({"file": file.display().to_string(), "tokens": count});
+                if let Err(e) = ingestor.audit("logyard", None, "tokens_reloaded", detail).await {
+                    tracing::warn!(error = %e, "cannot write the audit event");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the tokens file changed but cannot be used; keeping the previous tokens")
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    // Several crypto providers are linked in (the AWS SDK brings one, object_store another):
+    // name the one servers use.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))
+}
+
+/// Reloads the certificate and key when either file changes; keeps the old pair when the new
+/// one cannot be used.
+async fn watch_tls(
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    every: Duration,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mut last = Vec::new();
+    while changed(&[&cert, &key], &mut last, every, &shutdown).await {
+        match tls.reload_from_pem_file(&cert, &key).await {
+            Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "the TLS certificate changed but cannot be loaded; keeping the previous one")
+            }
+        }
+    }
+    Ok(())
+}
