@@ -9,6 +9,7 @@ use object_store::ObjectStoreExt;
 
 use logyard_core::StreamName;
 use logyard_core::time;
+use logyard_storage::archive::ranged::ObjectReader;
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, StorageError};
 
@@ -51,22 +52,20 @@ impl Uploads {
 
     async fn read_and_commit(&self, record: &mut UploadRecord) -> Result<(), UploadError> {
         let stream = StreamName::new(&record.stream).map_err(|e| UploadError::Invalid(e.to_string()))?;
-        let object = self
+        let path = self.storage.path(&record.key);
+        let meta = self
             .storage
             .root_store()
-            .get(&self.storage.path(&record.key))
+            .head(&path)
             .await
             .map_err(StorageError::from_store("reading the uploaded object"))?;
-        let reader = tokio_util::io::StreamReader::new(futures::TryStreamExt::map_err(
-            object.into_stream(),
-            std::io::Error::other,
-        ));
+        // In windows: one GET of a large object would outlive the S3 client's request timeout.
+        let input = ObjectReader::new(self.storage.root_store(), path, 0..meta.size, meta.e_tag);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);
         let format = record.format;
         let received = time::parse_time_str(&record.created_at).unwrap_or_else(time::now_micros);
         let (chunk_bytes, max_json) = (self.options.chunk_bytes, self.options.max_json_bytes);
         let reading = tokio::task::spawn_blocking(move || {
-            let input = tokio_util::io::SyncIoBridge::new(reader);
             read_upload(input, format, received, chunk_bytes, max_json, &mut |chunk| {
                 tx.blocking_send(chunk).map_err(|_| std::io::Error::other("the committer stopped"))
             })
