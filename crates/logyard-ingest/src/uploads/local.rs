@@ -4,12 +4,19 @@
 //! parts (on S3, completing it from the parts' ETags). Does not change an upload's state and
 //! does not ingest.
 
-use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutPayload};
+use std::io::Read;
+use std::sync::Arc;
 
-use logyard_storage::StorageError;
+use bytes::Bytes;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use logyard_storage::archive::ranged::ObjectReader;
+use logyard_storage::{Location, StorageError};
 
 use super::record::{UploadError, UploadRecord, UploadState, Uploads, expired};
+
+/// Parts of an object being written that may wait at once (each `WriteMultipart`'s 5 MiB).
+const PARTS_IN_FLIGHT: usize = 4;
 
 impl Uploads {
     /// Stores the bytes of a pending upload (local storage, where nothing is presigned), with
@@ -61,6 +68,11 @@ impl Uploads {
                     record.size
                 )));
             }
+            // Bounded: no more than a few parts wait for the disk.
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(StorageError::from_store("writing uploaded data")(e).into());
+            }
             writer.put(chunk);
         }
         if received != record.size {
@@ -85,9 +97,33 @@ impl Uploads {
             return Err(UploadError::Invalid(format!("part {n} has {} bytes; {expected} are expected", body.len())));
         }
         let etag = format!("\"{}\"", &sha256_hex_bytes(&body)[..32]);
+        let marker = self.storage.path(&part_key(&record.key, n));
+        let Location::Local(root) = self.storage.location() else {
+            self.storage
+                .root_store()
+                .put(&marker, PutPayload::from_bytes(body))
+                .await
+                .map_err(StorageError::from_store("writing an upload part"))?;
+            return Ok(etag);
+        };
+        // A local directory: the part goes straight to its place in the file, so that
+        // completing is a rename, not a copy of the whole upload; an empty object marks it.
+        let file = root.join(partial_key(&record.key));
+        let offset = u64::from(n - 1) * plan.part_size;
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let out = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&file)?;
+            out.write_all_at(&body, offset)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| StorageError::Io("writing an upload part".into(), e))?;
         self.storage
             .root_store()
-            .put(&self.storage.path(&part_key(&record.key, n)), PutPayload::from_bytes(body))
+            .put(&marker, PutPayload::from_static(b""))
             .await
             .map_err(StorageError::from_store("writing an upload part"))?;
         Ok(etag)
@@ -117,12 +153,13 @@ impl Uploads {
         Ok(())
     }
 
-    /// Puts a multipart upload's parts together: on S3 from the parts' ETags, on local
-    /// storage by joining the part objects in order.
+    /// Puts a multipart upload's parts together: on S3 from the parts' ETags; on a local
+    /// directory, where the parts are in place already, by renaming the file once all are
+    /// there; in memory by joining the part objects in order.
     pub(super) async fn assemble(&self, record: &UploadRecord, parts: &[(u32, String)]) -> Result<(), UploadError> {
         let Some(plan) = &record.multipart else { return Ok(()) };
-        match (self.storage.presigner(), &plan.s3_upload_id) {
-            (Some(presigner), Some(s3_id)) => {
+        match (self.storage.presigner(), &plan.s3_upload_id, self.storage.location()) {
+            (Some(presigner), Some(s3_id), _) => {
                 if parts.len() != plan.parts as usize {
                     return Err(UploadError::Invalid(format!(
                         "complete with the ETags of all {} parts ({} given)",
@@ -134,6 +171,25 @@ impl Uploads {
                 parts.sort_by_key(|p| p.0);
                 presigner.complete_multipart(&self.storage.full_key(&record.key), s3_id, &parts).await?;
             }
+            (_, _, Location::Local(root)) => {
+                let store = self.storage.root_store();
+                for n in 1..=plan.parts {
+                    match store.head(&self.storage.path(&part_key(&record.key, n))).await {
+                        Ok(_) => {}
+                        Err(object_store::Error::NotFound { .. }) => {
+                            return Err(UploadError::Conflict {
+                                id: record.upload_id.clone(),
+                                state: record.state,
+                                message: format!("part {n} was not uploaded yet"),
+                            });
+                        }
+                        Err(e) => return Err(StorageError::from_store("checking upload parts")(e).into()),
+                    }
+                }
+                std::fs::rename(root.join(partial_key(&record.key)), root.join(&record.key))
+                    .map_err(|e| StorageError::Io("joining upload parts".into(), e))?;
+                self.delete_parts(record, plan.parts).await;
+            }
             _ => {
                 let store = self.storage.root_store();
                 let upload = store
@@ -142,8 +198,9 @@ impl Uploads {
                     .map_err(StorageError::from_store("joining upload parts"))?;
                 let mut writer = object_store::WriteMultipart::new(upload);
                 for n in 1..=plan.parts {
-                    let part = match store.get(&self.storage.path(&part_key(&record.key, n))).await {
-                        Ok(p) => p.bytes().await.map_err(StorageError::from_store("reading an upload part"))?,
+                    let path = self.storage.path(&part_key(&record.key, n));
+                    let part = match store.head(&path).await {
+                        Ok(meta) => read_whole(store.clone(), meta).await,
                         Err(object_store::Error::NotFound { .. }) => {
                             let _ = writer.abort().await;
                             return Err(UploadError::Conflict {
@@ -152,21 +209,50 @@ impl Uploads {
                                 message: format!("part {n} was not uploaded yet"),
                             });
                         }
-                        Err(e) => return Err(StorageError::from_store("reading an upload part")(e).into()),
+                        Err(e) => Err(StorageError::from_store("reading an upload part")(e)),
                     };
+                    let part = match part {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = writer.abort().await;
+                            return Err(e.into());
+                        }
+                    };
+                    if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        let _ = writer.abort().await;
+                        return Err(StorageError::from_store("joining upload parts")(e).into());
+                    }
                     writer.put(part);
                 }
                 writer.finish().await.map_err(StorageError::from_store("joining upload parts"))?;
-                for n in 1..=plan.parts {
-                    let _ = store.delete(&self.storage.path(&part_key(&record.key, n))).await;
-                }
-                if let logyard_storage::Location::Local(root) = self.storage.location() {
-                    let _ = std::fs::remove_dir(root.join(format!("{}.parts", record.key)));
-                }
+                self.delete_parts(record, plan.parts).await;
             }
         }
         Ok(())
     }
+
+    /// Deletes the part objects (or markers) of a joined upload.
+    async fn delete_parts(&self, record: &UploadRecord, parts: u32) {
+        for n in 1..=parts {
+            let _ = self.storage.root_store().delete(&self.storage.path(&part_key(&record.key, n))).await;
+        }
+        if let Location::Local(root) = self.storage.location() {
+            let _ = std::fs::remove_dir(root.join(format!("{}.parts", record.key)));
+        }
+    }
+}
+
+/// An object's bytes, read on a blocking thread (a local file directly: the store's own read
+/// of a file zero-fills its buffer first, which costs a debug build more than the copy).
+async fn read_whole(store: Arc<dyn ObjectStore>, meta: ObjectMeta) -> Result<Bytes, StorageError> {
+    let mut reader = ObjectReader::new(store, meta.location, 0..meta.size, meta.e_tag);
+    tokio::task::spawn_blocking(move || {
+        let mut data = Vec::with_capacity(meta.size as usize);
+        reader.read_to_end(&mut data).map(|_| Bytes::from(data))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|e| StorageError::Io("reading an upload part".into(), e))
 }
 
 pub(super) fn sha256_hex(text: &str) -> String {
@@ -181,4 +267,9 @@ fn sha256_hex_bytes(data: &[u8]) -> String {
 
 fn part_key(key: &str, n: u32) -> String {
     format!("{key}.parts/{n:05}")
+}
+
+/// A local directory: the file the parts of a multipart upload are written into.
+fn partial_key(key: &str) -> String {
+    format!("{key}.partial")
 }
