@@ -267,7 +267,7 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(usize,
         if buf.is_empty() {
             return Ok((read, too_long));
         }
-        let (take, done) = match memchr(buf) {
+        let (take, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
@@ -283,10 +283,6 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(usize,
             return Ok((read, too_long));
         }
     }
-}
-
-fn memchr(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|b| *b == b'\n')
 }
 
 #[cfg(test)]
