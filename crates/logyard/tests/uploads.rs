@@ -269,11 +269,7 @@ async fn a_tar_upload_is_read_member_by_member() {
 #[tokio::test]
 async fn local_multipart_parts_land_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = ServerSpec::local(dir.path())
-        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
-        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880")
-        .env("LOGYARD_ARCHIVE_BUNDLE_MAX_AGE", "0s")
-        .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms");
+    let spec = in_parts_of_5_mib(dir.path()).env("LOGYARD_ARCHIVE_BUNDLE_MAX_AGE", "0s");
     let server = spec.start();
     let body = events("mp", 120_000).into_bytes();
     let plan = create(&server, "parted", "big.ndjson", &body, "application/x-ndjson", "ndjson").await;
@@ -308,4 +304,39 @@ async fn local_multipart_parts_land_in_place() {
     assert_eq!(code, 0, "{err}");
     assert!(std::fs::read(&got).unwrap() == body, "the original, byte-exact");
     assert!(!std::path::Path::new(&spec.storage).join("incoming/parted").exists(), "nothing is left in incoming/");
+}
+
+/// A local multipart upload nobody completes fails once it expires, and its parts go.
+#[tokio::test]
+async fn an_expired_local_multipart_upload_leaves_no_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = in_parts_of_5_mib(dir.path()).env("LOGYARD_UPLOADS_MULTIPART_EXPIRY", "2s");
+    let server = spec.start();
+    let body = events("gone", 120_000).into_bytes();
+    let plan = create(&server, "parted", "big.ndjson", &body, "application/x-ndjson", "ndjson").await;
+    let id = plan["upload_id"].as_str().unwrap().to_owned();
+    let first = &plan["parts"][0];
+    assert_eq!(put(first, body[..5_242_880].to_vec()).await, 200);
+    let dir_of_upload = std::path::Path::new(&spec.storage)
+        .join("incoming/parted")
+        .join(time_dir(&plan_record(&server, &id).await))
+        .join(&id);
+    assert!(dir_of_upload.join("big.ndjson.partial").exists());
+    let failed = finished(&server, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["failure"].as_str().unwrap().contains("expired"), "{failed}");
+    assert!(!dir_of_upload.join("big.ndjson.partial").exists(), "the partial file is deleted");
+    assert!(!dir_of_upload.join("big.ndjson.parts").exists(), "the part markers are deleted");
+}
+
+/// A local server whose uploads over 5 MiB go in parts of 5 MiB, swept often.
+fn in_parts_of_5_mib(dir: &std::path::Path) -> ServerSpec {
+    ServerSpec::local(dir)
+        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
+        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880")
+        .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms")
+}
+
+async fn plan_record(server: &Server, id: &str) -> Value {
+    client().get(server.url(&format!("/api/v1/uploads/{id}"))).send().await.unwrap().json().await.unwrap()
 }

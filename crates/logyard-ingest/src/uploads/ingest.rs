@@ -136,11 +136,14 @@ impl Uploads {
                     let mut r = record;
                     r.state = UploadState::Failed;
                     r.failure = Some(format!("the upload was not completed before it expired at {}", r.expires_at));
-                    if let (Some(presigner), Some(Multipart { s3_upload_id: Some(s3_id), .. })) =
-                        (self.storage.presigner(), &r.multipart)
-                        && let Err(e) = presigner.abort_multipart(&self.storage.full_key(&r.key), s3_id).await
-                    {
-                        tracing::warn!(upload = r.upload_id, error = %e, "aborting an expired multipart upload failed");
+                    match (self.storage.presigner(), &r.multipart) {
+                        (Some(presigner), Some(Multipart { s3_upload_id: Some(s3_id), .. })) => {
+                            if let Err(e) = presigner.abort_multipart(&self.storage.full_key(&r.key), s3_id).await {
+                                tracing::warn!(upload = r.upload_id, error = %e, "aborting an expired multipart upload failed");
+                            }
+                        }
+                        (None, Some(_)) => self.discard_parts(&r).await,
+                        _ => {}
                     }
                     self.save(&r).await?;
                     continue;

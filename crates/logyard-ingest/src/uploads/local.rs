@@ -231,6 +231,15 @@ impl Uploads {
         Ok(())
     }
 
+    /// Drops what the parts of a multipart upload that will not be completed left behind.
+    pub(super) async fn discard_parts(&self, record: &UploadRecord) {
+        let Some(plan) = &record.multipart else { return };
+        self.delete_parts(record, plan.parts).await;
+        if let Location::Local(root) = self.storage.location() {
+            let _ = std::fs::remove_file(root.join(partial_key(&record.key)));
+        }
+    }
+
     /// Deletes the part objects (or markers) of a joined upload.
     async fn delete_parts(&self, record: &UploadRecord, parts: u32) {
         for n in 1..=parts {
