@@ -153,6 +153,15 @@ async fn local_uploads_are_checked_ingested_and_archived_byte_exact() {
     let (code, out, _) = cli(&["archive", "verify", "--storage", &storage], &[]);
     assert_ne!(code, 0);
     assert!(out.starts_with("DAMAGED\t"), "{out}");
+    // Reading the member fails too, though it streams: to stdout, and to a file, which is removed.
+    let (code, _, err) = cli(&["archive", "get", &bundle, &member, "--storage", &storage], &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&member), "{err}");
+    let damaged = dir.path().join("damaged");
+    let (code, _, _) =
+        cli(&["archive", "get", &bundle, &member, "-o", damaged.to_str().unwrap(), "--storage", &storage], &[]);
+    assert_ne!(code, 0);
+    assert!(!damaged.exists(), "no partial output is left");
 }
 
 fn time_dir(record: &Value) -> String {
