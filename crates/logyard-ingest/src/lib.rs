@@ -93,34 +93,3 @@ impl ServiceError for IngestError {
         }
     }
 }
-
-impl ServiceError for uploads::UploadError {
-    fn kind(&self) -> ErrorKind {
-        use uploads::UploadError as E;
-        match self {
-            E::Invalid(_) => ErrorKind::BadRequest,
-            E::NotFound(_) => ErrorKind::NotFound,
-            E::Conflict { .. } => ErrorKind::Conflict,
-            E::TooLarge(_) => ErrorKind::TooLarge,
-            E::Forbidden(_) => ErrorKind::Forbidden,
-            E::Precondition(_) => ErrorKind::PreconditionFailed,
-            E::Storage(e) => e.kind(),
-            E::Archive(e) => e.kind(),
-            E::Internal(_) => ErrorKind::Internal,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        use uploads::UploadError as E;
-        match self {
-            E::Invalid(_) => "invalid_upload",
-            E::NotFound(_) => "not_found",
-            E::Conflict { .. } => "upload_state",
-            E::TooLarge(_) => "payload_too_large",
-            E::Forbidden(_) => "forbidden",
-            E::Precondition(_) => "precondition_failed",
-            E::Storage(e) => e.code(),
-            E::Archive(_) | E::Internal(_) => "upload_failed",
-        }
-    }
-}

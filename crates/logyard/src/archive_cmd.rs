@@ -1,6 +1,6 @@
 //! `logyard archive ls | get | verify`: the raw archive from the command line.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -23,7 +23,8 @@ pub enum ArchiveCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write one member's original bytes to a file or stdout (one ranged read).
+    /// Write one member's original bytes to a file or stdout (one ranged read, streamed and
+    /// checked against its SHA-256; exits non-zero on damage).
     Get {
         /// The bundle (its key or id).
         bundle: String,
@@ -96,10 +97,25 @@ pub async fn run(command: ArchiveCommand, storage: Storage) -> anyhow::Result<()
         }
         ArchiveCommand::Get { bundle, member, output } => {
             let bundle = find(&archive, &bundle).await?;
-            let (_, data) = archive.member(&bundle.key, &member).await?;
+            // Streamed: the member is written as it is decompressed and checked at its end, so
+            // a damaged member fails the command after its output started (a file is removed).
             match output {
-                Some(path) => std::fs::write(&path, &data).with_context(|| format!("writing {}", path.display()))?,
-                None => std::io::stdout().lock().write_all(&data)?,
+                Some(path) => {
+                    let file = std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+                    let written = archive.member(&bundle.key, &member, BufWriter::with_capacity(1 << 20, file)).await;
+                    let flushed = written
+                        .map_err(anyhow::Error::from)
+                        .and_then(|(_, mut out)| out.flush().with_context(|| format!("writing {}", path.display())));
+                    if let Err(e) = flushed {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                }
+                None => {
+                    let out = BufWriter::with_capacity(1 << 20, std::io::stdout());
+                    let (_, mut out) = archive.member(&bundle.key, &member, out).await?;
+                    out.flush()?;
+                }
             }
         }
         ArchiveCommand::Verify { bundles, stream } => {

@@ -153,6 +153,15 @@ async fn local_uploads_are_checked_ingested_and_archived_byte_exact() {
     let (code, out, _) = cli(&["archive", "verify", "--storage", &storage], &[]);
     assert_ne!(code, 0);
     assert!(out.starts_with("DAMAGED\t"), "{out}");
+    // Reading the member fails too, though it streams: to stdout, and to a file, which is removed.
+    let (code, _, err) = cli(&["archive", "get", &bundle, &member, "--storage", &storage], &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&member), "{err}");
+    let damaged = dir.path().join("damaged");
+    let (code, _, _) =
+        cli(&["archive", "get", &bundle, &member, "-o", damaged.to_str().unwrap(), "--storage", &storage], &[]);
+    assert_ne!(code, 0);
+    assert!(!damaged.exists(), "no partial output is left");
 }
 
 fn time_dir(record: &Value) -> String {
@@ -261,4 +270,82 @@ async fn a_tar_upload_is_read_member_by_member() {
     assert_eq!(done["errors"][0]["file"], "web/b.json");
     assert_eq!(done["errors"][0]["line"], 3);
     assert_eq!(count(&server, "SELECT count(*) FROM bundle WHERE message LIKE '%ready%'").await, 1);
+}
+
+/// On local storage the parts of a multipart upload are written in place: completing with a
+/// part missing is refused and names it, a part sent twice is harmless, and the completed file
+/// is the original, byte-exact, with nothing left beside it.
+#[tokio::test]
+async fn local_multipart_parts_land_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = in_parts_of_5_mib(dir.path()).env("LOGYARD_ARCHIVE_BUNDLE_MAX_AGE", "0s");
+    let server = spec.start();
+    let body = events("mp", 120_000).into_bytes();
+    let plan = create(&server, "parted", "big.ndjson", &body, "application/x-ndjson", "ndjson").await;
+    let id = plan["upload_id"].as_str().unwrap().to_owned();
+    let parts = plan["parts"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), 3, "{plan}");
+    let send = |n: usize| {
+        let part = parts[n - 1].clone();
+        let start = (n - 1) * 5_242_880;
+        let data = body[start..(start + part["size"].as_u64().unwrap() as usize)].to_vec();
+        async move { put(&part, data).await }
+    };
+    assert_eq!(send(3).await, 200);
+    assert_eq!(send(1).await, 200);
+    let mut short = parts[1].clone();
+    short["size"] = json!(10);
+    assert_eq!(put(&short, vec![b'x'; 10]).await, 400, "a part of another size is refused");
+    let r = client().post(server.url(&format!("/api/v1/uploads/{id}/complete"))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert!(r.text().await.unwrap().contains("part 2 was not uploaded yet"));
+    assert_eq!(send(2).await, 200);
+    assert_eq!(send(2).await, 200, "a part sent again lands in the same place");
+    complete(&server, &id).await;
+    let done = finished(&server, &id).await;
+    assert_eq!((done["state"].as_str(), done["rows"].as_u64()), (Some("done"), Some(120_000)), "{done}");
+
+    let bundle = archived(&server, &id).await;
+    let got = dir.path().join("got");
+    let member = format!("{id}/big.ndjson");
+    let (code, _, err) =
+        cli(&["archive", "get", &bundle, &member, "-o", got.to_str().unwrap(), "--storage", &spec.storage], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(&got).unwrap() == body, "the original, byte-exact");
+    assert!(!std::path::Path::new(&spec.storage).join("incoming/parted").exists(), "nothing is left in incoming/");
+}
+
+/// A local multipart upload nobody completes fails once it expires, and its parts go.
+#[tokio::test]
+async fn an_expired_local_multipart_upload_leaves_no_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = in_parts_of_5_mib(dir.path()).env("LOGYARD_UPLOADS_MULTIPART_EXPIRY", "2s");
+    let server = spec.start();
+    let body = events("gone", 120_000).into_bytes();
+    let plan = create(&server, "parted", "big.ndjson", &body, "application/x-ndjson", "ndjson").await;
+    let id = plan["upload_id"].as_str().unwrap().to_owned();
+    let first = &plan["parts"][0];
+    assert_eq!(put(first, body[..5_242_880].to_vec()).await, 200);
+    let dir_of_upload = std::path::Path::new(&spec.storage)
+        .join("incoming/parted")
+        .join(time_dir(&plan_record(&server, &id).await))
+        .join(&id);
+    assert!(dir_of_upload.join("big.ndjson.partial").exists());
+    let failed = finished(&server, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["failure"].as_str().unwrap().contains("expired"), "{failed}");
+    assert!(!dir_of_upload.join("big.ndjson.partial").exists(), "the partial file is deleted");
+    assert!(!dir_of_upload.join("big.ndjson.parts").exists(), "the part markers are deleted");
+}
+
+/// A local server whose uploads over 5 MiB go in parts of 5 MiB, swept often.
+fn in_parts_of_5_mib(dir: &std::path::Path) -> ServerSpec {
+    ServerSpec::local(dir)
+        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
+        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880")
+        .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms")
+}
+
+async fn plan_record(server: &Server, id: &str) -> Value {
+    client().get(server.url(&format!("/api/v1/uploads/{id}"))).send().await.unwrap().json().await.unwrap()
 }

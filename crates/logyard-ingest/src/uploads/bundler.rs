@@ -2,23 +2,25 @@
 //! bundle per stream and day, of about `target_bytes`.
 //!
 //! Crash safety: an intent (`archive/_intents/<bundle-id>.json`, naming the bundle and the
-//! objects it takes) is written first; the bundle and its index are written and read back;
-//! the upload records are marked archived; the incoming objects and then the intent are
-//! deleted. An intent left by a crash is finished (when its bundle is complete) or dropped.
+//! objects it takes) is written first; the bundle is streamed to the store as it is made
+//! (each original read once, in windows, on a blocking thread) and checked against what was
+//! sent, and its index written and read back (`Archive`); the upload records are marked
+//! archived; the incoming objects and then the intent are deleted. An intent left by a crash
+//! is finished (when its bundle verifies, read back as a stream) or dropped. Memory stays
+//! bounded whatever the size of an upload.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use logyard_core::StreamName;
 use logyard_core::time;
 use logyard_storage::StorageError;
-use logyard_storage::archive::{ARCHIVE_DIR, Archive, BundleRef, BundleWriter, MemberInfo};
+use logyard_storage::archive::ranged::ObjectReader;
+use logyard_storage::archive::{ARCHIVE_DIR, Archive, BundleRef, MemberInfo, WriteOptions, part_bytes_for};
 
 use super::{UploadError, UploadRecord, UploadState, Uploads};
 
@@ -70,7 +72,7 @@ impl Uploads {
             let mut present = Vec::new();
             for r in records {
                 match self.storage().root_store().head(&self.storage().path(&r.key)).await {
-                    Ok(meta) => present.push((r, meta.size)),
+                    Ok(meta) => present.push((r, meta)),
                     Err(object_store::Error::NotFound { .. }) => {
                         let mut r = r;
                         r.archived = Some(String::new());
@@ -82,11 +84,11 @@ impl Uploads {
             let mut group = Vec::new();
             let mut bytes = 0;
             let count = present.len();
-            for (i, (record, size)) in present.into_iter().enumerate() {
-                bytes += size;
-                group.push(record);
+            for (i, (record, meta)) in present.into_iter().enumerate() {
+                bytes += meta.size;
+                group.push((record, meta));
                 let last = i + 1 == count;
-                let oldest = time::parse_time_str(&group[0].created_at).unwrap_or(now);
+                let oldest = time::parse_time_str(&group[0].0.created_at).unwrap_or(now);
                 let old = now - oldest >= options.max_age.as_micros() as i64;
                 if bytes >= options.target_bytes || (last && (force || old)) {
                     written.push(self.bundle(&stream, &date, std::mem::take(&mut group), options).await?);
@@ -97,55 +99,45 @@ impl Uploads {
         Ok(written)
     }
 
+    /// Writes one bundle of the originals in `objects` (each with what a HEAD said of it).
     async fn bundle(
         &self,
         stream: &str,
         date: &str,
-        records: Vec<UploadRecord>,
+        objects: Vec<(UploadRecord, ObjectMeta)>,
         options: &BundleOptions,
     ) -> Result<BundleRef, UploadError> {
         let storage = self.storage();
         let stream_name = StreamName::new(stream).map_err(|e| UploadError::Invalid(e.to_string()))?;
         let key = Archive::new_bundle_key(&stream_name, date);
-        let intent = Intent { bundle: key.clone(), uploads: records.iter().map(|r| r.upload_id.clone()).collect() };
+        let intent =
+            Intent { bundle: key.clone(), uploads: objects.iter().map(|(r, _)| r.upload_id.clone()).collect() };
         storage
             .root_store()
             .put(&storage.path(&intent_key(&key)), PutPayload::from(serde_json::to_vec(&intent).expect("serializes")))
             .await
             .map_err(StorageError::from_store("writing an archive intent"))?;
 
-        // Read each original once, into the bundle, on a blocking thread.
-        let mut writer = BundleWriter::new(Vec::new(), options.level, options.frame_bytes);
-        for r in &records {
-            let object = storage
-                .root_store()
-                .get(&storage.path(&r.key))
-                .await
-                .map_err(StorageError::from_store("reading an uploaded object"))?;
-            let size = object.meta.size;
-            let mtime = object.meta.last_modified.timestamp().max(0) as u64;
-            let reader = tokio_util::io::StreamReader::new(object.into_stream().map_err(std::io::Error::other));
+        // A bundle holds less than the target plus one upload: its parts are sized for that.
+        let part_bytes = part_bytes_for(options.target_bytes.saturating_add(self.options().max_bytes));
+        let write = WriteOptions { level: options.level, frame_bytes: options.frame_bytes, part_bytes };
+        let mut bundle = Archive::new(storage.clone()).create(&key, write)?;
+        for (r, meta) in &objects {
+            // Read once, in windows, straight into the bundle.
+            let original =
+                ObjectReader::new(storage.root_store(), meta.location.clone(), 0..meta.size, meta.e_tag.clone());
             let info = MemberInfo {
                 name: format!("{}/{}", r.upload_id, r.filename),
-                mtime,
+                mtime: meta.last_modified.timestamp().max(0) as u64,
                 rows: Some(r.rows),
                 rejected: Some(r.rejected),
                 upload_id: Some(r.upload_id.clone()),
             };
-            writer = tokio::task::spawn_blocking(move || {
-                let mut input = tokio_util::io::SyncIoBridge::new(reader);
-                writer.append(info, size, &mut input as &mut dyn Read)?;
-                Ok::<_, std::io::Error>(writer)
-            })
-            .await
-            .map_err(|e| UploadError::Internal(format!("bundling stopped: {e}")))?
-            .map_err(|e| StorageError::Io("bundling an upload".into(), e))?;
+            bundle.append(info, meta.size, original).await?;
         }
-        let (bundle, index) = writer.finish().map_err(|e| StorageError::Io("finishing a bundle".into(), e))?;
-        let archive = Archive::new(storage.clone());
-        let stored = archive.store(&key, Bytes::from(bundle), &index).await?;
+        let (stored, _) = bundle.finish().await?;
         self.finish_intent(&intent).await?;
-        tracing::info!(bundle = key, members = records.len(), bytes = stored.bytes, "archived uploads");
+        tracing::info!(bundle = key, members = objects.len(), bytes = stored.bytes, "archived uploads");
         Ok(stored)
     }
 

@@ -12,7 +12,7 @@ use logyard_core::parse::{BodyFormat, MAX_REPORTED_ERRORS, ParsedBody, parse_bod
 use logyard_core::time::{Micros, parse_time_str};
 use serde::Serialize;
 
-use super::UploadFormat;
+use super::{UploadError, UploadFormat};
 
 /// One rejected line of an upload.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -46,15 +46,6 @@ impl Chunk {
 /// Where chunks go; an error stops the reading (the receiver is gone).
 pub type Emit<'a> = dyn FnMut(Chunk) -> io::Result<()> + 'a;
 
-/// Errors that stop reading a file.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("reading the upload: {0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
-
 /// Reads `input` as `format`, emitting chunks of at most about `chunk_bytes` of input each.
 pub fn read_upload(
     input: impl Read,
@@ -63,13 +54,13 @@ pub fn read_upload(
     chunk_bytes: usize,
     max_json_bytes: usize,
     emit: &mut Emit<'_>,
-) -> Result<(), ReadError> {
+) -> Result<(), UploadError> {
     let mut reader = Reader { received, chunk_bytes, max_json_bytes, chunk: Chunk::default(), pending_bytes: 0 };
     let input = decompressed(BufReader::with_capacity(1 << 20, input))?;
     match format {
         UploadFormat::Tar => reader.tar(input, emit)?,
         UploadFormat::Alb => {
-            return Err(ReadError::Invalid("ALB access logs are imported with `logyard import alb`".into()));
+            return Err(UploadError::Invalid("ALB access logs are imported with `logyard import alb`".into()));
         }
         other => reader.file(input, other, None, emit)?,
     }
@@ -120,7 +111,7 @@ impl Reader {
         Ok(())
     }
 
-    fn tar(&mut self, input: impl Read, emit: &mut Emit<'_>) -> Result<(), ReadError> {
+    fn tar(&mut self, input: impl Read, emit: &mut Emit<'_>) -> Result<(), UploadError> {
         let mut archive = tar::Archive::new(input);
         for entry in archive.entries()? {
             let entry = entry?;
@@ -141,22 +132,22 @@ impl Reader {
         format: UploadFormat,
         name: Option<&str>,
         emit: &mut Emit<'_>,
-    ) -> Result<(), ReadError> {
+    ) -> Result<(), UploadError> {
         match format {
             UploadFormat::Json => self.json(input, name, emit),
             UploadFormat::Ndjson | UploadFormat::Text => self.lines(input, format == UploadFormat::Text, name, emit),
             UploadFormat::Tar | UploadFormat::Alb => {
-                Err(ReadError::Invalid(format!("{}: nested archives are not read", name.unwrap_or("the upload"))))
+                Err(UploadError::Invalid(format!("{}: nested archives are not read", name.unwrap_or("the upload"))))
             }
         }
     }
 
     /// One JSON document (an array of objects, or one object), read whole.
-    fn json(&mut self, input: impl Read, name: Option<&str>, emit: &mut Emit<'_>) -> Result<(), ReadError> {
+    fn json(&mut self, input: impl Read, name: Option<&str>, emit: &mut Emit<'_>) -> Result<(), UploadError> {
         let mut text = Vec::new();
         input.take(self.max_json_bytes as u64 + 1).read_to_end(&mut text)?;
         if text.len() > self.max_json_bytes {
-            return Err(ReadError::Invalid(format!(
+            return Err(UploadError::Invalid(format!(
                 "{}: a JSON document over {} bytes; upload it as NDJSON (one object per line)",
                 name.unwrap_or("the upload"),
                 self.max_json_bytes
@@ -179,7 +170,7 @@ impl Reader {
         text: bool,
         name: Option<&str>,
         emit: &mut Emit<'_>,
-    ) -> Result<(), ReadError> {
+    ) -> Result<(), UploadError> {
         let mut block = Vec::with_capacity(self.chunk_bytes.min(64 << 20) + MAX_LINE_BYTES);
         let mut first_line = 1;
         let mut line_no = 0;
@@ -267,7 +258,7 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(usize,
         if buf.is_empty() {
             return Ok((read, too_long));
         }
-        let (take, done) = match memchr(buf) {
+        let (take, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
@@ -283,10 +274,6 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(usize,
             return Ok((read, too_long));
         }
     }
-}
-
-fn memchr(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|b| *b == b'\n')
 }
 
 #[cfg(test)]
