@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use logyard_auth::Principal;
 use logyard_ingest::Ack;
 use logyard_protocols::elastic::{Bulk, Item, Outcome};
 
-use crate::error::{Form, elastic_answer};
+use crate::error::{Form, elastic_answer, elastic_product};
 use crate::intake::{self, Payload, Taken};
 use crate::state::AppState;
 
@@ -122,7 +122,5 @@ fn answer(taken: &Taken<Vec<Item>>, started: Instant) -> Response {
     }
     let took = started.elapsed().as_millis() as u64;
     let body = format!("{{\"took\":{took},\"errors\":{failed},\"items\":[{items}]}}");
-    let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-    response.headers_mut().insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
-    response
+    elastic_product((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -178,9 +178,13 @@ const ELASTIC_PRODUCT: (&str, &str) = ("x-elastic-product", "Elasticsearch");
 
 /// An Elasticsearch answer.
 pub fn elastic_answer(status: StatusCode, body: serde_json::Value) -> Response {
-    let mut r = (status, Json(body)).into_response();
-    r.headers_mut().insert(ELASTIC_PRODUCT.0, HeaderValue::from_static(ELASTIC_PRODUCT.1));
-    r
+    elastic_product((status, Json(body)).into_response())
+}
+
+/// Marks an answer as Elasticsearch's.
+pub fn elastic_product(mut response: Response) -> Response {
+    response.headers_mut().insert(ELASTIC_PRODUCT.0, HeaderValue::from_static(ELASTIC_PRODUCT.1));
+    response
 }
 
 /// An error as Elasticsearch writes one.
