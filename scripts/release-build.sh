@@ -3,9 +3,11 @@
 #
 #   scripts/release-build.sh OUT_DIR
 #
-# Builds `cargo build --release --locked --bin logyard --timings` into the fresh target
-# directory OUT_DIR/target (refused if it exists: the build must be cold; the crates must be
-# downloaded already, `cargo fetch --locked`), niced, under /usr/bin/time -v. The machine may
+# Builds `cargo build --release --locked --bin logyard --timings` into the target directory
+# $CARGO_TARGET_DIR, or the fresh OUT_DIR/target when it is unset. The build must be cold: a
+# target directory that holds a release build already is refused (the debug builds of the
+# tests may stay: release and debug share nothing). The crates must be downloaded already
+# (`cargo fetch --locked`). It runs niced, under /usr/bin/time -v. The machine may
 # be shared, so besides the wall time it records the build's CPU time (user + sys, which does
 # not depend on other work) and the CPU time the rest of the machine used meanwhile (from
 # /proc/stat), and samples the load average every 15 s. Then it strips a copy of the binary
@@ -17,9 +19,9 @@ cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/release-build.sh OUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-target="$out/target"
-if [ -e "$target" ]; then
-  echo "$target exists: a cold build needs a fresh target directory" >&2
+target=${CARGO_TARGET_DIR:-$out/target}
+if [ -e "$target/release" ]; then
+  echo "$target/release exists: a cold build needs a target directory without a release build" >&2
   exit 1
 fi
 
@@ -41,11 +43,11 @@ kill "$sampler" 2>/dev/null || true
 mkdir -p "$out/stripped"
 deploy/docker/strip-debug.sh "$target/release/logyard" "$out/stripped/logyard" "$out/stripped/logyard.debug"
 
-python3 - "$out" "$start" "$end" "$busy0" "$busy1" "$total0" "$total1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF'
+python3 - "$out" "$target" "$start" "$end" "$busy0" "$busy1" "$total0" "$total1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF'
 import json, os, re, sys
-out = sys.argv[1]
-start, end = float(sys.argv[2]), float(sys.argv[3])
-busy0, busy1, total0, total1, hz, ncpu = (int(x) for x in sys.argv[4:10])
+out, target = sys.argv[1], sys.argv[2]
+start, end = float(sys.argv[3]), float(sys.argv[4])
+busy0, busy1, total0, total1, hz, ncpu = (int(x) for x in sys.argv[5:11])
 time_v = open(f"{out}/time.txt").read()
 def field(name):
     return float(re.search(re.escape(name) + r": (\S+)", time_v).group(1))
@@ -53,7 +55,7 @@ user, sys_ = field("User time (seconds)"), field("System time (seconds)")
 wall = end - start
 machine_busy = (busy1 - busy0) / hz
 loads = [float(l.split()[1]) for l in open(f"{out}/load.txt") if l.strip()]
-html = open(f"{out}/target/cargo-timings/cargo-timing.html").read()
+html = open(f"{target}/cargo-timings/cargo-timing.html").read()
 units = json.loads(re.search(r"const UNIT_DATA = (\[.*?\]);\n", html, re.S).group(1))
 per_crate = {}
 for u in units:
@@ -75,7 +77,7 @@ summary = {
     "load_average_1min_max": max(loads) if loads else None,
     "units": len(units),
     "unit_seconds_total": round(sum(u["duration"] for u in units), 1),
-    "binary_bytes": size(f"{out}/target/release/logyard"),
+    "binary_bytes": size(f"{target}/release/logyard"),
     "stripped_bytes": size(f"{out}/stripped/logyard"),
     "debug_file_bytes": size(f"{out}/stripped/logyard.debug"),
     "top_crates_seconds": [[k, round(v, 1)] for k, v in top],
