@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Assembles the container image of deploy/docker/Dockerfile offline and prints the size of
-# each layer as registries store it (gzip) and the total:
+# each layer as registries store it, gzip (Docker's default) or zstd (what docs/deploy-eks.md
+# pushes: `compression=zstd,compression-level=9`), and the totals:
 #
 #   scripts/image-size.sh [--unstripped] BINARY OUT_DIR
 #
@@ -42,7 +43,8 @@ out=${2:?usage: scripts/image-size.sh [--unstripped] BINARY OUT_DIR}
 # smaller: AWS adds a CA for every new Region).
 rds_bundle_bytes=${RDS_BUNDLE_BYTES:-174184}
 
-command -v umoci >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci; }
+command -v umoci >/dev/null && command -v zstd >/dev/null ||
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci zstd; }
 
 base_packages=(base-files netbase tzdata tzdata-legacy media-types
                libc6 libssl3t64 libzstd1 zlib1g
@@ -173,9 +175,11 @@ umoci config --image "$layout:logyard" \
 
 # --- Sizes -----------------------------------------------------------------------------------
 # umoci compresses with pgzip (gzip in independent blocks); each layer is also compressed here
-# as one gzip -6 stream (Docker's and BuildKit's default), as a check on the figure.
+# as one gzip -6 stream (Docker's and BuildKit's default), as a check on the figure, and with
+# zstd -9 (BuildKit's compression=zstd,compression-level=9; ECR, containerd and Fargate pull
+# zstd layers).
 python3 - "$out" "${layers[@]}" <<'EOF'
-import json, os, sys, zlib
+import json, os, subprocess, sys, zlib
 out, names = sys.argv[1], sys.argv[2:]
 layout = f"{out}/layout"
 blob = lambda d: f"{layout}/blobs/{d.replace(':', '/')}"
@@ -190,27 +194,32 @@ def gzip6(path):
         while chunk := f.read(1 << 20):
             n += len(z.compress(chunk))
     return n + len(z.flush())
+def zstd9(path):
+    return len(subprocess.run(["zstd", "-q", "-9", "-T1", "-c", path], check=True, capture_output=True).stdout)
 rows, total = [], 0
 for name, layer in zip(names, layers):
     size = layer["size"]
     assert os.path.getsize(blob(layer["digest"])) == size
     tar = f"{out}/tars/{name}.tar"
-    rows.append({"layer": name, "tar_bytes": os.path.getsize(tar), "gzip_bytes": size, "gzip6_check_bytes": gzip6(tar)})
+    rows.append({"layer": name, "tar_bytes": os.path.getsize(tar), "gzip_bytes": size,
+                 "gzip6_check_bytes": gzip6(tar), "zstd9_bytes": zstd9(tar)})
     total += size
 base = sum(r["gzip_bytes"] for r in rows if not r["layer"].startswith("app-"))
 app = total - base
 meta = manifest["config"]["size"] + manifest_desc["size"]
 check = sum(r["gzip6_check_bytes"] for r in rows)
+zstd = sum(r["zstd9_bytes"] for r in rows)
 summary = {"layers": rows, "base_gzip_bytes": base, "app_gzip_bytes": app, "layers_gzip6_check_bytes": check,
            "layers_gzip_bytes": total, "config_and_manifest_bytes": meta,
-           "image_bytes": total + meta}
+           "image_bytes": total + meta, "image_gzip6_bytes": check + meta, "image_zstd9_bytes": zstd + meta}
 json.dump(summary, open(f"{out}/image-size.json", "w"), indent=1)
 mb = lambda b: f"{b / 1e6:9.2f} MB"
-print(f"{'layer':<16} {'tar':>12} {'gzip (umoci)':>12} {'gzip -6':>12}")
+print(f"{'layer':<16} {'tar':>12} {'gzip (umoci)':>12} {'gzip -6':>12} {'zstd -9':>12}")
 for r in rows:
-    print(f"{r['layer']:<16} {mb(r['tar_bytes'])} {mb(r['gzip_bytes'])} {mb(r['gzip6_check_bytes'])}")
+    print(f"{r['layer']:<16} {mb(r['tar_bytes'])} {mb(r['gzip_bytes'])} {mb(r['gzip6_check_bytes'])} {mb(r['zstd9_bytes'])}")
 print(f"{'base (distroless cc-debian13)':<29} {mb(base)}")
 print(f"{'application':<29} {mb(app)}")
-print(f"{'image, compressed':<29} {mb(total + meta)}  ({total + meta:,} bytes with config and manifest)")
-print(f"{'layers as gzip -6 (check)':<29} {mb(check)}")
+print(f"{'image, umoci gzip':<29} {mb(total + meta)}  ({total + meta:,} bytes with config and manifest)")
+print(f"{'image, gzip -6 layers':<29} {mb(check + meta)}")
+print(f"{'image, zstd -9 layers':<29} {mb(zstd + meta)}")
 EOF
