@@ -44,8 +44,8 @@ pub struct InvalidIndex {
 
 fn strip_date(name: &str) -> &str {
     let digits_or_sep = |c: char| c.is_ascii_digit() || matches!(c, '.' | '-' | '_');
-    let Some(cut) = name.rfind(|c: char| !digits_or_sep(c)) else { return name };
-    let (head, tail) = name.split_at(cut + 1);
+    let Some((cut, last)) = name.char_indices().rfind(|&(_, c)| !digits_or_sep(c)) else { return name };
+    let (head, tail) = name.split_at(cut + last.len_utf8());
     let Some(date) = tail.strip_prefix(['-', '_', '.']) else { return name };
     let digits: String = date.chars().filter(char::is_ascii_digit).collect();
     let plausible = matches!(digits.len(), 6 | 8) && digits.starts_with("20") && date.chars().all(digits_or_sep);
@@ -195,6 +195,10 @@ mod tests {
         assert_eq!(s("app-v2").unwrap(), "app-v2", "not a date");
         assert_eq!(s("2026.11.25").unwrap(), "2026-11-25", "nothing left without the date: kept");
         assert!(s("Upper").is_err());
+        // A multi-byte character just before the digits (found by the elastic_bulk fuzz target:
+        // the name was cut inside it and the decoder panicked).
+        assert!(s("logs-nginx-50\u{75e}1").is_err());
+        assert!(s("logs-nginx-\u{75e}-20261125").is_err());
         assert_eq!(IndexMapping::default().stream("logstash-2026.11.25").unwrap().as_str(), "logstash-2026-11-25");
     }
 
