@@ -114,7 +114,17 @@ fn from_json(body: &[u8]) -> Result<Vec<Entries>, ProtocolError> {
         stream: Map<String, Value>,
         values: Vec<Vec<Value>>,
     }
-    let push: Push = serde_json::from_slice(body).map_err(|e| malformed(format!("not a Loki push request: {e}")))?;
+    let not_a_push = |e: serde_json::Error| malformed(format!("not a Loki push request: {e}"));
+    // Read as a value first: serde would also take a struct written as an array (`[[]]`), which
+    // Loki refuses. A push is an object whose `streams` are objects.
+    let push: Value = serde_json::from_slice(body).map_err(not_a_push)?;
+    let streams = push.get("streams").and_then(Value::as_array);
+    if !streams.is_some_and(|streams| streams.iter().all(Value::is_object)) {
+        return Err(malformed(
+            "a Loki push is an object {\"streams\": [{\"stream\": {...}, \"values\": [...]}, ...]}".into(),
+        ));
+    }
+    let push: Push = serde_json::from_value(push).map_err(not_a_push)?;
     push.streams
         .into_iter()
         .map(|s| {
@@ -252,6 +262,12 @@ mod tests {
         assert_eq!(a.streams[&key].as_bytes(), b.streams[&key].as_bytes());
         assert!(decode(b"not snappy", false).unwrap_err().to_string().contains("snappy"));
         assert!(decode(br#"{"streams":[{"values":[[1,2]]}]}"#, true).is_err());
+        // Found by the loki_push fuzz target: serde reads a struct from an array, Loki does not;
+        // and a push is text, also where logyard does not look.
+        for body in [&b"[[]]"[..], br#"{"streams":[[{}, []]]}"#, b"{\"streams\": [], \"x\": {\"\xa1\": 1}}"] {
+            let err = decode(body, true).unwrap_err().to_string();
+            assert!(err.contains("Loki push"), "{err}");
+        }
         // A push that claims to decompress to more than the limit is refused before it is.
         let big = snap::raw::Encoder::new().compress_vec(&vec![b'x'; (1 << 20) + 1]).unwrap();
         assert!(matches!(decode(&big, false), Err(ProtocolError::TooLarge(_))));
