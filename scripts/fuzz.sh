@@ -3,12 +3,13 @@
 #   event_body         a request body (NDJSON or JSON) through checking, WAL encoding and batch building
 #   timestamp          event-time text and JSON values
 #   auth_headers       Authorization, stream globs, X-Forwarded-For
-#   elastic_bulk       Elasticsearch _bulk bodies (logyard-protocols, as are the targets below)
+#   elastic_bulk       Elasticsearch _bulk bodies (logyard-protocols, as are the four targets below)
 #   otlp_logs          OTLP/HTTP logs bodies, JSON or protobuf
 #   loki_push          Loki pushes, JSON or snappy protobuf, within a decompressed-size limit
 #   kinesis_record     Kinesis/Firehose record bytes: NDJSON, text, gzip, CloudWatch Logs envelopes
 #   firehose_delivery  Firehose HTTP endpoint delivery requests
 #   body_decode        bounded gzip/zstd decompression of request bodies
+#   search             the search language: reading, writing back, and the SQL it becomes
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 60 s, every target)
 #        scripts/fuzz.sh --seeds                              (each target over fuzz/seeds once:
@@ -31,7 +32,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(event_body timestamp auth_headers elastic_bulk otlp_logs loki_push kinesis_record firehose_delivery body_decode)
+  targets=(event_body timestamp auth_headers elastic_bulk otlp_logs loki_push kinesis_record firehose_delivery body_decode search)
 fi
 
 fuzz="$cache/tools/bin/cargo-fuzz"

@@ -75,6 +75,15 @@ impl Principal {
         self.scopes.contains(&scope)
     }
 
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// The stream patterns the token is limited to; `None` for every stream.
+    pub fn streams(&self) -> Option<&[String]> {
+        self.streams.as_deref()
+    }
+
     /// Whether the token may touch `stream` at all.
     pub fn may_see(&self, stream: &str) -> bool {
         match &self.streams {

@@ -39,11 +39,19 @@ pub struct QueryOptions {
     pub max_json_rows: usize,
     /// Threads a query may use (DataFusion target partitions); 0 = the number of cores.
     pub target_partitions: usize,
+    /// The fields searches look for words in.
+    pub text_fields: crate::TextFields,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_json_rows: 10_000, target_partitions: 0 }
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_limit: 1 << 30,
+            max_json_rows: 10_000,
+            target_partitions: 0,
+            text_fields: crate::TextFields::default(),
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 
 pub mod engine;
 pub mod output;
+pub mod search;
 
 pub use engine::{QueryEngine, QueryOptions, RunningQuery};
 pub use output::Format;
+pub use search::{Cursor, SearchRequest, SearchResult, TextFields};
 
 use std::time::Duration;
 
@@ -14,6 +16,12 @@ use datafusion::error::DataFusionError;
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Search(#[from] logyard_search::SearchError),
+    #[error("no stream named {0} (or this token may not read it)")]
+    NoStream(String),
     #[error("{0}")]
     ReadOnly(String),
     #[error("{0}")]
@@ -41,7 +49,9 @@ impl logyard_core::ServiceError for QueryError {
     fn kind(&self) -> logyard_core::ErrorKind {
         use logyard_core::ErrorKind;
         match self {
-            QueryError::ReadOnly(_) | QueryError::InvalidSql(_) => ErrorKind::BadRequest,
+            QueryError::BadRequest(_) | QueryError::ReadOnly(_) | QueryError::InvalidSql(_) => ErrorKind::BadRequest,
+            QueryError::Search(e) => e.kind(),
+            QueryError::NoStream(_) => ErrorKind::NotFound,
             QueryError::Timeout(_) => ErrorKind::Timeout,
             QueryError::MemoryLimit { .. } => ErrorKind::LimitExceeded,
             QueryError::Execution(_) | QueryError::Storage(_) | QueryError::Encode(_) => ErrorKind::Internal,
@@ -50,6 +60,9 @@ impl logyard_core::ServiceError for QueryError {
 
     fn code(&self) -> &'static str {
         match self {
+            QueryError::BadRequest(_) => "invalid_request",
+            QueryError::Search(e) => e.code(),
+            QueryError::NoStream(_) => "no_such_stream",
             QueryError::ReadOnly(_) => "read_only",
             QueryError::InvalidSql(_) => "invalid_sql",
             QueryError::Timeout(_) => "query_timeout",

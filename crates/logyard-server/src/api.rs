@@ -1,4 +1,5 @@
-//! The API's own routes besides ingest: SQL, streams, flush, health, readiness and metrics.
+//! The API's own routes besides ingest and search: SQL, streams, flush, health, readiness and
+//! metrics.
 
 use std::time::{Duration, Instant};
 
@@ -50,15 +51,7 @@ pub(crate) async fn query(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&principal, Scope::Query, None)?;
-    let Some(slot) = state.limits.query_slot() else {
-        state.http_metrics.limited("concurrent_queries");
-        return Err(ApiError::retry_later(
-            ErrorKind::Unavailable,
-            "too_many_queries",
-            format!("{} queries are already running; retry later", state.limits.settings.max_concurrent_queries),
-            1,
-        ));
-    };
+    let slot = query_slot(&state)?;
     let raw = read_body(&headers, body, 1 << 20).await?;
     let request: QueryRequest = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(
@@ -89,6 +82,19 @@ pub(crate) async fn query(
     Ok(([(header::CONTENT_TYPE, format.content_type())], Body::from_stream(stream)).into_response())
 }
 
+/// One of the `max_concurrent_queries` slots, held while a query (or search) runs.
+pub(crate) fn query_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.limits.query_slot().ok_or_else(|| {
+        state.http_metrics.limited("concurrent_queries");
+        ApiError::retry_later(
+            ErrorKind::Unavailable,
+            "too_many_queries",
+            format!("{} queries are already running; retry later", state.limits.settings.max_concurrent_queries),
+            1,
+        )
+    })
+}
+
 pub(crate) async fn list_streams(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
@@ -115,6 +121,20 @@ pub(crate) async fn get_stream(
         Some(info) => Ok(Json(info).into_response()),
         None => Err(ApiError::not_found(format!("stream {stream} has no table yet"))),
     }
+}
+
+/// `GET /api/v1/session`: who the caller is, for the console to show only what the token may
+/// do (`auth` is false when the server takes no tokens).
+pub(crate) async fn session(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": principal.name,
+        "auth": state.auth.required(),
+        "scopes": principal.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "streams": principal.streams(),
+    }))
 }
 
 pub(crate) async fn healthz() -> Json<serde_json::Value> {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::middleware::{admit, authenticate, observe};
 use crate::state::AppState;
-use crate::{api, elastic, firehose, loki, ndjson, otlp, reports, uploads};
+use crate::{api, console, elastic, firehose, loki, ndjson, otlp, reports, search, uploads};
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/streams", get(api::list_streams))
         .route("/api/v1/streams/{stream}", get(api::get_stream))
         .route("/api/v1/query", post(api::query))
+        .route("/api/v1/search", post(search::search))
         .route("/api/v1/flush", post(api::flush))
         .route("/api/v1/reports", get(reports::list))
         .route("/api/v1/reports/daily/{date}", get(reports::daily_html))
@@ -32,7 +33,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/firehose/{stream}", post(firehose::deliver))
         .route("/v1/logs", post(otlp::http))
         .route("/loki/api/v1/push", post(loki::push))
-        .route("/", get(elastic::info).head(elastic::info))
+        .route("/", get(console::root).head(elastic::info))
+        .route("/ui", get(console::index))
+        .route("/ui/", get(console::index))
+        .route("/ui/{*path}", get(console::asset))
+        .route("/api/v1/session", get(api::session))
         .route("/_license", get(elastic::license))
         .route("/_cluster/health", get(elastic::cluster_health))
         .route("/_bulk", post(elastic::bulk).put(elastic::bulk))

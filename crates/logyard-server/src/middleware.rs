@@ -15,6 +15,7 @@ use logyard_auth::{AuthFailure, Principal};
 use logyard_core::ErrorKind;
 
 use crate::client::ClientIp;
+use crate::console::wants_html;
 use crate::error::{ApiError, Form};
 use crate::state::AppState;
 
@@ -88,8 +89,13 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     let upload_data = request.method() == Method::PUT
         && path.starts_with("/api/v1/uploads/")
         && (path.ends_with("/data") || path.contains("/parts/"));
-    let open =
-        matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !state.auth.protect_metrics) || upload_data;
+    // The console's files are public (the page asks for a token); so is `/` for a browser,
+    // which is sent there.
+    let console = path == "/ui" || path.starts_with("/ui/") || (path == "/" && wants_html(request.headers()));
+    let open = matches!(path, "/healthz" | "/readyz")
+        || (path == "/metrics" && !state.auth.protect_metrics)
+        || upload_data
+        || console;
     if open || !state.auth.required() {
         request.extensions_mut().insert(Principal::anonymous());
         return next.run(request).await;

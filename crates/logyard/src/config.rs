@@ -585,11 +585,23 @@ pub struct QueryConfig {
     pub max_json_rows: usize,
     /// Threads per query (0: one per core).
     pub threads: usize,
+    /// The fields searches look for words and phrases in, for every stream not named in
+    /// `stream_text_fields`.
+    pub text_fields: Vec<String>,
+    /// Text fields per stream, e.g. `{ alb = ["request", "user_agent"] }`.
+    pub stream_text_fields: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), memory_limit: 1 << 30, max_json_rows: 10_000, threads: 0 }
+        Self {
+            timeout: Duration::from_secs(30),
+            memory_limit: 1 << 30,
+            max_json_rows: 10_000,
+            threads: 0,
+            text_fields: vec!["message".into()],
+            stream_text_fields: BTreeMap::new(),
+        }
     }
 }
 

@@ -7,7 +7,9 @@ mod doctor;
 mod import_cmd;
 mod kinesis_cmd;
 mod report_cmd;
+mod search_cmd;
 mod serve;
+mod server_client;
 mod services;
 mod telemetry;
 mod upload_cmd;
@@ -105,6 +107,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Search streams in the search language (newest events first), against the storage
+    /// directly or a running server: `logyard search storefront 'status:>=500 checkout' --since 1h`.
+    Search(search_cmd::SearchArgs),
     /// List the streams with their rows, size and time range.
     Streams {
         /// Storage to read (default from the configuration: ./logyard-data).
@@ -272,6 +277,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(url) => query_server(&url, token.as_deref(), &sql, format).await,
                 None => query_local(&config, &env, &sql, format).await,
             }
+        }
+        Command::Search(args) => {
+            let flags: Vec<_> = args.storage.clone().map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            search_cmd::run(args, &config, &env).await
         }
         Command::Upload { server, token, stream, format, direct, paths } => {
             init_logging_quiet();
@@ -473,6 +484,10 @@ pub(crate) fn query_options(config: &Config) -> QueryOptions {
         memory_limit: config.query.memory_limit,
         max_json_rows: config.query.max_json_rows,
         target_partitions: config.query.threads,
+        text_fields: logyard_query::TextFields {
+            default: config.query.text_fields.clone(),
+            streams: config.query.stream_text_fields.clone(),
+        },
     }
 }
 
@@ -594,16 +609,7 @@ async fn query_server(server: &str, token: Option<&str>, sql: &str, format: Outp
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.with_context(|| format!("POST {url}"))?;
-    let status = response.status();
-    let body = response.bytes().await.with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("the server answered {status}: {message}");
-    }
+    let body = server_client::answer_bytes(request).await.with_context(|| format!("POST {url}"))?;
     if format == OutputFormat::Table {
         let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
         let schema = reader.schema();

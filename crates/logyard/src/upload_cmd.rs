@@ -15,6 +15,8 @@ use logyard_ingest::uploads::UploadFormat;
 use logyard_ingest::uploads::read::format_of_name;
 use logyard_storage::archive::{BundleIndex, BundleWriter, MemberInfo};
 
+use crate::server_client::answer;
+
 /// A file to send, and the name it gets.
 struct Source {
     path: PathBuf,
@@ -387,21 +389,6 @@ async fn send(
         bar.set_position(bar.position().saturating_sub(size));
         tokio::time::sleep(Duration::from_millis(500 * (1 << attempt))).await;
     }
-}
-
-/// Sends a request and reads its JSON answer, turning an error answer into its message.
-async fn answer<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> anyhow::Result<T> {
-    let r = request.send().await.context("reaching the logyard server")?;
-    let status = r.status();
-    let body = r.bytes().await?;
-    if !status.is_success() {
-        let message = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        bail!("the server answered {status}: {message}");
-    }
-    serde_json::from_slice(&body).context("the server's answer is not the JSON expected")
 }
 
 /// `--direct`: puts the payload under an S3 prefix with the caller's credentials.

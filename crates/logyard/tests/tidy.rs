@@ -198,8 +198,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("logyard-protocols", &["logyard-core"]),
     ("logyard-storage", &["logyard-core"]),
     ("logyard-pg", &["logyard-core"]),
+    ("logyard-search", &["logyard-core"]),
     ("logyard-ingest", &["logyard-core", "logyard-protocols", "logyard-storage"]),
-    ("logyard-query", &["logyard-core", "logyard-storage"]),
+    ("logyard-query", &["logyard-core", "logyard-search", "logyard-storage"]),
     ("logyard-report", &["logyard-core", "logyard-query", "logyard-storage"]),
     (
         "logyard-server",
