@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use logyard_core::StreamName;
 use logyard_core::batch::{DATE_COLUMN, TIMESTAMP_COLUMN};
 use logyard_core::time::{Micros, date_string, rfc3339};
-use logyard_search::{Expr, FieldKind, Fields};
+use logyard_search::{Expr, FieldKind, Fields, ident};
 
 use crate::QueryError;
 use crate::engine::{QueryEngine, Visible};
@@ -255,10 +255,6 @@ fn fields_of(schema: &Schema, text: &[String]) -> Fields {
         })
         .collect();
     Fields { columns, text: text.to_vec() }
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The time range's condition, with the `date` partitions it covers so that other days'

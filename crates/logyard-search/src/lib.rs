@@ -27,7 +27,7 @@ mod parse;
 mod sql;
 
 pub use parse::{Expr, Op, Part, Pattern, parse};
-pub use sql::{FieldKind, Fields, to_sql};
+pub use sql::{FieldKind, Fields, ident, to_sql};
 
 use logyard_core::{ErrorKind, ServiceError};
 

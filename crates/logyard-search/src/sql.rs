@@ -130,7 +130,7 @@ fn number(text: &str) -> Option<String> {
 }
 
 /// A quoted identifier: `"` doubled inside.
-fn ident(name: &str) -> String {
+pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
