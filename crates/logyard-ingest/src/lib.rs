@@ -2,7 +2,8 @@
 //!
 //! [`pipeline`] carries a request's events (decoded by `logyard-protocols`) through the
 //! write-ahead log into the stream tables: [`Ingestor::append_all`] is the one path to
-//! durability and acknowledgement of every ingest protocol. [`uploads`] ingests and archives
+//! durability and acknowledgement of every ingest protocol, and hands what became durable to
+//! live tails ([`tail`]). [`uploads`] ingests and archives
 //! files put straight into the storage, [`alb_import`] ALB access logs, [`kinesis`] Kinesis
 //! Data Streams; they commit with the same batch building ([`build`]) and fenced Delta
 //! transactions. [`maintenance`] compacts and applies retention. Knows nothing of HTTP.
@@ -14,6 +15,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;
+pub mod tail;
 pub mod uploads;
 
 pub use metrics::IngestMetrics;

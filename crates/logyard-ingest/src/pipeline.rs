@@ -394,6 +394,7 @@ struct Inner {
     wal_budget: AtomicU64,
     options: IngestOptions,
     metrics: IngestMetrics,
+    tail: crate::tail::TailHub,
 }
 
 impl Ingestor {
@@ -419,6 +420,7 @@ impl Ingestor {
                 wal_budget: AtomicU64::new(u64::MAX),
                 options,
                 metrics,
+                tail: crate::tail::TailHub::default(),
             }),
         };
         this.update_wal_budget();
@@ -463,6 +465,11 @@ impl Ingestor {
         &self.inner.metrics
     }
 
+    /// Where the records this process makes durable are published (live tail).
+    pub fn tail(&self) -> &crate::tail::TailHub {
+        &self.inner.tail
+    }
+
     /// Bytes of the write-ahead log on disk (pending commit, or not yet reclaimed).
     pub fn wal_bytes(&self) -> u64 {
         self.inner.wal.disk_bytes()
@@ -489,6 +496,7 @@ impl Ingestor {
             .collect();
         let len: usize = records.iter().map(|r| r.events.len() + r.raw.as_ref().map_or(0, Bytes::len)).sum();
         let streams: Vec<StreamName> = records.iter().map(|r| r.stream.clone()).collect();
+        let published: Vec<Bytes> = records.iter().map(|r| r.events.clone()).collect();
         self.inner.memory.take(len, self.inner.options.commit_wait).await?;
         let names = streams.iter().map(StreamName::as_str).collect::<Vec<_>>().join(",");
         let span = tracing::info_span!("wal.append", stream = names, bytes = len, position = tracing::field::Empty);
@@ -500,6 +508,9 @@ impl Ingestor {
             }
         };
         span.record("position", first);
+        self.inner.tail.publish(streams.iter().zip(published).enumerate().map(|(i, (stream, events))| {
+            crate::tail::Durable { position: first + i as u64, stream: stream.clone(), events }
+        }));
         if ack == Ack::Commit {
             for stream in &streams {
                 self.request_flush(stream);

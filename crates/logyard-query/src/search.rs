@@ -56,7 +56,8 @@ impl Default for TextFields {
 }
 
 impl TextFields {
-    fn of(&self, stream: &StreamName) -> &[String] {
+    /// The text fields of `stream`.
+    pub fn of(&self, stream: &StreamName) -> &[String] {
         self.streams.get(stream.as_str()).unwrap_or(&self.default)
     }
 }
@@ -170,9 +171,9 @@ struct Target {
 }
 
 impl QueryEngine {
-    /// Runs a search. A stream that does not exist, or that `visible` hides, is an error that
-    /// does not say which of the two it is.
-    pub async fn search(&self, request: &SearchRequest, visible: &Visible<'_>) -> Result<SearchResult, QueryError> {
+    /// The search's expression and its streams as it sees them. A stream that does not
+    /// exist, or that `visible` hides, is an error that does not say which of the two it is.
+    async fn targets(&self, request: &SearchRequest, visible: &Visible<'_>) -> Result<(Expr, Vec<Target>), QueryError> {
         let expr = logyard_search::parse(&request.query)?;
         if request.from >= request.to {
             return Err(QueryError::BadRequest("the time range is empty: `from` must be before `to`".into()));
@@ -180,7 +181,6 @@ impl QueryEngine {
         if request.streams.is_empty() {
             return Err(QueryError::BadRequest("name at least one stream to search".into()));
         }
-        let limit = request.limit.clamp(1, MAX_PAGE);
         let mut targets = Vec::with_capacity(request.streams.len());
         for stream in &request.streams {
             let schema = match self.tables().latest(stream).await? {
@@ -196,7 +196,37 @@ impl QueryEngine {
             let fields = fields_of(&schema, self.options().text_fields.of(stream));
             targets.push(Target { stream: stream.clone(), schema, fields });
         }
+        Ok((expr, targets))
+    }
 
+    /// The statements that select every event a search matches (no page), newest first, one
+    /// per stream, each row with its stream in `_stream`: what a download runs.
+    pub async fn search_export_sql(
+        &self,
+        request: &SearchRequest,
+        visible: &Visible<'_>,
+    ) -> Result<Vec<String>, QueryError> {
+        let (expr, targets) = self.targets(request, visible).await?;
+        targets
+            .iter()
+            .map(|target| {
+                let condition = where_sql(target, &expr, request.from, request.to, false)?;
+                Ok(format!(
+                    "SELECT '{stream}' AS \"_stream\", * FROM {table} WHERE {condition} ORDER BY {ts} DESC",
+                    // Stream names are lower-case letters, digits, `-` and `_`: nothing to escape.
+                    stream = target.stream.as_str(),
+                    table = ident(target.stream.as_str()),
+                    ts = ident(TIMESTAMP_COLUMN),
+                ))
+            })
+            .collect()
+    }
+
+    /// Runs a search. A stream that does not exist, or that `visible` hides, is an error that
+    /// does not say which of the two it is.
+    pub async fn search(&self, request: &SearchRequest, visible: &Visible<'_>) -> Result<SearchResult, QueryError> {
+        let (expr, targets) = self.targets(request, visible).await?;
+        let limit = request.limit.clamp(1, MAX_PAGE);
         let mut sql = Vec::new();
         let mut rows = Vec::new();
         for target in &targets {

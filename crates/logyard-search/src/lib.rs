@@ -19,13 +19,17 @@
 //! - A backslash escapes the next character in a bare word (`path:a\:b`, `\*`) and in a
 //!   quoted one (`\"`, `\\`).
 //!
+//! [`Matcher`] answers the same question for one event in memory (the live tail).
+//!
 //! Pure: no IO, no knowledge of tables beyond the [`Fields`] a caller describes. Values and
 //! field names reach SQL only as quoted literals and quoted identifiers; nothing typed becomes
 //! SQL syntax. Errors name the character position they were found at.
 
+mod matcher;
 mod parse;
 mod sql;
 
+pub use matcher::{Leaves, Matcher};
 pub use parse::{Expr, Op, Part, Pattern, parse};
 pub use sql::{FieldKind, Fields, ident, to_sql};
 

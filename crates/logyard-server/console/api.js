@@ -20,10 +20,14 @@ export function setToken(value) {
   else sessionStorage.removeItem(KEY);
 }
 
-function headers(json) {
-  const h = { Accept: 'application/json' };
+// The Authorization header, when signed in.
+export function authHeaders() {
   const t = token();
-  if (t) h.Authorization = `Bearer ${t}`;
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+function headers(json) {
+  const h = { Accept: 'application/json', ...authHeaders() };
   if (json) h['Content-Type'] = 'application/json';
   return h;
 }
@@ -84,4 +88,28 @@ export function signIn(message) {
     input.focus();
   });
   return pending;
+}
+
+// Opens a one-time download link (POST /api/v1/downloads): a file to save, or a page in a new
+// tab. The link carries a ticket that works once, for a minute; never the token.
+export async function download(what, newTab) {
+  // A tab opened before the await is not taken for a pop-up.
+  const tab = newTab ? window.open('', '_blank') : null;
+  try {
+    const { url } = await api('POST', '/api/v1/downloads', what);
+    if (tab) {
+      tab.opener = null;
+      tab.location = url;
+    } else {
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = '';
+      document.body.append(a);
+      a.click();
+      a.remove();
+    }
+  } catch (e) {
+    if (tab) tab.close();
+    throw e;
+  }
 }

@@ -4,10 +4,11 @@
 import { api, setToken, token } from './api.js';
 import { navigate } from './nav.js';
 import * as search from './search.js';
+import * as reports from './reports.js';
 import * as sql from './sql.js';
 import * as streams from './streams.js';
 
-const pages = { search, sql, streams };
+const pages = { search, sql, streams, reports };
 let session = null;
 
 async function loadSession() {
@@ -16,7 +17,9 @@ async function loadSession() {
   who.textContent = session.auth ? session.name : '';
   document.getElementById('signout').hidden = !session.auth || !token();
   // Pages a token's scopes do not allow are not shown.
-  document.querySelector('nav a[data-page="sql"]').hidden = !session.scopes.includes('query');
+  for (const page of ['sql', 'reports']) {
+    document.querySelector(`nav a[data-page="${page}"]`).hidden = !session.scopes.includes('query');
+  }
   return session;
 }
 
@@ -25,11 +28,15 @@ async function route() {
   const name = location.pathname.replace(/^\/ui\/?/, '').split('/')[0] || 'search';
   const page = pages[name] || search;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.page === name);
+  // Busy until the page has shown what it loaded (assistive technology, and tests, wait).
+  main.setAttribute('aria-busy', 'true');
   try {
     if (!session) await loadSession();
     await page.render(main, new URLSearchParams(location.search), session);
   } catch (e) {
     main.replaceChildren(errorBox(e));
+  } finally {
+    main.removeAttribute('aria-busy');
   }
 }
 

@@ -2,14 +2,20 @@
 // the newest events, older ones loaded as the table is scrolled (keyset pages). The URL holds
 // the search (streams, range, query, columns), never the token.
 
-import { api } from './api.js';
+import { api, download } from './api.js';
 import { histogram } from './chart.js';
 import { copyButton, el, shortTime, text } from './dom.js';
 import { navigate } from './nav.js';
+import { openTail } from './tail.js';
 
 const RANGES = [['15m', 'Last 15 minutes'], ['1h', 'Last hour'], ['24h', 'Last 24 hours'], ['7d', 'Last 7 days'], ['custom', 'Between…']];
 const PAGE = 100;
 const HIDDEN = new Set(['timestamp', '_stream', 'date']);
+// Rows the table keeps while live (the oldest go first).
+const LIVE_ROWS = 1000;
+// Fields that tie an event to others around it, the first one present wins.
+const CONTEXT = ['session_id', 'trace_id', 'kubernetes.pod_name', 'pod', 'pod_name', 'host', 'customer_id'];
+const AROUND_MS = 5 * 60e3;
 
 // A field name as the search language writes it, and a value as a phrase or a number.
 function fieldName(name) {
@@ -101,7 +107,8 @@ export async function render(main, params, session) {
   const summary = el('p', { class: 'muted summary' });
   const table = el('table', { class: 'events' });
   const more = el('p', { class: 'muted more' });
-  main.replaceChildren(form, error, summary, chart, sqlBox, table, more);
+  const tools = el('div', { class: 'toolbar result-tools' });
+  main.replaceChildren(form, error, summary, chart, sqlBox, tools, table, more);
 
   function submit() {
     const next = {
@@ -143,13 +150,15 @@ export async function render(main, params, session) {
 
   const columns = state.columns.length ? state.columns : defaultColumns(result.events);
   const multi = state.streams.length > 1;
+  const searched = { streams: state.streams, query: state.q, from: result.from, to: result.to };
   const head = el('tr', {}, el('th', { class: 'time' }, 'time'), multi && el('th', {}, 'stream'),
     columns.map((c) => el('th', {}, c, el('button', { type: 'button', class: 'quiet small', title: `Remove the column ${c}`,
       onclick: () => setColumns(columns.filter((x) => x !== c)) }, '×'))));
   const body = el('tbody');
   table.replaceChildren(el('thead', {}, head), body);
+  const rowsOf = (event) => eventRows(event, columns, multi, state, setColumns, addTerm);
   const addRows = (events) => {
-    for (const event of events) body.append(...eventRows(event, columns, multi, state, setColumns, addTerm));
+    for (const event of events) body.append(...rowsOf(event));
   };
   addRows(result.events);
 
@@ -186,6 +195,159 @@ export async function render(main, params, session) {
     }
   });
   if (next) observer.observe(more);
+
+  const live = liveControls(state, body, rowsOf, () => {
+    observer.disconnect();
+    more.textContent = '';
+  });
+  tools.replaceChildren(...live,
+    el('span', { class: 'spacer' }),
+    el('button', { type: 'button', class: 'quiet', onclick: () => download({ search: searched, format: 'ndjson' }).catch(alertError) }, 'Download NDJSON'),
+    !multi && el('button', { type: 'button', class: 'quiet', onclick: () => download({ search: searched, format: 'csv' }).catch(alertError) }, 'Download CSV'),
+    saveControl(state),
+    savedMenu(state.session));
+}
+
+function alertError(e) {
+  window.alert(e.message);
+}
+
+// Live: matching events as they become durable, newest on top; pause keeps them aside so
+// that the view does not move, resume shows them, clear empties the table.
+function liveControls(state, body, rowsOf, onStart) {
+  const button = el('button', { type: 'button', class: 'live' }, 'Live');
+  const pause = el('button', { type: 'button', class: 'quiet', hidden: true }, 'Pause');
+  const clear = el('button', { type: 'button', class: 'quiet', hidden: true }, 'Clear');
+  const status = el('span', { class: 'muted live-status', role: 'status' });
+  let tail = null;
+  let paused = false;
+  let waiting = [];
+  let received = 0;
+  let dropped = 0;
+  let condition = '';
+
+  const show = () => {
+    const parts = [condition, `${received.toLocaleString()} new`];
+    if (waiting.length) parts.push(`${waiting.length.toLocaleString()} waiting`);
+    if (dropped) parts.push(`${dropped.toLocaleString()} dropped (sampled)`);
+    status.textContent = tail ? parts.filter(Boolean).join(' · ') : '';
+  };
+  const prepend = (events) => {
+    // Events come oldest first; the table shows the newest on top.
+    const rows = events.slice().reverse().flatMap(rowsOf);
+    body.prepend(...rows);
+    while (body.rows.length > LIVE_ROWS * 2) body.lastElementChild.remove();
+  };
+  const stop = () => {
+    if (tail) tail.stop();
+    tail = null;
+    button.textContent = 'Live';
+    button.classList.remove('on');
+    pause.hidden = true;
+    clear.hidden = true;
+    show();
+  };
+  button.addEventListener('click', () => {
+    if (tail) return stop();
+    onStart();
+    paused = false;
+    waiting = [];
+    received = 0;
+    dropped = 0;
+    button.textContent = 'Stop';
+    button.classList.add('on');
+    pause.textContent = 'Pause';
+    pause.hidden = false;
+    clear.hidden = false;
+    tail = openTail(state.streams, state.q, {
+      event: (event) => {
+        received += 1;
+        if (paused) waiting.push(event);
+        else prepend([event]);
+        show();
+      },
+      dropped: (n) => { dropped += n; show(); },
+      gap: () => { condition = 'some events could not be replayed after reconnecting'; show(); },
+      state: (name, message) => {
+        condition = name === 'live' ? 'live' : `${name}${message ? `: ${message}` : ''}`;
+        if (name === 'failed') stop();
+        show();
+      },
+    });
+    show();
+  });
+  pause.addEventListener('click', () => {
+    paused = !paused;
+    pause.textContent = paused ? 'Resume' : 'Pause';
+    if (!paused) {
+      prepend(waiting);
+      waiting = [];
+    }
+    show();
+  });
+  clear.addEventListener('click', () => {
+    body.replaceChildren();
+    waiting = [];
+    show();
+  });
+  // Leaving the page ends the tail.
+  window.addEventListener('logyard:route', stop, { once: true });
+  return [button, pause, clear, status];
+}
+
+// Saves the search under a name (shared with everyone on this server).
+function saveControl(state) {
+  const name = el('input', { type: 'text', placeholder: 'Name of this search', 'aria-label': 'Name of this search', required: true, maxlength: '200' });
+  const message = el('span', { class: 'muted' });
+  const form = el('form', { class: 'save', hidden: true }, name, el('button', { type: 'submit' }, 'Save'), message);
+  const open = el('button', { type: 'button', class: 'quiet' }, 'Save search…');
+  open.addEventListener('click', () => {
+    form.hidden = !form.hidden;
+    if (!form.hidden) name.focus();
+  });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const search = { streams: state.streams, query: state.q, columns: state.columns };
+    if (state.since) search.since = state.since;
+    else Object.assign(search, { from: state.from, to: state.to });
+    try {
+      await api('POST', '/api/v1/saved-searches', { name: name.value.trim(), search });
+      message.textContent = 'Saved.';
+      setTimeout(() => { form.hidden = true; message.textContent = ''; }, 1200);
+    } catch (err) {
+      message.textContent = err.message;
+    }
+  });
+  return el('span', { class: 'save-control' }, open, form);
+}
+
+// The saved searches menu: open one, delete one's own (an admin token deletes any).
+function savedMenu(session) {
+  const list = el('div', { class: 'menu' });
+  const menu = el('details', { class: 'saved' }, el('summary', {}, 'Saved searches'), list);
+  const load = async () => {
+    list.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+    try {
+      const { saved_searches: saved } = await api('GET', '/api/v1/saved-searches');
+      if (!saved.length) return list.replaceChildren(el('p', { class: 'muted' }, 'None yet.'));
+      list.replaceChildren(...saved.map((s) => el('div', { class: 'saved-item' },
+        el('a', { href: urlOf({ ...s.search, q: s.search.query, columns: s.search.columns || [] }), title: s.search.query }, s.name),
+        el('span', { class: 'muted' }, ` ${s.owner}`),
+        (s.owner === session.name || session.scopes.includes('admin')) && el('button', {
+          type: 'button', class: 'quiet small', title: `Delete ${s.name}`,
+          onclick: async () => {
+            try {
+              await api('DELETE', `/api/v1/saved-searches/${s.id}`);
+              load();
+            } catch (e) { alertError(e); }
+          },
+        }, '×'))));
+    } catch (e) {
+      list.replaceChildren(el('p', { class: 'error' }, e.message));
+    }
+  };
+  menu.addEventListener('toggle', () => { if (menu.open) load(); });
+  return menu;
 }
 
 // A dropdown of checkboxes, one per stream.
@@ -233,9 +395,20 @@ function eventView(event, columns, setColumns, addTerm) {
       !columns.includes(key) && !HIDDEN.has(key) && el('button', { type: 'button', class: 'quiet small', title: 'Show as a column', onclick: () => setColumns([...columns, key]) }, '▦')),
     el('th', {}, key),
     el('td', { class: 'value' }, typeof event[key] === 'string' ? event[key] : JSON.stringify(event[key]))));
+  const context = CONTEXT.find((f) => event[f] !== undefined && event[f] !== null);
   return el('div', { class: 'event-view' },
-    el('div', { class: 'toolbar' }, copyButton(() => JSON.stringify(event, null, 2), 'Copy JSON')),
+    el('div', { class: 'toolbar' }, copyButton(() => JSON.stringify(event, null, 2), 'Copy JSON'),
+      context && event.timestamp && el('a', { href: surrounding(event, context), title: `Events of the same ${context} five minutes either side` }, `Surrounding events (same ${context})`)),
     el('table', { class: 'fields' }, fields));
+}
+
+// The search for the events around one: the same stream and context value, ±5 minutes.
+function surrounding(event, field) {
+  const at = new Date(event.timestamp).getTime();
+  return urlOf({
+    streams: [event._stream], q: term(field, event[field], false), since: null,
+    from: new Date(at - AROUND_MS).toISOString(), to: new Date(at + AROUND_MS).toISOString(), columns: [],
+  });
 }
 
 function legend(chart, h) {

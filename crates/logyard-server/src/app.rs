@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tokio::net::TcpListener;
 
 use crate::middleware::{admit, authenticate, observe};
 use crate::state::AppState;
-use crate::{api, console, elastic, firehose, loki, ndjson, otlp, reports, search, uploads};
+use crate::{api, console, downloads, elastic, firehose, loki, ndjson, otlp, reports, saved, search, tail, uploads};
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
@@ -20,6 +20,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/streams/{stream}", get(api::get_stream))
         .route("/api/v1/query", post(api::query))
         .route("/api/v1/search", post(search::search))
+        .route("/api/v1/tail", get(tail::tail))
+        .route("/api/v1/downloads", post(downloads::create))
+        .route("/api/v1/downloads/{ticket}", get(downloads::get))
+        .route("/api/v1/saved-searches", get(saved::list).post(saved::create))
+        .route("/api/v1/saved-searches/{id}", delete(saved::delete))
         .route("/api/v1/flush", post(api::flush))
         .route("/api/v1/reports", get(reports::list))
         .route("/api/v1/reports/daily/{date}", get(reports::daily_html))
@@ -58,6 +63,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let shutdown = stop_tails(&state, shutdown);
     axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
@@ -71,6 +77,7 @@ pub async fn run_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let shutdown = stop_tails(&state, shutdown);
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
@@ -81,4 +88,16 @@ pub async fn run_tls(
         .handle(handle)
         .serve(router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
+}
+
+/// `shutdown`, which first ends the responses that would never end by themselves (tails).
+fn stop_tails(
+    state: &AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let stopping = state.stopping.clone();
+    async move {
+        shutdown.await;
+        stopping.stop();
+    }
 }

@@ -27,6 +27,8 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
     ("search.js", include_bytes!("../console/search.js"), JS),
     ("sql.js", include_bytes!("../console/sql.js"), JS),
     ("streams.js", include_bytes!("../console/streams.js"), JS),
+    ("reports.js", include_bytes!("../console/reports.js"), JS),
+    ("tail.js", include_bytes!("../console/tail.js"), JS),
     ("style.css", include_bytes!("../console/style.css"), CSS),
     ("vendor/uPlot.esm.js", include_bytes!("../console/vendor/uPlot.esm.js"), JS),
     ("vendor/uPlot.min.css", include_bytes!("../console/vendor/uPlot.min.css"), CSS),
@@ -35,7 +37,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// The console's pages: paths the single page answers itself.
-const PAGES: &[&str] = &["", "search", "sql", "streams"];
+const PAGES: &[&str] = &["", "search", "sql", "streams", "reports"];
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -144,6 +146,29 @@ mod tests {
         for a in prepared() {
             assert!(!a.plain.is_empty(), "{}", a.path);
             assert!(a.gzip.len() < a.plain.len(), "{}", a.path);
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_console_directory_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = path.strip_prefix(&root).unwrap().to_str().unwrap().replace('\\', "/");
+                if name.ends_with(".LICENSE") {
+                    continue;
+                }
+                assert!(
+                    ASSETS.iter().any(|(p, ..)| *p == name),
+                    "console/{name} is not in ASSETS: it would not be served"
+                );
+            }
         }
     }
 

@@ -92,9 +92,12 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     // The console's files are public (the page asks for a token); so is `/` for a browser,
     // which is sent there.
     let console = path == "/ui" || path.starts_with("/ui/") || (path == "/" && wants_html(request.headers()));
+    // So does a download link: its ticket was handed out to a token (`downloads`).
+    let download = request.method() == Method::GET && path.starts_with("/api/v1/downloads/");
     let open = matches!(path, "/healthz" | "/readyz")
         || (path == "/metrics" && !state.auth.protect_metrics)
         || upload_data
+        || download
         || console;
     if open || !state.auth.required() {
         request.extensions_mut().insert(Principal::anonymous());

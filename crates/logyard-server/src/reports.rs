@@ -50,11 +50,22 @@ pub(crate) async fn daily_file(
     axum::Extension(principal): axum::Extension<Principal>,
     Path((date, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    authorize(&principal, Scope::Query, None)?;
-    if chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").is_err() {
+    report_response(&state, &principal, "daily", &date, &name).await
+}
+
+/// A file of a report, for the caller's token (also a download link's).
+pub(crate) async fn report_response(
+    state: &AppState,
+    principal: &Principal,
+    kind: &str,
+    date: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    authorize(principal, Scope::Query, None)?;
+    if chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err() {
         return Err(ApiError::bad_request("invalid_date", format!("{date:?} is not a date like 2026-11-25")));
     }
-    let data = state.reports.file("daily", &date, &name).await?;
+    let data = state.reports.file(kind, date, name).await?;
     let content_type = match name.rsplit('.').next() {
         Some("html") => "text/html; charset=utf-8",
         Some("json") => "application/json",

@@ -25,9 +25,9 @@ use crate::state::AppState;
 /// Events per page when the request does not say.
 const DEFAULT_LIMIT: usize = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SearchBody {
+pub(crate) struct SearchBody {
     streams: Vec<String>,
     #[serde(default)]
     query: String,
@@ -66,7 +66,7 @@ pub(crate) async fn search(
     Ok(Json(result?))
 }
 
-fn request(body: SearchBody) -> Result<SearchRequest, ApiError> {
+pub(crate) fn request(body: SearchBody) -> Result<SearchRequest, ApiError> {
     let streams = body.streams.iter().map(|s| StreamName::new(s)).collect::<Result<Vec<_>, _>>()?;
     let (from, to) = time_range(body.from.as_deref(), body.since.as_deref(), body.to.as_deref(), now_micros())?;
     let before = body.before.as_deref().map(str::parse).transpose()?;

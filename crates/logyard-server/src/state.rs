@@ -18,6 +18,7 @@ use logyard_storage::Storage;
 use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
 use crate::recent::RecentIds;
+pub use crate::tail::TailSettings;
 
 /// Who may call what.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +85,28 @@ pub struct AppState {
     pub protocols: ProtocolSettings,
     /// Firehose request ids lately delivered (a retried delivery is not taken twice).
     pub firehose_requests: Arc<RecentIds>,
+    pub tail: TailSettings,
+    /// Download links handed out and not yet used.
+    pub downloads: crate::downloads::Tickets,
+    /// Told when the server begins to stop (long-lived responses end then).
+    pub stopping: Stopping,
+}
+
+/// A signal that the server is stopping, for responses that would otherwise never end.
+#[derive(Debug, Clone, Default)]
+pub struct Stopping(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stopping {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once [`Stopping::stop`] was called.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives as long as `self`.
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
 }
 
 impl AppState {

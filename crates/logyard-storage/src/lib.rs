@@ -57,6 +57,11 @@ impl logyard_core::ServiceError for StorageError {
 }
 
 impl StorageError {
+    /// Whether the object asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::ObjectStore { source: object_store::Error::NotFound { .. }, .. })
+    }
+
     pub fn from_store(context: &'static str) -> impl FnOnce(object_store::Error) -> Self {
         move |source| StorageError::ObjectStore { context, source }
     }

@@ -178,6 +178,32 @@ impl Storage {
         let result = self.root.get(&self.path(relative)).await.map_err(StorageError::from_store("reading"))?;
         result.bytes().await.map_err(StorageError::from_store("reading"))
     }
+
+    /// Writes a whole object (replacing it).
+    pub async fn put(&self, relative: &str, data: bytes::Bytes) -> Result<(), StorageError> {
+        self.root.put(&self.path(relative), data.into()).await.map(|_| ()).map_err(StorageError::from_store("writing"))
+    }
+
+    /// Deletes an object; one that is not there is no error.
+    pub async fn delete(&self, relative: &str) -> Result<(), StorageError> {
+        match self.root.delete(&self.path(relative)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::from_store("deleting")(e)),
+        }
+    }
+
+    /// The names of the objects directly in the directory `relative`, sorted.
+    pub async fn list_names(&self, relative: &str) -> Result<Vec<String>, StorageError> {
+        let listing = self
+            .root
+            .list_with_delimiter(Some(&self.path(relative)))
+            .await
+            .map_err(StorageError::from_store("listing"))?;
+        let mut names: Vec<String> =
+            listing.objects.iter().filter_map(|o| o.location.filename().map(str::to_owned)).collect();
+        names.sort();
+        Ok(names)
+    }
 }
 
 /// delta-rs knows `file://` and `memory://`; S3 tables use its default log store too (commits

@@ -18,6 +18,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
     pub query: QueryConfig,
+    pub tail: TailConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
@@ -573,6 +574,43 @@ impl Default for IngestConfig {
     }
 }
 
+/// The live tail (`GET /api/v1/tail`, the console's Live button).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailConfig {
+    /// Events per second one tail sends; past it, it samples and says how many it dropped.
+    pub max_events_per_second: u32,
+    /// Time between heartbeats of an idle tail (below the load balancer's idle timeout).
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    /// The other replicas, whose events a tail merges: `host:port` names resolved to every
+    /// address (the chart's headless service), or `https://host:port`. A list, or one string
+    /// with commas (`LOGYARD_TAIL_PEERS`, `--peers`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub peers: Vec<String>,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        Self { max_events_per_second: 200, heartbeat: Duration::from_secs(15), peers: Vec::new() }
+    }
+}
+
+/// A list of strings, written as a list or as one string with commas.
+fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    let list = match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::One(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(list.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
@@ -668,11 +706,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 17] = [
+const SECTIONS: [&str; 18] = [
     "server",
     "storage",
     "ingest",
     "query",
+    "tail",
     "log",
     "auth",
     "limits",

@@ -73,6 +73,10 @@ enum Command {
         /// server can read and write every stream).
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Other replicas whose events live tails merge (`tail.peers`): host:port names,
+        /// comma-separated, each resolved to all its addresses.
+        #[arg(long)]
+        peers: Option<String>,
     },
     /// Check what a deployment needs (credentials, identity, storage, WAL, clock) and say
     /// how to fix what fails. Exits non-zero on any failure.
@@ -250,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if doctor::print(&checks, json) { Ok(()) } else { Err(anyhow::anyhow!("some checks failed")) }
         }
         Command::Token(TokenCommand::Create { name, scopes, streams }) => token_create(name, &scopes, streams),
-        Command::Serve { listen, storage, wal_dir, insecure_no_auth } => {
+        Command::Serve { listen, storage, wal_dir, insecure_no_auth, peers } => {
             let mut flags = Vec::new();
             if let Some(l) = listen {
                 flags.push(("server.listen", l));
@@ -260,6 +264,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(w) = wal_dir {
                 flags.push(("storage.wal_dir", w.display().to_string()));
+            }
+            if let Some(p) = peers {
+                flags.push(("tail.peers", p));
             }
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             let telemetry = init_logging(&config, &env)?;

@@ -117,6 +117,14 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
             },
         },
         firehose_requests: Default::default(),
+        tail: logyard_server::TailSettings {
+            max_events_per_second: config.tail.max_events_per_second,
+            heartbeat: config.tail.heartbeat,
+            peers: config.tail.peers.clone(),
+            ..Default::default()
+        },
+        stopping: Default::default(),
+        downloads: Default::default(),
         auth: logyard_server::AuthSettings {
             tokens: token_store.clone(),
             insecure,

@@ -279,7 +279,8 @@ async fn the_cli_queries_a_server_and_prints_a_table() {
 #[tokio::test]
 async fn memory_storage_serves_too() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = ServerSpec { storage: "memory://".into(), wal_dir: dir.path().join("wal"), env: Vec::new() };
+    let spec =
+        ServerSpec { listen: None, storage: "memory://".into(), wal_dir: dir.path().join("wal"), env: Vec::new() };
     let server = spec.start();
     assert_eq!(ingest(&server, "mem", events("m", 7), "?ack=commit").await.0, 200);
     assert_eq!(count(&server, "SELECT count(*) FROM mem").await, 7);

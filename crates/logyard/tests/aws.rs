@@ -154,7 +154,7 @@ async fn irsa_web_identity_credentials_come_from_sts() {
     );
 
     // The server signs its S3 requests with the temporary credentials STS gave it.
-    let spec = ServerSpec { storage, wal_dir: dir.path().join("srv-wal"), env: env.clone() };
+    let spec = ServerSpec { listen: None, storage, wal_dir: dir.path().join("srv-wal"), env: env.clone() };
     let server = spec.start();
     assert_eq!(ingest(&server, "irsa", events("i", 5), "?ack=commit").await.0, 200);
     let signers = moto.faults.signers();
@@ -243,7 +243,7 @@ async fn pod_identity_credentials_are_refreshed_before_they_expire() {
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(), token_file.display().to_string()),
         ("AWS_ENDPOINT_URL".into(), s3.endpoint.clone()),
     ]);
-    let spec = ServerSpec { storage: format!("s3://{bucket}/p"), wal_dir: dir.path().join("wal"), env };
+    let spec = ServerSpec { listen: None, storage: format!("s3://{bucket}/p"), wal_dir: dir.path().join("wal"), env };
     let server = spec.start();
     assert_eq!(ingest(&server, "pod", events("a", 5), "?ack=commit").await.0, 200);
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -184,7 +184,12 @@ struct Backend {
 async fn a_large_upload_is_archived_in_bounded_memory(backend: Backend, work: &Path) {
     let started = Instant::now();
     let upload = Upload::new();
-    let mut spec = ServerSpec { storage: backend.storage.clone(), wal_dir: work.join("wal"), env: backend.env.clone() };
+    let mut spec = ServerSpec {
+        listen: None,
+        storage: backend.storage.clone(),
+        wal_dir: work.join("wal"),
+        env: backend.env.clone(),
+    };
     spec.env.push(("LOGYARD_UPLOADS_SWEEP_INTERVAL".into(), "200ms".into()));
     spec.env.push(("LOGYARD_ARCHIVE_BUNDLE_MAX_AGE".into(), "0s".into()));
     let server = spec.start();

@@ -137,7 +137,12 @@ async fn object_store_failures_are_retried_and_nothing_is_lost_or_doubled() {
     let s3 = S3::start();
     let bucket = s3.bucket("faults");
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec { storage: format!("s3://{bucket}/p"), wal_dir: dir.path().join("wal"), env: s3.env() };
+    let mut spec = ServerSpec {
+        listen: None,
+        storage: format!("s3://{bucket}/p"),
+        wal_dir: dir.path().join("wal"),
+        env: s3.env(),
+    };
     spec.env.push(("LOGYARD_QUERY_MAX_JSON_ROWS".into(), "1000000".into()));
     let server = spec.start();
     let mut acked = HashSet::new();

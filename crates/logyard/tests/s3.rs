@@ -5,7 +5,12 @@ mod common;
 use common::*;
 
 fn s3_spec(s3: &S3, dir: &std::path::Path, bucket: &str, prefix: &str, wal: &str) -> ServerSpec {
-    let mut spec = ServerSpec { storage: format!("s3://{bucket}/{prefix}"), wal_dir: dir.join(wal), env: Vec::new() };
+    let mut spec = ServerSpec {
+        listen: None,
+        storage: format!("s3://{bucket}/{prefix}"),
+        wal_dir: dir.join(wal),
+        env: Vec::new(),
+    };
     spec.env = s3.env();
     spec
 }

@@ -212,6 +212,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "logyard-ingest",
             "logyard-query",
             "logyard-report",
+            "logyard-search",
         ],
     ),
     (

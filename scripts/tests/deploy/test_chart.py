@@ -165,8 +165,17 @@ def common(docs: list[dict], label: str) -> None:
         check(all(tmpl["metadata"]["labels"].get(k) == v for k, v in np_sel.items()), f"{label}: the NetworkPolicy covers {name}")
     check(set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{label}: NetworkPolicy restricts both directions")
     ingress_ports = [p for rule in np["spec"]["ingress"] for p in rule.get("ports", [])]
-    check(ingress_ports == [{"port": "http", "protocol": "TCP"}], f"{label}: ingress only to the HTTP port")
-    check(all("ipBlock" in peer for rule in np["spec"]["ingress"] for peer in rule["from"]), f"{label}: ingress only from CIDRs (the VPC)")
+    check(all(p == {"port": "http", "protocol": "TCP"} for p in ingress_ports), f"{label}: ingress only to the HTTP port")
+    own_pods = lambda peer: peer.get("podSelector", {}).get("matchLabels") == np_sel
+    check(all("ipBlock" in peer or own_pods(peer) for rule in np["spec"]["ingress"] for peer in rule["from"]),
+          f"{label}: ingress only from CIDRs (the VPC) and the other replicas")
+    to_peers = [rule for rule in np["spec"]["egress"] if any(own_pods(p) for p in rule.get("to", []))]
+    check(len(to_peers) == 1 and to_peers[0]["ports"] == [{"port": "http", "protocol": "TCP"}],
+          f"{label}: egress to the other replicas' HTTP port only (live tail)")
+    headless = [s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"]
+    peers = env.get("LOGYARD_TAIL_PEERS", "")
+    check(len(headless) == 1 and peers.startswith(headless[0]["metadata"]["name"] + ".") and peers.endswith(":8080"),
+          f"{label}: live tails find the replicas through the headless service ({peers})")
     egress = {(p["port"], p.get("protocol")) for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
     check({(53, "UDP"), (53, "TCP"), (443, "TCP"), (80, "TCP")} <= egress, f"{label}: egress to DNS, HTTPS and the Pod Identity agent")
     pia = [rule for rule in np["spec"]["egress"] if any(p.get("ipBlock", {}).get("cidr") == "169.254.170.23/32" for p in rule.get("to", []))]

@@ -38,11 +38,18 @@ pub struct ServerSpec {
     pub storage: String,
     pub wal_dir: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Address to listen on (default: a free port on 127.0.0.1).
+    pub listen: Option<String>,
 }
 
 impl ServerSpec {
     pub fn local(dir: &Path) -> Self {
-        Self { storage: dir.join("data").display().to_string(), wal_dir: dir.join("wal"), env: Vec::new() }
+        Self {
+            storage: dir.join("data").display().to_string(),
+            wal_dir: dir.join("wal"),
+            env: Vec::new(),
+            listen: None,
+        }
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -56,7 +63,8 @@ impl ServerSpec {
         let stderr_log = log_dir.join(format!("server-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage", &self.storage, "--wal-dir"])
+        let listen = self.listen.as_deref().unwrap_or("127.0.0.1:0");
+        cmd.args(["serve", "--listen", listen, "--storage", &self.storage, "--wal-dir"])
             .arg(&self.wal_dir)
             .env("LOGYARD_INGEST_FLUSH_INTERVAL", "300ms")
             .env("LOGYARD_LOG_FORMAT", "json")

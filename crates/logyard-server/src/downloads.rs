@@ -1,0 +1,248 @@
+//! Downloads a browser can save or open without the token in a URL: `POST /api/v1/downloads`
+//! (with the token, as any call) names what to download and answers a one-time link,
+//! `GET /api/v1/downloads/{ticket}`, that works once, within a minute, for what that token
+//! may read. The link carries a random ticket, never the token.
+//!
+//! - `{"search": {streams, query, since | from, to}, "format": "ndjson" | "csv"}`: every event
+//!   the search matches, newest first, streamed as the query runs (never held whole). CSV
+//!   takes one stream (streams have different columns).
+//! - `{"report": {"kind": "daily", "date": "2026-11-25", "file": "report.html"}}`: a file of a
+//!   finished report, opened in its own tab with the report's own restrictive CSP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use logyard_auth::{Principal, Scope};
+use logyard_core::ErrorKind;
+use logyard_query::output::Format;
+
+use crate::api::query_slot;
+use crate::body::read_body;
+use crate::error::ApiError;
+use crate::intake::authorize;
+use crate::reports::report_response;
+use crate::search::{SearchBody, request as search_request};
+use crate::state::AppState;
+
+/// How long a download link works.
+const TICKET_LIFETIME: Duration = Duration::from_secs(60);
+/// Links not yet used, at most (the oldest are let go first).
+const MAX_TICKETS: usize = 10_000;
+
+/// Download links handed out and not yet used.
+#[derive(Debug, Clone, Default)]
+pub struct Tickets(Arc<Mutex<HashMap<String, Ticket>>>);
+
+#[derive(Debug, Clone)]
+struct Ticket {
+    principal: Principal,
+    what: What,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone)]
+enum What {
+    Search { search: SearchBody, format: DownloadFormat },
+    Report { report: ReportFile },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DownloadFormat {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFile {
+    #[serde(default = "daily")]
+    kind: String,
+    date: String,
+    #[serde(default = "report_html")]
+    file: String,
+}
+
+fn daily() -> String {
+    "daily".into()
+}
+
+fn report_html() -> String {
+    "report.html".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadRequest {
+    search: Option<SearchBody>,
+    format: Option<DownloadFormat>,
+    report: Option<ReportFile>,
+}
+
+impl Tickets {
+    fn issue(&self, principal: Principal, what: What) -> String {
+        let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let now = Instant::now();
+        let mut tickets = self.0.lock().expect("tickets lock");
+        tickets.retain(|_, t| t.expires > now);
+        if tickets.len() >= MAX_TICKETS
+            && let Some(oldest) = tickets.iter().min_by_key(|(_, t)| t.expires).map(|(k, _)| k.clone())
+        {
+            tickets.remove(&oldest);
+        }
+        tickets.insert(ticket.clone(), Ticket { principal, what, expires: now + TICKET_LIFETIME });
+        ticket
+    }
+
+    /// The ticket's download, once: a used or expired ticket is gone.
+    fn redeem(&self, ticket: &str) -> Option<Ticket> {
+        let ticket = self.0.lock().expect("tickets lock").remove(ticket)?;
+        (ticket.expires > Instant::now()).then_some(ticket)
+    }
+}
+
+/// `POST /api/v1/downloads`: checks what is asked for now, answers a one-time link to it.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let raw = read_body(&headers, body, 1 << 20).await?;
+    let request: DownloadRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("the body must be {{\"search\": {{...}}, \"format\": \"ndjson\"}} or {{\"report\": {{\"date\": \"...\"}}}}: {e}"),
+        )
+    })?;
+    let what = match request {
+        DownloadRequest { search: Some(search), format, report: None } => {
+            let format = format.unwrap_or(DownloadFormat::Ndjson);
+            // Refused now rather than when the link is opened.
+            let checked = search_request(search.clone())?;
+            if matches!(format, DownloadFormat::Csv) && checked.streams.len() != 1 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "a CSV download takes one stream (streams have different columns); choose one, or download NDJSON",
+                ));
+            }
+            for stream in &checked.streams {
+                authorize(&principal, Scope::Query, Some(stream))?;
+            }
+            What::Search { search, format }
+        }
+        DownloadRequest { search: None, format: None, report: Some(report) } => What::Report { report },
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "name either a `search` (with a `format`) or a `report`",
+            ));
+        }
+    };
+    let ticket = state.downloads.issue(principal, what);
+    Ok(Json(serde_json::json!({
+        "url": format!("/api/v1/downloads/{ticket}"),
+        "expires_in_seconds": TICKET_LIFETIME.as_secs(),
+    })))
+}
+
+/// `GET /api/v1/downloads/{ticket}`: the download, for the token that asked for it.
+pub(crate) async fn get(State(state): State<AppState>, Path(ticket): Path<String>) -> Result<Response, ApiError> {
+    let Some(Ticket { principal, what, .. }) = state.downloads.redeem(&ticket) else {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            "no_such_download",
+            "this download link was used already or has expired (links work once, for a minute): ask for it again",
+        ));
+    };
+    match what {
+        What::Report { report } => report_response(&state, &principal, &report.kind, &report.date, &report.file).await,
+        What::Search { search, format } => search_download(&state, principal, search, format).await,
+    }
+}
+
+async fn search_download(
+    state: &AppState,
+    principal: Principal,
+    search: SearchBody,
+    format: DownloadFormat,
+) -> Result<Response, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let slot = query_slot(state)?;
+    let request = search_request(search)?;
+    let visible = |stream: &str| principal.may_see(stream);
+    let statements = state.query.search_export_sql(&request, &visible).await?;
+    let (format, extension) = match format {
+        DownloadFormat::Ndjson => (Format::Ndjson, "ndjson"),
+        DownloadFormat::Csv => (Format::Csv, "csv"),
+    };
+    // One stream after the other, each started when the one before has been sent.
+    let query = state.query.clone();
+    let max_rows = query.options().max_json_rows;
+    let chunks = futures::stream::iter(statements)
+        .then(move |sql| {
+            let query = query.clone();
+            let principal = principal.clone();
+            async move {
+                let visible = move |stream: &str| principal.may_see(stream);
+                let running = query.execute_visible(&sql, &visible).await?;
+                logyard_query::output::encode(running, format, max_rows).await
+            }
+        })
+        .map(|encoded| match encoded {
+            Ok(stream) => stream.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        })
+        .flatten()
+        .map(move |chunk| {
+            // The download holds its query slot until its last byte is sent.
+            let _ = &slot;
+            chunk
+        });
+    let name = format!(
+        "{}-{}.{extension}",
+        request.streams.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+"),
+        logyard_core::time::rfc3339(request.to).replace(':', "")
+    );
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")).expect("ASCII file name");
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_works_once_and_not_after_it_expires() {
+        let tickets = Tickets::default();
+        let report =
+            || What::Report { report: ReportFile { kind: daily(), date: "2026-11-25".into(), file: report_html() } };
+        let ticket = tickets.issue(Principal::anonymous(), report());
+        assert_eq!(ticket.len(), 64);
+        assert!(tickets.redeem(&ticket).is_some());
+        assert!(tickets.redeem(&ticket).is_none());
+
+        let old = tickets.issue(Principal::anonymous(), report());
+        tickets.0.lock().unwrap().get_mut(&old).unwrap().expires = Instant::now() - Duration::from_secs(1);
+        assert!(tickets.redeem(&old).is_none());
+        assert!(tickets.redeem("not-a-ticket").is_none());
+    }
+}

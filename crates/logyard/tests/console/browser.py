@@ -1,0 +1,298 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright, against a running
+`logyard serve` that crates/logyard/tests/console.rs started and seeded.
+
+    browser.py first  BASE OPS_TOKEN ANALYST_TOKEN OUT_DIR
+    browser.py second BASE OPS_TOKEN OUT_DIR        (after the server restarted)
+
+Every check raises AssertionError with what was seen; the exit code tells the Rust test.
+Screenshots of each page at 1280x800 and 390x844 go to OUT_DIR.
+"""
+
+import json
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SAVED_NAME = "checkout errors"
+SAVED_QUERY = "status:>=500 checkout"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def call(base, token, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+        return json.loads(text) if text.strip().startswith(("{", "[")) else text
+
+
+def post_events(base, token, events):
+    body = "\n".join(json.dumps(e) for e in events).encode()
+    request = urllib.request.Request(base + "/api/v1/streams/storefront/events", data=body, method="POST")
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/x-ndjson")
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+def sql_count(base, token, sql):
+    result = call(base, token, "POST", "/api/v1/query", {"sql": sql, "format": "json"})
+    return int(list(result["rows"][0].values())[0])
+
+
+class Recorder:
+    """Every request the browser makes, and every error the page logs."""
+
+    def __init__(self, page, base):
+        self.base = base
+        self.requests = []
+        self.errors = []
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def check(self, tokens, expected=("401",)):
+        assert self.requests, "no request was recorded"
+        for url in self.requests:
+            assert url.startswith(self.base) or url.startswith("data:") or url == "about:blank", (
+                f"the console fetched from elsewhere: {url}"
+            )
+            for token in tokens:
+                assert token not in url, f"a token in a URL: {url}"
+        # A sign-in logs a 401 (and a search of a hidden stream a 404); nothing else may fail.
+        errors = [e for e in self.errors if not any(f"status of {code}" in e for code in expected)]
+        assert not errors, f"the page logged errors: {errors}"
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+
+
+def sign_in(page, token):
+    dialog = page.locator("#signin")
+    expect(dialog).to_be_visible(timeout=10_000)
+    page.fill("#signin-token", token)
+    page.click("#signin-form button[type=submit]")
+    expect(dialog).to_be_hidden()
+
+
+def signed_in(browser, base, token):
+    """A new tab on the search page, signed in, its requests recorded."""
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    recorder = Recorder(page, base)
+    page.goto(base + "/ui/search")
+    sign_in(page, token)
+    wait_results(page)
+    return context, page, recorder
+
+
+def search(page, query):
+    page.fill("input.query", query)
+    page.press("input.query", "Enter")
+    wait_results(page)
+
+
+def wait_results(page):
+    expect(page.locator("main[aria-busy]")).to_have_count(0, timeout=20_000)
+    expect(page.locator(".summary")).to_contain_text("events in")
+
+
+def shown_total(page):
+    text = page.locator(".summary").inner_text()
+    return int(text.split(" events in")[0].replace(",", ""))
+
+
+def screenshots(browser, base, token, out, pages):
+    """Each page at both sizes, signed in through the dialog as a person would."""
+    for name, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        context = browser.new_context(viewport=size, device_scale_factor=1)
+        page = context.new_page()
+        page.goto(base + "/ui/search?streams=storefront&since=1h")
+        sign_in(page, token)
+        for label, path, ready in pages:
+            page.goto(base + path)
+            expect(page.locator(ready).first).to_be_visible(timeout=20_000)
+            page.wait_for_timeout(300)
+            page.screenshot(path=f"{out}/{label}-{name}.png", full_page=False)
+        context.close()
+
+
+def first(base, ops, analyst, out):
+    with sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+        page = context.new_page()
+        seen = Recorder(page, base)
+
+        # A browser at / is sent to the console, which asks for a token; the page's headers.
+        response = page.goto(base + "/")
+        assert page.url == base + "/ui/search", page.url
+        headers = response.all_headers()
+        assert headers.get("content-security-policy") == CSP, headers
+        assert headers.get("x-frame-options") == "DENY", headers
+        assert headers.get("x-content-type-options") == "nosniff", headers
+        assert "set-cookie" not in headers, headers
+        sign_in(page, ops)
+
+        # The search, its histogram against SQL's count, and the SQL it shows.
+        page.goto(base + "/ui/search?streams=storefront&since=1h&columns=id,route,status,message")
+        wait_results(page)
+        search(page, SAVED_QUERY)
+        total = shown_total(page)
+        result = call(base, ops, "POST", "/api/v1/search",
+                      {"streams": ["storefront"], "query": SAVED_QUERY, "since": "1h", "histogram": True, "limit": 1})
+        start, end = result["from"], result["to"]
+        expected = sql_count(base, ops, f"""SELECT count(*) FROM storefront WHERE status >= 500
+            AND message ILIKE '%checkout%' AND timestamp >= '{start}' AND timestamp < '{end}'""")
+        assert total == expected and expected > 0, f"the page counts {total}, SQL {expected}"
+        legend = page.locator(".legend .swatch").all_inner_texts()
+        assert sum(int(t.split()[-1].replace(",", "")) for t in legend) == expected, legend
+        expect(page.locator(".histogram canvas").first).to_be_visible()
+        page.click("details.sql summary")
+        expect(page.locator("details.sql pre")).to_contain_text('"status" >= 500')
+
+        # A row opens to its whole event; a value's + button narrows the search to it.
+        page.locator("tr.event").first.click()
+        detail = page.locator("tr.detail:not([hidden])").first
+        expect(detail).to_contain_text("Copy JSON")
+        route = detail.locator("tr", has=page.locator("th", has_text="route")).first
+        route.locator("button[title^='Only events']").click()
+        wait_results(page)
+        assert 'route:"/checkout"' in page.locator("input.query").input_value()
+        routes = set(page.locator("table.events tbody tr.event td:nth-child(3)").all_inner_texts())
+        assert routes == {"/checkout"}, routes
+
+        # Every page of an unfiltered search, scrolled through: each event once, none missing.
+        page.goto(base + "/ui/search?streams=storefront&since=1h&columns=id,route,status,message")
+        wait_results(page)
+        all_ids = set(r["id"] for r in call(base, ops, "POST", "/api/v1/query",
+                      {"sql": f"SELECT id FROM storefront WHERE timestamp >= now() - INTERVAL '1 hour'", "format": "json"})["rows"])
+        more = page.locator("p.more")
+        for _ in range(60):
+            if "No older events" in more.inner_text():
+                break
+            more.scroll_into_view_if_needed()
+            page.wait_for_timeout(250)
+        expect(more).to_contain_text("No older events", timeout=10_000)
+        ids = page.locator("table.events tbody tr.event td:nth-child(2)").all_inner_texts()
+        assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} events shown twice"
+        assert set(ids) == all_ids, f"{len(all_ids - set(ids))} missing, {len(set(ids) - all_ids)} unknown"
+
+        # Downloads: NDJSON through a one-time link, every matching event.
+        search(page, SAVED_QUERY)
+        with page.expect_download() as info:
+            page.click("text=Download NDJSON")
+        path = info.value.path()
+        lines = [json.loads(l) for l in open(path, encoding="utf-8") if l.strip()]
+        assert len(lines) == shown_total(page), f"{len(lines)} lines, {shown_total(page)} shown"
+        assert all(l["status"] >= 500 and l["_stream"] == "storefront" for l in lines)
+        with page.expect_download() as info:
+            page.click("text=Download CSV")
+        rows = open(info.value.path(), encoding="utf-8").read().strip().splitlines()
+        assert len(rows) == shown_total(page) + 1, f"{len(rows)} CSV lines"
+
+        # Live tail: an event posted now is on the page within 2 seconds of its 200.
+        page.click("button.live")
+        expect(page.locator(".live-status")).to_contain_text("live", timeout=10_000)
+        marker = f"live-{time.time_ns()}"
+        event = {"id": marker, "route": "/checkout", "status": 503, "level": "error",
+                 "message": "POST /checkout 503 upstream reset"}
+        ignored = {"id": marker + "-not", "route": "/cart", "status": 200, "level": "info", "message": "GET /cart 200"}
+        post_events(base, ops, [ignored, event])
+        acknowledged = time.monotonic()
+        page.locator("table.events tbody td", has_text=marker).first.wait_for(timeout=5_000)
+        took = time.monotonic() - acknowledged
+        assert took < 2.0, f"the live event showed {took:.2f} s after its 200"
+        assert page.locator("table.events tbody td", has_text=marker + "-not").count() == 0
+        # Paused: new events wait aside; resumed: they are shown.
+        page.click("text=Pause")
+        post_events(base, ops, [{**event, "id": marker + "-2"}])
+        expect(page.locator(".live-status")).to_contain_text("1 waiting", timeout=5_000)
+        assert page.locator("table.events tbody td", has_text=marker + "-2").count() == 0
+        page.click("text=Resume")
+        page.locator("table.events tbody td", has_text=marker + "-2").first.wait_for(timeout=5_000)
+        page.click("button.live")
+
+        # Save the search (opened again after the restart, by `second`).
+        page.click("text=Save search…")
+        page.fill("form.save input", SAVED_NAME)
+        page.click("form.save button[type=submit]")
+        expect(page.locator("form.save")).to_contain_text("Saved.")
+
+        # The SQL tab runs what the search showed; the reports page opens a report in a tab.
+        page.goto(base + "/ui/sql?q=" + urllib.parse.quote("SELECT status, count(*) AS n FROM storefront GROUP BY status ORDER BY status"))
+        page.click("text=Run")
+        expect(page.locator(".results table.grid")).to_contain_text("503", timeout=20_000)
+        page.goto(base + "/ui/reports")
+        report = page.locator("table.grid tbody tr").first
+        expect(report).to_be_visible(timeout=20_000)
+        with context.expect_page() as opened:
+            report.locator("button").first.click()
+        tab = opened.value
+        tab.wait_for_url("**/api/v1/downloads/**", timeout=10_000)
+        tab.wait_for_load_state()
+        expect(tab.locator("h1").first).to_be_visible()
+        tab.close()
+        seen.check([ops, analyst])
+        context.close()
+
+        # A token limited to one stream sees only that stream, everywhere.
+        context, page, limited = signed_in(browser, base, analyst)
+        page.click("details.streams summary")
+        offered = page.locator("details.streams .menu label").all_inner_texts()
+        assert [o.strip() for o in offered] == ["storefront"], offered
+        page.goto(base + "/ui/search?streams=payments&since=1h")
+        expect(page.locator(".search-error")).to_contain_text("no stream named payments", timeout=10_000)
+        page.goto(base + "/ui/streams")
+        expect(page.locator("main table").first).to_contain_text("storefront", timeout=10_000)
+        assert "payments" not in page.locator("main").inner_text()
+        page.goto(base + "/ui/sql")
+        expect(page.locator("aside.schema")).to_contain_text("storefront", timeout=10_000)
+        assert "payments" not in page.locator("aside.schema").inner_text()
+        limited.check([ops, analyst], expected=("401", "404"))
+        context.close()
+
+        screenshots(browser, base, ops, out, [
+            ("search", "/ui/search?streams=storefront&since=1h&q=status%3A%3E%3D500", ".legend"),
+            ("sql", "/ui/sql?q=" + urllib.parse.quote("SELECT date_bin(INTERVAL '5 minutes', timestamp) AS t, count(*) AS events FROM storefront GROUP BY 1 ORDER BY 1"), "textarea"),
+            ("streams", "/ui/streams", "main table"),
+            ("reports", "/ui/reports", "table.grid"),
+        ])
+        browser.close()
+
+
+def second(base, ops, out):
+    with sync_playwright() as p:
+        browser = launch(p)
+        _, page, seen = signed_in(browser, base, ops)
+        page.click("details.saved summary")
+        page.click(f"details.saved a:has-text('{SAVED_NAME}')")
+        wait_results(page)
+        assert page.locator("input.query").input_value() == SAVED_QUERY
+        assert page.locator("table.events tbody tr.event").count() > 0
+        page.screenshot(path=f"{out}/saved-search-after-restart-desktop.png")
+        seen.check([ops])
+        browser.close()
+
+
+if __name__ == "__main__":
+    phase = sys.argv[1]
+    if phase == "first":
+        first(*sys.argv[2:6])
+    elif phase == "second":
+        second(*sys.argv[2:5])
+    else:
+        raise SystemExit(f"unknown phase {phase!r}")
+    print("ok")
