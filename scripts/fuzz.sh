@@ -9,7 +9,7 @@
 #   kinesis_record     Kinesis/Firehose record bytes: NDJSON, text, gzip, CloudWatch Logs envelopes
 #   firehose_delivery  Firehose HTTP endpoint delivery requests
 #   body_decode        bounded gzip/zstd decompression of request bodies
-#   search             the search language: reading, writing back, and the SQL it becomes
+#   search             the search language: reading, writing back, the SQL it becomes, the tail's matcher
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 60 s, every target)
 #        scripts/fuzz.sh --seeds                              (each target over fuzz/seeds once:

@@ -399,7 +399,8 @@ function eventView(event, columns, setColumns, addTerm) {
   return el('div', { class: 'event-view' },
     el('div', { class: 'toolbar' }, copyButton(() => JSON.stringify(event, null, 2), 'Copy JSON'),
       context && event.timestamp && el('a', { href: surrounding(event, context), title: `Events of the same ${context} five minutes either side` }, `Surrounding events (same ${context})`)),
-    el('table', { class: 'fields' }, fields));
+    el('table', { class: 'fields' }, fields),
+    el('details', { class: 'json' }, el('summary', {}, 'JSON'), el('pre', {}, JSON.stringify(event, null, 2))));
 }
 
 // The search for the events around one: the same stream and context value, ±5 minutes.

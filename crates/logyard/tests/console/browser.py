@@ -167,6 +167,20 @@ def first(base, ops, analyst, out):
         page.locator("tr.event").first.click()
         detail = page.locator("tr.detail:not([hidden])").first
         expect(detail).to_contain_text("Copy JSON")
+        detail.locator("details.json summary").click()
+        shown = json.loads(detail.locator("details.json pre").inner_text())
+        assert shown["_stream"] == "storefront" and shown["status"] >= 500, shown
+        # The events of the same session around it.
+        detail.locator("a", has_text="Surrounding events (same session_id)").click()
+        wait_results(page)
+        assert f'session_id:"{shown["session_id"]}"' in page.locator("input.query").input_value()
+        sessions = call(base, ops, "POST", "/api/v1/search", {
+            "streams": ["storefront"], "query": f'session_id:"{shown["session_id"]}"', "since": "2h", "limit": 1000})
+        assert shown_total(page) > 1 and shown_total(page) <= len(sessions["events"]), shown_total(page)
+        page.go_back()
+        wait_results(page)
+        page.locator("tr.event").first.click()
+        detail = page.locator("tr.detail:not([hidden])").first
         route = detail.locator("tr", has=page.locator("th", has_text="route")).first
         route.locator("button[title^='Only events']").click()
         wait_results(page)
