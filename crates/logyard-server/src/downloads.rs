@@ -9,9 +9,8 @@
 //! - `{"report": {"kind": "daily", "date": "2026-11-25", "file": "report.html"}}`: a file of a
 //!   finished report, opened in its own tab with the report's own restrictive CSP.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -35,20 +34,6 @@ use crate::state::AppState;
 
 /// How long a download link works.
 const TICKET_LIFETIME: Duration = Duration::from_secs(60);
-/// Links not yet used, at most (the oldest are let go first).
-const MAX_TICKETS: usize = 10_000;
-
-/// Download links handed out and not yet used.
-#[derive(Debug, Clone, Default)]
-pub struct Tickets(Arc<Mutex<HashMap<String, Ticket>>>);
-
-#[derive(Debug, Clone)]
-struct Ticket {
-    principal: Principal,
-    what: What,
-    expires: Instant,
-}
-
 #[derive(Debug, Clone)]
 enum What {
     Search { search: SearchBody, format: DownloadFormat },
@@ -86,28 +71,6 @@ struct DownloadRequest {
     search: Option<SearchBody>,
     format: Option<DownloadFormat>,
     report: Option<ReportFile>,
-}
-
-impl Tickets {
-    fn issue(&self, principal: Principal, what: What) -> String {
-        let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let now = Instant::now();
-        let mut tickets = self.0.lock().expect("tickets lock");
-        tickets.retain(|_, t| t.expires > now);
-        if tickets.len() >= MAX_TICKETS
-            && let Some(oldest) = tickets.iter().min_by_key(|(_, t)| t.expires).map(|(k, _)| k.clone())
-        {
-            tickets.remove(&oldest);
-        }
-        tickets.insert(ticket.clone(), Ticket { principal, what, expires: now + TICKET_LIFETIME });
-        ticket
-    }
-
-    /// The ticket's download, once: a used or expired ticket is gone.
-    fn redeem(&self, ticket: &str) -> Option<Ticket> {
-        let ticket = self.0.lock().expect("tickets lock").remove(ticket)?;
-        (ticket.expires > Instant::now()).then_some(ticket)
-    }
 }
 
 /// `POST /api/v1/downloads`: checks what is asked for now, answers a one-time link to it.
@@ -149,7 +112,7 @@ pub(crate) async fn create(
             ));
         }
     };
-    let ticket = state.downloads.issue(principal, what);
+    let ticket = state.downloads.issue(principal, Arc::new(what), TICKET_LIFETIME);
     Ok(Json(serde_json::json!({
         "url": format!("/api/v1/downloads/{ticket}"),
         "expires_in_seconds": TICKET_LIFETIME.as_secs(),
@@ -158,7 +121,10 @@ pub(crate) async fn create(
 
 /// `GET /api/v1/downloads/{ticket}`: the download, for the token that asked for it.
 pub(crate) async fn get(State(state): State<AppState>, Path(ticket): Path<String>) -> Result<Response, ApiError> {
-    let Some(Ticket { principal, what, .. }) = state.downloads.redeem(&ticket) else {
+    let redeemed = state.downloads.redeem(&ticket);
+    let Some((principal, what)) =
+        redeemed.and_then(|t| t.what.downcast_ref::<What>().cloned().map(|w| (t.principal, w)))
+    else {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             "no_such_download",
@@ -229,19 +195,23 @@ async fn search_download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Tickets;
 
     #[test]
     fn a_ticket_works_once_and_not_after_it_expires() {
         let tickets = Tickets::default();
-        let report =
-            || What::Report { report: ReportFile { kind: daily(), date: "2026-11-25".into(), file: report_html() } };
-        let ticket = tickets.issue(Principal::anonymous(), report());
+        let report = || -> Arc<dyn std::any::Any + Send + Sync> {
+            Arc::new(What::Report {
+                report: ReportFile { kind: daily(), date: "2026-11-25".into(), file: report_html() },
+            })
+        };
+        let ticket = tickets.issue(Principal::anonymous(), report(), TICKET_LIFETIME);
         assert_eq!(ticket.len(), 64);
         assert!(tickets.redeem(&ticket).is_some());
         assert!(tickets.redeem(&ticket).is_none());
 
-        let old = tickets.issue(Principal::anonymous(), report());
-        tickets.0.lock().unwrap().get_mut(&old).unwrap().expires = Instant::now() - Duration::from_secs(1);
+        let old = tickets.issue(Principal::anonymous(), report(), TICKET_LIFETIME);
+        tickets.expire(&old);
         assert!(tickets.redeem(&old).is_none());
         assert!(tickets.redeem("not-a-ticket").is_none());
     }

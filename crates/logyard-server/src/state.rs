@@ -1,7 +1,8 @@
 //! What every handler shares: [`AppState`] and its settings. Imports no handler module.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 
@@ -18,7 +19,6 @@ use logyard_storage::Storage;
 use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
 use crate::recent::RecentIds;
-pub use crate::tail::TailSettings;
 
 /// Who may call what.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +63,32 @@ pub struct ProtocolSettings {
     pub loki: LokiChoice,
 }
 
+/// How the live tail behaves.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    /// Events per second one tail sends before it samples.
+    pub max_events_per_second: u32,
+    /// Time between heartbeat comments.
+    pub heartbeat: Duration,
+    /// Other replicas: `host:port` (every address the name resolves to) or `https://host:port`.
+    pub peers: Vec<String>,
+    /// How often the peers' names are resolved again (new replicas join a running tail).
+    pub peer_refresh: Duration,
+    pub client: reqwest::Client,
+}
+
+impl Default for TailSettings {
+    fn default() -> Self {
+        Self {
+            max_events_per_second: 200,
+            heartbeat: Duration::from_secs(15),
+            peers: Vec::new(),
+            peer_refresh: Duration::from_secs(10),
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -87,7 +113,7 @@ pub struct AppState {
     pub firehose_requests: Arc<RecentIds>,
     pub tail: TailSettings,
     /// Download links handed out and not yet used.
-    pub downloads: crate::downloads::Tickets,
+    pub downloads: Tickets,
     /// Told when the server begins to stop (long-lived responses end then).
     pub stopping: Stopping,
 }
@@ -113,5 +139,54 @@ impl AppState {
     /// Whether the request bodies of a stream are archived as received.
     pub(crate) fn keeps_bodies(&self, stream: &StreamName) -> bool {
         self.raw_streams.iter().any(|p| logyard_auth::glob_match(p, stream.as_str()))
+    }
+}
+
+/// Download links handed out and not yet used (`downloads`): what each is for, whose it is, and
+/// until when it works. The payload is the handler's own type.
+#[derive(Debug, Clone, Default)]
+pub struct Tickets(Arc<Mutex<std::collections::HashMap<String, Ticket>>>);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    pub principal: logyard_auth::Principal,
+    pub what: Arc<dyn std::any::Any + Send + Sync>,
+    pub expires: Instant,
+}
+
+impl Tickets {
+    /// Links not yet used, at most (the oldest are let go first).
+    const MAX: usize = 10_000;
+
+    pub(crate) fn issue(
+        &self,
+        principal: logyard_auth::Principal,
+        what: Arc<dyn std::any::Any + Send + Sync>,
+        lifetime: Duration,
+    ) -> String {
+        let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let now = Instant::now();
+        let mut tickets = self.0.lock().expect("tickets lock");
+        tickets.retain(|_, t| t.expires > now);
+        if tickets.len() >= Self::MAX
+            && let Some(oldest) = tickets.iter().min_by_key(|(_, t)| t.expires).map(|(k, _)| k.clone())
+        {
+            tickets.remove(&oldest);
+        }
+        tickets.insert(ticket.clone(), Ticket { principal, what, expires: now + lifetime });
+        ticket
+    }
+
+    /// The ticket's download, once: a used or expired ticket is gone.
+    pub(crate) fn redeem(&self, ticket: &str) -> Option<Ticket> {
+        let ticket = self.0.lock().expect("tickets lock").remove(ticket)?;
+        (ticket.expires > Instant::now()).then_some(ticket)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn expire(&self, ticket: &str) {
+        if let Some(t) = self.0.lock().expect("tickets lock").get_mut(ticket) {
+            t.expires = Instant::now() - Duration::from_secs(1);
+        }
     }
 }

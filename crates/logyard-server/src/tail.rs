@@ -40,33 +40,7 @@ use logyard_search::{Leaves, Matcher};
 
 use crate::error::ApiError;
 use crate::intake::authorize;
-use crate::state::AppState;
-
-/// How the live tail behaves.
-#[derive(Debug, Clone)]
-pub struct TailSettings {
-    /// Events per second one tail sends before it samples.
-    pub max_events_per_second: u32,
-    /// Time between heartbeat comments.
-    pub heartbeat: Duration,
-    /// Other replicas: `host:port` (every address the name resolves to) or `https://host:port`.
-    pub peers: Vec<String>,
-    /// How often the peers' names are resolved again (new replicas join a running tail).
-    pub peer_refresh: Duration,
-    pub client: reqwest::Client,
-}
-
-impl Default for TailSettings {
-    fn default() -> Self {
-        Self {
-            max_events_per_second: 200,
-            heartbeat: Duration::from_secs(15),
-            peers: Vec::new(),
-            peer_refresh: Duration::from_secs(10),
-            client: reqwest::Client::new(),
-        }
-    }
-}
+use crate::state::{AppState, TailSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
