@@ -2,6 +2,7 @@
 # Builds the release binaries and the benchmark venv, then runs one benchmark:
 #   scripts/bench/run.sh ingest [--events N] [--rounds R]
 #   scripts/bench/run.sh query  [--events N] [--days D]
+#   scripts/bench/run.sh search [--events N] [--days D]
 #   scripts/bench/run.sh protocols [--events N] [--rounds R]
 #   scripts/bench/run.sh kinesis [--events N] [--rounds R]
 # Results are printed as JSON; BENCHMARKS.md records them.
