@@ -14,7 +14,7 @@ use logyard_auth::{Principal, Scope};
 use logyard_core::{ErrorKind, StreamName};
 use logyard_query::Format;
 
-use crate::body::read_body;
+use crate::body::read_json;
 use crate::client::ClientIp;
 use crate::error::ApiError;
 use crate::intake::authorize;
@@ -52,13 +52,8 @@ pub(crate) async fn query(
 ) -> Result<Response, ApiError> {
     authorize(&principal, Scope::Query, None)?;
     let slot = query_slot(&state)?;
-    let raw = read_body(&headers, body, 1 << 20).await?;
-    let request: QueryRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("the body must be {{\"sql\": \"...\", \"format\": \"json\"}}: {e}"),
-        )
-    })?;
+    let request: QueryRequest =
+        read_json(&headers, body, 1 << 20, "invalid_request", r#"{"sql": "...", "format": "json"}"#).await?;
     let format: Format = match request.format.as_deref() {
         None => Format::Json,
         Some(f) => f.parse().map_err(|e: logyard_query::output::UnknownFormat| {

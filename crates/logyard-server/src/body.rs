@@ -11,6 +11,19 @@ use crate::error::ApiError;
 /// that a client still sending sees the answer instead of a reset connection.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
+/// A JSON request body of at most `max` bytes read as `T`; a body that is not one is a 400
+/// with `code`, saying what the body must look like (`shape`) and what was wrong.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    code: &'static str,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let raw = read_body(headers, body, max).await?;
+    serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(code, format!("the body must be {shape}: {e}")))
+}
+
 /// Reads a body, failing with 413 once it passes `max` bytes.
 pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {

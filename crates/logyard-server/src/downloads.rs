@@ -25,7 +25,7 @@ use logyard_core::ErrorKind;
 use logyard_query::output::Format;
 
 use crate::api::query_slot;
-use crate::body::read_body;
+use crate::body::read_json;
 use crate::error::ApiError;
 use crate::intake::authorize;
 use crate::reports::report_response;
@@ -81,13 +81,8 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&principal, Scope::Query, None)?;
-    let raw = read_body(&headers, body, 1 << 20).await?;
-    let request: DownloadRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("the body must be {{\"search\": {{...}}, \"format\": \"ndjson\"}} or {{\"report\": {{\"date\": \"...\"}}}}: {e}"),
-        )
-    })?;
+    let shape = r#"{"search": {...}, "format": "ndjson"} or {"report": {"date": "..."}}"#;
+    let request: DownloadRequest = read_json(&headers, body, 1 << 20, "invalid_request", shape).await?;
     let what = match request {
         DownloadRequest { search: Some(search), format, report: None } => {
             let format = format.unwrap_or(DownloadFormat::Ndjson);

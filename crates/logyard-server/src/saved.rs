@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use logyard_auth::{Principal, Scope};
 use logyard_core::{ErrorKind, StreamName};
 
-use crate::body::read_body;
+use crate::body::read_json;
 use crate::error::ApiError;
 use crate::intake::authorize;
 use crate::state::AppState;
@@ -103,15 +103,8 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Saved>), ApiError> {
     authorize(&principal, Scope::Query, None)?;
-    let raw = read_body(&headers, body, 64 << 10).await?;
-    let new: NewSaved = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "the body must be {{\"name\": \"...\", \"search\": {{\"streams\": [...], \"query\": \"...\"}}}}: {e}"
-            ),
-        )
-    })?;
+    let shape = r#"{"name": "...", "search": {"streams": [...], "query": "..."}}"#;
+    let new: NewSaved = read_json(&headers, body, 64 << 10, "invalid_request", shape).await?;
     let name = new.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(ApiError::bad_request(

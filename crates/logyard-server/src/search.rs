@@ -17,7 +17,7 @@ use logyard_query::search::time_range;
 use logyard_query::{SearchRequest, SearchResult};
 
 use crate::api::query_slot;
-use crate::body::read_body;
+use crate::body::read_json;
 use crate::error::ApiError;
 use crate::intake::authorize;
 use crate::state::AppState;
@@ -50,13 +50,8 @@ pub(crate) async fn search(
 ) -> Result<Json<SearchResult>, ApiError> {
     authorize(&principal, Scope::Query, None)?;
     let slot = query_slot(&state)?;
-    let raw = read_body(&headers, body, 1 << 20).await?;
-    let body: SearchBody = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("the body must be {{\"streams\": [\"...\"], \"query\": \"...\", \"since\": \"15m\"}}: {e}"),
-        )
-    })?;
+    let shape = r#"{"streams": ["..."], "query": "...", "since": "15m"}"#;
+    let body: SearchBody = read_json(&headers, body, 1 << 20, "invalid_request", shape).await?;
     let request = request(body)?;
     let started = Instant::now();
     let visible = |stream: &str| principal.may_see(stream);

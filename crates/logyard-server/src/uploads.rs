@@ -11,7 +11,7 @@ use logyard_auth::{Principal, Scope};
 use logyard_core::StreamName;
 use logyard_ingest::uploads::{UploadRecord, UploadRequest, UploadState};
 
-use crate::body::read_body;
+use crate::body::{read_body, read_json};
 use crate::error::ApiError;
 use crate::intake::authorize;
 use crate::state::AppState;
@@ -37,15 +37,8 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let raw = read_body(&headers, body, 64 << 10).await?;
-    let request: UploadRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_upload",
-            format!(
-                "the body must be {{\"stream\", \"filename\", \"size\", \"content_type\", \"format\": ndjson|json|text|tar}}: {e}"
-            ),
-        )
-    })?;
+    let shape = r#"{"stream", "filename", "size", "content_type", "format": ndjson|json|text|tar}"#;
+    let request: UploadRequest = read_json(&headers, body, 64 << 10, "invalid_upload", shape).await?;
     let stream = StreamName::new(&request.stream)?;
     authorize(&principal, Scope::Ingest, Some(&stream))?;
     let (record, target) = state.uploads.create(request, &principal.name).await?;
@@ -119,10 +112,8 @@ pub(crate) async fn parts(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let record = state.uploads.status(&id).await?;
     authorize_upload(&principal, &record)?;
-    let raw = read_body(&headers, body, 1 << 20).await?;
-    let request: PartsRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::bad_request("invalid_upload", format!("the body must be {{\"part_numbers\": [...]}}: {e}"))
-    })?;
+    let request: PartsRequest =
+        read_json(&headers, body, 1 << 20, "invalid_upload", r#"{"part_numbers": [...]}"#).await?;
     let parts = state.uploads.resume_parts(&id, &request.part_numbers, request.token.as_deref()).await?;
     Ok(Json(serde_json::json!({ "parts": parts })))
 }
