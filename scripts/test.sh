@@ -6,8 +6,10 @@
 #   - s3s-fs 0.14.1 (an S3 server that checks signatures), by cargo install;
 #   - a Python venv with the pinned readers of scripts/tests/requirements.txt;
 #   - cargo-fuzz (scripts/fuzz.sh), to run the fuzz targets over their seed inputs;
-#   - kinesalite (Kinesis Data Streams on loopback), pinned by scripts/tests/kinesalite, by npm;
-#   - the Debian packages zstd, g++, chromium, openssl, postgresql-15 and nodejs/npm when missing.
+#   - kinesalite (Kinesis Data Streams on loopback) and node-postgres (pg), pinned by
+#     scripts/tests/node, by npm;
+#   - the Debian packages zstd, g++, chromium, openssl, postgresql-15, its client (psql, libpq)
+#     and nodejs/npm when missing.
 # The build directory lives there too (CARGO_TARGET_DIR), so repeated runs are incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +21,17 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 step() { printf '\n==> %s\n' "$*"; }
 
 # Programs the tests call: zstd (GNU tar --zstd reads archive bundles), a C++ compiler
-# (cargo-fuzz builds libFuzzer), Chromium (takes a screenshot of the HTML report), and
-# PostgreSQL 15 with openssl (a throwaway orders database with its own CA per test).
+# (cargo-fuzz builds libFuzzer), Chromium (takes a screenshot of the HTML report),
+# PostgreSQL 15 with openssl (a throwaway orders database with its own CA per test), and psql
+# and libpq (clients of the pgwire listener).
 missing=()
 command -v zstd >/dev/null || missing+=(zstd)
 command -v c++ >/dev/null || missing+=(g++)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+command -v psql >/dev/null || missing+=(postgresql-client-15)
+ldconfig -p | grep -q 'libpq\.so\.5 ' || missing+=(libpq5)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -53,17 +58,17 @@ if ! [ -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
   cp "$req" "$venv/requirements.txt"
 fi
 
-kinesalite="$cache/kinesalite"
-lock=scripts/tests/kinesalite/package-lock.json
-if ! [ -d "$kinesalite/node_modules/kinesalite" ] || ! cmp -s "$lock" "$kinesalite/package-lock.json"; then
-  step "installing kinesalite into $kinesalite"
-  rm -rf "$kinesalite" && mkdir -p "$kinesalite"
-  cp scripts/tests/kinesalite/package.json "$lock" "$kinesalite/"
-  (cd "$kinesalite" && npm ci --no-audit --no-fund --loglevel=error)
+node="$cache/node"
+lock=scripts/tests/node/package-lock.json
+if ! [ -d "$node/node_modules/pg" ] || ! cmp -s "$lock" "$node/package-lock.json"; then
+  step "installing kinesalite and pg into $node"
+  rm -rf "$node" && mkdir -p "$node"
+  cp scripts/tests/node/package.json "$lock" "$node/"
+  (cd "$node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 export LOGYARD_S3S_FS="$s3s"
-export LOGYARD_KINESALITE_MODULES="$kinesalite/node_modules"
+export LOGYARD_NODE_MODULES="$node/node_modules"
 export LOGYARD_TEST_PYTHON="$venv/bin/python"
 export LOGYARD_MOTO_SERVER="$venv/bin/moto_server"
 

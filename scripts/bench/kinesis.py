@@ -13,7 +13,7 @@ A fresh data directory per round; medians of --rounds.
 
 Usage: python scripts/bench/kinesis.py [--events N] [--rounds R] [--workdir DIR]
 (run through scripts/bench/run.sh kinesis, which builds the release binaries and the venv;
-kinesalite comes from scripts/test.sh's install, LOGYARD_KINESALITE_MODULES)
+kinesalite comes from scripts/test.sh's install, LOGYARD_NODE_MODULES)
 """
 
 import argparse
@@ -54,7 +54,7 @@ def ndjson_round(ndjson, workdir):
 
 def start_kinesalite(modules):
     port = free_port()
-    script = ROOT / "scripts/tests/kinesalite/start.js"
+    script = ROOT / "scripts/tests/node/kinesalite.js"
     env = dict(os.environ, NODE_PATH=modules)
     proc = subprocess.Popen(pinned(0, ["node", str(script), str(port)]), env=env, stdout=subprocess.DEVNULL)
     for _ in range(200):
@@ -138,9 +138,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir")
     a = ap.parse_args()
-    modules = os.environ.get("LOGYARD_KINESALITE_MODULES", "/var/cache/logyard/kinesalite/node_modules")
+    modules = os.environ.get("LOGYARD_NODE_MODULES", "/var/cache/logyard/node/node_modules")
     if not Path(modules, "kinesalite").is_dir():
-        sys.exit(f"no kinesalite in {modules}: run scripts/test.sh once (it installs it), or set LOGYARD_KINESALITE_MODULES")
+        sys.exit(f"no kinesalite in {modules}: run scripts/test.sh once (it installs it), or set LOGYARD_NODE_MODULES")
     workdir, ndjson = dataset(a.workdir, a.events, 1)
     ndjson_rates, kinesis_rates, walls = [], [], []
     for _ in range(a.rounds):

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::SchemaProvider;
+use datafusion::common::ParamValues;
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::RecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -104,6 +106,42 @@ impl QueryEngine {
     /// Like [`QueryEngine::execute`], seeing only the streams `visible` lets through: any
     /// other stream is as absent as one that does not exist.
     pub async fn execute_visible(&self, sql: &str, visible: &Visible<'_>) -> Result<RunningQuery, QueryError> {
+        let statement = parse_generic(sql)?;
+        self.run(sql, statement, None, visible, Flavor::Generic).await
+    }
+
+    /// Runs one statement of a PostgreSQL client (the pgwire listener): the PostgreSQL
+    /// dialect, a `pg_catalog` that lists the visible streams as tables, and `$n` parameters
+    /// bound to `params`. Otherwise as [`QueryEngine::execute_visible`].
+    pub async fn execute_postgres(
+        &self,
+        statement: SqlStatement,
+        params: Option<ParamValues>,
+        visible: &Visible<'_>,
+    ) -> Result<RunningQuery, QueryError> {
+        let text = statement.to_string();
+        self.run(&text, DfStatement::Statement(Box::new(statement)), params, visible, Flavor::Postgres).await
+    }
+
+    /// The plan of a PostgreSQL client's statement, without running it: its result columns
+    /// and the types of its `$n` parameters (what `Describe` answers).
+    pub async fn describe_postgres(
+        &self,
+        statement: SqlStatement,
+        visible: &Visible<'_>,
+    ) -> Result<LogicalPlan, QueryError> {
+        let (_, plan) = self.prepare(DfStatement::Statement(Box::new(statement)), visible, Flavor::Postgres).await?;
+        Ok(plan)
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        statement: DfStatement,
+        params: Option<ParamValues>,
+        visible: &Visible<'_>,
+        flavor: Flavor,
+    ) -> Result<RunningQuery, QueryError> {
         let started = Instant::now();
         let deadline = started + self.options.timeout;
         // The span lasts until the last batch is read; the statement text is capped.
@@ -114,7 +152,16 @@ impl QueryEngine {
             rows = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        let planning = self.plan(sql, visible).instrument(span.clone());
+        let planning = async {
+            let (ctx, plan) = self.prepare(statement, visible, flavor).await?;
+            let plan = match params {
+                Some(values) => plan.with_param_values(values).map_err(QueryError::from_datafusion)?,
+                None => plan,
+            };
+            let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_datafusion)?;
+            df.execute_stream().await.map_err(QueryError::from_datafusion)
+        }
+        .instrument(span.clone());
         let stream = match tokio::time::timeout(self.options.timeout, planning).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -146,11 +193,21 @@ impl QueryEngine {
         Ok((q.schema, batches))
     }
 
-    async fn plan(&self, sql: &str, visible: &Visible<'_>) -> Result<SendableRecordBatchStream, QueryError> {
+    /// A session for one statement, with the visible streams it names registered, and the
+    /// statement's checked read-only plan.
+    async fn prepare(
+        &self,
+        statement: DfStatement,
+        visible: &Visible<'_>,
+        flavor: Flavor,
+    ) -> Result<(SessionContext, LogicalPlan), QueryError> {
         let mut config =
             SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("logyard", "public");
         if self.options.target_partitions > 0 {
             config = config.with_target_partitions(self.options.target_partitions);
+        }
+        if flavor == Flavor::Postgres {
+            config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         }
         // No spilling: a query that needs more memory than its limit fails.
         let runtime = RuntimeEnvBuilder::new()
@@ -164,14 +221,17 @@ impl QueryEngine {
                 catalog.register_schema(name, schema.clone()).map_err(QueryError::from_datafusion)?;
             }
         }
+        if flavor == Flavor::Postgres {
+            crate::postgres::install(&ctx, "logyard").map_err(QueryError::from_datafusion)?;
+        }
         let state = ctx.state();
-        let statement =
-            state.sql_to_statement(sql, &"generic".parse().expect("dialect")).map_err(QueryError::from_datafusion)?;
         check_read_only(&statement)?;
 
         let references = state.resolve_table_references(&statement).map_err(QueryError::from_datafusion)?;
+        // A statement that reads a catalog sees every visible stream there.
         let wants_catalog = matches!(&statement, DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::ShowTables { .. }))
-            || references.iter().any(|r| r.schema() == Some("information_schema"));
+            || references.iter().any(|r| matches!(r.schema(), Some("information_schema" | "pg_catalog")))
+            || (flavor == Flavor::Postgres && references.iter().any(|r| r.table().starts_with("pg_")));
         let streams: Vec<StreamName> = if wants_catalog {
             self.tables.storage().list_streams().await?
         } else {
@@ -184,6 +244,9 @@ impl QueryEngine {
                 ctx.register_table(stream.as_str(), provider).map_err(QueryError::from_datafusion)?;
             }
         }
+        if flavor == Flavor::Postgres && wants_catalog {
+            crate::postgres::number_objects(&ctx).await.map_err(QueryError::from_datafusion)?;
+        }
 
         let plan = ctx.state().statement_to_plan(statement).await.map_err(QueryError::from_datafusion)?;
         datafusion::execution::context::SQLOptions::new()
@@ -192,9 +255,36 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| QueryError::ReadOnly(e.strip_backtrace()))?;
-        let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_datafusion)?;
-        df.execute_stream().await.map_err(QueryError::from_datafusion)
+        Ok((ctx, plan))
     }
+}
+
+/// Which SQL a statement is written in, and which catalogs it expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// The HTTP API's: DataFusion's generic dialect.
+    Generic,
+    /// A PostgreSQL client's: its dialect, `pg_catalog`, parameters.
+    Postgres,
+}
+
+/// One statement in DataFusion's generic dialect, with the errors DataFusion gives (its
+/// default recursion limit bounds deeply nested input).
+fn parse_generic(sql: &str) -> Result<DfStatement, QueryError> {
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let mut statements = datafusion::sql::parser::DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()
+        .and_then(|mut p| p.parse_statements())
+        .map_err(QueryError::from_datafusion)?;
+    if statements.len() > 1 {
+        return Err(QueryError::from_datafusion(DataFusionError::NotImplemented(
+            "The context currently only supports a single SQL statement".into(),
+        )));
+    }
+    statements.pop_front().ok_or_else(|| {
+        QueryError::from_datafusion(DataFusionError::Plan("No SQL statements were provided in the query string".into()))
+    })
 }
 
 /// Which streams a caller may see.

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod output;
+pub mod postgres;
 pub mod search;
 
 pub use engine::{QueryEngine, QueryOptions, RunningQuery};

@@ -25,6 +25,7 @@ pub mod metrics;
 mod middleware;
 mod ndjson;
 pub mod otlp;
+pub mod pgwire;
 mod recent;
 mod reports;
 mod saved;

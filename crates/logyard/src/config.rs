@@ -19,6 +19,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub tail: TailConfig,
+    pub pgwire: PgwireConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
@@ -574,6 +575,21 @@ impl Default for IngestConfig {
     }
 }
 
+/// SQL over the PostgreSQL wire protocol (psql, Grafana, drivers).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgwireConfig {
+    /// Address to listen on, e.g. "127.0.0.1:5433"; none: off.
+    pub listen: Option<SocketAddr>,
+    /// Refuse connections without TLS.
+    pub require_tls: bool,
+    /// The listener's own certificate and key (PEM, reloaded when they change); without
+    /// them, server.tls_cert_file and tls_key_file. An HTTP port behind a load balancer
+    /// often has no TLS of its own, while PostgreSQL clients connect directly.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
 /// The live tail (`GET /api/v1/tail`, the console's Live button).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -706,12 +722,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 18] = [
+const SECTIONS: [&str; 19] = [
     "server",
     "storage",
     "ingest",
     "query",
     "tail",
+    "pgwire",
     "log",
     "auth",
     "limits",

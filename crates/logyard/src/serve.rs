@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | `http`, `otlp-grpc` | listeners | stops the process (a server that no longer serves must not look alive) |
 //! | `kinesis:<stream>` | consumers | restarted (a stream not there yet, no permission, no network) |
-//! | `uploads`, `maintenance`, `tokens-file`, `tls-files` | background | restarted |
+//! | `pgwire` | listeners | stops the process |
+//! | `uploads`, `maintenance`, `tokens-file`, `tls-files`, `pgwire-tls-files` | background | restarted |
 //! | `flusher` | flusher | restarted (what it holds stays in the write-ahead log) |
 
 use std::collections::BTreeMap;
@@ -152,6 +153,43 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
             }
         });
     }
+    if let Some(pg_addr) = config.pgwire.listen {
+        let listener =
+            std::net::TcpListener::bind(pg_addr).with_context(|| format!("listening on {pg_addr} (pgwire.listen)"))?;
+        listener.set_nonblocking(true)?;
+        let tls = match (&config.pgwire.tls_cert_file, &config.pgwire.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let own = load_tls(cert, key).await?;
+                watch_tls_files(&mut services, "pgwire-tls-files", cert, key, config.server.tls_reload_interval, &own);
+                Some(own)
+            }
+            (None, None) => tls.clone(),
+            _ => bail!("pgwire.tls_cert_file and pgwire.tls_key_file are given together, or neither"),
+        };
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "PostgreSQL protocol listening");
+        if config.pgwire.require_tls && tls.is_none() {
+            bail!("pgwire.require_tls needs a certificate: pgwire.tls_cert_file and tls_key_file, or server's");
+        }
+        let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
+        let state = state.clone();
+        let settings = logyard_server::pgwire::PgSettings { require_tls: config.pgwire.require_tls };
+        services.add("pgwire", Stage::Listeners, OnFailure::StopProcess, move |shutdown: Shutdown| {
+            let listener = listener.lock().expect("listener lock").take();
+            let (state, tls, settings) = (state.clone(), tls.clone(), settings.clone());
+            async move {
+                let listener = listener.context("the PostgreSQL listener is gone (it is started once)")?;
+                logyard_server::pgwire::run_pgwire(
+                    TcpListener::from_std(listener)?,
+                    state,
+                    tls,
+                    settings,
+                    shutdown.wait(),
+                )
+                .await
+                .context("serving the PostgreSQL protocol")
+            }
+        });
+    }
     if let Some(grpc_addr) = config.otlp.grpc_listen {
         let listener = std::net::TcpListener::bind(grpc_addr)
             .with_context(|| format!("listening on {grpc_addr} (otlp.grpc_listen)"))?;
@@ -194,13 +232,8 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
             watch_tokens(file.clone(), config.clone(), token_store.clone(), ingestor.clone(), shutdown)
         });
     }
-    if let (Some(tls), Some(cert), Some(key)) =
-        (tls, config.server.tls_cert_file.clone(), config.server.tls_key_file.clone())
-    {
-        let every = config.server.tls_reload_interval;
-        services.add("tls-files", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
-            watch_tls(cert.clone(), key.clone(), every, tls.clone(), shutdown)
-        });
+    if let (Some(tls), Some(cert), Some(key)) = (&tls, &config.server.tls_cert_file, &config.server.tls_key_file) {
+        watch_tls_files(&mut services, "tls-files", cert, key, config.server.tls_reload_interval, tls);
     }
     {
         let ingestor = ingestor.clone();
@@ -370,6 +403,21 @@ async fn watch_tokens(
         }
     }
     Ok(())
+}
+
+/// Reloads `tls` from `cert` and `key` when they change (a background service `name`).
+fn watch_tls_files(
+    services: &mut Services,
+    name: &'static str,
+    cert: &Path,
+    key: &Path,
+    every: Duration,
+    tls: &axum_server::tls_rustls::RustlsConfig,
+) {
+    let (cert, key, tls) = (cert.to_path_buf(), key.to_path_buf(), tls.clone());
+    services.add(name, Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
+        watch_tls(cert.clone(), key.clone(), every, tls.clone(), shutdown)
+    });
 }
 
 pub(crate) async fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {

@@ -351,39 +351,6 @@ async fn downloads_are_one_time_links_and_saved_searches_belong_to_their_owner()
     assert_eq!(list(&ops).await, ["secret"]);
 }
 
-/// 600 storefront events over the last 50 minutes (ids e000…e599), and a few of a stream the
-/// limited token may not read.
-fn storefront_events(now: chrono::DateTime<chrono::Utc>) -> String {
-    let routes = ["/products/{id}", "/cart", "/checkout", "/api/payments"];
-    let mut out = String::new();
-    for i in 0..600i64 {
-        let time = now - chrono::Duration::seconds(3000 - i * 5);
-        let route = routes[i as usize % 4];
-        let status = [200, 200, 200, 404, 500, 503][i as usize % 6];
-        let level = match status {
-            500.. => "error",
-            400.. => "warn",
-            _ => "info",
-        };
-        let method = if route == "/checkout" { "POST" } else { "GET" };
-        let line = json!({
-            "timestamp": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "id": format!("e{i:03}"),
-            "route": route,
-            "status": status,
-            "level": level,
-            "latency_ms": 10.0 + (i % 50) as f64 * 3.5,
-            "session_id": format!("s-{}", i % 40),
-            "order_id": if route == "/api/payments" { json!(format!("o-{i:05}")) } else { Value::Null },
-            "message": format!("{method} {route} {status}"),
-            "http": {"method": method},
-        });
-        out.push_str(&line.to_string());
-        out.push('\n');
-    }
-    out
-}
-
 #[tokio::test]
 async fn the_console_works_in_a_real_browser() {
     let python = program("LOGYARD_TEST_PYTHON", "python3", "scripts/test.sh makes a venv with playwright");

@@ -9,73 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed by this test");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA, and a server certificate for localhost and 127.0.0.1 signed by it, named `name`.
-fn make_ca(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=logyard test CA",
-        ],
-    );
-}
-
-fn make_server_cert(dir: &Path, name: &str) {
-    let ext = dir.join(format!("{name}.ext"));
-    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "2",
-            "-extfile",
-            ext.to_str().unwrap(),
-        ],
-    );
-}
-
 async fn served_certificate(client: &reqwest::Client, url: &str) -> Vec<u8> {
     let r = client.get(url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -93,9 +26,9 @@ fn der_of(pem_file: &Path) -> Vec<u8> {
 #[tokio::test]
 async fn https_with_a_certificate_that_is_reloaded_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
-    make_ca(dir.path());
-    make_server_cert(dir.path(), "one");
-    make_server_cert(dir.path(), "two");
+    make_ca(dir.path(), "ca");
+    make_server_cert(dir.path(), "ca", "one", "DNS:localhost,IP:127.0.0.1");
+    make_server_cert(dir.path(), "ca", "two", "DNS:localhost,IP:127.0.0.1");
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::copy(dir.path().join("one.crt"), &cert).unwrap();
     std::fs::copy(dir.path().join("one.key"), &key).unwrap();

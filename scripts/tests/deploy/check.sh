@@ -148,9 +148,10 @@ render() { # render NAME [helm args...] -> $work/render/NAME/manifests.yaml
     > "$work/render/$name/manifests.yaml" || die "helm template ($name)"
 }
 
-for variant in default production; do
+for variant in default production pgwire; do
   args=()
   [ "$variant" = production ] && args=(-f "$chart/ci/production-values.yaml")
+  [ "$variant" = pgwire ] && args=(-f "$chart/ci/production-values.yaml" -f "$chart/ci/pgwire-values.yaml")
   say "Helm chart ($variant values): lint, template"
   for kv in 1.33.0 1.34.0; do
     "$helm" lint --strict --kube-version "$kv" --namespace logyard "$chart" "${args[@]}" || die "helm lint ($variant, $kv)"
@@ -174,7 +175,8 @@ for variant in default production; do
 done
 
 say "Helm chart: what the rendered manifests must say"
-"$py" "$here/test_chart.py" "$work/render/default/manifests.yaml" "$work/render/production/manifests.yaml"
+"$py" "$here/test_chart.py" "$work/render/default/manifests.yaml" "$work/render/production/manifests.yaml" \
+  "$work/render/pgwire/manifests.yaml"
 
 say "Helm chart: values that must be refused"
 refuse() { # refuse REASON EXPECTED-MESSAGE helm-args...: the render must fail with that message
@@ -195,6 +197,12 @@ refuse "an Ingress without a certificate" "needs ingress.certificateArn" \
 refuse "an unknown value" "Additional property replicas is not allowed" --set replicas=2
 refuse "an access-log prefix containing AWSLogs" "ingress.accessLogs.prefix" --set ingress.accessLogs.prefix=x/AWSLogs
 refuse "the ALB import without its location" "cronJobs.albImport needs" --set cronJobs.albImport.enabled=true
+refuse "the PostgreSQL listener without a certificate" "pgwire.enabled needs pgwire.tlsSecret" --set pgwire.enabled=true
+refuse "a Grafana data source without a token" "needs grafana.datasource.token" \
+  --set pgwire.enabled=true --set pgwire.tlsSecret=t --set grafana.datasource.create=true
+refuse "a Grafana data source sending the token in clear" "must not travel in clear" \
+  --set pgwire.enabled=true --set pgwire.tlsSecret=t --set grafana.datasource.create=true \
+  --set grafana.datasource.token=x --set grafana.datasource.sslmode=disable
 if "$helm" template logyard "$chart" --kube-version 1.32.0 >/dev/null 2>&1; then
   die "the chart installs on Kubernetes 1.32 (kubeVersion must be >= 1.33)"
 fi

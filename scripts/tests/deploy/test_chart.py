@@ -1,7 +1,8 @@
 """What the rendered Helm chart must say, beyond schema validity.
 
-Usage: test_chart.py DEFAULT_RENDER PRODUCTION_RENDER (outputs of `helm template`, release
-"logyard" in namespace "logyard"; the production one with ci/production-values.yaml).
+Usage: test_chart.py DEFAULT_RENDER PRODUCTION_RENDER PGWIRE_RENDER (outputs of `helm
+template`, release "logyard" in namespace "logyard"; the production one with
+ci/production-values.yaml, the pgwire one with ci/pgwire-values.yaml on top).
 
 Checks Pod Security Standard "restricted" on every pod, the shutdown arithmetic, probes, the
 WAL volume, the ALB Ingress annotations and access-log location, the jobs' commands, the
@@ -77,7 +78,8 @@ def example_keys() -> set[tuple[str, str]]:
 
 def common(docs: list[dict], label: str) -> None:
     for d in docs:
-        if d["kind"] not in ("StorageClass",):
+        # Grafana's data source lives where Grafana's sidecar looks for it.
+        if d["kind"] not in ("StorageClass",) and not d["metadata"]["name"].endswith("-grafana-datasource"):
             check(d["metadata"].get("namespace") == "logyard", f"{label}: {d['kind']}/{d['metadata']['name']} in namespace logyard")
     for name, spec in pod_specs(docs):
         where = f"{label}: {name}"
@@ -165,7 +167,10 @@ def common(docs: list[dict], label: str) -> None:
         check(all(tmpl["metadata"]["labels"].get(k) == v for k, v in np_sel.items()), f"{label}: the NetworkPolicy covers {name}")
     check(set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}, f"{label}: NetworkPolicy restricts both directions")
     ingress_ports = [p for rule in np["spec"]["ingress"] for p in rule.get("ports", [])]
-    check(all(p == {"port": "http", "protocol": "TCP"} for p in ingress_ports), f"{label}: ingress only to the HTTP port")
+    allowed_ports = [{"port": "http", "protocol": "TCP"}]
+    if any(c.get("name") == "postgresql" for c in one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["ports"]):
+        allowed_ports.append({"port": "postgresql", "protocol": "TCP"})
+    check(all(p in allowed_ports for p in ingress_ports), f"{label}: ingress only to the HTTP port (and PostgreSQL's when on)")
     own_pods = lambda peer: peer.get("podSelector", {}).get("matchLabels") == np_sel
     check(all("ipBlock" in peer or own_pods(peer) for rule in np["spec"]["ingress"] for peer in rule["from"]),
           f"{label}: ingress only from CIDRs (the VPC) and the other replicas")
@@ -254,12 +259,57 @@ def production_only(docs: list[dict]) -> None:
     check(env.get("LOGYARD_TOKENS_FILE") == "/etc/logyard/secret/tokens.toml", "production: LOGYARD_TOKENS_FILE points at the mounted Secret")
 
 
+def pgwire_only(docs: list[dict]) -> None:
+    sts = one(docs, "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    env = env_of(c)
+    check(env.get("LOGYARD_PGWIRE_LISTEN") == "0.0.0.0:5433", "pgwire: listens on 5433")
+    check(env.get("LOGYARD_PGWIRE_REQUIRE_TLS") == "true", "pgwire: TLS required (the password is a token)")
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    tls_dir = mounts.get("pgwire-tls", {}).get("mountPath", "")
+    check(tls_dir != "" and mounts["pgwire-tls"].get("readOnly") is True, "pgwire: the TLS Secret mounted read-only")
+    check(env.get("LOGYARD_PGWIRE_TLS_CERT_FILE") == f"{tls_dir}/tls.crt", "pgwire: certificate from the mounted Secret")
+    check(env.get("LOGYARD_PGWIRE_TLS_KEY_FILE") == f"{tls_dir}/tls.key", "pgwire: key from the mounted Secret")
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    check(vols.get("pgwire-tls", {}).get("secret", {}).get("secretName") == "logyard-pgwire-tls", "pgwire: the TLS volume is pgwire.tlsSecret")
+    check({"name": "postgresql", "containerPort": 5433, "protocol": "TCP"} in c["ports"], "pgwire: container port postgresql")
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    ports = services.get("logyard", {}).get("spec", {}).get("ports", [])
+    check(any(p["name"] == "postgresql" and p["port"] == 5433 and p["targetPort"] == "postgresql" for p in ports), "pgwire: the Service has port postgresql")
+    np = one(docs, "NetworkPolicy")
+    rules = np["spec"]["ingress"]
+    check(any({"port": "postgresql", "protocol": "TCP"} in r.get("ports", []) and any("ipBlock" in f for f in r.get("from", [])) for r in rules), "pgwire: NetworkPolicy lets the VPC reach port postgresql")
+
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    ds_secret = secrets.get("logyard-grafana-datasource", {})
+    check(ds_secret.get("metadata", {}).get("namespace") == "monitoring", "pgwire: data source in Grafana's namespace")
+    check(ds_secret.get("metadata", {}).get("labels", {}).get("grafana_datasource") == "1", "pgwire: labelled for Grafana's sidecar")
+    text = ds_secret.get("stringData", {}).get("logyard-datasource.yaml", "")
+    provisioned = yaml.safe_load(text) if text else {}
+    ds = (provisioned.get("datasources") or [{}])[0]
+    check(ds.get("type") == "grafana-postgresql-datasource", "pgwire: Grafana's PostgreSQL data source")
+    check(ds.get("url") == "logyard.logyard.svc.cluster.local:5433", "pgwire: data source points at the Service")
+    check(ds.get("jsonData", {}).get("sslmode") == "verify-full", "pgwire: data source verifies the certificate")
+    check(ds.get("secureJsonData", {}).get("password") == "lyt_ci-values-only-not-a-token", "pgwire: the token is the password")
+    check("BEGIN CERTIFICATE" in ds.get("secureJsonData", {}).get("tlsCACert", ""), "pgwire: the CA is given to Grafana")
+    # The chart's data source says what deploy/grafana's provisioning file says.
+    standalone = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/logyard.yaml").read_text())["datasources"][0]
+    for key in ("name", "uid", "type", "access", "user"):
+        check(ds.get(key) == standalone.get(key), f"pgwire: data source {key} as in deploy/grafana")
+    for key, value in standalone["jsonData"].items():
+        if key != "sslmode":
+            check(ds.get("jsonData", {}).get(key) == value, f"pgwire: jsonData.{key} as in deploy/grafana")
+
+
 def main() -> None:
-    default, production = load(sys.argv[1]), load(sys.argv[2])
+    default, production, pgwire = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
     common(default, "default")
     common(production, "production")
+    common(pgwire, "pgwire")
     default_only(default)
     production_only(production)
+    pgwire_only(pgwire)
     for f in failures:
         print(f"FAIL: {f}")
     print(f"chart: {passed} passed, {len(failures)} failed")

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{aws_env, behind_proxy, free_port, program, proxy};
+use super::{aws_env, behind_proxy, free_port, node_modules, program, proxy};
 
 pub struct Kinesalite {
     child: Child,
@@ -20,15 +20,13 @@ pub struct Kinesalite {
 
 impl Kinesalite {
     pub fn start() -> Kinesalite {
-        let modules = std::env::var("LOGYARD_KINESALITE_MODULES").unwrap_or_else(|_| {
-            panic!("LOGYARD_KINESALITE_MODULES is not set; scripts/test.sh installs kinesalite with npm and sets it")
-        });
+        let modules = node_modules();
         assert!(
             PathBuf::from(&modules).join("kinesalite").is_dir(),
             "no kinesalite in {modules}; scripts/test.sh installs it"
         );
         let node = program("LOGYARD_NODE", "node", "scripts/test.sh installs Debian's nodejs");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tests/kinesalite/start.js");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tests/node/kinesalite.js");
         let port = free_port();
         let child = Command::new(node)
             .arg(script)

@@ -256,6 +256,97 @@ pub fn program(var: &str, name: &str, how: &str) -> PathBuf {
     panic!("{name} is required by this test and was not found (set {var} or put it on PATH); {how}");
 }
 
+/// Runs openssl in `dir`.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed by this test");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (`name.crt`, `name.key`) in `dir`.
+pub fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=logyard test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A server certificate (`name.crt`, `name.key`, readable by its owner only) for the
+/// subject alternative names `san` (`DNS:localhost,IP:127.0.0.1`), signed by the CA `ca`.
+pub fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) {
+    let (key, csr, crt, ext) =
+        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+    let subject = "/CN=localhost";
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
+    std::fs::write(dir.join(&ext), format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n")).unwrap();
+    let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ],
+    );
+    std::fs::set_permissions(dir.join(&key), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
+/// Where scripts/test.sh installed the npm packages the tests run (kinesalite, pg).
+pub fn node_modules() -> String {
+    let modules = std::env::var("LOGYARD_NODE_MODULES").unwrap_or_else(|_| {
+        panic!("LOGYARD_NODE_MODULES is not set; scripts/test.sh installs the npm packages and sets it")
+    });
+    assert!(Path::new(&modules).is_dir(), "{modules} does not exist; scripts/test.sh installs it");
+    modules
+}
+
 /// An s3s-fs server on loopback that checks SigV4 signatures, behind [`proxy`].
 pub struct S3 {
     child: Child,
@@ -412,4 +503,37 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
+}
+
+/// 600 storefront events over the last 50 minutes before `now` (ids e000…e599): four routes,
+/// statuses 200/404/500/503, levels, latencies, sessions, order ids on payments.
+pub fn storefront_events(now: chrono::DateTime<chrono::Utc>) -> String {
+    let routes = ["/products/{id}", "/cart", "/checkout", "/api/payments"];
+    let mut out = String::new();
+    for i in 0..600i64 {
+        let time = now - chrono::Duration::seconds(3000 - i * 5);
+        let route = routes[i as usize % 4];
+        let status = [200, 200, 200, 404, 500, 503][i as usize % 6];
+        let level = match status {
+            500.. => "error",
+            400.. => "warn",
+            _ => "info",
+        };
+        let method = if route == "/checkout" { "POST" } else { "GET" };
+        let line = serde_json::json!({
+            "timestamp": time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "id": format!("e{i:03}"),
+            "route": route,
+            "status": status,
+            "level": level,
+            "latency_ms": 10.0 + (i % 50) as f64 * 3.5,
+            "session_id": format!("s-{}", i % 40),
+            "order_id": if route == "/api/payments" { serde_json::json!(format!("o-{i:05}")) } else { Value::Null },
+            "message": format!("{method} {route} {status}"),
+            "http": {"method": method},
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
 }

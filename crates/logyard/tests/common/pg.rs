@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{free_port, make_ca, make_server_cert};
 
 pub const USER: &str = "shop";
 pub const PASSWORD: &str = "shop-password-1";
@@ -40,12 +40,18 @@ pub struct Shop {
 }
 
 pub async fn shop(events: u64) -> Shop {
+    shop_with(events, &[]).await
+}
+
+/// [`shop`], with more settings for the server.
+pub async fn shop_with(events: u64, env: &[(&str, &str)]) -> Shop {
     let pg = PgServer::start();
     let (logs, orders) = generated(events);
     pg.load_orders(&orders);
     let dir = tempfile::tempdir().unwrap();
     let mut spec = super::ServerSpec::local(dir.path());
     spec.env.extend(pg.env());
+    spec.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let server = spec.start();
     let (status, body) = super::ingest(&server, "storefront", logs.clone(), "?ack=commit").await;
     assert_eq!(status, 200, "{body}");
@@ -87,38 +93,6 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").args(args).current_dir(dir), &format!("openssl {}", args.join(" ")));
-}
-
-/// A CA (`name.crt`, `name.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=logyard test {name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
 impl PgServer {
     pub fn start() -> PgServer {
         let bin = pg_bin();
@@ -129,45 +103,7 @@ impl PgServer {
         make_ca(root, "other-ca");
         // The server's certificate: for the name localhost only, so that connecting by
         // address is a wrong host name.
-        openssl(
-            root,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        std::fs::write(root.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
-        openssl(
-            root,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                "server.crt",
-                "-extfile",
-                "server.ext",
-            ],
-        );
-        std::fs::set_permissions(root.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        make_server_cert(root, "ca", "server", "DNS:localhost");
         let data = root.join("data");
         let socket_dir = root.join("sock");
         std::fs::create_dir(&socket_dir).unwrap();

@@ -87,6 +87,23 @@ app.kubernetes.io/part-of: logyard
 {{- if le (int $v.terminationGracePeriodSeconds) (add $v.preStopSleepSeconds $v.shutdownGraceSeconds | int) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be larger than preStopSleepSeconds (%v) + shutdownGraceSeconds (%v), or the kubelet kills logyard before it has committed its write-ahead log" $v.terminationGracePeriodSeconds $v.preStopSleepSeconds $v.shutdownGraceSeconds) }}
 {{- end }}
+{{- if and $v.pgwire.enabled (not $v.pgwire.tlsSecret) }}
+{{- fail "pgwire.enabled needs pgwire.tlsSecret (a kubernetes.io/tls Secret): the password is a token, sent only over TLS" }}
+{{- end }}
+{{- if $v.grafana.datasource.create }}
+{{- if not $v.pgwire.enabled }}
+{{- fail "grafana.datasource.create needs pgwire.enabled" }}
+{{- end }}
+{{- if not $v.grafana.datasource.token }}
+{{- fail "grafana.datasource.create needs grafana.datasource.token (a token with the query scope)" }}
+{{- end }}
+{{- if and (eq $v.grafana.datasource.sslmode "verify-full") (not $v.grafana.datasource.caCert) }}
+{{- fail "grafana.datasource.sslmode verify-full needs grafana.datasource.caCert" }}
+{{- end }}
+{{- if not (has $v.grafana.datasource.sslmode (list "require" "verify-ca" "verify-full")) }}
+{{- fail "grafana.datasource.sslmode is require, verify-ca or verify-full: the password must not travel in clear" }}
+{{- end }}
+{{- end }}
 {{- if $v.ingress.enabled }}
 {{- if not $v.ingress.certificateArn }}
 {{- fail "ingress.enabled needs ingress.certificateArn (an ACM certificate for HTTPS)" }}
@@ -147,6 +164,11 @@ app.kubernetes.io/part-of: logyard
   mountPath: /etc/logyard/secret
   readOnly: true
 {{- end }}
+{{- if .Values.pgwire.enabled }}
+- name: pgwire-tls
+  mountPath: /etc/logyard/pgwire-tls
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{- define "logyard.volumes" -}}
@@ -160,6 +182,12 @@ app.kubernetes.io/part-of: logyard
 - name: secret
   secret:
     secretName: {{ include "logyard.secretName" . }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.pgwire.enabled }}
+- name: pgwire-tls
+  secret:
+    secretName: {{ .Values.pgwire.tlsSecret }}
     defaultMode: 0440
 {{- end }}
 {{- end }}
