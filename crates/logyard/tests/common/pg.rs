@@ -162,16 +162,28 @@ impl PgServer {
             as_postgres,
             dir,
         };
+        // The socket and the port exist before the server accepts sessions ("the database
+        // system is starting up"); pg_isready answers 0 only once it does.
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || !server.socket_dir.join(format!(".s.PGSQL.{port}")).exists()
-        {
+        while !server.is_ready() {
             assert!(started.elapsed() < Duration::from_secs(20), "postgres did not start:\n{}", server.log());
             std::thread::sleep(Duration::from_millis(50));
         }
         server.psql_in("postgres", &format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'"));
         server.psql_in("postgres", &format!("CREATE DATABASE {DATABASE} OWNER {USER}"));
         server
+    }
+
+    /// True once the server accepts sessions on its socket and on TCP.
+    fn is_ready(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Command::new(self.bin.join("pg_isready"))
+                .arg("-q")
+                .arg("-h")
+                .arg(&self.socket_dir)
+                .args(["-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
     }
 
     /// Runs SQL as the superuser over the Unix socket, in the `shop` database.
