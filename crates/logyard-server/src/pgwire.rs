@@ -53,6 +53,8 @@ use logyard_query::{QueryError, RunningQuery};
 
 use crate::state::AppState;
 
+mod rows;
+
 /// How the listener treats connections.
 #[derive(Debug, Clone, Default)]
 pub struct PgSettings {
@@ -329,11 +331,15 @@ fn encode(
     let rows = running
         .stream
         .map(move |batch| {
-            let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send> = match batch {
-                Ok(batch) => arrow_pg::datatypes::encode_recordbatch(row_fields.clone(), batch),
-                Err(e) => Box::new(std::iter::once(Err(query_error(QueryError::from_datafusion(e))))),
+            let rows = match batch {
+                Ok(batch) => rows::encode_batch(&batch, &row_fields),
+                Err(e) => Err(query_error(QueryError::from_datafusion(e))),
             };
-            futures::stream::iter(rows)
+            let (rows, error) = match rows {
+                Ok(rows) => (rows, None),
+                Err(e) => (Vec::new(), Some(Err(e))),
+            };
+            futures::stream::iter(rows.into_iter().map(Ok).chain(error))
         })
         .flatten();
     Ok(QueryResponse::new(fields, cancellable(rows, cancel, slot)))
