@@ -4,16 +4,18 @@
 //! Settings are fixed: a `SET` is accepted and changes nothing. [`install`] gives a session
 //! the `pg_catalog` of `datafusion-pg-catalog` and these functions.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::catalog::CatalogProviderList;
+use datafusion::catalog::{CatalogProviderList, TableFunctionImpl};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables, setup_pg_catalog};
@@ -21,18 +23,81 @@ use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStatic
 /// Adds `pg_catalog` (listing the session's tables) and PostgreSQL's functions to `ctx`,
 /// whose default catalog is `catalog`.
 pub fn install(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionError> {
-    setup_pg_catalog(ctx, catalog, EmptyContextProvider).map_err(|e| *e)?;
+    let functions = pg_functions(catalog)?;
+    for udf in &functions.scalar {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+    for (name, udtf) in &functions.table {
+        ctx.register_udtf(name, udtf.clone());
+    }
+    if let Some(planner) = &functions.type_planner {
+        let state = ctx.state_ref();
+        let existing = state.read().clone();
+        *state.write() = SessionStateBuilder::new_from_existing(existing).with_type_planner(planner.clone()).build();
+    }
     // Object ids are numbered in the order the catalog lists tables. Every statement has a
     // session of its own, so that order must not change between sessions (a client finds a
     // table's oid in pg_class with one statement and its columns in pg_attribute with the
     // next): list names sorted.
     let sorted = Sorted(ctx.state().catalog_list().clone());
-    let provider = PgCatalogSchemaProvider::try_new(sorted, static_tables()?, EmptyContextProvider)?;
+    let provider = PgCatalogSchemaProvider::try_new(sorted, functions.static_tables.clone(), EmptyContextProvider)?;
     ctx.catalog(catalog)
         .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?
         .register_schema("pg_catalog", Arc::new(provider))?;
     ctx.register_udf(current_setting_udf());
     Ok(())
+}
+
+/// What `datafusion-pg-catalog`'s `setup_pg_catalog` adds to a session — PostgreSQL's
+/// functions, table functions, type names and built-in catalog rows — made once: the rows are
+/// decoded from Arrow IPC, which cost a few milliseconds on every statement when each session
+/// was set up afresh.
+struct PgFunctions {
+    catalog: String,
+    scalar: Vec<Arc<ScalarUDF>>,
+    table: Vec<(String, Arc<dyn TableFunctionImpl>)>,
+    type_planner: Option<Arc<dyn TypePlanner>>,
+    static_tables: Arc<PgCatalogStaticTables>,
+}
+
+fn pg_functions(catalog: &str) -> Result<&'static PgFunctions, DataFusionError> {
+    static FUNCTIONS: OnceLock<PgFunctions> = OnceLock::new();
+    if let Some(f) = FUNCTIONS.get() {
+        if f.catalog != catalog {
+            return Err(DataFusionError::Internal(format!(
+                "pg_catalog was set up for catalog {}, not {catalog}",
+                f.catalog
+            )));
+        }
+        return Ok(f);
+    }
+    // A session as the engine makes them, before and after setup_pg_catalog: what it added
+    // or replaced is what every session gets.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_default_catalog_and_schema(catalog, "public"));
+    let before = ctx.state();
+    setup_pg_catalog(&ctx, catalog, EmptyContextProvider).map_err(|e| *e)?;
+    let after = ctx.state();
+    let scalar = after
+        .scalar_functions()
+        .iter()
+        .filter(|(name, f)| before.scalar_functions().get(*name).is_none_or(|old| !Arc::ptr_eq(old, f)))
+        .map(|(_, f)| f.clone())
+        .collect();
+    let table = after
+        .table_functions()
+        .iter()
+        .filter(|(name, f)| before.table_functions().get(*name).is_none_or(|old| !Arc::ptr_eq(old, f)))
+        .map(|(name, f)| (name.clone(), f.function().clone()))
+        .collect();
+    let type_planner = SessionStateBuilder::new_from_existing(after).type_planner().clone();
+    let functions = PgFunctions {
+        catalog: catalog.to_owned(),
+        scalar,
+        table,
+        type_planner,
+        static_tables: Arc::new(PgCatalogStaticTables::try_new()?),
+    };
+    Ok(FUNCTIONS.get_or_init(|| functions))
 }
 
 /// Gives the session's tables their object ids, in pg_class's order: catalogs, schemas, tables,
@@ -42,16 +107,6 @@ pub fn install(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionErro
 pub async fn number_objects(ctx: &SessionContext) -> Result<(), DataFusionError> {
     ctx.sql("SELECT count(*) FROM pg_catalog.pg_class").await?.collect().await?;
     Ok(())
-}
-
-/// PostgreSQL's built-in catalog rows (types, functions, ...), read once.
-fn static_tables() -> Result<Arc<PgCatalogStaticTables>, DataFusionError> {
-    static TABLES: std::sync::OnceLock<Arc<PgCatalogStaticTables>> = std::sync::OnceLock::new();
-    if let Some(t) = TABLES.get() {
-        return Ok(t.clone());
-    }
-    let tables = Arc::new(PgCatalogStaticTables::try_new()?);
-    Ok(TABLES.get_or_init(|| tables).clone())
 }
 
 /// A session's catalogs with their names in order.
