@@ -5,6 +5,7 @@
 #   scripts/bench/run.sh search [--events N] [--days D]
 #   scripts/bench/run.sh protocols [--events N] [--rounds R]
 #   scripts/bench/run.sh kinesis [--events N] [--rounds R]
+#   scripts/bench/run.sh pgwire [--events N] [--runs R]
 # Results are printed as JSON; BENCHMARKS.md records them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
