@@ -79,15 +79,7 @@ pub(crate) async fn query(
 
 /// One of the `max_concurrent_queries` slots, held while a query (or search) runs.
 pub(crate) fn query_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    state.limits.query_slot().ok_or_else(|| {
-        state.http_metrics.limited("concurrent_queries");
-        ApiError::retry_later(
-            ErrorKind::Unavailable,
-            "too_many_queries",
-            format!("{} queries are already running; retry later", state.limits.settings.max_concurrent_queries),
-            1,
-        )
-    })
+    state.query_slot().map_err(|message| ApiError::retry_later(ErrorKind::Unavailable, "too_many_queries", message, 1))
 }
 
 pub(crate) async fn list_streams(

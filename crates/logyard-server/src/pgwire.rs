@@ -108,6 +108,7 @@ pub async fn run_pgwire(
 }
 
 /// One client connection.
+#[derive(Clone)]
 struct Session {
     state: AppState,
     settings: Arc<PgSettings>,
@@ -256,16 +257,7 @@ impl Session {
         }
         let (statement, copy) = copy_out(statement)?;
         let login = self.login()?;
-        let slot = self.state.limits.query_slot().ok_or_else(|| {
-            self.state.http_metrics.limited("concurrent_queries");
-            error(
-                "53300",
-                format!(
-                    "{} queries are already running; retry later",
-                    self.state.limits.settings.max_concurrent_queries
-                ),
-            )
-        })?;
+        let slot = self.state.query_slot().map_err(|message| error("53300", message))?;
         let cancel = login.running.start();
         let span = tracing::info_span!(
             "pgwire.statement",
@@ -718,13 +710,7 @@ impl ExtendedQueryHandler for Session {
 
     fn query_parser(&self) -> Arc<Session> {
         // The session parses its own statements (it knows who is signed in).
-        Arc::new(Session {
-            state: self.state.clone(),
-            settings: self.settings.clone(),
-            cancels: self.cancels.clone(),
-            peer: self.peer,
-            login: self.login.clone(),
-        })
+        Arc::new(self.clone())
     }
 
     async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>

@@ -140,6 +140,16 @@ impl AppState {
     pub(crate) fn keeps_bodies(&self, stream: &StreamName) -> bool {
         self.raw_streams.iter().any(|p| logyard_auth::glob_match(p, stream.as_str()))
     }
+
+    /// One of the `max_concurrent_queries` slots (shared by HTTP queries, searches and the
+    /// PostgreSQL listener), held while a query runs; when none is free, the refusal is
+    /// counted and its message returned.
+    pub(crate) fn query_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        self.limits.query_slot().ok_or_else(|| {
+            self.http_metrics.limited("concurrent_queries");
+            format!("{} queries are already running; retry later", self.limits.settings.max_concurrent_queries)
+        })
+    }
 }
 
 /// Download links handed out and not yet used (`downloads`): what each is for, whose it is, and
