@@ -88,7 +88,8 @@ print(json.dumps({"cold": times[0], "hot": times[1:], "rows": len(rows)}))
 """
 
 
-def main():
+def arguments():
+    """The options the query and search benchmarks take, and the generated data they name."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--days", type=int, default=7)
@@ -96,6 +97,11 @@ def main():
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     workdir, ndjson = dataset(args.workdir, args.events, args.days)
+    return args, workdir, ndjson
+
+
+def main():
+    args, workdir, ndjson = arguments()
 
     env = {"LOGYARD_QUERY_TIMEOUT": "10m", "LOGYARD_QUERY_MEMORY_LIMIT": str(8 << 30)}
     proc, url, data = start_server(workdir, env)

@@ -25,7 +25,6 @@ Usage: python scripts/bench/search.py [--events N] [--days D] [--hot K] [--workd
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -39,8 +38,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import dataset, release_bin, start_server  # noqa: E402
-from query import load, post_query  # noqa: E402
+from ingest import release_bin, start_server  # noqa: E402
+from query import arguments, load, post_query  # noqa: E402
 
 # The generator's first day (`logyard-bench gen --start`, default 2026-11-20).
 FIRST_DAY = datetime.date(2026, 11, 20)
@@ -122,13 +121,7 @@ def serve(data, env):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=10_000_000)
-    ap.add_argument("--days", type=int, default=7)
-    ap.add_argument("--hot", type=int, default=5)
-    ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
-    workdir, ndjson = dataset(args.workdir, args.events, args.days)
+    args, workdir, ndjson = arguments()
 
     env = {"LOGYARD_QUERY_TIMEOUT": "10m", "LOGYARD_QUERY_MEMORY_LIMIT": str(8 << 30),
            "LOGYARD_QUERY_TEXT_FIELDS": '["message", "route"]'}
