@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod aws;
+pub mod entry_log;
 pub mod location;
 pub mod maintenance;
 pub mod metered;
@@ -14,6 +15,7 @@ pub mod store;
 pub mod tables;
 pub mod wal;
 
+pub use entry_log::EntryLog;
 pub use location::Location;
 pub use metered::StoreMetrics;
 pub use store::Storage;

@@ -1,26 +1,12 @@
-//! The checkpoint and lease of one Kinesis shard: a log of small JSON entries in the object
-//! store, `checkpoints/kinesis/<kinesis stream>/<logyard stream>/<shard>/<n>.json`.
-//!
-//! Entry `n + 1` is written only if it does not exist yet (`If-None-Match: *` on S3,
-//! no-clobber on a local disk), by whoever read entry `n` as the latest. So the entries form
-//! one line: a holder whose write fails has been overtaken (its lease taken, or it expired)
-//! and stops. The latest entry is found by listing the shard's prefix (S3 lists are strongly
-//! consistent); old entries are deleted as new ones are written.
+//! The checkpoint and lease of one Kinesis shard: an [`EntryLog`] of small JSON entries in the
+//! object store, `checkpoints/kinesis/<kinesis stream>/<logyard stream>/<shard>/<n>.json`. A
+//! holder whose write fails has been overtaken (its lease taken, or it expired) and stops.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use logyard_storage::{Storage, StorageError};
+use logyard_storage::{EntryLog, Storage, StorageError};
 
 pub const CHECKPOINTS_DIR: &str = "checkpoints/kinesis";
-
-/// Entries kept behind the latest one (for inspection); older ones are deleted.
-const KEEP: u64 = 4;
 
 /// One entry of a shard's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,71 +89,24 @@ pub struct UnknownBatch {
 
 /// The log of one shard.
 #[derive(Debug, Clone)]
-pub struct ShardLog {
-    store: Arc<dyn ObjectStore>,
-    dir: Path,
-}
+pub struct ShardLog(EntryLog);
 
 impl ShardLog {
     pub fn new(storage: &Storage, kinesis_stream: &str, logyard_stream: &str, shard: &str) -> Self {
-        let dir = storage.path(&format!("{CHECKPOINTS_DIR}/{}/{logyard_stream}/{shard}", short_name(kinesis_stream)));
-        Self { store: storage.root_store(), dir }
-    }
-
-    fn entry(&self, index: u64) -> Path {
-        self.dir.clone().join(format!("{index:020}.json"))
+        Self(EntryLog::new(
+            storage,
+            &format!("{CHECKPOINTS_DIR}/{}/{logyard_stream}/{shard}", short_name(kinesis_stream)),
+        ))
     }
 
     /// The latest entry and its index, `None` when the shard has no entry yet.
     pub async fn latest(&self) -> Result<Option<(u64, Checkpoint)>, StorageError> {
-        loop {
-            let listed: Vec<_> = self
-                .store
-                .list(Some(&self.dir))
-                .try_collect()
-                .await
-                .map_err(StorageError::from_store("listing a Kinesis checkpoint"))?;
-            let Some(index) =
-                listed.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()).max()
-            else {
-                return Ok(None);
-            };
-            match self.store.get(&self.entry(index)).await {
-                Ok(r) => {
-                    let bytes = r.bytes().await.map_err(StorageError::from_store("reading a Kinesis checkpoint"))?;
-                    let entry = serde_json::from_slice(&bytes).map_err(|e| {
-                        StorageError::Config(format!("Kinesis checkpoint {} is not valid: {e}", self.entry(index)))
-                    })?;
-                    return Ok(Some((index, entry)));
-                }
-                // Deleted as newer entries came: list again.
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(StorageError::from_store("reading a Kinesis checkpoint")(e)),
-            }
-        }
+        self.0.latest().await
     }
 
     /// Writes entry `index` unless it exists: `false` when another consumer wrote it first.
     pub async fn write(&self, index: u64, entry: &Checkpoint) -> Result<bool, StorageError> {
-        let body = Bytes::from(serde_json::to_vec(entry).expect("checkpoint serializes"));
-        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store.put_opts(&self.entry(index), PutPayload::from(body), options).await {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
-                return Ok(false);
-            }
-            Err(e) => return Err(StorageError::from_store("writing a Kinesis checkpoint")(e)),
-        }
-        if index > KEEP {
-            // Best effort: a leftover entry is only listed, never read.
-            let old = self.entry(index - KEEP - 1);
-            if let Err(e) = self.store.delete(&old).await
-                && !matches!(e, object_store::Error::NotFound { .. })
-            {
-                tracing::debug!(entry = %old, error = %e, "deleting an old Kinesis checkpoint failed");
-            }
-        }
-        Ok(true)
+        self.0.write(index, entry).await
     }
 }
 
@@ -205,7 +144,7 @@ mod tests {
         assert_eq!((index, latest.batch), (12, 12));
         let kept =
             std::fs::read_dir(dir.path().join("checkpoints/kinesis/shop/web/shardId-000000000001")).unwrap().count();
-        assert_eq!(kept as u64, KEEP + 1, "old entries are deleted");
+        assert_eq!(kept, 5, "old entries are deleted (four kept behind the latest)");
     }
 
     #[test]
