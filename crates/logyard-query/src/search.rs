@@ -222,6 +222,36 @@ impl QueryEngine {
             .collect()
     }
 
+    /// The statements that count the events a search matches over its range, one per
+    /// stream: rows of `"group"` (the text of the `group_by` field, NULL where an event has
+    /// none; one row without it) and `"value"` (the count). What an alert rule's search runs.
+    pub async fn search_count_sql(
+        &self,
+        request: &SearchRequest,
+        group_by: Option<&str>,
+        visible: &Visible<'_>,
+    ) -> Result<Vec<String>, QueryError> {
+        let (expr, targets) = self.targets(request, visible).await?;
+        targets
+            .iter()
+            .map(|target| {
+                let condition = where_sql(target, &expr, request.from, request.to, false)?;
+                let table = ident(target.stream.as_str());
+                Ok(match group_by {
+                    // A stream without the field counts its events under no group.
+                    Some(field) if target.fields.columns.contains_key(field) => format!(
+                        "SELECT CAST({f} AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition} GROUP BY 1",
+                        f = ident(field),
+                    ),
+                    Some(_) => format!(
+                        "SELECT CAST(NULL AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition}"
+                    ),
+                    None => format!("SELECT count(*) AS \"value\" FROM {table} WHERE {condition}"),
+                })
+            })
+            .collect()
+    }
+
     /// Runs a search. A stream that does not exist, or that `visible` hides, is an error that
     /// does not say which of the two it is.
     pub async fn search(&self, request: &SearchRequest, visible: &Visible<'_>) -> Result<SearchResult, QueryError> {

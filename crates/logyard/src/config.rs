@@ -33,6 +33,43 @@ pub struct Config {
     pub otlp: OtlpConfig,
     pub loki: LokiConfig,
     pub kinesis: KinesisConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Alert rules (`[[alerts.rules]]`), the receivers they notify (`[[alerts.receivers]]`), and
+/// how the evaluator shares the rules among replicas (docs/alerts.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub rules: Vec<logyard_alerts::Rule>,
+    pub receivers: Vec<logyard_alerts::receivers::ReceiverConfig>,
+    /// A rule's lease not renewed for this long moves to another replica.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// How often the rules are looked at.
+    #[serde(deserialize_with = "duration")]
+    pub tick: Duration,
+    /// How long after a window's end it is evaluated; 0: the ingest flush interval and 5 s.
+    #[serde(deserialize_with = "duration")]
+    pub settle: Duration,
+    /// The console's address for links in notifications (default: `uploads.public_url`).
+    pub console_url: Option<String>,
+    /// This process's name in the leases; empty: `<hostname>-<pid>` (a pod name).
+    pub worker_id: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            receivers: Vec::new(),
+            lease: Duration::from_secs(30),
+            tick: Duration::from_secs(5),
+            settle: Duration::ZERO,
+            console_url: None,
+            worker_id: String::new(),
+        }
+    }
 }
 
 /// Kinesis Data Streams consumers: the streams `serve` reads (`[[kinesis.streams]]`), and
@@ -987,5 +1024,57 @@ mod example {
         let c = Config::load(Some(path), &BTreeMap::new(), &[]).unwrap();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+}
+
+#[cfg(test)]
+mod alerts {
+    use super::*;
+
+    /// The TOML blocks of docs/alerts.md, as one file.
+    fn documented() -> String {
+        let doc = include_str!("../../../docs/alerts.md");
+        doc.split("```toml\n").skip(1).filter_map(|block| block.split("```").next()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn the_documented_rules_and_receivers_load_and_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logyard.toml");
+        std::fs::write(&path, documented()).unwrap();
+        let c = Config::load(Some(&path), &BTreeMap::new(), &[]).unwrap();
+        let names: Vec<&str> = c.alerts.receivers.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["oncall-slack", "alertmanager", "shop-hook"]);
+        let rules: Vec<&str> = c.alerts.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            rules,
+            [
+                "checkout-5xx",
+                "checkout-payment-5xx-rate",
+                "p95-latency-by-route",
+                "payment-declines",
+                "pending-orders-hit-by-5xx",
+                "storefront-silent"
+            ]
+        );
+        for rule in &c.alerts.rules {
+            rule.check(&names).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_mistaken_rule_is_named_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logyard.toml");
+        std::fs::write(
+            &path,
+            "[[alerts.rules]]\nname = \"x\"\nsql = \"SELECT 1 AS value\"\nevery = \"1m\"\ncondition = \"value >> 1\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&path), &BTreeMap::new(), &[]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("alerts.rules[0].condition") || format!("{e:#}").contains("expected a number"),
+            "{e:#}"
+        );
     }
 }

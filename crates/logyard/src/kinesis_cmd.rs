@@ -136,13 +136,5 @@ async fn client(settings: &KinesisConfig) -> aws_sdk_kinesis::Client {
 }
 
 fn worker_id(settings: &KinesisConfig) -> String {
-    if !settings.worker_id.is_empty() {
-        return settings.worker_id.clone();
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "logyard".into());
-    format!("{host}-{}", std::process::id())
+    crate::worker_id(&settings.worker_id)
 }

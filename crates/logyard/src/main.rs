@@ -437,6 +437,20 @@ pub(crate) async fn open_storage(
         .with_context(|| format!("opening storage {location}"))
 }
 
+/// This process's name in the leases it takes (Kinesis shards, alert rules): `configured`, or
+/// `<hostname>-<pid>` (in Kubernetes the hostname is the pod's name).
+pub(crate) fn worker_id(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "logyard".into());
+    format!("{host}-{}", std::process::id())
+}
+
 pub(crate) fn wal_dir(config: &Config) -> anyhow::Result<PathBuf> {
     if let Some(dir) = &config.storage.wal_dir {
         return Ok(dir.clone());

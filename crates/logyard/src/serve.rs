@@ -214,6 +214,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
 
     // What feeds and tends the tables.
     crate::kinesis_cmd::add_consumers(&mut services, &config, &tables, ingestor.metrics(), &kinesis_metrics).await?;
+    add_alerts(&mut services, &config, &state, &tables)?;
     {
         let (uploads, config) = (uploads.clone(), config.clone());
         services.add("uploads", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
@@ -447,5 +448,45 @@ async fn watch_tls(
             }
         }
     }
+    Ok(())
+}
+
+/// The alert evaluator, when rules are configured.
+fn add_alerts(services: &mut Services, config: &Config, state: &AppState, tables: &Arc<Tables>) -> anyhow::Result<()> {
+    let alerts = &config.alerts;
+    if alerts.rules.is_empty() {
+        return Ok(());
+    }
+    let console_url = alerts.console_url.clone().or_else(|| config.uploads.public_url.clone());
+    let receivers = logyard_alerts::receivers::HttpReceivers::new(&alerts.receivers, console_url.clone())
+        .map_err(anyhow::Error::msg)?;
+    let settle =
+        if alerts.settle.is_zero() { config.ingest.flush_interval + Duration::from_secs(5) } else { alerts.settle };
+    let options = logyard_alerts::EvaluatorOptions {
+        owner: crate::worker_id(&alerts.worker_id),
+        lease: alerts.lease,
+        settle,
+        tick: alerts.tick,
+        max_columns: config.ingest.max_columns,
+        console_url,
+    };
+    let names: Vec<String> = receivers.names().into_iter().map(str::to_owned).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let evaluator = logyard_alerts::Evaluator::new(
+        alerts.rules.clone(),
+        &names,
+        state.query.clone(),
+        tables.clone(),
+        Arc::new(receivers),
+        options,
+    )?;
+    let evaluator = Arc::new(evaluator);
+    services.add("alerts", Stage::Consumers, OnFailure::Restart, move |shutdown: Shutdown| {
+        let evaluator = evaluator.clone();
+        async move {
+            evaluator.run(shutdown.receiver()).await;
+            Ok(())
+        }
+    });
     Ok(())
 }

@@ -202,6 +202,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("logyard-ingest", &["logyard-core", "logyard-protocols", "logyard-storage"]),
     ("logyard-query", &["logyard-core", "logyard-search", "logyard-storage"]),
     ("logyard-report", &["logyard-core", "logyard-query", "logyard-storage"]),
+    ("logyard-alerts", &["logyard-core", "logyard-ingest", "logyard-query", "logyard-storage"]),
     (
         "logyard-server",
         &[
@@ -227,6 +228,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "logyard-pg",
             "logyard-report",
             "logyard-server",
+            "logyard-alerts",
         ],
     ),
     ("logyard-bench", &["logyard-core", "logyard-protocols"]),

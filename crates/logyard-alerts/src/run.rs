@@ -1,0 +1,447 @@
+//! The evaluator's loop: leases, windows, queries, the history table and deliveries (see
+//! [`crate::evaluator`] for the protocol).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type};
+use logyard_core::StreamName;
+use logyard_core::parse::{BodyFormat, parse_body};
+use logyard_ingest::build::build_batches;
+use logyard_query::{QueryEngine, QueryError, SearchRequest};
+use logyard_storage::tables::BuildFn;
+use logyard_storage::{EntryLog, FencedOutcome, StorageError, Tables};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::evaluator::{Deliver, Entry, HISTORY_STREAM, LEASES_DIR, Notice, PendingWindow, deliver_due};
+use crate::macros;
+use crate::rule::{QueryKind, Rule, RuleError};
+use crate::state::{Observation, Step};
+use crate::template::{Template, Values};
+use crate::window::{Window, Windows};
+
+/// Windows evaluated per rule per pass (a rule far behind catches up over several passes,
+/// its lease renewed between them).
+const WINDOWS_PER_PASS: usize = 60;
+
+/// How the evaluator runs.
+#[derive(Debug, Clone)]
+pub struct EvaluatorOptions {
+    /// This replica's name in the leases.
+    pub owner: String,
+    /// A lease not renewed for this long moves to another replica.
+    pub lease: Duration,
+    /// How long after a window's end it is evaluated: the ingest flush interval and a margin.
+    pub settle: Duration,
+    /// How often the rules are looked at.
+    pub tick: Duration,
+    /// The history table's column limit (as any stream's).
+    pub max_columns: usize,
+    /// The console's address, for links from notifications (`None`: no links).
+    pub console_url: Option<String>,
+}
+
+/// Why a pass over a rule failed (it is tried again at the next tick).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("alert rule {rule:?}: query: {source}")]
+    Query { rule: String, source: QueryError },
+    #[error("alert rule {rule:?}: {message}")]
+    Rule { rule: String, message: String },
+}
+
+/// A rule ready to evaluate.
+struct Ready {
+    rule: Rule,
+    template: Template,
+    windows: Windows,
+    /// The rule as JSON: a changed rule starts with a fresh state.
+    definition: String,
+    log: EntryLog,
+    app_id: String,
+    /// The rule's latest entry as this replica last read or wrote it.
+    latest: tokio::sync::Mutex<Option<(u64, Entry)>>,
+}
+
+/// Evaluates every rule, once per window across the replicas that run it.
+pub struct Evaluator {
+    rules: Vec<Ready>,
+    query: QueryEngine,
+    tables: Arc<Tables>,
+    deliver: Arc<dyn Deliver>,
+    options: EvaluatorOptions,
+    history: StreamName,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Evaluator {
+    /// Checks the rules against the receivers that exist.
+    pub fn new(
+        rules: Vec<Rule>,
+        receivers: &[&str],
+        query: QueryEngine,
+        tables: Arc<Tables>,
+        deliver: Arc<dyn Deliver>,
+        options: EvaluatorOptions,
+    ) -> Result<Self, RuleError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut ready = Vec::with_capacity(rules.len());
+        for rule in rules {
+            rule.check(receivers)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(RuleError { rule: rule.name.clone(), message: "two rules have this name".into() });
+            }
+            let template = rule.template()?;
+            let windows = Windows::new(rule.every, rule.window(), options.settle);
+            let definition = serde_json::to_string(&rule).expect("a rule serializes");
+            let log = EntryLog::new(tables.storage(), &format!("{LEASES_DIR}/{}", rule.name));
+            let app_id = format!("alert:{}", rule.name);
+            ready.push(Ready { rule, template, windows, definition, log, app_id, latest: Default::default() });
+        }
+        let history = StreamName::new(HISTORY_STREAM).expect("a valid stream name");
+        Ok(Self { rules: ready, query, tables, deliver, options, history })
+    }
+
+    /// Runs until `shutdown` turns true, then releases the leases it holds.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            for rule in &self.rules {
+                if *shutdown.borrow() {
+                    break;
+                }
+                if let Err(e) = self.pass(rule).await {
+                    tracing::warn!(rule = %rule.rule.name, error = %e, "alert rule: evaluation failed; trying again");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.tick) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        for rule in &self.rules {
+            if let Err(e) = self.release(rule).await {
+                tracing::debug!(rule = %rule.rule.name, error = %e, "alert rule: releasing the lease failed");
+            }
+        }
+    }
+
+    /// Hands a held lease over at once (shutdown).
+    async fn release(&self, r: &Ready) -> Result<(), AlertError> {
+        if let Some((index, entry)) = r.log.latest::<Entry>().await?
+            && entry.owner == self.options.owner
+            && entry.lease_until_ms > now_ms()
+        {
+            r.log.write(index + 1, &Entry { lease_until_ms: 0, ..entry }).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes entry `index` of a rule's log; `false` when another replica wrote it first
+    /// (then the log is read again next time).
+    async fn write(&self, r: &Ready, index: u64, entry: &Entry) -> Result<bool, AlertError> {
+        let written = r.log.write(index, entry).await?;
+        *r.latest.lock().await = written.then(|| (index, entry.clone()));
+        Ok(written)
+    }
+
+    /// One look at a rule: take or renew its lease, settle a pending window, evaluate the
+    /// windows that are due, deliver what is queued. Nothing is read or written while this
+    /// replica holds a fresh lease and has nothing to do, or another one holds the lease.
+    async fn pass(&self, r: &Ready) -> Result<(), AlertError> {
+        let now = now_ms();
+        let lease = ms(self.options.lease);
+        let cached = r.latest.lock().await.clone();
+        let (mut index, latest) = match cached {
+            Some((_, e)) if e.owner != self.options.owner && e.lease_until_ms > now => return Ok(()),
+            Some((i, e)) if e.owner == self.options.owner && e.lease_until_ms - now > lease / 2 => (i, e),
+            _ => r.log.latest::<Entry>().await?.unwrap_or_default(),
+        };
+        if latest.owner != self.options.owner && latest.lease_until_ms > now {
+            *r.latest.lock().await = Some((index, latest));
+            return Ok(());
+        }
+        let idle = latest.owner == self.options.owner
+            && latest.lease_until_ms - now > lease / 2
+            && latest.pending.is_none()
+            && latest.definition == r.definition
+            && r.windows.due(latest.done, now).0.is_empty()
+            && !latest.outbox.iter().any(|n| n.next_try_ms <= now);
+        if idle {
+            return Ok(());
+        }
+        let mut entry = Entry { owner: self.options.owner.clone(), lease_until_ms: now + lease, ..latest };
+        if let Some(p) = entry.pending.take() {
+            let committed = self.tables.transaction_version(&self.history, &r.app_id).await?;
+            if committed == Some(p.index) {
+                entry.done = Some(p.index);
+                entry.state = p.state;
+                entry.outbox.extend(p.notices);
+            }
+        }
+        if entry.definition != r.definition {
+            // A new or changed rule: its alerts start again (windows go on without repeats).
+            entry.definition = r.definition.clone();
+            entry.state = Default::default();
+        }
+        if !self.write(r, index + 1, &entry).await? {
+            return Ok(());
+        }
+        index += 1;
+
+        let (due, skipped) = r.windows.due(entry.done, now);
+        if skipped > 0 {
+            tracing::warn!(rule = %r.rule.name, skipped, "alert rule: windows more than a day behind are skipped");
+        }
+        for k in due.take(WINDOWS_PER_PASS) {
+            if now_ms() > entry.lease_until_ms - lease / 2 {
+                entry.lease_until_ms = now_ms() + lease;
+                if !self.write(r, index + 1, &entry).await? {
+                    return Ok(());
+                }
+                index += 1;
+            }
+            let window = r.windows.get(k);
+            let observed = self.observe(r, window, &entry).await?;
+            let mut state = entry.state.clone();
+            let steps = state.step(window.to_ms, r.rule.for_, &observed);
+            let notices: Vec<Notice> =
+                steps.iter().filter(|s| s.outcome.notifies()).map(|s| self.notice(r, window, s)).collect();
+            let intent = Entry {
+                pending: Some(PendingWindow { index: k, state: state.clone(), notices: notices.clone() }),
+                ..entry.clone()
+            };
+            if !self.write(r, index + 1, &intent).await? {
+                return Ok(());
+            }
+            index += 1;
+            let rows = self.history_rows(r, window, &steps, skipped);
+            let max_columns = self.options.max_columns;
+            let build: BuildFn = Arc::new(move |schema, _| {
+                let parsed = parse_body(rows.as_bytes(), BodyFormat::Ndjson, 0);
+                let payload = parsed.events.finish();
+                build_batches(schema, [(0u64, &payload[..])], max_columns)
+            });
+            match self.tables.append_after(&self.history, &r.app_id, entry.done, k, build).await? {
+                FencedOutcome::Appended(_) => {}
+                // Another replica recorded this window meanwhile: the next pass settles it.
+                FencedOutcome::Superseded { .. } => {
+                    *r.latest.lock().await = None;
+                    return Ok(());
+                }
+            }
+            entry.outbox.extend(notices);
+            entry = Entry { done: Some(k), state, pending: None, ..entry };
+            if !self.write(r, index + 1, &entry).await? {
+                return Ok(());
+            }
+            index += 1;
+        }
+        if deliver_due(&mut entry.outbox, &self.deliver, now_ms()).await && !self.write(r, index + 1, &entry).await? {
+            tracing::debug!(rule = %r.rule.name, "alert rule: lease lost while delivering");
+        }
+        Ok(())
+    }
+
+    /// What the window's query says, per group, against the condition.
+    async fn observe(&self, r: &Ready, window: Window, entry: &Entry) -> Result<Vec<Observation>, AlertError> {
+        let now = self.values(r, window).await?;
+        let before = match r.rule.condition.compare_back() {
+            Some(back) => Some(self.values(r, r.windows.shifted(window, back)).await?),
+            None => None,
+        };
+        let mut groups = now.groups.clone();
+        if matches!(r.rule.query(), QueryKind::Search(_)) {
+            // A search counts: a group that found nothing this time counts 0.
+            for g in entry.state.groups.keys() {
+                groups.entry(g.clone()).or_insert(Some(0.0));
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(group, value)| {
+                let earlier = before.as_ref().and_then(|b| b.groups.get(&group).copied().flatten());
+                let holds = r.rule.condition.holds(value, now.rows, earlier);
+                Observation { group, value, holds }
+            })
+            .collect())
+    }
+
+    async fn values(&self, r: &Ready, window: Window) -> Result<WindowValues, AlertError> {
+        let query_error = |source| AlertError::Query { rule: r.rule.name.clone(), source };
+        let group_by = r.rule.group_by.as_deref();
+        match r.rule.query() {
+            QueryKind::Sql(sql) => {
+                let sql = macros::expand(sql, window.from_ms, window.to_ms)
+                    .map_err(|message| AlertError::Rule { rule: r.rule.name.clone(), message })?;
+                let (_, batches) = self.query.collect(&sql).await.map_err(query_error)?;
+                read_values(&batches, group_by)
+                    .map_err(|message| AlertError::Rule { rule: r.rule.name.clone(), message })
+            }
+            QueryKind::Search(search) => {
+                let streams = search
+                    .streams
+                    .iter()
+                    .map(|s| {
+                        StreamName::new(s)
+                            .map_err(|e| AlertError::Rule { rule: r.rule.name.clone(), message: e.to_string() })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let request = SearchRequest {
+                    streams,
+                    query: search.query.clone(),
+                    from: window.from_ms * 1_000,
+                    to: window.to_ms * 1_000,
+                    limit: 1,
+                    before: None,
+                    histogram: false,
+                };
+                let mut total = WindowValues::default();
+                let statements =
+                    self.query.search_count_sql(&request, group_by, &|_| true).await.map_err(query_error)?;
+                for sql in statements {
+                    let (_, batches) = self.query.collect(&sql).await.map_err(query_error)?;
+                    let part = read_values(&batches, group_by.map(|_| "group"))
+                        .map_err(|message| AlertError::Rule { rule: r.rule.name.clone(), message })?;
+                    total.rows += part.rows;
+                    for (g, v) in part.groups {
+                        let sum = total.groups.entry(g).or_insert(Some(0.0));
+                        *sum = Some(sum.unwrap_or(0.0) + v.unwrap_or(0.0));
+                    }
+                }
+                Ok(total)
+            }
+        }
+    }
+
+    fn notice(&self, r: &Ready, window: Window, step: &Step) -> Notice {
+        let resolved = !matches!(step.outcome, crate::state::Outcome::Fired);
+        let text = r.template.render(&self.values_for(r, window, step));
+        Notice {
+            rule: r.rule.name.clone(),
+            group: step.group.clone(),
+            outcome: step.outcome,
+            value: step.value,
+            severity: r.rule.severity.as_str().to_owned(),
+            labels: r.rule.labels.clone(),
+            text,
+            starts_ms: step.active_since_ms.unwrap_or(window.to_ms),
+            ends_ms: resolved.then_some(window.to_ms),
+            window_index: window.index,
+            window_from_ms: window.from_ms,
+            window_to_ms: window.to_ms,
+            receivers: r.rule.notify.clone(),
+            attempts: 0,
+            next_try_ms: 0,
+            last_error: None,
+        }
+    }
+
+    fn values_for<'a>(&self, r: &'a Ready, _window: Window, step: &'a Step) -> Values<'a> {
+        Values {
+            rule: &r.rule.name,
+            value: step.value,
+            group: (!step.group.is_empty()).then_some(step.group.as_str()),
+            threshold: r.rule.condition.threshold,
+            condition: r.rule.condition.to_string(),
+            window: humantime::format_duration(r.rule.window()).to_string(),
+            severity: r.rule.severity.as_str(),
+            state: step.outcome.as_str(),
+            labels: Some(&r.rule.labels),
+        }
+    }
+
+    /// The window's rows in the history table, as NDJSON: one per group looked at, or one
+    /// for the rule when there was none.
+    fn history_rows(&self, r: &Ready, window: Window, steps: &[Step], skipped: i64) -> String {
+        let time = chrono::DateTime::from_timestamp_millis(window.to_ms).unwrap_or_default().to_rfc3339();
+        let row = |group: Option<&str>, value: Option<f64>, state: &str, message: Option<String>| {
+            json!({
+                "timestamp": time,
+                "rule": r.rule.name,
+                "group": group,
+                "value": value,
+                "state": state,
+                "severity": r.rule.severity.as_str(),
+                "labels": r.rule.labels,
+                "message": message,
+                "window_index": window.index,
+                "window_from": chrono::DateTime::from_timestamp_millis(window.from_ms).unwrap_or_default().to_rfc3339(),
+                "skipped_windows": (skipped > 0).then_some(skipped),
+                "evaluator": self.options.owner,
+            })
+            .to_string()
+        };
+        let mut out = String::new();
+        if steps.is_empty() {
+            out.push_str(&row(None, None, "inactive", None));
+            out.push('\n');
+        }
+        for s in steps {
+            let message = s.outcome.notifies().then(|| r.template.render(&self.values_for(r, window, s)));
+            out.push_str(&row(Some(&s.group), s.value, s.outcome.as_str(), message));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// What one query gave: its row count and the value per group (`""` without groups).
+#[derive(Debug, Default, Clone)]
+struct WindowValues {
+    rows: usize,
+    groups: BTreeMap<String, Option<f64>>,
+}
+
+/// Reads the `value` column (any number; NULL is no value) and the group column of a query's
+/// rows. Without a group column the first row's value is the rule's.
+fn read_values(batches: &[RecordBatch], group_by: Option<&str>) -> Result<WindowValues, String> {
+    let mut out = WindowValues::default();
+    for batch in batches {
+        out.rows += batch.num_rows();
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let value = batch.column_by_name("value").ok_or("the query has no column named `value`")?;
+        let value = arrow::compute::cast(value, &DataType::Float64)
+            .map_err(|e| format!("its `value` column is not a number: {e}"))?;
+        let value = value.as_primitive::<Float64Type>();
+        let group = match group_by {
+            Some(name) => {
+                let column = batch
+                    .column_by_name(name)
+                    .ok_or_else(|| format!("the query has no column `{name}` to group by"))?;
+                Some(arrow::compute::cast(column, &DataType::Utf8).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        for row in 0..batch.num_rows() {
+            let v = (!value.is_null(row)).then(|| value.value(row));
+            match &group {
+                Some(g) => {
+                    let g = g.as_string::<i32>();
+                    let key = if g.is_null(row) { String::new() } else { g.value(row).to_owned() };
+                    out.groups.insert(key, v);
+                }
+                None => {
+                    out.groups.entry(String::new()).or_insert(v);
+                }
+            }
+        }
+    }
+    if group_by.is_none() {
+        out.groups.entry(String::new()).or_insert(None);
+    }
+    Ok(out)
+}
