@@ -79,6 +79,10 @@ pub struct Notice {
     pub starts_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_ms: Option<i64>,
+    /// For a firing alert: until when it stands if not heard of again (Alertmanager's
+    /// `endsAt`; a firing alert is sent again at every evaluation to receivers that want it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until_ms: Option<i64>,
     /// The window that decided it.
     pub window_index: i64,
     pub window_from_ms: i64,
@@ -106,6 +110,12 @@ impl Notice {
 pub trait Deliver: Send + Sync {
     /// Tells `receiver` about `notice`; an error says why it could not (it is retried).
     async fn deliver(&self, receiver: &str, notice: &Notice) -> Result<(), String>;
+
+    /// Whether `receiver` wants a firing alert again at every evaluation (Alertmanager takes
+    /// an alert not heard of for a while as resolved).
+    fn repeats(&self, _receiver: &str) -> bool {
+        false
+    }
 }
 
 /// Retries of a notification: 10 s, doubling, at most 10 minutes apart.
@@ -194,6 +204,7 @@ mod tests {
             text: "57 errors".into(),
             starts_ms: 0,
             ends_ms: None,
+            valid_until_ms: None,
             window_index: 1,
             window_from_ms: 0,
             window_to_ms: 60_000,

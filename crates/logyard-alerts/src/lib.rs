@@ -19,6 +19,7 @@ mod rule;
 mod run;
 mod span;
 mod state;
+pub mod store;
 pub mod template;
 mod window;
 
@@ -26,5 +27,6 @@ pub use condition::{Condition, ConditionError, Op, Subject, change_percent};
 pub use rule::{QueryKind, Rule, RuleError, SearchQuery, Severity};
 pub use run::{AlertError, Evaluator, EvaluatorOptions};
 pub use state::{Alert, Observation, Outcome, Phase, RuleState, Step};
+pub use store::{Ack, AlertStore, NewSilence, Silence, Source, StoreError};
 pub use template::{Template, Values};
 pub use window::{MAX_CATCH_UP, Window, Windows};

@@ -43,7 +43,8 @@ pub fn slack(n: &Notice, link: Option<&str>) -> Value {
 }
 
 /// Alertmanager's `POST /api/v2/alerts` body (postableAlerts): one alert whose labels are
-/// the rule's with `alertname`, `severity` and the group; a resolve carries `endsAt`.
+/// the rule's with `alertname`, `severity` and the group; `endsAt` is when it resolved, or
+/// for a firing alert until when it stands unless sent again.
 pub fn alertmanager(n: &Notice, link: Option<&str>) -> Value {
     let mut labels = serde_json::Map::new();
     for (k, v) in &n.labels {
@@ -59,7 +60,7 @@ pub fn alertmanager(n: &Notice, link: Option<&str>) -> Value {
         "annotations": {"summary": n.text, "value": n.value.map(format_number).unwrap_or_default()},
         "startsAt": rfc3339(n.starts_ms),
     });
-    if let Some(ends) = n.ends_ms {
+    if let Some(ends) = n.ends_ms.or(n.valid_until_ms) {
         alert["endsAt"] = json!(rfc3339(ends));
     }
     if let Some(link) = link {
@@ -111,6 +112,7 @@ mod tests {
             text: "57 errors on /checkout".into(),
             starts_ms: 1_764_806_400_000,
             ends_ms: (outcome == Outcome::Resolved).then_some(1_764_806_700_000),
+            valid_until_ms: (outcome != Outcome::Resolved).then_some(1_764_806_640_000),
             window_index: 1,
             window_from_ms: 1_764_806_100_000,
             window_to_ms: 1_764_806_400_000,
@@ -128,7 +130,7 @@ mod tests {
         assert_eq!(fired[0]["labels"]["group"], "/checkout");
         assert_eq!(fired[0]["labels"]["team"], "payments");
         assert_eq!(fired[0]["startsAt"], "2025-12-04T00:00:00.000Z");
-        assert!(fired[0].get("endsAt").is_none());
+        assert_eq!(fired[0]["endsAt"], "2025-12-04T00:04:00.000Z", "stands for four evaluations unless sent again");
         assert_eq!(fired[0]["generatorURL"], "http://logyard/ui/#search");
         let resolved = alertmanager(&notice(Outcome::Resolved), None);
         assert_eq!(resolved[0]["endsAt"], "2025-12-04T00:05:00.000Z");

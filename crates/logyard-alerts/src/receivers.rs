@@ -151,6 +151,10 @@ impl Deliver for HttpReceivers {
         let text = response.text().await.unwrap_or_default();
         Err(format!("answered {status}: {}", text.chars().take(200).collect::<String>()))
     }
+
+    fn repeats(&self, receiver: &str) -> bool {
+        self.receivers.get(receiver).is_some_and(|r| r.kind == ReceiverKind::Alertmanager)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! [`crate::evaluator`] for the protocol).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use crate::evaluator::{Deliver, Entry, HISTORY_STREAM, LEASES_DIR, Notice, PendingWindow, deliver_due};
 use crate::macros;
 use crate::rule::{QueryKind, Rule, RuleError};
-use crate::state::{Observation, Step};
+use crate::state::{Observation, Outcome, RuleState, Step};
+use crate::store::{AlertStore, Silence};
 use crate::template::{Template, Values};
 use crate::window::{Window, Windows};
 
@@ -40,8 +41,6 @@ pub struct EvaluatorOptions {
     pub tick: Duration,
     /// The history table's column limit (as any stream's).
     pub max_columns: usize,
-    /// The console's address, for links from notifications (`None`: no links).
-    pub console_url: Option<String>,
 }
 
 /// Why a pass over a rule failed (it is tried again at the next tick).
@@ -68,9 +67,24 @@ struct Ready {
     latest: tokio::sync::Mutex<Option<(u64, Entry)>>,
 }
 
+impl Ready {
+    fn new(rule: Rule, options: &EvaluatorOptions, tables: &Tables) -> Result<Self, RuleError> {
+        let template = rule.template()?;
+        let windows = Windows::new(rule.every, rule.window(), options.settle);
+        let definition = serde_json::to_string(&rule).expect("a rule serializes");
+        let log = EntryLog::new(tables.storage(), &format!("{LEASES_DIR}/{}", rule.name));
+        let app_id = format!("alert:{}", rule.name);
+        Ok(Self { rule, template, windows, definition, log, app_id, latest: Default::default() })
+    }
+}
+
 /// Evaluates every rule, once per window across the replicas that run it.
 pub struct Evaluator {
-    rules: Vec<Ready>,
+    store: AlertStore,
+    /// The rules as last read from the configuration and the storage, by name.
+    rules: Mutex<BTreeMap<String, Arc<Ready>>>,
+    /// The silences as last read.
+    silences: Mutex<Vec<Silence>>,
     query: QueryEngine,
     tables: Arc<Tables>,
     deliver: Arc<dyn Deliver>,
@@ -87,41 +101,27 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Evaluator {
-    /// Checks the rules against the receivers that exist.
+    /// Evaluates the rules of `store` (the configured ones, checked when the store was made,
+    /// and those added through the API, read again at every tick).
     pub fn new(
-        rules: Vec<Rule>,
-        receivers: &[&str],
+        store: AlertStore,
         query: QueryEngine,
         tables: Arc<Tables>,
         deliver: Arc<dyn Deliver>,
         options: EvaluatorOptions,
-    ) -> Result<Self, RuleError> {
-        let mut names = std::collections::BTreeSet::new();
-        let mut ready = Vec::with_capacity(rules.len());
-        for rule in rules {
-            rule.check(receivers)?;
-            if !names.insert(rule.name.clone()) {
-                return Err(RuleError { rule: rule.name.clone(), message: "two rules have this name".into() });
-            }
-            let template = rule.template()?;
-            let windows = Windows::new(rule.every, rule.window(), options.settle);
-            let definition = serde_json::to_string(&rule).expect("a rule serializes");
-            let log = EntryLog::new(tables.storage(), &format!("{LEASES_DIR}/{}", rule.name));
-            let app_id = format!("alert:{}", rule.name);
-            ready.push(Ready { rule, template, windows, definition, log, app_id, latest: Default::default() });
-        }
+    ) -> Self {
         let history = StreamName::new(HISTORY_STREAM).expect("a valid stream name");
-        Ok(Self { rules: ready, query, tables, deliver, options, history })
+        Self { store, rules: Mutex::default(), silences: Mutex::default(), query, tables, deliver, options, history }
     }
 
     /// Runs until `shutdown` turns true, then releases the leases it holds.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            for rule in &self.rules {
+            for rule in self.refresh().await {
                 if *shutdown.borrow() {
                     break;
                 }
-                if let Err(e) = self.pass(rule).await {
+                if let Err(e) = self.pass(&rule).await {
                     tracing::warn!(rule = %rule.rule.name, error = %e, "alert rule: evaluation failed; trying again");
                 }
             }
@@ -130,11 +130,55 @@ impl Evaluator {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
-        for rule in &self.rules {
+        let rules: Vec<Arc<Ready>> = self.rules.lock().expect("not poisoned").values().cloned().collect();
+        self.release_all(&rules).await;
+    }
+
+    async fn release_all(&self, rules: &[Arc<Ready>]) {
+        for rule in rules {
             if let Err(e) = self.release(rule).await {
                 tracing::debug!(rule = %rule.rule.name, error = %e, "alert rule: releasing the lease failed");
             }
         }
+    }
+
+    /// Reads the rules and silences again (a rule whose definition is unchanged keeps what
+    /// this replica knows of it); a rule gone is let go. On a storage error the last ones
+    /// read stay.
+    async fn refresh(&self) -> Vec<Arc<Ready>> {
+        match self.store.silences(now_ms()).await {
+            Ok(silences) => *self.silences.lock().expect("not poisoned") = silences,
+            Err(e) => tracing::warn!(error = %e, "alert silences cannot be read; keeping the last ones read"),
+        }
+        let rules = match self.store.rules().await {
+            Ok(rules) => rules,
+            Err(e) => {
+                tracing::warn!(error = %e, "alert rules cannot be read; keeping the last ones read");
+                return self.rules.lock().expect("not poisoned").values().cloned().collect();
+            }
+        };
+        let (current, gone) = {
+            let mut held = self.rules.lock().expect("not poisoned");
+            let mut next = BTreeMap::new();
+            for (rule, _) in rules {
+                let definition = serde_json::to_string(&rule).expect("a rule serializes");
+                match held.remove(&rule.name) {
+                    Some(ready) if ready.definition == definition => {
+                        next.insert(rule.name.clone(), ready);
+                    }
+                    _ => match Ready::new(rule, &self.options, &self.tables) {
+                        Ok(ready) => {
+                            next.insert(ready.rule.name.clone(), Arc::new(ready));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "alert rule skipped"),
+                    },
+                }
+            }
+            let gone: Vec<Arc<Ready>> = std::mem::replace(&mut *held, next).into_values().collect();
+            (held.values().cloned().collect::<Vec<_>>(), gone)
+        };
+        self.release_all(&gone).await;
+        current
     }
 
     /// Hands a held lease over at once (shutdown).
@@ -161,6 +205,7 @@ impl Evaluator {
     /// replica holds a fresh lease and has nothing to do, or another one holds the lease.
     async fn pass(&self, r: &Ready) -> Result<(), AlertError> {
         let now = now_ms();
+        let silences = self.silences.lock().expect("not poisoned").clone();
         let lease = ms(self.options.lease);
         let cached = r.latest.lock().await.clone();
         let (mut index, latest) = match cached {
@@ -187,7 +232,7 @@ impl Evaluator {
             if committed == Some(p.index) {
                 entry.done = Some(p.index);
                 entry.state = p.state;
-                entry.outbox.extend(p.notices);
+                queue(&mut entry.outbox, p.notices);
             }
         }
         if entry.definition != r.definition {
@@ -216,8 +261,7 @@ impl Evaluator {
             let observed = self.observe(r, window, &entry).await?;
             let mut state = entry.state.clone();
             let steps = state.step(window.to_ms, r.rule.for_, &observed);
-            let notices: Vec<Notice> =
-                steps.iter().filter(|s| s.outcome.notifies()).map(|s| self.notice(r, window, s)).collect();
+            let notices = self.notices(r, window, &steps, &mut state, &silences, now_ms());
             let intent = Entry {
                 pending: Some(PendingWindow { index: k, state: state.clone(), notices: notices.clone() }),
                 ..entry.clone()
@@ -226,7 +270,7 @@ impl Evaluator {
                 return Ok(());
             }
             index += 1;
-            let rows = self.history_rows(r, window, &steps, skipped);
+            let rows = self.history_rows(r, window, &steps, &state, &notices, skipped);
             let max_columns = self.options.max_columns;
             let build: BuildFn = Arc::new(move |schema, _| {
                 let parsed = parse_body(rows.as_bytes(), BodyFormat::Ndjson, 0);
@@ -241,7 +285,7 @@ impl Evaluator {
                     return Ok(());
                 }
             }
-            entry.outbox.extend(notices);
+            queue(&mut entry.outbox, notices);
             entry = Entry { done: Some(k), state, pending: None, ..entry };
             if !self.write(r, index + 1, &entry).await? {
                 return Ok(());
@@ -325,54 +369,93 @@ impl Evaluator {
         }
     }
 
-    fn notice(&self, r: &Ready, window: Window, step: &Step) -> Notice {
-        let resolved = !matches!(step.outcome, crate::state::Outcome::Fired);
-        let text = r.template.render(&self.values_for(r, window, step));
+    /// Who is told what after a window: a firing alert is told unless a silence covers it
+    /// (then it is told when the silence ends, if it still fires), its resolve only if its
+    /// firing was told; receivers that want to hear a firing alert again (Alertmanager) are
+    /// told at every window while it fires.
+    fn notices(
+        &self,
+        r: &Ready,
+        window: Window,
+        steps: &[Step],
+        state: &mut RuleState,
+        silences: &[Silence],
+        now: i64,
+    ) -> Vec<Notice> {
+        let repeat_to: Vec<String> = r.rule.notify.iter().filter(|n| self.deliver.repeats(n)).cloned().collect();
+        let mut out = Vec::new();
+        for step in steps {
+            let quiet = silences.iter().any(|s| s.active(now) && s.matches(&r.rule, &step.group));
+            match step.outcome {
+                Outcome::Fired | Outcome::Firing => {
+                    let alert = state.groups.get_mut(&step.group).expect("a firing alert is in the state");
+                    let untold = step.outcome == Outcome::Fired || alert.silenced;
+                    alert.silenced = quiet && untold;
+                    if quiet {
+                        continue;
+                    }
+                    if untold {
+                        out.push(self.notice(r, window, step, Outcome::Fired, r.rule.notify.clone()));
+                    } else if !repeat_to.is_empty() {
+                        out.push(self.notice(r, window, step, Outcome::Firing, repeat_to.clone()));
+                    }
+                }
+                Outcome::Resolved if !step.silenced => {
+                    out.push(self.notice(r, window, step, Outcome::Resolved, r.rule.notify.clone()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn notice(&self, r: &Ready, window: Window, step: &Step, outcome: Outcome, receivers: Vec<String>) -> Notice {
+        let resolved = outcome == Outcome::Resolved;
+        let text = r.template.render(&values_for(r, step));
+        // As Prometheus does: a firing alert not heard of again for four evaluations (at
+        // least four minutes) is taken as resolved by Alertmanager.
+        let valid = ms(r.rule.every.max(Duration::from_secs(60))) * 4;
         Notice {
             rule: r.rule.name.clone(),
             group: step.group.clone(),
-            outcome: step.outcome,
+            outcome,
             value: step.value,
             severity: r.rule.severity.as_str().to_owned(),
             labels: r.rule.labels.clone(),
             text,
             starts_ms: step.active_since_ms.unwrap_or(window.to_ms),
             ends_ms: resolved.then_some(window.to_ms),
+            valid_until_ms: (!resolved).then_some(window.to_ms + valid),
             window_index: window.index,
             window_from_ms: window.from_ms,
             window_to_ms: window.to_ms,
-            receivers: r.rule.notify.clone(),
+            receivers,
             attempts: 0,
             next_try_ms: 0,
             last_error: None,
         }
     }
 
-    fn values_for<'a>(&self, r: &'a Ready, _window: Window, step: &'a Step) -> Values<'a> {
-        Values {
-            rule: &r.rule.name,
-            value: step.value,
-            group: (!step.group.is_empty()).then_some(step.group.as_str()),
-            threshold: r.rule.condition.threshold,
-            condition: r.rule.condition.to_string(),
-            window: humantime::format_duration(r.rule.window()).to_string(),
-            severity: r.rule.severity.as_str(),
-            state: step.outcome.as_str(),
-            labels: Some(&r.rule.labels),
-        }
-    }
-
     /// The window's rows in the history table, as NDJSON: one per group looked at, or one
     /// for the rule when there was none.
-    fn history_rows(&self, r: &Ready, window: Window, steps: &[Step], skipped: i64) -> String {
+    fn history_rows(
+        &self,
+        r: &Ready,
+        window: Window,
+        steps: &[Step],
+        state: &RuleState,
+        notices: &[Notice],
+        skipped: i64,
+    ) -> String {
         let time = chrono::DateTime::from_timestamp_millis(window.to_ms).unwrap_or_default().to_rfc3339();
-        let row = |group: Option<&str>, value: Option<f64>, state: &str, message: Option<String>| {
+        let row = |group: Option<&str>, value: Option<f64>, outcome: &str, silenced: bool, message: Option<&str>| {
             json!({
                 "timestamp": time,
                 "rule": r.rule.name,
                 "group": group,
                 "value": value,
-                "state": state,
+                "state": outcome,
+                "silenced": silenced.then_some(true),
                 "severity": r.rule.severity.as_str(),
                 "labels": r.rule.labels,
                 "message": message,
@@ -385,15 +468,45 @@ impl Evaluator {
         };
         let mut out = String::new();
         if steps.is_empty() {
-            out.push_str(&row(None, None, "inactive", None));
+            out.push_str(&row(None, None, "inactive", false, None));
             out.push('\n');
         }
         for s in steps {
-            let message = s.outcome.notifies().then(|| r.template.render(&self.values_for(r, window, s)));
-            out.push_str(&row(Some(&s.group), s.value, s.outcome.as_str(), message));
+            let silenced = s.silenced || state.groups.get(&s.group).is_some_and(|a| a.silenced);
+            let told = notices.iter().find(|n| n.group == s.group && n.outcome.notifies());
+            out.push_str(&row(Some(&s.group), s.value, s.outcome.as_str(), silenced, told.map(|n| n.text.as_str())));
             out.push('\n');
         }
         out
+    }
+}
+
+fn values_for<'a>(r: &'a Ready, step: &'a Step) -> Values<'a> {
+    Values {
+        rule: &r.rule.name,
+        value: step.value,
+        group: (!step.group.is_empty()).then_some(step.group.as_str()),
+        threshold: r.rule.condition.threshold,
+        condition: r.rule.condition.to_string(),
+        window: humantime::format_duration(r.rule.window()).to_string(),
+        severity: r.rule.severity.as_str(),
+        state: step.outcome.as_str(),
+        labels: Some(&r.rule.labels),
+    }
+}
+
+/// Adds notices to the outbox; a repeat of a firing alert replaces the one still waiting
+/// (a receiver that was down hears the latest, not a backlog).
+fn queue(outbox: &mut Vec<Notice>, notices: Vec<Notice>) {
+    for notice in notices {
+        if notice.outcome == Outcome::Firing {
+            outbox.retain(|n| {
+                !(n.outcome == Outcome::Firing
+                    && n.alert_key() == notice.alert_key()
+                    && n.receivers == notice.receivers)
+            });
+        }
+        outbox.push(notice);
     }
 }
 

@@ -31,6 +31,10 @@ pub struct Alert {
     /// The value at the latest evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// It fired under a silence and receivers have not been told (they are told if it is
+    /// still firing when the silence ends, and never of its resolve otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silenced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +93,8 @@ pub struct Step {
     pub outcome: Outcome,
     /// When the condition started to hold (for firing and resolved alerts).
     pub active_since_ms: Option<i64>,
+    /// Receivers were not told of its firing (a silence covered it).
+    pub silenced: bool,
 }
 
 impl RuleState {
@@ -116,12 +122,24 @@ impl RuleState {
                     if for_ms == 0 {
                         (
                             Outcome::Fired,
-                            Some(Alert { phase: Phase::Firing, active_since_ms: since, fired_ms: Some(at_ms), value }),
+                            Some(Alert {
+                                phase: Phase::Firing,
+                                active_since_ms: since,
+                                fired_ms: Some(at_ms),
+                                value,
+                                silenced: false,
+                            }),
                         )
                     } else {
                         (
                             Outcome::Pending,
-                            Some(Alert { phase: Phase::Pending, active_since_ms: since, fired_ms: None, value }),
+                            Some(Alert {
+                                phase: Phase::Pending,
+                                active_since_ms: since,
+                                fired_ms: None,
+                                value,
+                                silenced: false,
+                            }),
                         )
                     }
                 }
@@ -140,15 +158,17 @@ impl RuleState {
                         value,
                         outcome: Outcome::Resolved,
                         active_since_ms: Some(a.active_since_ms),
+                        silenced: a.silenced,
                     });
                     continue;
                 }
             };
             let active_since_ms = after.as_ref().map(|a| a.active_since_ms);
+            let silenced = after.as_ref().is_some_and(|a| a.silenced);
             if let Some(a) = after {
                 self.groups.insert(group.clone(), a);
             }
-            steps.push(Step { group, value, outcome, active_since_ms });
+            steps.push(Step { group, value, outcome, active_since_ms, silenced });
         }
         steps
     }

@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 
 use crate::middleware::{admit, authenticate, observe};
 use crate::state::AppState;
-use crate::{api, console, downloads, elastic, firehose, loki, ndjson, otlp, reports, saved, search, tail, uploads};
+use crate::{
+    alerts, api, console, downloads, elastic, firehose, loki, ndjson, otlp, reports, saved, search, tail, uploads,
+};
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
@@ -25,6 +27,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/downloads/{ticket}", get(downloads::get))
         .route("/api/v1/saved-searches", get(saved::list).post(saved::create))
         .route("/api/v1/saved-searches/{id}", delete(saved::delete))
+        .route("/api/v1/alerts", get(alerts::list).post(alerts::put))
+        .route("/api/v1/alerts/{name}", delete(alerts::delete))
+        .route("/api/v1/alerts/{name}/ack", post(alerts::ack))
+        .route("/api/v1/silences", get(alerts::silences).post(alerts::add_silence))
+        .route("/api/v1/silences/{id}", delete(alerts::delete_silence))
         .route("/api/v1/flush", post(api::flush))
         .route("/api/v1/reports", get(reports::list))
         .route("/api/v1/reports/daily/{date}", get(reports::daily_html))

@@ -9,6 +9,7 @@
 //!
 //! Module dependencies point one way: `app` → handlers → `intake`, `body`, `error`, `state`.
 
+mod alerts;
 mod api;
 pub mod app;
 mod body;

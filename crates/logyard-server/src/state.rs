@@ -116,6 +116,8 @@ pub struct AppState {
     pub downloads: Tickets,
     /// Told when the server begins to stop (long-lived responses end then).
     pub stopping: Stopping,
+    /// Alert rules, silences and acknowledgements, shared through the storage.
+    pub alerts: logyard_alerts::AlertStore,
 }
 
 /// A signal that the server is stopping, for responses that would otherwise never end.

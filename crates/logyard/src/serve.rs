@@ -81,7 +81,10 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     let public_url = config.uploads.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let uploads = Uploads::new(tables.clone(), upload_options(&config, public_url));
     let reports = crate::report_cmd::report_store(&config, env, None, &storage).await?;
+    let receiver_names = config.alerts.receivers.iter().map(|r| r.name.clone()).collect();
+    let alerts = logyard_alerts::AlertStore::new(storage.clone(), config.alerts.rules.clone(), receiver_names)?;
     let state = AppState {
+        alerts: alerts.clone(),
         uploads: uploads.clone(),
         ingestor: ingestor.clone(),
         query,
@@ -214,7 +217,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
 
     // What feeds and tends the tables.
     crate::kinesis_cmd::add_consumers(&mut services, &config, &tables, ingestor.metrics(), &kinesis_metrics).await?;
-    add_alerts(&mut services, &config, &state, &tables)?;
+    add_alerts(&mut services, &config, &state, &tables, alerts)?;
     {
         let (uploads, config) = (uploads.clone(), config.clone());
         services.add("uploads", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
@@ -451,15 +454,18 @@ async fn watch_tls(
     Ok(())
 }
 
-/// The alert evaluator, when rules are configured.
-fn add_alerts(services: &mut Services, config: &Config, state: &AppState, tables: &Arc<Tables>) -> anyhow::Result<()> {
+/// The alert evaluator: the configured rules and those added through the API.
+fn add_alerts(
+    services: &mut Services,
+    config: &Config,
+    state: &AppState,
+    tables: &Arc<Tables>,
+    store: logyard_alerts::AlertStore,
+) -> anyhow::Result<()> {
     let alerts = &config.alerts;
-    if alerts.rules.is_empty() {
-        return Ok(());
-    }
     let console_url = alerts.console_url.clone().or_else(|| config.uploads.public_url.clone());
-    let receivers = logyard_alerts::receivers::HttpReceivers::new(&alerts.receivers, console_url.clone())
-        .map_err(anyhow::Error::msg)?;
+    let receivers =
+        logyard_alerts::receivers::HttpReceivers::new(&alerts.receivers, console_url).map_err(anyhow::Error::msg)?;
     let settle =
         if alerts.settle.is_zero() { config.ingest.flush_interval + Duration::from_secs(5) } else { alerts.settle };
     let options = logyard_alerts::EvaluatorOptions {
@@ -468,19 +474,14 @@ fn add_alerts(services: &mut Services, config: &Config, state: &AppState, tables
         settle,
         tick: alerts.tick,
         max_columns: config.ingest.max_columns,
-        console_url,
     };
-    let names: Vec<String> = receivers.names().into_iter().map(str::to_owned).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let evaluator = logyard_alerts::Evaluator::new(
-        alerts.rules.clone(),
-        &names,
+    let evaluator = Arc::new(logyard_alerts::Evaluator::new(
+        store,
         state.query.clone(),
         tables.clone(),
         Arc::new(receivers),
         options,
-    )?;
-    let evaluator = Arc::new(evaluator);
+    ));
     services.add("alerts", Stage::Consumers, OnFailure::Restart, move |shutdown: Shutdown| {
         let evaluator = evaluator.clone();
         async move {

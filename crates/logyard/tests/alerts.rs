@@ -119,27 +119,30 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A configuration file in `dir`: quick alert timings, a webhook receiver `hook` at
+/// `hooks`'s `/hook` signed with `key`, then `rest`.
+fn config_with_hook(dir: &std::path::Path, hooks: SocketAddr, key: &str, rest: &str) -> std::path::PathBuf {
+    let key_file = dir.join("hook.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let config = dir.join("logyard.toml");
+    let head = format!(
+        "[alerts]\ntick = \"300ms\"\nsettle = \"1s\"\nlease = \"5s\"\n\n[[alerts.receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{hooks}/hook\"\nsecret_file = \"{}\"\n",
+        key_file.display()
+    );
+    std::fs::write(&config, head + rest).unwrap();
+    config
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_per_route_rule_fires_once_for_the_failing_route_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
     let hooks = receiver(2).await;
-    std::fs::write(dir.path().join("hook.key"), "s3cret-signing-key\n").unwrap();
-    let config = dir.path().join("logyard.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = config_with_hook(
+        dir.path(),
+        hooks.addr,
+        "s3cret-signing-key",
+        &format!(
             r#"
-[alerts]
-tick = "300ms"
-settle = "1s"
-lease = "5s"
-
-[[alerts.receivers]]
-name = "hook"
-kind = "webhook"
-url = "http://{addr}/hook"
-secret_file = "{key}"
-
 [[alerts.receivers]]
 name = "slack"
 kind = "slack"
@@ -158,10 +161,8 @@ message = "{{{{value}}}} errors on {{{{group}}}} in {{{{window}}}}"
 notify = ["hook", "slack"]
 "#,
             addr = hooks.addr,
-            key = dir.path().join("hook.key").display()
         ),
-    )
-    .unwrap();
+    );
     let server = ServerSpec::local(dir.path()).env("LOGYARD_CONFIG", config.to_str().unwrap()).start();
 
     // 5xx on /checkout (about 40 a window) and a few on /cart (one every 10 s, below the
@@ -219,4 +220,242 @@ notify = ["hook", "slack"]
     let windows = count(&server, "SELECT count(DISTINCT window_index) FROM \"logyard-alerts\"").await;
     let span = count(&server, "SELECT max(window_index) - min(window_index) + 1 FROM \"logyard-alerts\"").await;
     assert_eq!(windows, span, "no window skipped");
+}
+
+/// Alertmanager's v2 API as a test receiver: every request validated against Alertmanager's
+/// own OpenAPI spec (tests/alertmanager/, vendored with its licence) by a Python process.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        use std::io::BufRead;
+        let python = std::env::var("LOGYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/alertmanager");
+        let mut child = std::process::Command::new(&python)
+            .arg(here.join("receiver.py"))
+            .arg(here.join("openapi.yaml"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("running {python} (scripts/test.sh makes the venv with PyYAML and jsonschema): {e}")
+            });
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("receiver.py said {line:?}"));
+        Alertmanager { url: format!("http://127.0.0.1:{port}"), child }
+    }
+
+    /// What it was sent: `{"path", "valid", "errors", "body"}` per request.
+    async fn received(&self) -> Vec<Value> {
+        client().get(format!("{}/received", self.url)).send().await.unwrap().json().await.unwrap()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request with a token; returns the status and the JSON body.
+async fn call(server: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method.parse().unwrap(), server.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The rule `name` as `GET /api/v1/alerts` shows it to `token`.
+async fn shown(server: &Server, token: &str, name: &str) -> Option<Value> {
+    let (status, body) = call(server, "GET", "/api/v1/alerts", token, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["rules"].as_array().unwrap().iter().find(|r| r["name"] == name).cloned()
+}
+
+fn alert<'a>(rule: &'a Value, group: &str) -> Option<&'a Value> {
+    rule["alerts"].as_array().unwrap().iter().find(|a| a["group"] == group)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_silences_and_acknowledgements_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = receiver(0).await;
+    let am = Alertmanager::start();
+    let (admin, e1) = create_token("ops", "admin,query,ingest", None);
+    let (oncall, e2) = create_token("oncall", "query", Some("web"));
+    let closed = free_port();
+    let config = config_with_hook(
+        dir.path(),
+        hooks.addr,
+        "k",
+        &format!(
+            r#"
+[[alerts.receivers]]
+name = "am"
+kind = "alertmanager"
+url = "{am}"
+
+[[alerts.receivers]]
+name = "down"
+kind = "slack"
+url = "http://127.0.0.1:{closed}/never"
+
+[[alerts.rules]]
+name = "configured"
+sql = "SELECT 0 AS value"
+every = "10s"
+condition = "value > 1"
+
+{e1}
+{e2}
+"#,
+            am = am.url,
+        ),
+    );
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_CONFIG", config.to_str().unwrap()).start();
+
+    // Only an admin token changes rules; mistakes are named; configured rules stay as configured.
+    let rule = serde_json::json!({
+        "name": "errors-by-route",
+        "search": {"streams": ["web"], "query": "status:>=500"},
+        "group_by": "route",
+        "every": "10s",
+        "condition": "value > 5",
+        "severity": "critical",
+        "message": "{{value}} errors on {{group}}",
+        "notify": ["hook", "am", "down"],
+    });
+    let (status, body) = call(&server, "POST", "/api/v1/alerts", &oncall, Some(rule.clone())).await;
+    assert_eq!(status, 403, "{body}");
+    let mut bad = rule.clone();
+    bad["condition"] = "value >> 5".into();
+    let (status, body) = call(&server, "POST", "/api/v1/alerts", &admin, Some(bad)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_alert_rule")), "{body}");
+    let mut bad = rule.clone();
+    bad["notify"] = serde_json::json!(["nobody"]);
+    let (status, body) = call(&server, "POST", "/api/v1/alerts", &admin, Some(bad)).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("not a receiver"), "{body}");
+    let mut bad = rule.clone();
+    bad["search"]["query"] = "status:>=500 AND (".into();
+    let (status, body) = call(&server, "POST", "/api/v1/alerts", &admin, Some(bad)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_search")), "{body}");
+    let (status, _) = call(&server, "DELETE", "/api/v1/alerts/configured", &admin, None).await;
+    assert_eq!(status, 409);
+    let (status, body) = call(&server, "POST", "/api/v1/alerts", &admin, Some(rule.clone())).await;
+    assert_eq!(status, 201, "{body}");
+
+    // /cart is silenced before anything fires.
+    let silence = serde_json::json!({"matchers": {"rule": "errors-by-route", "group": "/cart"}, "duration": "1h", "comment": "cart deploy"});
+    let (status, silence) = call(&server, "POST", "/api/v1/silences", &oncall, Some(silence)).await;
+    assert_eq!(status, 201, "{silence}");
+    assert_eq!(silence["created_by"], "oncall");
+    let (status, body) =
+        call(&server, "POST", "/api/v1/silences", &oncall, Some(serde_json::json!({"matchers": {}, "duration": "1h"})))
+            .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Errors on both routes until told to stop.
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let (url, admin, sending) = (server.url("/api/v1/streams/web/events"), admin.clone(), sending.clone());
+        tokio::spawn(async move {
+            while sending.load(Ordering::SeqCst) {
+                let body = events("/checkout", 503, 4) + &events("/cart", 500, 4);
+                let r = client().post(&url).bearer_auth(&admin).body(body).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    wait_for("the firing notification", Duration::from_secs(60), || !hooks.at("/hook").is_empty()).await;
+    let shown_rule = shown(&server, &oncall, "errors-by-route").await.expect("a search rule on web is shown");
+    assert_eq!(shown_rule["source"], "api");
+    let (checkout, cart) = (alert(&shown_rule, "/checkout").unwrap(), alert(&shown_rule, "/cart").unwrap());
+    assert_eq!((checkout["state"].as_str(), checkout["silenced"].as_bool()), (Some("firing"), Some(false)));
+    assert_eq!((cart["state"].as_str(), cart["silenced"].as_bool()), (Some("firing"), Some(true)), "{shown_rule}");
+    assert!(shown(&server, &oncall, "configured").await.is_none(), "a SQL rule needs a token for every stream");
+    assert_eq!(shown(&server, &admin, "configured").await.unwrap()["source"], "config");
+    // The receiver that cannot be reached: its notification waits, with the reason, shown.
+    let started = Instant::now();
+    let owed = loop {
+        let rule = shown(&server, &oncall, "errors-by-route").await.unwrap();
+        let owed = rule["undelivered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["receivers"] == serde_json::json!(["down"]))
+            .cloned();
+        match owed {
+            Some(owed) if owed["attempts"].as_u64() >= Some(1) => break owed,
+            _ => assert!(started.elapsed() < Duration::from_secs(20), "no undelivered notification shown: {rule}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(owed["attempts"].as_u64().unwrap() >= 1 && owed["last_error"].as_str().unwrap().starts_with("down: "));
+    assert!(!owed["last_error"].as_str().unwrap().contains("/never"), "the URL (a secret) is not shown");
+
+    // Acknowledged by the person on call; nothing else can be acknowledged.
+    let (status, ack) = call(
+        &server,
+        "POST",
+        "/api/v1/alerts/errors-by-route/ack",
+        &oncall,
+        Some(serde_json::json!({"group": "/checkout", "comment": "looking"})),
+    )
+    .await;
+    assert_eq!((status, ack["by"].as_str()), (200, Some("oncall")), "{ack}");
+    let (status, _) =
+        call(&server, "POST", "/api/v1/alerts/errors-by-route/ack", &oncall, Some(serde_json::json!({"group": "/x"})))
+            .await;
+    assert_eq!(status, 409);
+    let shown_rule = shown(&server, &admin, "errors-by-route").await.unwrap();
+    assert_eq!(alert(&shown_rule, "/checkout").unwrap()["acknowledged"]["comment"], "looking");
+
+    // The silence ends while /cart still fails: now it is told.
+    let id = silence["id"].as_str().unwrap();
+    let (status, _) = call(&server, "DELETE", &format!("/api/v1/silences/{id}"), &oncall, None).await;
+    assert_eq!(status, 204);
+    let told = |group: &str, state: &str| {
+        hooks.at("/hook").iter().filter(|r| r.json()["group"] == group && r.json()["state"] == state).count()
+    };
+    wait_for("/cart told once its silence ended", Duration::from_secs(40), || told("/cart", "firing") == 1).await;
+
+    // Errors stop: both resolve, each told once.
+    sending.store(false, Ordering::SeqCst);
+    sender.await.unwrap();
+    wait_for("both resolves", Duration::from_secs(60), || {
+        told("/checkout", "resolved") + told("/cart", "resolved") == 2
+    })
+    .await;
+    assert_eq!((told("/checkout", "firing"), told("/cart", "firing")), (1, 1));
+
+    // Alertmanager got every request in the shape its API takes: the firing alerts again at
+    // each evaluation (or it would resolve them itself), with endsAt, and the resolves.
+    let am_got = am.received().await;
+    assert!(am_got.iter().all(|r| r["valid"] == true && r["path"] == "/api/v2/alerts"), "{am_got:?}");
+    let am_alerts: Vec<&Value> = am_got.iter().flat_map(|r| r["body"].as_array().unwrap()).collect();
+    let checkout_posts: Vec<&&Value> = am_alerts.iter().filter(|a| a["labels"]["group"] == "/checkout").collect();
+    assert!(checkout_posts.len() >= 3, "firing, repeated, resolved: {checkout_posts:?}");
+    assert!(checkout_posts.iter().all(|a| a["endsAt"].is_string() && a["labels"]["alertname"] == "errors-by-route"));
+
+    // The silenced firing is in the history; the rule is deleted, its history stays.
+    assert_eq!(call(&server, "POST", "/api/v1/flush", &admin, None).await.0, 200);
+    let sql =
+        "SELECT count(*) AS n FROM \"logyard-alerts\" WHERE \"group\" = '/cart' AND silenced AND state = 'firing'";
+    let (status, body) = call(&server, "POST", "/api/v1/query", &admin, Some(serde_json::json!({"sql": sql}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["rows"][0]["n"].as_i64().unwrap() >= 1, "{body}");
+    let (status, _) = call(&server, "DELETE", "/api/v1/alerts/errors-by-route", &admin, None).await;
+    assert_eq!(status, 204);
+    assert!(shown(&server, &admin, "errors-by-route").await.is_none());
+    let (status, _) = call(&server, "DELETE", "/api/v1/alerts/errors-by-route", &admin, None).await;
+    assert_eq!(status, 404);
 }

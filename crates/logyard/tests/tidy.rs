@@ -214,6 +214,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "logyard-query",
             "logyard-report",
             "logyard-search",
+            "logyard-alerts",
         ],
     ),
     (

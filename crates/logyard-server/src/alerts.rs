@@ -1,0 +1,231 @@
+//! Alert rules, their state, silences and acknowledgements (docs/alerts.md):
+//!
+//! - `GET /api/v1/alerts`: every rule the token may see, with who evaluates it, its alerts
+//!   (pending or firing, silenced, acknowledged) and the notifications not delivered yet;
+//! - `POST /api/v1/alerts` (`admin`): adds or replaces a rule (JSON, as in the configuration);
+//! - `DELETE /api/v1/alerts/{name}` (`admin`): deletes a rule added through the API;
+//! - `POST /api/v1/alerts/{name}/ack` `{"group": "...", "comment": "..."}` (`query`):
+//!   acknowledges a firing alert until it resolves;
+//! - `GET /api/v1/silences`, `POST /api/v1/silences` `{"matchers": {...}, "duration": "2h",
+//!   "comment": "..."}` (`query`), `DELETE /api/v1/silences/{id}` (its author or `admin`).
+//!
+//! Everything is kept in the storage, so every replica answers the same and the evaluator,
+//! wherever it runs, sees a change at its next tick.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use logyard_alerts::{AlertStore, NewSilence, QueryKind, Rule, Source};
+use logyard_auth::{Principal, Scope};
+use logyard_core::ErrorKind;
+
+use crate::body::read_json;
+use crate::error::ApiError;
+use crate::intake::authorize;
+use crate::state::AppState;
+
+fn time(ms: i64) -> String {
+    logyard_core::time::rfc3339(ms.saturating_mul(1_000))
+}
+
+/// A search rule is shown to a token that may read all its streams; a SQL rule (which may
+/// read any stream) only to a token that may read every stream.
+fn may_see(principal: &Principal, rule: &Rule) -> bool {
+    match rule.query() {
+        QueryKind::Search(search) => search.streams.iter().all(|s| principal.may_see(s)),
+        QueryKind::Sql(_) => principal.streams().is_none(),
+    }
+}
+
+async fn rule_json(store: &AlertStore, rule: Rule, source: Source, now_ms: i64) -> Result<Value, ApiError> {
+    let entry = store.status(&rule.name).await?;
+    let acks = store.acks(&rule.name, entry.as_ref()).await?;
+    let mut alerts = Vec::new();
+    let mut undelivered = Vec::new();
+    let mut evaluator = Value::Null;
+    let mut last_window_index = Value::Null;
+    if let Some(entry) = &entry {
+        if !entry.owner.is_empty() && entry.lease_until_ms > now_ms {
+            evaluator = json!({"replica": entry.owner, "lease_until": time(entry.lease_until_ms)});
+        }
+        last_window_index = json!(entry.done);
+        for (group, alert) in &entry.state.groups {
+            alerts.push(json!({
+                "group": group,
+                "state": alert.phase,
+                "value": alert.value,
+                "active_since": time(alert.active_since_ms),
+                "fired_at": alert.fired_ms.map(time),
+                "silenced": alert.silenced,
+                "acknowledged": acks.get(group).map(|a| json!({"by": a.by, "at": time(a.at_ms), "comment": a.comment})),
+            }));
+        }
+        for n in &entry.outbox {
+            undelivered.push(json!({
+                "group": n.group,
+                "state": n.outcome.as_str(),
+                "receivers": n.receivers,
+                "attempts": n.attempts,
+                "last_error": n.last_error,
+                "next_try": time(n.next_try_ms),
+                "window_to": time(n.window_to_ms),
+            }));
+        }
+    }
+    Ok(json!({
+        "name": rule.name,
+        "source": source,
+        "rule": rule,
+        "evaluator": evaluator,
+        "last_window_index": last_window_index,
+        "alerts": alerts,
+        "undelivered": undelivered,
+    }))
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut rules = Vec::new();
+    for (rule, source) in state.alerts.rules().await? {
+        if may_see(&principal, &rule) {
+            rules.push(rule_json(&state.alerts, rule, source, now_ms).await?);
+        }
+    }
+    Ok(Json(json!({"rules": rules, "receivers": state.alerts.receivers()})))
+}
+
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&principal, Scope::Admin, None)?;
+    let shape =
+        r#"{"name": "...", "search": {"streams": [...], "query": "..."}, "every": "1m", "condition": "value > 5"}"#;
+    let rule: Rule = read_json(&headers, body, 256 << 10, "bad_alert_rule", shape).await?;
+    if let QueryKind::Search(search) = rule.query() {
+        logyard_search::parse(&search.query)?;
+    }
+    let replaced = state.alerts.put_rule(&rule).await?;
+    tracing::info!(rule = %rule.name, by = %principal.name, replaced, "alert rule saved");
+    let status = if replaced { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(json!({"name": rule.name, "source": Source::Api, "rule": rule}))))
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&principal, Scope::Admin, None)?;
+    if !state.alerts.delete_rule(&name).await? {
+        return Err(ApiError::new(ErrorKind::NotFound, "no_such_alert_rule", format!("no alert rule {name:?}")));
+    }
+    tracing::info!(rule = %name, by = %principal.name, "alert rule deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    comment: String,
+}
+
+pub(crate) async fn ack(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let request: AckRequest =
+        read_json(&headers, body, 16 << 10, "invalid_request", r#"{"group": "...", "comment": "..."}"#).await?;
+    let missing = || ApiError::new(ErrorKind::NotFound, "no_such_alert_rule", format!("no alert rule {name:?}"));
+    let rules = state.alerts.rules().await?;
+    let (rule, _) = rules.iter().find(|(r, _)| r.name == name).ok_or_else(missing)?;
+    if !may_see(&principal, rule) {
+        return Err(missing());
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let comment: String = request.comment.chars().take(1000).collect();
+    let Some(ack) = state.alerts.acknowledge(&name, &request.group, &principal.name, &comment, now_ms).await? else {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            "alert_not_firing",
+            format!("alert rule {name:?} has no firing alert for group {:?}", request.group),
+        ));
+    };
+    tracing::info!(rule = %name, group = %ack.group, by = %ack.by, "alert acknowledged");
+    Ok(Json(json!({"rule": ack.rule, "group": ack.group, "by": ack.by, "at": time(ack.at_ms), "comment": ack.comment})))
+}
+
+fn silence_json(s: &logyard_alerts::Silence) -> Value {
+    json!({
+        "id": s.id,
+        "matchers": s.matchers,
+        "starts_at": time(s.starts_ms),
+        "ends_at": time(s.ends_ms),
+        "comment": s.comment,
+        "created_by": s.created_by,
+    })
+}
+
+pub(crate) async fn silences(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let list: Vec<Value> = state.alerts.silences(now_ms).await?.iter().map(silence_json).collect();
+    Ok(Json(json!({"silences": list})))
+}
+
+pub(crate) async fn add_silence(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let shape = r#"{"matchers": {"rule": "checkout-5xx"}, "duration": "2h", "comment": "..."}"#;
+    let new: NewSilence = read_json(&headers, body, 64 << 10, "invalid_request", shape).await?;
+    let silence = new.into_silence(&principal.name, chrono::Utc::now().timestamp_millis())?;
+    let silence = state.alerts.add_silence(silence).await?;
+    tracing::info!(id = %silence.id, by = %silence.created_by, "alert silence added");
+    Ok((StatusCode::CREATED, Json(silence_json(&silence))))
+}
+
+pub(crate) async fn delete_silence(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let silence = state
+        .alerts
+        .silence(&id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no_such_silence", format!("no silence {id:?}")))?;
+    if silence.created_by != principal.name && !principal.has(Scope::Admin) {
+        return Err(ApiError::forbidden(format!(
+            "the silence was made by {:?}: only its author or an admin token may end it",
+            silence.created_by
+        )));
+    }
+    state.alerts.delete_silence(&id).await?;
+    tracing::info!(id = %id, by = %principal.name, "alert silence ended");
+    Ok(StatusCode::NO_CONTENT)
+}
