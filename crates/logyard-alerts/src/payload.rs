@@ -96,12 +96,12 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
-    fn notice(outcome: Outcome) -> Notice {
+    pub(crate) fn notice(outcome: Outcome) -> Notice {
         Notice {
             rule: "checkout-5xx".into(),
             group: "/checkout".into(),

@@ -1044,7 +1044,7 @@ mod alerts {
         std::fs::write(&path, documented()).unwrap();
         let c = Config::load(Some(&path), &BTreeMap::new(), &[]).unwrap();
         let names: Vec<&str> = c.alerts.receivers.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["oncall-slack", "alertmanager", "shop-hook"]);
+        assert_eq!(names, ["oncall-slack", "alertmanager", "shop-hook", "ops-topic", "payments-slack"]);
         let rules: Vec<&str> = c.alerts.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             rules,

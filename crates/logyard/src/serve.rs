@@ -217,7 +217,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
 
     // What feeds and tends the tables.
     crate::kinesis_cmd::add_consumers(&mut services, &config, &tables, ingestor.metrics(), &kinesis_metrics).await?;
-    add_alerts(&mut services, &config, &state, &tables, alerts)?;
+    add_alerts(&mut services, &config, &state, &tables, alerts).await?;
     {
         let (uploads, config) = (uploads.clone(), config.clone());
         services.add("uploads", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
@@ -455,7 +455,7 @@ async fn watch_tls(
 }
 
 /// The alert evaluator: the configured rules and those added through the API.
-fn add_alerts(
+async fn add_alerts(
     services: &mut Services,
     config: &Config,
     state: &AppState,
@@ -464,8 +464,16 @@ fn add_alerts(
 ) -> anyhow::Result<()> {
     let alerts = &config.alerts;
     let console_url = alerts.console_url.clone().or_else(|| config.uploads.public_url.clone());
-    let receivers =
-        logyard_alerts::receivers::HttpReceivers::new(&alerts.receivers, console_url).map_err(anyhow::Error::msg)?;
+    let needs_aws = alerts
+        .receivers
+        .iter()
+        .any(|r| r.kind == logyard_alerts::receivers::ReceiverKind::Sns || r.url_secret.is_some());
+    let aws = match needs_aws {
+        true => Some(logyard_storage::aws::load_sdk_config(None).await),
+        false => None,
+    };
+    let receivers = logyard_alerts::receivers::HttpReceivers::new(&alerts.receivers, console_url, aws.as_ref())
+        .map_err(anyhow::Error::msg)?;
     let settle =
         if alerts.settle.is_zero() { config.ingest.flush_interval + Duration::from_secs(5) } else { alerts.settle };
     let options = logyard_alerts::EvaluatorOptions {

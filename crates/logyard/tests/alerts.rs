@@ -459,3 +459,118 @@ condition = "value > 1"
     let (status, _) = call(&server, "DELETE", "/api/v1/alerts/errors-by-route", &admin, None).await;
     assert_eq!(status, 404);
 }
+
+/// Runs Python (the test venv's, with boto3) against moto; returns its standard output.
+fn boto3(moto: &Moto, script: &str) -> String {
+    let python = std::env::var("LOGYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &moto.endpoint])
+        .env("AWS_ACCESS_KEY_ID", "setup")
+        .env("AWS_SECRET_ACCESS_KEY", "setup")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sns_topics_and_webhook_urls_in_secrets_manager() {
+    let moto = Moto::start();
+    let hooks = receiver(0).await;
+    // A topic with an SQS queue subscribed (where the test reads what SNS delivered), and the
+    // Slack URL kept in Secrets Manager.
+    let topic = boto3(
+        &moto,
+        &format!(
+            r#"
+import sys, boto3
+e = sys.argv[1]
+sns, sqs, sm = (boto3.client(s, endpoint_url=e) for s in ("sns", "sqs", "secretsmanager"))
+topic = sns.create_topic(Name="shop-alerts")["TopicArn"]
+queue = sqs.create_queue(QueueName="alerts-mail")["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+sm.create_secret(Name="shop/slack-url", SecretString='{{"url": "http://{addr}/slack"}}')
+print(topic)
+"#,
+            addr = hooks.addr
+        ),
+    );
+    let topic = topic.trim();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_hook(
+        dir.path(),
+        hooks.addr,
+        "k",
+        &format!(
+            r#"
+[[alerts.receivers]]
+name = "sns"
+kind = "sns"
+topic_arn = "{topic}"
+endpoint = "{sns}"
+
+[[alerts.receivers]]
+name = "slack"
+kind = "slack"
+url_secret = "shop/slack-url"
+
+[[alerts.rules]]
+name = "payment-errors"
+search = {{ streams = ["web"], query = "status:>=500" }}
+every = "10s"
+condition = "value > 3"
+severity = "critical"
+notify = ["sns", "slack"]
+"#,
+            sns = moto.proxied,
+        ),
+    );
+    let mut spec = ServerSpec::local(dir.path()).env("LOGYARD_CONFIG", config.to_str().unwrap());
+    spec.env.extend(aws_env("AWS_ENDPOINT_URL", &moto.endpoint, "AKIDALERTS", "alerts-secret"));
+    let server = spec.start();
+
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        let (status, _) = ingest(&server, "web", events("/pay", 502, 2), "").await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    wait_for("the resolve on Slack", Duration::from_secs(60), || hooks.at("/slack").len() >= 2).await;
+    let slack = hooks.at("/slack");
+    assert_eq!(slack[0].json()["blocks"][0]["text"]["text"], "FIRING: payment-errors");
+    assert_eq!(slack[1].json()["blocks"][0]["text"]["text"], "RESOLVED: payment-errors");
+
+    // SNS delivered both to the queue, as JSON with a subject; the requests were signed with
+    // the server's credentials.
+    let read = r#"
+import sys, json, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1])
+queue = sqs.get_queue_url(QueueName="alerts-mail")["QueueUrl"]
+got = []
+for _ in range(5):
+    got += [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])]
+print(json.dumps(got))
+"#;
+    let messages: Vec<Value> = serde_json::from_str(&boto3(&moto, read)).unwrap();
+    let mut told: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            let inner: Value = serde_json::from_str(m["Message"].as_str().unwrap()).unwrap();
+            assert_eq!(inner["rule"], "payment-errors");
+            (m["Subject"].as_str().unwrap().to_owned(), inner["state"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    told.sort(); // a standard queue keeps no order
+    assert_eq!(
+        told,
+        [
+            ("FIRING: payment-errors".to_owned(), "firing".to_owned()),
+            ("RESOLVED: payment-errors".to_owned(), "resolved".to_owned())
+        ]
+    );
+    let signers = moto.faults.signers();
+    assert!(!signers.is_empty() && signers.iter().all(|s| s.access_key_id == "AKIDALERTS"), "{signers:?}");
+    assert!(!server.logs().contains(&hooks.addr.to_string()), "the URL from the secret is never logged");
+}
