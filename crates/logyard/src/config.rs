@@ -759,7 +759,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 19] = [
+const SECTIONS: [&str; 20] = [
     "server",
     "storage",
     "ingest",
@@ -779,6 +779,7 @@ const SECTIONS: [&str; 19] = [
     "otlp",
     "loki",
     "kinesis",
+    "alerts",
 ];
 
 impl Config {
@@ -1042,7 +1043,10 @@ mod alerts {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logyard.toml");
         std::fs::write(&path, documented()).unwrap();
-        let c = Config::load(Some(&path), &BTreeMap::new(), &[]).unwrap();
+        let env = [("LOGYARD_ALERTS_LEASE", "12s"), ("LOGYARD_ALERTS_WORKER_ID", "pod-a")];
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let c = Config::load(Some(&path), &env, &[]).unwrap();
+        assert_eq!((c.alerts.lease, c.alerts.worker_id.as_str()), (Duration::from_secs(12), "pod-a"));
         let names: Vec<&str> = c.alerts.receivers.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["oncall-slack", "alertmanager", "shop-hook", "ops-topic", "payments-slack"]);
         let rules: Vec<&str> = c.alerts.rules.iter().map(|r| r.name.as_str()).collect();

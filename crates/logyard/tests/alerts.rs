@@ -574,3 +574,82 @@ print(json.dumps(got))
     assert!(!signers.is_empty() && signers.iter().all(|s| s.access_key_id == "AKIDALERTS"), "{signers:?}");
     assert!(!server.logs().contains(&hooks.addr.to_string()), "the URL from the secret is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_evaluate_each_window_once_and_a_killed_leader_is_taken_over_within_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logyard.toml");
+    // A rule that fires at every window without data: one evaluation per window is easy to count.
+    std::fs::write(
+        &config,
+        "[alerts]\ntick = \"300ms\"\nsettle = \"1s\"\nlease = \"5s\"\n\n[[alerts.rules]]\nname = \"always\"\nsql = \"SELECT 1 AS value\"\nevery = \"10s\"\ncondition = \"value > 0\"\n",
+    )
+    .unwrap();
+    let spec = ServerSpec::local(dir.path()).env("LOGYARD_CONFIG", config.to_str().unwrap());
+    let mut a = spec.clone().env("LOGYARD_ALERTS_WORKER_ID", "replica-a").start();
+    let mut b_spec = spec.env("LOGYARD_ALERTS_WORKER_ID", "replica-b");
+    b_spec.wal_dir = dir.path().join("wal-b");
+    let mut b = b_spec.start();
+    let evaluator = |server: &Server| {
+        let url = server.url("/api/v1/alerts");
+        async move {
+            let body: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+            let rule = body["rules"].as_array().unwrap().iter().find(|r| r["name"] == "always").cloned().unwrap();
+            (rule["evaluator"]["replica"].as_str().map(str::to_owned), rule["last_window_index"].as_i64())
+        }
+    };
+    // Three windows under the first leader.
+    let started = Instant::now();
+    let (leader, first_window) = loop {
+        if let (Some(owner), Some(done)) = evaluator(&a).await {
+            break (owner, done);
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "nobody evaluates the rule");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    loop {
+        let (_, done) = evaluator(&a).await;
+        if done >= Some(first_window + 2) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the leader stopped evaluating");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // kill -9 the leader: the other holds the lease within one lease (5 s) and a tick.
+    let a_led = leader == "replica-a";
+    let killed_at = Instant::now();
+    if a_led {
+        a.kill9()
+    } else {
+        b.kill9()
+    };
+    let (survivor, survivor_name) = if a_led { (&b, "replica-b") } else { (&a, "replica-a") };
+    let survivor_url = survivor.base.clone();
+    loop {
+        let (owner, _) = evaluator(survivor).await;
+        if owner.as_deref() == Some(survivor_name) {
+            break;
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(8), "not taken over within a lease: {owner:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let taken_over = killed_at.elapsed();
+    // Two more windows under the new leader, then count.
+    let (_, done_at_takeover) = evaluator(survivor).await;
+    loop {
+        let (_, done) = evaluator(survivor).await;
+        if done >= done_at_takeover.map(|d| d + 2) {
+            break;
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(60), "the new leader does not evaluate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let per_window = rows(survivor, "SELECT window_index, count(*) AS n, max(evaluator) AS evaluator FROM \"logyard-alerts\" WHERE rule = 'always' GROUP BY 1 ORDER BY 1").await;
+    let indexes: Vec<i64> = per_window.iter().map(|r| r["window_index"].as_i64().unwrap()).collect();
+    assert!(per_window.iter().all(|r| r["n"] == 1), "a window evaluated twice: {per_window:?}");
+    assert_eq!(indexes.len() as i64, indexes.last().unwrap() - indexes[0] + 1, "a window skipped: {indexes:?}");
+    let by: Vec<&str> = per_window.iter().map(|r| r["evaluator"].as_str().unwrap()).collect();
+    let switches = by.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!((by[0], *by.last().unwrap(), switches), (leader.as_str(), survivor_name, 1), "{by:?}");
+    println!("taken over {taken_over:?} after kill -9 (lease 5 s); windows {indexes:?} by {by:?} via {survivor_url}");
+}
