@@ -25,7 +25,7 @@ mod window;
 
 pub use condition::{Condition, ConditionError, Op, Subject, change_percent};
 pub use rule::{QueryKind, Rule, RuleError, SearchQuery, Severity};
-pub use run::{AlertError, Evaluator, EvaluatorOptions};
+pub use run::{AlertError, Evaluator, EvaluatorOptions, Preview, preview};
 pub use state::{Alert, Observation, Outcome, Phase, RuleState, Step};
 pub use store::{Ack, AlertStore, NewSilence, Silence, Source, StoreError};
 pub use template::{Template, Values};

@@ -54,6 +54,24 @@ pub enum AlertError {
     Rule { rule: String, message: String },
 }
 
+impl logyard_core::ServiceError for AlertError {
+    fn kind(&self) -> logyard_core::ErrorKind {
+        match self {
+            AlertError::Storage(e) => e.kind(),
+            AlertError::Query { source, .. } => source.kind(),
+            AlertError::Rule { .. } => logyard_core::ErrorKind::BadRequest,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AlertError::Storage(e) => e.code(),
+            AlertError::Query { source, .. } => source.code(),
+            AlertError::Rule { .. } => "bad_alert_rule",
+        }
+    }
+}
+
 /// A rule ready to evaluate.
 struct Ready {
     rule: Rule,
@@ -300,73 +318,8 @@ impl Evaluator {
 
     /// What the window's query says, per group, against the condition.
     async fn observe(&self, r: &Ready, window: Window, entry: &Entry) -> Result<Vec<Observation>, AlertError> {
-        let now = self.values(r, window).await?;
-        let before = match r.rule.condition.compare_back() {
-            Some(back) => Some(self.values(r, r.windows.shifted(window, back)).await?),
-            None => None,
-        };
-        let mut groups = now.groups.clone();
-        if matches!(r.rule.query(), QueryKind::Search(_)) {
-            // A search counts: a group that found nothing this time counts 0.
-            for g in entry.state.groups.keys() {
-                groups.entry(g.clone()).or_insert(Some(0.0));
-            }
-        }
-        Ok(groups
-            .into_iter()
-            .map(|(group, value)| {
-                let earlier = before.as_ref().and_then(|b| b.groups.get(&group).copied().flatten());
-                let holds = r.rule.condition.holds(value, now.rows, earlier);
-                Observation { group, value, holds }
-            })
-            .collect())
-    }
-
-    async fn values(&self, r: &Ready, window: Window) -> Result<WindowValues, AlertError> {
-        let query_error = |source| AlertError::Query { rule: r.rule.name.clone(), source };
-        let group_by = r.rule.group_by.as_deref();
-        match r.rule.query() {
-            QueryKind::Sql(sql) => {
-                let sql = macros::expand(sql, window.from_ms, window.to_ms)
-                    .map_err(|message| AlertError::Rule { rule: r.rule.name.clone(), message })?;
-                let (_, batches) = self.query.collect(&sql).await.map_err(query_error)?;
-                read_values(&batches, group_by)
-                    .map_err(|message| AlertError::Rule { rule: r.rule.name.clone(), message })
-            }
-            QueryKind::Search(search) => {
-                let streams = search
-                    .streams
-                    .iter()
-                    .map(|s| {
-                        StreamName::new(s)
-                            .map_err(|e| AlertError::Rule { rule: r.rule.name.clone(), message: e.to_string() })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let request = SearchRequest {
-                    streams,
-                    query: search.query.clone(),
-                    from: window.from_ms * 1_000,
-                    to: window.to_ms * 1_000,
-                    limit: 1,
-                    before: None,
-                    histogram: false,
-                };
-                let mut total = WindowValues::default();
-                let statements =
-                    self.query.search_count_sql(&request, group_by, &|_| true).await.map_err(query_error)?;
-                for sql in statements {
-                    let (_, batches) = self.query.collect(&sql).await.map_err(query_error)?;
-                    let part = read_values(&batches, group_by.map(|_| "group"))
-                        .map_err(|message| AlertError::Rule { rule: r.rule.name.clone(), message })?;
-                    total.rows += part.rows;
-                    for (g, v) in part.groups {
-                        let sum = total.groups.entry(g).or_insert(Some(0.0));
-                        *sum = Some(sum.unwrap_or(0.0) + v.unwrap_or(0.0));
-                    }
-                }
-                Ok(total)
-            }
-        }
+        let (_, observed) = observe(&self.query, &r.rule, &r.windows, window, entry.state.groups.keys()).await?;
+        Ok(observed)
     }
 
     /// Who is told what after a window: a firing alert is told unless a silence covers it
@@ -478,6 +431,96 @@ impl Evaluator {
             out.push('\n');
         }
         out
+    }
+}
+
+/// What a rule's query says over `window`, per group, against its condition (and its row
+/// count); a search rule's `known` groups that found nothing count 0.
+async fn observe<'a>(
+    query: &QueryEngine,
+    rule: &Rule,
+    windows: &Windows,
+    window: Window,
+    known: impl Iterator<Item = &'a String>,
+) -> Result<(usize, Vec<Observation>), AlertError> {
+    let now = window_values(query, rule, window).await?;
+    let before = match rule.condition.compare_back() {
+        Some(back) => Some(window_values(query, rule, windows.shifted(window, back)).await?),
+        None => None,
+    };
+    let mut groups = now.groups.clone();
+    if matches!(rule.query(), QueryKind::Search(_)) {
+        for g in known {
+            groups.entry(g.clone()).or_insert(Some(0.0));
+        }
+    }
+    let observed = groups
+        .into_iter()
+        .map(|(group, value)| {
+            let earlier = before.as_ref().and_then(|b| b.groups.get(&group).copied().flatten());
+            let holds = rule.condition.holds(value, now.rows, earlier);
+            Observation { group, value, holds }
+        })
+        .collect();
+    Ok((now.rows, observed))
+}
+
+/// What a rule would say about the window ending at the last multiple of its `every` at or
+/// before `at_ms` (evaluated now, over the data there is now): for trying a rule out.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub window: Window,
+    pub rows: usize,
+    pub groups: Vec<Observation>,
+}
+
+/// Evaluates `rule` once, as [`Preview`] says, without state, leases or notifications.
+pub async fn preview(query: &QueryEngine, rule: &Rule, at_ms: i64) -> Result<Preview, AlertError> {
+    let windows = Windows::new(rule.every, rule.window(), Duration::ZERO);
+    let every_ms = ms(rule.every).max(1);
+    let window = windows.get(at_ms.div_euclid(every_ms));
+    let (rows, groups) = observe(query, rule, &windows, window, std::iter::empty()).await?;
+    Ok(Preview { window, rows, groups })
+}
+
+async fn window_values(query: &QueryEngine, rule: &Rule, window: Window) -> Result<WindowValues, AlertError> {
+    let rule_error = |message: String| AlertError::Rule { rule: rule.name.clone(), message };
+    let query_error = |source| AlertError::Query { rule: rule.name.clone(), source };
+    let group_by = rule.group_by.as_deref();
+    match rule.query() {
+        QueryKind::Sql(sql) => {
+            let sql = macros::expand(sql, window.from_ms, window.to_ms).map_err(rule_error)?;
+            let (_, batches) = query.collect(&sql).await.map_err(query_error)?;
+            read_values(&batches, group_by).map_err(rule_error)
+        }
+        QueryKind::Search(search) => {
+            let streams = search
+                .streams
+                .iter()
+                .map(|s| StreamName::new(s).map_err(|e| rule_error(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = SearchRequest {
+                streams,
+                query: search.query.clone(),
+                from: window.from_ms * 1_000,
+                to: window.to_ms * 1_000,
+                limit: 1,
+                before: None,
+                histogram: false,
+            };
+            let mut total = WindowValues::default();
+            let statements = query.search_count_sql(&request, group_by, &|_| true).await.map_err(query_error)?;
+            for sql in statements {
+                let (_, batches) = query.collect(&sql).await.map_err(query_error)?;
+                let part = read_values(&batches, group_by.map(|_| "group")).map_err(rule_error)?;
+                total.rows += part.rows;
+                for (g, v) in part.groups {
+                    let sum = total.groups.entry(g).or_insert(Some(0.0));
+                    *sum = Some(sum.unwrap_or(0.0) + v.unwrap_or(0.0));
+                }
+            }
+            Ok(total)
+        }
     }
 }
 

@@ -3,12 +3,13 @@
 
 import { api, setToken, token } from './api.js';
 import { navigate } from './nav.js';
+import * as alerts from './alerts.js';
 import * as search from './search.js';
 import * as reports from './reports.js';
 import * as sql from './sql.js';
 import * as streams from './streams.js';
 
-const pages = { search, sql, streams, reports };
+const pages = { search, sql, streams, alerts, reports };
 let session = null;
 
 async function loadSession() {
@@ -17,7 +18,7 @@ async function loadSession() {
   who.textContent = session.auth ? session.name : '';
   document.getElementById('signout').hidden = !session.auth || !token();
   // Pages a token's scopes do not allow are not shown.
-  for (const page of ['sql', 'reports']) {
+  for (const page of ['sql', 'alerts', 'reports']) {
     document.querySelector(`nav a[data-page="${page}"]`).hidden = !session.scopes.includes('query');
   }
   return session;

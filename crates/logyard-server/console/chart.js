@@ -1,5 +1,6 @@
-// Charts with uPlot (vendored): the search histogram (stacked bars, drag to zoom) and the
-// SQL tab's chart of a time column against numeric columns.
+// Charts with uPlot (vendored): the search histogram (stacked bars, drag to zoom), the
+// SQL tab's chart of a time column against numeric columns and the alerts page's small
+// chart of a rule's value.
 
 import uPlot from './vendor/uPlot.esm.js';
 
@@ -63,4 +64,41 @@ export function timeChart(node, times, columns, kind) {
     series: [{}, ...columns.map((c, i) => ({ label: c.name, stroke: COLORS[i % COLORS.length], fill: kind === 'bar' ? COLORS[i % COLORS.length] : undefined, paths }))],
   };
   return new uPlot(opts, [xs, ...series], node);
+}
+
+// A small chart of one value over time (times in milliseconds), with the threshold as a
+// dashed line when there is one, over `span` ([from, to] in milliseconds) when given.
+export function sparkline(node, times, values, threshold, span) {
+  node.replaceChildren();
+  let xs = times.map((t) => t / 1000);
+  let ys = values;
+  // The span's ends as points without a value, so that the threshold crosses the chart.
+  if (span && xs.length && span[0] / 1000 < xs[0]) {
+    xs = [span[0] / 1000, ...xs];
+    ys = [null, ...ys];
+  }
+  if (span && xs.length && span[1] / 1000 > xs[xs.length - 1]) {
+    xs = [...xs, span[1] / 1000];
+    ys = [...ys, null];
+  }
+  const font = '11px system-ui, sans-serif';
+  const series = [{}, { label: 'value', stroke: COLORS[1], width: 1.5 }];
+  const data = [xs, ys];
+  if (threshold !== null && threshold !== undefined && Number.isFinite(threshold)) {
+    series.push({ label: 'threshold', stroke: '#85929e', width: 1, dash: [4, 4], points: { show: false } });
+    data.push(xs.map(() => threshold));
+  }
+  const opts = {
+    width: width(node),
+    height: 110,
+    legend: { show: false },
+    cursor: { drag: { x: false, y: false } },
+    scales: {
+      x: span ? { time: true, range: () => [span[0] / 1000, span[1] / 1000] } : { time: true },
+      y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, (max ?? 0) * 1.1)] },
+    },
+    axes: [{ font, size: 28 }, { font, size: 40 }],
+    series,
+  };
+  return new uPlot(opts, data, node);
 }

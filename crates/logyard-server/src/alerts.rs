@@ -4,6 +4,9 @@
 //!   (pending or firing, silenced, acknowledged) and the notifications not delivered yet;
 //! - `POST /api/v1/alerts` (`admin`): adds or replaces a rule (JSON, as in the configuration);
 //! - `DELETE /api/v1/alerts/{name}` (`admin`): deletes a rule added through the API;
+//! - `POST /api/v1/alerts/preview` `{"rule": {...}, "at": "RFC 3339"}` (`query`): what a rule
+//!   says about one window (ending at or before `at`, default now), per group, without
+//!   keeping anything: for trying a rule before saving it;
 //! - `POST /api/v1/alerts/{name}/ack` `{"group": "...", "comment": "..."}` (`query`):
 //!   acknowledges a firing alert until it resolves;
 //! - `GET /api/v1/silences`, `POST /api/v1/silences` `{"matchers": {...}, "duration": "2h",
@@ -112,6 +115,12 @@ pub(crate) async fn put(
     let shape =
         r#"{"name": "...", "search": {"streams": [...], "query": "..."}, "every": "1m", "condition": "value > 5"}"#;
     let rule: Rule = read_json(&headers, body, 256 << 10, "bad_alert_rule", shape).await?;
+    if rule.name == "preview" {
+        return Err(ApiError::bad_request(
+            "bad_alert_rule",
+            "`preview` names the API's rule preview; choose another name",
+        ));
+    }
     if let QueryKind::Search(search) = rule.query() {
         logyard_search::parse(&search.query)?;
     }
@@ -132,6 +141,52 @@ pub(crate) async fn delete(
     }
     tracing::info!(rule = %name, by = %principal.name, "alert rule deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewRequest {
+    rule: Rule,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+pub(crate) async fn preview(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&principal, Scope::Query, None)?;
+    let shape = r#"{"rule": {"name": "...", "sql": "...", "every": "1m", "condition": "value > 5"}, "at": "2026-12-01T13:00:00Z"}"#;
+    let request: PreviewRequest = read_json(&headers, body, 256 << 10, "bad_alert_rule", shape).await?;
+    let rule = request.rule;
+    let receivers: Vec<&str> = state.alerts.receivers().iter().map(String::as_str).collect();
+    rule.check(&receivers).map_err(|e| ApiError::bad_request("bad_alert_rule", e.to_string()))?;
+    if let QueryKind::Search(search) = rule.query() {
+        logyard_search::parse(&search.query)?;
+    }
+    if !may_see(&principal, &rule) {
+        return Err(ApiError::forbidden(
+            "this token may not read every stream the rule's query reads (a SQL rule needs a token for every stream)",
+        ));
+    }
+    let at_ms = match &request.at {
+        Some(text) => logyard_core::time::parse_time_str(text).map(|micros| micros / 1_000).ok_or_else(|| {
+            ApiError::bad_request("invalid_request", format!("`at`: {text:?} is not an RFC 3339 time"))
+        })?,
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    let _slot = crate::api::query_slot(&state)?;
+    let preview = logyard_alerts::preview(&state.query, &rule, at_ms).await?;
+    let groups: Vec<Value> =
+        preview.groups.iter().map(|o| json!({"group": o.group, "value": o.value, "holds": o.holds})).collect();
+    Ok(Json(json!({
+        "rule": rule.name,
+        "window": {"from": time(preview.window.from_ms), "to": time(preview.window.to_ms)},
+        "rows": preview.rows,
+        "groups": groups,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

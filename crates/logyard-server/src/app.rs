@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/saved-searches", get(saved::list).post(saved::create))
         .route("/api/v1/saved-searches/{id}", delete(saved::delete))
         .route("/api/v1/alerts", get(alerts::list).post(alerts::put))
+        .route("/api/v1/alerts/preview", post(alerts::preview))
         .route("/api/v1/alerts/{name}", delete(alerts::delete))
         .route("/api/v1/alerts/{name}/ack", post(alerts::ack))
         .route("/api/v1/silences", get(alerts::silences).post(alerts::add_silence))

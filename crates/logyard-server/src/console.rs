@@ -27,6 +27,7 @@ const ASSETS: &[(&str, &[u8], &str)] = &[
     ("search.js", include_bytes!("../console/search.js"), JS),
     ("sql.js", include_bytes!("../console/sql.js"), JS),
     ("streams.js", include_bytes!("../console/streams.js"), JS),
+    ("alerts.js", include_bytes!("../console/alerts.js"), JS),
     ("reports.js", include_bytes!("../console/reports.js"), JS),
     ("tail.js", include_bytes!("../console/tail.js"), JS),
     ("style.css", include_bytes!("../console/style.css"), CSS),
@@ -37,7 +38,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// The console's pages: paths the single page answers itself.
-const PAGES: &[&str] = &["", "search", "sql", "streams", "reports"];
+const PAGES: &[&str] = &["", "search", "sql", "streams", "alerts", "reports"];
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";

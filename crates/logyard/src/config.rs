@@ -1067,6 +1067,22 @@ mod alerts {
     }
 
     #[test]
+    fn the_chart_carries_the_documented_ready_rules() {
+        let load = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("logyard.toml");
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), &BTreeMap::new(), &[]).unwrap().alerts.rules
+        };
+        let doc = include_str!("../../../docs/alerts.md");
+        let ready = doc.split("## Ready rules for a shop").nth(1).unwrap();
+        let documented = load(ready.split("```toml\n").nth(1).unwrap().split("```").next().unwrap());
+        let chart = load(include_str!("../../../deploy/helm/logyard/files/shop-alert-rules.toml"));
+        assert_eq!(chart.len(), 5);
+        assert_eq!(chart, documented, "deploy/helm/logyard/files/shop-alert-rules.toml differs from docs/alerts.md");
+    }
+
+    #[test]
     fn a_mistaken_rule_is_named_at_load() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logyard.toml");

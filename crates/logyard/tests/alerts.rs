@@ -653,3 +653,75 @@ async fn two_replicas_evaluate_each_window_once_and_a_killed_leader_is_taken_ove
     assert_eq!((by[0], *by.last().unwrap(), switches), (leader.as_str(), survivor_name, 1), "{by:?}");
     println!("taken over {taken_over:?} after kill -9 (lease 5 s); windows {indexes:?} by {by:?} via {survivor_url}");
 }
+
+/// The ready rules of docs/alerts.md, as JSON.
+fn documented_rules() -> Vec<Value> {
+    let doc = include_str!("../../../docs/alerts.md");
+    let ready = doc.split("## Ready rules for a shop").nth(1).unwrap();
+    let block = ready.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let table: toml::Table = block.parse().unwrap();
+    serde_json::to_value(&table["alerts"]["rules"]).unwrap().as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ready_rules_find_what_a_shop_s_day_holds() {
+    // A day of storefront logs (2026-11-25, with a payments incident from 13:00 to 13:20) and
+    // its orders in PostgreSQL.
+    let big = [("LOGYARD_SERVER_MAX_BODY_BYTES", "268435456"), ("LOGYARD_SERVER_MAX_DECODED_BYTES", "268435456")];
+    let shop = common::pg::shop_with(300_000, &big).await;
+    let preview = |rule: &Value, at: &str| {
+        let (url, body) = (shop.server.url("/api/v1/alerts/preview"), serde_json::json!({"rule": rule, "at": at}));
+        async move {
+            let r = client().post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let holding = |answer: &Value| -> Vec<String> {
+        answer["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["holds"] == true)
+            .map(|g| g["group"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let rules = documented_rules();
+    let rule = |name: &str| rules.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no ready rule {name}"));
+    let incident = "2026-11-25T13:20:00Z";
+
+    let rate = preview(rule("checkout-payment-5xx-rate"), incident).await;
+    assert_eq!(rate["window"]["from"], "2026-11-25T13:15:00.000000Z");
+    assert!(holding(&rate).contains(&"/api/payments".to_owned()), "{rate}");
+    let calm = preview(rule("checkout-payment-5xx-rate"), "2026-11-25T10:00:00Z").await;
+    assert!(!holding(&calm).contains(&"/api/payments".to_owned()), "no incident at 10:00: {calm}");
+    let p95 = preview(rule("p95-latency-by-route"), incident).await;
+    assert!(holding(&p95).contains(&"/api/payments".to_owned()), "{p95}");
+    let declines = preview(rule("payment-declines"), incident).await;
+    assert_eq!(holding(&declines), [""], "nothing failed a week before: {declines}");
+    let pending = preview(rule("pending-orders-hit-by-5xx"), incident).await;
+    assert_eq!(holding(&pending), [""], "{pending}");
+    assert!(pending["groups"][0]["value"].as_f64().unwrap() >= 1.0);
+    let busy = preview(rule("storefront-silent"), incident).await;
+    assert!(holding(&busy).is_empty(), "{busy}");
+    let silent = preview(rule("storefront-silent"), "2026-11-26T12:00:00Z").await;
+    assert_eq!(holding(&silent), [""], "no events the next day: {silent}");
+
+    // The pending-orders rule agrees with PostgreSQL and the logs counted another way.
+    let logs = String::from_utf8(shop.logs.clone()).unwrap();
+    let (from, to) = ("2026-11-25T12:20:00", "2026-11-25T13:20:00");
+    let failed_orders: std::collections::BTreeSet<String> = logs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| {
+            let t = e["timestamp"].as_str().unwrap();
+            t >= from && t < to && e["status"].as_u64().unwrap() >= 500
+        })
+        .filter_map(|e| e["order_id"].as_str().map(str::to_owned))
+        .collect();
+    let pending_ids = shop.pg.psql("SELECT id FROM orders WHERE status = 'pending'");
+    let expected = failed_orders.iter().filter(|id| pending_ids.lines().any(|l| l.trim() == id.as_str())).count();
+    assert_eq!(pending["groups"][0]["value"].as_f64().unwrap() as usize, expected, "{pending}");
+}

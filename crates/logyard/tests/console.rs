@@ -1,7 +1,8 @@
 //! The console and what it stands on, against `logyard serve` processes: the live tail
 //! (filters, resume without duplicates, sampling, heartbeats through an idle period, two
 //! replicas merged through `--peers`), one-time download links, saved searches, and the whole
-//! console in Debian's Chromium driven by Playwright (tests/console/browser.py).
+//! console in Debian's Chromium driven by Playwright (tests/console/browser.py), the alerts
+//! page included, against a rule that fires and a receiver that cannot be reached.
 
 mod common;
 
@@ -351,13 +352,19 @@ async fn downloads_are_one_time_links_and_saved_searches_belong_to_their_owner()
     assert_eq!(list(&ops).await, ["secret"]);
 }
 
-#[tokio::test]
-async fn the_console_works_in_a_real_browser() {
+/// The Python with Playwright that drives Debian's Chromium, and where screenshots go.
+fn browser() -> (std::path::PathBuf, std::path::PathBuf) {
     let python = program("LOGYARD_TEST_PYTHON", "python3", "scripts/test.sh makes a venv with playwright");
     let chromium = std::path::Path::new("/usr/bin/chromium");
     assert!(chromium.exists(), "Debian's chromium is required (scripts/test.sh installs it)");
     let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&out).unwrap();
+    (python, out)
+}
+
+#[tokio::test]
+async fn the_console_works_in_a_real_browser() {
+    let (python, out) = browser();
 
     let dir = tempfile::tempdir().unwrap();
     let (analyst, e1) = create_token("analyst", "query", Some("storefront"));
@@ -410,6 +417,159 @@ async fn the_console_works_in_a_real_browser() {
             let name = format!("{page}-{size}.png");
             assert!(shots.get(&name).is_some_and(|&b| b > 10_000), "{name} missing or blank: {shots:?}");
         }
+    }
+    println!("screenshots in {}", out.display());
+}
+
+/// 5xx events on /checkout and /cart, timed now, posted every second until `sending` is false.
+fn send_errors(
+    url: String,
+    token: String,
+    sending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while sending.load(std::sync::atomic::Ordering::SeqCst) {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut body = String::new();
+            for route in ["/checkout", "/cart"] {
+                for status in [503, 500, 200] {
+                    let message = format!("POST {route} {status}");
+                    let line = json!({"timestamp": now, "route": route, "status": status, "message": message});
+                    body.push_str(&line.to_string());
+                    body.push('\n');
+                }
+            }
+            let r = client().post(&url).bearer_auth(&token).body(body).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// `GET path` with a token: the JSON answer, failing the test on anything but a 200.
+async fn get_json(server: &Server, token: &str, path: &str) -> Value {
+    let r = client().get(server.url(path)).bearer_auth(token).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "GET {path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alerts_page_in_a_real_browser() {
+    let (python, out) = browser();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ops, e1) = create_token("ops", "admin,query,ingest", None);
+    let (oncall, e2) = create_token("oncall", "query", None);
+    let key_file = dir.path().join("hook.key");
+    std::fs::write(&key_file, "console-test-signing-key\n").unwrap();
+    // Nothing listens there: the webhook's notifications stay undelivered, with the error.
+    let closed = free_port();
+    let config = dir.path().join("logyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[alerts]
+tick = "300ms"
+settle = "1s"
+lease = "5s"
+
+[[alerts.receivers]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:{closed}/hook"
+secret_file = "{key}"
+
+[[alerts.rules]]
+name = "checkout-errors"
+search = {{ streams = ["web"], query = "status:>=500" }}
+group_by = "route"
+every = "10s"
+condition = "value > 3"
+severity = "critical"
+notify = ["hook"]
+
+{e1}
+{e2}
+"#,
+            key = key_file.display(),
+        ),
+    )
+    .unwrap();
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_CONFIG", config.to_str().unwrap()).start();
+
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = send_errors(server.url("/api/v1/streams/web/events"), ops.clone(), sending.clone());
+
+    // Both routes firing, a delivery failed, and the firing recorded in logyard-alerts.
+    let started = Instant::now();
+    loop {
+        let body = get_json(&server, &oncall, "/api/v1/alerts").await;
+        let rule = body["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "checkout-errors")
+            .cloned()
+            .expect("the configured rule is listed");
+        let firing = |group: &str| {
+            rule["alerts"].as_array().unwrap().iter().any(|a| a["group"] == group && a["state"] == "firing")
+        };
+        let failed = rule["undelivered"].as_array().unwrap().iter().any(|n| n["last_error"].is_string());
+        if firing("/checkout") && firing("/cart") && failed {
+            let sql =
+                "SELECT count(*) AS n FROM \"logyard-alerts\" WHERE rule = 'checkout-errors' AND state = 'firing'";
+            let recorded = client()
+                .post(server.url("/api/v1/query"))
+                .bearer_auth(&oncall)
+                .json(&json!({"sql": sql}))
+                .send()
+                .await
+                .unwrap();
+            if recorded.status() == 200 {
+                let recorded: Value = recorded.json().await.unwrap();
+                if recorded["rows"][0]["n"].as_i64().unwrap_or(0) >= 2 {
+                    break;
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "checkout-errors did not fire for both routes with a failed delivery within 60 s: {rule}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("firing after {:?}", started.elapsed());
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/browser.py");
+    let args =
+        ["alerts".to_owned(), server.base.clone(), ops.clone(), oncall.clone(), out.to_str().unwrap().to_owned()];
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new(python).arg(script).args(args).output())
+            .await
+            .unwrap()
+            .unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    sending.store(false, std::sync::atomic::Ordering::SeqCst);
+    sender.await.unwrap();
+    assert!(output.status.success(), "browser.py alerts:\n{text}");
+
+    // What the page did, seen from the API: /checkout acknowledged by the query token, the
+    // silence on /cart ended.
+    let body = get_json(&server, &ops, "/api/v1/alerts").await;
+    let rule = body["rules"].as_array().unwrap().iter().find(|r| r["name"] == "checkout-errors").unwrap();
+    let checkout = rule["alerts"].as_array().unwrap().iter().find(|a| a["group"] == "/checkout").unwrap();
+    assert_eq!(checkout["acknowledged"]["by"], "oncall", "{rule}");
+    let silences = get_json(&server, &ops, "/api/v1/silences").await;
+    assert_eq!(silences["silences"], json!([]), "the silence the page made was ended there");
+    let logs = server.logs();
+    for token in [&ops, &oncall] {
+        assert!(!logs.contains(token.as_str()), "a token in the server's log");
+    }
+    for name in ["alerts-1280x800.png", "alerts-390x844.png"] {
+        let bytes = std::fs::metadata(out.join(name)).map(|m| m.len()).unwrap_or(0);
+        assert!(bytes > 10_000, "{name} missing or blank ({bytes} bytes)");
     }
     println!("screenshots in {}", out.display());
 }

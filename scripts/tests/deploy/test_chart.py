@@ -71,6 +71,8 @@ def example_keys() -> set[tuple[str, str]]:
     for line in (ROOT / "logyard.example.toml").read_text().splitlines():
         if m := re.fullmatch(r"\s*\[(\w+)\]\s*", line):
             section = m[1]
+        elif m := re.fullmatch(r"\s*#?\s*\[\[(\w+)\.(\w+)\]\]\s*", line):
+            keys.add((m[1], m[2]))
         elif (m := re.match(r"\s*#?\s*([a-z_]+)\s*=", line)) and section:
             keys.add((section, m[1]))
     return keys
@@ -259,6 +261,18 @@ def production_only(docs: list[dict]) -> None:
     check(env.get("LOGYARD_TOKENS_FILE") == "/etc/logyard/secret/tokens.toml", "production: LOGYARD_TOKENS_FILE points at the mounted Secret")
 
 
+def shop_rules(docs: list[dict], label: str, expected: bool) -> None:
+    text = one(docs, "ConfigMap").get("data", {}).get("logyard.toml", "")
+    rules = tomllib.loads(text).get("alerts", {}).get("rules", [])
+    names = [r.get("name") for r in rules]
+    ready = ["checkout-payment-5xx-rate", "p95-latency-by-route", "payment-declines", "pending-orders-hit-by-5xx", "storefront-silent"]
+    if expected:
+        check(names == ready, f"{label}: the ready alert rules are in logyard.toml ({names})")
+        check(all(r.get("notify") == [] for r in rules), f"{label}: the ready rules notify alerts.notify")
+    else:
+        check(names == [], f"{label}: no alert rules unless asked for")
+
+
 def pgwire_only(docs: list[dict]) -> None:
     sts = one(docs, "StatefulSet")
     spec = sts["spec"]["template"]["spec"]
@@ -310,6 +324,8 @@ def main() -> None:
     default_only(default)
     production_only(production)
     pgwire_only(pgwire)
+    shop_rules(default, "default", False)
+    shop_rules(production, "production", True)
     for f in failures:
         print(f"FAIL: {f}")
     print(f"chart: {passed} passed, {len(failures)} failed")

@@ -3,6 +3,7 @@
 
     browser.py first  BASE OPS_TOKEN ANALYST_TOKEN OUT_DIR
     browser.py second BASE OPS_TOKEN OUT_DIR        (after the server restarted)
+    browser.py alerts BASE ADMIN_TOKEN QUERY_TOKEN OUT_DIR   (the rule checkout-errors firing)
 
 Every check raises AssertionError with what was seen; the exit code tells the Rust test.
 Screenshots of each page at 1280x800 and 390x844 go to OUT_DIR.
@@ -22,6 +23,8 @@ CSP = (
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 SAVED_NAME = "checkout errors"
+ALERT_RULE = "checkout-errors"
+ALERT_QUERY = "status:>=500"
 SAVED_QUERY = "status:>=500 checkout"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -301,12 +304,125 @@ def second(base, ops, out):
         browser.close()
 
 
+def alert_rule(base, token):
+    """The rule as `GET /api/v1/alerts` shows it to `token`."""
+    rules = call(base, token, "GET", "/api/v1/alerts")["rules"]
+    found = [r for r in rules if r["name"] == ALERT_RULE]
+    assert found, f"{ALERT_RULE} is not listed: {rules}"
+    return found[0]
+
+
+def wait_alerts(page):
+    expect(page.locator("main[aria-busy]")).to_have_count(0, timeout=30_000)
+    section = page.locator(f"section.rule[data-rule='{ALERT_RULE}']")
+    expect(section).to_be_visible(timeout=10_000)
+    return section
+
+
+def alerts(base, admin, oncall, out):
+    who = call(base, oncall, "GET", "/api/v1/session")["name"]
+    with sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context(viewport=DESKTOP)
+        page = context.new_page()
+        seen = Recorder(page, base)
+        page.goto(base + "/ui/alerts")
+        sign_in(page, oncall)
+        rule = wait_alerts(page)
+        expect(page.locator("nav a[data-page=alerts]")).to_have_class("active")
+
+        # The rule, both routes firing, as the API says.
+        expect(rule.locator(".badge")).to_have_text("critical")
+        expect(rule.locator(".rule-meta")).to_contain_text("value > 3")
+        expect(rule.locator(".rule-query code.query")).to_have_text(ALERT_QUERY)
+        shown = alert_rule(base, oncall)
+        for group in ("/checkout", "/cart"):
+            assert any(a["group"] == group and a["state"] == "firing" for a in shown["alerts"]), shown
+            item = rule.locator(f"li.alert[data-group='{group}']")
+            expect(item).to_be_visible()
+            expect(item.locator(".state")).to_have_text("firing")
+            expect(item.get_by_role("button", name="Acknowledge")).to_be_visible()
+            expect(item.get_by_role("button", name="Silence 1h")).to_be_visible()
+
+        # The value over time and the latest evaluations, from logyard-alerts.
+        expect(rule.locator(".trend-chart canvas").first).to_be_visible(timeout=10_000)
+        expect(rule.locator("figcaption")).to_contain_text("largest value")
+        firing_rows = rule.locator(".history tbody tr", has=page.locator(".state.firing"))
+        expect(firing_rows.first).to_be_visible(timeout=10_000)
+        times = rule.locator(".history tbody td.time").evaluate_all("cells => cells.map((c) => c.title)")
+        assert 0 < len(times) <= 20 and times == sorted(times, reverse=True), f"newest first, 20 at most: {times}"
+
+        # The webhook (nothing listens on its port) has not taken the notifications.
+        owed = [n for n in alert_rule(base, oncall)["undelivered"] if n.get("last_error")]
+        assert owed, f"nothing undelivered: {shown}"
+        undelivered = rule.locator(".undelivered")
+        expect(undelivered).to_be_visible()
+        expect(undelivered).to_contain_text("not delivered")
+        expect(undelivered).to_contain_text("hook")
+        expect(undelivered).to_contain_text(owed[0]["last_error"])
+
+        # Acknowledge /checkout: the page and the API say who.
+        checkout = rule.locator("li.alert[data-group='/checkout']")
+        checkout.get_by_role("button", name="Acknowledge").click()
+        expect(checkout.locator(".mark.acknowledged")).to_contain_text(f"acknowledged by {who}", timeout=10_000)
+        expect(checkout.get_by_role("button", name="Acknowledge")).to_have_count(0)
+        acked = [a for a in alert_rule(base, oncall)["alerts"] if a["group"] == "/checkout"]
+        assert acked and (acked[0]["acknowledged"] or {}).get("by") == who, acked
+
+        # Silence /cart for an hour, then end the silence.
+        cart = rule.locator("li.alert[data-group='/cart']")
+        cart.get_by_role("button", name="Silence 1h").click()
+        expect(cart.locator(".mark.silenced")).to_be_visible(timeout=10_000)
+        expect(cart.get_by_role("button", name="Silence 1h")).to_have_count(0)
+        silences = call(base, oncall, "GET", "/api/v1/silences")["silences"]
+        mine = [s for s in silences if s["matchers"] == {"rule": ALERT_RULE, "group": "/cart"}]
+        assert len(mine) == 1 and mine[0]["created_by"] == who, silences
+        listed = rule.locator(f"li.silence[data-id='{mine[0]['id']}']")
+        expect(listed).to_contain_text("group=/cart")
+        listed.get_by_role("button", name="End").click()
+        expect(listed).to_have_count(0, timeout=10_000)
+        expect(cart.get_by_role("button", name="Silence 1h")).to_be_visible()
+        left = call(base, oncall, "GET", "/api/v1/silences")["silences"]
+        assert all(s["id"] != mine[0]["id"] for s in left), left
+
+        # The rule's search, on the search page.
+        rule.get_by_role("link", name="Open search").click()
+        page.wait_for_url("**/ui/search?**", timeout=10_000)
+        wait_results(page)
+        assert page.locator("input.query").input_value() == ALERT_QUERY, page.locator("input.query").input_value()
+        params = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+        assert params.get("streams") == ["web"] and params.get("q") == [ALERT_QUERY], page.url
+        assert shown_total(page) > 0, page.locator(".summary").inner_text()
+        seen.check([admin, oncall])
+        context.close()
+
+        # Both sizes, nothing wider than a phone's screen.
+        for size in (DESKTOP, PHONE):
+            context = browser.new_context(viewport=size, device_scale_factor=1)
+            page = context.new_page()
+            recorded = Recorder(page, base)
+            page.goto(base + "/ui/alerts")
+            sign_in(page, oncall)
+            rule = wait_alerts(page)
+            expect(rule.locator(".trend-chart canvas").first).to_be_visible(timeout=10_000)
+            expect(rule.locator(".history tbody tr").first).to_be_visible(timeout=10_000)
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"the alerts page is {overflow} px wider than {size['width']} px"
+            page.wait_for_timeout(300)
+            page.screenshot(path=f"{out}/alerts-{size['width']}x{size['height']}.png", full_page=False)
+            recorded.check([admin, oncall])
+            context.close()
+        browser.close()
+
+
 if __name__ == "__main__":
     phase = sys.argv[1]
     if phase == "first":
         first(*sys.argv[2:6])
     elif phase == "second":
         second(*sys.argv[2:5])
+    elif phase == "alerts":
+        alerts(*sys.argv[2:6])
     else:
         raise SystemExit(f"unknown phase {phase!r}")
     print("ok")
