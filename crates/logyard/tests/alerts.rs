@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,33 +36,40 @@ impl Received {
     }
 }
 
-/// An HTTP receiver on 127.0.0.1 that records what it is sent and answers 500 to the first
-/// `failures` requests on `/flaky`.
+/// An HTTP receiver on 127.0.0.1 that records what it is sent; on `/flaky` it answers 500
+/// for `down` after the first request there.
 struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
-async fn receiver(failures: u32) -> Receiver {
+async fn receiver(down: Duration) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let left = Arc::new(AtomicU32::new(failures));
+    let failing_since: Arc<Mutex<Option<Instant>>> = Arc::default();
     let record = got.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (record, left) = (record.clone(), left.clone());
+            let (record, failing_since) = (record.clone(), failing_since.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let (record, left) = (record.clone(), left.clone());
+                    let (record, failing_since) = (record.clone(), failing_since.clone());
                     async move {
                         let header = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
                         let (path, timestamp, signature) =
                             (req.uri().path().to_owned(), header("logyard-timestamp"), header("logyard-signature"));
                         let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
-                        if path == "/flaky" && left.load(Ordering::SeqCst) > 0 {
-                            left.fetch_sub(1, Ordering::SeqCst);
+                        let failing = path == "/flaky"
+                            && failing_since.lock().unwrap().get_or_insert_with(Instant::now).elapsed() < down;
+                        if failing {
+                            record.lock().unwrap().push(Received {
+                                path: "refused".into(),
+                                timestamp,
+                                signature,
+                                body,
+                            });
                             return Ok::<_, hyper::Error>(
                                 Response::builder().status(500).body(Full::new(Bytes::from("down"))).unwrap(),
                             );
@@ -136,7 +143,8 @@ fn config_with_hook(dir: &std::path::Path, hooks: SocketAddr, key: &str, rest: &
 #[tokio::test(flavor = "multi_thread")]
 async fn a_per_route_rule_fires_once_for_the_failing_route_and_resolves() {
     let dir = tempfile::tempdir().unwrap();
-    let hooks = receiver(2).await;
+    // The Slack-shaped receiver is down for the first minute.
+    let hooks = receiver(Duration::from_secs(60)).await;
     let config = config_with_hook(
         dir.path(),
         hooks.addr,
@@ -187,15 +195,18 @@ notify = ["hook", "slack"]
     let (timestamp, signature) = (firing[0].timestamp.clone().unwrap(), firing[0].signature.clone().unwrap());
     assert_eq!(signature, hmac_v1("s3cret-signing-key", &timestamp, &firing[0].body), "the signature checks");
 
-    // Errors stop: the alert resolves and both receivers hear it; the flaky one got the
-    // firing too, after its two failures.
+    // Errors stop: the alert resolves and both receivers hear it; the flaky one gets the
+    // firing too, once, after its minute of 500s (retried after 10, 20 and 40 s).
     wait_for("the resolve notification", Duration::from_secs(60), || hooks.at("/hook").len() >= 2).await;
     let hook = hooks.at("/hook");
     assert_eq!(hook.len(), 2, "{hook:?}");
     assert_eq!(hook[1].json()["state"], "resolved");
-    wait_for("the Slack messages", Duration::from_secs(60), || hooks.at("/flaky").len() >= 2).await;
+    wait_for("the Slack messages", Duration::from_secs(120), || hooks.at("/flaky").len() >= 2).await;
     let slack = hooks.at("/flaky");
     assert_eq!(slack.len(), 2, "each message once, after the receiver recovered");
+    let refused = hooks.at("refused");
+    assert!(refused.len() >= 3, "tried at 0, 10 and 30 s while down: {}", refused.len());
+    assert!(refused.iter().all(|r| r.json()["blocks"][0]["text"]["text"] == "FIRING: errors-by-route (/checkout)"));
     assert_eq!(slack[0].json()["blocks"][0]["text"]["text"], "FIRING: errors-by-route (/checkout)");
     assert_eq!(slack[1].json()["blocks"][0]["text"]["text"], "RESOLVED: errors-by-route (/checkout)");
     assert!(
@@ -287,7 +298,7 @@ fn alert<'a>(rule: &'a Value, group: &str) -> Option<&'a Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_silences_and_acknowledgements_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let hooks = receiver(0).await;
+    let hooks = receiver(Duration::ZERO).await;
     let am = Alertmanager::start();
     let (admin, e1) = create_token("ops", "admin,query,ingest", None);
     let (oncall, e2) = create_token("oncall", "query", Some("web"));
@@ -477,7 +488,7 @@ fn boto3(moto: &Moto, script: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn sns_topics_and_webhook_urls_in_secrets_manager() {
     let moto = Moto::start();
-    let hooks = receiver(0).await;
+    let hooks = receiver(Duration::ZERO).await;
     // A topic with an SQS queue subscribed (where the test reads what SNS delivered), and the
     // Slack URL kept in Secrets Manager.
     let topic = boto3(
