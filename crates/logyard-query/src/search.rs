@@ -206,18 +206,31 @@ impl QueryEngine {
         request: &SearchRequest,
         visible: &Visible<'_>,
     ) -> Result<Vec<String>, QueryError> {
+        self.per_target(request, visible, |target, table, condition| {
+            format!(
+                "SELECT '{stream}' AS \"_stream\", * FROM {table} WHERE {condition} ORDER BY {ts} DESC",
+                // Stream names are lower-case letters, digits, `-` and `_`: nothing to escape.
+                stream = target.stream.as_str(),
+                ts = ident(TIMESTAMP_COLUMN),
+            )
+        })
+        .await
+    }
+
+    /// One statement per stream the search reads, made by `statement` from the stream's
+    /// target, its table's quoted name and the search's condition over the request's range.
+    async fn per_target(
+        &self,
+        request: &SearchRequest,
+        visible: &Visible<'_>,
+        statement: impl Fn(&Target, &str, &str) -> String,
+    ) -> Result<Vec<String>, QueryError> {
         let (expr, targets) = self.targets(request, visible).await?;
         targets
             .iter()
             .map(|target| {
                 let condition = where_sql(target, &expr, request.from, request.to, false)?;
-                Ok(format!(
-                    "SELECT '{stream}' AS \"_stream\", * FROM {table} WHERE {condition} ORDER BY {ts} DESC",
-                    // Stream names are lower-case letters, digits, `-` and `_`: nothing to escape.
-                    stream = target.stream.as_str(),
-                    table = ident(target.stream.as_str()),
-                    ts = ident(TIMESTAMP_COLUMN),
-                ))
+                Ok(statement(target, &ident(target.stream.as_str()), &condition))
             })
             .collect()
     }
@@ -231,25 +244,18 @@ impl QueryEngine {
         group_by: Option<&str>,
         visible: &Visible<'_>,
     ) -> Result<Vec<String>, QueryError> {
-        let (expr, targets) = self.targets(request, visible).await?;
-        targets
-            .iter()
-            .map(|target| {
-                let condition = where_sql(target, &expr, request.from, request.to, false)?;
-                let table = ident(target.stream.as_str());
-                Ok(match group_by {
-                    // A stream without the field counts its events under no group.
-                    Some(field) if target.fields.columns.contains_key(field) => format!(
-                        "SELECT CAST({f} AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition} GROUP BY 1",
-                        f = ident(field),
-                    ),
-                    Some(_) => format!(
-                        "SELECT CAST(NULL AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition}"
-                    ),
-                    None => format!("SELECT count(*) AS \"value\" FROM {table} WHERE {condition}"),
-                })
-            })
-            .collect()
+        self.per_target(request, visible, |target, table, condition| match group_by {
+            // A stream without the field counts its events under no group.
+            Some(field) if target.fields.columns.contains_key(field) => format!(
+                "SELECT CAST({f} AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition} GROUP BY 1",
+                f = ident(field),
+            ),
+            Some(_) => format!(
+                "SELECT CAST(NULL AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition}"
+            ),
+            None => format!("SELECT count(*) AS \"value\" FROM {table} WHERE {condition}"),
+        })
+        .await
     }
 
     /// Runs a search. A stream that does not exist, or that `visible` hides, is an error that
