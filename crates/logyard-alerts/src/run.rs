@@ -223,17 +223,54 @@ impl Evaluator {
     /// replica holds a fresh lease and has nothing to do, or another one holds the lease.
     async fn pass(&self, r: &Ready) -> Result<(), AlertError> {
         let now = now_ms();
+        let Some((mut index, mut entry)) = self.claim(r, now).await? else { return Ok(()) };
         let silences = self.silences.lock().expect("not poisoned").clone();
+        let lease = ms(self.options.lease);
+        let (due, skipped) = r.windows.due(entry.done, now);
+        if skipped > 0 {
+            tracing::warn!(rule = %r.rule.name, skipped, "alert rule: windows more than a day behind are skipped");
+        }
+        for k in due.take(WINDOWS_PER_PASS) {
+            if now_ms() > entry.lease_until_ms - lease / 2 {
+                entry.lease_until_ms = now_ms() + lease;
+                if !self.advance(r, &mut index, &entry).await? {
+                    return Ok(());
+                }
+            }
+            if !self.evaluate_window(r, k, skipped, &silences, &mut index, &mut entry).await? {
+                return Ok(());
+            }
+        }
+        if deliver_due(&mut entry.outbox, &self.deliver, now_ms()).await && !self.advance(r, &mut index, &entry).await?
+        {
+            tracing::debug!(rule = %r.rule.name, "alert rule: lease lost while delivering");
+        }
+        Ok(())
+    }
+
+    /// Writes `entry` after entry `index`, which then names it; `false` when another replica
+    /// wrote there first.
+    async fn advance(&self, r: &Ready, index: &mut u64, entry: &Entry) -> Result<bool, AlertError> {
+        let written = self.write(r, *index + 1, entry).await?;
+        if written {
+            *index += 1;
+        }
+        Ok(written)
+    }
+
+    /// Takes or renews the rule's lease and settles a window left pending; `None` when
+    /// another replica holds the lease, or this one holds it with nothing to do.
+    async fn claim(&self, r: &Ready, now: i64) -> Result<Option<(u64, Entry)>, AlertError> {
         let lease = ms(self.options.lease);
         let cached = r.latest.lock().await.clone();
         let (mut index, latest) = match cached {
-            Some((_, e)) if e.owner != self.options.owner && e.lease_until_ms > now => return Ok(()),
+            Some((_, e)) if e.owner != self.options.owner && e.lease_until_ms > now => return Ok(None),
             Some((i, e)) if e.owner == self.options.owner && e.lease_until_ms - now > lease / 2 => (i, e),
             _ => r.log.latest::<Entry>().await?.unwrap_or_default(),
         };
         if latest.owner != self.options.owner && latest.lease_until_ms > now {
             *r.latest.lock().await = Some((index, latest));
-            return Ok(());
+            return Ok(None);
         }
         let idle = latest.owner == self.options.owner
             && latest.lease_until_ms - now > lease / 2
@@ -242,7 +279,7 @@ impl Evaluator {
             && r.windows.due(latest.done, now).0.is_empty()
             && !latest.outbox.iter().any(|n| n.next_try_ms <= now);
         if idle {
-            return Ok(());
+            return Ok(None);
         }
         let mut entry = Entry { owner: self.options.owner.clone(), lease_until_ms: now + lease, ..latest };
         if let Some(p) = entry.pending.take() {
@@ -258,62 +295,53 @@ impl Evaluator {
             entry.definition = r.definition.clone();
             entry.state = Default::default();
         }
-        if !self.write(r, index + 1, &entry).await? {
-            return Ok(());
-        }
-        index += 1;
+        Ok(self.advance(r, &mut index, &entry).await?.then_some((index, entry)))
+    }
 
-        let (due, skipped) = r.windows.due(entry.done, now);
-        if skipped > 0 {
-            tracing::warn!(rule = %r.rule.name, skipped, "alert rule: windows more than a day behind are skipped");
+    /// Evaluates window `k`: its state written as pending, its rows appended to the history
+    /// under the window's transaction, then the state made current and its notices queued.
+    /// `false` when another replica took over meanwhile.
+    async fn evaluate_window(
+        &self,
+        r: &Ready,
+        k: i64,
+        skipped: i64,
+        silences: &[Silence],
+        index: &mut u64,
+        entry: &mut Entry,
+    ) -> Result<bool, AlertError> {
+        let window = r.windows.get(k);
+        let observed = self.observe(r, window, entry).await?;
+        let mut state = entry.state.clone();
+        let steps = state.step(window.to_ms, r.rule.for_, &observed);
+        let notices = self.notices(r, window, &steps, &mut state, silences, now_ms());
+        let intent = Entry {
+            pending: Some(PendingWindow { index: k, state: state.clone(), notices: notices.clone() }),
+            ..entry.clone()
+        };
+        if !self.advance(r, index, &intent).await? {
+            return Ok(false);
         }
-        for k in due.take(WINDOWS_PER_PASS) {
-            if now_ms() > entry.lease_until_ms - lease / 2 {
-                entry.lease_until_ms = now_ms() + lease;
-                if !self.write(r, index + 1, &entry).await? {
-                    return Ok(());
-                }
-                index += 1;
+        let rows = self.history_rows(r, window, &steps, &state, &notices, skipped);
+        let max_columns = self.options.max_columns;
+        let build: BuildFn = Arc::new(move |schema, _| {
+            let parsed = parse_body(rows.as_bytes(), BodyFormat::Ndjson, 0);
+            let payload = parsed.events.finish();
+            build_batches(schema, [(0u64, &payload[..])], max_columns)
+        });
+        match self.tables.append_after(&self.history, &r.app_id, entry.done, k, build).await? {
+            FencedOutcome::Appended(_) => {}
+            // Another replica recorded this window meanwhile: the next pass settles it.
+            FencedOutcome::Superseded { .. } => {
+                *r.latest.lock().await = None;
+                return Ok(false);
             }
-            let window = r.windows.get(k);
-            let observed = self.observe(r, window, &entry).await?;
-            let mut state = entry.state.clone();
-            let steps = state.step(window.to_ms, r.rule.for_, &observed);
-            let notices = self.notices(r, window, &steps, &mut state, &silences, now_ms());
-            let intent = Entry {
-                pending: Some(PendingWindow { index: k, state: state.clone(), notices: notices.clone() }),
-                ..entry.clone()
-            };
-            if !self.write(r, index + 1, &intent).await? {
-                return Ok(());
-            }
-            index += 1;
-            let rows = self.history_rows(r, window, &steps, &state, &notices, skipped);
-            let max_columns = self.options.max_columns;
-            let build: BuildFn = Arc::new(move |schema, _| {
-                let parsed = parse_body(rows.as_bytes(), BodyFormat::Ndjson, 0);
-                let payload = parsed.events.finish();
-                build_batches(schema, [(0u64, &payload[..])], max_columns)
-            });
-            match self.tables.append_after(&self.history, &r.app_id, entry.done, k, build).await? {
-                FencedOutcome::Appended(_) => {}
-                // Another replica recorded this window meanwhile: the next pass settles it.
-                FencedOutcome::Superseded { .. } => {
-                    *r.latest.lock().await = None;
-                    return Ok(());
-                }
-            }
-            queue(&mut entry.outbox, notices);
-            entry = Entry { done: Some(k), state, pending: None, ..entry };
-            if !self.write(r, index + 1, &entry).await? {
-                return Ok(());
-            }
-            index += 1;
         }
-        if deliver_due(&mut entry.outbox, &self.deliver, now_ms()).await && !self.write(r, index + 1, &entry).await? {
-            tracing::debug!(rule = %r.rule.name, "alert rule: lease lost while delivering");
-        }
-        Ok(())
+        queue(&mut entry.outbox, notices);
+        entry.done = Some(k);
+        entry.state = state;
+        entry.pending = None;
+        self.advance(r, index, entry).await
     }
 
     /// What the window's query says, per group, against the condition.
