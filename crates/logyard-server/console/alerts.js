@@ -1,7 +1,8 @@
 // The alerts page: every rule the token may see, with its pending and firing alerts
 // (acknowledge one, silence one for an hour), the silences that cover it (end one), the
 // notifications its receivers have not taken, its value over the last 6 hours and its latest
-// evaluations, both from the logyard-alerts stream.
+// evaluations, both from the logyard-alerts stream. An admin token also adds rules, previews
+// them, and edits or deletes the ones added through the API (those of logyard.toml stay).
 
 import { api } from './api.js';
 import { sparkline } from './chart.js';
@@ -12,6 +13,7 @@ const HISTORY = 'logyard-alerts';
 const HOURS = 6;
 const HISTORY_ROWS = 20;
 const EMPTY = 'No alert rules. Add them in logyard.toml ([[alerts.rules]]) or with POST /api/v1/alerts — see docs/alerts.md';
+const SEVERITIES = ['critical', 'warning', 'info'];
 // The search page's ranges, and how many seconds each covers.
 const RANGES = [['15m', 900], ['1h', 3600], ['24h', 86400], ['7d', 604800]];
 // Units of durations as the server writes them (humantime: "10s", "1h 30m", "2days").
@@ -115,20 +117,28 @@ function threshold(condition) {
 }
 
 export async function render(main, _params, session) {
-  const [{ rules }, { silences }] = await Promise.all([api('GET', '/api/v1/alerts'), api('GET', '/api/v1/silences')]);
+  const [{ rules, receivers }, { silences }] = await Promise.all([api('GET', '/api/v1/alerts'), api('GET', '/api/v1/silences')]);
+  const refresh = () => navigate(location.pathname + location.search, true);
+  // Only an admin token adds, changes and deletes rules (and only those added through the API).
+  const admin = !session.auth || session.scopes.includes('admin');
+  const names = rules.map((r) => r.name);
+  const edit = admin ? (entry) => openEditor(main, entry, receivers || [], names, refresh) : null;
+  const newRule = edit && el('button', { type: 'button', class: 'new-rule', onclick: () => edit(null) }, 'New rule');
   if (!rules.length) {
-    main.replaceChildren(el('h2', {}, 'Alerts'), el('p', { class: 'muted empty' }, EMPTY));
+    main.replaceChildren(
+      el('div', { class: 'toolbar page-head' }, el('h2', {}, 'Alerts'), newRule),
+      el('p', { class: 'muted empty' }, EMPTY));
     return;
   }
-  const refresh = () => navigate(location.pathname + location.search, true);
   const now = Date.now();
-  const sections = rules.map((entry) => ruleSection(entry, silences, session, now, refresh));
+  const sections = rules.map((entry) => ruleSection(entry, silences, session, now, refresh, entry.source === 'api' ? edit : null));
   const firing = rules.reduce((n, r) => n + r.alerts.filter((a) => a.state === 'firing').length, 0);
   main.replaceChildren(
     el('div', { class: 'toolbar page-head' },
       el('h2', {}, 'Alerts'),
       el('span', { class: 'muted' }, `${plural(rules.length, 'rule')}, ${firing} firing · as of ${clock(new Date(now).toISOString())} UTC`),
-      el('button', { type: 'button', class: 'quiet', onclick: refresh }, 'Refresh')),
+      el('button', { type: 'button', class: 'quiet', onclick: refresh }, 'Refresh'),
+      newRule),
     el('div', { class: 'alerts-page' }, sections.map((s) => s.node)));
   // Busy (see app.js) until the charts and histories are shown.
   const columns = await historyColumns();
@@ -145,7 +155,8 @@ async function historyColumns() {
   }
 }
 
-function ruleSection(entry, silences, session, now, refresh) {
+// `edit` opens the rule form (null: the token may not change this rule).
+function ruleSection(entry, silences, session, now, refresh, edit) {
   const rule = entry.rule;
   const problem = el('p', { class: 'error', role: 'alert', hidden: true });
   // A button that calls the API, then shows the page again; a refusal is shown by the rule.
@@ -196,13 +207,28 @@ function ruleSection(entry, silences, session, now, refresh) {
     : `Its value at each evaluation, last ${HOURS} hours`;
   const line = threshold(rule.condition);
 
+  // Edit, and Delete after a second step that says what goes and what stays.
+  let changes = null;
+  if (edit) {
+    const ask = el('span', { class: 'confirm', hidden: true },
+      el('span', {}, 'Delete this rule? Its history stays in logyard-alerts.'),
+      action('Delete rule', `Delete ${rule.name} now`, () => api('DELETE', `/api/v1/alerts/${encodeURIComponent(rule.name)}`)),
+      el('button', { type: 'button', class: 'small quiet', onclick: () => { ask.hidden = true; first.hidden = false; } }, 'Cancel'));
+    ask.querySelector('button').classList.add('danger');
+    const first = el('span', { class: 'rule-buttons' },
+      el('button', { type: 'button', class: 'small quiet', title: 'Change this rule', onclick: () => edit(entry) }, 'Edit'),
+      el('button', { type: 'button', class: 'small quiet', title: 'Delete this rule', onclick: () => { first.hidden = true; ask.hidden = false; } }, 'Delete'));
+    changes = el('span', { class: 'rule-actions' }, first, ask);
+  }
+
   const firing = entry.alerts.filter((a) => a.state === 'firing').length;
   const node = el('section', { class: 'rule', dataset: { rule: rule.name } },
     el('div', { class: 'rule-head' },
       el('h3', {}, rule.name),
       el('span', { class: `badge ${rule.severity}` }, rule.severity),
       firing > 0 && el('span', { class: 'state firing' }, `${firing} firing`),
-      el('span', { class: 'muted' }, entry.source === 'config' ? 'from logyard.toml' : 'added through the API')),
+      el('span', { class: 'muted source' }, entry.source === 'config' ? 'from logyard.toml' : 'added through the API'),
+      changes),
     el('p', { class: 'rule-meta' },
       el('code', {}, rule.condition),
       ` · every ${rule.every} · window ${rule.window || rule.every}`,
@@ -232,6 +258,179 @@ function ruleSection(entry, silences, session, now, refresh) {
     loadHistory(history, rule, columns),
   ]);
   return { node, load };
+}
+
+// The rule form, in a modal dialog: a new rule (entry null), or one added through the API
+// filled from its JSON, its name kept. Preview asks the API what the rule says about its
+// latest window (nothing kept or sent); Save adds or replaces it, then shows the page again.
+// Empty optional fields are left out of the rule; labels (not in the form) are kept.
+function openEditor(main, entry, receivers, names, refresh) {
+  const editing = Boolean(entry);
+  const rule = editing ? entry.rule : {};
+  const input = (name, value, placeholder, attrs) =>
+    el('input', { name, value: value || '', placeholder, autocomplete: 'off', spellcheck: 'false', ...attrs });
+  const field = (cls, caption, control, hint) => el('label', { class: `field ${cls}` },
+    el('span', { class: 'caption' }, caption), control, hint && el('small', { class: 'muted' }, hint));
+
+  const f = {
+    name: input('name', rule.name, 'lower-case-name', { readonly: editing }),
+    kind: el('select', { name: 'kind' }, el('option', { value: 'search' }, 'search'), el('option', { value: 'sql' }, 'SQL')),
+    streams: input('streams', rule.search && rule.search.streams.join(', '), 'web, storefront'),
+    query: input('query', rule.search && rule.search.query, 'status:>=500 (empty: every event)'),
+    sql: el('textarea', { name: 'sql', rows: 5, class: 'editor', spellcheck: 'false',
+      placeholder: 'SELECT route, count(*) AS value FROM web WHERE $__timeFilter(timestamp) GROUP BY route' }, rule.sql || ''),
+    group_by: input('group_by', rule.group_by, 'route'),
+    every: input('every', rule.every, '1m'),
+    window: input('window', rule.window, 'as every'),
+    for: input('for', rule.for, '0s: at once'),
+    condition: input('condition', rule.condition, 'value > 5'),
+    severity: el('select', { name: 'severity' },
+      SEVERITIES.map((s) => el('option', { value: s, selected: s === (rule.severity || 'warning') }, s))),
+    message: input('message', rule.message, '{{value}} errors on {{group}}'),
+  };
+  f.kind.value = rule.sql ? 'sql' : 'search';
+  // The receivers a rule may notify, and any it names that are gone (the server refuses them).
+  const notified = new Set(rule.notify || []);
+  const offered = receivers.concat([...notified].filter((n) => !receivers.includes(n)));
+  const boxes = offered.map((name) => el('input', { type: 'checkbox', name: 'notify', value: name, checked: notified.has(name) }));
+  const labels = rule.labels && Object.keys(rule.labels).length > 0 ? rule.labels : null;
+
+  const searchFields = el('div', { class: 'field-group' },
+    field('half', 'Streams', f.streams, 'comma-separated'),
+    field('half', 'Query', f.query));
+  const sqlFields = el('div', { class: 'field-group' },
+    field('', 'SQL', f.sql, 'rows with a numeric value column; $__timeFilter(timestamp) names the window'));
+  const showKind = () => {
+    searchFields.hidden = f.kind.value !== 'search';
+    sqlFields.hidden = f.kind.value === 'search';
+  };
+  f.kind.addEventListener('change', showKind);
+  showKind();
+
+  const fields = el('div', { class: 'fields' },
+    field('two-thirds', 'Name', f.name, editing ? null : 'lower-case letters, digits, - and _'),
+    field('third', 'Kind', f.kind),
+    searchFields,
+    sqlFields,
+    field('third', 'Group by', f.group_by),
+    el('div', { class: 'timing' },
+      field('', 'Every', f.every),
+      field('', 'Window', f.window),
+      field('', 'For', f.for)),
+    field('two-thirds', 'Condition', f.condition, 'value > 5, rows > 0 or change(1d) > 50%'),
+    field('third', 'Severity', f.severity),
+    field('', 'Message', f.message),
+    el('fieldset', { class: 'field notify' }, el('legend', {}, 'Notify'),
+      offered.length
+        ? offered.map((name, i) => el('label', {}, boxes[i], ` ${name}`,
+          receivers.includes(name) ? null : el('span', { class: 'error' }, ' (no such receiver)')))
+        : el('span', { class: 'muted' }, 'No receivers configured ([[alerts.receivers]] in logyard.toml).')),
+    labels && el('p', { class: 'field muted' }, 'Labels, kept as they are: ',
+      el('code', {}, Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', '))));
+
+  const problem = el('p', { class: 'error form-error', role: 'alert', hidden: true });
+  const result = el('div', { class: 'rule-preview', hidden: true });
+  const preview = el('button', { type: 'button', class: 'quiet' }, 'Preview');
+  const save = el('button', { type: 'submit' }, 'Save');
+  const form = el('form', { class: 'rule-form', novalidate: true },
+    el('h2', { id: 'rule-form-title' }, editing ? `Edit ${rule.name}` : 'New alert rule'),
+    fields, problem, result,
+    el('div', { class: 'form-actions' },
+      preview,
+      el('span', { class: 'spacer' }),
+      el('button', { type: 'button', class: 'quiet', onclick: () => dialog.close() }, 'Cancel'),
+      save));
+  const dialog = el('dialog', { class: 'rule-dialog', 'aria-labelledby': 'rule-form-title' }, form);
+
+  // The rule as the form says it.
+  const read = () => {
+    const v = (name) => f[name].value.trim();
+    const out = { name: v('name') };
+    if (f.kind.value === 'sql') {
+      out.sql = v('sql');
+    } else {
+      out.search = { streams: v('streams').split(',').map((s) => s.trim()).filter(Boolean) };
+      if (v('query')) out.search.query = v('query');
+    }
+    if (v('group_by')) out.group_by = v('group_by');
+    out.every = v('every');
+    if (v('window')) out.window = v('window');
+    out.condition = v('condition');
+    if (v('for')) out.for = v('for');
+    out.severity = f.severity.value;
+    if (labels) out.labels = labels;
+    if (v('message')) out.message = v('message');
+    const notify = boxes.filter((b) => b.checked).map((b) => b.value);
+    if (notify.length) out.notify = notify;
+    return out;
+  };
+  const busy = (on) => {
+    preview.disabled = on;
+    save.disabled = on;
+  };
+  const fail = (e) => {
+    problem.hidden = false;
+    problem.textContent = e.message || String(e);
+    problem.scrollIntoView({ block: 'nearest' });
+  };
+
+  preview.addEventListener('click', async () => {
+    const draft = read();
+    // A preview needs a valid name, not yet the one it will be saved under.
+    if (!draft.name) draft.name = 'preview';
+    problem.hidden = true;
+    busy(true);
+    try {
+      showPreview(result, await api('POST', '/api/v1/alerts/preview', { rule: draft }));
+      result.scrollIntoView({ block: 'nearest' });
+    } catch (e) {
+      result.hidden = true;
+      fail(e);
+    } finally {
+      busy(false);
+    }
+  });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const draft = read();
+    problem.hidden = true;
+    // Saving under the name of another rule would replace it without a word.
+    if (!editing && names.includes(draft.name)) {
+      fail(new Error(`There is a rule named ${draft.name} already: edit it, or choose another name.`));
+      return;
+    }
+    busy(true);
+    try {
+      await api('POST', '/api/v1/alerts', draft);
+      dialog.close();
+      refresh();
+    } catch (e) {
+      busy(false);
+      fail(e);
+    }
+  });
+  dialog.addEventListener('close', () => dialog.remove());
+  main.append(dialog);
+  dialog.showModal();
+}
+
+// What a preview says: the window, and per group the value and whether the condition holds.
+function showPreview(box, answer) {
+  const groups = answer.groups || [];
+  box.hidden = false;
+  box.replaceChildren(
+    el('p', { class: 'preview-window' },
+      'Window ', el('time', { datetime: answer.window.from }, clock(answer.window.from)),
+      ' – ', el('time', { datetime: answer.window.to }, clock(answer.window.to)), ' UTC · ',
+      plural(answer.rows, 'row'), el('span', { class: 'muted' }, ' · a preview: nothing kept or sent')),
+    groups.length
+      ? el('div', { class: 'scroll' }, el('table', { class: 'grid' },
+        el('thead', {}, el('tr', {}, el('th', {}, 'group'), el('th', {}, 'value'), el('th', {}, 'holds'))),
+        el('tbody', {}, groups.map((g) => el('tr', { dataset: { group: g.group } },
+          el('td', { class: 'group' }, el('code', {}, groupName(g.group))),
+          el('td', { class: 'num value' }, number(g.value)),
+          el('td', { class: 'holds' }, el('span', { class: g.holds ? 'holds yes' : 'holds no' }, g.holds ? 'yes' : 'no')))))))
+      : el('p', { class: 'muted' }, 'No group in this window.'));
 }
 
 function alertItem(rule, a, silences, now, action) {

@@ -556,18 +556,20 @@ notify = ["hook"]
     assert!(output.status.success(), "browser.py alerts:\n{text}");
 
     // What the page did, seen from the API: /checkout acknowledged by the query token, the
-    // silence on /cart ended.
+    // silence on /cart ended, the rule the admin added from the form (then edited) deleted.
     let body = get_json(&server, &ops, "/api/v1/alerts").await;
     let rule = body["rules"].as_array().unwrap().iter().find(|r| r["name"] == "checkout-errors").unwrap();
     let checkout = rule["alerts"].as_array().unwrap().iter().find(|a| a["group"] == "/checkout").unwrap();
     assert_eq!(checkout["acknowledged"]["by"], "oncall", "{rule}");
     let silences = get_json(&server, &ops, "/api/v1/silences").await;
     assert_eq!(silences["silences"], json!([]), "the silence the page made was ended there");
+    let names: Vec<&str> = body["rules"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["checkout-errors"], "the rule cart-errors, deleted on the page, is still listed");
     let logs = server.logs();
     for token in [&ops, &oncall] {
         assert!(!logs.contains(token.as_str()), "a token in the server's log");
     }
-    for name in ["alerts-1280x800.png", "alerts-390x844.png"] {
+    for name in ["alerts-1280x800.png", "alerts-390x844.png", "alerts-form-1280x800.png", "alerts-form-390x844.png"] {
         let bytes = std::fs::metadata(out.join(name)).map(|m| m.len()).unwrap_or(0);
         assert!(bytes > 10_000, "{name} missing or blank ({bytes} bytes)");
     }

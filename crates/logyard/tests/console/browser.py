@@ -3,12 +3,15 @@
 
     browser.py first  BASE OPS_TOKEN ANALYST_TOKEN OUT_DIR
     browser.py second BASE OPS_TOKEN OUT_DIR        (after the server restarted)
-    browser.py alerts BASE ADMIN_TOKEN QUERY_TOKEN OUT_DIR   (the rule checkout-errors firing)
+    browser.py alerts BASE ADMIN_TOKEN QUERY_TOKEN OUT_DIR   (the rule checkout-errors firing;
+                                                               the admin adds, previews, edits
+                                                               and deletes cart-errors)
 
 Every check raises AssertionError with what was seen; the exit code tells the Rust test.
 Screenshots of each page at 1280x800 and 390x844 go to OUT_DIR.
 """
 
+import datetime
 import json
 import sys
 import time
@@ -25,6 +28,8 @@ CSP = (
 SAVED_NAME = "checkout errors"
 ALERT_RULE = "checkout-errors"
 ALERT_QUERY = "status:>=500"
+NEW_RULE = "cart-errors"
+NEW_QUERY = 'route:"/cart" status:>=500'
 SAVED_QUERY = "status:>=500 checkout"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -319,6 +324,189 @@ def wait_alerts(page):
     return section
 
 
+def listed_rule(base, token, name):
+    """The rule `name` as `GET /api/v1/alerts` lists it to `token`, or None."""
+    found = [r for r in call(base, token, "GET", "/api/v1/alerts")["rules"] if r["name"] == name]
+    return found[0] if found else None
+
+
+def fill_rule(dialog):
+    """The form filled with the search rule cart-errors (every 10s, value > 1, warning, hook)."""
+    form = dialog.locator("form.rule-form")
+    expect(form.locator("select[name=kind]")).to_have_value("search")
+    expect(form.locator("textarea[name=sql]")).to_be_hidden()
+    form.locator("input[name=name]").fill(NEW_RULE)
+    form.locator("input[name=streams]").fill("web")
+    form.locator("input[name=query]").fill(NEW_QUERY)
+    form.locator("input[name=every]").fill("10s")
+    form.locator("input[name=condition]").fill("value > 1")
+    form.locator("select[name=severity]").select_option("warning")
+    form.locator("input[name=notify][value=hook]").check()
+    return form
+
+
+def check_preview(dialog):
+    """Preview: the window the rule looked at (10 s, ended) and its one group, which holds
+    unless the latest window was still empty."""
+    dialog.get_by_role("button", name="Preview").click()
+    preview = dialog.locator(".rule-preview")
+    expect(preview.locator(".preview-window")).to_contain_text("UTC", timeout=20_000)
+    expect(dialog.locator(".form-error")).to_be_hidden()
+    bounds = preview.locator(".preview-window time").evaluate_all("ts => ts.map((t) => t.getAttribute('datetime'))")
+    start, end = (datetime.datetime.fromisoformat(b.replace("Z", "+00:00")) for b in bounds)
+    assert (end - start).total_seconds() == 10, f"a 10 s window: {bounds}"
+    assert end <= datetime.datetime.now(datetime.timezone.utc), f"an ended window: {bounds}"
+    rows = preview.locator("table.grid tbody tr")
+    if rows.count() == 0:
+        expect(preview).to_contain_text("No group in this window.")
+        print(f"the latest window {bounds} gave no group: the preview shows the window")
+        return preview
+    expect(rows).to_have_count(1)
+    group, value, holds = (t.strip() for t in rows.first.locator("td").all_inner_texts())
+    assert group == "(all)", group
+    value = 0 if value == "–" else float(value.replace(",", ""))
+    if value > 1:
+        assert holds == "yes", f"value {value} > 1 but holds = {holds}"
+    else:
+        print(f"the latest window {bounds} was empty ({value}): the preview shows it, holds = {holds}")
+        assert holds == "no", holds
+    return preview
+
+
+def rule_form(browser, base, admin, oncall, out):
+    """An admin adds a rule from the console (preview, a refused condition, save), edits it and
+    deletes it; a query-only token sees none of the buttons. Screenshots of the open form."""
+    context = browser.new_context(viewport=DESKTOP, device_scale_factor=1)
+    page = context.new_page()
+    seen = Recorder(page, base)
+    page.goto(base + "/ui/alerts")
+    sign_in(page, admin)
+    configured = wait_alerts(page)
+    # A rule of logyard.toml is neither edited nor deleted here.
+    expect(configured.get_by_role("button", name="Edit")).to_have_count(0)
+    expect(configured.get_by_role("button", name="Delete")).to_have_count(0)
+
+    # New rule: filled, previewed.
+    page.get_by_role("button", name="New rule").click()
+    dialog = page.locator("dialog.rule-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("h2")).to_have_text("New alert rule")
+    form = fill_rule(dialog)
+    check_preview(dialog)
+    page.wait_for_timeout(300)
+    page.screenshot(path=f"{out}/alerts-form-1280x800.png", full_page=False)
+
+    # A condition the server refuses: its message in the form, which stays open.
+    form.locator("input[name=condition]").fill("value >> 1")
+    dialog.get_by_role("button", name="Save").click()
+    problem = dialog.locator(".form-error")
+    expect(problem).to_be_visible(timeout=10_000)
+    expect(problem).to_contain_text("value >> 1")
+    expect(dialog).to_be_visible()
+    expect(form.locator("input[name=name]")).to_have_value(NEW_RULE)
+    assert listed_rule(base, admin, NEW_RULE) is None, "a refused rule was kept"
+
+    # Fixed and saved: the dialog closes, the page shows the rule, the API has it.
+    form.locator("input[name=condition]").fill("value > 1")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_have_count(0, timeout=10_000)
+    added = page.locator(f"section.rule[data-rule='{NEW_RULE}']")
+    expect(added).to_be_visible(timeout=20_000)
+    expect(added.locator(".rule-head .source")).to_have_text("added through the API")
+    expect(added.locator(".badge")).to_have_text("warning")
+    expect(added.locator(".rule-query code.query")).to_have_text(NEW_QUERY)
+    expect(added.locator(".rule-meta")).to_contain_text("every 10s")
+    expect(added.locator(".rule-meta")).to_contain_text("notifies hook")
+    expected = {"name": NEW_RULE, "search": {"streams": ["web"], "query": NEW_QUERY}, "every": "10s",
+                "condition": "value > 1", "severity": "warning", "notify": ["hook"]}
+    listed = listed_rule(base, admin, NEW_RULE)
+    assert listed and listed["source"] == "api", listed
+    # Nothing but what was filled in: empty optional fields were left out.
+    assert listed["rule"] == expected, listed["rule"]
+
+    # Edit: the same form, filled from the rule, its name read-only; every 10s -> 20s.
+    added.get_by_role("button", name="Edit").click()
+    dialog = page.locator("dialog.rule-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("h2")).to_have_text(f"Edit {NEW_RULE}")
+    form = dialog.locator("form.rule-form")
+    expect(form.locator("input[name=name]")).to_have_value(NEW_RULE)
+    expect(form.locator("input[name=name]")).not_to_be_editable()
+    expect(form.locator("select[name=kind]")).to_have_value("search")
+    expect(form.locator("input[name=streams]")).to_have_value("web")
+    expect(form.locator("input[name=query]")).to_have_value(NEW_QUERY)
+    expect(form.locator("input[name=every]")).to_have_value("10s")
+    expect(form.locator("input[name=condition]")).to_have_value("value > 1")
+    expect(form.locator("select[name=severity]")).to_have_value("warning")
+    expect(form.locator("input[name=notify][value=hook]")).to_be_checked()
+    form.locator("input[name=every]").fill("20s")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_have_count(0, timeout=10_000)
+    expect(added.locator(".rule-meta")).to_contain_text("every 20s", timeout=20_000)
+    listed = listed_rule(base, admin, NEW_RULE)
+    assert listed and listed["rule"] == {**expected, "every": "20s"}, listed
+
+    # The query-only token sees the rule, and no button to add, change or delete one.
+    other = browser.new_context(viewport=DESKTOP)
+    theirs = other.new_page()
+    recorded = Recorder(theirs, base)
+    theirs.goto(base + "/ui/alerts")
+    sign_in(theirs, oncall)
+    wait_alerts(theirs)
+    shown = theirs.locator(f"section.rule[data-rule='{NEW_RULE}']")
+    expect(shown).to_be_visible()
+    expect(shown.locator(".rule-head .source")).to_have_text("added through the API")
+    expect(theirs.get_by_role("button", name="New rule")).to_have_count(0)
+    expect(theirs.get_by_role("button", name="Edit")).to_have_count(0)
+    expect(theirs.get_by_role("button", name="Delete")).to_have_count(0)
+    expect(theirs.locator("dialog.rule-dialog")).to_have_count(0)
+    recorded.check([admin, oncall])
+    other.close()
+
+    # Delete, after a second step (Cancel first keeps it).
+    added.get_by_role("button", name="Delete", exact=True).click()
+    confirm = added.locator(".confirm")
+    expect(confirm).to_be_visible()
+    expect(confirm).to_contain_text("Delete this rule?")
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_be_hidden()
+    assert listed_rule(base, admin, NEW_RULE) is not None
+    added.get_by_role("button", name="Delete", exact=True).click()
+    confirm.get_by_role("button", name="Delete rule").click()
+    expect(added).to_have_count(0, timeout=20_000)
+    expect(page.locator(f"section.rule[data-rule='{ALERT_RULE}']")).to_be_visible()
+    assert listed_rule(base, admin, NEW_RULE) is None, "deleted on the page, still listed by the API"
+    # The refused save logged its 400.
+    seen.check([admin, oncall], expected=("401", "400"))
+    context.close()
+
+    # The form on a phone: within the screen, its buttons at hand; cancelled, nothing kept.
+    context = browser.new_context(viewport=PHONE, device_scale_factor=1)
+    page = context.new_page()
+    recorded = Recorder(page, base)
+    page.goto(base + "/ui/alerts")
+    sign_in(page, admin)
+    wait_alerts(page)
+    page.get_by_role("button", name="New rule").click()
+    dialog = page.locator("dialog.rule-dialog")
+    expect(dialog).to_be_visible()
+    fill_rule(dialog)
+    check_preview(dialog)
+    box = dialog.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], f"the form is off the screen: {box}"
+    overflow = dialog.evaluate("d => d.scrollWidth - d.clientWidth")
+    assert overflow <= 0, f"the form is {overflow} px wider than its dialog"
+    expect(dialog.get_by_role("button", name="Save")).to_be_in_viewport()
+    expect(dialog.get_by_role("button", name="Preview")).to_be_in_viewport()
+    page.wait_for_timeout(300)
+    page.screenshot(path=f"{out}/alerts-form-{PHONE['width']}x{PHONE['height']}.png", full_page=False)
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    assert listed_rule(base, admin, NEW_RULE) is None, "a cancelled form kept its rule"
+    recorded.check([admin, oncall])
+    context.close()
+
+
 def alerts(base, admin, oncall, out):
     who = call(base, oncall, "GET", "/api/v1/session")["name"]
     with sync_playwright() as p:
@@ -330,6 +518,9 @@ def alerts(base, admin, oncall, out):
         sign_in(page, oncall)
         rule = wait_alerts(page)
         expect(page.locator("nav a[data-page=alerts]")).to_have_class("active")
+        # A query-only token may not add, change or delete rules.
+        expect(page.get_by_role("button", name="New rule")).to_have_count(0)
+        expect(rule.get_by_role("button", name="Edit")).to_have_count(0)
 
         # The rule, both routes firing, as the API says.
         expect(rule.locator(".badge")).to_have_text("critical")
@@ -395,6 +586,8 @@ def alerts(base, admin, oncall, out):
         assert shown_total(page) > 0, page.locator(".summary").inner_text()
         seen.check([admin, oncall])
         context.close()
+
+        rule_form(browser, base, admin, oncall, out)
 
         # Both sizes, nothing wider than a phone's screen.
         for size in (DESKTOP, PHONE):
