@@ -238,13 +238,38 @@ fn silence_json(s: &logyard_alerts::Silence) -> Value {
     })
 }
 
+/// The rule a silence names, when it names exactly one (`rule` or `alertname`, no `*`).
+fn silenced_rule(matchers: &std::collections::BTreeMap<String, String>) -> Option<&str> {
+    let name = matchers.get("rule").or_else(|| matchers.get("alertname"))?;
+    (!name.ends_with('*')).then_some(name.as_str())
+}
+
+/// Whether `principal` may see (and so make or end) a silence with these matchers: a token
+/// limited to some streams only silences one rule it may see; other tokens any.
+async fn may_silence(
+    state: &AppState,
+    principal: &Principal,
+    matchers: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, ApiError> {
+    if principal.streams().is_none() {
+        return Ok(true);
+    }
+    let Some(name) = silenced_rule(matchers) else { return Ok(false) };
+    Ok(state.alerts.rules().await?.iter().any(|(rule, _)| rule.name == name && may_see(principal, rule)))
+}
+
 pub(crate) async fn silences(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&principal, Scope::Query, None)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let list: Vec<Value> = state.alerts.silences(now_ms).await?.iter().map(silence_json).collect();
+    let mut list = Vec::new();
+    for silence in state.alerts.silences(now_ms).await? {
+        if may_silence(&state, &principal, &silence.matchers).await? {
+            list.push(silence_json(&silence));
+        }
+    }
     Ok(Json(json!({"silences": list})))
 }
 
@@ -257,6 +282,11 @@ pub(crate) async fn add_silence(
     authorize(&principal, Scope::Query, None)?;
     let shape = r#"{"matchers": {"rule": "checkout-5xx"}, "duration": "2h", "comment": "..."}"#;
     let new: NewSilence = read_json(&headers, body, 64 << 10, "invalid_request", shape).await?;
+    if !may_silence(&state, &principal, &new.matchers).await? {
+        return Err(ApiError::forbidden(
+            "a token limited to some streams silences one rule it may see: name it in the `rule` matcher",
+        ));
+    }
     let silence = new.into_silence(&principal.name, chrono::Utc::now().timestamp_millis())?;
     let silence = state.alerts.add_silence(silence).await?;
     tracing::info!(id = %silence.id, by = %silence.created_by, "alert silence added");
@@ -274,6 +304,9 @@ pub(crate) async fn delete_silence(
         .silence(&id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no_such_silence", format!("no silence {id:?}")))?;
+    if !may_silence(&state, &principal, &silence.matchers).await? {
+        return Err(ApiError::new(ErrorKind::NotFound, "no_such_silence", format!("no silence {id:?}")));
+    }
     if silence.created_by != principal.name && !principal.has(Scope::Admin) {
         return Err(ApiError::forbidden(format!(
             "the silence was made by {:?}: only its author or an admin token may end it",

@@ -372,6 +372,12 @@ condition = "value > 1"
         call(&server, "POST", "/api/v1/silences", &oncall, Some(serde_json::json!({"matchers": {}, "duration": "1h"})))
             .await;
     assert_eq!(status, 400, "{body}");
+    // A token limited to `web` silences only rules it may see, named.
+    for matchers in [serde_json::json!({"group": "/cart"}), serde_json::json!({"rule": "configured"})] {
+        let asked = serde_json::json!({"matchers": matchers, "duration": "1h"});
+        let (status, body) = call(&server, "POST", "/api/v1/silences", &oncall, Some(asked)).await;
+        assert_eq!(status, 403, "{body}");
+    }
 
     // Errors on both routes until told to stop.
     let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
