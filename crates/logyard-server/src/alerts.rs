@@ -282,12 +282,12 @@ pub(crate) async fn add_silence(
     authorize(&principal, Scope::Query, None)?;
     let shape = r#"{"matchers": {"rule": "checkout-5xx"}, "duration": "2h", "comment": "..."}"#;
     let new: NewSilence = read_json(&headers, body, 64 << 10, "invalid_request", shape).await?;
-    if !may_silence(&state, &principal, &new.matchers).await? {
+    let silence = new.into_silence(&principal.name, chrono::Utc::now().timestamp_millis())?;
+    if !may_silence(&state, &principal, &silence.matchers).await? {
         return Err(ApiError::forbidden(
             "a token limited to some streams silences one rule it may see: name it in the `rule` matcher",
         ));
     }
-    let silence = new.into_silence(&principal.name, chrono::Utc::now().timestamp_millis())?;
     let silence = state.alerts.add_silence(silence).await?;
     tracing::info!(id = %silence.id, by = %silence.created_by, "alert silence added");
     Ok((StatusCode::CREATED, Json(silence_json(&silence))))
