@@ -114,6 +114,9 @@ impl NewSilence {
         if ends_ms <= now_ms {
             return Err(StoreError::Invalid("the silence would already be over".into()));
         }
+        if self.matchers.is_empty() {
+            return Err(StoreError::Invalid("a silence needs at least one matcher (e.g. `rule`)".into()));
+        }
         for (name, value) in &self.matchers {
             if name.is_empty() || value.is_empty() || name.len() > 128 || value.len() > 1024 {
                 return Err(StoreError::Invalid(format!("matcher {name:?}: a name and a value are needed")));
