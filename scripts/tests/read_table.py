@@ -1,5 +1,7 @@
 """Reads a logyard stream table with engines logyard does not control, and prints what each
-one sees as JSON: row count, sorted ids, the sum of `status`, and the column names.
+one sees as JSON: row count, sorted ids, the sum of `status`, and the column names; and, per
+Parquet file, the columns DuckDB finds bloom filters on and what its probe of the `id` filter
+says for the file's smallest id and for an id no file holds.
 
 Usage: read_table.py TABLE_DIR
 """
@@ -34,7 +36,27 @@ def main(path):
         "compression": meta.row_group(0).column(0).compression,
         "has_statistics": meta.row_group(0).column(0).is_stats_set,
     }
+    out["bloom"] = [bloom(con, f) for f in files]
     print(json.dumps(out))
+
+
+def bloom(con, file):
+    columns = con.execute(
+        "SELECT DISTINCT path_in_schema FROM parquet_metadata($f) WHERE bloom_filter_offset IS NOT NULL",
+        {"f": file},
+    ).fetchall()
+    rows = con.execute("SELECT count(*), min(id) FROM read_parquet($f)", {"f": file}).fetchone()
+
+    def excluded(value):
+        probe = "SELECT bool_and(bloom_filter_excludes) FROM parquet_bloom_probe($f, 'id', $v)"
+        return con.execute(probe, {"f": file, "v": value}).fetchone()[0]
+
+    return {
+        "rows": rows[0],
+        "columns": sorted(c[0] for c in columns),
+        "smallest_id_excluded": excluded(rows[1]),
+        "absent_id_excluded": excluded("no-such-id"),
+    }
 
 
 if __name__ == "__main__":

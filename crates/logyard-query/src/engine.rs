@@ -15,6 +15,8 @@ use datafusion::common::ParamValues;
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
@@ -57,13 +59,27 @@ impl Default for QueryOptions {
     }
 }
 
+/// Bytes of Parquet footers and page indexes kept between queries.
+const METADATA_CACHE_BYTES: usize = 64 << 20;
+
 /// Runs SQL over the stream tables (and other schemas, such as the orders database's).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryEngine {
     tables: Arc<Tables>,
     options: QueryOptions,
     /// Schemas beside `public`, by name.
     schemas: Vec<(String, Arc<dyn SchemaProvider>)>,
+    /// Parquet footers (schema, statistics, page indexes) of the files queries read, by path,
+    /// shared by every query: the files of a Delta table never change, so a footer is read
+    /// once, not once per query. It holds no rows, and a query only looks up the files of
+    /// the streams it may see.
+    metadata_cache: Arc<FileMetadataCache>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").field("tables", &self.tables).field("options", &self.options).finish()
+    }
 }
 
 /// A running query: its schema and a stream of batches that ends with an error at the deadline.
@@ -81,7 +97,8 @@ impl std::fmt::Debug for RunningQuery {
 
 impl QueryEngine {
     pub fn new(tables: Arc<Tables>, options: QueryOptions) -> Self {
-        Self { tables, options, schemas: Vec::new() }
+        let metadata_cache = Arc::new(DefaultCache::new(METADATA_CACHE_BYTES));
+        Self { tables, options, schemas: Vec::new(), metadata_cache }
     }
 
     /// Adds a schema of tables beside the streams, e.g. `pg` for the orders database.
@@ -213,6 +230,11 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.options.memory_limit, 1.0)
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(self.metadata_cache.clone()))
+                    .with_metadata_cache_limit(METADATA_CACHE_BYTES),
+            )
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -239,7 +261,10 @@ impl QueryEngine {
         };
         for stream in streams.into_iter().filter(|s| visible(s.as_str())) {
             if let Some(table) = self.tables.latest(&stream).await? {
-                table.update_datafusion_session(&state).map_err(|e| QueryError::Storage(e.to_string()))?;
+                // The table's own (metered) store, also where DataFusion has a default one
+                // (`file://`), so that every read is counted.
+                let log_store = table.log_store();
+                ctx.runtime_env().register_object_store(log_store.root_url(), log_store.root_object_store(None));
                 let provider = table.table_provider().await.map_err(|e| QueryError::Storage(e.to_string()))?;
                 ctx.register_table(stream.as_str(), provider).map_err(QueryError::from_datafusion)?;
             }

@@ -4,7 +4,7 @@
 //! Each is one Delta commit (or a file deletion after one), so a query running meanwhile
 //! reads one consistent version: never a missing or a doubled row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use serde::Serialize;
 use logyard_core::StreamName;
 
 use crate::StorageError;
+use crate::store::TABLES_DIR;
 use crate::tables::{Tables, writer_properties};
 
 /// What a compaction did.
@@ -82,13 +83,15 @@ impl Tables {
             let mut guard = slot.lock().await;
             self.refresh(stream, &mut guard).await?;
             let Some(table) = guard.clone() else { break };
+            let blooms = self.day_bloom_columns(stream, &table, &day).await?;
+            let properties = writer_properties(None, &blooms, self.bloom_filters().fpp);
             let filters = [("date", FilterOp::Eq, FilterValue::Scalar(day.as_str()))];
             let (table, metrics) = table
                 .optimize()
                 .with_filters(&filters)
                 .with_type(OptimizeType::ZOrder(vec!["timestamp".into()]))
                 .with_target_size(target)
-                .with_writer_properties(writer_properties(None))
+                .with_writer_properties(properties)
                 .await
                 .map_err(StorageError::delta("compacting"))?;
             *guard = Some(table);
@@ -99,6 +102,53 @@ impl Tables {
             }
         }
         Ok(report)
+    }
+
+    /// The columns a compacted file of `day` gets bloom filters on: the configured ones the
+    /// table has and, when detecting, those the day's files have filters on (as the commits
+    /// that wrote them chose from their data). Reads the footers of at most 8 files.
+    async fn day_bloom_columns(
+        &self,
+        stream: &StreamName,
+        table: &deltalake::DeltaTable,
+        day: &str,
+    ) -> Result<BTreeSet<String>, StorageError> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::Int64Type;
+        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+        let schema = state.snapshot().arrow_schema();
+        let settings = self.bloom_filters();
+        let mut columns: BTreeSet<String> =
+            settings.configured(stream).filter(|c| schema.column_with_name(c).is_some()).map(str::to_owned).collect();
+        if !settings.detect {
+            return Ok(columns);
+        }
+        let actions = state.add_actions_table(true).map_err(StorageError::delta("reading the table's files"))?;
+        let (Some(paths), Some(sizes), Some(dates)) = (
+            actions.column_by_name("path"),
+            actions.column_by_name("size_bytes"),
+            actions.column_by_name("partition.date"),
+        ) else {
+            return Ok(columns);
+        };
+        let cast = |a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8);
+        let (paths, dates) = (cast(paths), cast(dates));
+        let (Ok(paths), Ok(dates)) = (paths, dates) else { return Ok(columns) };
+        let (paths, dates, sizes) =
+            (paths.as_string::<i32>(), dates.as_string::<i32>(), sizes.as_primitive::<Int64Type>());
+        let files = (0..actions.num_rows()).filter(|&i| dates.is_valid(i) && dates.value(i) == day).take(8);
+        for i in files {
+            let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", paths.value(i)));
+            let metadata = read_footer(self.storage().root_store().as_ref(), &path, sizes.value(i).max(0) as u64)
+                .await
+                .map_err(|e| StorageError::Build(format!("reading the Parquet footer of {path}: {e}")))?;
+            for row_group in metadata.row_groups() {
+                for column in row_group.columns().iter().filter(|c| c.bloom_filter_offset().is_some()) {
+                    columns.insert(column.column_path().string());
+                }
+            }
+        }
+        Ok(columns)
     }
 
     /// Removes the days of a stream before `cutoff` (`YYYY-MM-DD`) from its table (one commit),
@@ -134,5 +184,29 @@ impl Tables {
         report.files_deleted = vacuum.files_deleted.len() as u64;
         *guard = Some(table);
         Ok(report)
+    }
+}
+
+/// The footer of a Parquet file of `size` bytes: its last 64 KiB, and more when the footer is
+/// longer.
+async fn read_footer(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    size: u64,
+) -> Result<parquet::file::metadata::ParquetMetaData, Box<dyn std::error::Error + Send + Sync>> {
+    use object_store::ObjectStoreExt;
+    use parquet::errors::ParquetError;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    let mut reader = ParquetMetaDataReader::new();
+    let mut tail = size.min(64 << 10);
+    loop {
+        let bytes = store.get_range(path, size - tail..size).await?;
+        match reader.try_parse_sized(&bytes, size) {
+            Ok(()) => return Ok(reader.finish()?),
+            Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail && (needed as u64) <= size => {
+                tail = needed as u64;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }

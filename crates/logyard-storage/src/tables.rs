@@ -5,7 +5,7 @@
 //! position it contains). A writer replaying its log after a crash asks the table for the
 //! version it last committed and skips what is already there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,16 +56,78 @@ pub type BuildResult = Result<Option<Vec<RecordBatch>>, Box<dyn std::error::Erro
 /// The batch builder of an append; it runs on a blocking thread.
 pub type BuildFn = Arc<dyn Fn(SchemaRef, Option<i64>) -> BuildResult + Send + Sync>;
 
+/// Which columns of the stream tables get Parquet bloom filters: split-block filters as the
+/// Parquet format specifies them, so that DataFusion, DuckDB, Spark and Trino all skip the row
+/// groups whose filter says an `=`/`IN` value is absent.
+#[derive(Debug, Clone)]
+pub struct BloomFilters {
+    /// Columns given a filter in every stream that has them.
+    pub columns: Vec<String>,
+    /// Columns given a filter in one stream, beside `columns`.
+    pub streams: HashMap<String, Vec<String>>,
+    /// Whether text columns that look like identifiers get one too: chosen from a sample of
+    /// each commit (short values without spaces, many distinct), kept by compaction.
+    pub detect: bool,
+    /// The false-positive rate each filter is sized for (Parquet writers fold a filter down to
+    /// the smallest size that keeps it).
+    pub fpp: f64,
+}
+
+impl Default for BloomFilters {
+    fn default() -> Self {
+        Self { columns: Vec::new(), streams: HashMap::new(), detect: true, fpp: 0.05 }
+    }
+}
+
+impl BloomFilters {
+    /// The configured columns of a stream.
+    pub(crate) fn configured(&self, stream: &StreamName) -> impl Iterator<Item = &str> {
+        let own = self.streams.get(stream.as_str()).into_iter().flatten();
+        self.columns.iter().chain(own).map(String::as_str)
+    }
+
+    /// The columns of a commit's batches that get a filter: the configured ones it has and,
+    /// when detecting, those of `sample` that look like identifiers.
+    fn for_commit(&self, stream: &StreamName, sample: Option<&RecordBatch>) -> BTreeSet<String> {
+        use arrow::array::AsArray;
+        let Some(batch) = sample else { return BTreeSet::new() };
+        let schema = batch.schema();
+        let mut columns: BTreeSet<String> =
+            self.configured(stream).filter(|c| schema.column_with_name(c).is_some()).map(str::to_owned).collect();
+        if self.detect {
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                if let Some(strings) = column.as_string_opt::<i32>()
+                    && looks_like_identifier(strings.iter().flatten())
+                {
+                    columns.insert(field.name().clone());
+                }
+            }
+        }
+        columns
+    }
+}
+
 /// Access to every stream's table, with one cached snapshot per table.
 #[derive(Debug)]
 pub struct Tables {
     storage: Storage,
     cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
+    bloom_filters: BloomFilters,
 }
 
 impl Tables {
     pub fn new(storage: Storage) -> Self {
-        Self { storage, cache: Mutex::new(HashMap::new()) }
+        Self { storage, cache: Mutex::new(HashMap::new()), bloom_filters: BloomFilters::default() }
+    }
+
+    /// Sets which columns get bloom filters (default: identifier-like text columns).
+    pub fn with_bloom_filters(mut self, bloom_filters: BloomFilters) -> Self {
+        self.bloom_filters = bloom_filters;
+        self
+    }
+
+    pub(crate) fn bloom_filters(&self) -> &BloomFilters {
+        &self.bloom_filters
     }
 
     pub fn storage(&self) -> &Storage {
@@ -197,7 +259,8 @@ impl Tables {
                 Err(e) => return Err(StorageError::Build(e.to_string())),
             };
             let rows = batches.iter().map(|b| b.num_rows()).sum();
-            let batches_schema_sample = batches.first().cloned();
+            let blooms = self.bloom_filters.for_commit(stream, batches.first());
+            let properties = writer_properties(batches.first(), &blooms, self.bloom_filters.fpp);
             // delta-rs may retry a commit on a newer table version by itself. That is safe
             // for a plain append, but not for a commit that carries a schema (creating the
             // table or adding columns): rebased, it would replace a schema another writer
@@ -223,7 +286,7 @@ impl Tables {
                 .with_save_mode(SaveMode::Append)
                 .with_schema_mode(SchemaMode::Merge)
                 .with_partition_columns([DATE_COLUMN])
-                .with_writer_properties(writer_properties(batches_schema_sample.as_ref()))
+                .with_writer_properties(properties)
                 .with_commit_properties(
                     CommitProperties::default()
                         .with_application_transaction(Transaction::new(app_id, txn_version))
@@ -290,12 +353,13 @@ fn is_retryable(e: &DeltaTableError) -> bool {
     }
 }
 
-/// Parquet settings for a commit: zstd, page statistics, and encodings chosen from the data.
+/// Parquet settings for a commit: zstd, page statistics, bloom filters on `blooms` sized for
+/// `fpp`, and encodings chosen from the data.
 /// The sorted time column is delta-encoded. A column whose values are mostly distinct skips
 /// the dictionary, which would only overflow: text (trace ids, request ids) stores lengths
 /// apart from the bytes (DELTA_LENGTH_BYTE_ARRAY), integers are byte-stream split; zstd
 /// compresses both better than plain values.
-pub(crate) fn writer_properties(sample: Option<&RecordBatch>) -> WriterProperties {
+pub(crate) fn writer_properties(sample: Option<&RecordBatch>, blooms: &BTreeSet<String>, fpp: f64) -> WriterProperties {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     use parquet::basic::Encoding;
@@ -306,6 +370,10 @@ pub(crate) fn writer_properties(sample: Option<&RecordBatch>) -> WriterPropertie
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
         .set_column_encoding(ColumnPath::from(TIMESTAMP_COLUMN), Encoding::DELTA_BINARY_PACKED);
+    for column in blooms {
+        // Sized for a row group of distinct values, then folded down to `fpp` once written.
+        builder = builder.set_column_bloom_filter_fpp(ColumnPath::from(column.as_str()), fpp);
+    }
     let Some(batch) = sample else { return builder.build() };
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         let path = ColumnPath::from(field.name().as_str());
@@ -340,6 +408,21 @@ fn mostly_distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>, sha
         seen.insert(value);
     }
     sampled >= 64 && seen.len() * share > sampled
+}
+
+/// Whether sampled text values look like identifiers (order, trace, customer, session ids):
+/// at least 64 sampled, one in 16 distinct or more, at most 64 bytes and no whitespace.
+fn looks_like_identifier<'a>(values: impl Iterator<Item = &'a str>) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+    let mut sampled = 0usize;
+    for value in values.take(SAMPLE) {
+        if value.len() > 64 || value.bytes().any(|b| b.is_ascii_whitespace()) {
+            return false;
+        }
+        sampled += 1;
+        seen.insert(value);
+    }
+    sampled >= 64 && seen.len() >= 32 && seen.len() * 16 >= sampled
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
@@ -525,7 +608,7 @@ mod tests {
             ("status", codes),
         ])
         .unwrap();
-        let props = writer_properties(Some(&batch));
+        let props = writer_properties(Some(&batch), &BTreeSet::new(), 0.05);
         let col = |n: &str| ColumnPath::from(n);
         assert!(!props.dictionary_enabled(&col("trace_id")));
         assert_eq!(props.encoding(&col("trace_id")), Some(Encoding::DELTA_LENGTH_BYTE_ARRAY));

@@ -26,6 +26,7 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub archive: ArchiveConfig,
     pub compaction: CompactionConfig,
+    pub tables: TablesConfig,
     pub retention: RetentionConfig,
     pub orders: OrdersConfig,
     pub report: ReportConfig,
@@ -385,6 +386,47 @@ pub struct CompactionConfig {
 impl Default for CompactionConfig {
     fn default() -> Self {
         Self { interval: Duration::from_secs(3600), target_file_bytes: 128 << 20 }
+    }
+}
+
+/// The Parquet files of the stream tables: which columns get bloom filters, so that a query
+/// for one order, trace or customer id skips the row groups that cannot hold it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TablesConfig {
+    /// Columns given a bloom filter in every stream that has them, e.g. `["order_id"]`. A list,
+    /// or one string with commas (`LOGYARD_TABLES_BLOOM_FILTER_COLUMNS`).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub bloom_filter_columns: Vec<String>,
+    /// Columns given one in a stream, beside `bloom_filter_columns`, e.g.
+    /// `{ alb = ["client_ip"] }`.
+    pub stream_bloom_filter_columns: BTreeMap<String, Vec<String>>,
+    /// Text columns that look like identifiers (short values without spaces, many distinct in
+    /// a sample of each commit) get a bloom filter too.
+    pub detect_identifiers: bool,
+    /// The false-positive rate each filter is sized for (above 0, below 1).
+    pub bloom_filter_fpp: f64,
+}
+
+impl Default for TablesConfig {
+    fn default() -> Self {
+        Self {
+            bloom_filter_columns: Vec::new(),
+            stream_bloom_filter_columns: BTreeMap::new(),
+            detect_identifiers: true,
+            bloom_filter_fpp: 0.05,
+        }
+    }
+}
+
+impl TablesConfig {
+    pub fn bloom_filters(&self) -> logyard_storage::tables::BloomFilters {
+        logyard_storage::tables::BloomFilters {
+            columns: self.bloom_filter_columns.clone(),
+            streams: self.stream_bloom_filter_columns.clone().into_iter().collect(),
+            detect: self.detect_identifiers,
+            fpp: self.bloom_filter_fpp,
+        }
     }
 }
 
@@ -759,7 +801,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 20] = [
+const SECTIONS: [&str; 21] = [
     "server",
     "storage",
     "ingest",
@@ -772,6 +814,7 @@ const SECTIONS: [&str; 20] = [
     "uploads",
     "archive",
     "compaction",
+    "tables",
     "retention",
     "orders",
     "report",
@@ -840,6 +883,9 @@ impl Config {
             bail!(
                 "invalid configuration at `server.tls_cert_file`: set both tls_cert_file and tls_key_file, or neither"
             );
+        }
+        if !(self.tables.bloom_filter_fpp > 0.0 && self.tables.bloom_filter_fpp < 1.0) {
+            bail!("invalid configuration at `tables.bloom_filter_fpp`: must be above 0 and below 1");
         }
         if self.query.max_json_rows == 0 {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use logyard_core::StreamName;
 use logyard_ingest::alb_import::{AlbImport, ImportOptions, ImportReport, Progress};
-use logyard_storage::{Location, Storage, Tables};
+use logyard_storage::{Location, Storage};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
@@ -53,7 +53,7 @@ pub async fn run(
         frame_bytes: config.archive.frame_bytes,
         ..ImportOptions::default()
     };
-    let import = AlbImport::new(source_store, &source, Arc::new(Tables::new(target)), stream, options);
+    let import = AlbImport::new(source_store, &source, Arc::new(crate::stream_tables(config, target)), stream, options);
     loop {
         let report = run_with_progress(&import).await?;
         print_report(&report);

@@ -58,7 +58,7 @@ pub async fn run(args: KinesisArgs, config: &Config, env: &BTreeMap<String, Stri
     if let Some(id) = args.worker_id {
         settings.worker_id = id;
     }
-    let tables = Arc::new(Tables::new(crate::open_storage(config, env, Default::default()).await?));
+    let tables = Arc::new(crate::stream_tables(config, crate::open_storage(config, env, Default::default()).await?));
     let client = client(&settings).await;
     let consumer = consumer(&settings, &stream, config, client, tables, IngestMetrics::default(), Default::default())?;
     let (stop_tx, stop_rx) = watch::channel(false);

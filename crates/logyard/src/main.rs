@@ -324,7 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
-            let tables = Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?);
+            let tables = stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?);
             let streams = if streams.is_empty() {
                 None
             } else {
@@ -338,7 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
-            let tables = Arc::new(Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?));
+            let tables = Arc::new(stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?));
             let actor = format!("logyard retention run ({})", env.get("USER").map_or("cli", String::as_str));
             let results = apply_retention(&tables, &retention_policy(&config), &actor).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "streams": results }))?);
@@ -373,7 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
-            let tables = Tables::new(open_storage(&config, &env, StoreMetrics::default()).await?);
+            let tables = stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?);
             let mut infos = Vec::new();
             for stream in tables.storage().list_streams().await? {
                 if let Some(info) = tables.info(&stream).await? {
@@ -424,6 +424,11 @@ pub(crate) fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3O
             .or_else(|| env.get("AWS_ENDPOINT_URL").cloned()),
         force_path_style: config.storage.s3_force_path_style,
     }
+}
+
+/// The stream tables in `storage`, written as `config` says.
+pub(crate) fn stream_tables(config: &Config, storage: Storage) -> Tables {
+    Tables::new(storage).with_bloom_filters(config.tables.bloom_filters())
 }
 
 pub(crate) async fn open_storage(
@@ -572,7 +577,8 @@ async fn query_local(
 ) -> anyhow::Result<()> {
     let storage = open_storage(config, env, StoreMetrics::default()).await?;
     let engine =
-        with_orders(QueryEngine::new(Arc::new(Tables::new(storage)), query_options(config)), config, env).await?;
+        with_orders(QueryEngine::new(Arc::new(stream_tables(config, storage)), query_options(config)), config, env)
+            .await?;
     let running = engine.execute(sql).await?;
     match format {
         OutputFormat::Table => {

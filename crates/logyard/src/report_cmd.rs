@@ -9,7 +9,7 @@ use clap::Subcommand;
 use logyard_query::QueryEngine;
 use logyard_report::daily::{DailyOptions, FunnelSpec, LogColumns, OrdersSpec};
 use logyard_report::store::ReportStore;
-use logyard_storage::{Location, Storage, StoreMetrics, Tables};
+use logyard_storage::{Location, Storage, StoreMetrics};
 
 use crate::config::Config;
 
@@ -103,7 +103,7 @@ pub async fn run(config: &Config, env: &BTreeMap<String, String>, command: Repor
             let storage = crate::open_storage(config, env, StoreMetrics::default()).await?;
             let store = report_store(config, env, out.as_deref(), &storage).await?;
             let engine = crate::with_orders(
-                QueryEngine::new(Arc::new(Tables::new(storage)), crate::query_options(config)),
+                QueryEngine::new(Arc::new(crate::stream_tables(config, storage)), crate::query_options(config)),
                 config,
                 env,
             )

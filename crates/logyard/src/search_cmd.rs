@@ -14,7 +14,7 @@ use logyard_core::StreamName;
 use logyard_core::time::now_micros;
 use logyard_query::search::time_range;
 use logyard_query::{QueryEngine, SearchRequest, SearchResult};
-use logyard_storage::{StoreMetrics, Tables};
+use logyard_storage::StoreMetrics;
 
 use crate::config::Config;
 
@@ -82,7 +82,8 @@ pub(crate) async fn run(args: SearchArgs, config: &Config, env: &BTreeMap<String
                 histogram: false,
             };
             let storage = crate::open_storage(config, env, StoreMetrics::default()).await?;
-            let engine = QueryEngine::new(Arc::new(Tables::new(storage)), crate::query_options(config));
+            let engine =
+                QueryEngine::new(Arc::new(crate::stream_tables(config, storage)), crate::query_options(config));
             engine.search(&request, &|_| true).await?
         }
     };

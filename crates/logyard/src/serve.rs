@@ -61,7 +61,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     kinesis_metrics.register(&mut registry);
 
     let storage = crate::open_storage(&config, env, store_metrics).await?;
-    let tables = Arc::new(Tables::new(storage.clone()));
+    let tables = Arc::new(crate::stream_tables(&config, storage.clone()));
     let wal_dir = crate::wal_dir(&config)?;
     let ingestor = Ingestor::open(ingest_options(&config, &wal_dir), tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;

@@ -56,4 +56,17 @@ async fn other_engines_read_the_same_rows() {
     assert!(seen["deltalake"]["columns"].to_string().contains("\"date\""), "the partition column");
     assert_eq!(seen["parquet"]["compression"], "ZSTD");
     assert_eq!(seen["parquet"]["has_statistics"], true);
+    // The ids look like identifiers: each commit of at least 64 rows gave them a bloom filter,
+    // which DuckDB reads: it keeps the row group of an id the file holds, skips it for another.
+    let bloom = seen["bloom"].as_array().unwrap();
+    assert_eq!(bloom.len(), 4, "{bloom:?}");
+    for file in bloom {
+        if file["rows"].as_i64().unwrap() >= 64 {
+            assert_eq!(file["columns"], serde_json::json!(["id"]), "{file}");
+            assert_eq!(file["smallest_id_excluded"], false, "{file}");
+            assert_eq!(file["absent_id_excluded"], true, "{file}");
+        } else {
+            assert_eq!(file["columns"], serde_json::json!([]), "too few rows to tell: {file}");
+        }
+    }
 }

@@ -1,0 +1,146 @@
+//! Queries that skip what cannot hold their answer: a file outside a query's time range is not
+//! opened, and a row group whose bloom filter says an id is absent is not read. Shown with
+//! DataFusion's own scan metrics (`EXPLAIN ANALYZE` through the API) and the object-store
+//! request counters of `/metrics`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Commits to one day, one per hour (the status is 200 or 202 in [`commit`]'s events, so that
+/// 201 lies inside every file's range and in none).
+const COMMITS: usize = 6;
+/// Events per commit.
+const EVENTS: usize = 200;
+
+/// The events of commit `n`: hour `n` of 2026-11-22, order ids `o-0000-n` .. `o-0199-n` on
+/// every other event. Every file's min and max `order_id` span nearly the same range, so only
+/// a bloom filter tells the files apart.
+fn commit(n: usize) -> String {
+    (0..EVENTS)
+        .map(|i| {
+            let order = if i % 2 == 0 { format!("\"o-{i:04}-{n}\"") } else { "null".into() };
+            format!(
+                "{{\"timestamp\":\"2026-11-22T{n:02}:{:02}:{:02}Z\",\"order_id\":{order},\"route\":\"/checkout\",\"status\":{}}}\n",
+                i / 60,
+                i % 60,
+                200 + i % 2 * 2
+            )
+        })
+        .collect()
+}
+
+/// The plan text of `EXPLAIN ANALYZE sql`.
+async fn analyze(server: &Server, sql: &str) -> String {
+    let plan = rows(server, &format!("EXPLAIN ANALYZE {sql}")).await;
+    plan.iter().map(|r| r["plan"].as_str().unwrap_or_default()).collect::<Vec<_>>().join("\n")
+}
+
+/// The value of a scan metric in a plan, e.g. `row_groups_pruned_bloom_filter=6 total → 1 matched`
+/// gives `(6, 1)` for "row_groups_pruned_bloom_filter".
+fn pruning(plan: &str, metric: &str) -> (u64, u64) {
+    let at = plan.find(&format!("{metric}=")).unwrap_or_else(|| panic!("no {metric} in\n{plan}"));
+    let text = &plan[at + metric.len() + 1..];
+    let number = |s: &str| s.trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse::<u64>().unwrap();
+    let total = number(text);
+    let matched = number(&text[text.find('→').unwrap_or_else(|| panic!("{metric}: {text}")) + '→'.len_utf8()..]);
+    (total, matched)
+}
+
+/// Object-store reads (`get`, `get_ranges`) the server made so far.
+async fn reads(server: &Server) -> f64 {
+    let mut n = 0.0;
+    for op in ["get", "get_ranges"] {
+        n += metric(server, "logyard_object_store_requests_total", &[("operation", op)]).await.unwrap_or(0.0);
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_needle_reads_one_row_group_and_a_time_range_opens_only_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    for n in 0..COMMITS {
+        let (status, body) = ingest(&server, "shop", commit(n), "?ack=commit").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let files: Value =
+        client().get(format!("{}/api/v1/streams/shop", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(files["files"], COMMITS as u64, "{files}");
+
+    // One order id: every file's statistics admit it, only one file's bloom filter does.
+    let needle = "SELECT timestamp, order_id, status FROM shop WHERE order_id = 'o-0042-3'";
+    let plan = analyze(&server, needle).await;
+    assert_eq!(pruning(&plan, "row_groups_pruned_statistics"), (COMMITS as u64, COMMITS as u64), "{plan}");
+    assert_eq!(pruning(&plan, "row_groups_pruned_bloom_filter"), (COMMITS as u64, 1), "{plan}");
+    // The same rows as a scan that nothing can prune (the id hidden in an expression).
+    let found = rows(&server, &format!("{needle} ORDER BY timestamp")).await;
+    let scanned = rows(
+        &server,
+        "SELECT timestamp, order_id, status FROM shop WHERE concat(order_id, '') = 'o-0042-3' ORDER BY timestamp",
+    )
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found, scanned);
+    // `IN` too: two files' filters admit one of the ids each.
+    let plan = analyze(&server, "SELECT count(*) FROM shop WHERE order_id IN ('o-0010-1', 'o-0010-4')").await;
+    assert_eq!(pruning(&plan, "row_groups_pruned_bloom_filter"), (COMMITS as u64, 2), "{plan}");
+    // An id beyond every file's range opens no file at all: the Delta log's statistics say so.
+    let plan = analyze(&server, "SELECT * FROM shop WHERE order_id = 'o-9999-9'").await;
+    assert!(plan.contains("count_files_scanned=0"), "{plan}");
+
+    // One hour: the other files are skipped by their statistics in the Delta log and never
+    // opened; the hour's file is read.
+    let hour = "SELECT sum(status) AS n FROM shop WHERE timestamp >= '2026-11-22T02:00:00Z' AND timestamp < '2026-11-22T03:00:00Z'";
+    let plan = analyze(&server, hour).await;
+    assert!(plan.contains("count_files_scanned=1") && plan.contains("files_opened=1,"), "{plan}");
+    // The object store agrees: the hour reads the Delta log and one file (its filter column,
+    // then the rest), a scan of every file reads each. Each query runs once before, so that
+    // the footers are cached and only data is counted.
+    let all = "SELECT sum(status) AS n FROM shop";
+    let mut counted = Vec::new();
+    for sql in [hour, all] {
+        let expected: i64 = (0..EVENTS).map(|i| 200 + i as i64 % 2 * 2).sum();
+        let times = if sql == all { COMMITS as i64 } else { 1 };
+        assert_eq!(count(&server, sql).await, expected * times);
+        let before = reads(&server).await;
+        assert_eq!(count(&server, sql).await, expected * times);
+        counted.push(reads(&server).await - before);
+    }
+    let (hour_reads, all_reads) = (counted[0], counted[1]);
+    assert!((1.0..=3.0).contains(&hour_reads), "the hour's file is read: {hour_reads}");
+    assert!(all_reads > hour_reads && all_reads >= COMMITS as f64, "every file is read: {all_reads}");
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_detected_and_the_configured_bloom_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    // `status` is not an identifier, so only configuration gives it a filter.
+    let spec = ServerSpec::local(dir.path())
+        .env("LOGYARD_COMPACTION_INTERVAL", "0s")
+        .env("LOGYARD_TABLES_BLOOM_FILTER_COLUMNS", "status");
+    let server = spec.start();
+    for n in 0..COMMITS {
+        assert_eq!(ingest(&server, "shop", commit(n), "?ack=commit").await.0, 200);
+    }
+    let env = [("LOGYARD_TABLES_BLOOM_FILTER_COLUMNS".to_owned(), "status".to_owned())];
+    let (code, out, err) = cli(&["compact", "--storage", &spec.storage], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let info: Value = client().get(server.url("/api/v1/streams/shop")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["files"], 1, "{info}");
+
+    // One file, one row group: its statistics admit every id and status of the day, its
+    // filters only those present.
+    for (sql, matched) in [
+        ("SELECT * FROM shop WHERE order_id = 'o-0042-3'", 1),
+        ("SELECT * FROM shop WHERE order_id = 'o-0043-3'", 0),
+        ("SELECT * FROM shop WHERE status = 201", 0),
+        ("SELECT * FROM shop WHERE status = 202 LIMIT 1", 1),
+    ] {
+        let plan = analyze(&server, sql).await;
+        assert_eq!(pruning(&plan, "row_groups_pruned_statistics"), (1, 1), "{sql}\n{plan}");
+        assert_eq!(pruning(&plan, "row_groups_pruned_bloom_filter"), (1, matched), "{sql}\n{plan}");
+    }
+    assert_eq!(rows(&server, "SELECT * FROM shop WHERE order_id = 'o-0042-3'").await.len(), 1);
+}
