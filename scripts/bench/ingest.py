@@ -83,6 +83,20 @@ def start_server(workdir, env_extra=None):
     return proc, line[len(prefix):], data
 
 
+def serve(data, env, storage=None):
+    """A new server process over loaded data (start_server would clear it): the local directory
+    `data`, or `storage` (an S3 URL) with its WAL under `data`."""
+    cmd = [release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", storage or str(data),
+           "--wal-dir", str(data / "wal")]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=dict(os.environ, LOGYARD_LOG_LEVEL="warn", **env))
+    line = p.stdout.readline().strip()
+    if not line.startswith("logyard listening on "):
+        p.kill()
+        sys.exit(f"logyard did not start: {line!r}")
+    return p, line.removeprefix("logyard listening on ")
+
+
 def stop_server(proc):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)

@@ -14,84 +14,19 @@ Usage: python scripts/bench/puts.py [--files N] [--workdir DIR]
 """
 
 import argparse
-import collections
-import http.client
-import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import free_port, release_bin  # noqa: E402
-
-COUNTS = collections.Counter()
-LOCK = threading.Lock()
-
-
-def proxy(upstream_port):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def forward(self):
-            kind = self.command
-            if "?" in self.path:
-                query = self.path.split("?", 1)[1]
-                if kind == "GET" and ("list-type" in query or "delimiter" in query or query.startswith("prefix")):
-                    kind = "LIST"
-            with LOCK:
-                COUNTS[kind] += 1
-                if kind in ("PUT", "POST"):
-                    # /bucket/logs/<area>/...: tables, incoming, archive, uploads.
-                    parts = self.path.split("?")[0].split("/")
-                    COUNTS[f"{kind} {parts[3] if len(parts) > 3 else '?'}"] += 1
-            if self.headers.get("transfer-encoding", "").lower() == "chunked":
-                body = b""
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        break
-                    body += self.rfile.read(size)
-                    self.rfile.readline()
-            else:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else None
-            conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=300)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding")}
-            if body is not None:
-                headers["content-length"] = str(len(body))
-            conn.request(self.command, self.path, body=body, headers=headers)
-            r = conn.getresponse()
-            data = r.read()
-            self.send_response(r.status)
-            for k, v in r.getheaders():
-                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(k, v)
-            # A HEAD answer's length is the object's.
-            length = r.getheader("content-length") if self.command == "HEAD" else str(len(data))
-            self.send_header("content-length", length or "0")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-            conn.close()
-
-        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server.server_address[1]
-
+from s3proxy import Proxy, aws_env, start_s3s  # noqa: E402
 
 def files(workdir, count):
     out = workdir / f"put-files-{count}"
@@ -122,22 +57,9 @@ def main():
     data = files(workdir, a.files)
     size = sum(p.stat().st_size for p in data.iterdir())
 
-    cache = Path(os.environ.get("LOGYARD_CACHE", "/var/cache/logyard"))
-    s3s = os.environ.get("LOGYARD_S3S_FS", str(cache / "tools/bin/s3s-fs"))
-    root = Path(tempfile.mkdtemp(prefix="s3s-", dir=workdir))
-    (root / "bench").mkdir()
-    s3_port = free_port()
-    keys = ("bench-key", "bench-secret-0123456789")
-    s3 = subprocess.Popen([s3s, "--host", "127.0.0.1", "--port", str(s3_port), "--access-key", keys[0], "--secret-key", keys[1], str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", s3_port), timeout=0.1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    endpoint = f"http://127.0.0.1:{proxy(s3_port)}"
-    env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1], AWS_REGION="us-east-1",
-               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+    s3, s3_port, _ = start_s3s(workdir)
+    proxy = Proxy(s3_port)
+    env = dict(os.environ, **aws_env(f"http://127.0.0.1:{proxy.port}"),
                LOGYARD_UPLOADS_SWEEP_INTERVAL="1s", LOGYARD_ARCHIVE_BUNDLE_MAX_AGE="0s", LOGYARD_LOG_FORMAT="json")
     port = free_port()
     wal = Path(tempfile.mkdtemp(prefix="wal-", dir=workdir))
@@ -151,7 +73,7 @@ def main():
                 break
             except OSError:
                 time.sleep(0.05)
-        before = dict(COUNTS)
+        before = proxy.snapshot()
         out = subprocess.run([release_bin("logyard"), "upload", "--server", base, "--stream", "bench", str(data)], env=env, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"logyard upload failed: {out.stderr}")
@@ -161,7 +83,7 @@ def main():
             if record.get("archived"):
                 break
             time.sleep(0.5)
-        counts = {k: COUNTS[k] - before.get(k, 0) for k in COUNTS}
+        counts = proxy.since(before)
     finally:
         server.terminate()
         server.wait()

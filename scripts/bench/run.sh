@@ -6,6 +6,7 @@
 #   scripts/bench/run.sh protocols [--events N] [--rounds R]
 #   scripts/bench/run.sh kinesis [--events N] [--rounds R]
 #   scripts/bench/run.sh pgwire [--events N] [--runs R]
+#   scripts/bench/run.sh needles [--events N] [--days D] [--latency-ms MS]
 # Results are printed as JSON; BENCHMARKS.md records them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -27,7 +27,6 @@ Usage: python scripts/bench/search.py [--events N] [--days D] [--hot K] [--workd
 
 import datetime
 import json
-import os
 import re
 import signal
 import statistics
@@ -38,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import release_bin, start_server  # noqa: E402
+from ingest import serve, start_server  # noqa: E402
 from query import arguments, load, post_query  # noqa: E402
 
 # The generator's first day (`logyard-bench gen --start`, default 2026-11-20).
@@ -106,18 +105,6 @@ row = con.execute(
     "ORDER BY timestamp LIMIT 1", [sys.argv[2], sys.argv[3]]).fetchone()
 print(row[0] if row else "")
 """
-
-
-def serve(data, env):
-    """A new server process over the loaded data directory (start_server would clear it)."""
-    cmd = [release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", str(data), "--wal-dir", str(data / "wal")]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         env=dict(os.environ, LOGYARD_LOG_LEVEL="warn", **env))
-    line = p.stdout.readline().strip()
-    if not line.startswith("logyard listening on "):
-        p.kill()
-        sys.exit(f"logyard did not start: {line!r}")
-    return p, line.removeprefix("logyard listening on ")
 
 
 def main():

@@ -238,6 +238,8 @@ impl QueryEngine {
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(crate::icontains::IContains::udf().as_ref().clone());
+        ctx.add_optimizer_rule(Arc::new(crate::icontains::ILikeAsContains));
         if let Some(catalog) = ctx.catalog("logyard") {
             for (name, schema) in &self.schemas {
                 catalog.register_schema(name, schema.clone()).map_err(QueryError::from_datafusion)?;

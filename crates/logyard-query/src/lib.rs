@@ -2,6 +2,7 @@
 //! encodings. Knows nothing of HTTP; the server and the CLI both call [`QueryEngine`].
 
 pub mod engine;
+pub mod icontains;
 pub mod output;
 pub mod postgres;
 pub mod search;

@@ -144,3 +144,43 @@ async fn compaction_keeps_the_detected_and_the_configured_bloom_filters() {
     }
     assert_eq!(rows(&server, "SELECT * FROM shop WHERE order_id = 'o-0042-3'").await.len(), 1);
 }
+
+#[tokio::test]
+async fn free_text_runs_as_a_substring_search_with_ilike_s_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    let messages = [
+        "POST /Checkout 502",
+        "post /checkout 200",
+        "GET /cart 200",
+        "upstream timeout: CHECKOUT-service",
+        "\u{212A}elvin sign before checkout",
+        "straße",
+    ];
+    let body: String = messages.iter().map(|m| format!("{}\n", serde_json::json!({"message": m}))).collect();
+    assert_eq!(ingest(&server, "app", body, "?ack=commit").await.0, 200);
+    for (words, regex) in [("checkout", "(?i)checkout"), ("ELVIN", "(?i)elvin"), ("t /c", "(?i)t /c")] {
+        let ilike = format!("SELECT message FROM app WHERE message ILIKE '%{words}%' ORDER BY message");
+        let plan = rows(&server, &format!("EXPLAIN {ilike}")).await;
+        assert!(serde_json::to_string(&plan).unwrap().contains("icontains"), "{plan:?}");
+        // The same rows as a regular expression, which the rewrite does not touch.
+        let expected =
+            rows(&server, &format!("SELECT message FROM app WHERE message ~ '{regex}' ORDER BY message")).await;
+        assert!(!expected.is_empty(), "{words}");
+        assert_eq!(rows(&server, &ilike).await, expected, "{words}");
+        let negated =
+            rows(&server, &format!("SELECT count(*) AS n FROM app WHERE message NOT ILIKE '%{words}%'")).await;
+        assert_eq!(negated[0]["n"], (messages.len() - expected.len()) as i64, "{words}");
+    }
+    // The search language's free text takes the same path.
+    let search: Value = client()
+        .post(server.url("/api/v1/search"))
+        .json(&serde_json::json!({"streams": ["app"], "query": "CHECKOUT", "limit": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(search["events"].as_array().map(Vec::len), Some(4), "{search}");
+}

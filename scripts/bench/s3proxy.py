@@ -1,0 +1,120 @@
+"""s3s-fs (an S3 server that checks signatures) for the benchmarks, and a proxy in front of
+it that counts requests by kind (GET, HEAD, LIST, PUT, ...) and can add a delay before each
+request reaches it, as the time to first byte of S3 in the same region."""
+
+import collections
+import http.client
+import http.server
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+KEYS = ("bench-key", "bench-secret-0123456789")
+
+
+class Proxy:
+    """Counts (and delays by `latency` seconds) every request to the S3 server on `upstream_port`."""
+
+    def __init__(self, upstream_port, latency=0.0):
+        self.counts = collections.Counter()
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                kind = self.command
+                if "?" in self.path:
+                    query = self.path.split("?", 1)[1]
+                    if kind == "GET" and ("list-type" in query or "delimiter" in query or query.startswith("prefix")):
+                        kind = "LIST"
+                with proxy.lock:
+                    proxy.counts[kind] += 1
+                    if kind in ("PUT", "POST"):
+                        # /bucket/logs/<area>/...: tables, incoming, archive, uploads.
+                        parts = self.path.split("?")[0].split("/")
+                        proxy.counts[f"{kind} {parts[3] if len(parts) > 3 else '?'}"] += 1
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    length = int(self.headers.get("content-length") or 0)
+                    body = self.rfile.read(length) if length else None
+                if latency:
+                    time.sleep(latency)
+                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=300)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding")}
+                if body is not None:
+                    headers["content-length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                r = conn.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                # A HEAD answer's length is the object's.
+                length = r.getheader("content-length") if self.command == "HEAD" else str(len(data))
+                self.send_header("content-length", length or "0")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.counts)
+
+    def since(self, before):
+        now = self.snapshot()
+        return {k: now[k] - before.get(k, 0) for k in now if now[k] - before.get(k, 0)}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_s3s(workdir):
+    """s3s-fs over a new directory of `workdir` with a bucket `bench`: (process, port, root)."""
+    cache = Path(os.environ.get("LOGYARD_CACHE", "/var/cache/logyard"))
+    s3s = os.environ.get("LOGYARD_S3S_FS", str(cache / "tools/bin/s3s-fs"))
+    root = Path(tempfile.mkdtemp(prefix="s3s-", dir=workdir))
+    (root / "bench").mkdir()
+    port = free_port()
+    cmd = [s3s, "--host", "127.0.0.1", "--port", str(port), "--access-key", KEYS[0], "--secret-key", KEYS[1], str(root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, port, root
+
+
+def aws_env(endpoint):
+    """The environment of a logyard process whose S3 is `endpoint`."""
+    return dict(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=KEYS[0], AWS_SECRET_ACCESS_KEY=KEYS[1], AWS_REGION="us-east-1",
+                AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
