@@ -184,3 +184,60 @@ async fn free_text_runs_as_a_substring_search_with_ilike_s_answers() {
         .unwrap();
     assert_eq!(search["events"].as_array().map(Vec::len), Some(4), "{search}");
 }
+
+/// `sql` run with `token`: the status and the body.
+async fn query_as(server: &Server, token: &str, sql: &str) -> (u16, Value) {
+    let r = client()
+        .post(server.url("/api/v1/query"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// What the engine keeps between queries (table snapshots, Parquet footers) never lets one
+/// token see another's stream: two tokens alternate the same statements.
+#[tokio::test]
+async fn two_tokens_alternating_see_only_their_own_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shop, e1) = create_token("shop", "query", Some("shop"));
+    let (pay, e2) = create_token("pay", "query", Some("payments"));
+    let (admin, e3) = create_token("ops", "admin,query,ingest", None);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, format!("{e1}\n{e2}\n{e3}")).unwrap();
+    let server = ServerSpec::local(dir.path()).env("LOGYARD_TOKENS_FILE", tokens.to_str().unwrap()).start();
+    for (stream, n) in [("shop", 3), ("payments", 5)] {
+        let r = client()
+            .post(server.url(&format!("/api/v1/streams/{stream}/events?ack=commit")))
+            .bearer_auth(&admin)
+            .header("content-type", "application/x-ndjson")
+            .body(commit(n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let own = [(shop.as_str(), "shop", "payments", "o-0042-3"), (pay.as_str(), "payments", "shop", "o-0042-5")];
+    for _ in 0..3 {
+        for (token, mine, other, id) in own {
+            // Its own stream, through the cached snapshot and footers.
+            let (status, body) =
+                query_as(&server, token, &format!("SELECT order_id FROM {mine} WHERE order_id = '{id}'")).await;
+            assert_eq!((status, body["rows"].as_array().map(Vec::len)), (200, Some(1)), "{mine}: {body}");
+            // The other's, which the previous query (the other token's) just loaded and cached.
+            let (status, body) = query_as(&server, token, &format!("SELECT count(*) FROM {other}")).await;
+            assert_eq!(status, 400, "{body}");
+            assert!(body["error"]["message"].as_str().unwrap().contains(other), "{body}");
+            let (status, body) = query_as(
+                &server,
+                token,
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["rows"], serde_json::json!([{"table_name": mine}]), "{body}");
+        }
+    }
+}
