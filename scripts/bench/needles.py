@@ -6,8 +6,9 @@ query.py over --events generated events spread over --days days, after compactio
   runs after it. DuckDB runs the same question over the Parquet files the Delta log lists,
   cold in a new process and hot as the median of --hot runs. Both use every core.
 - logyard on S3: the same table in s3s-fs, reached through a proxy that waits --latency-ms
-  before each request (S3's time to first byte in the region) and counts the requests by
-  kind; cold and hot as above, and the GET/HEAD/LIST requests of one hot run.
+  before each request (S3's time to first byte in the region), counts the requests by kind
+  and answers the Parquet files' GETs itself from s3s-fs's directory (s3proxy.py says why);
+  cold and hot as above, and the GET/HEAD/LIST requests of one hot run.
 - Sizes: the bytes of the table's files (those its Delta log lists) and of their bloom filters
   (from the Parquet footers, read by DuckDB), per column.
 
@@ -140,7 +141,7 @@ def main():
     s3, s3_port, root = start_s3s(workdir)
     try:
         shutil.copytree(table, root / "bench" / "logs" / "tables" / "storefront")
-        proxy = Proxy(s3_port, latency=args.latency_ms / 1000)
+        proxy = Proxy(s3_port, latency=args.latency_ms / 1000, root=root)
         s3_env = dict(env, **aws_env(f"http://127.0.0.1:{proxy.port}"))
         wal = Path(workdir) / "needles-s3-wal"
         shutil.rmtree(wal, ignore_errors=True)
