@@ -101,7 +101,23 @@ impl Tables {
                 report.partitions.push(day);
             }
         }
+        if report.files_removed > 0 {
+            self.checkpoint(stream).await;
+        }
         Ok(report)
+    }
+
+    /// Writes a Delta checkpoint of the stream's latest version, so that a reader starting
+    /// cold (a new server, Athena, Spark) reads one Parquet file of the log instead of every
+    /// commit since the last checkpoint (Delta writes one each 100 commits). A failure is
+    /// logged: the table is whole without it.
+    async fn checkpoint(&self, stream: &StreamName) {
+        let slot = self.slot(stream);
+        let guard = slot.lock().await;
+        let Some(table) = guard.as_ref() else { return };
+        if let Err(e) = deltalake::checkpoints::create_checkpoint(table, None).await {
+            tracing::warn!(%stream, error = %e, "writing a checkpoint after compaction failed");
+        }
     }
 
     /// The columns a compacted file of `day` gets bloom filters on: the configured ones the

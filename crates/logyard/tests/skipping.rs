@@ -129,6 +129,11 @@ async fn compaction_keeps_the_detected_and_the_configured_bloom_filters() {
     assert_eq!(code, 0, "{out}{err}");
     let info: Value = client().get(server.url("/api/v1/streams/shop")).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["files"], 1, "{info}");
+    // Compaction leaves a checkpoint, so a cold reader reads one file of the log.
+    let log = std::path::Path::new(&spec.storage).join("tables/shop/_delta_log");
+    let names: Vec<String> =
+        std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n.ends_with(".checkpoint.parquet")), "{names:?}");
 
     // One file, one row group: its statistics admit every id and status of the day, its
     // filters only those present.
