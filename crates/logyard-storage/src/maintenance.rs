@@ -84,7 +84,7 @@ impl Tables {
             self.refresh(stream, &mut guard).await?;
             let Some(table) = guard.clone() else { break };
             let blooms = self.day_bloom_columns(stream, &table, &day).await?;
-            let properties = writer_properties(None, &blooms, self.bloom_filters().fpp);
+            let properties = writer_properties(None, blooms, false, self.bloom_filters().fpp);
             let filters = [("date", FilterOp::Eq, FilterValue::Scalar(day.as_str()))];
             let (table, metrics) = table
                 .optimize()
@@ -134,8 +134,7 @@ impl Tables {
         let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
         let schema = state.snapshot().arrow_schema();
         let settings = self.bloom_filters();
-        let mut columns: BTreeSet<String> =
-            settings.configured(stream).filter(|c| schema.column_with_name(c).is_some()).map(str::to_owned).collect();
+        let mut columns = settings.configured_in(stream, &schema);
         if !settings.detect {
             return Ok(columns);
         }

@@ -80,30 +80,10 @@ impl Default for BloomFilters {
 }
 
 impl BloomFilters {
-    /// The configured columns of a stream.
-    pub(crate) fn configured(&self, stream: &StreamName) -> impl Iterator<Item = &str> {
+    /// The configured columns of a stream that `schema` has.
+    pub(crate) fn configured_in(&self, stream: &StreamName, schema: &Schema) -> BTreeSet<String> {
         let own = self.streams.get(stream.as_str()).into_iter().flatten();
-        self.columns.iter().chain(own).map(String::as_str)
-    }
-
-    /// The columns of a commit's batches that get a filter: the configured ones it has and,
-    /// when detecting, those of `sample` that look like identifiers.
-    fn for_commit(&self, stream: &StreamName, sample: Option<&RecordBatch>) -> BTreeSet<String> {
-        use arrow::array::AsArray;
-        let Some(batch) = sample else { return BTreeSet::new() };
-        let schema = batch.schema();
-        let mut columns: BTreeSet<String> =
-            self.configured(stream).filter(|c| schema.column_with_name(c).is_some()).map(str::to_owned).collect();
-        if self.detect {
-            for (field, column) in schema.fields().iter().zip(batch.columns()) {
-                if let Some(strings) = column.as_string_opt::<i32>()
-                    && looks_like_identifier(strings.iter().flatten())
-                {
-                    columns.insert(field.name().clone());
-                }
-            }
-        }
-        columns
+        self.columns.iter().chain(own).filter(|c| schema.column_with_name(c).is_some()).cloned().collect()
     }
 }
 
@@ -259,8 +239,13 @@ impl Tables {
                 Err(e) => return Err(StorageError::Build(e.to_string())),
             };
             let rows = batches.iter().map(|b| b.num_rows()).sum();
-            let blooms = self.bloom_filters.for_commit(stream, batches.first());
-            let properties = writer_properties(batches.first(), &blooms, self.bloom_filters.fpp);
+            let properties = batches.first().map_or_else(
+                || writer_properties(None, BTreeSet::new(), false, self.bloom_filters.fpp),
+                |sample| {
+                    let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
+                    writer_properties(Some(sample), blooms, self.bloom_filters.detect, self.bloom_filters.fpp)
+                },
+            );
             // delta-rs may retry a commit on a newer table version by itself. That is safe
             // for a plain append, but not for a commit that carries a schema (creating the
             // table or adding columns): rebased, it would replace a schema another writer
@@ -353,13 +338,19 @@ fn is_retryable(e: &DeltaTableError) -> bool {
     }
 }
 
-/// Parquet settings for a commit: zstd, page statistics, bloom filters on `blooms` sized for
-/// `fpp`, and encodings chosen from the data.
+/// Parquet settings for a commit: zstd, page statistics, bloom filters sized for `fpp` on
+/// `blooms` and, when `detect`, on the text columns of `sample` that look like identifiers,
+/// and encodings chosen from the data.
 /// The sorted time column is delta-encoded. A column whose values are mostly distinct skips
 /// the dictionary, which would only overflow: text (trace ids, request ids) stores lengths
 /// apart from the bytes (DELTA_LENGTH_BYTE_ARRAY), integers are byte-stream split; zstd
 /// compresses both better than plain values.
-pub(crate) fn writer_properties(sample: Option<&RecordBatch>, blooms: &BTreeSet<String>, fpp: f64) -> WriterProperties {
+pub(crate) fn writer_properties(
+    sample: Option<&RecordBatch>,
+    mut blooms: BTreeSet<String>,
+    detect: bool,
+    fpp: f64,
+) -> WriterProperties {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     use parquet::basic::Encoding;
@@ -370,28 +361,37 @@ pub(crate) fn writer_properties(sample: Option<&RecordBatch>, blooms: &BTreeSet<
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
         .set_column_encoding(ColumnPath::from(TIMESTAMP_COLUMN), Encoding::DELTA_BINARY_PACKED);
-    for column in blooms {
-        // Sized for a row group of distinct values, then folded down to `fpp` once written.
-        builder = builder.set_column_bloom_filter_fpp(ColumnPath::from(column.as_str()), fpp);
-    }
-    let Some(batch) = sample else { return builder.build() };
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+    let schema = sample.map(RecordBatch::schema);
+    let columns = schema.iter().flat_map(|s| s.fields().iter()).zip(sample.iter().flat_map(|b| b.columns()));
+    for (field, column) in columns {
         let path = ColumnPath::from(field.name().as_str());
         if let Some(strings) = column.as_string_opt::<i32>() {
-            if mostly_distinct(strings.iter().flatten(), 2) {
+            // Identifiers are short and have no whitespace; looked at in the same pass.
+            let mut identifier_shaped = true;
+            let seen = Sampled::of(strings.iter().flatten().inspect(|v| {
+                identifier_shaped &= v.len() <= 64 && !v.bytes().any(|b| b.is_ascii_whitespace());
+            }));
+            if seen.mostly_distinct() {
                 builder = builder
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::DELTA_LENGTH_BYTE_ARRAY);
             }
+            if detect && identifier_shaped && seen.identifiers() {
+                blooms.insert(field.name().clone());
+            }
         } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
             // Measurements (sizes, counts) rather than codes: split the bytes of each value
             // into streams, which zstd compresses better than a dictionary that overflows.
-            if field.name() != TIMESTAMP_COLUMN && mostly_distinct(ints.iter().flatten(), 2) {
+            if field.name() != TIMESTAMP_COLUMN && Sampled::of(ints.iter().flatten()).mostly_distinct() {
                 builder = builder
                     .set_column_dictionary_enabled(path.clone(), false)
                     .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
             }
         }
+    }
+    for column in &blooms {
+        // Sized for a row group of distinct values, then folded down to `fpp` once written.
+        builder = builder.set_column_bloom_filter_fpp(ColumnPath::from(column.as_str()), fpp);
     }
     builder.build()
 }
@@ -399,30 +399,33 @@ pub(crate) fn writer_properties(sample: Option<&RecordBatch>, blooms: &BTreeSet<
 /// Values looked at to tell a mostly-distinct column.
 const SAMPLE: usize = 4096;
 
-/// Whether more than 1/`share` of the first [`SAMPLE`] values are distinct (needs 64 values).
-fn mostly_distinct<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>, share: usize) -> bool {
-    let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
-    let mut sampled = 0usize;
-    for value in values.take(SAMPLE) {
-        sampled += 1;
-        seen.insert(value);
-    }
-    sampled >= 64 && seen.len() * share > sampled
+/// How many of a column's first [`SAMPLE`] values were looked at, and how many were distinct.
+struct Sampled {
+    values: usize,
+    distinct: usize,
 }
 
-/// Whether sampled text values look like identifiers (order, trace, customer, session ids):
-/// at least 64 sampled, one in 16 distinct or more, at most 64 bytes and no whitespace.
-fn looks_like_identifier<'a>(values: impl Iterator<Item = &'a str>) -> bool {
-    let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
-    let mut sampled = 0usize;
-    for value in values.take(SAMPLE) {
-        if value.len() > 64 || value.bytes().any(|b| b.is_ascii_whitespace()) {
-            return false;
+impl Sampled {
+    fn of<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> Self {
+        let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+        let mut count = 0usize;
+        for value in values.take(SAMPLE) {
+            count += 1;
+            seen.insert(value);
         }
-        sampled += 1;
-        seen.insert(value);
+        Self { values: count, distinct: seen.len() }
     }
-    sampled >= 64 && seen.len() >= 32 && seen.len() * 16 >= sampled
+
+    /// More than half distinct (of at least 64 values).
+    fn mostly_distinct(&self) -> bool {
+        self.values >= 64 && self.distinct * 2 > self.values
+    }
+
+    /// Many distinct, as order, trace, customer and session ids are: at least 32, and one in
+    /// 16 or more (of at least 64 values).
+    fn identifiers(&self) -> bool {
+        self.values >= 64 && self.distinct >= 32 && self.distinct * 16 >= self.values
+    }
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
@@ -608,7 +611,7 @@ mod tests {
             ("status", codes),
         ])
         .unwrap();
-        let props = writer_properties(Some(&batch), &BTreeSet::new(), 0.05);
+        let props = writer_properties(Some(&batch), BTreeSet::from(["status".to_owned()]), true, 0.05);
         let col = |n: &str| ColumnPath::from(n);
         assert!(!props.dictionary_enabled(&col("trace_id")));
         assert_eq!(props.encoding(&col("trace_id")), Some(Encoding::DELTA_LENGTH_BYTE_ARRAY));
@@ -617,5 +620,10 @@ mod tests {
         assert!(props.dictionary_enabled(&col("status")));
         assert_eq!(props.encoding(&col(TIMESTAMP_COLUMN)), Some(Encoding::DELTA_BINARY_PACKED));
         assert!(!props.dictionary_enabled(&col(TIMESTAMP_COLUMN)));
+        // Bloom filters: the configured column, and the text one that looks like identifiers.
+        assert!(props.bloom_filter_properties(&col("trace_id")).is_some());
+        assert!(props.bloom_filter_properties(&col("status")).is_some());
+        assert!(props.bloom_filter_properties(&col("method")).is_none());
+        assert!(props.bloom_filter_properties(&col("bytes")).is_none());
     }
 }
