@@ -5,9 +5,10 @@
 //! language's free-text terms are exactly such patterns. The optimizer rule here rewrites an
 //! `ILIKE` whose pattern is a literal `%...%` of ASCII text with no other wildcard into
 //! `icontains(x, 'words')`, which finds the first byte of the words in either case with
-//! `memchr` and compares the rest ignoring ASCII case, without copying the value. A value with non-ASCII characters is
-//! matched by the same case-insensitive expression Arrow's `ILIKE` uses (Unicode case folding
-//! makes `K`, the Kelvin sign, match `k`), so the answer is `ILIKE`'s in every case.
+//! `memchr` and compares the rest ignoring ASCII case, without copying the value. A value
+//! with non-ASCII characters is matched by a case-insensitive regular expression, as Arrow's
+//! `ILIKE` does (Unicode case folding makes `K`, the Kelvin sign, match `k`), so the answer is
+//! `ILIKE`'s in every case.
 
 use std::sync::Arc;
 
@@ -58,7 +59,7 @@ impl ScalarUDFImpl for IContains {
             }
             _ => return exec_err!("icontains: the words must be a text literal"),
         };
-        let matcher = Matcher::new(&words)?;
+        let matcher = Matcher::new(&words);
         match text {
             ColumnarValue::Array(array) => Ok(ColumnarValue::Array(matcher.array(array)?)),
             ColumnarValue::Scalar(scalar) => {
@@ -71,42 +72,51 @@ impl ScalarUDFImpl for IContains {
 
 /// The search for one lower-case ASCII needle.
 struct Matcher {
-    needle: Vec<u8>,
-    /// `ILIKE`'s own expression, for values that are not ASCII.
-    unicode: regex::Regex,
+    /// Lower-case ASCII.
+    needle: String,
+    /// A case-insensitive expression for values that are not ASCII, as Arrow's `ILIKE`
+    /// uses; made the first time such a value comes (most batches have none).
+    unicode: std::cell::OnceCell<regex::Regex>,
 }
 
 impl Matcher {
-    fn new(words: &str) -> Result<Self> {
-        let unicode = regex::RegexBuilder::new(&format!("(?is)^.*{}.*$", regex::escape(words)))
-            .build()
-            .map_err(|e| datafusion::error::DataFusionError::Execution(format!("icontains: {e}")))?;
-        Ok(Self { needle: words.as_bytes().to_vec(), unicode })
+    fn new(words: &str) -> Self {
+        Self { needle: words.to_owned(), unicode: std::cell::OnceCell::new() }
     }
 
-    /// Whether `value` holds the needle, ignoring ASCII case: each place where the needle's
-    /// first byte (either case) occurs is compared with the rest of the needle, without
-    /// copying the value.
-    fn holds(&self, value: &str) -> bool {
+    /// Whether `value` holds the needle, ignoring case. An ASCII value is searched for the
+    /// needle's first byte (either case) and compared with the rest there, without copying it.
+    fn holds(&self, value: &str) -> Result<bool> {
         if !value.is_ascii() {
-            return self.unicode.is_match(value);
+            return Ok(self.unicode()?.is_match(value));
         }
-        let (hay, needle) = (value.as_bytes(), self.needle.as_slice());
-        let Some((&first, rest)) = needle.split_first() else { return true };
+        let (hay, needle) = (value.as_bytes(), self.needle.as_bytes());
+        let Some((&first, rest)) = needle.split_first() else { return Ok(true) };
         if hay.len() < needle.len() {
-            return false;
+            return Ok(false);
         }
         let last_start = hay.len() - needle.len();
-        memchr::memchr2_iter(first, first.to_ascii_uppercase(), &hay[..=last_start])
-            .any(|at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
+        Ok(memchr::memchr2_iter(first, first.to_ascii_uppercase(), &hay[..=last_start])
+            .any(|at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest)))
+    }
+
+    fn unicode(&self) -> Result<&regex::Regex> {
+        if let Some(regex) = self.unicode.get() {
+            return Ok(regex);
+        }
+        let regex = regex::RegexBuilder::new(&regex::escape(&self.needle))
+            .case_insensitive(true)
+            .build()
+            .map_err(|e| datafusion::error::DataFusionError::Execution(format!("icontains: {e}")))?;
+        Ok(self.unicode.get_or_init(|| regex))
     }
 
     fn array(&self, array: &ArrayRef) -> Result<ArrayRef> {
-        let test = |value: &str| self.holds(value);
+        let test = |value: Option<&str>| value.map(|v| self.holds(v)).transpose();
         let out: BooleanArray = match array.data_type() {
-            DataType::Utf8 => array.as_string::<i32>().iter().map(|v| v.map(test)).collect(),
-            DataType::LargeUtf8 => array.as_string::<i64>().iter().map(|v| v.map(test)).collect(),
-            DataType::Utf8View => array.as_string_view().iter().map(|v| v.map(test)).collect(),
+            DataType::Utf8 => array.as_string::<i32>().iter().map(test).collect::<Result<_>>()?,
+            DataType::LargeUtf8 => array.as_string::<i64>().iter().map(test).collect::<Result<_>>()?,
+            DataType::Utf8View => array.as_string_view().iter().map(test).collect::<Result<_>>()?,
             other => return exec_err!("icontains: text expected, got {other}"),
         };
         Ok(Arc::new(out))
@@ -211,7 +221,7 @@ mod tests {
             if !words.is_ascii() {
                 continue;
             }
-            let ours = Matcher::new(words).unwrap().array(&array).unwrap();
+            let ours = Matcher::new(words).array(&array).unwrap();
             let pattern = StringArray::new_scalar(format!("%{words}%"));
             let arrows = arrow::compute::kernels::comparison::ilike(&values, &pattern).unwrap();
             assert_eq!(ours.as_boolean(), &arrows, "{words}");
