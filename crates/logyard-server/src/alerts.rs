@@ -244,18 +244,29 @@ fn silenced_rule(matchers: &std::collections::BTreeMap<String, String>) -> Optio
     (!name.ends_with('*')).then_some(name.as_str())
 }
 
-/// Whether `principal` may see (and so make or end) a silence with these matchers: a token
-/// limited to some streams only silences one rule it may see; other tokens any.
-async fn may_silence(
+/// The rules whose silences `principal` may see, make and end: `None` for any (a token not
+/// limited to some streams), else the names of the rules it may see (read once per request).
+async fn silenceable_rules(
     state: &AppState,
     principal: &Principal,
-    matchers: &std::collections::BTreeMap<String, String>,
-) -> Result<bool, ApiError> {
+) -> Result<Option<std::collections::HashSet<String>>, ApiError> {
     if principal.streams().is_none() {
-        return Ok(true);
+        return Ok(None);
     }
-    let Some(name) = silenced_rule(matchers) else { return Ok(false) };
-    Ok(state.alerts.rules().await?.iter().any(|(rule, _)| rule.name == name && may_see(principal, rule)))
+    let rules = state.alerts.rules().await?;
+    Ok(Some(rules.into_iter().filter(|(rule, _)| may_see(principal, rule)).map(|(rule, _)| rule.name).collect()))
+}
+
+/// Whether a silence with these matchers is one of `rules` (see [`silenceable_rules`]): a token
+/// limited to some streams only silences one rule it may see, by name.
+fn may_silence(
+    rules: &Option<std::collections::HashSet<String>>,
+    matchers: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    match rules {
+        None => true,
+        Some(names) => silenced_rule(matchers).is_some_and(|name| names.contains(name)),
+    }
 }
 
 pub(crate) async fn silences(
@@ -264,12 +275,9 @@ pub(crate) async fn silences(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&principal, Scope::Query, None)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut list = Vec::new();
-    for silence in state.alerts.silences(now_ms).await? {
-        if may_silence(&state, &principal, &silence.matchers).await? {
-            list.push(silence_json(&silence));
-        }
-    }
+    let rules = silenceable_rules(&state, &principal).await?;
+    let silences = state.alerts.silences(now_ms).await?;
+    let list: Vec<Value> = silences.iter().filter(|s| may_silence(&rules, &s.matchers)).map(silence_json).collect();
     Ok(Json(json!({"silences": list})))
 }
 
@@ -283,7 +291,7 @@ pub(crate) async fn add_silence(
     let shape = r#"{"matchers": {"rule": "checkout-5xx"}, "duration": "2h", "comment": "..."}"#;
     let new: NewSilence = read_json(&headers, body, 64 << 10, "invalid_request", shape).await?;
     let silence = new.into_silence(&principal.name, chrono::Utc::now().timestamp_millis())?;
-    if !may_silence(&state, &principal, &silence.matchers).await? {
+    if !may_silence(&silenceable_rules(&state, &principal).await?, &silence.matchers) {
         return Err(ApiError::forbidden(
             "a token limited to some streams silences one rule it may see: name it in the `rule` matcher",
         ));
@@ -304,7 +312,7 @@ pub(crate) async fn delete_silence(
         .silence(&id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no_such_silence", format!("no silence {id:?}")))?;
-    if !may_silence(&state, &principal, &silence.matchers).await? {
+    if !may_silence(&silenceable_rules(&state, &principal).await?, &silence.matchers) {
         return Err(ApiError::new(ErrorKind::NotFound, "no_such_silence", format!("no silence {id:?}")));
     }
     if silence.created_by != principal.name && !principal.has(Scope::Admin) {
