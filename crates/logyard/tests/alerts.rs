@@ -244,7 +244,7 @@ impl Alertmanager {
     fn start() -> Alertmanager {
         use std::io::BufRead;
         let python = std::env::var("LOGYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/alertmanager");
+        let here = common::crate_dir().join("tests/alertmanager");
         let mut child = std::process::Command::new(&python)
             .arg(here.join("receiver.py"))
             .arg(here.join("openapi.yaml"))

@@ -390,7 +390,7 @@ async fn the_console_works_in_a_real_browser() {
 
     let run = |args: &[&str]| {
         let output = std::process::Command::new(&python)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/browser.py"))
+            .arg(common::crate_dir().join("tests/console/browser.py"))
             .args(args)
             .output()
             .unwrap();
@@ -542,7 +542,7 @@ notify = ["hook"]
     }
     println!("firing after {:?}", started.elapsed());
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/browser.py");
+    let script = common::crate_dir().join("tests/console/browser.py");
     let args =
         ["alerts".to_owned(), server.base.clone(), ops.clone(), oncall.clone(), out.to_str().unwrap().to_owned()];
     let output =

@@ -82,11 +82,8 @@ fn output(out: std::process::Output) -> (i32, String, String) {
 /// tests/pgwire/clients.py with `args`: its JSON answer.
 fn clients_py(args: &[&str]) -> Value {
     let python = program("LOGYARD_TEST_PYTHON", "python3", "scripts/test.sh makes a venv with psycopg and asyncpg");
-    let out = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pgwire/clients.py"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(python).arg(common::crate_dir().join("tests/pgwire/clients.py")).args(args).output().unwrap();
     let (code, stdout, stderr) = output(out);
     assert_eq!(code, 0, "clients.py {:?}: {stderr}", args.first());
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
@@ -318,7 +315,7 @@ async fn drivers_get_native_types_and_parameters() {
     // node-postgres: parameters, and the OIDs it decodes by.
     let node = program("LOGYARD_NODE", "node", "scripts/test.sh installs Debian's nodejs");
     let out = Command::new(node)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pgwire/node_pg.js"))
+        .arg(common::crate_dir().join("tests/pgwire/node_pg.js"))
         .args([&pg.port.to_string(), &pg.ops])
         .env("NODE_PATH", node_modules())
         .output()
@@ -513,11 +510,7 @@ async fn grafana_probes_and_the_dashboard_panels_answer() {
 
     // The dashboard's panels, expanded as Grafana expands them, over 12:00-14:00.
     let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../deploy/grafana/dashboards/storefront.json"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(common::crate_dir().join("../../deploy/grafana/dashboards/storefront.json")).unwrap(),
     )
     .unwrap();
     let panels: Vec<(String, String)> = dashboard["panels"]

@@ -38,7 +38,7 @@ async fn other_engines_read_the_same_rows() {
     assert_eq!(code, Some(0), "logs:\n{}", server.logs());
 
     let table = std::path::Path::new(&spec.storage).join("tables/readers");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/tests/read_table.py");
+    let script = common::crate_dir().join("../../scripts/tests/read_table.py");
     let out = std::process::Command::new(python).arg(script).arg(&table).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();

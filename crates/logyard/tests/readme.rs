@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The first line of the README's first code block, without its comment.
@@ -19,7 +18,7 @@ fn first_command(readme: &str) -> String {
 
 #[tokio::test]
 async fn the_first_command_of_the_readme_serves() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+    let root = common::crate_dir().join("../..").canonicalize().unwrap();
     let command = first_command(&std::fs::read_to_string(root.join("README.md")).unwrap());
     assert_eq!(command, "cargo run --release -- serve", "the README's first command changed: update this test");
     let words: Vec<&str> = command.split_whitespace().collect();

@@ -16,7 +16,7 @@ use serde_json::Value;
 const DATE: &str = "2026-11-25";
 
 fn snapshot_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/daily-report-2026-11-25.json")
+    common::crate_dir().join("tests/snapshots/daily-report-2026-11-25.json")
 }
 
 #[tokio::test]

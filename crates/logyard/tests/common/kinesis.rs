@@ -26,7 +26,7 @@ impl Kinesalite {
             "no kinesalite in {modules}; scripts/test.sh installs it"
         );
         let node = program("LOGYARD_NODE", "node", "scripts/test.sh installs Debian's nodejs");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tests/node/kinesalite.js");
+        let script = super::crate_dir().join("../../scripts/tests/node/kinesalite.js");
         let port = free_port();
         let child = Command::new(node)
             .arg(script)

@@ -21,6 +21,13 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_logyard");
 
+/// This crate's directory in the checkout the tests run from: cargo names it at run time, so
+/// a test binary built from another checkout sharing the target directory still finds the
+/// files beside its sources.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// A `logyard serve` child process.
 pub struct Server {
     pub child: Child,

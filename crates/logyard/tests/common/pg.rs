@@ -228,7 +228,7 @@ impl PgServer {
             writeln!(f, "{}", o.csv_line()).unwrap();
         }
         drop(f);
-        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/orders/schema.sql");
+        let schema = super::crate_dir().join("../../scripts/orders/schema.sql");
         let script = dir.join("load.sql");
         std::fs::write(
             &script,
