@@ -136,11 +136,23 @@ impl Tables {
 
     /// Brings a cached table up to date, loading it the first time; leaves `None` when the
     /// table does not exist yet (no commit in its `_delta_log/`).
+    ///
+    /// A loaded table asks for its next commit by name first (one HEAD; Delta versions are
+    /// consecutive), and only when that exists reads the log from there: a query of a table
+    /// that has not changed lists nothing.
     pub(crate) async fn refresh(&self, stream: &StreamName, slot: &mut Option<DeltaTable>) -> Result<(), StorageError> {
+        let log_dir = self.storage.path(&format!("{TABLES_DIR}/{stream}/_delta_log"));
         if let Some(table) = slot {
+            if let Some(version) = table.version() {
+                let next = log_dir.clone().join(format!("{:020}.json", version + 1));
+                match object_store::ObjectStoreExt::head(self.storage.root_store().as_ref(), &next).await {
+                    Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(StorageError::from_store("looking for a table's next commit")(e)),
+                    Ok(_) => {}
+                }
+            }
             return table.update_incremental(None).await.map_err(StorageError::delta("refreshing table"));
         }
-        let log_dir = self.storage.path(&format!("{TABLES_DIR}/{stream}/_delta_log"));
         let mut listing = self.storage.root_store().list(Some(&log_dir));
         match listing.next().await {
             None => return Ok(()),
@@ -554,6 +566,33 @@ mod tests {
 
     async fn rows(tables: &Tables, stream: &StreamName) -> u64 {
         tables.info(stream).await.unwrap().map_or(0, |i| i.rows)
+    }
+
+    /// A reader whose table has not changed asks for the next commit by name and lists
+    /// nothing; another writer's commit is seen at its next look.
+    #[tokio::test]
+    async fn an_unchanged_table_is_not_listed_again_and_another_writers_commit_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::Location::Local(dir.path().to_owned());
+        let writer =
+            Tables::new(Storage::open(location.clone(), &Default::default(), Default::default()).await.unwrap());
+        let metrics = crate::StoreMetrics::default();
+        let reader = Tables::new(Storage::open(location, &Default::default(), metrics.clone()).await.unwrap());
+        let count = |operation| metrics.requests.get_or_create(&crate::metered::OpLabels { operation }).get();
+        let stream = StreamName::new("probed").unwrap();
+
+        writer.append(&stream, "test", 1, build(&["a"], None)).await.unwrap();
+        let version = reader.latest(&stream).await.unwrap().unwrap().version().unwrap();
+        let (lists, heads) = (count("list"), count("head"));
+        for _ in 0..3 {
+            assert_eq!(reader.latest(&stream).await.unwrap().unwrap().version(), Some(version));
+        }
+        assert_eq!(count("list"), lists, "an unchanged table is not listed");
+        assert_eq!(count("head"), heads + 3, "one look for the next commit per refresh");
+
+        writer.append(&stream, "test", 2, build(&["b", "c"], None)).await.unwrap();
+        assert_eq!(reader.latest(&stream).await.unwrap().unwrap().version(), Some(version + 1));
+        assert_eq!(rows(&reader, &stream).await, 3);
     }
 
     /// Two writers take over one piece of work from the same transaction version: exactly one
