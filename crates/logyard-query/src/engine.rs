@@ -4,21 +4,24 @@
 //! names are loaded at their latest committed version and registered under their names.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider};
 use datafusion::common::ParamValues;
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::TaskContext;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::RecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -74,6 +77,18 @@ pub struct QueryEngine {
     /// once, not once per query. It holds no rows, and a query only looks up the files of
     /// the streams it may see.
     metadata_cache: Arc<FileMetadataCache>,
+    /// The sessions statements start from, made on first use; see [`BaseSessions`].
+    bases: Arc<OnceLock<BaseSessions>>,
+}
+
+/// What every session of a flavour shares, made once: DataFusion's functions and ours, the
+/// optimizer rules, the configuration, the object stores and the footer cache. Building that
+/// took longer than planning a small query. A statement's session is a copy with catalogs of
+/// its own (so no table one statement registers is seen by another) and runs with a memory
+/// pool of its own (so the memory limit is per statement).
+struct BaseSessions {
+    generic: SessionState,
+    postgres: SessionState,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -98,7 +113,7 @@ impl std::fmt::Debug for RunningQuery {
 impl QueryEngine {
     pub fn new(tables: Arc<Tables>, options: QueryOptions) -> Self {
         let metadata_cache = Arc::new(DefaultCache::new(METADATA_CACHE_BYTES));
-        Self { tables, options, schemas: Vec::new(), metadata_cache }
+        Self { tables, options, schemas: Vec::new(), metadata_cache, bases: Arc::default() }
     }
 
     /// Adds a schema of tables beside the streams, e.g. `pg` for the orders database.
@@ -176,7 +191,9 @@ impl QueryEngine {
                 None => plan,
             };
             let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_datafusion)?;
-            df.execute_stream().await.map_err(QueryError::from_datafusion)
+            let physical = df.create_physical_plan().await.map_err(QueryError::from_datafusion)?;
+            let task = TaskContext::from(&ctx.state()).with_runtime(self.statement_runtime(&ctx)?);
+            datafusion::physical_plan::execute_stream(physical, Arc::new(task)).map_err(QueryError::from_datafusion)
         }
         .instrument(span.clone());
         let stream = match tokio::time::timeout(self.options.timeout, planning).await {
@@ -218,35 +235,23 @@ impl QueryEngine {
         visible: &Visible<'_>,
         flavor: Flavor,
     ) -> Result<(SessionContext, LogicalPlan), QueryError> {
-        let mut config =
-            SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("logyard", "public");
-        if self.options.target_partitions > 0 {
-            config = config.with_target_partitions(self.options.target_partitions);
-        }
-        if flavor == Flavor::Postgres {
-            config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
-        }
-        // No spilling: a query that needs more memory than its limit fails.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.options.memory_limit, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
-            .with_cache_manager(
-                CacheManagerConfig::default()
-                    .with_file_metadata_cache(Some(self.metadata_cache.clone()))
-                    .with_metadata_cache_limit(METADATA_CACHE_BYTES),
-            )
-            .build_arc()
+        let base = match flavor {
+            Flavor::Generic => &self.bases()?.generic,
+            Flavor::Postgres => &self.bases()?.postgres,
+        };
+        let mut state = base.clone();
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog
+            .register_schema("public", Arc::new(MemorySchemaProvider::new()))
             .map_err(QueryError::from_datafusion)?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_udf(crate::icontains::IContains::udf().as_ref().clone());
-        ctx.add_optimizer_rule(Arc::new(crate::icontains::ILikeAsContains));
-        if let Some(catalog) = ctx.catalog("logyard") {
-            for (name, schema) in &self.schemas {
-                catalog.register_schema(name, schema.clone()).map_err(QueryError::from_datafusion)?;
-            }
+        for (name, schema) in &self.schemas {
+            catalog.register_schema(name, schema.clone()).map_err(QueryError::from_datafusion)?;
         }
+        state.catalog_list().register_catalog(CATALOG.to_owned(), catalog);
+        let ctx = SessionContext::new_with_state(state);
         if flavor == Flavor::Postgres {
-            crate::postgres::install(&ctx, "logyard").map_err(QueryError::from_datafusion)?;
+            crate::postgres::install_catalog(&ctx, CATALOG).map_err(QueryError::from_datafusion)?;
         }
         let state = ctx.state();
         check_read_only(&statement)?;
@@ -285,6 +290,64 @@ impl QueryEngine {
         Ok((ctx, plan))
     }
 }
+
+impl QueryEngine {
+    fn bases(&self) -> Result<&BaseSessions, QueryError> {
+        if let Some(bases) = self.bases.get() {
+            return Ok(bases);
+        }
+        let bases = BaseSessions {
+            generic: self.base_session(Flavor::Generic)?,
+            postgres: self.base_session(Flavor::Postgres)?,
+        };
+        Ok(self.bases.get_or_init(|| bases))
+    }
+
+    fn base_session(&self, flavor: Flavor) -> Result<SessionState, QueryError> {
+        let mut config =
+            SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema(CATALOG, "public");
+        if self.options.target_partitions > 0 {
+            config = config.with_target_partitions(self.options.target_partitions);
+        }
+        if flavor == Flavor::Postgres {
+            config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_cache_manager(self.cache_manager_config())
+            .build_arc()
+            .map_err(QueryError::from_datafusion)?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(crate::icontains::IContains::udf().as_ref().clone());
+        ctx.add_optimizer_rule(Arc::new(crate::icontains::ILikeAsContains));
+        if flavor == Flavor::Postgres {
+            crate::postgres::install_functions(&ctx, CATALOG).map_err(QueryError::from_datafusion)?;
+        }
+        Ok(ctx.state())
+    }
+
+    fn cache_manager_config(&self) -> CacheManagerConfig {
+        CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.metadata_cache.clone()))
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+    }
+
+    /// What a statement runs with: a memory pool of its own, no spilling (a statement that
+    /// needs more memory than its limit fails), and the object stores and caches every
+    /// statement shares.
+    fn statement_runtime(&self, ctx: &SessionContext) -> Result<Arc<RuntimeEnv>, QueryError> {
+        RuntimeEnvBuilder::new()
+            .with_memory_limit(self.options.memory_limit, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_cache_manager(self.cache_manager_config())
+            .with_object_store_registry(ctx.runtime_env().object_store_registry.clone())
+            .build_arc()
+            .map_err(QueryError::from_datafusion)
+    }
+}
+
+/// The catalog the streams are tables of (in its schema `public`).
+const CATALOG: &str = "logyard";
 
 /// Which SQL a statement is written in, and which catalogs it expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

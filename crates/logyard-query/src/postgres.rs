@@ -1,8 +1,8 @@
 //! What PostgreSQL clients are told about the server they talk to: the version, and the
 //! session settings that `SHOW x` and `current_setting('x')` answer (Grafana asks for
 //! `server_version_num`, psql and drivers for the encodings, the time zone, the date style).
-//! Settings are fixed: a `SET` is accepted and changes nothing. [`install`] gives a session
-//! the `pg_catalog` of `datafusion-pg-catalog` and these functions.
+//! Settings are fixed: a `SET` is accepted and changes nothing. [`install_functions`] gives a
+//! session these functions, [`install_catalog`] the `pg_catalog` of `datafusion-pg-catalog`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,9 +20,9 @@ use datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables, setup_pg_catalog};
 
-/// Adds `pg_catalog` (listing the session's tables) and PostgreSQL's functions to `ctx`,
-/// whose default catalog is `catalog`.
-pub fn install(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionError> {
+/// Adds PostgreSQL's functions to `ctx`, whose default catalog is `catalog`: done once, to the
+/// session every PostgreSQL client's statement starts from.
+pub fn install_functions(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionError> {
     let functions = pg_functions(catalog)?;
     for udf in &functions.scalar {
         ctx.register_udf(udf.as_ref().clone());
@@ -35,6 +35,13 @@ pub fn install(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionErro
         let existing = state.read().clone();
         *state.write() = SessionStateBuilder::new_from_existing(existing).with_type_planner(planner.clone()).build();
     }
+    ctx.register_udf(current_setting_udf());
+    Ok(())
+}
+
+/// Adds `pg_catalog`, listing the tables of `ctx`'s own catalogs, to its catalog `catalog`.
+pub fn install_catalog(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionError> {
+    let functions = pg_functions(catalog)?;
     // Object ids are numbered in the order the catalog lists tables. Every statement has a
     // session of its own, so that order must not change between sessions (a client finds a
     // table's oid in pg_class with one statement and its columns in pg_attribute with the
@@ -44,7 +51,6 @@ pub fn install(ctx: &SessionContext, catalog: &str) -> Result<(), DataFusionErro
     ctx.catalog(catalog)
         .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?
         .register_schema("pg_catalog", Arc::new(provider))?;
-    ctx.register_udf(current_setting_udf());
     Ok(())
 }
 
