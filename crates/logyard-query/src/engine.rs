@@ -77,18 +77,14 @@ pub struct QueryEngine {
     /// once, not once per query. It holds no rows, and a query only looks up the files of
     /// the streams it may see.
     metadata_cache: Arc<FileMetadataCache>,
-    /// The sessions statements start from, made on first use; see [`BaseSessions`].
-    bases: Arc<OnceLock<BaseSessions>>,
-}
-
-/// What every session of a flavour shares, made once: DataFusion's functions and ours, the
-/// optimizer rules, the configuration, the object stores and the footer cache. Building that
-/// took longer than planning a small query. A statement's session is a copy with catalogs of
-/// its own (so no table one statement registers is seen by another) and runs with a memory
-/// pool of its own (so the memory limit is per statement).
-struct BaseSessions {
-    generic: SessionState,
-    postgres: SessionState,
+    /// The sessions statements start from, one per [`Flavor`], each made on first use.
+    ///
+    /// What every session of a flavour shares, made once: DataFusion's functions and ours,
+    /// the optimizer rules, the configuration, the object stores and the footer cache.
+    /// Building that took longer than planning a small query. A statement's session is a copy
+    /// with catalogs of its own (so no table one statement registers is seen by another) and
+    /// runs with a memory pool of its own (so the memory limit is per statement).
+    bases: Arc<[OnceLock<SessionState>; 2]>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -235,11 +231,7 @@ impl QueryEngine {
         visible: &Visible<'_>,
         flavor: Flavor,
     ) -> Result<(SessionContext, LogicalPlan), QueryError> {
-        let base = match flavor {
-            Flavor::Generic => &self.bases()?.generic,
-            Flavor::Postgres => &self.bases()?.postgres,
-        };
-        let mut state = base.clone();
+        let mut state = self.base_session(flavor)?.clone();
         state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
         let catalog = Arc::new(MemoryCatalogProvider::new());
         catalog
@@ -292,18 +284,16 @@ impl QueryEngine {
 }
 
 impl QueryEngine {
-    fn bases(&self) -> Result<&BaseSessions, QueryError> {
-        if let Some(bases) = self.bases.get() {
-            return Ok(bases);
+    fn base_session(&self, flavor: Flavor) -> Result<&SessionState, QueryError> {
+        let slot = &self.bases[flavor as usize];
+        if let Some(base) = slot.get() {
+            return Ok(base);
         }
-        let bases = BaseSessions {
-            generic: self.base_session(Flavor::Generic)?,
-            postgres: self.base_session(Flavor::Postgres)?,
-        };
-        Ok(self.bases.get_or_init(|| bases))
+        let base = self.new_base_session(flavor)?;
+        Ok(slot.get_or_init(|| base))
     }
 
-    fn base_session(&self, flavor: Flavor) -> Result<SessionState, QueryError> {
+    fn new_base_session(&self, flavor: Flavor) -> Result<SessionState, QueryError> {
         let mut config =
             SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema(CATALOG, "public");
         if self.options.target_partitions > 0 {
@@ -353,9 +343,9 @@ const CATALOG: &str = "logyard";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavor {
     /// The HTTP API's: DataFusion's generic dialect.
-    Generic,
+    Generic = 0,
     /// A PostgreSQL client's: its dialect, `pg_catalog`, parameters.
-    Postgres,
+    Postgres = 1,
 }
 
 /// One statement in DataFusion's generic dialect, with the errors DataFusion gives (its
