@@ -9,10 +9,17 @@
 //! with non-ASCII characters is matched by a case-insensitive regular expression, as Arrow's
 //! `ILIKE` does (Unicode case folding makes `K`, the Kelvin sign, match `k`), so the answer is
 //! `ILIKE`'s in every case.
+//!
+//! Parquet text columns arrive as string views whose longer values sit in shared buffers (a
+//! dictionary-encoded column's views all point into its dictionary). Those buffers are searched
+//! once each, and a value holds the words when a match starts inside it and ends before it
+//! does: a few nanoseconds per row instead of a search per row.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, ByteView, MAX_INLINE_VIEW_LEN, StringViewArray,
+};
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -87,17 +94,56 @@ impl Matcher {
     /// Whether `value` holds the needle, ignoring case. An ASCII value is searched for the
     /// needle's first byte (either case) and compared with the rest there, without copying it.
     fn holds(&self, value: &str) -> Result<bool> {
+        if self.needle.is_empty() {
+            return Ok(true);
+        }
         if !value.is_ascii() {
             return Ok(self.unicode()?.is_match(value));
         }
-        let (hay, needle) = (value.as_bytes(), self.needle.as_bytes());
-        let Some((&first, rest)) = needle.split_first() else { return Ok(true) };
-        if hay.len() < needle.len() {
-            return Ok(false);
+        Ok(self.matches(value.as_bytes()).next().is_some())
+    }
+
+    /// Where the needle starts in ASCII `hay`, ignoring case, in order.
+    fn matches<'a>(&'a self, hay: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        let needle = self.needle.as_bytes();
+        let (first, rest) = needle.split_first().map_or((0, &[][..]), |(f, r)| (*f, r));
+        let candidates = hay.len().checked_sub(needle.len()).map_or(&[][..], |last| &hay[..=last]);
+        memchr::memchr2_iter(first, first.to_ascii_uppercase(), candidates)
+            .filter(move |&at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
+    }
+
+    /// String views: each data buffer searched once, each value answered from the matches
+    /// in its buffer; `None` when that does not pay or does not hold (a buffer that is not
+    /// ASCII, or buffers much larger than the values that use them).
+    fn views(&self, array: &StringViewArray) -> Option<Result<BooleanArray>> {
+        let needle = self.needle.len();
+        let buffers = array.data_buffers();
+        let buffered: usize = buffers.iter().map(|b| b.len()).sum();
+        let used: usize = array.views().iter().map(|&v| v as u32 as usize).sum();
+        if needle == 0 || buffered > 2 * used + (64 << 10) || !buffers.iter().all(|b| b.is_ascii()) {
+            return None;
         }
-        let last_start = hay.len() - needle.len();
-        Ok(memchr::memchr2_iter(first, first.to_ascii_uppercase(), &hay[..=last_start])
-            .any(|at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest)))
+        let starts: Vec<Vec<u32>> =
+            buffers.iter().map(|b| self.matches(b.as_slice()).map(|at| at as u32).collect()).collect();
+        let mut out = BooleanBufferBuilder::new(array.len());
+        for (i, &raw) in array.views().iter().enumerate() {
+            let len = raw as u32 as usize;
+            let holds = if len < needle || array.is_null(i) {
+                false
+            } else if len <= MAX_INLINE_VIEW_LEN as usize {
+                match self.holds(array.value(i)) {
+                    Ok(holds) => holds,
+                    Err(e) => return Some(Err(e)),
+                }
+            } else {
+                let view = ByteView::from(raw);
+                let starts = &starts[view.buffer_index as usize];
+                let first = starts.partition_point(|&at| at < view.offset);
+                starts.get(first).is_some_and(|&at| (at - view.offset) as usize + needle <= len)
+            };
+            out.append(holds);
+        }
+        Some(Ok(BooleanArray::new(out.finish(), array.nulls().cloned())))
     }
 
     fn unicode(&self) -> Result<&regex::Regex> {
@@ -116,7 +162,10 @@ impl Matcher {
         let out: BooleanArray = match array.data_type() {
             DataType::Utf8 => array.as_string::<i32>().iter().map(test).collect::<Result<_>>()?,
             DataType::LargeUtf8 => array.as_string::<i64>().iter().map(test).collect::<Result<_>>()?,
-            DataType::Utf8View => array.as_string_view().iter().map(test).collect::<Result<_>>()?,
+            DataType::Utf8View => match self.views(array.as_string_view()) {
+                Some(out) => out?,
+                None => array.as_string_view().iter().map(test).collect::<Result<_>>()?,
+            },
             other => return exec_err!("icontains: text expected, got {other}"),
         };
         Ok(Arc::new(out))
@@ -226,5 +275,54 @@ mod tests {
             let arrows = arrow::compute::kernels::comparison::ilike(&values, &pattern).unwrap();
             assert_eq!(ours.as_boolean(), &arrows, "{words}");
         }
+    }
+
+    /// String views answered from their buffers' matches give `ILIKE`'s answers: values that
+    /// share bytes (as a dictionary's do), a match across two values' bytes (not a match of
+    /// either), values short enough to sit in their view, nulls, and a sliced array.
+    #[test]
+    fn views_answer_from_their_buffers_as_arrow_ilike_does() {
+        use arrow::array::StringViewBuilder;
+        let mut builder = StringViewBuilder::new().with_fixed_block_size(64);
+        let long = [
+            "GET /Products/4523 200",
+            "GET /products/45 200",
+            "see /PRODUCTS/4523",
+            "at /products/4",
+            "523 ok here now",
+        ];
+        for (i, value) in long.iter().chain(["/products/4523", "/x", "short"].iter()).enumerate() {
+            if i % 4 == 3 {
+                builder.append_null();
+            }
+            builder.append_value(value);
+        }
+        let built = builder.finish();
+        // Rows that reuse the bytes of others (a dictionary's rows do), in another order.
+        let shared =
+            arrow::compute::take(&built, &arrow::array::UInt32Array::from(vec![2, 0, 0, 5, 1, 3, 7, 4]), None).unwrap();
+        let sliced = built.slice(1, 6);
+        for array in [Arc::new(built) as ArrayRef, shared, Arc::new(sliced)] {
+            let views = array.as_string_view();
+            let plain = StringArray::from_iter(views.iter());
+            for words in ["/products/4523", "products/45", "4523", "o", "s/4", "45 200", "not there"] {
+                let matcher = Matcher::new(words);
+                let ours = matcher.views(views).expect("searched in the buffers").unwrap();
+                let pattern = StringArray::new_scalar(format!("%{words}%"));
+                let arrows = arrow::compute::kernels::comparison::ilike(&plain, &pattern).unwrap();
+                assert_eq!(ours, arrows, "{words} in {views:?}");
+            }
+        }
+    }
+
+    /// A buffer with non-ASCII bytes is not searched as a whole: the value-by-value search,
+    /// with its Unicode case folding, answers.
+    #[test]
+    fn views_with_unicode_are_searched_value_by_value() {
+        let values = arrow::array::StringViewArray::from(vec!["\u{212A}ELVIN and more text", "kelvin and more text"]);
+        assert!(Matcher::new("kelvin").views(&values).is_none());
+        let array: ArrayRef = Arc::new(values);
+        let ours = Matcher::new("kelvin").array(&array).unwrap();
+        assert_eq!(ours.as_boolean(), &BooleanArray::from(vec![true, true]));
     }
 }
