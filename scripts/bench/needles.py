@@ -114,6 +114,9 @@ def main():
         ),
     }
     questions.update(QUERIES)
+    # What a query costs when no file can hold its answer: the fixed part (the session, the
+    # table's freshness check, planning, the HTTP round trip).
+    questions["nothing to read (a day with no file)"] = "SELECT count(*) FROM storefront WHERE date = '1999-01-01'"
     duck_sql = dict(questions)
     duck_sql.update(DUCKDB_SQL)
 

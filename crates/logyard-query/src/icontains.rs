@@ -112,19 +112,36 @@ impl Matcher {
             .filter(move |&at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
     }
 
-    /// String views: each data buffer searched once, each value answered from the matches
-    /// in its buffer; `None` when that does not pay or does not hold (a buffer that is not
-    /// ASCII, or buffers much larger than the values that use them).
+    /// String views: the bytes of each data buffer that values use searched once, each value
+    /// answered from the matches in its buffer; `None` when that does not pay or does not hold
+    /// (bytes that are not ASCII, or far more bytes between the values than in them).
     fn views(&self, array: &StringViewArray) -> Option<Result<BooleanArray>> {
         let needle = self.needle.len();
         let buffers = array.data_buffers();
-        let buffered: usize = buffers.iter().map(|b| b.len()).sum();
-        let used: usize = array.views().iter().map(|&v| v as u32 as usize).sum();
-        if needle == 0 || buffered > 2 * used + (64 << 10) || !buffers.iter().all(|b| b.is_ascii()) {
+        // The part of each buffer that values use (a batch uses part of a page's buffer).
+        let mut spans = vec![(u32::MAX, 0u32); buffers.len()];
+        let mut used = 0;
+        for (i, &raw) in array.views().iter().enumerate() {
+            let len = raw as u32;
+            if len > MAX_INLINE_VIEW_LEN && array.is_valid(i) {
+                let view = ByteView::from(raw);
+                let span = spans.get_mut(view.buffer_index as usize)?;
+                *span = (span.0.min(view.offset), span.1.max(view.offset.checked_add(len)?));
+                used += len as usize;
+            }
+        }
+        // Each buffer's used bytes and where they start (an unused buffer: none).
+        let spans: Vec<(usize, &[u8])> = spans
+            .iter()
+            .zip(buffers)
+            .map(|(&(from, to), b)| b.get(from as usize..to as usize).map_or((0, &[][..]), |s| (from as usize, s)))
+            .collect();
+        let searched: usize = spans.iter().map(|(_, s)| s.len()).sum();
+        if needle == 0 || searched > 2 * used + (64 << 10) || !spans.iter().all(|(_, s)| s.is_ascii()) {
             return None;
         }
         let starts: Vec<Vec<u32>> =
-            buffers.iter().map(|b| self.matches(b.as_slice()).map(|at| at as u32).collect()).collect();
+            spans.iter().map(|&(from, bytes)| self.matches(bytes).map(|at| (from + at) as u32).collect()).collect();
         let mut out = BooleanBufferBuilder::new(array.len());
         for (i, &raw) in array.views().iter().enumerate() {
             let len = raw as u32 as usize;
