@@ -20,6 +20,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, ByteView, MAX_INLINE_VIEW_LEN, StringViewArray,
 };
+use arrow::buffer::Buffer;
 use arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -31,14 +32,56 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// `icontains(text, words)`: whether `text` holds `words` (lower-case ASCII), ignoring case.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct IContains {
     signature: Signature,
+    /// The matches found in string-view buffers, for the calls the optimizer rule makes (one
+    /// instance per expression of a query): every batch of a dictionary-encoded column points
+    /// into the same dictionary, searched once here.
+    kept: Option<Kept>,
+}
+
+impl PartialEq for IContains {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl Eq for IContains {}
+
+impl std::hash::Hash for IContains {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
 }
 
 impl IContains {
+    /// The function as registered: searches each batch afresh.
     pub fn udf() -> Arc<ScalarUDF> {
-        Arc::new(ScalarUDF::from(Self { signature: Signature::string(2, Volatility::Immutable) }))
+        Arc::new(ScalarUDF::from(Self { signature: Signature::string(2, Volatility::Immutable), kept: None }))
+    }
+
+    /// The function for one expression of one query: keeps what it found in buffers.
+    fn udf_for_expression() -> Arc<ScalarUDF> {
+        let kept = Some(Kept::default());
+        Arc::new(ScalarUDF::from(Self { signature: Signature::string(2, Volatility::Immutable), kept }))
+    }
+}
+
+/// Buffers searched, with where the needle starts in each (`None`: not ASCII). An entry holds
+/// its buffer, so no other buffer can take its address while it is here.
+#[derive(Default)]
+struct Kept(std::sync::Mutex<std::collections::VecDeque<(Buffer, String, Starts)>>);
+
+/// Where the needle starts in a buffer; `None` when the buffer is not ASCII.
+type Starts = Option<Arc<[u32]>>;
+
+/// Buffers kept per expression (a row group's dictionary or a page each).
+const KEPT_BUFFERS: usize = 16;
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
     }
 }
 
@@ -66,7 +109,7 @@ impl ScalarUDFImpl for IContains {
             }
             _ => return exec_err!("icontains: the words must be a text literal"),
         };
-        let matcher = Matcher::new(&words);
+        let matcher = Matcher::new(&words).keeping(self.kept.as_ref());
         match text {
             ColumnarValue::Array(array) => Ok(ColumnarValue::Array(matcher.array(array)?)),
             ColumnarValue::Scalar(scalar) => {
@@ -81,17 +124,41 @@ impl ScalarUDFImpl for IContains {
 const BYTES_PER_VALUE: usize = 256;
 
 /// The search for one lower-case ASCII needle.
-struct Matcher {
+struct Matcher<'a> {
     /// Lower-case ASCII.
     needle: String,
+    kept: Option<&'a Kept>,
     /// A case-insensitive expression for values that are not ASCII, as Arrow's `ILIKE`
     /// uses; made the first time such a value comes (most batches have none).
     unicode: std::cell::OnceCell<regex::Regex>,
 }
 
-impl Matcher {
+impl<'a> Matcher<'a> {
     fn new(words: &str) -> Self {
-        Self { needle: words.to_owned(), unicode: std::cell::OnceCell::new() }
+        Self { needle: words.to_owned(), kept: None, unicode: std::cell::OnceCell::new() }
+    }
+
+    fn keeping(mut self, kept: Option<&'a Kept>) -> Self {
+        self.kept = kept;
+        self
+    }
+
+    /// Where the needle starts in `buffer`, `None` when it is not ASCII; from `kept` when
+    /// this buffer was searched before.
+    fn buffer_matches(&self, buffer: &Buffer) -> Starts {
+        let Some(kept) = self.kept else {
+            return buffer.is_ascii().then(|| self.matches(buffer.as_slice()).map(|at| at as u32).collect());
+        };
+        let mut kept = kept.0.lock().expect("icontains buffers");
+        if let Some((_, _, starts)) = kept.iter().find(|(b, n, _)| b.ptr_eq(buffer) && *n == self.needle) {
+            return starts.clone();
+        }
+        let starts: Starts = buffer.is_ascii().then(|| self.matches(buffer.as_slice()).map(|at| at as u32).collect());
+        if kept.len() == KEPT_BUFFERS {
+            kept.pop_front();
+        }
+        kept.push_back((buffer.clone(), self.needle.clone(), starts.clone()));
+        starts
     }
 
     /// Whether `value` holds the needle, ignoring case. An ASCII value is searched for the
@@ -107,7 +174,7 @@ impl Matcher {
     }
 
     /// Where the needle starts in ASCII `hay`, ignoring case, in order.
-    fn matches<'a>(&'a self, hay: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    fn matches<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = usize> + 'h {
         let needle = self.needle.as_bytes();
         let (first, rest) = needle.split_first().map_or((0, &[][..]), |(f, r)| (*f, r));
         let candidates = hay.len().checked_sub(needle.len()).map_or(&[][..], |last| &hay[..=last]);
@@ -115,41 +182,29 @@ impl Matcher {
             .filter(move |&at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
     }
 
-    /// String views: the bytes of each data buffer that values use searched once, each value
-    /// answered from the matches in its buffer; `None` when that does not pay or does not hold
-    /// (bytes that are not ASCII, or more than [`BYTES_PER_VALUE`] bytes to search per value).
+    /// String views: each data buffer that values use searched once (once per query when
+    /// kept), each value answered from the matches in its buffer; `None` when that does not
+    /// hold or pay (a buffer that is not ASCII, or more than [`BYTES_PER_VALUE`] bytes to
+    /// search per value when nothing is kept).
     fn views(&self, array: &StringViewArray) -> Option<Result<BooleanArray>> {
         let needle = self.needle.len();
         let buffers = array.data_buffers();
-        // The part of each buffer that values use (a batch uses part of a page's buffer).
-        let mut spans = vec![(u32::MAX, 0u32); buffers.len()];
+        let mut used = vec![false; buffers.len()];
         let mut in_buffers = 0;
         for (i, &raw) in array.views().iter().enumerate() {
-            let len = raw as u32;
-            if len > MAX_INLINE_VIEW_LEN && array.is_valid(i) {
-                let view = ByteView::from(raw);
-                let span = spans.get_mut(view.buffer_index as usize)?;
-                *span = (span.0.min(view.offset), span.1.max(view.offset.checked_add(len)?));
+            if raw as u32 > MAX_INLINE_VIEW_LEN && array.is_valid(i) {
+                *used.get_mut(ByteView::from(raw).buffer_index as usize)? = true;
                 in_buffers += 1;
             }
         }
-        // Each buffer's used bytes and where they start (an unused buffer: none).
-        let spans: Vec<(usize, &[u8])> = spans
-            .iter()
-            .zip(buffers)
-            .map(|(&(from, to), b)| b.get(from as usize..to as usize).map_or((0, &[][..]), |s| (from as usize, s)))
-            .collect();
-        let searched: usize = spans.iter().map(|(_, s)| s.len()).sum();
-        // Searching a byte costs well under a nanosecond, a value tens of nanoseconds: a batch's
-        // share of a dictionary of longer values is still cheaper to search whole.
-        if needle == 0
-            || searched > BYTES_PER_VALUE * in_buffers + (64 << 10)
-            || !spans.iter().all(|(_, s)| s.is_ascii())
-        {
+        let searched: usize = buffers.iter().zip(&used).filter(|(_, u)| **u).map(|(b, _)| b.len()).sum();
+        if needle == 0 || (self.kept.is_none() && searched > BYTES_PER_VALUE * in_buffers + (64 << 10)) {
             return None;
         }
-        let starts: Vec<Vec<u32>> =
-            spans.iter().map(|&(from, bytes)| self.matches(bytes).map(|at| (from + at) as u32).collect()).collect();
+        let mut starts = Vec::with_capacity(buffers.len());
+        for (buffer, used) in buffers.iter().zip(used) {
+            starts.push(if used { self.buffer_matches(buffer)? } else { Arc::from([]) });
+        }
         let mut out = BooleanBufferBuilder::new(array.len());
         for (i, &raw) in array.views().iter().enumerate() {
             let len = raw as u32 as usize;
@@ -225,7 +280,7 @@ fn rewrite(e: Expr) -> Transformed<Expr> {
     };
     let Some(words) = contained_words(p, escape_char.unwrap_or('\\')) else { return Transformed::no(e) };
     let call = Expr::ScalarFunction(ScalarFunction::new_udf(
-        IContains::udf(),
+        IContains::udf_for_expression(),
         vec![expr.as_ref().clone(), Expr::Literal(ScalarValue::Utf8(Some(words)), None)],
     ));
     Transformed::yes(if *negated { Expr::Not(Box::new(call)) } else { call })
@@ -331,11 +386,18 @@ mod tests {
             let views = array.as_string_view();
             let plain = StringArray::from_iter(views.iter());
             for words in ["/products/4523", "products/45", "4523", "o", "s/4", "45 200", "not there"] {
-                let matcher = Matcher::new(words);
-                let ours = matcher.views(views).expect("searched in the buffers").unwrap();
-                let pattern = StringArray::new_scalar(format!("%{words}%"));
-                let arrows = arrow::compute::kernels::comparison::ilike(&plain, &pattern).unwrap();
-                assert_eq!(ours, arrows, "{words} in {views:?}");
+                let kept = Kept::default();
+                // Twice with the buffers kept: the second answers from what the first found.
+                for matcher in [
+                    Matcher::new(words),
+                    Matcher::new(words).keeping(Some(&kept)),
+                    Matcher::new(words).keeping(Some(&kept)),
+                ] {
+                    let ours = matcher.views(views).expect("searched in the buffers").unwrap();
+                    let pattern = StringArray::new_scalar(format!("%{words}%"));
+                    let arrows = arrow::compute::kernels::comparison::ilike(&plain, &pattern).unwrap();
+                    assert_eq!(ours, arrows, "{words} in {views:?}");
+                }
             }
         }
     }
