@@ -264,8 +264,10 @@ impl QueryEngine {
                 // (`file://`), so that every read is counted.
                 let log_store = table.log_store();
                 ctx.runtime_env().register_object_store(log_store.root_url(), log_store.root_object_store(None));
-                let provider = table.table_provider().await.map_err(|e| QueryError::Storage(e.to_string()))?;
-                ctx.register_table(stream.as_str(), provider).map_err(QueryError::from_datafusion)?;
+                let provider = crate::narrowed::StreamTable::new(self.tables.clone(), stream.clone(), table)
+                    .await
+                    .map_err(|e| QueryError::Storage(e.to_string()))?;
+                ctx.register_table(stream.as_str(), Arc::new(provider)).map_err(QueryError::from_datafusion)?;
             }
         }
         if flavor == Flavor::Postgres && wants_catalog {

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod icontains;
+mod narrowed;
 pub mod output;
 pub mod postgres;
 pub mod search;

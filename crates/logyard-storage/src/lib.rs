@@ -7,6 +7,8 @@
 pub mod archive;
 pub mod aws;
 pub mod entry_log;
+mod files;
+pub mod ids;
 pub mod location;
 pub mod maintenance;
 pub mod metered;

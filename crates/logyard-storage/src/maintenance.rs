@@ -15,6 +15,7 @@ use serde::Serialize;
 use logyard_core::StreamName;
 
 use crate::StorageError;
+use crate::files::{files_of, read_footer};
 use crate::store::TABLES_DIR;
 use crate::tables::{Tables, writer_properties};
 
@@ -24,6 +25,9 @@ pub struct CompactReport {
     pub partitions: Vec<String>,
     pub files_removed: u64,
     pub files_added: u64,
+    /// Files given an identifier index ([`crate::ids`]): those compaction wrote, and any other
+    /// it will not merge again that had none.
+    pub files_indexed: u64,
 }
 
 /// What a retention run did to a table.
@@ -32,6 +36,8 @@ pub struct DropReport {
     pub files_removed: u64,
     pub rows_removed: Option<u64>,
     pub files_deleted: u64,
+    /// Identifier indexes deleted with the files they belonged to.
+    pub indexes_deleted: u64,
 }
 
 impl Tables {
@@ -41,24 +47,11 @@ impl Tables {
         stream: &StreamName,
         target_bytes: u64,
     ) -> Result<Vec<String>, StorageError> {
-        use arrow::array::{Array, AsArray};
-        use arrow::datatypes::Int64Type;
         let Some(table) = self.latest(stream).await? else { return Ok(Vec::new()) };
-        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
-        let actions = state.add_actions_table(true).map_err(StorageError::delta("reading the table's files"))?;
-        let (Some(sizes), Some(dates)) =
-            (actions.column_by_name("size_bytes"), actions.column_by_name("partition.date"))
-        else {
-            return Ok(Vec::new());
-        };
-        let sizes = sizes.as_primitive::<Int64Type>();
-        let dates = arrow::compute::cast(dates, &arrow::datatypes::DataType::Utf8)
-            .map_err(|e| StorageError::Build(e.to_string()))?;
-        let dates = dates.as_string::<i32>();
         let mut small: BTreeMap<String, usize> = BTreeMap::new();
-        for i in 0..actions.num_rows() {
-            if (sizes.value(i).max(0) as u64) < target_bytes / 2 && !dates.is_null(i) {
-                *small.entry(dates.value(i).to_owned()).or_default() += 1;
+        for file in files_of(&table)? {
+            if let Some(date) = file.date.filter(|_| file.size < target_bytes / 2) {
+                *small.entry(date).or_default() += 1;
             }
         }
         Ok(small.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d).collect())
@@ -104,6 +97,7 @@ impl Tables {
         if report.files_removed > 0 {
             self.checkpoint(stream).await;
         }
+        report.files_indexed = self.index_ids(stream, target_bytes).await?;
         Ok(report)
     }
 
@@ -129,8 +123,6 @@ impl Tables {
         table: &deltalake::DeltaTable,
         day: &str,
     ) -> Result<BTreeSet<String>, StorageError> {
-        use arrow::array::{Array, AsArray};
-        use arrow::datatypes::Int64Type;
         let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
         let schema = state.snapshot().arrow_schema();
         let settings = self.bloom_filters();
@@ -138,23 +130,10 @@ impl Tables {
         if !settings.detect {
             return Ok(columns);
         }
-        let actions = state.add_actions_table(true).map_err(StorageError::delta("reading the table's files"))?;
-        let (Some(paths), Some(sizes), Some(dates)) = (
-            actions.column_by_name("path"),
-            actions.column_by_name("size_bytes"),
-            actions.column_by_name("partition.date"),
-        ) else {
-            return Ok(columns);
-        };
-        let cast = |a| arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8);
-        let (paths, dates) = (cast(paths), cast(dates));
-        let (Ok(paths), Ok(dates)) = (paths, dates) else { return Ok(columns) };
-        let (paths, dates, sizes) =
-            (paths.as_string::<i32>(), dates.as_string::<i32>(), sizes.as_primitive::<Int64Type>());
-        let files = (0..actions.num_rows()).filter(|&i| dates.is_valid(i) && dates.value(i) == day).take(8);
-        for i in files {
-            let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", paths.value(i)));
-            let metadata = read_footer(self.storage().root_store().as_ref(), &path, sizes.value(i).max(0) as u64)
+        let files = files_of(table)?.into_iter().filter(|f| f.date.as_deref() == Some(day)).take(8);
+        for file in files {
+            let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
+            let metadata = read_footer(self.storage().root_store().as_ref(), &path, file.size)
                 .await
                 .map_err(|e| StorageError::Build(format!("reading the Parquet footer of {path}: {e}")))?;
             for row_group in metadata.row_groups() {
@@ -189,6 +168,7 @@ impl Tables {
             files_removed: metrics.num_removed_files as u64,
             rows_removed: metrics.num_deleted_rows.map(|n| n as u64),
             files_deleted: 0,
+            indexes_deleted: 0,
         };
         let (table, vacuum) = table
             .vacuum()
@@ -197,31 +177,59 @@ impl Tables {
             .await
             .map_err(StorageError::delta("vacuuming"))?;
         report.files_deleted = vacuum.files_deleted.len() as u64;
-        *guard = Some(table);
+        *guard = Some(table.clone());
+        drop(guard);
+        report.indexes_deleted = self.forget_ids(stream, &table, keep).await?;
         Ok(report)
     }
 }
 
-/// The footer of a Parquet file of `size` bytes: its last 64 KiB, and more when the footer is
-/// longer.
-async fn read_footer(
-    store: &dyn object_store::ObjectStore,
-    path: &object_store::path::Path,
-    size: u64,
-) -> Result<parquet::file::metadata::ParquetMetaData, Box<dyn std::error::Error + Send + Sync>> {
-    use object_store::ObjectStoreExt;
-    use parquet::errors::ParquetError;
-    use parquet::file::metadata::ParquetMetaDataReader;
-    let mut reader = ParquetMetaDataReader::new();
-    let mut tail = size.min(64 << 10);
-    loop {
-        let bytes = store.get_range(path, size - tail..size).await?;
-        match reader.try_parse_sized(&bytes, size) {
-            Ok(()) => return Ok(reader.finish()?),
-            Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail && (needed as u64) <= size => {
-                tail = needed as u64;
+impl Tables {
+    /// Writes the identifier index of each file that has none and that compaction will not
+    /// merge again (its day has at most one file under half of `target_bytes`); returns how many.
+    pub async fn index_ids(&self, stream: &StreamName, target_bytes: u64) -> Result<u64, StorageError> {
+        let unsettled: BTreeSet<String> = self.partitions_to_compact(stream, target_bytes).await?.into_iter().collect();
+        let Some(table) = self.latest(stream).await? else { return Ok(0) };
+        let dir = self.ids_dir(stream);
+        let indexed: BTreeSet<String> = dir.list().await?.into_iter().map(|(f, _)| f).collect();
+        let store = self.storage().root_store();
+        let mut written = 0;
+        for file in files_of(&table)? {
+            if indexed.contains(&file.path) || file.date.as_ref().is_some_and(|d| unsettled.contains(d)) {
+                continue;
             }
-            Err(e) => return Err(e.into()),
+            let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
+            if let Some(bytes) = crate::ids::build(store.clone(), path, file.size).await? {
+                dir.put(&file.path, bytes).await?;
+                written += 1;
+            }
         }
+        if written > 0 {
+            // Queries of this version listed the indexes before these.
+            self.ids().forget_listing(stream);
+        }
+        Ok(written)
+    }
+
+    /// Deletes the identifier indexes of files `table` no longer has, once older than `keep`
+    /// (an index of a file a newer commit added may be younger); returns how many.
+    async fn forget_ids(
+        &self,
+        stream: &StreamName,
+        table: &deltalake::DeltaTable,
+        keep: Duration,
+    ) -> Result<u64, StorageError> {
+        use object_store::ObjectStoreExt;
+        let live: BTreeSet<String> = files_of(table)?.into_iter().map(|f| f.path).collect();
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let store = self.storage().root_store();
+        let mut deleted = 0;
+        for (file, meta) in self.ids_dir(stream).list().await? {
+            if !live.contains(&file) && meta.last_modified <= cutoff {
+                store.delete(&meta.location).await.map_err(StorageError::from_store("deleting an identifier index"))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }

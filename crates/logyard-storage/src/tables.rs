@@ -93,11 +93,17 @@ pub struct Tables {
     storage: Storage,
     cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
     bloom_filters: BloomFilters,
+    ids: crate::ids::IdCache,
 }
 
 impl Tables {
     pub fn new(storage: Storage) -> Self {
-        Self { storage, cache: Mutex::new(HashMap::new()), bloom_filters: BloomFilters::default() }
+        Self {
+            storage,
+            cache: Mutex::new(HashMap::new()),
+            bloom_filters: BloomFilters::default(),
+            ids: Default::default(),
+        }
     }
 
     /// Sets which columns get bloom filters (default: identifier-like text columns).
@@ -108,6 +114,28 @@ impl Tables {
 
     pub(crate) fn bloom_filters(&self) -> &BloomFilters {
         &self.bloom_filters
+    }
+
+    /// The identifier indexes read so far.
+    pub(crate) fn ids(&self) -> &crate::ids::IdCache {
+        &self.ids
+    }
+
+    /// Where the identifier indexes of a stream's table are kept.
+    pub(crate) fn ids_dir(&self, stream: &StreamName) -> crate::ids::IdsDir {
+        crate::ids::IdsDir::new(self.storage.root_store(), &self.storage.path(&format!("{TABLES_DIR}/{stream}")))
+    }
+
+    /// The files of `table` (a version of the stream's table; paths relative to it) that may
+    /// hold a row whose column is one of the values, for every `(column, value hashes)`
+    /// ([`crate::ids::hash`]), by their identifier indexes; `None` when none is ruled out.
+    pub async fn narrow(
+        &self,
+        stream: &StreamName,
+        table: &DeltaTable,
+        needles: &[(String, Vec<u64>)],
+    ) -> Result<Option<Vec<String>>, StorageError> {
+        self.ids.admitted(&self.ids_dir(stream), stream, table, needles).await
     }
 
     pub fn storage(&self) -> &Storage {
@@ -371,6 +399,7 @@ pub(crate) fn writer_properties(
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
         .set_column_encoding(ColumnPath::from(TIMESTAMP_COLUMN), Encoding::DELTA_BINARY_PACKED);
     let schema = sample.map(RecordBatch::schema);
@@ -407,6 +436,12 @@ pub(crate) fn writer_properties(
     }
     builder.build()
 }
+
+/// Rows per Parquet row group. A query for one id or one hour reads the row groups its
+/// statistics and bloom filters admit, each column's dictionary page whole: at 128 Ki rows
+/// (arrow-rs writes 1 Mi) a needle decodes an eighth of the dictionaries, and statistics narrow
+/// an hour of a day to one or two row groups, for about 3 % more bytes (BENCHMARKS.md, "Needles").
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Values looked at to tell a mostly-distinct column.
 const SAMPLE: usize = 4096;

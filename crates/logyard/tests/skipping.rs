@@ -136,10 +136,12 @@ async fn compaction_keeps_the_detected_and_the_configured_bloom_filters() {
     assert!(names.iter().any(|n| n.ends_with(".checkpoint.parquet")), "{names:?}");
 
     // One file, one row group: its statistics admit every id and status of the day, its
-    // filters only those present.
+    // filters only those present. An absent order id is ruled out before the file is opened,
+    // by the identifier index compaction wrote beside it (`an_identifier_index_...` below).
+    let plan = analyze(&server, "SELECT * FROM shop WHERE order_id = 'o-0043-3'").await;
+    assert!(plan.contains("EmptyExec") && !plan.contains("files_opened"), "{plan}");
     for (sql, matched) in [
         ("SELECT * FROM shop WHERE order_id = 'o-0042-3'", 1),
-        ("SELECT * FROM shop WHERE order_id = 'o-0043-3'", 0),
         ("SELECT * FROM shop WHERE status = 201", 0),
         ("SELECT * FROM shop WHERE status = 202 LIMIT 1", 1),
     ] {
@@ -188,6 +190,103 @@ async fn free_text_runs_as_a_substring_search_with_ilike_s_answers() {
         .await
         .unwrap();
     assert_eq!(search["events"].as_array().map(Vec::len), Some(4), "{search}");
+}
+
+/// `n` events on the day `days_ago` days before today, each with an id that looks random (so
+/// that every file's min and max span nearly all ids, and only a filter tells files apart).
+fn random_ids(days_ago: u64, part: u64, n: u64) -> String {
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(days_ago);
+    (0..n)
+        .map(|i| {
+            let id = trace_id(days_ago, part * n + i);
+            format!(
+                "{{\"timestamp\":\"{day}T{:02}:{:02}:00Z\",\"trace_id\":\"{id}\",\"message\":\"hop {i}\"}}\n",
+                part,
+                i % 60
+            )
+        })
+        .collect()
+}
+
+/// The trace id of event `i` of the day `days_ago` (splitmix64 of both).
+fn trace_id(days_ago: u64, i: u64) -> String {
+    let mut z = (days_ago << 32 | i).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", z ^ (z >> 31))
+}
+
+/// The files a plan opened (`files_opened` of its Parquet scans, 0 without one).
+fn files_opened(plan: &str) -> u64 {
+    plan.match_indices("files_opened=")
+        .map(|(at, m)| {
+            plan[at + m.len()..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// Compaction writes an identifier index beside each file it writes; a query for one id opens
+/// only the files whose index may hold it (Delta statistics and bloom filters alone would open
+/// every file: the ids are random), returns the rows a full scan returns, and retention deletes
+/// the indexes of the files it drops.
+#[tokio::test]
+async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec::local(dir.path()).env("LOGYARD_COMPACTION_INTERVAL", "0s");
+    let server = spec.start();
+    let days = [10u64, 2, 1];
+    for days_ago in days {
+        for part in 0..2 {
+            assert_eq!(ingest(&server, "shop", random_ids(days_ago, part, 150), "?ack=commit").await.0, 200);
+        }
+    }
+    let (code, out, err) = cli(&["compact", "--storage", &spec.storage], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["compacted"][0]["files_indexed"], 3, "{report}");
+    let ids = std::path::Path::new(&spec.storage).join("tables/shop/_logyard_ids");
+    let indexes = |day: u64| {
+        let day = chrono::Utc::now().date_naive() - chrono::Days::new(day);
+        std::fs::read_dir(ids.join(format!("date={day}"))).map(|d| d.count()).unwrap_or(0)
+    };
+    assert_eq!(days.map(indexes), [1, 1, 1]);
+
+    let needle = format!("SELECT trace_id, message FROM shop WHERE trace_id = '{}'", trace_id(2, 42));
+    let unnarrowed = format!("{needle} AND concat(trace_id, '') = '{}'", trace_id(2, 42));
+    // Without the index every file is opened (statistics admit the id everywhere).
+    assert_eq!(
+        files_opened(
+            &analyze(&server, &format!("SELECT * FROM shop WHERE concat(trace_id, '') = '{}'", trace_id(2, 42))).await
+        ),
+        3
+    );
+    assert_eq!(files_opened(&analyze(&server, &needle).await), 1);
+    let found = rows(&server, &needle).await;
+    assert_eq!(found, rows(&server, &unnarrowed).await);
+    assert_eq!(found, vec![serde_json::json!({"trace_id": trace_id(2, 42), "message": "hop 42"})]);
+    let both =
+        format!("SELECT count(*) AS n FROM shop WHERE trace_id IN ('{}', '{}')", trace_id(10, 7), trace_id(1, 299));
+    assert_eq!(files_opened(&analyze(&server, &both).await), 2);
+    assert_eq!(count(&server, &both).await, 2);
+    let absent = "SELECT count(*) AS n FROM shop WHERE trace_id = 'not-an-id'";
+    assert_eq!(files_opened(&analyze(&server, absent).await), 0);
+    assert_eq!(count(&server, absent).await, 0);
+    // Once read, the indexes and the footers are cached: the needle reads one file's filter
+    // and data, in a few requests (a bloom filter, the id column, the other columns).
+    let before = reads(&server).await;
+    assert_eq!(rows(&server, &needle).await, found);
+    let needle_reads = reads(&server).await - before;
+    assert!((1.0..=5.0).contains(&needle_reads), "{needle_reads}");
+
+    // Retention drops the oldest day's file, and its index with it.
+    let env = [
+        ("LOGYARD_RETENTION_DAYS".to_owned(), "7".to_owned()),
+        ("LOGYARD_RETENTION_VACUUM_KEEP".to_owned(), "0s".to_owned()),
+    ];
+    let (code, out, err) = cli(&["retention", "run", "--storage", &spec.storage], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(days.map(indexes), [0, 1, 1]);
+    assert_eq!(rows(&server, &needle).await, found);
 }
 
 /// `sql` run with `token`: the status and the body.

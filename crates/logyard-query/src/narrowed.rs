@@ -1,0 +1,159 @@
+//! A stream's table as queries scan it: the Delta table, whose files the identifier indexes
+//! (`logyard_storage::ids`) narrow for `column = 'id'` and `column IN (...)` before any is
+//! opened. Delta's statistics and Parquet's bloom filters then skip what they can in the files
+//! left, as for any other query.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{DataFusionError, ScalarValue, Statistics};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTable;
+
+use logyard_core::StreamName;
+use logyard_storage::Tables;
+use logyard_storage::ids::hash;
+
+#[derive(Debug)]
+pub(crate) struct StreamTable {
+    tables: Arc<Tables>,
+    stream: StreamName,
+    table: DeltaTable,
+    inner: Arc<dyn TableProvider>,
+}
+
+impl StreamTable {
+    pub(crate) async fn new(
+        tables: Arc<Tables>,
+        stream: StreamName,
+        table: DeltaTable,
+    ) -> Result<Self, DataFusionError> {
+        let inner = table.table_provider().await?;
+        Ok(Self { tables, stream, table, inner })
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let needles = needles(filters);
+        if !needles.is_empty() {
+            let admitted = self
+                .tables
+                .narrow(&self.stream, &self.table, &needles)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            if let Some(files) = admitted {
+                let narrowed = self.table.table_provider().with_file_paths(files).await?;
+                return narrowed.scan(state, projection, filters, limit).await;
+            }
+        }
+        self.inner.scan(state, projection, filters, limit).await
+    }
+}
+
+/// The `(column, hashes of its wanted values)` of the filters that are `column = 'text'`,
+/// `column IN ('text', ...)` or a disjunction of those on one column: a row can match only
+/// with one of those values.
+fn needles(filters: &[Expr]) -> Vec<(String, Vec<u64>)> {
+    filters.iter().filter_map(needle).collect()
+}
+
+fn needle(filter: &Expr) -> Option<(String, Vec<u64>)> {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            let (c, v) = match (column(left), text(right)) {
+                (Some(c), Some(v)) => (c, v),
+                _ => (column(right)?, text(left)?),
+            };
+            Some((c, vec![hash(v.as_bytes())]))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let ((a, mut x), (b, y)) = (needle(left)?, needle(right)?);
+            (a == b).then(|| {
+                x.extend(y);
+                (a, x)
+            })
+        }
+        Expr::InList(list) if !list.negated => {
+            let values: Option<Vec<u64>> = list.list.iter().map(|v| text(v).map(|v| hash(v.as_bytes()))).collect();
+            Some((column(&list.expr)?, values?))
+        }
+        _ => None,
+    }
+}
+
+fn column(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Column(c) => Some(c.name.clone()),
+        _ => None,
+    }
+}
+
+fn text(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v)) | ScalarValue::LargeUtf8(Some(v)),
+            _,
+        ) => Some(v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn equalities_and_lists_of_text_are_needles() {
+        let got = needles(&[
+            col("order_id").eq(lit("o-1")),
+            lit("t-1").eq(col("trace_id")),
+            col("customer_id").in_list(vec![lit("c-1"), lit("c-2")], false),
+            col("session_id").in_list(vec![lit("s-1")], true),
+            col("status").eq(lit(500)),
+            col("path").not_eq(lit("/")),
+            col("route").in_list(vec![lit("/a"), col("path")], false),
+            col("request_id").eq(lit("r-1")).or(col("request_id").eq(lit("r-2"))),
+            col("request_id").eq(lit("r-1")).or(col("path").eq(lit("/"))),
+        ]);
+        let want = vec![
+            ("order_id".to_owned(), vec![hash(b"o-1")]),
+            ("trace_id".to_owned(), vec![hash(b"t-1")]),
+            ("customer_id".to_owned(), vec![hash(b"c-1"), hash(b"c-2")]),
+            ("request_id".to_owned(), vec![hash(b"r-1"), hash(b"r-2")]),
+        ];
+        assert_eq!(got, want);
+    }
+}
