@@ -9,8 +9,10 @@ query.py over --events generated events spread over --days days, after compactio
   before each request (S3's time to first byte in the region), counts the requests by kind
   and answers the Parquet files' GETs itself from s3s-fs's directory (s3proxy.py says why);
   cold and hot as above, and the GET/HEAD/LIST requests of one hot run.
-- Sizes: the bytes of the table's files (those its Delta log lists) and of their bloom filters
-  (from the Parquet footers, read by DuckDB), per column.
+- The order and trace id questions again with the identifier indexes (`_logyard_ids/`) set
+  aside, locally and on S3: what the Parquet footers' bloom filters alone do.
+- Sizes: the bytes of the table's files (those its Delta log lists), of their bloom filters
+  (from the Parquet footers, read by DuckDB), per column, and of the identifier indexes.
 
 Usage: python scripts/bench/needles.py [--events N] [--days D] [--hot K] [--latency-ms MS] [--workdir DIR]
 (run through scripts/bench/run.sh needles; S3 needs s3s-fs from scripts/test.sh)
@@ -102,6 +104,14 @@ def main():
     env = {"LOGYARD_QUERY_TIMEOUT": "10m", "LOGYARD_QUERY_MEMORY_LIMIT": str(8 << 30)}
     data, load_report = loaded(workdir, ndjson, env)
     table = data / "tables" / "storefront"
+    # Compaction writes the identifier index of each file it leaves (and of any without one).
+    t = time.perf_counter()
+    compacted = subprocess.run([release_bin("logyard"), "compact", "--storage", str(data)], check=True,
+                               capture_output=True, text=True, env=dict(os.environ, **env))
+    index_s = time.perf_counter() - t
+    indexed = sum(c.get("files_indexed", 0) for c in json.loads(compacted.stdout)["compacted"])
+    ids_dir = table / "_logyard_ids"
+    index_bytes = sum(p.stat().st_size for p in ids_dir.rglob("*.ids"))
     picked = json.loads(subprocess.run([sys.executable, "-c", PICK_SCRIPT, str(table)], check=True, capture_output=True,
                                        text=True).stdout)
     table_bytes = picked["table_bytes"]
@@ -120,14 +130,18 @@ def main():
     duck_sql = dict(questions)
     duck_sql.update(DUCKDB_SQL)
 
-    results = {}
-    for name, sql in questions.items():
+    def local(sql):
         p, url = serve(data, env)
         try:
             cold, nbytes = post_query(url, sql)
             hot = [post_query(url, sql)[0] for _ in range(args.hot)]
         finally:
             stop(p)
+        return cold, hot, nbytes
+
+    results = {}
+    for name, sql in questions.items():
+        cold, hot, nbytes = local(sql)
         duck = duckdb(table, duck_sql[name], args.hot)
         results[name] = {
             "logyard_cold_ms": round(cold * 1000, 1),
@@ -139,6 +153,17 @@ def main():
             "duckdb_rows": duck["rows"],
             "logyard_arrow_bytes": nbytes,
         }
+    # The needles again with the identifier indexes set aside: the footers' bloom filters alone.
+    needles = [n for n in questions if n.startswith(("one order id", "one trace id"))]
+    aside = data / "ids-aside"
+    ids_dir.rename(aside)
+    try:
+        for name in needles:
+            cold, hot, _ = local(questions[name])
+            results[name]["logyard_no_index_cold_ms"] = round(cold * 1000, 1)
+            results[name]["logyard_no_index_hot_median_ms"] = round(statistics.median(hot) * 1000, 1)
+    finally:
+        aside.rename(ids_dir)
 
     # The same table in S3 (s3s-fs), behind the latency proxy.
     s3, s3_port, root = start_s3s(workdir)
@@ -149,7 +174,7 @@ def main():
         wal = Path(workdir) / "needles-s3-wal"
         shutil.rmtree(wal, ignore_errors=True)
         wal.mkdir()
-        for name, sql in questions.items():
+        def on_s3(sql):
             p, url = serve(wal, s3_env, storage="s3://bench/logs")
             try:
                 before = proxy.snapshot()
@@ -162,10 +187,14 @@ def main():
                     hot_requests.append(proxy.since(before))
             finally:
                 stop(p)
-            results[name]["s3_cold_ms"] = round(cold * 1000, 1)
-            results[name]["s3_hot_median_ms"] = round(statistics.median(hot) * 1000, 1)
-            results[name]["s3_cold_requests"] = cold_requests
-            results[name]["s3_hot_requests"] = hot_requests[len(hot_requests) // 2]
+            return {"s3_cold_ms": round(cold * 1000, 1), "s3_hot_median_ms": round(statistics.median(hot) * 1000, 1),
+                    "s3_cold_requests": cold_requests, "s3_hot_requests": hot_requests[len(hot_requests) // 2]}
+
+        for name, sql in questions.items():
+            results[name].update(on_s3(sql))
+        shutil.rmtree(root / "bench" / "logs" / "tables" / "storefront" / "_logyard_ids")
+        for name in needles:
+            results[name].update({f"{k}_no_index": v for k, v in on_s3(questions[name]).items()})
     finally:
         s3.terminate()
         shutil.rmtree(root, ignore_errors=True)
@@ -175,6 +204,8 @@ def main():
         "events": args.events, "days": args.days, "latency_ms": args.latency_ms, "load": load_report,
         "files": picked["files"], "row_groups": picked["row_groups"], "table_bytes": table_bytes,
         "bloom_bytes": picked["bloom_bytes"], "bloom_share": round(bloom_bytes / table_bytes, 4),
+        "index_files": indexed, "index_s": round(index_s, 1), "index_bytes": index_bytes,
+        "index_share": round(index_bytes / table_bytes, 4),
         "picked": {k: picked[k] for k in ("order", "trace", "phrase")}, "queries": results,
     }, indent=2))
 

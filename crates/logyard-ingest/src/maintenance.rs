@@ -57,7 +57,8 @@ pub struct StreamCompaction {
     pub report: CompactReport,
 }
 
-/// Compacts every stream (or the ones given); returns the streams where files were merged.
+/// Compacts every stream (or the ones given); returns the streams where files were merged or
+/// indexed.
 pub async fn compact_streams(
     tables: &Tables,
     streams: Option<Vec<StreamName>>,
@@ -70,8 +71,8 @@ pub async fn compact_streams(
     let mut out = Vec::new();
     for stream in streams {
         let report = tables.compact(&stream, None, target_bytes).await?;
-        if report.files_removed > 0 {
-            tracing::info!(%stream, partitions = ?report.partitions, removed = report.files_removed, added = report.files_added, "compacted");
+        if report.files_removed > 0 || report.files_indexed > 0 {
+            tracing::info!(%stream, partitions = ?report.partitions, removed = report.files_removed, added = report.files_added, indexed = report.files_indexed, "compacted");
             out.push(StreamCompaction { stream: stream.to_string(), report });
         }
     }

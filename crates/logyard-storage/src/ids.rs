@@ -203,9 +203,9 @@ impl IdsDir {
     }
 }
 
-/// Reads the columns of `file` that have bloom filters and encodes their index (`None`: the
-/// file has no such column).
-pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result<Option<Vec<u8>>, StorageError> {
+/// Reads the text columns of a data file that have bloom filters and encodes their index (of no
+/// column when it has none, so that the file is not read again for it).
+pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result<Vec<u8>, StorageError> {
     let failed = |e: parquet::errors::ParquetError| StorageError::Build(format!("indexing {path}: {e}"));
     let footer = read_footer(store.as_ref(), &path, size)
         .await
@@ -238,7 +238,7 @@ pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result
         })
         .collect();
     if names.is_empty() {
-        return Ok(None);
+        return Ok(FileIds::encode(&[]));
     }
     let mask = ProjectionMask::columns(schema, names.iter().map(String::as_str));
     let mut columns: Vec<(String, Vec<Vec<u64>>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
@@ -259,11 +259,7 @@ pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result
             columns[i].1.push(h);
         }
     }
-    Ok(Some(
-        tokio::task::spawn_blocking(move || FileIds::encode(&columns))
-            .await
-            .map_err(|e| StorageError::Build(e.to_string()))?,
-    ))
+    tokio::task::spawn_blocking(move || FileIds::encode(&columns)).await.map_err(|e| StorageError::Build(e.to_string()))
 }
 
 /// Ranges of one object, as the Parquet reader asks for them (its footer is read beforehand).

@@ -199,10 +199,8 @@ impl Tables {
                 continue;
             }
             let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
-            if let Some(bytes) = crate::ids::build(store.clone(), path, file.size).await? {
-                dir.put(&file.path, bytes).await?;
-                written += 1;
-            }
+            dir.put(&file.path, crate::ids::build(store.clone(), path, file.size).await?).await?;
+            written += 1;
         }
         if written > 0 {
             // Queries of this version listed the indexes before these.
