@@ -1,14 +1,19 @@
-//! A stream's table as queries scan it: the Delta table, whose files the identifier indexes
-//! (`logyard_storage::ids`) narrow for `column = 'id'` and `column IN (...)` before any is
-//! opened. Delta's statistics and Parquet's bloom filters then skip what they can in the files
-//! left, as for any other query.
+//! A stream's table as queries scan it: the Delta table, whose files and row groups the
+//! identifier indexes (`logyard_storage::ids`) narrow for `column = 'id'` and `column IN (...)`
+//! before any file is opened. Delta's statistics and Parquet's bloom filters then skip what they
+//! can in what is left, as for any other query.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, ScalarValue, Statistics};
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -72,13 +77,66 @@ impl TableProvider for StreamTable {
                 .narrow(&self.stream, &self.table, &needles)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            if let Some(files) = admitted {
-                let narrowed = self.table.table_provider().with_file_paths(files).await?;
-                return narrowed.scan(state, projection, filters, limit).await;
+            if let Some(narrowed) = admitted {
+                let plan = if narrowed.every_file {
+                    self.inner.scan(state, projection, filters, limit).await?
+                } else {
+                    let files = self.table.table_provider().with_file_paths(narrowed.files).await?;
+                    files.scan(state, projection, filters, limit).await?
+                };
+                return with_row_groups(plan, &narrowed.row_groups);
             }
         }
         self.inner.scan(state, projection, filters, limit).await
     }
+}
+
+/// `plan` with its Parquet scans reading, of the files in `row_groups` (paths relative to the
+/// table), only the row groups marked `true` (DataFusion's `ParquetAccessPlan` of a file): their
+/// bloom filters and data are not read either.
+fn with_row_groups(
+    plan: Arc<dyn ExecutionPlan>,
+    row_groups: &HashMap<String, Vec<bool>>,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    if row_groups.is_empty() {
+        return Ok(plan);
+    }
+    let access = |location: &str| {
+        let (_, mask) = row_groups.iter().find(|(file, _)| {
+            location.strip_suffix(file.as_str()).is_some_and(|dir| dir.is_empty() || dir.ends_with('/'))
+        })?;
+        let mut plan = ParquetAccessPlan::new_all(mask.len());
+        mask.iter().enumerate().filter(|(_, keep)| !**keep).for_each(|(i, _)| plan.skip(i));
+        Some(plan)
+    };
+    plan.transform_down(|node| {
+        let Some(config) =
+            node.downcast_ref::<DataSourceExec>().and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let mut config = config.clone();
+        config.file_groups = (config.file_groups.iter())
+            .map(|group| {
+                let files = group
+                    .iter()
+                    .cloned()
+                    .map(|mut file| {
+                        if let Some(plan) = access(file.object_meta.location.as_ref()) {
+                            file.extensions.insert(plan);
+                        }
+                        file
+                    })
+                    .collect();
+                match group.file_statistics(None) {
+                    Some(statistics) => FileGroup::new(files).with_statistics(Arc::new(statistics.clone())),
+                    None => FileGroup::new(files),
+                }
+            })
+            .collect();
+        Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
 }
 
 /// The `(column, hashes of its wanted values)` of the filters that are `column = 'text'`,

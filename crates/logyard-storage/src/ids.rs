@@ -134,16 +134,29 @@ impl FileIds {
     /// Whether the file may have a row whose `column` is one of `values` (hashed with
     /// [`hash`]); `None` when the file has no index of that column.
     pub fn may_contain(&self, column: &str, values: &[u64]) -> Option<bool> {
+        Some(self.row_groups(column, values)?.into_iter().any(|may| may))
+    }
+
+    /// For each row group, whether it may have a row whose `column` is one of `values`;
+    /// `None` when the file has no index of that column.
+    pub fn row_groups(&self, column: &str, values: &[u64]) -> Option<Vec<bool>> {
         let slots = self.columns.get(column)?;
-        Some(slots.iter().any(|slot| match slot {
-            Slot::Empty => false,
-            Slot::Unknown => true,
-            Slot::Filter { descriptor, fingerprints } => {
-                let filter =
-                    BinaryFuse8Ref::from_dma(&self.bytes[descriptor.clone()], &self.bytes[fingerprints.clone()]);
-                values.iter().any(|v| filter.contains(v))
-            }
-        }))
+        Some(
+            slots
+                .iter()
+                .map(|slot| match slot {
+                    Slot::Empty => false,
+                    Slot::Unknown => true,
+                    Slot::Filter { descriptor, fingerprints } => {
+                        let filter = BinaryFuse8Ref::from_dma(
+                            &self.bytes[descriptor.clone()],
+                            &self.bytes[fingerprints.clone()],
+                        );
+                        values.iter().any(|v| filter.contains(v))
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// The columns indexed.
@@ -324,6 +337,17 @@ struct CacheState {
     bytes: usize,
 }
 
+/// What the indexes left of a table's files for a query.
+#[derive(Debug, Clone)]
+pub struct Narrowed {
+    /// The files that may hold a wanted value (paths relative to the table).
+    pub files: Vec<String>,
+    /// Whether that is every file of the table.
+    pub every_file: bool,
+    /// For the files of which only some row groups may, whether each row group may.
+    pub row_groups: HashMap<String, Vec<bool>>,
+}
+
 /// A table version's data files (paths relative to the table) and those with an index.
 #[derive(Debug)]
 struct Listed {
@@ -340,15 +364,16 @@ const CACHE_BYTES: usize = 256 << 20;
 const LOAD_CONCURRENCY: usize = 16;
 
 impl IdCache {
-    /// The data files of `table` (paths relative to its root) that may hold a row whose column
-    /// is one of the values, for every `(column, value hashes)`; `None` when no file is ruled out.
+    /// The data files of `table` (paths relative to its root) and their row groups that may hold
+    /// a row whose column is one of the values, for every `(column, value hashes)`; `None` when
+    /// nothing is ruled out.
     pub async fn admitted(
         &self,
         dir: &IdsDir,
         stream: &StreamName,
         table: &DeltaTable,
         needles: &[(String, Vec<u64>)],
-    ) -> Result<Option<Vec<String>>, StorageError> {
+    ) -> Result<Option<Narrowed>, StorageError> {
         let listed = self.listed(dir, stream, table).await?;
         let wanted: Vec<(usize, Path)> = (listed.files.iter().enumerate())
             .filter(|(_, file)| listed.indexed.contains(*file))
@@ -359,16 +384,35 @@ impl IdCache {
             .map(|(i, path)| async move { self.load(dir.store.as_ref(), path).await.map(|ids| (i, ids)) });
         let loaded: Vec<(usize, Option<Arc<FileIds>>)> =
             futures::stream::iter(loads).buffer_unordered(LOAD_CONCURRENCY).try_collect().await?;
-        let mut keep = vec![true; listed.files.len()];
+        let mut masks: Vec<Option<Vec<bool>>> = vec![None; listed.files.len()];
         for (i, ids) in loaded {
-            if let Some(ids) = ids {
-                keep[i] = needles.iter().all(|(column, values)| ids.may_contain(column, values).unwrap_or(true));
+            let Some(ids) = ids else { continue };
+            for (column, values) in needles {
+                let Some(mask) = ids.row_groups(column, values) else { continue };
+                masks[i] = Some(match masks[i].take() {
+                    Some(before) => before.iter().zip(&mask).map(|(a, b)| *a && *b).collect(),
+                    None => mask,
+                });
             }
         }
-        if keep.iter().all(|&k| k) {
+        let rules_out = |mask: &Option<Vec<bool>>| mask.as_ref().is_some_and(|m| m.iter().any(|keep| !keep));
+        if !masks.iter().any(rules_out) {
             return Ok(None);
         }
-        Ok(Some(listed.files.iter().zip(keep).filter(|(_, k)| *k).map(|(f, _)| f.clone()).collect()))
+        let mut narrowed = Narrowed { files: Vec::new(), row_groups: HashMap::new(), every_file: true };
+        for (file, mask) in listed.files.iter().zip(masks) {
+            match mask {
+                Some(mask) if !mask.iter().any(|keep| *keep) => narrowed.every_file = false,
+                Some(mask) => {
+                    if mask.iter().any(|keep| !keep) {
+                        narrowed.row_groups.insert(file.clone(), mask);
+                    }
+                    narrowed.files.push(file.clone());
+                }
+                None => narrowed.files.push(file.clone()),
+            }
+        }
+        Ok(Some(narrowed))
     }
 
     /// The data files of `table`'s version and which of them have an index: listed once per

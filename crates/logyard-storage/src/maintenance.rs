@@ -77,7 +77,7 @@ impl Tables {
             self.refresh(stream, &mut guard).await?;
             let Some(table) = guard.clone() else { break };
             let blooms = self.day_bloom_columns(stream, &table, &day).await?;
-            let properties = writer_properties(None, blooms, false, self.bloom_filters().fpp);
+            let properties = writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows());
             let filters = [("date", FilterOp::Eq, FilterValue::Scalar(day.as_str()))];
             let (table, metrics) = table
                 .optimize()

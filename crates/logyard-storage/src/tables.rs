@@ -93,6 +93,7 @@ pub struct Tables {
     storage: Storage,
     cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
     bloom_filters: BloomFilters,
+    row_group_rows: usize,
     ids: crate::ids::IdCache,
 }
 
@@ -102,6 +103,7 @@ impl Tables {
             storage,
             cache: Mutex::new(HashMap::new()),
             bloom_filters: BloomFilters::default(),
+            row_group_rows: ROW_GROUP_ROWS,
             ids: Default::default(),
         }
     }
@@ -110,6 +112,16 @@ impl Tables {
     pub fn with_bloom_filters(mut self, bloom_filters: BloomFilters) -> Self {
         self.bloom_filters = bloom_filters;
         self
+    }
+
+    /// Rows per Parquet row group of the files written from now on.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = rows.max(1);
+        self
+    }
+
+    pub(crate) fn row_group_rows(&self) -> usize {
+        self.row_group_rows
     }
 
     pub(crate) fn bloom_filters(&self) -> &BloomFilters {
@@ -126,15 +138,16 @@ impl Tables {
         crate::ids::IdsDir::new(self.storage.root_store(), &self.storage.path(&format!("{TABLES_DIR}/{stream}")))
     }
 
-    /// The files of `table` (a version of the stream's table; paths relative to it) that may
-    /// hold a row whose column is one of the values, for every `(column, value hashes)`
-    /// ([`crate::ids::hash`]), by their identifier indexes; `None` when none is ruled out.
+    /// The files of `table` (a version of the stream's table; paths relative to it), and
+    /// their row groups, that may hold a row whose column is one of the values, for every
+    /// `(column, value hashes)` ([`crate::ids::hash`]), by their identifier indexes; `None` when
+    /// nothing is ruled out.
     pub async fn narrow(
         &self,
         stream: &StreamName,
         table: &DeltaTable,
         needles: &[(String, Vec<u64>)],
-    ) -> Result<Option<Vec<String>>, StorageError> {
+    ) -> Result<Option<crate::ids::Narrowed>, StorageError> {
         self.ids.admitted(&self.ids_dir(stream), stream, table, needles).await
     }
 
@@ -280,10 +293,16 @@ impl Tables {
             };
             let rows = batches.iter().map(|b| b.num_rows()).sum();
             let properties = batches.first().map_or_else(
-                || writer_properties(None, BTreeSet::new(), false, self.bloom_filters.fpp),
+                || writer_properties(None, BTreeSet::new(), false, self.bloom_filters.fpp, self.row_group_rows),
                 |sample| {
                     let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
-                    writer_properties(Some(sample), blooms, self.bloom_filters.detect, self.bloom_filters.fpp)
+                    writer_properties(
+                        Some(sample),
+                        blooms,
+                        self.bloom_filters.detect,
+                        self.bloom_filters.fpp,
+                        self.row_group_rows,
+                    )
                 },
             );
             // delta-rs may retry a commit on a newer table version by itself. That is safe
@@ -390,6 +409,7 @@ pub(crate) fn writer_properties(
     mut blooms: BTreeSet<String>,
     detect: bool,
     fpp: f64,
+    row_group_rows: usize,
 ) -> WriterProperties {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
@@ -399,7 +419,7 @@ pub(crate) fn writer_properties(
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(row_group_rows))
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
         .set_column_encoding(ColumnPath::from(TIMESTAMP_COLUMN), Encoding::DELTA_BINARY_PACKED);
     let schema = sample.map(RecordBatch::schema);
@@ -437,11 +457,11 @@ pub(crate) fn writer_properties(
     builder.build()
 }
 
-/// Rows per Parquet row group. A query for one id or one hour reads the row groups its
+/// Rows per Parquet row group by default (`tables.row_group_rows`). A query for one id or one hour reads the row groups its
 /// statistics and bloom filters admit, each column's dictionary page whole: at 128 Ki rows
 /// (arrow-rs writes 1 Mi) a needle decodes an eighth of the dictionaries, and statistics narrow
 /// an hour of a day to one or two row groups, for about 3 % more bytes (BENCHMARKS.md, "Needles").
-pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Values looked at to tell a mostly-distinct column.
 const SAMPLE: usize = 4096;
@@ -685,7 +705,7 @@ mod tests {
             ("status", codes),
         ])
         .unwrap();
-        let props = writer_properties(Some(&batch), BTreeSet::from(["status".to_owned()]), true, 0.05);
+        let props = writer_properties(Some(&batch), BTreeSet::from(["status".to_owned()]), true, 0.05, ROW_GROUP_ROWS);
         let col = |n: &str| ColumnPath::from(n);
         assert!(!props.dictionary_enabled(&col("trace_id")));
         assert_eq!(props.encoding(&col("trace_id")), Some(Encoding::DELTA_LENGTH_BYTE_ARRAY));

@@ -406,6 +406,8 @@ pub struct TablesConfig {
     pub detect_identifiers: bool,
     /// The false-positive rate each filter is sized for (above 0, below 1).
     pub bloom_filter_fpp: f64,
+    /// Rows per Parquet row group (at least 1).
+    pub row_group_rows: usize,
 }
 
 impl Default for TablesConfig {
@@ -415,6 +417,7 @@ impl Default for TablesConfig {
             stream_bloom_filter_columns: BTreeMap::new(),
             detect_identifiers: true,
             bloom_filter_fpp: 0.05,
+            row_group_rows: logyard_storage::tables::ROW_GROUP_ROWS,
         }
     }
 }
@@ -886,6 +889,9 @@ impl Config {
         }
         if !(self.tables.bloom_filter_fpp > 0.0 && self.tables.bloom_filter_fpp < 1.0) {
             bail!("invalid configuration at `tables.bloom_filter_fpp`: must be above 0 and below 1");
+        }
+        if self.tables.row_group_rows == 0 {
+            bail!("invalid configuration at `tables.row_group_rows`: must be above 0");
         }
         if self.query.max_json_rows == 0 {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");

@@ -428,7 +428,9 @@ pub(crate) fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3O
 
 /// The stream tables in `storage`, written as `config` says.
 pub(crate) fn stream_tables(config: &Config, storage: Storage) -> Tables {
-    Tables::new(storage).with_bloom_filters(config.tables.bloom_filters())
+    Tables::new(storage)
+        .with_bloom_filters(config.tables.bloom_filters())
+        .with_row_group_rows(config.tables.row_group_rows)
 }
 
 pub(crate) async fn open_storage(

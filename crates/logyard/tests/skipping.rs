@@ -226,13 +226,16 @@ fn files_opened(plan: &str) -> u64 {
 }
 
 /// Compaction writes an identifier index beside each file it writes; a query for one id opens
-/// only the files whose index may hold it (Delta statistics and bloom filters alone would open
-/// every file: the ids are random), returns the rows a full scan returns, and retention deletes
-/// the indexes of the files it drops.
+/// only the files whose index may hold it, and reads only the row groups it may be in (Delta
+/// statistics and bloom filters alone would open every file: the ids are random), returns the
+/// rows a full scan returns, and retention deletes the indexes of the files it drops.
 #[tokio::test]
 async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = ServerSpec::local(dir.path()).env("LOGYARD_COMPACTION_INTERVAL", "0s");
+    // Row groups of 100 rows: each day's file has 3.
+    let spec = ServerSpec::local(dir.path())
+        .env("LOGYARD_COMPACTION_INTERVAL", "0s")
+        .env("LOGYARD_TABLES_ROW_GROUP_ROWS", "100");
     let server = spec.start();
     let days = [10u64, 2, 1];
     for days_ago in days {
@@ -240,7 +243,8 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
             assert_eq!(ingest(&server, "shop", random_ids(days_ago, part, 150), "?ack=commit").await.0, 200);
         }
     }
-    let (code, out, err) = cli(&["compact", "--storage", &spec.storage], &[]);
+    let rows_per_group = [("LOGYARD_TABLES_ROW_GROUP_ROWS".to_owned(), "100".to_owned())];
+    let (code, out, err) = cli(&["compact", "--storage", &spec.storage], &rows_per_group);
     assert_eq!(code, 0, "{out}{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["compacted"][0]["files_indexed"], 3, "{report}");
@@ -260,7 +264,12 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
         ),
         3
     );
-    assert_eq!(files_opened(&analyze(&server, &needle).await), 1);
+    let plan = analyze(&server, &needle).await;
+    assert_eq!(files_opened(&plan), 1, "{plan}");
+    // And of that file's 3 row groups only those the index admits (the one holding the id, and
+    // here one false positive in 256): only their bloom filters are read, one of which admits it.
+    let (read, matched) = pruning(&plan, "row_groups_pruned_bloom_filter");
+    assert!(read < 3 && matched == 1, "{plan}");
     let found = rows(&server, &needle).await;
     assert_eq!(found, rows(&server, &unnarrowed).await);
     assert_eq!(found, vec![serde_json::json!({"trace_id": trace_id(2, 42), "message": "hop 42"})]);
