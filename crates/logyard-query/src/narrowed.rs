@@ -21,7 +21,6 @@ use deltalake::DeltaTable;
 
 use logyard_core::StreamName;
 use logyard_storage::Tables;
-use logyard_storage::ids::hash;
 
 #[derive(Debug)]
 pub(crate) struct StreamTable {
@@ -139,21 +138,21 @@ fn with_row_groups(
     .map(|t| t.data)
 }
 
-/// The `(column, hashes of its wanted values)` of the filters that are `column = 'text'`,
+/// The `(column, wanted values)` of the filters that are `column = 'text'`,
 /// `column IN ('text', ...)` or a disjunction of those on one column: a row can match only
 /// with one of those values.
-fn needles(filters: &[Expr]) -> Vec<(String, Vec<u64>)> {
+fn needles(filters: &[Expr]) -> Vec<(String, Vec<String>)> {
     filters.iter().filter_map(needle).collect()
 }
 
-fn needle(filter: &Expr) -> Option<(String, Vec<u64>)> {
+fn needle(filter: &Expr) -> Option<(String, Vec<String>)> {
     match filter {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
             let (c, v) = match (column(left), text(right)) {
                 (Some(c), Some(v)) => (c, v),
                 _ => (column(right)?, text(left)?),
             };
-            Some((c, vec![hash(v.as_bytes())]))
+            Some((c, vec![v.to_owned()]))
         }
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
             let ((a, mut x), (b, y)) = (needle(left)?, needle(right)?);
@@ -163,7 +162,7 @@ fn needle(filter: &Expr) -> Option<(String, Vec<u64>)> {
             })
         }
         Expr::InList(list) if !list.negated => {
-            let values: Option<Vec<u64>> = list.list.iter().map(|v| text(v).map(|v| hash(v.as_bytes()))).collect();
+            let values: Option<Vec<String>> = list.list.iter().map(|v| text(v).map(str::to_owned)).collect();
             Some((column(&list.expr)?, values?))
         }
         _ => None,
@@ -207,10 +206,10 @@ mod tests {
             col("request_id").eq(lit("r-1")).or(col("path").eq(lit("/"))),
         ]);
         let want = vec![
-            ("order_id".to_owned(), vec![hash(b"o-1")]),
-            ("trace_id".to_owned(), vec![hash(b"t-1")]),
-            ("customer_id".to_owned(), vec![hash(b"c-1"), hash(b"c-2")]),
-            ("request_id".to_owned(), vec![hash(b"r-1"), hash(b"r-2")]),
+            ("order_id".to_owned(), vec!["o-1".to_owned()]),
+            ("trace_id".to_owned(), vec!["t-1".to_owned()]),
+            ("customer_id".to_owned(), vec!["c-1".to_owned(), "c-2".to_owned()]),
+            ("request_id".to_owned(), vec!["r-1".to_owned(), "r-2".to_owned()]),
         ];
         assert_eq!(got, want);
     }

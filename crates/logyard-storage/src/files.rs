@@ -11,12 +11,20 @@ pub(crate) struct DataFile {
 
 /// The data files of a table's version.
 pub(crate) fn files_of(table: &deltalake::DeltaTable) -> Result<Vec<DataFile>, StorageError> {
+    Ok(files_and_stats(table)?.0)
+}
+
+/// The data files of a table's version, and its add actions (`min.<column>`, `max.<column>`:
+/// the files' statistics), row for row.
+pub(crate) fn files_and_stats(
+    table: &deltalake::DeltaTable,
+) -> Result<(Vec<DataFile>, arrow::record_batch::RecordBatch), StorageError> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
     let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
     let actions = state.add_actions_table(true).map_err(StorageError::delta("reading the table's files"))?;
     let (Some(paths), Some(sizes)) = (actions.column_by_name("path"), actions.column_by_name("size_bytes")) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), actions));
     };
     let utf8 = |a: &arrow::array::ArrayRef| {
         arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).map_err(|e| StorageError::Build(e.to_string()))
@@ -25,13 +33,14 @@ pub(crate) fn files_of(table: &deltalake::DeltaTable) -> Result<Vec<DataFile>, S
     let dates = actions.column_by_name("partition.date").map(utf8).transpose()?;
     let (paths, sizes) = (paths.as_string::<i32>(), sizes.as_primitive::<Int64Type>());
     let dates = dates.as_ref().map(|d| d.as_string::<i32>());
-    Ok((0..actions.num_rows())
+    let files = (0..actions.num_rows())
         .map(|i| DataFile {
             path: paths.value(i).to_owned(),
             size: sizes.value(i).max(0) as u64,
             date: dates.filter(|d| d.is_valid(i)).map(|d| d.value(i).to_owned()),
         })
-        .collect())
+        .collect();
+    Ok((files, actions))
 }
 
 /// The footer of a Parquet file of `size` bytes: its last 64 KiB, and more when the footer is

@@ -30,7 +30,7 @@ use xorf::{BinaryFuse8, BinaryFuse8Ref, DmaSerializable, Filter, FilterRef};
 use logyard_core::StreamName;
 
 use crate::StorageError;
-use crate::files::{files_of, read_footer};
+use crate::files::{files_and_stats, read_footer};
 
 /// The directory of a table's identifier indexes, relative to the table's root.
 pub const IDS_DIR: &str = "_logyard_ids";
@@ -348,12 +348,39 @@ pub struct Narrowed {
     pub row_groups: HashMap<String, Vec<bool>>,
 }
 
-/// A table version's data files (paths relative to the table) and those with an index.
+/// A table version's data files (paths relative to the table), those with an index, and the
+/// files' statistics (the add actions, row for row).
 #[derive(Debug)]
 struct Listed {
     version: Option<u64>,
     files: Vec<String>,
     indexed: HashSet<String>,
+    stats: arrow::record_batch::RecordBatch,
+}
+
+impl Listed {
+    /// For each file, whether its min and max (when the log has them as text) admit a value of
+    /// every needle.
+    fn in_range(&self, needles: &[(String, Vec<String>)]) -> Vec<bool> {
+        let mut admitted = vec![true; self.files.len()];
+        let text = |name: String| {
+            let column = self.stats.column_by_name(&name)?;
+            arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).ok()
+        };
+        for (column, values) in needles {
+            let (Some(min), Some(max)) = (text(format!("min.{column}")), text(format!("max.{column}"))) else {
+                continue;
+            };
+            let (min, max) = (min.as_string::<i32>(), max.as_string::<i32>());
+            for (i, admit) in admitted.iter_mut().enumerate().take(min.len()) {
+                if min.is_valid(i) && max.is_valid(i) {
+                    let (low, high) = (min.value(i), max.value(i));
+                    *admit &= values.iter().any(|v| low <= v.as_str() && v.as_str() <= high);
+                }
+            }
+        }
+        admitted
+    }
 }
 
 /// Bytes of indexes kept in memory (at about 1.1 bytes per distinct id and row group, a month of
@@ -372,11 +399,17 @@ impl IdCache {
         dir: &IdsDir,
         stream: &StreamName,
         table: &DeltaTable,
-        needles: &[(String, Vec<u64>)],
+        needles: &[(String, Vec<String>)],
     ) -> Result<Option<Narrowed>, StorageError> {
         let listed = self.listed(dir, stream, table).await?;
+        // A file whose statistics in the Delta log leave out every value is not read by the
+        // scan anyway: its index is not loaded.
+        let in_range = listed.in_range(needles);
+        let needles: Vec<(&str, Vec<u64>)> = (needles.iter())
+            .map(|(column, values)| (column.as_str(), values.iter().map(|v| hash(v.as_bytes())).collect()))
+            .collect();
         let wanted: Vec<(usize, Path)> = (listed.files.iter().enumerate())
-            .filter(|(_, file)| listed.indexed.contains(*file))
+            .filter(|(i, file)| in_range[*i] && listed.indexed.contains(*file))
             .map(|(i, file)| (i, dir.path(file)))
             .collect();
         let loads = wanted
@@ -387,7 +420,7 @@ impl IdCache {
         let mut masks: Vec<Option<Vec<bool>>> = vec![None; listed.files.len()];
         for (i, ids) in loaded {
             let Some(ids) = ids else { continue };
-            for (column, values) in needles {
+            for (column, values) in &needles {
                 let Some(mask) = ids.row_groups(column, values) else { continue };
                 masks[i] = Some(match masks[i].take() {
                     Some(before) => before.iter().zip(&mask).map(|(a, b)| *a && *b).collect(),
@@ -424,9 +457,10 @@ impl IdCache {
         {
             return Ok(listed.clone());
         }
-        let files = files_of(table)?.into_iter().map(|f| f.path).collect();
+        let (files, stats) = files_and_stats(table)?;
+        let files = files.into_iter().map(|f| f.path).collect();
         let indexed = dir.list().await?.into_iter().map(|(file, _)| file).collect();
-        let listed = Arc::new(Listed { version, files, indexed });
+        let listed = Arc::new(Listed { version, files, indexed, stats });
         self.inner.lock().expect("id cache").listed.insert(stream.clone(), listed.clone());
         Ok(listed)
     }
@@ -488,6 +522,26 @@ mod tests {
         assert!(admitted < 200, "{admitted} of 10,000 absent ids admitted");
         // About 9 bits per distinct value.
         assert!(index.size() < 100_000 * 10 / 8 + 1_000, "{} bytes", index.size());
+    }
+
+    #[test]
+    fn only_files_whose_range_admits_a_value_have_their_index_loaded() {
+        use arrow::array::{ArrayRef, StringArray};
+        let text = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let stats = arrow::record_batch::RecordBatch::try_from_iter([
+            ("min.order_id", text(vec![Some("o-1"), Some("o-5"), None])),
+            ("max.order_id", text(vec![Some("o-4"), Some("o-9"), None])),
+        ])
+        .unwrap();
+        let files = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let listed = Listed { version: Some(1), files, indexed: HashSet::new(), stats };
+        let needles =
+            |column: &str, values: &[&str]| vec![(column.to_owned(), values.iter().map(|v| v.to_string()).collect())];
+        assert_eq!(listed.in_range(&needles("order_id", &["o-2"])), [true, false, true]);
+        assert_eq!(listed.in_range(&needles("order_id", &["o-2", "o-9"])), [true, true, true]);
+        assert_eq!(listed.in_range(&needles("order_id", &["o-0"])), [false, false, true]);
+        // No statistics of the column: every file may.
+        assert_eq!(listed.in_range(&needles("trace_id", &["t"])), [true, true, true]);
     }
 
     #[test]

@@ -140,13 +140,12 @@ impl Tables {
 
     /// The files of `table` (a version of the stream's table; paths relative to it), and
     /// their row groups, that may hold a row whose column is one of the values, for every
-    /// `(column, value hashes)` ([`crate::ids::hash`]), by their identifier indexes; `None` when
-    /// nothing is ruled out.
+    /// `(column, values)`, by their identifier indexes; `None` when nothing is ruled out.
     pub async fn narrow(
         &self,
         stream: &StreamName,
         table: &DeltaTable,
-        needles: &[(String, Vec<u64>)],
+        needles: &[(String, Vec<String>)],
     ) -> Result<Option<crate::ids::Narrowed>, StorageError> {
         self.ids.admitted(&self.ids_dir(stream), stream, table, needles).await
     }
