@@ -131,12 +131,6 @@ impl FileIds {
         Ok(Self { bytes, columns })
     }
 
-    /// Whether the file may have a row whose `column` is one of `values` (hashed with
-    /// [`hash`]); `None` when the file has no index of that column.
-    pub fn may_contain(&self, column: &str, values: &[u64]) -> Option<bool> {
-        Some(self.row_groups(column, values)?.into_iter().any(|may| may))
-    }
-
     /// For each row group, whether it may have a row whose `column` is one of `values`;
     /// `None` when the file has no index of that column.
     pub fn row_groups(&self, column: &str, values: &[u64]) -> Option<Vec<bool>> {
@@ -157,11 +151,6 @@ impl FileIds {
                 })
                 .collect(),
         )
-    }
-
-    /// The columns indexed.
-    pub fn columns(&self) -> BTreeSet<&str> {
-        self.columns.keys().map(String::as_str).collect()
     }
 
     /// The object's size.
@@ -501,6 +490,17 @@ impl IdCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl FileIds {
+        /// Whether the file may have a row whose `column` is one of `values`.
+        fn may_contain(&self, column: &str, values: &[u64]) -> Option<bool> {
+            Some(self.row_groups(column, values)?.into_iter().any(|may| may))
+        }
+
+        fn columns(&self) -> BTreeSet<&str> {
+            self.columns.keys().map(String::as_str).collect()
+        }
+    }
 
     #[test]
     fn an_index_admits_its_values_and_rules_out_others() {

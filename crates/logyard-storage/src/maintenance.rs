@@ -15,7 +15,7 @@ use serde::Serialize;
 use logyard_core::StreamName;
 
 use crate::StorageError;
-use crate::files::{files_of, read_footer};
+use crate::files::{DataFile, files_of, read_footer};
 use crate::store::TABLES_DIR;
 use crate::tables::{Tables, writer_properties};
 
@@ -48,13 +48,7 @@ impl Tables {
         target_bytes: u64,
     ) -> Result<Vec<String>, StorageError> {
         let Some(table) = self.latest(stream).await? else { return Ok(Vec::new()) };
-        let mut small: BTreeMap<String, usize> = BTreeMap::new();
-        for file in files_of(&table)? {
-            if let Some(date) = file.date.filter(|_| file.size < target_bytes / 2) {
-                *small.entry(date).or_default() += 1;
-            }
-        }
-        Ok(small.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d).collect())
+        Ok(days_to_compact(&files_of(&table)?, target_bytes).into_iter().collect())
     }
 
     /// Rewrites the given days of a stream (default: every day with small files) into files
@@ -188,13 +182,14 @@ impl Tables {
     /// Writes the identifier index of each file that has none and that compaction will not
     /// merge again (its day has at most one file under half of `target_bytes`); returns how many.
     pub async fn index_ids(&self, stream: &StreamName, target_bytes: u64) -> Result<u64, StorageError> {
-        let unsettled: BTreeSet<String> = self.partitions_to_compact(stream, target_bytes).await?.into_iter().collect();
         let Some(table) = self.latest(stream).await? else { return Ok(0) };
+        let files = files_of(&table)?;
+        let unsettled = days_to_compact(&files, target_bytes);
         let dir = self.ids_dir(stream);
         let indexed: BTreeSet<String> = dir.list().await?.into_iter().map(|(f, _)| f).collect();
         let store = self.storage().root_store();
         let mut written = 0;
-        for file in files_of(&table)? {
+        for file in files {
             if indexed.contains(&file.path) || file.date.as_ref().is_some_and(|d| unsettled.contains(d)) {
                 continue;
             }
@@ -230,4 +225,15 @@ impl Tables {
         }
         Ok(deleted)
     }
+}
+
+/// The days with at least two files under half of `target_bytes`.
+fn days_to_compact(files: &[DataFile], target_bytes: u64) -> BTreeSet<String> {
+    let mut small: BTreeMap<&str, usize> = BTreeMap::new();
+    for file in files.iter().filter(|f| f.size < target_bytes / 2) {
+        if let Some(date) = &file.date {
+            *small.entry(date).or_default() += 1;
+        }
+    }
+    small.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d.to_owned()).collect()
 }
