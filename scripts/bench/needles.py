@@ -1,4 +1,4 @@
-"""Needle benchmark: one order id, one trace id, a rare phrase and the four queries of
+"""Needle benchmark: one order id, one trace id, a rare and a common phrase and the four queries of
 query.py over --events generated events spread over --days days, after compaction.
 
 - logyard on local storage, through `POST /api/v1/query` (format arrow), timed at the
@@ -9,10 +9,11 @@ query.py over --events generated events spread over --days days, after compactio
   before each request (S3's time to first byte in the region), counts the requests by kind
   and answers the Parquet files' GETs itself from s3s-fs's directory (s3proxy.py says why);
   cold and hot as above, and the GET/HEAD/LIST requests of one hot run.
-- The order and trace id questions again with the identifier indexes (`_logyard_ids/`) set
-  aside, locally and on S3: what the Parquet footers' bloom filters alone do.
+- The id and phrase questions again with the indexes (`_logyard_ids/`: identifiers' values and
+  the text field's n-grams) set aside, locally and on S3: what the Parquet footers' bloom
+  filters and a scan alone do.
 - Sizes: the bytes of the table's files (those its Delta log lists), of their bloom filters
-  (from the Parquet footers, read by DuckDB), per column, and of the identifier indexes.
+  (from the Parquet footers, read by DuckDB), per column, and of the indexes.
 
 Usage: python scripts/bench/needles.py [--events N] [--days D] [--hot K] [--latency-ms MS] [--workdir DIR]
 (run through scripts/bench/run.sh needles; S3 needs s3s-fs from scripts/test.sh)
@@ -122,6 +123,10 @@ def main():
         "a rare phrase, one day": (
             f"SELECT * FROM storefront WHERE date = '2026-11-22' AND message ILIKE '%{picked['phrase']}%' ORDER BY timestamp"
         ),
+        # In nearly every row group: what the text index costs when it rules out nothing.
+        "a common phrase, one day": (
+            "SELECT count(*) FROM storefront WHERE date = '2026-11-22' AND message ILIKE '%/api/recommendations%'"
+        ),
     }
     questions.update(QUERIES)
     # What a query costs when no file can hold its answer: the fixed part (the session, the
@@ -153,8 +158,8 @@ def main():
             "duckdb_rows": duck["rows"],
             "logyard_arrow_bytes": nbytes,
         }
-    # The needles again with the identifier indexes set aside: the footers' bloom filters alone.
-    needles = [n for n in questions if n.startswith(("one order id", "one trace id"))]
+    # The needles again with the indexes set aside: the footers' bloom filters and a scan alone.
+    needles = [n for n in questions if n.startswith(("one order id", "one trace id", "a rare", "a common"))]
     aside = data / "ids-aside"
     ids_dir.rename(aside)
     try:

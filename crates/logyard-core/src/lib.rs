@@ -15,7 +15,7 @@ pub mod time;
 pub use batch::{BatchBuilder, PendingEvent};
 pub use error::{ErrorKind, ServiceError, error_chain};
 pub use event::{CheckedLine, LineError, TimeSource};
-pub use stream::StreamName;
+pub use stream::{StreamName, TextFields};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Stream names: the one place that decides what a stream may be called.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::CoreError;
@@ -60,6 +61,28 @@ impl fmt::Display for StreamName {
 impl AsRef<str> for StreamName {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+/// Which fields of a stream hold its free text: where searches look for words and phrases,
+/// and what the text index of a table covers.
+#[derive(Debug, Clone)]
+pub struct TextFields {
+    /// For every stream not named in `streams`.
+    pub default: Vec<String>,
+    pub streams: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for TextFields {
+    fn default() -> Self {
+        Self { default: vec!["message".into()], streams: BTreeMap::new() }
+    }
+}
+
+impl TextFields {
+    /// The text fields of `stream`.
+    pub fn of(&self, stream: &StreamName) -> &[String] {
+        self.streams.get(stream.as_str()).unwrap_or(&self.default)
     }
 }
 

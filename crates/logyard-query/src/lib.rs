@@ -9,8 +9,9 @@ pub mod postgres;
 pub mod search;
 
 pub use engine::{QueryEngine, QueryOptions, RunningQuery};
+pub use logyard_core::TextFields;
 pub use output::Format;
-pub use search::{Cursor, SearchRequest, SearchResult, TextFields};
+pub use search::{Cursor, SearchRequest, SearchResult};
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! A stream's table as queries scan it: the Delta table, whose files and row groups the
-//! identifier indexes (`logyard_storage::ids`) narrow for `column = 'id'` and `column IN (...)`
-//! before any file is opened. Delta's statistics and Parquet's bloom filters then skip what they
+//! indexes beside it (`logyard_storage::ids`) narrow for `column = 'id'`, `column IN (...)` and
+//! `column LIKE`/`ILIKE '%words%'` before any file is opened. Delta's statistics and Parquet's bloom filters then skip what they
 //! can in what is left, as for any other query.
 
 use std::collections::HashMap;
@@ -15,12 +15,14 @@ use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::logical_expr::expr::{Cast, Like, ScalarFunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 
 use logyard_core::StreamName;
 use logyard_storage::Tables;
+use logyard_storage::ids::{Needle, Term, Wanted};
 
 #[derive(Debug)]
 pub(crate) struct StreamTable {
@@ -138,40 +140,70 @@ fn with_row_groups(
     .map(|t| t.data)
 }
 
-/// The `(column, wanted values)` of the filters that are `column = 'text'`,
-/// `column IN ('text', ...)` or a disjunction of those on one column: a row can match only
-/// with one of those values.
-fn needles(filters: &[Expr]) -> Vec<(String, Vec<String>)> {
+/// The filters a row can meet only by holding one of some values in a text column, or some
+/// words: `column = 'text'`, `column IN ('text', ...)`, `column LIKE`/`ILIKE 'pattern'` (its
+/// literal parts), `icontains(column, 'words')`, and disjunctions of those.
+fn needles(filters: &[Expr]) -> Vec<Needle> {
     filters.iter().filter_map(needle).collect()
 }
 
-fn needle(filter: &Expr) -> Option<(String, Vec<String>)> {
+fn needle(filter: &Expr) -> Option<Needle> {
+    let term = |column: String, wanted: Wanted| Some(vec![Term { column, wanted }]);
     match filter {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
             let (c, v) = match (column(left), text(right)) {
                 (Some(c), Some(v)) => (c, v),
                 _ => (column(right)?, text(left)?),
             };
-            Some((c, vec![v.to_owned()]))
+            term(c, Wanted::Equals(v.to_owned()))
         }
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            let ((a, mut x), (b, y)) = (needle(left)?, needle(right)?);
-            (a == b).then(|| {
-                x.extend(y);
-                (a, x)
-            })
+            let mut terms = needle(left)?;
+            terms.extend(needle(right)?);
+            Some(terms)
         }
         Expr::InList(list) if !list.negated => {
-            let values: Option<Vec<String>> = list.list.iter().map(|v| text(v).map(str::to_owned)).collect();
-            Some((column(&list.expr)?, values?))
+            let c = column(&list.expr)?;
+            (list.list.iter())
+                .map(|v| Some(Term { column: c.clone(), wanted: Wanted::Equals(text(v)?.to_owned()) }))
+                .collect()
+        }
+        Expr::Like(Like { negated: false, expr, pattern, escape_char, .. }) => {
+            term(column(expr)?, Wanted::Contains(literal_parts(text(pattern)?, escape_char.unwrap_or('\\'))))
+        }
+        Expr::ScalarFunction(ScalarFunction { func, args }) if func.name() == "icontains" && args.len() == 2 => {
+            term(column(&args[0])?, Wanted::Contains(vec![text(&args[1])?.to_owned()]))
         }
         _ => None,
     }
 }
 
+/// The literal parts of a `LIKE` pattern, between its wildcards (an escaped `%`, `_` or
+/// escape character stands for itself, as in Arrow's `LIKE`).
+fn literal_parts(pattern: &str, escape: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        let literal = match c {
+            c if c == escape => chars.next(),
+            '%' | '_' => None,
+            c => Some(c),
+        };
+        match literal {
+            Some(c) => parts.last_mut().expect("one part").push(c),
+            None => parts.push(String::new()),
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// The column an expression reads, also through a cast (indexes are of text columns only, whose
+/// casts to text keep their values).
 fn column(e: &Expr) -> Option<String> {
     match e {
         Expr::Column(c) => Some(c.name.clone()),
+        Expr::Cast(Cast { expr, field }) if field.data_type().is_string() => column(expr),
         _ => None,
     }
 }
@@ -192,8 +224,16 @@ mod tests {
 
     use super::*;
 
+    fn equals(column: &str, value: &str) -> Term {
+        Term { column: column.into(), wanted: Wanted::Equals(value.into()) }
+    }
+
+    fn contains(column: &str, parts: &[&str]) -> Term {
+        Term { column: column.into(), wanted: Wanted::Contains(parts.iter().map(|p| p.to_string()).collect()) }
+    }
+
     #[test]
-    fn equalities_and_lists_of_text_are_needles() {
+    fn equalities_lists_and_substrings_of_text_are_needles() {
         let got = needles(&[
             col("order_id").eq(lit("o-1")),
             lit("t-1").eq(col("trace_id")),
@@ -203,13 +243,21 @@ mod tests {
             col("path").not_eq(lit("/")),
             col("route").in_list(vec![lit("/a"), col("path")], false),
             col("request_id").eq(lit("r-1")).or(col("request_id").eq(lit("r-2"))),
-            col("request_id").eq(lit("r-1")).or(col("path").eq(lit("/"))),
+            col("request_id").eq(lit("r-1")).or(col("path").ilike(lit("%/cart%"))),
+            col("message").ilike(lit("%payment declined%")),
+            col("message").like(lit("GET /products/_%\\%off%")),
+            col("message").not_like(lit("%payment%")),
+            col("message").ilike(col("path")),
+            col("message").eq(lit("x")).or(col("status").gt(lit(499))),
         ]);
         let want = vec![
-            ("order_id".to_owned(), vec!["o-1".to_owned()]),
-            ("trace_id".to_owned(), vec!["t-1".to_owned()]),
-            ("customer_id".to_owned(), vec!["c-1".to_owned(), "c-2".to_owned()]),
-            ("request_id".to_owned(), vec!["r-1".to_owned(), "r-2".to_owned()]),
+            vec![equals("order_id", "o-1")],
+            vec![equals("trace_id", "t-1")],
+            vec![equals("customer_id", "c-1"), equals("customer_id", "c-2")],
+            vec![equals("request_id", "r-1"), equals("request_id", "r-2")],
+            vec![equals("request_id", "r-1"), contains("path", &["/cart"])],
+            vec![contains("message", &["payment declined"])],
+            vec![contains("message", &["GET /products/", "%off"])],
         ];
         assert_eq!(got, want);
     }

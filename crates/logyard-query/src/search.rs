@@ -41,27 +41,6 @@ const DAY_SECONDS: u64 = 86_400;
 /// The range of a request that names neither `from` nor `since`.
 const DEFAULT_SINCE: &str = "15m";
 
-/// Which fields words and phrases are looked for in.
-#[derive(Debug, Clone)]
-pub struct TextFields {
-    /// For every stream not named in `streams`.
-    pub default: Vec<String>,
-    pub streams: BTreeMap<String, Vec<String>>,
-}
-
-impl Default for TextFields {
-    fn default() -> Self {
-        Self { default: vec!["message".into()], streams: BTreeMap::new() }
-    }
-}
-
-impl TextFields {
-    /// The text fields of `stream`.
-    pub fn of(&self, stream: &StreamName) -> &[String] {
-        self.streams.get(stream.as_str()).unwrap_or(&self.default)
-    }
-}
-
 /// A search: streams, a time range `[from, to)`, the search text, a page.
 #[derive(Debug, Clone)]
 pub struct SearchRequest {

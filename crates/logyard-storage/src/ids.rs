@@ -1,22 +1,29 @@
-//! Identifier indexes kept beside a table's files.
+//! Skipping indexes kept beside a table's files.
 //!
 //! A query for one order or trace id must not open every file of a month to read its bloom
 //! filters: on S3 each opened file costs a footer and one request per row group's filter. So for
-//! each file compaction writes, an object `_logyard_ids/<file>.ids` under the table holds, for
-//! each column the file has Parquet bloom filters on, one binary fuse filter per row group of the
-//! column's values (xxHash64, as Parquet's filters hash; about 9 bits per distinct value and
-//! 0.4 % false positives). A query asks the cached indexes which files may hold its `=`/`IN`
-//! values and opens only those. A file without an index is always read: the index only ever
-//! narrows, and a lost or late one costs time, never rows.
+//! each file compaction writes, an object `_logyard_ids/v2/<file>.ids` under the table holds, per
+//! row group, binary fuse filters (about 9 bits per entry and 0.4 % false positives):
 //!
-//! Delta's vacuum leaves directories starting with `_` alone; retention removes
-//! the indexes of files that left the table (`Tables::drop_before`).
+//! - of each column the file has Parquet bloom filters on, its values (xxHash64, as Parquet's
+//!   filters hash), asked by `column = 'id'` and `IN`;
+//! - of each of the stream's text fields, the 4-byte n-grams of its values, lower-cased, asked by
+//!   `LIKE`/`ILIKE '%words%'` (a row group may hold the words only if it has each of their
+//!   n-grams).
+//!
+//! A query asks the cached indexes which files and row groups may hold what it wants and reads
+//! only those. A file without an index is always read: the index only ever narrows, and a lost
+//! or late one costs time, never rows.
+//!
+//! Delta's vacuum leaves directories starting with `_` alone; retention removes the indexes of
+//! files that left the table (`Tables::drop_before`), and those of an older format.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use futures::{StreamExt, TryStreamExt};
@@ -32,15 +39,113 @@ use logyard_core::StreamName;
 use crate::StorageError;
 use crate::files::{files_and_stats, read_footer};
 
-/// The directory of a table's identifier indexes, relative to the table's root.
+/// The directory of a table's indexes, relative to the table's root.
 pub const IDS_DIR: &str = "_logyard_ids";
 
-/// The first bytes of an index object (the format's version is its last byte).
-const MAGIC: &[u8; 4] = b"LYI1";
+/// The directory of the indexes of the current format, inside [`IDS_DIR`]; indexes of an older
+/// format are rebuilt by compaction and deleted by retention.
+const VERSION_DIR: &str = "v2";
+
+/// The first bytes of an index object.
+const MAGIC: &[u8; 4] = b"LYI2";
 
 /// The hash an index keeps of a value: xxHash64 with seed 0, as Parquet's bloom filters.
 pub fn hash(value: &[u8]) -> u64 {
     twox_hash::XxHash64::oneshot(0, value)
+}
+
+/// What a query wants of a column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// The value is this text.
+    Equals(String),
+    /// The value holds each of these texts, ignoring case (the literal parts of a `LIKE` or
+    /// `ILIKE` pattern).
+    Contains(Vec<String>),
+}
+
+/// A column and what a query wants of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub column: String,
+    pub wanted: Wanted,
+}
+
+/// A condition of a query that a row meets only by meeting one of its terms.
+pub type Needle = Vec<Term>;
+
+/// What an index holds of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// Hashes of its values.
+    Values = 0,
+    /// Its values' n-grams.
+    Grams = 1,
+}
+
+/// The bytes of a text index's n-grams.
+const GRAM: usize = 4;
+
+/// `text` as the text index sees it: ASCII letters lower-cased, and the two letters that
+/// Unicode's simple case folding maps onto ASCII ones (the Kelvin sign, the long s) replaced by
+/// those, so that where `ILIKE` matches ASCII words in a value, their bytes are here as they are
+/// in the words folded the same way.
+fn fold(text: &str, out: &mut Vec<u8>) {
+    out.clear();
+    if text.is_ascii() {
+        out.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\u{212A}' => out.push(b'k'),
+            '\u{017F}' => out.push(b's'),
+            c => out.extend_from_slice(c.to_ascii_lowercase().encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+}
+
+/// The n-grams of folded bytes that are all ASCII, as index keys.
+fn grams(folded: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    folded
+        .windows(GRAM)
+        .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+        .filter(|gram| gram & 0x8080_8080 == 0)
+}
+
+/// The keys a row group's text filter must all have for a value to hold every text; none when
+/// the texts are too short to tell.
+fn wanted_grams(texts: &[String]) -> Vec<u64> {
+    let mut folded = Vec::new();
+    let mut keys = BTreeSet::new();
+    for text in texts {
+        fold(text, &mut folded);
+        keys.extend(grams(&folded).map(u64::from));
+    }
+    keys.into_iter().collect()
+}
+
+/// One question to an index: whether a row group may have a row whose column holds one of
+/// `keys` (values), or all of them (n-grams).
+#[derive(Debug)]
+struct Ask<'a> {
+    kind: Kind,
+    column: &'a str,
+    keys: Vec<u64>,
+}
+
+impl<'a> Ask<'a> {
+    /// The question a term asks; `None` when no index can answer it.
+    fn of(term: &'a Term) -> Option<Self> {
+        let column = term.column.as_str();
+        match &term.wanted {
+            Wanted::Equals(value) => Some(Self { kind: Kind::Values, column, keys: vec![hash(value.as_bytes())] }),
+            Wanted::Contains(texts) => {
+                let keys = wanted_grams(texts);
+                (!keys.is_empty()).then_some(Self { kind: Kind::Grams, column, keys })
+            }
+        }
+    }
 }
 
 /// One row group's filter of one column.
@@ -54,24 +159,33 @@ enum Slot {
     Filter { descriptor: Range<usize>, fingerprints: Range<usize> },
 }
 
+/// The keys of one column of a file, per row group.
+#[derive(Debug, Clone)]
+struct Keys {
+    kind: Kind,
+    column: String,
+    row_groups: Vec<Vec<u64>>,
+}
+
 /// The index of one data file.
 #[derive(Debug, Clone)]
 pub struct FileIds {
     bytes: Bytes,
-    columns: HashMap<String, Vec<Slot>>,
+    columns: HashMap<(Kind, String), Vec<Slot>>,
 }
 
 impl FileIds {
-    /// Encodes the hashes of each column's values, per row group.
-    pub fn encode(columns: &[(String, Vec<Vec<u64>>)]) -> Vec<u8> {
+    /// Encodes the keys of each column, per row group.
+    fn encode(columns: &[Keys]) -> Vec<u8> {
         let mut out = Vec::from(&MAGIC[..]);
         out.extend_from_slice(&(columns.len() as u32).to_le_bytes());
-        for (name, row_groups) in columns {
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
+        for Keys { kind, column, row_groups } in columns {
+            out.push(*kind as u8);
+            out.extend_from_slice(&(column.len() as u16).to_le_bytes());
+            out.extend_from_slice(column.as_bytes());
             out.extend_from_slice(&(row_groups.len() as u32).to_le_bytes());
-            for hashes in row_groups {
-                let mut keys = hashes.clone();
+            for keys in row_groups {
+                let mut keys = keys.clone();
                 keys.sort_unstable();
                 keys.dedup();
                 if keys.is_empty() {
@@ -104,19 +218,23 @@ impl FileIds {
             Ok(range)
         };
         if bytes.get(take(4)?) != Some(&MAGIC[..]) {
-            return Err("not an identifier index of this version".into());
+            return Err("not an index of this version".into());
         }
         let u32_at = |r: Range<usize>| u32::from_le_bytes(bytes[r].try_into().expect("4 bytes")) as usize;
         let count = u32_at(take(4)?);
         let mut columns = HashMap::with_capacity(count.min(64));
         for _ in 0..count {
+            let kind = match bytes[take(1)?.start] {
+                0 => Kind::Values,
+                1 => Kind::Grams,
+                other => return Err(format!("unknown kind of column {other}")),
+            };
             let len = u16::from_le_bytes(bytes[take(2)?].try_into().expect("2 bytes")) as usize;
             let name = std::str::from_utf8(&bytes[take(len)?]).map_err(|_| "a column name is not UTF-8")?.to_owned();
             let row_groups = u32_at(take(4)?);
             let mut slots = Vec::with_capacity(row_groups.min(1 << 16));
             for _ in 0..row_groups {
-                let kind = bytes[take(1)?.start];
-                slots.push(match kind {
+                slots.push(match bytes[take(1)?.start] {
                     0 => Slot::Empty,
                     1 => Slot::Unknown,
                     2 => {
@@ -126,15 +244,15 @@ impl FileIds {
                     other => return Err(format!("unknown row group entry {other}")),
                 });
             }
-            columns.insert(name, slots);
+            columns.insert((kind, name), slots);
         }
         Ok(Self { bytes, columns })
     }
 
-    /// For each row group, whether it may have a row whose `column` is one of `values`;
-    /// `None` when the file has no index of that column.
-    pub fn row_groups(&self, column: &str, values: &[u64]) -> Option<Vec<bool>> {
-        let slots = self.columns.get(column)?;
+    /// For each row group, whether it may have a row that `ask` wants; `None` when the file has
+    /// no index of the column.
+    fn row_groups(&self, ask: &Ask) -> Option<Vec<bool>> {
+        let slots = self.columns.get(&(ask.kind, ask.column.to_owned()))?;
         Some(
             slots
                 .iter()
@@ -146,11 +264,28 @@ impl FileIds {
                             &self.bytes[descriptor.clone()],
                             &self.bytes[fingerprints.clone()],
                         );
-                        values.iter().any(|v| filter.contains(v))
+                        match ask.kind {
+                            Kind::Values => ask.keys.iter().any(|k| filter.contains(k)),
+                            Kind::Grams => ask.keys.iter().all(|k| filter.contains(k)),
+                        }
                     }
                 })
                 .collect(),
         )
+    }
+
+    /// For each row group, whether it may have a row that meets one of `asks`; `None` when one
+    /// of them cannot be answered (the row groups may then hold anything).
+    fn any_of(&self, asks: &[Ask]) -> Option<Vec<bool>> {
+        let mut admitted: Option<Vec<bool>> = None;
+        for ask in asks {
+            let mask = self.row_groups(ask)?;
+            admitted = Some(match admitted {
+                Some(before) => before.iter().zip(&mask).map(|(a, b)| *a || *b).collect(),
+                None => mask,
+            });
+        }
+        admitted
     }
 
     /// The object's size.
@@ -174,20 +309,14 @@ impl IdsDir {
 
     /// The index object of a data file (its path relative to the table).
     fn path(&self, file: &str) -> Path {
-        Path::from(format!("{}/{file}.ids", self.dir))
+        Path::from(format!("{}/{VERSION_DIR}/{file}.ids", self.dir))
     }
 
-    /// Every index: the data file it belongs to and the object. One listing.
+    /// Every index of the current format: the data file it belongs to and the object. One
+    /// listing.
     pub async fn list(&self) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
-        let root = format!("{}/", self.dir);
-        let listed: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&self.dir))
-            .try_collect()
-            .await
-            .map_err(StorageError::from_store("listing identifier indexes"))?;
-        Ok(listed
-            .into_iter()
+        let root = format!("{}/{VERSION_DIR}/", self.dir);
+        Ok((self.list_all().await?.into_iter())
             .filter_map(|meta| {
                 let file = meta.location.as_ref().strip_prefix(&root)?.strip_suffix(".ids")?.to_owned();
                 Some((file, meta))
@@ -195,19 +324,35 @@ impl IdsDir {
             .collect())
     }
 
+    /// The objects of indexes of older formats.
+    pub async fn outdated(&self) -> Result<Vec<ObjectMeta>, StorageError> {
+        let root = format!("{}/{VERSION_DIR}/", self.dir);
+        Ok(self.list_all().await?.into_iter().filter(|meta| !meta.location.as_ref().starts_with(&root)).collect())
+    }
+
+    async fn list_all(&self) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.store.list(Some(&self.dir)).try_collect().await.map_err(StorageError::from_store("listing indexes"))
+    }
+
     /// Writes `bytes` as the index of `file`.
     pub async fn put(&self, file: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
         self.store
             .put(&self.path(file), PutPayload::from(bytes))
             .await
-            .map_err(StorageError::from_store("writing an identifier index"))?;
+            .map_err(StorageError::from_store("writing an index"))?;
         Ok(())
     }
 }
 
-/// Reads the text columns of a data file that have bloom filters and encodes their index (of no
-/// column when it has none, so that the file is not read again for it).
-pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result<Vec<u8>, StorageError> {
+/// Reads a data file and encodes its index: the values of its text columns that have bloom
+/// filters, and the n-grams of those of `text_fields` it has (of no column when it has none, so
+/// that the file is not read again for it).
+pub async fn build(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    text_fields: &[String],
+) -> Result<Vec<u8>, StorageError> {
     let failed = |e: parquet::errors::ParquetError| StorageError::Build(format!("indexing {path}: {e}"));
     let footer = read_footer(store.as_ref(), &path, size)
         .await
@@ -216,6 +361,10 @@ pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result
     let reader = Ranges { store, path: path.clone() };
     let parquet = metadata.metadata();
     let schema = parquet.file_metadata().schema_descr();
+    let is_text = |name: &str| {
+        (metadata.schema().field_with_name(name))
+            .is_ok_and(|f| matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View))
+    };
     // Top-level text columns with a bloom filter in any row group.
     let mut leaves = BTreeSet::new();
     for row_group in parquet.row_groups() {
@@ -225,43 +374,57 @@ pub async fn build(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Result
             }
         }
     }
-    let names: Vec<String> = leaves.iter().map(|&i| schema.column(i).name().to_owned()).collect();
-    let names: Vec<String> = names
-        .into_iter()
-        .filter(|n| {
-            metadata.schema().field_with_name(n).is_ok_and(|f| {
-                matches!(
-                    f.data_type(),
-                    arrow::datatypes::DataType::Utf8
-                        | arrow::datatypes::DataType::LargeUtf8
-                        | arrow::datatypes::DataType::Utf8View
-                )
-            })
-        })
+    let mut columns: Vec<Keys> = (leaves.iter().map(|&i| schema.column(i).name().to_owned()))
+        .filter(|name| is_text(name))
+        .map(|column| Keys { kind: Kind::Values, column, row_groups: Vec::new() })
+        .chain((text_fields.iter().filter(|name| is_text(name))).map(|column| Keys {
+            kind: Kind::Grams,
+            column: column.clone(),
+            row_groups: Vec::new(),
+        }))
         .collect();
-    if names.is_empty() {
+    if columns.is_empty() {
         return Ok(FileIds::encode(&[]));
     }
-    let mask = ProjectionMask::columns(schema, names.iter().map(String::as_str));
-    let mut columns: Vec<(String, Vec<Vec<u64>>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+    let names: BTreeSet<&str> = columns.iter().map(|c| c.column.as_str()).collect();
+    let mask = ProjectionMask::columns(schema, names.iter().copied());
     for row_group in 0..parquet.num_row_groups() {
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader.clone(), metadata.clone())
             .with_projection(mask.clone())
             .with_row_groups(vec![row_group])
             .build()
             .map_err(failed)?;
-        let mut hashes: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
+        let mut values: Vec<Vec<u64>> = vec![Vec::new(); columns.len()];
+        let mut grams: Vec<foldhash::HashSet<u32>> = vec![Default::default(); columns.len()];
         while let Some(batch) = stream.try_next().await.map_err(failed)? {
-            for (i, name) in names.iter().enumerate() {
-                let Some(column) = batch.column_by_name(name) else { continue };
-                hash_strings(column.as_ref(), &mut hashes[i]);
+            for (i, keys) in columns.iter().enumerate() {
+                let Some(column) = batch.column_by_name(&keys.column) else { continue };
+                match keys.kind {
+                    Kind::Values => for_each_text(column.as_ref(), |v| values[i].push(hash(v.as_bytes()))),
+                    Kind::Grams => add_grams(column.as_ref(), &mut grams[i]),
+                }
             }
         }
-        for (i, h) in hashes.into_iter().enumerate() {
-            columns[i].1.push(h);
+        for (i, keys) in columns.iter_mut().enumerate() {
+            keys.row_groups.push(match keys.kind {
+                Kind::Values => std::mem::take(&mut values[i]),
+                Kind::Grams => grams[i].drain().map(u64::from).collect(),
+            });
         }
     }
     tokio::task::spawn_blocking(move || FileIds::encode(&columns)).await.map_err(|e| StorageError::Build(e.to_string()))
+}
+
+/// Adds the n-grams of a text column's distinct values to `out`.
+fn add_grams(column: &dyn Array, out: &mut foldhash::HashSet<u32>) {
+    let mut seen = foldhash::HashSet::<&str>::default();
+    let mut folded = Vec::new();
+    for_each_text(column, |value| {
+        if seen.insert(value) {
+            fold(value, &mut folded);
+            out.extend(grams(&folded));
+        }
+    });
 }
 
 /// Ranges of one object, as the Parquet reader asks for them (its footer is read beforehand).
@@ -303,13 +466,14 @@ impl AsyncFileReader for Ranges {
     }
 }
 
-fn hash_strings(column: &dyn Array, out: &mut Vec<u64>) {
+/// Calls `f` with each value of a text column.
+fn for_each_text<'a>(column: &'a dyn Array, f: impl FnMut(&'a str)) {
     if let Some(a) = column.as_string_opt::<i32>() {
-        out.extend(a.iter().flatten().map(|v| hash(v.as_bytes())));
+        a.iter().flatten().for_each(f);
     } else if let Some(a) = column.as_string_opt::<i64>() {
-        out.extend(a.iter().flatten().map(|v| hash(v.as_bytes())));
+        a.iter().flatten().for_each(f);
     } else if let Some(a) = column.as_string_view_opt() {
-        out.extend(a.iter().flatten().map(|v| hash(v.as_bytes())));
+        a.iter().flatten().for_each(f);
     }
 }
 
@@ -329,7 +493,7 @@ struct CacheState {
 /// What the indexes left of a table's files for a query.
 #[derive(Debug, Clone)]
 pub struct Narrowed {
-    /// The files that may hold a wanted value (paths relative to the table).
+    /// The files that may hold a wanted row (paths relative to the table).
     pub files: Vec<String>,
     /// Whether that is every file of the table.
     pub every_file: bool,
@@ -348,27 +512,42 @@ struct Listed {
 }
 
 impl Listed {
-    /// For each file, whether its min and max (when the log has them as text) admit a value of
-    /// every needle.
-    fn in_range(&self, needles: &[(String, Vec<String>)]) -> Vec<bool> {
+    /// For each file, whether its min and max (when the log has them as text) admit a row that
+    /// meets every needle.
+    fn in_range(&self, needles: &[Needle]) -> Vec<bool> {
         let mut admitted = vec![true; self.files.len()];
-        let text = |name: String| {
-            let column = self.stats.column_by_name(&name)?;
-            arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).ok()
-        };
-        for (column, values) in needles {
-            let (Some(min), Some(max)) = (text(format!("min.{column}")), text(format!("max.{column}"))) else {
-                continue;
-            };
-            let (min, max) = (min.as_string::<i32>(), max.as_string::<i32>());
-            for (i, admit) in admitted.iter_mut().enumerate().take(min.len()) {
-                if min.is_valid(i) && max.is_valid(i) {
-                    let (low, high) = (min.value(i), max.value(i));
-                    *admit &= values.iter().any(|v| low <= v.as_str() && v.as_str() <= high);
-                }
+        for needle in needles {
+            let mut any = vec![false; self.files.len()];
+            for term in needle {
+                let mask = self.term_in_range(term);
+                any.iter_mut().zip(mask).for_each(|(a, m)| *a |= m);
             }
+            admitted.iter_mut().zip(any).for_each(|(a, m)| *a &= m);
         }
         admitted
+    }
+
+    fn term_in_range(&self, term: &Term) -> Vec<bool> {
+        let every = vec![true; self.files.len()];
+        let Wanted::Equals(value) = &term.wanted else { return every };
+        let text = |name: String| {
+            let column = self.stats.column_by_name(&name)?;
+            arrow::compute::cast(column, &DataType::Utf8).ok()
+        };
+        let column = &term.column;
+        let (Some(min), Some(max)) = (text(format!("min.{column}")), text(format!("max.{column}"))) else {
+            return every;
+        };
+        let (min, max) = (min.as_string::<i32>(), max.as_string::<i32>());
+        let value = value.as_str();
+        (0..self.files.len())
+            .map(|i| {
+                i >= min.len()
+                    || !min.is_valid(i)
+                    || !max.is_valid(i)
+                    || (min.value(i) <= value && value <= max.value(i))
+            })
+            .collect()
     }
 }
 
@@ -381,22 +560,24 @@ const LOAD_CONCURRENCY: usize = 16;
 
 impl IdCache {
     /// The data files of `table` (paths relative to its root) and their row groups that may hold
-    /// a row whose column is one of the values, for every `(column, value hashes)`; `None` when
-    /// nothing is ruled out.
+    /// a row meeting every needle; `None` when nothing is ruled out.
     pub async fn admitted(
         &self,
         dir: &IdsDir,
         stream: &StreamName,
         table: &DeltaTable,
-        needles: &[(String, Vec<String>)],
+        needles: &[Needle],
     ) -> Result<Option<Narrowed>, StorageError> {
+        // The questions of each needle an index can answer every term of.
+        let asks: Vec<Vec<Ask>> =
+            needles.iter().filter_map(|needle| needle.iter().map(Ask::of).collect::<Option<Vec<_>>>()).collect();
+        if asks.is_empty() {
+            return Ok(None);
+        }
         let listed = self.listed(dir, stream, table).await?;
         // A file whose statistics in the Delta log leave out every value is not read by the
         // scan anyway: its index is not loaded.
         let in_range = listed.in_range(needles);
-        let needles: Vec<(&str, Vec<u64>)> = (needles.iter())
-            .map(|(column, values)| (column.as_str(), values.iter().map(|v| hash(v.as_bytes())).collect()))
-            .collect();
         let wanted: Vec<(usize, Path)> = (listed.files.iter().enumerate())
             .filter(|(i, file)| in_range[*i] && listed.indexed.contains(*file))
             .map(|(i, file)| (i, dir.path(file)))
@@ -409,8 +590,8 @@ impl IdCache {
         let mut masks: Vec<Option<Vec<bool>>> = vec![None; listed.files.len()];
         for (i, ids) in loaded {
             let Some(ids) = ids else { continue };
-            for (column, values) in &needles {
-                let Some(mask) = ids.row_groups(column, values) else { continue };
+            for needle in &asks {
+                let Some(mask) = ids.any_of(needle) else { continue };
                 masks[i] = Some(match masks[i].take() {
                     Some(before) => before.iter().zip(&mask).map(|(a, b)| *a && *b).collect(),
                     None => mask,
@@ -491,14 +672,22 @@ impl IdCache {
 mod tests {
     use super::*;
 
-    impl FileIds {
-        /// Whether the file may have a row whose `column` is one of `values`.
-        fn may_contain(&self, column: &str, values: &[u64]) -> Option<bool> {
-            Some(self.row_groups(column, values)?.into_iter().any(|may| may))
-        }
+    fn equals(column: &str, value: &str) -> Term {
+        Term { column: column.into(), wanted: Wanted::Equals(value.into()) }
+    }
 
-        fn columns(&self) -> BTreeSet<&str> {
-            self.columns.keys().map(String::as_str).collect()
+    fn contains(column: &str, texts: &[&str]) -> Term {
+        Term { column: column.into(), wanted: Wanted::Contains(texts.iter().map(|t| t.to_string()).collect()) }
+    }
+
+    fn values(column: &str, row_groups: Vec<Vec<u64>>) -> Keys {
+        Keys { kind: Kind::Values, column: column.into(), row_groups }
+    }
+
+    impl FileIds {
+        /// Whether the file may have a row that meets `term`.
+        fn may_contain(&self, term: &Term) -> Option<bool> {
+            Some(self.row_groups(&Ask::of(term)?)?.into_iter().any(|may| may))
         }
     }
 
@@ -506,22 +695,71 @@ mod tests {
     fn an_index_admits_its_values_and_rules_out_others() {
         let ids = |r: Range<u32>| r.map(|i| hash(format!("o-{i:07}").as_bytes())).collect::<Vec<_>>();
         let encoded = FileIds::encode(&[
-            ("order_id".into(), vec![ids(0..50_000), ids(50_000..100_000), vec![]]),
-            ("one".into(), vec![vec![hash(b"only")]]),
+            values("order_id", vec![ids(0..50_000), ids(50_000..100_000), vec![]]),
+            values("one", vec![vec![hash(b"only")]]),
         ]);
         let index = FileIds::decode(Bytes::from(encoded)).expect("decodes");
-        assert_eq!(index.columns(), BTreeSet::from(["one", "order_id"]));
-        assert_eq!(index.may_contain("order_id", &[hash(b"o-0000042")]), Some(true));
-        assert_eq!(index.may_contain("order_id", &[hash(b"o-0099999")]), Some(true));
-        assert_eq!(index.may_contain("one", &[hash(b"only")]), Some(true));
-        assert_eq!(index.may_contain("one", &[hash(b"other")]), Some(false));
-        assert_eq!(index.may_contain("trace_id", &[hash(b"o-0000042")]), None);
+        assert_eq!(index.may_contain(&equals("order_id", "o-0000042")), Some(true));
+        assert_eq!(index.may_contain(&equals("order_id", "o-0099999")), Some(true));
+        assert_eq!(index.may_contain(&equals("one", "only")), Some(true));
+        assert_eq!(index.may_contain(&equals("one", "other")), Some(false));
+        assert_eq!(index.may_contain(&equals("trace_id", "o-0000042")), None);
+        // Values are not n-grams.
+        assert_eq!(index.may_contain(&contains("one", &["only"])), None);
         // About 0.4 % false positives per row group, two row groups: well under 2 % of absent ids.
-        let absent = ids(100_000..110_000);
-        let admitted = absent.iter().filter(|h| index.may_contain("order_id", &[**h]) == Some(true)).count();
+        let absent = (100_000..110_000).map(|i| format!("o-{i:07}"));
+        let admitted = absent.filter(|id| index.may_contain(&equals("order_id", id)) == Some(true)).count();
         assert!(admitted < 200, "{admitted} of 10,000 absent ids admitted");
         // About 9 bits per distinct value.
         assert!(index.size() < 100_000 * 10 / 8 + 1_000, "{} bytes", index.size());
+    }
+
+    /// The text index of a column admits a row group for words when it may hold them in any
+    /// case, as `ILIKE` finds them, and rules it out when one of their n-grams is missing.
+    #[test]
+    fn a_text_index_admits_the_row_groups_that_may_hold_the_words() {
+        let row_group = |messages: &[&str]| {
+            let mut keys = foldhash::HashSet::default();
+            add_grams(&arrow::array::StringArray::from(messages.to_vec()), &mut keys);
+            keys.into_iter().map(u64::from).collect::<Vec<_>>()
+        };
+        let encoded = FileIds::encode(&[Keys {
+            kind: Kind::Grams,
+            column: "message".into(),
+            row_groups: vec![
+                row_group(&["GET /products/4523 200", "payment accepted"]),
+                row_group(&["Payment DECLINED for o-1", "200 \u{212A}elvin ſession"]),
+                row_group(&[]),
+            ],
+        }])
+        .expect_decoded();
+        let admitted = |texts: &[&str]| index_rows(&encoded, &contains("message", texts));
+        assert_eq!(admitted(&["/products/4523"]), [true, false, false]);
+        assert_eq!(admitted(&["PRODUCTS/45"]), [true, false, false]);
+        assert_eq!(admitted(&["payment declined"]), [false, true, false]);
+        assert_eq!(admitted(&["payment", "declined"]), [false, true, false]);
+        assert_eq!(admitted(&["payment"]), [true, true, false]);
+        // The Kelvin sign and the long s are `k` and `s` to ILIKE.
+        assert_eq!(admitted(&["kelvin session"]), [false, true, false]);
+        assert_eq!(admitted(&["refund"]), [false, false, false]);
+        // Words of fewer than 4 ASCII bytes cannot be asked.
+        assert_eq!(Ask::of(&contains("message", &["200", "é€ab"])).map(|a| a.keys), None);
+        assert_eq!(index_rows(&encoded, &contains("path", &["/products"])), Vec::<bool>::new());
+    }
+
+    /// The row groups an index admits for a term (none when it has no filter of it).
+    fn index_rows(index: &FileIds, term: &Term) -> Vec<bool> {
+        Ask::of(term).and_then(|ask| index.row_groups(&ask)).unwrap_or_default()
+    }
+
+    trait Decoded {
+        fn expect_decoded(self) -> FileIds;
+    }
+
+    impl Decoded for Vec<u8> {
+        fn expect_decoded(self) -> FileIds {
+            FileIds::decode(Bytes::from(self)).expect("decodes")
+        }
     }
 
     #[test]
@@ -535,21 +773,25 @@ mod tests {
         .unwrap();
         let files = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
         let listed = Listed { version: Some(1), files, indexed: HashSet::new(), stats };
-        let needles =
-            |column: &str, values: &[&str]| vec![(column.to_owned(), values.iter().map(|v| v.to_string()).collect())];
-        assert_eq!(listed.in_range(&needles("order_id", &["o-2"])), [true, false, true]);
-        assert_eq!(listed.in_range(&needles("order_id", &["o-2", "o-9"])), [true, true, true]);
-        assert_eq!(listed.in_range(&needles("order_id", &["o-0"])), [false, false, true]);
+        let orders = |values: &[&str]| vec![values.iter().map(|v| equals("order_id", v)).collect::<Needle>()];
+        assert_eq!(listed.in_range(&orders(&["o-2"])), [true, false, true]);
+        assert_eq!(listed.in_range(&orders(&["o-2", "o-9"])), [true, true, true]);
+        assert_eq!(listed.in_range(&orders(&["o-0"])), [false, false, true]);
         // No statistics of the column: every file may.
-        assert_eq!(listed.in_range(&needles("trace_id", &["t"])), [true, true, true]);
+        assert_eq!(listed.in_range(&[vec![equals("trace_id", "t")]]), [true, true, true]);
+        // Statistics say nothing of substrings.
+        let either = vec![equals("order_id", "o-0"), contains("order_id", &["o-00"])];
+        assert_eq!(listed.in_range(&[either]), [true, true, true]);
+        // Every needle must be in range.
+        assert_eq!(listed.in_range(&[orders(&["o-2"])[0].clone(), orders(&["o-6"])[0].clone()]), [false, false, true]);
     }
 
     #[test]
     fn a_damaged_index_is_refused() {
-        let encoded = FileIds::encode(&[("order_id".into(), vec![vec![1, 2, 3]])]);
+        let encoded = FileIds::encode(&[values("order_id", vec![vec![1, 2, 3]])]);
         for cut in [0, 3, 8, encoded.len() - 1] {
             assert!(FileIds::decode(Bytes::copy_from_slice(&encoded[..cut])).is_err(), "cut at {cut}");
         }
-        assert!(FileIds::decode(Bytes::from_static(b"LYI0\0\0\0\0")).is_err());
+        assert!(FileIds::decode(Bytes::from_static(b"LYI1\0\0\0\0")).is_err());
     }
 }

@@ -194,7 +194,8 @@ impl Tables {
                 continue;
             }
             let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
-            dir.put(&file.path, crate::ids::build(store.clone(), path, file.size).await?).await?;
+            let index = crate::ids::build(store.clone(), path, file.size, self.text_fields(stream)).await?;
+            dir.put(&file.path, index).await?;
             written += 1;
         }
         if written > 0 {
@@ -204,8 +205,9 @@ impl Tables {
         Ok(written)
     }
 
-    /// Deletes the identifier indexes of files `table` no longer has, once older than `keep`
-    /// (an index of a file a newer commit added may be younger); returns how many.
+    /// Deletes the indexes of files `table` no longer has, and those of an older format, once
+    /// older than `keep` (an index of a file a newer commit added may be younger); returns how
+    /// many.
     async fn forget_ids(
         &self,
         stream: &StreamName,
@@ -216,10 +218,12 @@ impl Tables {
         let live: BTreeSet<String> = files_of(table)?.into_iter().map(|f| f.path).collect();
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         let store = self.storage().root_store();
+        let dir = self.ids_dir(stream);
+        let orphans = dir.list().await?.into_iter().filter(|(file, _)| !live.contains(file)).map(|(_, meta)| meta);
         let mut deleted = 0;
-        for (file, meta) in self.ids_dir(stream).list().await? {
-            if !live.contains(&file) && meta.last_modified <= cutoff {
-                store.delete(&meta.location).await.map_err(StorageError::from_store("deleting an identifier index"))?;
+        for meta in orphans.chain(dir.outdated().await?) {
+            if meta.last_modified <= cutoff {
+                store.delete(&meta.location).await.map_err(StorageError::from_store("deleting an index"))?;
                 deleted += 1;
             }
         }

@@ -94,6 +94,7 @@ pub struct Tables {
     cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
     bloom_filters: BloomFilters,
     row_group_rows: usize,
+    text_fields: logyard_core::TextFields,
     ids: crate::ids::IdCache,
 }
 
@@ -104,6 +105,7 @@ impl Tables {
             cache: Mutex::new(HashMap::new()),
             bloom_filters: BloomFilters::default(),
             row_group_rows: ROW_GROUP_ROWS,
+            text_fields: Default::default(),
             ids: Default::default(),
         }
     }
@@ -118,6 +120,17 @@ impl Tables {
     pub fn with_row_group_rows(mut self, rows: usize) -> Self {
         self.row_group_rows = rows.max(1);
         self
+    }
+
+    /// Sets the streams' text fields, which the indexes compaction writes cover (default:
+    /// `message`).
+    pub fn with_text_fields(mut self, text_fields: logyard_core::TextFields) -> Self {
+        self.text_fields = text_fields;
+        self
+    }
+
+    pub(crate) fn text_fields(&self, stream: &StreamName) -> &[String] {
+        self.text_fields.of(stream)
     }
 
     pub(crate) fn row_group_rows(&self) -> usize {
@@ -139,13 +152,13 @@ impl Tables {
     }
 
     /// The files of `table` (a version of the stream's table; paths relative to it), and
-    /// their row groups, that may hold a row whose column is one of the values, for every
-    /// `(column, values)`, by their identifier indexes; `None` when nothing is ruled out.
+    /// their row groups, that may hold a row meeting every needle, by their indexes; `None`
+    /// when nothing is ruled out.
     pub async fn narrow(
         &self,
         stream: &StreamName,
         table: &DeltaTable,
-        needles: &[(String, Vec<String>)],
+        needles: &[crate::ids::Needle],
     ) -> Result<Option<crate::ids::Narrowed>, StorageError> {
         self.ids.admitted(&self.ids_dir(stream), stream, table, needles).await
     }

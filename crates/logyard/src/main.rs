@@ -431,6 +431,15 @@ pub(crate) fn stream_tables(config: &Config, storage: Storage) -> Tables {
     Tables::new(storage)
         .with_bloom_filters(config.tables.bloom_filters())
         .with_row_group_rows(config.tables.row_group_rows)
+        .with_text_fields(text_fields(config))
+}
+
+/// The streams' text fields: what searches look in, and what the text indexes cover.
+fn text_fields(config: &Config) -> logyard_core::TextFields {
+    logyard_core::TextFields {
+        default: config.query.text_fields.clone(),
+        streams: config.query.stream_text_fields.clone(),
+    }
 }
 
 pub(crate) async fn open_storage(
@@ -512,10 +521,7 @@ pub(crate) fn query_options(config: &Config) -> QueryOptions {
         memory_limit: config.query.memory_limit,
         max_json_rows: config.query.max_json_rows,
         target_partitions: config.query.threads,
-        text_fields: logyard_query::TextFields {
-            default: config.query.text_fields.clone(),
-            streams: config.query.stream_text_fields.clone(),
-        },
+        text_fields: text_fields(config),
     }
 }
 

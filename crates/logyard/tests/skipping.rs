@@ -225,6 +225,23 @@ fn files_opened(plan: &str) -> u64 {
         .sum()
 }
 
+/// A server whose table files have row groups of 100 rows, `commits` ingested into `shop` and
+/// `logyard compact` run over its storage, which must report `indexed` files indexed.
+async fn compacted(dir: &std::path::Path, commits: Vec<String>, indexed: u64) -> (ServerSpec, Server) {
+    let spec =
+        ServerSpec::local(dir).env("LOGYARD_COMPACTION_INTERVAL", "0s").env("LOGYARD_TABLES_ROW_GROUP_ROWS", "100");
+    let server = spec.start();
+    for commit in commits {
+        assert_eq!(ingest(&server, "shop", commit, "?ack=commit").await.0, 200);
+    }
+    let rows_per_group = [("LOGYARD_TABLES_ROW_GROUP_ROWS".to_owned(), "100".to_owned())];
+    let (code, out, err) = cli(&["compact", "--storage", &spec.storage], &rows_per_group);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["compacted"][0]["files_indexed"], indexed, "{report}");
+    (spec, server)
+}
+
 /// Compaction writes an identifier index beside each file it writes; a query for one id opens
 /// only the files whose index may hold it, and reads only the row groups it may be in (Delta
 /// statistics and bloom filters alone would open every file: the ids are random), returns the
@@ -232,23 +249,11 @@ fn files_opened(plan: &str) -> u64 {
 #[tokio::test]
 async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     let dir = tempfile::tempdir().unwrap();
-    // Row groups of 100 rows: each day's file has 3.
-    let spec = ServerSpec::local(dir.path())
-        .env("LOGYARD_COMPACTION_INTERVAL", "0s")
-        .env("LOGYARD_TABLES_ROW_GROUP_ROWS", "100");
-    let server = spec.start();
+    // Two commits a day; each day's file has 3 row groups.
     let days = [10u64, 2, 1];
-    for days_ago in days {
-        for part in 0..2 {
-            assert_eq!(ingest(&server, "shop", random_ids(days_ago, part, 150), "?ack=commit").await.0, 200);
-        }
-    }
-    let rows_per_group = [("LOGYARD_TABLES_ROW_GROUP_ROWS".to_owned(), "100".to_owned())];
-    let (code, out, err) = cli(&["compact", "--storage", &spec.storage], &rows_per_group);
-    assert_eq!(code, 0, "{out}{err}");
-    let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["compacted"][0]["files_indexed"], 3, "{report}");
-    let ids = std::path::Path::new(&spec.storage).join("tables/shop/_logyard_ids");
+    let commits = days.iter().flat_map(|&days_ago| (0..2).map(move |part| random_ids(days_ago, part, 150))).collect();
+    let (spec, server) = compacted(dir.path(), commits, 3).await;
+    let ids = std::path::Path::new(&spec.storage).join("tables/shop/_logyard_ids/v2");
     let indexes = |day: u64| {
         let day = chrono::Utc::now().date_naive() - chrono::Days::new(day);
         std::fs::read_dir(ids.join(format!("date={day}"))).map(|d| d.count()).unwrap_or(0)
@@ -287,7 +292,11 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     let needle_reads = reads(&server).await - before;
     assert!((1.0..=5.0).contains(&needle_reads), "{needle_reads}");
 
-    // Retention drops the oldest day's file, and its index with it.
+    // Retention drops the oldest day's file, and its index with it, and indexes of an older
+    // format (compaction wrote this version's beside them).
+    let outdated = ids.parent().unwrap().join("date=2026-11-22/part-0.parquet.ids");
+    std::fs::create_dir_all(outdated.parent().unwrap()).unwrap();
+    std::fs::write(&outdated, b"LYI1\0\0\0\0").unwrap();
     let env = [
         ("LOGYARD_RETENTION_DAYS".to_owned(), "7".to_owned()),
         ("LOGYARD_RETENTION_VACUUM_KEEP".to_owned(), "0s".to_owned()),
@@ -295,7 +304,68 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     let (code, out, err) = cli(&["retention", "run", "--storage", &spec.storage], &env);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(days.map(indexes), [0, 1, 1]);
+    assert!(!outdated.exists());
     assert_eq!(rows(&server, &needle).await, found);
+}
+
+/// The messages of commit `part` of a day: `n` requests for products, and one rare phrase in
+/// the middle of the first commit.
+fn product_views(part: u64, n: u64) -> String {
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    (0..n)
+        .map(|i| {
+            let message = if part == 0 && i == n / 2 {
+                "Payment DECLINED by issuer for o-42".to_owned()
+            } else {
+                format!("GET /products/{} 200", (part * n + i) * 7919 % 10_000)
+            };
+            format!("{{\"timestamp\":\"{day}T{part:02}:{:02}:{:02}Z\",\"message\":\"{message}\"}}\n", i / 60, i % 60)
+        })
+        .collect()
+}
+
+/// Compaction indexes the n-grams of each text field, per row group: `ILIKE '%words%'` (and
+/// the search language's words, and `LIKE`) read only the row groups that may hold the words,
+/// and answer what a full scan answers.
+#[tokio::test]
+async fn a_text_index_reads_only_the_row_groups_that_may_hold_the_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_spec, server) = compacted(dir.path(), (0..3).map(|part| product_views(part, 150)).collect(), 1).await;
+
+    // The day's file has 5 row groups; without the index every one is read.
+    let row_groups_read = |plan: &str| pruning(plan, "row_groups_pruned_statistics").0;
+    let unnarrowed = "SELECT message FROM shop WHERE concat(message, '') ILIKE '%payment declined%'";
+    assert_eq!(row_groups_read(&analyze(&server, unnarrowed).await), 5);
+    let want = vec![serde_json::json!({"message": "Payment DECLINED by issuer for o-42"})];
+    for sql in [
+        "SELECT message FROM shop WHERE message ILIKE '%payment declined%'",
+        "SELECT message FROM shop WHERE message LIKE '%Payment DECLINED%'",
+        "SELECT message FROM shop WHERE message ILIKE '%PAYMENT%issuer%'",
+        "SELECT message FROM shop WHERE message ILIKE '%declined%' OR message ILIKE '%refund issued%'",
+    ] {
+        let plan = analyze(&server, sql).await;
+        assert_eq!(row_groups_read(&plan), 1, "{sql}\n{plan}");
+        assert_eq!(rows(&server, sql).await, want, "{sql}");
+    }
+    assert_eq!(rows(&server, unnarrowed).await, want);
+    // Words in no row group: the file is not opened.
+    let absent = "SELECT count(*) AS n FROM shop WHERE message ILIKE '%refund issued%'";
+    assert_eq!(files_opened(&analyze(&server, absent).await), 0);
+    assert_eq!(count(&server, absent).await, 0);
+    // Words in every row group, and words too short to ask the index about: all are read.
+    for (sql, n) in [
+        ("SELECT count(*) AS n FROM shop WHERE message ILIKE '%/products/%'", 449),
+        ("SELECT count(*) AS n FROM shop WHERE message ILIKE '%o-4%'", 1),
+    ] {
+        assert_eq!(row_groups_read(&analyze(&server, sql).await), 5, "{sql}");
+        assert_eq!(count(&server, sql).await, n, "{sql}");
+    }
+    // The search language's words run the same way.
+    let body = serde_json::json!({"streams": ["shop"], "query": "\"payment declined\"", "since": "3d"});
+    let response = client().post(server.url("/api/v1/search")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let found: Value = response.json().await.unwrap();
+    assert_eq!(found["events"].as_array().map(Vec::len), Some(1), "{found}");
 }
 
 /// `sql` run with `token`: the status and the body.
