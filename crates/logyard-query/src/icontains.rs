@@ -12,8 +12,10 @@
 //!
 //! Parquet text columns arrive as string views whose longer values sit in shared buffers (a
 //! dictionary-encoded column's views all point into its dictionary). Those buffers are searched
-//! once each, and a value holds the words when a match starts inside it and ends before it
-//! does: a few nanoseconds per row instead of a search per row.
+//! once each, lower-cased, with `memchr`'s `memmem` (which looks for the words' rarest bytes,
+//! not their first: `/` starts many searches and is in every request line), the matches kept
+//! as a bit per byte, and a value holds the words when a match starts inside it and ends
+//! before it does: a word or two read per row instead of a search per row.
 
 use std::sync::Arc;
 
@@ -73,8 +75,8 @@ impl IContains {
 #[derive(Default)]
 struct Kept(std::sync::Mutex<std::collections::VecDeque<(Buffer, String, Starts)>>);
 
-/// Where the needle starts in a buffer; `None` when the buffer is not ASCII.
-type Starts = Option<Arc<[u32]>>;
+/// Where the needle starts in a buffer, a bit per byte; `None` when the buffer is not ASCII.
+type Starts = Option<Arc<[u64]>>;
 
 /// Buffers kept per expression (a row group's dictionary or a page each).
 const KEPT_BUFFERS: usize = 16;
@@ -127,6 +129,8 @@ const BYTES_PER_VALUE: usize = 256;
 struct Matcher<'a> {
     /// Lower-case ASCII.
     needle: String,
+    /// The needle's substring search (SIMD, from its rarest bytes), for lower-cased buffers.
+    finder: memchr::memmem::Finder<'static>,
     kept: Option<&'a Kept>,
     /// A case-insensitive expression for values that are not ASCII, as Arrow's `ILIKE`
     /// uses; made the first time such a value comes (most batches have none).
@@ -135,7 +139,8 @@ struct Matcher<'a> {
 
 impl<'a> Matcher<'a> {
     fn new(words: &str) -> Self {
-        Self { needle: words.to_owned(), kept: None, unicode: std::cell::OnceCell::new() }
+        let finder = memchr::memmem::Finder::new(words.as_bytes()).into_owned();
+        Self { needle: words.to_owned(), finder, kept: None, unicode: std::cell::OnceCell::new() }
     }
 
     fn keeping(mut self, kept: Option<&'a Kept>) -> Self {
@@ -147,13 +152,13 @@ impl<'a> Matcher<'a> {
     /// this buffer was searched before.
     fn buffer_matches(&self, buffer: &Buffer) -> Starts {
         let Some(kept) = self.kept else {
-            return buffer.is_ascii().then(|| self.matches(buffer.as_slice()).map(|at| at as u32).collect());
+            return buffer.is_ascii().then(|| self.buffer_starts(buffer.as_slice()));
         };
         let mut kept = kept.0.lock().expect("icontains buffers");
         if let Some((_, _, starts)) = kept.iter().find(|(b, n, _)| b.ptr_eq(buffer) && *n == self.needle) {
             return starts.clone();
         }
-        let starts: Starts = buffer.is_ascii().then(|| self.matches(buffer.as_slice()).map(|at| at as u32).collect());
+        let starts: Starts = buffer.is_ascii().then(|| self.buffer_starts(buffer.as_slice()));
         if kept.len() == KEPT_BUFFERS {
             kept.pop_front();
         }
@@ -180,6 +185,24 @@ impl<'a> Matcher<'a> {
         let candidates = hay.len().checked_sub(needle.len()).map_or(&[][..], |last| &hay[..=last]);
         memchr::memchr2_iter(first, first.to_ascii_uppercase(), candidates)
             .filter(move |&at| hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
+    }
+
+    /// Where the needle starts in an ASCII buffer, ignoring case, overlapping matches
+    /// included, as a bit per byte: the buffer lower-cased, then searched with the needle's
+    /// `memmem` finder, which looks for its rarest bytes (a first byte such as `/` is in nearly
+    /// every log message). A bit per byte rather than a list of matches: a value is then
+    /// answered by the one or two words under it, wherever in the buffer it points (a
+    /// dictionary's values are used in any order), not by a search of the list.
+    fn buffer_starts(&self, hay: &[u8]) -> Arc<[u64]> {
+        let lower: Vec<u8> = hay.iter().map(u8::to_ascii_lowercase).collect();
+        let mut bits = vec![0u64; hay.len().div_ceil(64)];
+        let mut from = 0;
+        while let Some(at) = self.finder.find(&lower[from..]) {
+            let at = from + at;
+            bits[at / 64] |= 1 << (at % 64);
+            from = at + 1;
+        }
+        bits.into()
     }
 
     /// String views: each data buffer that values use searched once (once per query when
@@ -216,10 +239,10 @@ impl<'a> Matcher<'a> {
                     Err(e) => return Some(Err(e)),
                 }
             } else {
+                // A match that starts in the value and ends in it.
                 let view = ByteView::from(raw);
-                let starts = &starts[view.buffer_index as usize];
-                let first = starts.partition_point(|&at| at < view.offset);
-                starts.get(first).is_some_and(|&at| (at - view.offset) as usize + needle <= len)
+                let from = view.offset as usize;
+                any_bit(&starts[view.buffer_index as usize], from, from + len - needle)
             };
             out.append(holds);
         }
@@ -311,6 +334,19 @@ fn ends_with_escape(s: &str, escape: char) -> bool {
     s.chars().rev().take_while(|&c| c == escape).count() % 2 == 1
 }
 
+/// Whether a bit from `from` to `to` (both included) is set.
+fn any_bit(bits: &[u64], from: usize, to: usize) -> bool {
+    let (first, last) = (from / 64, to / 64);
+    let low = u64::MAX << (from % 64);
+    let high = u64::MAX >> (63 - to % 64);
+    let Some(words) = bits.get(first..=last) else { return false };
+    match words {
+        [one] => one & low & high != 0,
+        [head, middle @ .., tail] => head & low != 0 || middle.iter().any(|w| *w != 0) || tail & high != 0,
+        [] => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +396,17 @@ mod tests {
     /// String views answered from their buffers' matches give `ILIKE`'s answers: values that
     /// share bytes (as a dictionary's do), a match across two values' bytes (not a match of
     /// either), values short enough to sit in their view, nulls, and a sliced array.
+    #[test]
+    fn a_range_of_bits_is_checked_across_words() {
+        let mut bits = vec![0u64; 4];
+        for at in [63, 64, 200] {
+            bits[at / 64] |= 1 << (at % 64);
+        }
+        let any = |from, to| any_bit(&bits, from, to);
+        assert!(any(0, 63) && any(63, 63) && any(64, 64) && any(60, 70) && any(65, 255) && any(200, 200));
+        assert!(!any(0, 62) && !any(65, 199) && !any(201, 255) && !any(100, 150));
+    }
+
     #[test]
     fn views_answer_from_their_buffers_as_arrow_ilike_does() {
         use arrow::array::StringViewBuilder;
