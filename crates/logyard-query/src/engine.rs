@@ -48,6 +48,10 @@ pub struct QueryOptions {
     pub target_partitions: usize,
     /// The fields searches look for words in.
     pub text_fields: crate::TextFields,
+    /// DataFusion settings every statement runs with, as `SET` would take them (e.g.
+    /// `datafusion.execution.parquet.pushdown_filters`, `true`): checked by
+    /// [`check_datafusion_settings`].
+    pub datafusion: Vec<(String, String)>,
 }
 
 impl Default for QueryOptions {
@@ -58,8 +62,25 @@ impl Default for QueryOptions {
             max_json_rows: 10_000,
             target_partitions: 0,
             text_fields: crate::TextFields::default(),
+            datafusion: Vec::new(),
         }
     }
+}
+
+/// Applies DataFusion settings (keys with or without their `datafusion.` prefix) to `config`;
+/// an error names the setting that DataFusion refused and why.
+fn apply_datafusion_settings(config: &mut SessionConfig, settings: &[(String, String)]) -> Result<(), String> {
+    for (key, value) in settings {
+        let full = if key.starts_with("datafusion.") { key.clone() } else { format!("datafusion.{key}") };
+        config.options_mut().set(&full, value).map_err(|e| format!("{key} = {value:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether DataFusion takes every setting (unknown keys and values of the wrong type are
+/// refused), so that a bad one stops the server at start, not each query.
+pub fn check_datafusion_settings(settings: &[(String, String)]) -> Result<(), String> {
+    apply_datafusion_settings(&mut SessionConfig::new(), settings)
 }
 
 /// Bytes of Parquet footers and page indexes kept between queries.
@@ -304,6 +325,7 @@ impl QueryEngine {
         if flavor == Flavor::Postgres {
             config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         }
+        apply_datafusion_settings(&mut config, &self.options.datafusion).map_err(QueryError::Execution)?;
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
             .with_cache_manager(self.cache_manager_config())

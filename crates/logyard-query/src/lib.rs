@@ -8,7 +8,7 @@ pub mod output;
 pub mod postgres;
 pub mod search;
 
-pub use engine::{QueryEngine, QueryOptions, RunningQuery};
+pub use engine::{QueryEngine, QueryOptions, RunningQuery, check_datafusion_settings};
 pub use logyard_core::TextFields;
 pub use output::Format;
 pub use search::{Cursor, SearchRequest, SearchResult};

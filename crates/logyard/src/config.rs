@@ -726,6 +726,11 @@ pub struct QueryConfig {
     pub text_fields: Vec<String>,
     /// Text fields per stream, e.g. `{ alb = ["request", "user_agent"] }`.
     pub stream_text_fields: BTreeMap<String, Vec<String>>,
+    /// DataFusion settings every query runs with, by their names in DataFusion's
+    /// configuration (with or without `datafusion.`), e.g.
+    /// `{ "execution.parquet.pushdown_filters" = false }`.
+    #[serde(deserialize_with = "settings")]
+    pub datafusion: BTreeMap<String, String>,
 }
 
 impl Default for QueryConfig {
@@ -737,6 +742,7 @@ impl Default for QueryConfig {
             threads: 0,
             text_fields: vec!["message".into()],
             stream_text_fields: BTreeMap::new(),
+            datafusion: BTreeMap::new(),
         }
     }
 }
@@ -896,6 +902,9 @@ impl Config {
         if self.query.max_json_rows == 0 {
             bail!("invalid configuration at `query.max_json_rows`: must be above 0");
         }
+        let datafusion: Vec<(String, String)> = self.query.datafusion.clone().into_iter().collect();
+        logyard_query::check_datafusion_settings(&datafusion)
+            .map_err(|e| anyhow::anyhow!("invalid configuration at `query.datafusion`: {e}"))?;
         logyard_storage::Location::parse(&self.storage.url).context("invalid configuration at `storage.url`")?;
         if let Some(p) = self.archive.raw_streams.iter().find(|p| !logyard_auth::is_stream_pattern(p)) {
             bail!("invalid configuration at `archive.raw_streams`: {p:?} is not a stream name or glob");
@@ -955,6 +964,21 @@ fn is_sql_name(s: &str) -> bool {
 
 /// Sets `section.key`, reading the value as a TOML literal when it is one (numbers,
 /// booleans) and as a string otherwise.
+/// A table of settings whose values are text, numbers or booleans, each kept as text.
+fn settings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let table = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    (table.into_iter())
+        .map(|(key, value)| match value {
+            toml::Value::String(s) => Ok((key, s)),
+            toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => Ok((key, value.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "`{key}` must be text, a number or a boolean, not {}",
+                other.type_str()
+            ))),
+        })
+        .collect()
+}
+
 fn set(table: &mut toml::Table, section: &str, key: &str, value: &str) -> anyhow::Result<()> {
     let parsed = format!("v = {value}")
         .parse::<toml::Table>()
@@ -976,6 +1000,28 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// DataFusion settings are checked when the configuration is loaded: a name DataFusion
+    /// does not know, or a value of the wrong type, is an error that names it.
+    #[test]
+    fn datafusion_settings_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |settings: &str| {
+            std::fs::write(&file, format!("[query.datafusion]\n{settings}\n")).unwrap();
+            Config::load(Some(&file), &BTreeMap::new(), &[]).map_err(|e| format!("{e:#}"))
+        };
+        let c =
+            load("\"execution.parquet.pushdown_filters\" = false\n\"datafusion.execution.batch_size\" = 4096").unwrap();
+        assert_eq!(c.query.datafusion["execution.parquet.pushdown_filters"], "false");
+        assert_eq!(c.query.datafusion["datafusion.execution.batch_size"], "4096");
+        let e = load("\"execution.parquet.no_such_thing\" = 1").unwrap_err();
+        assert!(e.contains("query.datafusion") && e.contains("no_such_thing"), "{e}");
+        let e = load("\"execution.batch_size\" = \"many\"").unwrap_err();
+        assert!(e.contains("execution.batch_size"), "{e}");
+        let e = load("\"execution.batch_size\" = [1]").unwrap_err();
+        assert!(e.contains("query.datafusion") && e.contains("batch_size"), "{e}");
     }
 
     #[test]

@@ -522,6 +522,7 @@ pub(crate) fn query_options(config: &Config) -> QueryOptions {
         max_json_rows: config.query.max_json_rows,
         target_partitions: config.query.threads,
         text_fields: text_fields(config),
+        datafusion: config.query.datafusion.clone().into_iter().collect(),
     }
 }
 

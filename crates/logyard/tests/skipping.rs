@@ -424,3 +424,14 @@ async fn two_tokens_alternating_see_only_their_own_streams() {
         }
     }
 }
+
+/// `[query.datafusion]` settings apply to every query's session.
+#[tokio::test]
+async fn datafusion_settings_from_the_configuration_apply_to_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logyard.toml");
+    std::fs::write(&config, "[query.datafusion]\n\"execution.batch_size\" = 1234\n").unwrap();
+    let server = ServerSpec::local(&dir.path().join("data")).env("LOGYARD_CONFIG", config.to_str().unwrap()).start();
+    let sql = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
+    assert_eq!(rows(&server, sql).await, vec![serde_json::json!({"value": "1234"})]);
+}
