@@ -486,8 +486,41 @@ pub struct IdCache {
 #[derive(Debug, Default)]
 struct CacheState {
     listed: HashMap<StreamName, Arc<Listed>>,
-    files: HashMap<Path, Arc<FileIds>>,
+    /// Each index with when it was last used (a count of uses).
+    files: HashMap<Path, (Arc<FileIds>, u64)>,
     bytes: usize,
+    uses: u64,
+}
+
+impl CacheState {
+    fn get(&mut self, path: &Path) -> Option<Arc<FileIds>> {
+        self.uses += 1;
+        let (ids, used) = self.files.get_mut(path)?;
+        *used = self.uses;
+        Some(ids.clone())
+    }
+
+    /// Keeps `ids`, making room by dropping the indexes used longest ago until it fits in
+    /// `capacity` bytes (one larger than that is kept alone).
+    fn insert(&mut self, path: Path, ids: Arc<FileIds>, capacity: usize) {
+        self.uses += 1;
+        if self.bytes + ids.size() > capacity {
+            let mut by_use: Vec<(u64, Path)> = self.files.iter().map(|(p, (_, used))| (*used, p.clone())).collect();
+            by_use.sort_unstable();
+            for (_, old) in by_use {
+                if self.bytes + ids.size() <= capacity {
+                    break;
+                }
+                if let Some((dropped, _)) = self.files.remove(&old) {
+                    self.bytes -= dropped.size();
+                }
+            }
+        }
+        self.bytes += ids.size();
+        if let Some((replaced, _)) = self.files.insert(path, (ids, self.uses)) {
+            self.bytes -= replaced.size();
+        }
+    }
 }
 
 /// What the indexes left of a table's files for a query.
@@ -641,8 +674,8 @@ impl IdCache {
     }
 
     async fn load(&self, store: &dyn ObjectStore, path: Path) -> Result<Option<Arc<FileIds>>, StorageError> {
-        if let Some(ids) = self.inner.lock().expect("id cache").files.get(&path) {
-            return Ok(Some(ids.clone()));
+        if let Some(ids) = self.inner.lock().expect("id cache").get(&path) {
+            return Ok(Some(ids));
         }
         let bytes = match store.get(&path).await {
             Ok(got) => got.bytes().await.map_err(StorageError::from_store("reading an identifier index"))?,
@@ -657,13 +690,7 @@ impl IdCache {
                 return Ok(None);
             }
         };
-        let mut state = self.inner.lock().expect("id cache");
-        if state.bytes + ids.size() > CACHE_BYTES {
-            state.files.clear();
-            state.bytes = 0;
-        }
-        state.bytes += ids.size();
-        state.files.insert(path, ids.clone());
+        self.inner.lock().expect("id cache").insert(path, ids.clone(), CACHE_BYTES);
         Ok(Some(ids))
     }
 }
@@ -784,6 +811,24 @@ mod tests {
         assert_eq!(listed.in_range(&[either]), [true, true, true]);
         // Every needle must be in range.
         assert_eq!(listed.in_range(&[orders(&["o-2"])[0].clone(), orders(&["o-6"])[0].clone()]), [false, false, true]);
+    }
+
+    /// A full cache drops the indexes used longest ago, not every index.
+    #[test]
+    fn a_full_cache_drops_the_indexes_used_longest_ago() {
+        let index =
+            |n: u32| Arc::new(FileIds::encode(&[values("id", vec![(0..n).map(u64::from).collect()])]).expect_decoded());
+        let (a, b, c) = (index(1_000), index(1_000), index(1_000));
+        let capacity = a.size() * 2;
+        let mut state = CacheState::default();
+        state.insert(Path::from("a"), a, capacity);
+        state.insert(Path::from("b"), b, capacity);
+        assert!(state.get(&Path::from("a")).is_some());
+        // Room for two: `b` was used longest ago.
+        state.insert(Path::from("c"), c.clone(), capacity);
+        assert!(state.get(&Path::from("a")).is_some() && state.get(&Path::from("c")).is_some());
+        assert!(state.get(&Path::from("b")).is_none());
+        assert_eq!(state.bytes, c.size() * 2);
     }
 
     #[test]
