@@ -313,25 +313,34 @@ impl IdsDir {
     }
 
     /// Every index of the current format: the data file it belongs to and the object. One
-    /// listing.
+    /// listing, of the current format's directory only.
     pub async fn list(&self) -> Result<Vec<(String, ObjectMeta)>, StorageError> {
-        let root = format!("{}/{VERSION_DIR}/", self.dir);
-        Ok((self.list_all().await?.into_iter())
-            .filter_map(|meta| {
-                let file = meta.location.as_ref().strip_prefix(&root)?.strip_suffix(".ids")?.to_owned();
-                Some((file, meta))
-            })
-            .collect())
+        let listed = self.listing(&self.dir.clone().join(VERSION_DIR)).await?;
+        Ok(self.by_format(listed).0)
     }
 
-    /// The objects of indexes of older formats.
-    pub async fn outdated(&self) -> Result<Vec<ObjectMeta>, StorageError> {
-        let root = format!("{}/{VERSION_DIR}/", self.dir);
-        Ok(self.list_all().await?.into_iter().filter(|meta| !meta.location.as_ref().starts_with(&root)).collect())
+    /// Every index object: those of the current format with their data file, and those of an
+    /// older format. One listing.
+    pub async fn list_every(&self) -> Result<(Vec<(String, ObjectMeta)>, Vec<ObjectMeta>), StorageError> {
+        Ok(self.by_format(self.listing(&self.dir).await?))
     }
 
-    async fn list_all(&self) -> Result<Vec<ObjectMeta>, StorageError> {
-        self.store.list(Some(&self.dir)).try_collect().await.map_err(StorageError::from_store("listing indexes"))
+    /// Objects of the current format with their data file, and the others.
+    fn by_format(&self, listed: Vec<ObjectMeta>) -> (Vec<(String, ObjectMeta)>, Vec<ObjectMeta>) {
+        let root = format!("{}/{VERSION_DIR}/", self.dir);
+        let mut current = Vec::new();
+        let mut outdated = Vec::new();
+        for meta in listed {
+            match meta.location.as_ref().strip_prefix(&root).and_then(|f| f.strip_suffix(".ids")) {
+                Some(file) => current.push((file.to_owned(), meta)),
+                None => outdated.push(meta),
+            }
+        }
+        (current, outdated)
+    }
+
+    async fn listing(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.store.list(Some(prefix)).try_collect().await.map_err(StorageError::from_store("listing indexes"))
     }
 
     /// Writes `bytes` as the index of `file`.

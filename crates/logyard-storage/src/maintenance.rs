@@ -218,10 +218,10 @@ impl Tables {
         let live: BTreeSet<String> = files_of(table)?.into_iter().map(|f| f.path).collect();
         let cutoff = chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         let store = self.storage().root_store();
-        let dir = self.ids_dir(stream);
-        let orphans = dir.list().await?.into_iter().filter(|(file, _)| !live.contains(file)).map(|(_, meta)| meta);
+        let (current, outdated) = self.ids_dir(stream).list_every().await?;
+        let orphans = current.into_iter().filter(|(file, _)| !live.contains(file)).map(|(_, meta)| meta);
         let mut deleted = 0;
-        for meta in orphans.chain(dir.outdated().await?) {
+        for meta in orphans.chain(outdated) {
             if meta.last_modified <= cutoff {
                 store.delete(&meta.location).await.map_err(StorageError::from_store("deleting an index"))?;
                 deleted += 1;
