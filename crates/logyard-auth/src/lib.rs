@@ -193,38 +193,7 @@ fn credential(value: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// A stream name or a glob of them (`*` and `?`).
-pub fn is_stream_pattern(p: &str) -> bool {
-    !p.is_empty() && p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "_-*?".contains(ch))
-}
-
-/// `*` matches any run of characters, `?` any one character.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ni < n.len() {
-        // A `*` in the pattern is always a wildcard, even against a `*` in the name.
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
+pub use logyard_core::stream::{glob_match, is_stream_pattern};
 
 /// The configured tokens, replaceable while the server runs (the tokens file is reloaded
 /// when it changes).

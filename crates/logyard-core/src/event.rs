@@ -269,7 +269,7 @@ where
     })
 }
 
-fn push_sanitized(path: &mut String, key: &str) {
+pub(crate) fn push_sanitized(path: &mut String, key: &str) {
     if key.is_empty() {
         path.push('_');
         return;

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod encoded;
 pub mod error;
 pub mod event;
+pub mod mask;
 pub mod parse;
 pub mod stream;
 pub mod time;

@@ -95,3 +95,18 @@ impl ServiceError for IngestError {
         }
     }
 }
+
+/// Masks one stream's events with its rules ([`logyard_core::mask`]) and counts what was
+/// masked; the events unchanged when nothing was found.
+pub fn mask_events(
+    masker: &logyard_core::mask::Masker,
+    stream: &str,
+    events: logyard_core::encoded::EventsEncoder,
+    metrics: &IngestMetrics,
+) -> Result<logyard_core::encoded::EventsEncoder, IngestError> {
+    let masked = masker
+        .mask_events(events.as_bytes())
+        .map_err(|e| IngestError::Corrupt(format!("masking the events of {stream}: {e}")))?;
+    metrics.masked(stream, &masked.counts);
+    Ok(masked.events.unwrap_or(events))
+}

@@ -18,6 +18,13 @@ pub struct StreamLabels {
     pub protocol: String,
 }
 
+/// The labels of the masking counter: the stream, and the kind of value masked.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MaskLabels {
+    pub stream: String,
+    pub kind: String,
+}
+
 /// The `stream` label of items that named no valid stream.
 pub const NO_STREAM: &str = "_invalid";
 
@@ -26,6 +33,7 @@ pub struct IngestMetrics {
     pub events: Family<StreamLabels, Counter>,
     pub bytes: Family<StreamLabels, Counter>,
     pub rejected: Family<StreamLabels, Counter>,
+    pub masked: Family<MaskLabels, Counter>,
     pub wal_bytes: Gauge,
     pub wal_budget: Gauge,
     pub backpressure: Gauge,
@@ -42,6 +50,7 @@ impl Default for IngestMetrics {
             events: Family::default(),
             bytes: Family::default(),
             rejected: Family::default(),
+            masked: Family::default(),
             wal_bytes: Gauge::default(),
             wal_budget: Gauge::default(),
             backpressure: Gauge::default(),
@@ -66,6 +75,11 @@ impl IngestMetrics {
             "logyard_rejected_events",
             "Events not taken (unreadable, or for a stream the token may not write), by stream and protocol",
             self.rejected.clone(),
+        );
+        r.register(
+            "logyard_masked_values",
+            "Values masked at ingest, by stream and kind (email, phone, ip, card, ..., custom)",
+            self.masked.clone(),
         );
         r.register("logyard_wal_bytes", "Bytes of write-ahead log on disk", self.wal_bytes.clone());
         r.register(
@@ -105,6 +119,17 @@ impl IngestMetrics {
     }
 
     /// Counts events not taken; `None` for items that named no valid stream.
+    /// Counts what masking found in a stream's events.
+    pub fn masked(&self, stream: &str, counts: &logyard_core::mask::MaskCounts) {
+        for (slot, &n) in counts.iter().enumerate() {
+            if n > 0 {
+                let labels =
+                    MaskLabels { stream: stream.to_owned(), kind: logyard_core::mask::count_name(slot).to_owned() };
+                self.masked.get_or_create(&labels).inc_by(n as u64);
+            }
+        }
+    }
+
     pub fn rejected(&self, stream: Option<&str>, protocol: Protocol, events: usize) {
         if events > 0 {
             let labels =

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use logyard_core::StreamName;
+use logyard_core::mask::Masking;
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, NewRecord, Tables, Wal, WalOptions, WalRecord, WalSink};
 
@@ -53,6 +54,8 @@ pub struct IngestOptions {
     /// How the request bodies of streams that keep them are bundled into the archive
     /// (`max_age`: how long a body waits for a bundle's worth).
     pub raw: BundleOptions,
+    /// What is masked in each stream's events before they are written.
+    pub masking: Arc<Masking>,
 }
 
 impl IngestOptions {
@@ -68,6 +71,7 @@ impl IngestOptions {
             memory_budget_bytes: 256 << 20,
             wal_budget_bytes: 0,
             raw: BundleOptions { max_age: Duration::from_secs(60), ..BundleOptions::default() },
+            masking: Arc::default(),
         }
     }
 }
@@ -459,6 +463,12 @@ impl Ingestor {
 
     pub fn tables(&self) -> &Arc<Tables> {
         &self.inner.tables
+    }
+
+    /// What is masked in each stream's events (applied by the callers of [`Self::append_all`],
+    /// on their blocking threads, before the events reach it).
+    pub fn masking(&self) -> &Arc<Masking> {
+        &self.inner.options.masking
     }
 
     pub fn metrics(&self) -> &IngestMetrics {

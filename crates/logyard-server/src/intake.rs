@@ -162,6 +162,52 @@ struct Sent {
     content_encoding: Option<String>,
 }
 
+/// A stream's masking rules, applied on the decoding thread so that nothing unmasked is
+/// written (`[[masking.rules]]`).
+struct Masking {
+    rules: std::sync::Arc<logyard_core::mask::Masking>,
+    metrics: logyard_ingest::IngestMetrics,
+}
+
+/// Decoded events, masked, with the streams that have masking rules.
+struct Masked<I> {
+    decoded: logyard_protocols::Decoded<I>,
+    masked: Vec<StreamName>,
+}
+
+impl Masking {
+    fn of(state: &AppState) -> Self {
+        Masking { rules: state.ingestor.masking().clone(), metrics: state.ingestor.metrics().clone() }
+    }
+
+    fn apply<I>(self, mut decoded: logyard_protocols::Decoded<I>) -> Result<Masked<I>, ApiError> {
+        let mut masked = Vec::new();
+        if !self.rules.is_empty() {
+            for (stream, events) in decoded.streams.iter_mut() {
+                let Some(masker) = self.rules.for_stream(stream.as_str()) else { continue };
+                let taken = std::mem::take(events);
+                *events = logyard_ingest::mask_events(&masker, stream.as_str(), taken, &self.metrics)?;
+                masked.push(stream.clone());
+            }
+        }
+        Ok(Masked { decoded, masked })
+    }
+}
+
+/// What the archive keeps of a masked stream's request: its events after masking, as NDJSON
+/// (the body as sent would hold what masking removed).
+fn masked_body(mut meta: RawMeta, events: &logyard_core::encoded::EventsEncoder) -> Result<RawPayload, ApiError> {
+    let mut body = Vec::with_capacity(events.text_bytes() + events.len());
+    for event in logyard_core::encoded::decode_events(events.as_bytes()) {
+        let event = event.map_err(|e| ApiError::new(ErrorKind::Internal, "internal", format!("masked events: {e}")))?;
+        body.extend_from_slice(event.text.as_bytes());
+        body.push(b'\n');
+    }
+    meta.content_type = Some("application/x-ndjson".into());
+    meta.content_encoding = None;
+    Ok(RawPayload { meta, body: body.into() })
+}
+
 /// Takes a request: see the module documentation.
 pub(crate) async fn take<D: Decoder>(
     state: &AppState,
@@ -185,19 +231,22 @@ pub(crate) async fn take<D: Decoder>(
                 content_encoding: text(header::CONTENT_ENCODING),
             };
             let max_decoded = state.body_limits.max_decoded_bytes;
+            let masking = Masking::of(state);
             let decoded = blocking("decoding a request", move || {
                 let body = body::decode(raw, encoding, max_decoded)?;
-                decoder.decode(&body, received)
+                masking.apply(decoder.decode(&body, received)?)
             })
             .await??;
             (decoded, Some(sent))
         }
         Payload::Decoded { bytes } => {
             check_byte_rate(state, principal, bytes)?;
-            (blocking("decoding a request", move || decoder.decode(&[], received)).await??, None)
+            let masking = Masking::of(state);
+            (blocking("decoding a request", move || masking.apply(decoder.decode(&[], received)?)).await??, None)
         }
     };
 
+    let Masked { decoded, masked } = decoded;
     let metrics = state.ingestor.metrics();
     let protocol = D::PROTOCOL;
     for (stream, count) in &decoded.rejected.by_stream {
@@ -216,16 +265,20 @@ pub(crate) async fn take<D: Decoder>(
         }
         counts.push((stream.clone(), events.len(), events.text_bytes()));
         let raw = match &sent {
-            Some(sent) if one_stream && state.keeps_bodies(&stream) => Some(RawPayload {
-                meta: RawMeta {
+            Some(sent) if one_stream && state.keeps_bodies(&stream) => {
+                let meta = RawMeta {
                     received,
                     content_type: sent.content_type.clone(),
                     content_encoding: sent.content_encoding.clone(),
                     accepted: events.len() as u64,
                     rejected: rejected_total as u64,
-                },
-                body: sent.body.clone(),
-            }),
+                };
+                Some(if masked.contains(&stream) && !state.keeps_originals(&stream) {
+                    masked_body(meta, &events)?
+                } else {
+                    RawPayload { meta, body: sent.body.clone() }
+                })
+            }
             _ => None,
         };
         appends.push(Append { stream, events: events.finish(), raw });

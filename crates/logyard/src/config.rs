@@ -35,6 +35,46 @@ pub struct Config {
     pub loki: LokiConfig,
     pub kinesis: KinesisConfig,
     pub alerts: AlertsConfig,
+    pub masking: MaskingConfig,
+}
+
+/// Masking of personal data at ingest (`[[masking.rules]]`; docs/privacy.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskingConfig {
+    pub rules: Vec<logyard_core::mask::MaskRule>,
+    /// The secret of the `hash` action: a file of at least 32 bytes (trailing whitespace is
+    /// not part of it). Keep it: other keys hash the same value differently.
+    pub key_file: Option<PathBuf>,
+    /// Streams (names or globs) whose archived request bodies (`archive.raw_streams`) stay as
+    /// they were sent, unmasked; by default a masked stream's archive holds its events as
+    /// masked NDJSON.
+    pub keep_originals: Vec<String>,
+}
+
+impl MaskingConfig {
+    /// The rules, checked, with the key read.
+    pub fn build(&self) -> anyhow::Result<logyard_core::mask::Masking> {
+        let key = match &self.key_file {
+            None => None,
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| {
+                    format!("invalid configuration at `masking.key_file`: reading {}", path.display())
+                })?;
+                let key = bytes.trim_ascii_end().to_vec();
+                if key.len() < 32 {
+                    bail!(
+                        "invalid configuration at `masking.key_file`: {} holds {} bytes; use at least 32 (e.g. `openssl rand -hex 32`)",
+                        path.display(),
+                        key.len()
+                    );
+                }
+                Some(key)
+            }
+        };
+        logyard_core::mask::Masking::new(self.rules.clone(), key)
+            .map_err(|e| anyhow::anyhow!("invalid configuration at `masking.rules[{}]`: {}", e.rule, e.message))
+    }
 }
 
 /// Alert rules (`[[alerts.rules]]`), the receivers they notify (`[[alerts.receivers]]`), and
@@ -909,6 +949,10 @@ impl Config {
         if let Some(p) = self.archive.raw_streams.iter().find(|p| !logyard_auth::is_stream_pattern(p)) {
             bail!("invalid configuration at `archive.raw_streams`: {p:?} is not a stream name or glob");
         }
+        if let Some(p) = self.masking.keep_originals.iter().find(|p| !logyard_auth::is_stream_pattern(p)) {
+            bail!("invalid configuration at `masking.keep_originals`: {p:?} is not a stream name or glob");
+        }
+        self.masking.build()?;
         if self.orders.enabled() {
             self.orders.settings(env)?;
             if !is_sql_name(&self.orders.schema) || self.orders.schema == "public" {
@@ -1125,6 +1169,22 @@ mod example {
         let c = Config::load(Some(path), &BTreeMap::new(), &[]).unwrap();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+}
+
+#[cfg(test)]
+mod privacy {
+    use super::*;
+
+    #[test]
+    fn the_documented_masking_rules_load() {
+        let doc = include_str!("../../../docs/privacy.md");
+        let block = doc.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a TOML block");
+        let c: Config = toml::from_str(block).unwrap();
+        assert_eq!(c.masking.rules.len(), 3);
+        let masking = logyard_core::mask::Masking::new(c.masking.rules, Some(vec![7; 32])).unwrap();
+        assert!(masking.for_stream("storefront-web").is_some());
+        assert!(masking.for_stream("audit").is_none());
     }
 }
 

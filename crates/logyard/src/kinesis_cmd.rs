@@ -121,6 +121,8 @@ fn consumer(
     options.idle_wait = settings.idle_wait;
     options.records_per_call = settings.records_per_call;
     options.max_columns = config.ingest.max_columns;
+    let masker = config.masking.build()?.for_stream(options.target.as_str());
+    options.masker = masker;
     Ok(Consumer::new(client, tables, options, ingest, metrics))
 }
 

@@ -63,7 +63,8 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     let storage = crate::open_storage(&config, env, store_metrics).await?;
     let tables = Arc::new(crate::stream_tables(&config, storage.clone()));
     let wal_dir = crate::wal_dir(&config)?;
-    let ingestor = Ingestor::open(ingest_options(&config, &wal_dir), tables.clone(), ingest_metrics)
+    let masking = Arc::new(config.masking.build()?);
+    let ingestor = Ingestor::open(ingest_options(&config, &wal_dir, masking.clone()), tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
     let query =
         crate::with_orders(QueryEngine::new(tables.clone(), crate::query_options(&config)), &config, env).await?;
@@ -79,7 +80,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let public_url = config.uploads.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let uploads = Uploads::new(tables.clone(), upload_options(&config, public_url));
+    let uploads = Uploads::new(tables.clone(), upload_options(&config, public_url, masking.clone()));
     let reports = crate::report_cmd::report_store(&config, env, None, &storage).await?;
     let receiver_names = config.alerts.receivers.iter().map(|r| r.name.clone()).collect();
     let alerts = logyard_alerts::AlertStore::new(storage.clone(), config.alerts.rules.clone(), receiver_names)?;
@@ -105,6 +106,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
         http_metrics,
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         raw_streams: Arc::new(config.archive.raw_streams.clone()),
+        keep_originals: Arc::new(config.masking.keep_originals.clone()),
         reports,
         protocols: ProtocolSettings {
             index_mapping: logyard_protocols::elastic::IndexMapping {
@@ -271,8 +273,9 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     }
 }
 
-fn ingest_options(config: &Config, wal_dir: &Path) -> IngestOptions {
+fn ingest_options(config: &Config, wal_dir: &Path, masking: Arc<logyard_core::mask::Masking>) -> IngestOptions {
     let mut options = IngestOptions::new(wal_dir);
+    options.masking = masking;
     options.flush_bytes = config.ingest.flush_bytes;
     options.flush_age = config.ingest.flush_interval;
     options.wal_segment_bytes = config.ingest.wal_segment_bytes;
@@ -284,8 +287,9 @@ fn ingest_options(config: &Config, wal_dir: &Path) -> IngestOptions {
     options
 }
 
-fn upload_options(config: &Config, public_url: String) -> UploadOptions {
+fn upload_options(config: &Config, public_url: String, masking: Arc<logyard_core::mask::Masking>) -> UploadOptions {
     UploadOptions {
+        masking,
         max_bytes: config.uploads.max_bytes,
         url_expiry: config.uploads.url_expiry,
         chunk_bytes: config.uploads.chunk_bytes,

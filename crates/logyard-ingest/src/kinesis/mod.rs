@@ -83,6 +83,8 @@ pub struct KinesisOptions {
     pub records_per_call: i32,
     /// Column cap of the table.
     pub max_columns: usize,
+    /// The target stream's masking rules, applied before anything is written.
+    pub masker: Option<std::sync::Arc<logyard_core::mask::Masker>>,
 }
 
 impl KinesisOptions {
@@ -98,6 +100,7 @@ impl KinesisOptions {
             idle_wait: Duration::from_secs(1),
             records_per_call: 10_000,
             max_columns: logyard_core::batch::DEFAULT_MAX_COLUMNS,
+            masker: None,
         }
     }
 }
@@ -553,6 +556,20 @@ impl ShardWorker {
         ctx.ingest.rejected(Some(target), Protocol::Kinesis, rejected);
         self.buffer_events += accepted;
         self.last_read = Some(last.sequence_number.clone().into_owned());
+        if let Some(masker) = &ctx.options.masker
+            && !events.is_empty()
+        {
+            events = match crate::mask_events(masker, target, events, &ctx.ingest) {
+                Ok(masked) => masked,
+                Err(e) => {
+                    // Never written unmasked: the records are counted rejected instead.
+                    tracing::error!(stream = %ctx.options.stream, shard = %self.shard, error = %e, "kinesis: records skipped");
+                    ctx.ingest.rejected(Some(target), Protocol::Kinesis, accepted);
+                    self.buffer_events -= accepted;
+                    EventsEncoder::default()
+                }
+            };
+        }
         if !events.is_empty() {
             self.buffer_bytes += events.text_bytes();
             self.buffer.push(events.finish());

@@ -65,8 +65,16 @@ impl Uploads {
         let format = record.format;
         let received = time::parse_time_str(&record.created_at).unwrap_or_else(time::now_micros);
         let (chunk_bytes, max_json) = (self.options.chunk_bytes, self.options.max_json_bytes);
+        let masker = self.options.masking.for_stream(stream.as_str());
         let reading = tokio::task::spawn_blocking(move || {
-            read_upload(input, format, received, chunk_bytes, max_json, &mut |chunk| {
+            read_upload(input, format, received, chunk_bytes, max_json, &mut |mut chunk| {
+                if let Some(masker) = &masker {
+                    // Nothing of a masked stream is committed unmasked.
+                    let masked = masker.mask_events(chunk.events.as_bytes()).map_err(std::io::Error::other)?;
+                    if let Some(events) = masked.events {
+                        chunk.events = events;
+                    }
+                }
                 tx.blocking_send(chunk).map_err(|_| std::io::Error::other("the committer stopped"))
             })
         });

@@ -111,6 +111,8 @@ pub struct UploadOptions {
     pub part_bytes: u64,
     /// A multipart upload not completed by then is aborted.
     pub multipart_expiry: Duration,
+    /// What is masked in each stream's events before they are committed.
+    pub masking: std::sync::Arc<logyard_core::mask::Masking>,
 }
 
 impl Default for UploadOptions {
@@ -125,6 +127,7 @@ impl Default for UploadOptions {
             multipart_threshold: 100 << 20,
             part_bytes: 16 << 20,
             multipart_expiry: Duration::from_secs(86_400),
+            masking: Default::default(),
         }
     }
 }

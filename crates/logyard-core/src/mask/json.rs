@@ -1,0 +1,298 @@
+//! Rewriting one event's JSON text with its masked values, keeping everything else (key
+//! order, spacing, numbers) byte for byte.
+//!
+//! The text was checked at ingest, so this walker only follows the structure: it knows for
+//! every string and number the column it ends up in (the dotted name of
+//! [`crate::event::flatten`]), hands the value to the masker, and notes the edits. A member
+//! whose value asks to be dropped is cut with its comma.
+
+use crate::event::{MAX_FLATTEN_DEPTH, RESERVED_RENAMES, push_sanitized};
+
+use super::{Found, Masker, Span};
+
+/// One change to the text: `text[start..end]` becomes `with`.
+struct Edit {
+    start: usize,
+    end: usize,
+    with: String,
+}
+
+pub(super) struct Walk<'a> {
+    masker: &'a Masker,
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    /// Matches in the whole text (when the masker has no custom patterns), in order.
+    found: &'a [Found],
+    next_found: usize,
+    /// The top-level key that carried the event's time: left alone.
+    time_field: Option<&'a str>,
+    path: String,
+    /// Inside the time field's value: nothing is masked.
+    frozen: bool,
+    edits: Vec<Edit>,
+    pub(super) counts: [u32; super::COUNTED],
+}
+
+impl<'a> Walk<'a> {
+    pub(super) fn new(masker: &'a Masker, text: &'a str, found: &'a [Found], time_field: Option<&'a str>) -> Self {
+        Walk {
+            masker,
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            found,
+            next_found: 0,
+            time_field,
+            path: String::new(),
+            frozen: false,
+            edits: Vec::new(),
+            counts: [0; super::COUNTED],
+        }
+    }
+
+    /// Walks the event; the new text, if anything changed.
+    pub(super) fn run(mut self) -> (Option<String>, [u32; super::COUNTED]) {
+        self.skip_ws();
+        if self.bytes.get(self.pos) == Some(&b'{') {
+            self.object(0);
+        }
+        if self.edits.is_empty() {
+            return (None, self.counts);
+        }
+        let mut out = String::with_capacity(self.text.len());
+        let mut copied = 0;
+        for e in &self.edits {
+            out.push_str(&self.text[copied..e.start]);
+            out.push_str(&e.with);
+            copied = e.end;
+        }
+        out.push_str(&self.text[copied..]);
+        (Some(out), self.counts)
+    }
+
+    fn skip_ws(&mut self) {
+        while self.bytes.get(self.pos).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    /// A value starting at `pos`; true when the member holding it is to be dropped.
+    /// `column`: whether the value still decides its own column (not inside an array or
+    /// an object deeper than the flattening goes).
+    fn value(&mut self, depth: usize, column: bool) -> bool {
+        self.skip_ws();
+        match self.bytes.get(self.pos) {
+            Some(b'{') if column && depth < MAX_FLATTEN_DEPTH => self.object(depth),
+            Some(b'{') => self.nested(b'}', depth),
+            Some(b'[') => self.nested(b']', depth),
+            Some(b'"') => {
+                let start = self.pos;
+                self.string_end();
+                self.leaf(start, self.pos, true)
+            }
+            Some(b't' | b'f' | b'n') => {
+                while self.bytes.get(self.pos).is_some_and(u8::is_ascii_alphabetic) {
+                    self.pos += 1;
+                }
+                false
+            }
+            Some(_) => {
+                let start = self.pos;
+                while self
+                    .bytes
+                    .get(self.pos)
+                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    self.pos += 1;
+                }
+                self.leaf(start, self.pos, false)
+            }
+            None => false,
+        }
+    }
+
+    /// An object whose members are columns of their own.
+    fn object(&mut self, depth: usize) -> bool {
+        self.pos += 1; // {
+        let base = self.path.len();
+        let mut kept_any = false;
+        loop {
+            self.skip_ws();
+            let comma = match self.bytes.get(self.pos) {
+                Some(b'}') | None => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(b',') => {
+                    let comma = self.pos;
+                    self.pos += 1;
+                    self.skip_ws();
+                    Some(comma)
+                }
+                Some(_) => None,
+            };
+            let key_start = self.pos;
+            self.string_end();
+            let key = &self.text[key_start + 1..self.pos - 1];
+            let key = if key.contains('\\') {
+                serde_json::from_str::<String>(&self.text[key_start..self.pos]).unwrap_or_default()
+            } else {
+                key.to_owned()
+            };
+            self.skip_ws();
+            self.pos += 1; // :
+            self.path.truncate(base);
+            if depth == 0 {
+                match RESERVED_RENAMES.iter().find(|(k, _)| *k == key) {
+                    Some((_, renamed)) => self.path.push_str(renamed),
+                    None => push_sanitized(&mut self.path, &key),
+                }
+            } else {
+                self.path.push('.');
+                push_sanitized(&mut self.path, &key);
+            }
+            let drop = if depth == 0 && self.time_field == Some(key.as_str()) {
+                self.frozen = true;
+                self.value(depth + 1, false);
+                self.frozen = false;
+                false
+            } else {
+                self.value(depth + 1, true)
+            };
+            // Members dropped before any kept one leave the next comma leading: cut it.
+            if let Some(c) = comma
+                && !kept_any
+            {
+                self.cut(c, c + 1);
+            }
+            match (drop, comma) {
+                (true, Some(c)) if kept_any => self.cut(c, self.pos),
+                (true, _) => self.cut(key_start, self.pos),
+                (false, _) => kept_any = true,
+            }
+        }
+        self.path.truncate(base);
+        false
+    }
+
+    /// Cuts `start..end`, replacing the edits inside it.
+    fn cut(&mut self, start: usize, end: usize) {
+        while self.edits.last().is_some_and(|e| e.start >= start) {
+            self.edits.pop();
+        }
+        self.edits.push(Edit { start, end, with: String::new() });
+    }
+
+    /// An array, or an object kept whole as one column's JSON text: every value inside
+    /// belongs to the current column.
+    fn nested(&mut self, close: u8, depth: usize) -> bool {
+        self.pos += 1;
+        let mut drop = false;
+        loop {
+            self.skip_ws();
+            match self.bytes.get(self.pos) {
+                None => break,
+                Some(b) if *b == close => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(b',' | b':') => self.pos += 1,
+                Some(b'"') if close == b'}' => {
+                    // A key of a whole-kept object: not a value.
+                    let start = self.pos;
+                    self.string_end();
+                    self.skip_ws();
+                    if self.bytes.get(self.pos) != Some(&b':') {
+                        drop |= self.leaf(start, self.pos, true);
+                    } else {
+                        self.skip_found_until(self.pos);
+                    }
+                }
+                Some(_) => drop |= self.value(depth + 1, false),
+            }
+        }
+        drop
+    }
+
+    /// Moves `pos` past the string starting at `pos`.
+    fn string_end(&mut self) {
+        let mut i = self.pos + 1;
+        while let Some(off) = memchr::memchr2(b'"', b'\\', &self.bytes[i..]) {
+            i += off;
+            if self.bytes[i] == b'\\' {
+                i += 2;
+            } else {
+                self.pos = i + 1;
+                return;
+            }
+        }
+        self.pos = self.bytes.len();
+    }
+
+    fn skip_found_until(&mut self, end: usize) {
+        while self.found.get(self.next_found).is_some_and(|f| f.span.start < end) {
+            self.next_found += 1;
+        }
+    }
+
+    /// A string (with its quotes) or a number at `start..end`; true to drop its member.
+    fn leaf(&mut self, start: usize, end: usize, quoted: bool) -> bool {
+        if self.frozen {
+            self.skip_found_until(end);
+            return false;
+        }
+        let (inner_start, inner_end) = if quoted { (start + 1, end - 1) } else { (start, end) };
+        let inner = &self.text[inner_start..inner_end];
+        let escaped = quoted && inner.contains('\\');
+        let mut found = Vec::new();
+        let unescaped;
+        let content: &str = if escaped {
+            unescaped = serde_json::from_str::<String>(&self.text[start..end]).unwrap_or_default();
+            self.skip_found_until(end);
+            self.masker.scan(&unescaped, &mut found);
+            &unescaped
+        } else if self.masker.scans_values() {
+            self.masker.scan(inner, &mut found);
+            inner
+        } else {
+            while let Some(f) = self.found.get(self.next_found) {
+                if f.span.start >= end {
+                    break;
+                }
+                self.next_found += 1;
+                if f.span.start >= inner_start && f.span.end <= inner_end {
+                    found.push(Found {
+                        span: Span { start: f.span.start - inner_start, end: f.span.end - inner_start },
+                        pattern: f.pattern,
+                    });
+                }
+            }
+            inner
+        };
+        if found.is_empty() {
+            return false;
+        }
+        let masked = self.masker.apply(content, &found, &self.path, !quoted, &mut self.counts);
+        match masked {
+            Applied::Unchanged => false,
+            Applied::Drop => true,
+            Applied::Text(new) => {
+                let with = if escaped || !quoted {
+                    serde_json::to_string(&new).expect("a string serializes")
+                } else {
+                    format!("\"{new}\"")
+                };
+                self.edits.push(Edit { start, end, with });
+                false
+            }
+        }
+    }
+}
+
+/// What masking made of one value.
+pub(super) enum Applied {
+    Unchanged,
+    Drop,
+    Text(String),
+}

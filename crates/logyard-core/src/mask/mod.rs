@@ -1,0 +1,476 @@
+//! Masking personal data in events before they are written anywhere.
+//!
+//! Rules (`[[masking.rules]]`) pick streams, what to look for (built-in [`Detector`]s or a
+//! regular expression of the shop's own) and what to do with it ([`Action`]): `redact`
+//! replaces the value with its kind (`[email]`), `hash` with a keyed HMAC-SHA-256 of its
+//! canonical form (so equal values still group and join, and cannot be recovered without the
+//! key), `truncate` keeps a shortened form (an address's /24 or /48 network, a card's last
+//! four digits), `drop` removes the field. A rule applies to the fields it names (column
+//! names, `user.email`; a name covers the fields under it) or to every string field.
+//!
+//! One [`Masker`] per stream holds every pattern of the rules that apply to it, compiled into
+//! one multi-pattern regex; an event is scanned once, and its JSON text is rewritten only
+//! where something was found.
+
+mod detect;
+mod json;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, KeyInit, Mac};
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, PatternID, meta};
+use serde::Deserialize;
+use sha2::Sha256;
+
+pub use detect::Detector;
+
+use crate::encoded::{EventsEncoder, decode_events};
+use crate::stream::{glob_match, is_stream_pattern};
+use json::{Applied, Walk};
+
+/// What happens to a value a rule finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Replaced by its kind: `[email]`, `[card]`, `[ip]`, or a custom rule's `[name]`.
+    Redact,
+    /// Replaced by 32 hex digits of HMAC-SHA-256 under the masking key.
+    Hash,
+    /// Shortened (see [`Detector`]); kinds without a short form are redacted.
+    Truncate,
+    /// The field holding it is removed.
+    Drop,
+}
+
+/// One `[[masking.rules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskRule {
+    /// Stream names or globs; every stream when left out.
+    #[serde(default = "every_stream")]
+    pub streams: Vec<String>,
+    /// Built-in detectors by name, or `"default"` for all of them.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// A pattern of one's own (Rust regex syntax), besides or instead of the detectors.
+    pub regex: Option<String>,
+    /// What the custom pattern's values are called in `[name]` (default `redacted`).
+    pub name: Option<String>,
+    /// Default: each detector's own (`truncate` for `ip` and `card`, `redact` for the others);
+    /// `redact` for a custom pattern.
+    pub action: Option<Action>,
+    /// Columns the rule applies to (`email`, `user.email`); every field when empty.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+fn every_stream() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// A configuration mistake, naming the rule.
+#[derive(Debug, thiserror::Error)]
+#[error("masking.rules[{rule}]: {message}")]
+pub struct MaskError {
+    pub rule: usize,
+    pub message: String,
+}
+
+/// Values masked, by kind: the detectors in [`Detector::ALL`] order, then custom patterns.
+pub type MaskCounts = [u32; COUNTED];
+
+pub const COUNTED: usize = Detector::ALL.len() + 1;
+
+/// The name of each [`MaskCounts`] slot.
+pub fn count_name(slot: usize) -> &'static str {
+    Detector::ALL.get(slot).map_or("custom", |d| d.name())
+}
+
+/// Where a match lies in the scanned text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// A checked match of one pattern.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    span: Span,
+    pattern: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Detector(Detector),
+    Custom(String),
+}
+
+impl Kind {
+    fn slot(&self) -> usize {
+        match self {
+            Kind::Detector(d) => Detector::ALL.iter().position(|x| x == d).expect("every detector is listed"),
+            Kind::Custom(_) => Detector::ALL.len(),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Kind::Detector(d) => format!("[{}]", d.name()),
+            Kind::Custom(name) => format!("[{name}]"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    kind: Kind,
+    action: Action,
+    /// Empty: every field.
+    fields: Arc<[String]>,
+}
+
+impl Pattern {
+    fn applies_to(&self, path: &str) -> bool {
+        self.fields.is_empty()
+            || self
+                .fields
+                .iter()
+                .any(|f| path.strip_prefix(f.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+    }
+}
+
+/// The rules that apply to one stream, compiled.
+#[derive(Debug)]
+pub struct Masker {
+    regex: meta::Regex,
+    patterns: Vec<Pattern>,
+    key: Option<Arc<[u8]>>,
+    /// Some pattern is the shop's own: it may match across JSON tokens, so each value is
+    /// scanned alone instead of the whole text at once.
+    custom: bool,
+}
+
+/// One event's masking.
+#[derive(Debug)]
+pub struct Masked {
+    /// The new text; `None` when nothing was masked.
+    pub text: Option<String>,
+    pub counts: MaskCounts,
+}
+
+/// A request's events after masking.
+#[derive(Debug)]
+pub struct MaskedEvents {
+    /// `None` when no event changed.
+    pub events: Option<EventsEncoder>,
+    pub counts: MaskCounts,
+}
+
+impl Masker {
+    fn new(rules: &[(usize, &MaskRule)], key: Option<Arc<[u8]>>) -> Result<Self, MaskError> {
+        let mut sources: Vec<String> = Vec::new();
+        let mut patterns = Vec::new();
+        for &(i, rule) in rules {
+            if let Some(regex) = &rule.regex {
+                let name = rule.name.clone().unwrap_or_else(|| "redacted".into());
+                sources.push(regex.clone());
+                let action = rule.action.unwrap_or(Action::Redact);
+                patterns.push((i, Pattern { kind: Kind::Custom(name), action, fields: rule.fields.clone().into() }));
+            }
+        }
+        for &(i, rule) in rules {
+            for detector in detectors_of(i, rule)? {
+                let action = rule.action.unwrap_or(match detector {
+                    Detector::Ip | Detector::Card => Action::Truncate,
+                    _ => Action::Redact,
+                });
+                for p in detector.patterns() {
+                    sources.push((*p).to_owned());
+                    patterns.push((
+                        i,
+                        Pattern { kind: Kind::Detector(detector), action, fields: rule.fields.clone().into() },
+                    ));
+                }
+            }
+        }
+        // Where several patterns match at one place, rules naming fields come before rules
+        // for every field (`hash` for `customer_email`, `redact` elsewhere), and custom
+        // patterns before the built-in ones.
+        let order: Vec<usize> = {
+            let mut order: Vec<usize> = (0..patterns.len()).collect();
+            order.sort_by_key(|&i| (patterns[i].1.fields.is_empty(), matches!(patterns[i].1.kind, Kind::Detector(_))));
+            order
+        };
+        let sources: Vec<String> = order.iter().map(|&i| sources[i].clone()).collect();
+        let patterns: Vec<(usize, Pattern)> = order.iter().map(|&i| patterns[i].clone()).collect();
+        let custom = patterns.iter().any(|(_, p)| matches!(p.kind, Kind::Custom(_)));
+        let regex = meta::Regex::builder()
+            .configure(meta::Config::new().match_kind(regex_automata::MatchKind::LeftmostFirst))
+            .syntax(syntax::Config::new())
+            .build_many(&sources)
+            .map_err(|e| {
+                let rule = e.pattern().and_then(|p| patterns.get(p.as_usize())).map_or(0, |(i, _)| *i);
+                MaskError { rule, message: format!("invalid regex: {e}") }
+            })?;
+        Ok(Masker { regex, patterns: patterns.into_iter().map(|(_, p)| p).collect(), key, custom })
+    }
+
+    fn scans_values(&self) -> bool {
+        self.custom
+    }
+
+    fn accepts(&self, s: &[u8], m: &regex_automata::Match) -> bool {
+        if m.is_empty() {
+            return false;
+        }
+        match &self.patterns[m.pattern().as_usize()].kind {
+            Kind::Detector(d) => d.accepts(s, m.start(), m.end()),
+            Kind::Custom(_) => true,
+        }
+    }
+
+    /// Every checked match in `s`, in order, none overlapping.
+    fn scan(&self, s: &str, out: &mut Vec<Found>) {
+        let bytes = s.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let Some(m) = self.regex.search(&Input::new(bytes).range(at..)) else { break };
+            let hit = if self.accepts(bytes, &m) {
+                Some(m)
+            } else {
+                // Another pattern may match here where the first one's check failed.
+                (0..self.patterns.len()).filter(|&p| p != m.pattern().as_usize()).find_map(|p| {
+                    let anchored = Input::new(bytes).range(m.start()..).anchored(Anchored::Pattern(PatternID::must(p)));
+                    self.regex.search(&anchored).filter(|o| self.accepts(bytes, o))
+                })
+            };
+            match hit {
+                Some(h) => {
+                    out.push(Found { span: Span { start: h.start(), end: h.end() }, pattern: h.pattern().as_usize() });
+                    at = h.end();
+                }
+                None => at = self.next_start(bytes, m.start()),
+            }
+        }
+    }
+
+    /// Where a match may start after a failed one at `start`: the built-in detectors start
+    /// only after a byte that is not part of a word; custom patterns anywhere.
+    fn next_start(&self, bytes: &[u8], start: usize) -> usize {
+        let mut i = start + 1;
+        while i < bytes.len() {
+            let boundary = bytes[i] & 0xC0 != 0x80;
+            let after_word = bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_';
+            if boundary && (self.custom || !after_word) {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
+    /// Masks what `found` holds in `content`, the value of column `path`. In a number, only a
+    /// match of the whole number counts.
+    fn apply(&self, content: &str, found: &[Found], path: &str, number: bool, counts: &mut MaskCounts) -> Applied {
+        let mut out = String::new();
+        let mut copied = 0;
+        for f in found {
+            if f.span.start < copied {
+                continue;
+            }
+            let f = if self.patterns[f.pattern].applies_to(path) {
+                *f
+            } else {
+                // The pattern found here belongs to a rule for other fields; another rule's
+                // may apply to this one.
+                match self.for_field(content.as_bytes(), f.span.start, path) {
+                    Some(other) => other,
+                    None => continue,
+                }
+            };
+            let p = &self.patterns[f.pattern];
+            if number && (f.span.start > 0 || f.span.end < content.len()) {
+                continue;
+            }
+            let m = &content[f.span.start..f.span.end];
+            counts[p.kind.slot()] += 1;
+            let with = match (p.action, &p.kind) {
+                (Action::Drop, _) => return Applied::Drop,
+                (Action::Redact, kind) => kind.label(),
+                (Action::Hash, Kind::Detector(d)) => self.hash(d.name(), &d.canonical(m)),
+                (Action::Hash, Kind::Custom(name)) => self.hash(name, m),
+                (Action::Truncate, Kind::Detector(d)) => d.truncated(m).unwrap_or_else(|| p.kind.label()),
+                (Action::Truncate, kind) => kind.label(),
+            };
+            out.push_str(&content[copied..f.span.start]);
+            out.push_str(&with);
+            copied = f.span.end;
+        }
+        if out.is_empty() && copied == 0 {
+            return Applied::Unchanged;
+        }
+        out.push_str(&content[copied..]);
+        Applied::Text(out)
+    }
+
+    /// The first pattern that applies to `path` and matches (checked) at `start`.
+    fn for_field(&self, s: &[u8], start: usize, path: &str) -> Option<Found> {
+        (0..self.patterns.len()).filter(|&p| self.patterns[p].applies_to(path)).find_map(|p| {
+            let anchored = Input::new(s).range(start..).anchored(Anchored::Pattern(PatternID::must(p)));
+            let m = self.regex.search(&anchored).filter(|m| self.accepts(s, m))?;
+            Some(Found { span: Span { start: m.start(), end: m.end() }, pattern: p })
+        })
+    }
+
+    fn hash(&self, kind: &str, value: &str) -> String {
+        let key = self.key.as_deref().expect("rules that hash have a key (checked at load)");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(kind.as_bytes());
+        mac.update(b":");
+        mac.update(value.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Masks one event's JSON text (checked at ingest); `time_field` is the top-level key
+    /// its time came from, which is left alone.
+    pub fn mask(&self, text: &str, time_field: Option<&str>) -> Masked {
+        let mut found = Vec::new();
+        if !self.custom {
+            self.scan(text, &mut found);
+            if found.is_empty() && memchr::memchr(b'\\', text.as_bytes()).is_none() {
+                return Masked { text: None, counts: [0; COUNTED] };
+            }
+        }
+        let (text, counts) = Walk::new(self, text, &found, time_field).run();
+        Masked { text, counts }
+    }
+
+    /// Masks encoded events ([`EventsEncoder`]'s bytes).
+    pub fn mask_events(&self, encoded: &[u8]) -> Result<MaskedEvents, String> {
+        let mut out = EventsEncoder::with_capacity(encoded.len() + encoded.len() / 8);
+        let mut counts = [0; COUNTED];
+        let mut changed = false;
+        for event in decode_events(encoded) {
+            let event = event?;
+            let masked = self.mask(event.text, event.source.field());
+            for (total, n) in counts.iter_mut().zip(masked.counts) {
+                *total += n;
+            }
+            match &masked.text {
+                Some(text) => {
+                    changed = true;
+                    out.push(event.time, event.source, text.as_bytes());
+                }
+                None => out.push(event.time, event.source, event.text.as_bytes()),
+            }
+        }
+        Ok(MaskedEvents { events: changed.then_some(out), counts })
+    }
+}
+
+fn detectors_of(i: usize, rule: &MaskRule) -> Result<Vec<Detector>, MaskError> {
+    let mut out = Vec::new();
+    for name in &rule.detectors {
+        if name == "default" {
+            out.extend(Detector::ALL);
+            continue;
+        }
+        match Detector::from_name(name) {
+            Some(d) => out.push(d),
+            None => {
+                let known: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
+                return Err(MaskError {
+                    rule: i,
+                    message: format!("unknown detector {name:?}: use {} or \"default\"", known.join(", ")),
+                });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every stream's masking: the rules, and a [`Masker`] per stream compiled when the stream
+/// first needs it.
+#[derive(Debug, Default)]
+pub struct Masking {
+    rules: Vec<MaskRule>,
+    key: Option<Arc<[u8]>>,
+    by_stream: Mutex<HashMap<String, Option<Arc<Masker>>>>,
+}
+
+impl Masking {
+    /// Checks the rules (every one is compiled once here, so a mistake stops the start).
+    /// `key`: the secret of the `hash` action.
+    pub fn new(rules: Vec<MaskRule>, key: Option<Vec<u8>>) -> Result<Self, MaskError> {
+        for (i, rule) in rules.iter().enumerate() {
+            let fail = |message: String| Err(MaskError { rule: i, message });
+            if let Some(p) = rule.streams.iter().find(|p| !is_stream_pattern(p)) {
+                return fail(format!("{p:?} is not a stream name or glob"));
+            }
+            if rule.detectors.is_empty() && rule.regex.is_none() {
+                return fail("give `detectors` (or \"default\"), a `regex`, or both".into());
+            }
+            if let Some(name) = &rule.name
+                && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+            {
+                return fail(format!("name {name:?}: use a-z, 0-9 and '_'"));
+            }
+            if rule.action == Some(Action::Hash) && key.as_ref().is_none_or(|k| k.is_empty()) {
+                return fail("action \"hash\" needs a key: set masking.key_file".into());
+            }
+            if rule.action == Some(Action::Truncate) && rule.detectors.is_empty() {
+                return fail(
+                    "action \"truncate\" has no short form for a custom pattern: use redact, hash or drop".into(),
+                );
+            }
+            if let Some(f) = rule.fields.iter().find(|f| f.is_empty()) {
+                return fail(format!("field name {f:?} is empty"));
+            }
+        }
+        let key: Option<Arc<[u8]>> = key.map(Into::into);
+        // Every rule alone (for an error naming it), then all of them together: a stream's
+        // masker holds a subset of them, which compiles when the whole set does.
+        let all: Vec<(usize, &MaskRule)> = rules.iter().enumerate().collect();
+        for rule in &all {
+            Masker::new(std::slice::from_ref(rule), key.clone())?;
+        }
+        if !all.is_empty() {
+            Masker::new(&all, key.clone())?;
+        }
+        Ok(Masking { rules, key, by_stream: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether any rule exists.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The masker of `stream`; `None` when no rule applies to it.
+    pub fn for_stream(&self, stream: &str) -> Option<Arc<Masker>> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let mut cache = self.by_stream.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = cache.get(stream) {
+            return m.clone();
+        }
+        let rules: Vec<(usize, &MaskRule)> =
+            self.rules.iter().enumerate().filter(|(_, r)| r.streams.iter().any(|p| glob_match(p, stream))).collect();
+        let masker = if rules.is_empty() {
+            None
+        } else {
+            // A subset of the rules compiled together at load.
+            Some(Arc::new(Masker::new(&rules, self.key.clone()).expect("rules were checked at load")))
+        };
+        cache.insert(stream.to_owned(), masker.clone());
+        masker
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! The detectors against planted values and look-alikes, the actions, and the JSON rewriting.
+
+use super::*;
+use crate::event::TimeSource;
+
+fn rule(toml_like: MaskRule) -> Masking {
+    Masking::new(vec![toml_like], Some(b"test key".to_vec())).unwrap()
+}
+
+fn default_rule() -> MaskRule {
+    MaskRule {
+        streams: every_stream(),
+        detectors: vec!["default".into()],
+        regex: None,
+        name: None,
+        action: None,
+        fields: Vec::new(),
+    }
+}
+
+fn masked(m: &Masker, text: &str) -> String {
+    let out = m.mask(text, None);
+    let new = out.text.unwrap_or_else(|| text.to_owned());
+    serde_json::from_str::<serde_json::Value>(&new).unwrap_or_else(|e| panic!("{new} is not JSON: {e}"));
+    new
+}
+
+/// Planted values each detector must find, in the sentences they come in.
+const POSITIVES: &[(&str, &str)] = &[
+    ("email", "li.wei@example.com"),
+    ("email", "Zhang.San+orders@mail.example.com.cn"),
+    ("email", "o'brien@example.ie"),
+    ("email", "x_y-z%1@sub-domain.example.shop"),
+    ("phone", "+86 138 0013 8000"),
+    ("phone", "+8613800138000"),
+    ("phone", "+1 (415) 555-2671"),
+    ("phone", "+44 20 7946 0958"),
+    ("phone", "+49-30-901820"),
+    ("phone", "0086 138 0013 8000"),
+    ("phone", "13800138000"),
+    ("phone", "138-0013-8000"),
+    ("phone", "(415) 555-2671"),
+    ("phone", "415-555-2671"),
+    ("phone", "415.555.2671"),
+    ("phone", "1-415-555-2671"),
+    ("phone", "07700 900123"),
+    ("phone", "010-62345678"),
+    ("ip", "203.0.113.7"),
+    ("ip", "10.0.0.1"),
+    ("ip", "255.255.255.255"),
+    ("ip", "2001:db8::8a2e:370:7334"),
+    ("ip", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+    ("ip", "fe80::1ff:fe23:4567:890a"),
+    ("ip", "::1"),
+    ("card", "4111111111111111"),
+    ("card", "4111 1111 1111 1111"),
+    ("card", "5500-0000-0000-0004"),
+    ("card", "378282246310005"),
+    ("card", "6011111111111117"),
+    ("card", "6222021234567894"),
+    ("card", "3530111333300000"),
+    ("card", "2223003122003222"),
+    ("iban", "GB82WEST12345698765432"),
+    ("iban", "GB82 WEST 1234 5698 7654 32"),
+    ("iban", "DE89370400440532013000"),
+    ("iban", "FR1420041010050500013M02606"),
+    ("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjLTAwMDEyMyJ9.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    ("bearer", "Bearer 9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
+    ("bearer", "bearer abcdefgh.ijklmnop-qrst"),
+    ("aws_key", "AKIAIOSFODNN7EXAMPLE"),
+    ("aws_key", "ASIAY34FZKBOKMUTVV7A"),
+];
+
+/// Look-alikes no detector may touch.
+const NEGATIVES: &[&str] = &[
+    // Order numbers and ids, some 16 digits long, failing Luhn or with no issuer prefix.
+    "o-0012345",
+    "order 4111111111111112 shipped",
+    "order 1234567812345678",
+    "sku 9780306406157",
+    "tracking 1Z999AA10123456784",
+    // Versions and dotted numbers.
+    "version 1.2.3",
+    "release 10.2.0.1.4",
+    "v2.10.300.4",
+    "chrome/120.0.6099.109",
+    "256.1.1.1",
+    "3.14159",
+    // Dates, times and timestamps.
+    "2024-12-03",
+    "03.12.2024",
+    "2024/12/03 10:15:30",
+    "2024-12-03T10:15:30.123Z",
+    "10:15:30",
+    "1733212345",
+    "1733212345678",
+    "20241203101530",
+    // Other numbers.
+    "price 1,299.00 CNY",
+    "qty 3 at 19.99",
+    "latency_ms 1234567",
+    "port 8080",
+    "status 503",
+    // Hex and MAC addresses, hashes, uuids.
+    "mac aa:bb:cc:dd:ee:ff",
+    "sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "request 550e8400-e29b-41d4-a716-446655440000",
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736",
+    // Words near the patterns.
+    "bearer of bad news",
+    "mail at example dot com",
+    "user@localhost",
+    "AKIA is a prefix",
+    "GB82 is a code",
+    "eyJhbGciOiJIUzI1NiJ9 alone",
+    "email: [email]",
+];
+
+#[test]
+fn detectors_find_the_planted_values_and_leave_look_alikes() {
+    let masking = rule(MaskRule { action: Some(Action::Redact), ..default_rule() });
+    let m = masking.for_stream("shop").unwrap();
+    let (mut found, mut missed, mut wrong) = (0, Vec::new(), Vec::new());
+    for (kind, value) in POSITIVES {
+        let text = serde_json::json!({ "message": format!("customer said {value} today") }).to_string();
+        let out = masked(&m, &text);
+        let expected = format!("customer said [{kind}] today");
+        if out.contains(&expected) {
+            found += 1;
+        } else {
+            missed.push(format!("{kind} {value:?} -> {out}"));
+        }
+    }
+    for value in NEGATIVES {
+        let text = serde_json::json!({ "message": value }).to_string();
+        let out = masked(&m, &text);
+        if out != text {
+            wrong.push(format!("{value:?} -> {out}"));
+        }
+    }
+    let recall = found as f64 / POSITIVES.len() as f64;
+    let precision = found as f64 / (found + wrong.len()) as f64;
+    println!(
+        "detectors: recall {recall:.3} ({found} of {}), precision {precision:.3} ({} of {} look-alikes masked)",
+        POSITIVES.len(),
+        wrong.len(),
+        NEGATIVES.len()
+    );
+    assert!(missed.is_empty(), "missed: {missed:#?}");
+    assert!(wrong.is_empty(), "masked look-alikes: {wrong:#?}");
+}
+
+#[test]
+fn actions_and_fields() {
+    let text = r#"{"ts":"2024-12-03T10:15:30Z","email":"Li.Wei@Example.com","client_ip":"203.0.113.7","note":"card 4111 1111 1111 1111","user":{"email":"li.wei@example.com","tier":"gold"}}"#;
+
+    // Defaults: redact e-mails, truncate addresses and cards.
+    let m = rule(default_rule()).for_stream("s").unwrap();
+    assert_eq!(
+        masked(&m, text),
+        r#"{"ts":"2024-12-03T10:15:30Z","email":"[email]","client_ip":"203.0.113.0","note":"card **** **** **** 1111","user":{"email":"[email]","tier":"gold"}}"#
+    );
+
+    // Hash: equal values (whatever their case) hash alike, under the key.
+    let m = rule(MaskRule { detectors: vec!["email".into()], action: Some(Action::Hash), ..default_rule() })
+        .for_stream("s")
+        .unwrap();
+    let out: serde_json::Value = serde_json::from_str(&masked(&m, text)).unwrap();
+    let hashed = out["email"].as_str().unwrap();
+    assert_eq!(hashed.len(), 32);
+    assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(out["user"]["email"], out["email"], "one value, one hash");
+    let other_key = Masking::new(
+        vec![MaskRule { detectors: vec!["email".into()], action: Some(Action::Hash), ..default_rule() }],
+        Some(b"another key".to_vec()),
+    )
+    .unwrap();
+    let other: serde_json::Value = serde_json::from_str(&masked(&other_key.for_stream("s").unwrap(), text)).unwrap();
+    assert_ne!(other["email"], out["email"], "the key matters");
+
+    // Only the named fields: `user` covers `user.email`, the top-level e-mail stays.
+    let m = rule(MaskRule { detectors: vec!["email".into()], fields: vec!["user".into()], ..default_rule() })
+        .for_stream("s")
+        .unwrap();
+    let out: serde_json::Value = serde_json::from_str(&masked(&m, text)).unwrap();
+    assert_eq!(out["email"], "Li.Wei@Example.com");
+    assert_eq!(out["user"]["email"], "[email]");
+
+    // A rule naming fields comes first there; elsewhere the rule for every field applies.
+    let both = Masking::new(
+        vec![
+            default_rule(),
+            MaskRule {
+                detectors: vec!["email".into()],
+                action: Some(Action::Hash),
+                fields: vec!["email".into()],
+                ..default_rule()
+            },
+        ],
+        Some(b"test key".to_vec()),
+    )
+    .unwrap();
+    let out: serde_json::Value = serde_json::from_str(&masked(&both.for_stream("s").unwrap(), text)).unwrap();
+    assert_eq!(out["email"].as_str().unwrap().len(), 32, "{out}");
+    assert_eq!(out["user"]["email"], "[email]", "{out}");
+
+    // Drop: the fields holding a match go, commas and all, wherever they are.
+    let m =
+        rule(MaskRule { detectors: vec!["email".into(), "card".into()], action: Some(Action::Drop), ..default_rule() })
+            .for_stream("s")
+            .unwrap();
+    assert_eq!(masked(&m, text), r#"{"ts":"2024-12-03T10:15:30Z","client_ip":"203.0.113.7","user":{"tier":"gold"}}"#);
+    assert_eq!(masked(&m, r#"{"a":"x@example.com","b":1}"#), r#"{"b":1}"#);
+    assert_eq!(masked(&m, r#"{"a":"x@example.com", "b":"y@example.com"}"#), r#"{ }"#);
+    assert_eq!(masked(&m, r#"{"a":1,"b":"x@example.com"}"#), r#"{"a":1}"#);
+    assert_eq!(masked(&m, r#"{"a":1,"b":"x@example.com","c":2}"#), r#"{"a":1,"c":2}"#);
+    assert_eq!(masked(&m, r#"{"a":"x@example.com","b":["y@example.com"],"c":2}"#), r#"{"c":2}"#);
+
+    // A custom pattern, named.
+    let m = rule(MaskRule {
+        detectors: Vec::new(),
+        regex: Some("c-[0-9]{6}".into()),
+        name: Some("customer".into()),
+        ..default_rule()
+    })
+    .for_stream("s")
+    .unwrap();
+    assert_eq!(
+        masked(&m, r#"{"customer_id":"c-000123","message":"for c-000123."}"#),
+        r#"{"customer_id":"[customer]","message":"for [customer]."}"#
+    );
+}
+
+#[test]
+fn escapes_numbers_arrays_and_the_time_field() {
+    let m = rule(default_rule()).for_stream("s").unwrap();
+    // An e-mail spelled with a JSON escape is found in the value it decodes to.
+    let out = masked(&m, r#"{"message":"mail li.wei\u0040example.com \"now\""}"#);
+    assert_eq!(out, r#"{"message":"mail [email] \"now\""}"#);
+    // A card number sent as a JSON number becomes a string; a part of a number is no match.
+    assert_eq!(masked(&m, r#"{"pan":4111111111111111,"n":12.5}"#), r#"{"pan":"************1111","n":12.5}"#);
+    // Values inside arrays and deep objects.
+    assert_eq!(
+        masked(&m, r#"{"to":["a@example.com",{"cc":"b@example.com"}],"k":{"k2":{"ip":"10.1.2.3"}}}"#),
+        r#"{"to":["[email]",{"cc":"[email]"}],"k":{"k2":{"ip":"10.1.2.0"}}}"#
+    );
+    // Keys stay as they are.
+    assert_eq!(masked(&m, r#"{"a@example.com":1}"#), r#"{"a@example.com":1}"#);
+    // The field the event's time came from is left alone.
+    let time = TimeSource::Field(0);
+    let field = time.field().unwrap();
+    let text = format!(r#"{{"{field}":"10.0.0.1","ip":"10.0.0.1"}}"#);
+    let out = m.mask(&text, Some(field)).text.unwrap();
+    assert_eq!(out, format!(r#"{{"{field}":"10.0.0.1","ip":"10.0.0.0"}}"#));
+    // Nothing found: no new text.
+    assert!(m.mask(r#"{"message":"GET /products/42 200"}"#, None).text.is_none());
+}
+
+#[test]
+fn counts_by_kind() {
+    let m = rule(default_rule()).for_stream("s").unwrap();
+    let out = m.mask(r#"{"a":"x@example.com y@example.com","b":"10.0.0.1"}"#, None);
+    assert_eq!(out.counts[Detector::ALL.iter().position(|d| *d == Detector::Email).unwrap()], 2);
+    assert_eq!(out.counts[Detector::ALL.iter().position(|d| *d == Detector::Ip).unwrap()], 1);
+    assert_eq!(count_name(COUNTED - 1), "custom");
+}
+
+#[test]
+fn rules_are_checked_at_load() {
+    let err = |r: MaskRule, key: Option<Vec<u8>>| Masking::new(vec![default_rule(), r], key).unwrap_err().to_string();
+    assert_eq!(
+        err(MaskRule { detectors: vec!["mail".into()], ..default_rule() }, None),
+        "masking.rules[1]: unknown detector \"mail\": use jwt, bearer, aws_key, email, iban, card, ip, phone or \"default\""
+    );
+    assert!(err(MaskRule { action: Some(Action::Hash), ..default_rule() }, None).contains("needs a key"));
+    assert!(err(MaskRule { detectors: vec![], ..default_rule() }, None).contains("give `detectors`"));
+    assert!(err(MaskRule { regex: Some("(".into()), ..default_rule() }, None).contains("invalid regex"));
+    assert!(err(MaskRule { streams: vec!["Shop".into()], ..default_rule() }, None).contains("not a stream name"));
+    let only = Masking::new(vec![MaskRule { streams: vec!["shop-*".into()], ..default_rule() }], None).unwrap();
+    assert!(only.for_stream("shop-web").is_some());
+    assert!(only.for_stream("audit").is_none());
+}
