@@ -273,7 +273,7 @@ pub(crate) async fn take<D: Decoder>(
                     accepted: events.len() as u64,
                     rejected: rejected_total as u64,
                 };
-                Some(if masked.contains(&stream) && !state.keeps_originals(&stream) {
+                Some(if masked.contains(&stream) && !state.ingestor.masking().archives_originals(stream.as_str()) {
                     masked_body(meta, &events)?
                 } else {
                     RawPayload { meta, body: sent.body.clone() }

@@ -106,9 +106,6 @@ pub struct AppState {
     pub uploads: Uploads,
     /// Streams (names or globs) whose request bodies are archived as received.
     pub raw_streams: Arc<Vec<String>>,
-    /// Streams (names or globs) whose archived request bodies stay as received even when
-    /// masking rules apply to them (`masking.keep_originals`).
-    pub keep_originals: Arc<Vec<String>>,
     /// Where reports are read from.
     pub reports: logyard_report::store::ReportStore,
     pub protocols: ProtocolSettings,
@@ -144,11 +141,6 @@ impl AppState {
     /// Whether the request bodies of a stream are archived as received.
     pub(crate) fn keeps_bodies(&self, stream: &StreamName) -> bool {
         self.raw_streams.iter().any(|p| logyard_auth::glob_match(p, stream.as_str()))
-    }
-
-    /// Whether a masked stream's archive keeps the request bodies as sent, unmasked.
-    pub(crate) fn keeps_originals(&self, stream: &StreamName) -> bool {
-        self.keep_originals.iter().any(|p| logyard_auth::glob_match(p, stream.as_str()))
     }
 
     /// One of the `max_concurrent_queries` slots (shared by HTTP queries, searches and the

@@ -106,7 +106,6 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
         http_metrics,
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         raw_streams: Arc::new(config.archive.raw_streams.clone()),
-        keep_originals: Arc::new(config.masking.keep_originals.clone()),
         reports,
         protocols: ProtocolSettings {
             index_mapping: logyard_protocols::elastic::IndexMapping {

@@ -1,11 +1,13 @@
-//! Masking at ingest: what the rules find never reaches the disk — not the write-ahead log,
-//! not the table's Parquet files, not the raw archive — while streams without rules keep
-//! their values (which also shows that the byte scan below finds what is there).
+//! Masking at ingest: what the rules find never stays on the disk — not in the write-ahead
+//! log, the table's Parquet files or the raw archive, whether it came by NDJSON, the bulk API
+//! or an upload — while streams without rules keep their values (which also shows that the
+//! byte scan below finds what is there).
 
 mod common;
 
 use std::path::Path;
 
+use common::upload::*;
 use common::*;
 use serde_json::Value;
 
@@ -94,7 +96,10 @@ fields = ["customer_email"]
         ),
     )
     .unwrap();
-    let spec = ServerSpec::local(dir.path()).env("LOGYARD_CONFIG", config.to_str().unwrap());
+    let spec = ServerSpec::local(dir.path())
+        .env("LOGYARD_CONFIG", config.to_str().unwrap())
+        .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms")
+        .env("LOGYARD_ARCHIVE_BUNDLE_MAX_AGE", "0s");
     let server = spec.start();
 
     let shop: String = (0..20).map(|i| event(i, EMAIL) + "\n").collect();
@@ -115,6 +120,16 @@ fields = ["customer_email"]
         serde_json::json!({"timestamp": "2026-11-25T10:00:00Z", "message": format!("from {OTHER_EMAIL}")});
     let (status, _) = ingest(&server, "other", other_event.to_string() + "\n", "").await;
     assert_eq!(status, 200);
+
+    // An upload: its rows are masked, and its file, as sent, is deleted instead of archived.
+    let file: Vec<u8> = (20..30).map(|i| event(i, EMAIL) + "\n").collect::<String>().into_bytes();
+    let plan = create(&server, "shop-upload", "orders.ndjson", &file, "application/x-ndjson", "ndjson").await;
+    assert_eq!(put(&plan, file).await, 200);
+    let id = plan["upload_id"].as_str().unwrap();
+    complete(&server, id).await;
+    let done = finished(&server, id).await;
+    assert_eq!((done["state"].as_str(), done["rows"].as_u64()), (Some("done"), Some(10)), "{done}");
+    assert_eq!(archived(&server, id).await, "", "nothing of a masked stream's upload is archived");
 
     // Durable in the write-ahead log: nothing planted in a masked stream is in it.
     for planted in [EMAIL, PHONE, CARD, CLIENT_IP, &EMAIL.to_uppercase()] {
@@ -137,6 +152,8 @@ fields = ["customer_email"]
     let hashed = shop_rows[0]["customer_email"].as_str().unwrap();
     assert!(hashed.len() == 32 && hashed.bytes().all(|b| b.is_ascii_hexdigit()), "{hashed}");
     assert!(shop_rows.iter().all(|r| r["customer_email"] == hashed), "one customer, one hash: they still group");
+    let uploaded = rows(&server, "SELECT message FROM \"shop-upload\" LIMIT 1").await;
+    assert_eq!(uploaded[0]["message"], shop_rows[0]["message"]);
     let bulk_rows = rows(&server, "SELECT message FROM \"shop-bulk\"").await;
     assert_eq!(bulk_rows[0]["message"], shop_rows[0]["message"]);
     let other = rows(&server, "SELECT message FROM other").await;

@@ -400,6 +400,8 @@ fn detectors_of(i: usize, rule: &MaskRule) -> Result<Vec<Detector>, MaskError> {
 pub struct Masking {
     rules: Vec<MaskRule>,
     key: Option<Arc<[u8]>>,
+    /// Streams whose archive keeps what was sent, unmasked.
+    keep_originals: Vec<String>,
     by_stream: Mutex<HashMap<String, Option<Arc<Masker>>>>,
 }
 
@@ -407,6 +409,16 @@ impl Masking {
     /// Checks the rules (every one is compiled once here, so a mistake stops the start).
     /// `key`: the secret of the `hash` action.
     pub fn new(rules: Vec<MaskRule>, key: Option<Vec<u8>>) -> Result<Self, MaskError> {
+        Self::keeping_originals(rules, key, Vec::new())
+    }
+
+    /// [`Masking::new`], with the streams (names or globs) whose archive keeps the request
+    /// bodies and uploaded files as they were sent, unmasked.
+    pub fn keeping_originals(
+        rules: Vec<MaskRule>,
+        key: Option<Vec<u8>>,
+        keep_originals: Vec<String>,
+    ) -> Result<Self, MaskError> {
         for (i, rule) in rules.iter().enumerate() {
             let fail = |message: String| Err(MaskError { rule: i, message });
             if let Some(p) = rule.streams.iter().find(|p| !is_stream_pattern(p)) {
@@ -442,12 +454,18 @@ impl Masking {
         if !all.is_empty() {
             Masker::new(&all, key.clone())?;
         }
-        Ok(Masking { rules, key, by_stream: Mutex::new(HashMap::new()) })
+        Ok(Masking { rules, key, keep_originals, by_stream: Mutex::new(HashMap::new()) })
     }
 
     /// Whether any rule exists.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Whether what `stream`'s senders sent (request bodies, uploaded files) may be archived
+    /// as it was: no rule masks the stream, or `keep_originals` names it.
+    pub fn archives_originals(&self, stream: &str) -> bool {
+        self.keep_originals.iter().any(|p| glob_match(p, stream)) || self.for_stream(stream).is_none()
     }
 
     /// The masker of `stream`; `None` when no rule applies to it.

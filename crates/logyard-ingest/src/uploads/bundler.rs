@@ -67,6 +67,17 @@ impl Uploads {
         }
         let mut written = Vec::new();
         for ((stream, date), mut records) in groups {
+            if !self.options().masking.archives_originals(&stream) {
+                // The stream is masked: its rows are, the files as sent are not, so they are
+                // not archived but deleted.
+                for mut r in records {
+                    delete(self.storage(), &r.key).await?;
+                    prune_empty_dirs(self.storage(), &r.key);
+                    r.archived = Some(String::new());
+                    self.save_record(&r).await?;
+                }
+                continue;
+            }
             records.sort_by(|a, b| a.created_at.cmp(&b.created_at));
             // Only objects that exist: an upload that failed before anything arrived has none.
             let mut present = Vec::new();

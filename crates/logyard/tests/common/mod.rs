@@ -10,6 +10,7 @@ pub mod kinesis;
 pub mod pg;
 pub mod proxy;
 pub mod suite;
+pub mod upload;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
