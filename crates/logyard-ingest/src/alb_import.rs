@@ -35,11 +35,14 @@ pub struct ImportOptions {
     pub group_bytes: u64,
     pub bundle_level: i32,
     pub frame_bytes: u64,
+    /// What is masked in the stream's rows; a masked stream's original files are not
+    /// archived (they stay in the ALB's own bucket) unless `keep_originals` names it.
+    pub masking: Arc<logyard_core::mask::Masking>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self { since: None, group_bytes: 8 << 20, bundle_level: 3, frame_bytes: 1 << 20 }
+        Self { since: None, group_bytes: 8 << 20, bundle_level: 3, frame_bytes: 1 << 20, masking: Arc::default() }
     }
 }
 
@@ -56,6 +59,8 @@ pub struct ImportReport {
     pub bytes: u64,
     /// The first rejected lines, with their file.
     pub errors: Vec<FileLineReport>,
+    /// Values masked (`[[masking.rules]]`).
+    pub masked: u64,
 }
 
 /// Reported after each file.
@@ -204,12 +209,21 @@ impl AlbImport {
             let data = object.bytes().await.map_err(StorageError::from_store("reading an ALB log file"))?;
             let compressed = data.clone();
             let name = key.clone();
-            let (parsed, text_bytes) = tokio::task::spawn_blocking(move || {
+            let masker = self.options.masking.for_stream(self.stream.as_str());
+            let (parsed, text_bytes, masked) = tokio::task::spawn_blocking(move || {
                 let text = decompress(&compressed).map_err(|e| IngestError::Invalid(format!("{name}: {e}")))?;
-                Ok::<_, IngestError>((alb::parse(&text), text.len() as u64))
+                let mut parsed = alb::parse(&text);
+                let mut masked = 0;
+                if let Some(masker) = masker {
+                    let (batch, counts) = crate::mask_batch(&masker, parsed.batch)?;
+                    parsed.batch = batch;
+                    masked = counts.iter().map(|&n| n as u64).sum();
+                }
+                Ok::<_, IngestError>((parsed, text.len() as u64, masked))
             })
             .await
             .map_err(|e| IngestError::stopped("parsing ALB log files", e))??;
+            report.masked += masked;
             rows += parsed.rows as u64;
             report.rejected += parsed.rejected as u64;
             report.bytes += text_bytes;
@@ -236,6 +250,9 @@ impl AlbImport {
         }
         report.files += group.keys.len();
 
+        if !self.options.masking.archives_originals(self.stream.as_str()) {
+            return Ok(());
+        }
         // The originals, byte-exact, under a key the group's version decides.
         let (level, frame_bytes) = (self.options.bundle_level, self.options.frame_bytes);
         let (bundle, index) = tokio::task::spawn_blocking(move || {

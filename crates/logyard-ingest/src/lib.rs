@@ -110,3 +110,39 @@ pub fn mask_events(
     metrics.masked(stream, &masked.counts);
     Ok(masked.events.unwrap_or(events))
 }
+
+/// Masks the text columns of a typed batch (an ALB log's) with a stream's rules; a value a
+/// `drop` rule finds becomes null. Returns the batch and what was masked.
+pub fn mask_batch(
+    masker: &logyard_core::mask::Masker,
+    batch: arrow::record_batch::RecordBatch,
+) -> Result<(arrow::record_batch::RecordBatch, logyard_core::mask::MaskCounts), IngestError> {
+    use arrow::array::{Array, ArrayRef, StringArray};
+    use logyard_core::mask::MaskedValue;
+
+    let mut counts = [0; logyard_core::mask::COUNTED];
+    let schema = batch.schema();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (field, column) in schema.fields().iter().zip(columns.iter_mut()) {
+        let Some(text) = column.as_any().downcast_ref::<StringArray>() else { continue };
+        let mut masked: Option<Vec<Option<String>>> = None;
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                continue;
+            }
+            let new = match masker.mask_value(field.name(), text.value(i), &mut counts) {
+                MaskedValue::Unchanged => continue,
+                MaskedValue::Text(t) => Some(t),
+                MaskedValue::Drop => None,
+            };
+            let values = masked.get_or_insert_with(|| text.iter().map(|v| v.map(str::to_owned)).collect());
+            values[i] = new;
+        }
+        if let Some(values) = masked {
+            *column = std::sync::Arc::new(StringArray::from(values));
+        }
+    }
+    let batch = arrow::record_batch::RecordBatch::try_new(schema, columns)
+        .map_err(|e| IngestError::Invalid(format!("masking a batch: {e}")))?;
+    Ok((batch, counts))
+}

@@ -51,6 +51,7 @@ pub async fn run(
         since,
         bundle_level: config.archive.level,
         frame_bytes: config.archive.frame_bytes,
+        masking: Arc::new(config.masking.build()?),
         ..ImportOptions::default()
     };
     let import = AlbImport::new(source_store, &source, Arc::new(crate::stream_tables(config, target)), stream, options);
@@ -98,6 +99,9 @@ fn print_report(report: &ImportReport) {
         "{} files imported ({} already imported before), {} rows, {} lines rejected, {} bytes of log text",
         report.files, report.skipped, report.rows, report.rejected, report.bytes
     );
+    if report.masked > 0 {
+        println!("{} values masked", report.masked);
+    }
     for e in &report.errors {
         println!("rejected: {} line {}: {}", e.file.as_deref().unwrap_or("?"), e.line, e.message);
     }

@@ -198,3 +198,34 @@ fn a_wrong_rule_stops_the_start_naming_it() {
     assert_ne!(code, 0);
     assert!(err.contains("needs a key"), "{err}");
 }
+
+#[test]
+fn alb_imports_keep_only_the_masked_client_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = logyard_bench::alb::lines(200, 7);
+    let clients: std::collections::BTreeSet<String> =
+        text.lines().map(|l| l.split(' ').nth(3).unwrap().rsplit_once(':').unwrap().0.to_owned()).collect();
+    assert!(clients.len() > 1, "{clients:?}");
+    let source = dir.path().join("bucket/AWSLogs/123456789012/elasticloadbalancing/eu-west-1/2026/11/25");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("app.shop_20261125T0005Z_10.0.1.7_x7.log.gz"), gzip(text.as_bytes())).unwrap();
+    let config = dir.path().join("logyard.toml");
+    std::fs::write(&config, "[[masking.rules]]\nstreams = [\"alb\"]\ndetectors = [\"ip\"]\nfields = [\"client_ip\"]\n")
+        .unwrap();
+    let env = [("LOGYARD_CONFIG".to_owned(), config.display().to_string())];
+    let storage = dir.path().join("data");
+    let src = dir.path().join("bucket/AWSLogs/123456789012/elasticloadbalancing/eu-west-1");
+    let (code, out, err) = cli(&["import", "alb", src.to_str().unwrap(), "--storage", storage.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("200 rows") && out.contains("200 values masked"), "{out}");
+
+    let (code, csv, err) = cli(
+        &["query", "--storage", storage.to_str().unwrap(), "--format", "csv", "SELECT DISTINCT client_ip FROM alb"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(csv.lines().skip(1).all(|ip| ip.ends_with(".0") || ip.ends_with("::")), "{csv}");
+    for ip in &clients {
+        assert_eq!(files_holding(&storage, ip), Vec::<String>::new(), "{ip} in the storage");
+    }
+}

@@ -8,7 +8,7 @@
 
 use crate::event::{MAX_FLATTEN_DEPTH, RESERVED_RENAMES, push_sanitized};
 
-use super::{Found, Masker, Span};
+use super::{Found, MaskedValue, Masker, Span};
 
 /// One change to the text: `text[start..end]` becomes `with`.
 struct Edit {
@@ -275,9 +275,9 @@ impl<'a> Walk<'a> {
         }
         let masked = self.masker.apply(content, &found, &self.path, !quoted, &mut self.counts);
         match masked {
-            Applied::Unchanged => false,
-            Applied::Drop => true,
-            Applied::Text(new) => {
+            MaskedValue::Unchanged => false,
+            MaskedValue::Drop => true,
+            MaskedValue::Text(new) => {
                 let with = if escaped || !quoted {
                     serde_json::to_string(&new).expect("a string serializes")
                 } else {
@@ -288,11 +288,4 @@ impl<'a> Walk<'a> {
             }
         }
     }
-}
-
-/// What masking made of one value.
-pub(super) enum Applied {
-    Unchanged,
-    Drop,
-    Text(String),
 }

@@ -28,7 +28,17 @@ pub use detect::Detector;
 
 use crate::encoded::{EventsEncoder, decode_events};
 use crate::stream::{glob_match, is_stream_pattern};
-use json::{Applied, Walk};
+use json::Walk;
+
+/// What masking made of one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskedValue {
+    /// Nothing found (or nothing a rule for this column masks).
+    Unchanged,
+    Text(String),
+    /// A `drop` rule found something: the field goes.
+    Drop,
+}
 
 /// What happens to a value a rule finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -274,7 +284,7 @@ impl Masker {
 
     /// Masks what `found` holds in `content`, the value of column `path`. In a number, only a
     /// match of the whole number counts.
-    fn apply(&self, content: &str, found: &[Found], path: &str, number: bool, counts: &mut MaskCounts) -> Applied {
+    fn apply(&self, content: &str, found: &[Found], path: &str, number: bool, counts: &mut MaskCounts) -> MaskedValue {
         let mut out = String::new();
         let mut copied = 0;
         for f in found {
@@ -298,7 +308,7 @@ impl Masker {
             let m = &content[f.span.start..f.span.end];
             counts[p.kind.slot()] += 1;
             let with = match (p.action, &p.kind) {
-                (Action::Drop, _) => return Applied::Drop,
+                (Action::Drop, _) => return MaskedValue::Drop,
                 (Action::Redact, kind) => kind.label(),
                 (Action::Hash, Kind::Detector(d)) => self.hash(d.name(), &d.canonical(m)),
                 (Action::Hash, Kind::Custom(name)) => self.hash(name, m),
@@ -310,10 +320,10 @@ impl Masker {
             copied = f.span.end;
         }
         if out.is_empty() && copied == 0 {
-            return Applied::Unchanged;
+            return MaskedValue::Unchanged;
         }
         out.push_str(&content[copied..]);
-        Applied::Text(out)
+        MaskedValue::Text(out)
     }
 
     /// The first pattern that applies to `path` and matches (checked) at `start`.
@@ -332,6 +342,17 @@ impl Masker {
         mac.update(b":");
         mac.update(value.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Masks one value of column `column` (a typed column, such as an ALB log's), counting
+    /// what it masks into `counts`.
+    pub fn mask_value(&self, column: &str, value: &str, counts: &mut MaskCounts) -> MaskedValue {
+        let mut found = Vec::new();
+        self.scan(value, &mut found);
+        if found.is_empty() {
+            return MaskedValue::Unchanged;
+        }
+        self.apply(value, &found, column, false, counts)
     }
 
     /// Masks one event's JSON text (checked at ingest); `time_field` is the top-level key
