@@ -10,6 +10,7 @@
 #   firehose_delivery  Firehose HTTP endpoint delivery requests
 #   body_decode        bounded gzip/zstd decompression of request bodies
 #   search             the search language: reading, writing back, the SQL it becomes, the tail's matcher
+#   mask_event         an event through the masking rules (detectors, actions, fields)
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 60 s, every target)
 #        scripts/fuzz.sh --seeds                              (each target over fuzz/seeds once:
@@ -32,7 +33,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(event_body timestamp auth_headers elastic_bulk otlp_logs loki_push kinesis_record firehose_delivery body_decode search)
+  targets=(event_body timestamp auth_headers elastic_bulk otlp_logs loki_push kinesis_record firehose_delivery body_decode search mask_event)
 fi
 
 fuzz="$cache/tools/bin/cargo-fuzz"

@@ -59,8 +59,7 @@ impl Detector {
         Self::ALL.into_iter().find(|d| d.name() == name)
     }
 
-    /// The candidate patterns (ASCII classes only, so the regex stays on its DFA). `Ip` has
-    /// two: IPv4 and IPv6.
+    /// The candidate patterns (ASCII classes only, so the regex stays on its DFA).
     pub(crate) fn patterns(self) -> &'static [&'static str] {
         match self {
             Detector::Jwt => &[r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"],
@@ -69,12 +68,20 @@ impl Detector {
             Detector::Email => &[r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"],
             Detector::Iban => &[r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"],
             Detector::Card => &[r"[0-9](?:[ \-]?[0-9]){12,18}"],
-            Detector::Ip => {
-                &[r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"]
-            }
-            Detector::Phone => {
-                &[r"(?:\+|00)?(?:\([0-9]{1,4}\)|[0-9]{1,4})(?:[ .\-]?(?:\([0-9]{1,4}\)|[0-9]{1,4})){1,6}"]
-            }
+            // IPv6: the full form, or a compressed one (with "::"); clock times never match.
+            Detector::Ip => &[
+                r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+                r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}",
+                r"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?",
+            ],
+            // Only the shapes phone numbers are written in, so that plain numbers (sizes,
+            // ids, prices) are not even candidates.
+            Detector::Phone => &[
+                r"(?:\+|00)[1-9][0-9]{0,3}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}",
+                r"1[3-9][0-9](?:[ \-]?[0-9]{4}){2}",
+                r"(?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}",
+                r"0[1-9][0-9]{1,4}[ \-]?[0-9]{3,4}[ \-]?[0-9]{0,4}",
+            ],
         }
     }
 
@@ -119,7 +126,14 @@ impl Detector {
                         && !after.is_some_and(|b| b":.".contains(&b))
                         && ipv6(m).is_some()
                 } else {
-                    !word(before) && before != Some(b'.') && !word(after) && !goes_on(b".") && ipv4(m).is_some()
+                    // After one '/' it is a version (`Chrome/131.0.0.0`); after "//", a host.
+                    let version = before == Some(b'/') && (start < 2 || s[start - 2] != b'/');
+                    !word(before)
+                        && before != Some(b'.')
+                        && !version
+                        && !word(after)
+                        && !goes_on(b".")
+                        && ipv4(m).is_some()
                 }
             }
             Detector::Phone => {

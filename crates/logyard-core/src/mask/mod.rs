@@ -306,15 +306,22 @@ impl Masker {
                 continue;
             }
             let m = &content[f.span.start..f.span.end];
-            counts[p.kind.slot()] += 1;
             let with = match (p.action, &p.kind) {
-                (Action::Drop, _) => return MaskedValue::Drop,
+                (Action::Drop, _) => {
+                    counts[p.kind.slot()] += 1;
+                    return MaskedValue::Drop;
+                }
                 (Action::Redact, kind) => kind.label(),
                 (Action::Hash, Kind::Detector(d)) => self.hash(d.name(), &d.canonical(m)),
                 (Action::Hash, Kind::Custom(name)) => self.hash(name, m),
                 (Action::Truncate, Kind::Detector(d)) => d.truncated(m).unwrap_or_else(|| p.kind.label()),
                 (Action::Truncate, kind) => kind.label(),
             };
+            if with == m {
+                // Already in its short form (`203.0.113.0`).
+                continue;
+            }
+            counts[p.kind.slot()] += 1;
             out.push_str(&content[copied..f.span.start]);
             out.push_str(&with);
             copied = f.span.end;
