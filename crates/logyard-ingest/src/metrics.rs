@@ -118,7 +118,6 @@ impl IngestMetrics {
         self.bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
 
-    /// Counts events not taken; `None` for items that named no valid stream.
     /// Counts what masking found in a stream's events.
     pub fn masked(&self, stream: &str, counts: &logyard_core::mask::MaskCounts) {
         for (slot, &n) in counts.iter().enumerate() {
@@ -130,6 +129,7 @@ impl IngestMetrics {
         }
     }
 
+    /// Counts events not taken; `None` for items that named no valid stream.
     pub fn rejected(&self, stream: Option<&str>, protocol: Protocol, events: usize) {
         if events > 0 {
             let labels =

@@ -169,28 +169,20 @@ struct Masking {
     metrics: logyard_ingest::IngestMetrics,
 }
 
-/// Decoded events, masked, with the streams that have masking rules.
-struct Masked<I> {
-    decoded: logyard_protocols::Decoded<I>,
-    masked: Vec<StreamName>,
-}
-
 impl Masking {
     fn of(state: &AppState) -> Self {
         Masking { rules: state.ingestor.masking().clone(), metrics: state.ingestor.metrics().clone() }
     }
 
-    fn apply<I>(self, mut decoded: logyard_protocols::Decoded<I>) -> Result<Masked<I>, ApiError> {
-        let mut masked = Vec::new();
+    fn apply<I>(self, mut decoded: logyard_protocols::Decoded<I>) -> Result<logyard_protocols::Decoded<I>, ApiError> {
         if !self.rules.is_empty() {
             for (stream, events) in decoded.streams.iter_mut() {
                 let Some(masker) = self.rules.for_stream(stream.as_str()) else { continue };
                 let taken = std::mem::take(events);
                 *events = logyard_ingest::mask_events(&masker, stream.as_str(), taken, &self.metrics)?;
-                masked.push(stream.clone());
             }
         }
-        Ok(Masked { decoded, masked })
+        Ok(decoded)
     }
 }
 
@@ -246,7 +238,6 @@ pub(crate) async fn take<D: Decoder>(
         }
     };
 
-    let Masked { decoded, masked } = decoded;
     let metrics = state.ingestor.metrics();
     let protocol = D::PROTOCOL;
     for (stream, count) in &decoded.rejected.by_stream {
@@ -273,7 +264,7 @@ pub(crate) async fn take<D: Decoder>(
                     accepted: events.len() as u64,
                     rejected: rejected_total as u64,
                 };
-                Some(if masked.contains(&stream) && !state.ingestor.masking().archives_originals(stream.as_str()) {
+                Some(if !state.ingestor.masking().archives_originals(stream.as_str()) {
                     masked_body(meta, &events)?
                 } else {
                     RawPayload { meta, body: sent.body.clone() }

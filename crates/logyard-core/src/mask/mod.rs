@@ -417,7 +417,8 @@ fn detectors_of(i: usize, rule: &MaskRule) -> Result<Vec<Detector>, MaskError> {
             }
         }
     }
-    out.sort();
+    // In the order of `Detector::ALL`: the one tried first where two match at one place.
+    out.sort_by_key(|d| Detector::ALL.iter().position(|x| x == d));
     out.dedup();
     Ok(out)
 }
