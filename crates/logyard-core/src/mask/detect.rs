@@ -65,7 +65,7 @@ impl Detector {
             Detector::Jwt => &[r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"],
             Detector::Bearer => &[r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+[A-Za-z0-9\-._~+/]{8,}=*"],
             Detector::AwsKey => &[r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}"],
-            Detector::Email => &[r"[A-Za-z0-9._%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"],
+            Detector::Email => &[r"[A-Za-z0-9_.%+'\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}"],
             Detector::Iban => &[r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"],
             Detector::Card => &[r"[0-9](?:[ \-]?[0-9]){12,18}"],
             // IPv6: the full form, or a compressed one (with "::"); clock times never match.

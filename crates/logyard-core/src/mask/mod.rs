@@ -14,6 +14,7 @@
 
 mod detect;
 mod json;
+mod starts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub use detect::Detector;
 use crate::encoded::{EventsEncoder, decode_events};
 use crate::stream::{glob_match, is_stream_pattern};
 use json::Walk;
+use starts::{DetectorSet, Starts};
 
 /// What masking made of one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,9 +159,13 @@ impl Pattern {
 pub struct Masker {
     regex: meta::Regex,
     patterns: Vec<Pattern>,
+    /// The detector of each pattern, as a [`DetectorSet`] bit (0 for a custom pattern).
+    detector_bits: Vec<DetectorSet>,
+    /// The detectors of all patterns.
+    enabled: DetectorSet,
     key: Option<Arc<[u8]>>,
     /// Some pattern is the shop's own: it may match across JSON tokens, so each value is
-    /// scanned alone instead of the whole text at once.
+    /// scanned alone instead of the whole text at once, and anywhere in it.
     custom: bool,
 }
 
@@ -225,7 +231,16 @@ impl Masker {
                 let rule = e.pattern().and_then(|p| patterns.get(p.as_usize())).map_or(0, |(i, _)| *i);
                 MaskError { rule, message: format!("invalid regex: {e}") }
             })?;
-        Ok(Masker { regex, patterns: patterns.into_iter().map(|(_, p)| p).collect(), key, custom })
+        let patterns: Vec<Pattern> = patterns.into_iter().map(|(_, p)| p).collect();
+        let detector_bits: Vec<DetectorSet> = patterns
+            .iter()
+            .map(|p| match p.kind {
+                Kind::Detector(d) => starts::bit(d),
+                Kind::Custom(_) => 0,
+            })
+            .collect();
+        let enabled = detector_bits.iter().fold(0, |all, b| all | b);
+        Ok(Masker { regex, patterns, detector_bits, enabled, key, custom })
     }
 
     fn scans_values(&self) -> bool {
@@ -244,6 +259,62 @@ impl Masker {
 
     /// Every checked match in `s`, in order, none overlapping.
     fn scan(&self, s: &str, out: &mut Vec<Found>) {
+        if self.custom {
+            self.scan_unanchored(s, out);
+        } else {
+            self.scan_starts(s, out);
+        }
+    }
+
+    /// [`Masker::scan`] for built-in detectors only: the regex runs anchored where
+    /// [`Starts`] finds that a detector may match.
+    fn scan_starts(&self, s: &str, out: &mut Vec<Found>) {
+        let bytes = s.as_bytes();
+        let mut starts = Starts::new(bytes, self.enabled);
+        let (mut at, mut after_match) = (0, false);
+        while let Some((i, may)) = starts.next(at, after_match) {
+            match self.anchored(bytes, i, may) {
+                Some(hit) => {
+                    out.push(hit);
+                    (at, after_match) = (hit.span.end, true);
+                }
+                None => (at, after_match) = (i + 1, false),
+            }
+        }
+    }
+
+    /// The first checked match at `i` of the patterns of the detectors in `may`.
+    fn anchored(&self, bytes: &[u8], i: usize, may: DetectorSet) -> Option<Found> {
+        let found = |m: regex_automata::Match| Found {
+            span: Span { start: m.start(), end: m.end() },
+            pattern: m.pattern().as_usize(),
+        };
+        let first = self.regex.search(&Input::new(bytes).range(i..).anchored(Anchored::Yes))?;
+        if self.accepts(bytes, &first) {
+            return Some(found(first));
+        }
+        (0..self.patterns.len())
+            .filter(|&p| p != first.pattern().as_usize() && self.detector_bits[p] & may != 0)
+            .find_map(|p| {
+                let input = Input::new(bytes).range(i..).anchored(Anchored::Pattern(PatternID::must(p)));
+                self.regex.search(&input).filter(|m| self.accepts(bytes, m)).map(found)
+            })
+    }
+
+    /// Whether the scan at likely starts finds what an unanchored search finds in `text` (for
+    /// the fuzz target; a masker with custom patterns always uses the latter).
+    #[doc(hidden)]
+    pub fn scans_agree(&self, text: &str) -> bool {
+        let (mut fast, mut full) = (Vec::new(), Vec::new());
+        self.scan(text, &mut fast);
+        self.scan_unanchored(text, &mut full);
+        let spans = |f: &[Found]| f.iter().map(|f| (f.span, f.pattern)).collect::<Vec<_>>();
+        spans(&fast) == spans(&full)
+    }
+
+    /// [`Masker::scan`] by unanchored searches of the whole text (custom patterns match
+    /// anywhere).
+    fn scan_unanchored(&self, s: &str, out: &mut Vec<Found>) {
         let bytes = s.as_bytes();
         let mut at = 0;
         while at < bytes.len() {
