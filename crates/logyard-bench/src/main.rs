@@ -76,6 +76,9 @@ enum Command {
         file: PathBuf,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Only this set: `default` or one detector's name.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -118,16 +121,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Load { server, stream, file, concurrency, batch_bytes, protocol } => {
             load(&server, &stream, &file, concurrency, batch_bytes, protocol).await
         }
-        Command::Mask { file, rounds } => mask(&file, rounds),
+        Command::Mask { file, rounds, only } => mask(&file, rounds, only.as_deref()),
     }
 }
 
-fn mask(file: &PathBuf, rounds: usize) -> anyhow::Result<()> {
+fn mask(file: &PathBuf, rounds: usize, only: Option<&str>) -> anyhow::Result<()> {
     use logyard_core::mask::{Detector, MaskRule, Masking};
     let data = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let events: Vec<&str> = data.lines().filter(|l| !l.is_empty()).collect();
     let mut sets = vec![("default".to_owned(), vec!["default".to_owned()])];
     sets.extend(Detector::ALL.iter().map(|d| (d.name().to_owned(), vec![d.name().to_owned()])));
+    sets.retain(|(label, _)| only.is_none_or(|o| o == label));
+    if sets.is_empty() {
+        bail!("--only: no set named {only:?}; use default or a detector's name");
+    }
     println!("{:>8}  {:>9}  {:>8}", "detector", "ns/event", "changed");
     for (label, detectors) in sets {
         let rule = MaskRule {

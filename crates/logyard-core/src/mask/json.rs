@@ -10,6 +10,21 @@ use crate::event::{MAX_FLATTEN_DEPTH, RESERVED_RENAMES, push_sanitized};
 
 use super::{Found, MaskedValue, Masker, Span};
 
+/// A member's key: where it is in the text (quotes included), and whether it holds escapes.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
+/// What a leaf value is.
+#[derive(Debug, Clone, Copy)]
+enum Leaf {
+    String { escaped: bool },
+    Number,
+}
+
 /// One change to the text: `text[start..end]` becomes `with`.
 struct Edit {
     start: usize,
@@ -27,7 +42,9 @@ pub(super) struct Walk<'a> {
     next_found: usize,
     /// The top-level key that carried the event's time: left alone.
     time_field: Option<&'a str>,
-    path: String,
+    /// The keys from the top level to the current member (spans of the text, quotes
+    /// included): the column's name is made of them only when a value needs it.
+    keys: Vec<Key>,
     /// Inside the time field's value: nothing is masked.
     frozen: bool,
     edits: Vec<Edit>,
@@ -44,7 +61,7 @@ impl<'a> Walk<'a> {
             found,
             next_found: 0,
             time_field,
-            path: String::new(),
+            keys: Vec::new(),
             frozen: false,
             edits: Vec::new(),
             counts: [0; super::COUNTED],
@@ -88,8 +105,8 @@ impl<'a> Walk<'a> {
             Some(b'[') => self.nested(b']', depth),
             Some(b'"') => {
                 let start = self.pos;
-                self.string_end();
-                self.leaf(start, self.pos, true)
+                let escaped = self.string_end();
+                self.leaf(start, self.pos, Leaf::String { escaped })
             }
             Some(b't' | b'f' | b'n') => {
                 while self.bytes.get(self.pos).is_some_and(u8::is_ascii_alphabetic) {
@@ -106,7 +123,7 @@ impl<'a> Walk<'a> {
                 {
                     self.pos += 1;
                 }
-                self.leaf(start, self.pos, false)
+                self.leaf(start, self.pos, Leaf::Number)
             }
             None => false,
         }
@@ -115,7 +132,7 @@ impl<'a> Walk<'a> {
     /// An object whose members are columns of their own.
     fn object(&mut self, depth: usize) -> bool {
         self.pos += 1; // {
-        let base = self.path.len();
+        let base = self.keys.len();
         let mut kept_any = false;
         loop {
             self.skip_ws();
@@ -133,26 +150,13 @@ impl<'a> Walk<'a> {
                 Some(_) => None,
             };
             let key_start = self.pos;
-            self.string_end();
-            let key = &self.text[key_start + 1..self.pos - 1];
-            let key = if key.contains('\\') {
-                serde_json::from_str::<String>(&self.text[key_start..self.pos]).unwrap_or_default()
-            } else {
-                key.to_owned()
-            };
+            let escaped = self.string_end();
+            let key_span = Key { start: key_start, end: self.pos, escaped };
             self.skip_ws();
             self.pos += 1; // :
-            self.path.truncate(base);
-            if depth == 0 {
-                match RESERVED_RENAMES.iter().find(|(k, _)| *k == key) {
-                    Some((_, renamed)) => self.path.push_str(renamed),
-                    None => push_sanitized(&mut self.path, &key),
-                }
-            } else {
-                self.path.push('.');
-                push_sanitized(&mut self.path, &key);
-            }
-            let drop = if depth == 0 && self.time_field == Some(key.as_str()) {
+            self.keys.truncate(base);
+            self.keys.push(key_span);
+            let drop = if depth == 0 && self.time_field.is_some_and(|t| self.key(key_span) == t) {
                 self.frozen = true;
                 self.value(depth + 1, false);
                 self.frozen = false;
@@ -172,8 +176,36 @@ impl<'a> Walk<'a> {
                 (false, _) => kept_any = true,
             }
         }
-        self.path.truncate(base);
+        self.keys.truncate(base);
         false
+    }
+
+    /// A key's text, unescaped.
+    fn key(&self, key: Key) -> std::borrow::Cow<'a, str> {
+        let text: &'a str = self.text;
+        if key.escaped {
+            serde_json::from_str::<String>(&text[key.start..key.end]).unwrap_or_default().into()
+        } else {
+            text[key.start + 1..key.end - 1].into()
+        }
+    }
+
+    /// The column name of the current member (the dotted name the table will have).
+    fn path(&self) -> String {
+        let mut path = String::new();
+        for (depth, &span) in self.keys.iter().enumerate() {
+            let key = self.key(span);
+            if depth == 0 {
+                match RESERVED_RENAMES.iter().find(|(k, _)| *k == key) {
+                    Some((_, renamed)) => path.push_str(renamed),
+                    None => push_sanitized(&mut path, &key),
+                }
+            } else {
+                path.push('.');
+                push_sanitized(&mut path, &key);
+            }
+        }
+        path
     }
 
     /// Cuts `start..end`, replacing the edits inside it.
@@ -201,10 +233,11 @@ impl<'a> Walk<'a> {
                 Some(b'"') if close == b'}' => {
                     // A key of a whole-kept object: not a value.
                     let start = self.pos;
-                    self.string_end();
+                    let escaped = self.string_end();
+                    let end = self.pos;
                     self.skip_ws();
                     if self.bytes.get(self.pos) != Some(&b':') {
-                        drop |= self.leaf(start, self.pos, true);
+                        drop |= self.leaf(start, end, Leaf::String { escaped });
                     } else {
                         self.skip_found_until(self.pos);
                     }
@@ -215,19 +248,22 @@ impl<'a> Walk<'a> {
         drop
     }
 
-    /// Moves `pos` past the string starting at `pos`.
-    fn string_end(&mut self) {
+    /// Moves `pos` past the string starting at `pos`; whether it holds escapes.
+    fn string_end(&mut self) -> bool {
         let mut i = self.pos + 1;
+        let mut escaped = false;
         while let Some(off) = memchr::memchr2(b'"', b'\\', &self.bytes[i..]) {
             i += off;
             if self.bytes[i] == b'\\' {
+                escaped = true;
                 i += 2;
             } else {
                 self.pos = i + 1;
-                return;
+                return escaped;
             }
         }
         self.pos = self.bytes.len();
+        escaped
     }
 
     fn skip_found_until(&mut self, end: usize) {
@@ -237,14 +273,15 @@ impl<'a> Walk<'a> {
     }
 
     /// A string (with its quotes) or a number at `start..end`; true to drop its member.
-    fn leaf(&mut self, start: usize, end: usize, quoted: bool) -> bool {
+    fn leaf(&mut self, start: usize, end: usize, leaf: Leaf) -> bool {
+        let quoted = matches!(leaf, Leaf::String { .. });
         if self.frozen {
             self.skip_found_until(end);
             return false;
         }
         let (inner_start, inner_end) = if quoted { (start + 1, end - 1) } else { (start, end) };
         let inner = &self.text[inner_start..inner_end];
-        let escaped = quoted && inner.contains('\\');
+        let escaped = matches!(leaf, Leaf::String { escaped: true });
         let mut found = Vec::new();
         let unescaped;
         let content: &str = if escaped {
@@ -273,7 +310,7 @@ impl<'a> Walk<'a> {
         if found.is_empty() {
             return false;
         }
-        let masked = self.masker.apply(content, &found, &self.path, !quoted, &mut self.counts);
+        let masked = self.masker.apply(content, &found, &self.path(), !quoted, &mut self.counts);
         match masked {
             MaskedValue::Unchanged => false,
             MaskedValue::Drop => true,

@@ -447,26 +447,34 @@ impl Masker {
         Masked { text, counts }
     }
 
-    /// Masks encoded events ([`EventsEncoder`]'s bytes).
+    /// Masks encoded events ([`EventsEncoder`]'s bytes). Nothing is copied until an event
+    /// changes.
     pub fn mask_events(&self, encoded: &[u8]) -> Result<MaskedEvents, String> {
-        let mut out = EventsEncoder::with_capacity(encoded.len() + encoded.len() / 8);
+        let mut out: Option<EventsEncoder> = None;
         let mut counts = [0; COUNTED];
-        let mut changed = false;
-        for event in decode_events(encoded) {
+        for (n, event) in decode_events(encoded).enumerate() {
             let event = event?;
             let masked = self.mask(event.text, event.source.field());
-            for (total, n) in counts.iter_mut().zip(masked.counts) {
-                *total += n;
+            for (total, k) in counts.iter_mut().zip(masked.counts) {
+                *total += k;
             }
-            match &masked.text {
-                Some(text) => {
-                    changed = true;
-                    out.push(event.time, event.source, text.as_bytes());
+            match (masked.text, &mut out) {
+                (Some(text), None) => {
+                    // The first change: the events before it go in as they were.
+                    let mut o = EventsEncoder::with_capacity(encoded.len() + encoded.len() / 8);
+                    for before in decode_events(encoded).take(n) {
+                        let before = before?;
+                        o.push(before.time, before.source, before.text.as_bytes());
+                    }
+                    o.push(event.time, event.source, text.as_bytes());
+                    out = Some(o);
                 }
-                None => out.push(event.time, event.source, event.text.as_bytes()),
+                (Some(text), Some(o)) => o.push(event.time, event.source, text.as_bytes()),
+                (None, Some(o)) => o.push(event.time, event.source, event.text.as_bytes()),
+                (None, None) => {}
             }
         }
-        Ok(MaskedEvents { events: changed.then_some(out), counts })
+        Ok(MaskedEvents { events: out, counts })
     }
 }
 

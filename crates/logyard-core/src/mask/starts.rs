@@ -317,7 +317,10 @@ impl<'a> Starts<'a> {
                 if run <= 3 && after == Some(&b'.') && digit(s.get(i + run + 1)) && before != Some(b'.') && !version {
                     found |= bit(Detector::Ip);
                 }
-                if !before.is_some_and(|b| b".-+/".contains(&b)) && digits(s, i, b" -", 13) >= 13 {
+                // Digits with single spaces or dashes between them: what cards and most phone
+                // numbers need at least.
+                let grouped = digits(s, i, b" -", 13);
+                if !before.is_some_and(|b| b".-+/".contains(&b)) && grouped >= 13 {
                     found |= bit(Detector::Card);
                 }
                 if !before.is_some_and(|b| b".-+/:".contains(&b)) {
@@ -326,10 +329,10 @@ impl<'a> Starts<'a> {
                     let phone = match c {
                         b'0' => {
                             (at(1) == b'0' && (b'1'..=b'9').contains(&at(2)))
-                                || ((b'1'..=b'9').contains(&at(1)) && digits(s, i, b" -", 6) >= 6)
+                                || ((b'1'..=b'9').contains(&at(1)) && grouped >= 6)
                         }
                         b'1' => {
-                            ((b'3'..=b'9').contains(&at(1)) && digits(s, i, b" -", 11) >= 11)
+                            ((b'3'..=b'9').contains(&at(1)) && grouped >= 11)
                                 || (separator(next) && (at(2) == b'(' || at(2).is_ascii_digit()))
                         }
                         _ => run == 3 && separator(after),

@@ -409,3 +409,50 @@ fn scanning_at_likely_starts_finds_what_a_full_search_finds() {
         assert!(hits > 100, "{detectors:?}: the texts hold only {hits} matches");
     }
 }
+
+/// A request's events: only the ones with something to mask change, the others are kept as
+/// they came and in their order; a request with nothing to mask is not copied at all.
+#[test]
+fn masking_a_request_changes_only_the_events_that_need_it() {
+    let masking = rule(MaskRule { action: Some(Action::Redact), ..default_rule() });
+    let m = masking.for_stream("s").unwrap();
+    let texts = [
+        r#"{"message":"plain 1"}"#,
+        r#"{"message":"plain 2"}"#,
+        r#"{"message":"mail li.wei@example.com"}"#,
+        r#"{"message":"plain 3"}"#,
+        r#"{"message":"call +86 138 0013 8000"}"#,
+    ];
+    let encode = |texts: &[&str]| {
+        let mut e = crate::encoded::EventsEncoder::with_capacity(1024);
+        for (i, t) in texts.iter().enumerate() {
+            e.push(i as i64, TimeSource::Received, t.as_bytes());
+        }
+        e
+    };
+    let plain = encode(&texts[..2]);
+    let out = m.mask_events(plain.as_bytes()).unwrap();
+    assert!(out.events.is_none());
+    assert_eq!(out.counts.iter().sum::<u32>(), 0);
+
+    let all = encode(&texts);
+    let out = m.mask_events(all.as_bytes()).unwrap();
+    let events = out.events.expect("two events changed");
+    let got: Vec<(i64, String)> = crate::encoded::decode_events(events.as_bytes())
+        .map(|e| e.map(|e| (e.time, e.text.to_owned())).unwrap())
+        .collect();
+    let expected: Vec<(i64, String)> = [
+        r#"{"message":"plain 1"}"#,
+        r#"{"message":"plain 2"}"#,
+        r#"{"message":"mail [email]"}"#,
+        r#"{"message":"plain 3"}"#,
+        r#"{"message":"call [phone]"}"#,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| (i as i64, t.to_string()))
+    .collect();
+    assert_eq!(got, expected);
+    assert_eq!(out.counts[starts::bit(Detector::Email).trailing_zeros() as usize], 1);
+    assert_eq!(out.counts[starts::bit(Detector::Phone).trailing_zeros() as usize], 1);
+}
