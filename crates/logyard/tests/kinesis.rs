@@ -285,6 +285,22 @@ fn every_record_lands_once_through_a_kill_a_takeover_a_restart_and_a_reshard() {
     assert!(b.logs().matches("lease taken").count() >= 3, "{}", b.logs());
 }
 
+/// Whether the latest entry of a shard's checkpoint log (a directory of s3s-fs) has a batch
+/// committed and none pending. An entry still being written reads as not settled.
+fn settled(shard_log: &Path) -> bool {
+    let Some(latest) = std::fs::read_dir(shard_log).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).max()
+    }) else {
+        return false;
+    };
+    let Ok(entry) =
+        std::fs::read(latest).map_err(|_| ()).and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ()))
+    else {
+        return false;
+    };
+    entry["batch"].as_i64().is_some_and(|b| b >= 1) && entry.get("pending").is_none()
+}
+
 /// The consumer dies after a batch's commit landed and before the checkpoint that follows it
 /// was stored (the proxy holds that write): its successor finds the batch pending in the
 /// checkpoint and committed in the table, and reads on after it instead of again.
@@ -307,6 +323,14 @@ fn a_batch_committed_before_its_checkpoint_was_stored_is_not_written_twice() {
     let mut want = put(0, 50);
     let mut a = ConsumerProcess::start(dir.path(), &storage, "clicks", "clicks", "A", &env);
     wait_rows(&storage, "clicks", want, Duration::from_secs(30), &|| a.logs(), &env);
+    // The first batch's settled checkpoint may still be on its way after its commit shows:
+    // hold only the next batch's.
+    let shard_log = s3.root.path().join("logs/prod/checkpoints/kinesis/clicks/clicks/shardId-000000000000");
+    let started = Instant::now();
+    while !settled(&shard_log) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first batch never settled\n{}", a.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     s3.faults.set(Fault::HoldSettledCheckpoint);
     want += put(50, 50);
