@@ -201,13 +201,7 @@ impl<'a> Starts<'a> {
         let len = self.s.len();
         if after_match && from < len {
             self.load_for(from);
-            let mut found = 0;
-            if CLASS[self.s[from] as usize] & START != 0 {
-                found = self.shapes(from) & self.enabled;
-            }
-            if self.local >> (from - self.base) & 1 == 1 {
-                found |= bit(Detector::Email);
-            }
+            let found = self.detectors_at(from, CLASS[self.s[from] as usize] & START != 0);
             if found != 0 {
                 return Some((from, found));
             }
@@ -221,19 +215,23 @@ impl<'a> Starts<'a> {
                 continue;
             }
             let i = self.base + bits.trailing_zeros() as usize;
-            let mut found = 0;
-            if self.starts >> (i - self.base) & 1 == 1 {
-                found = self.shapes(i) & self.enabled;
-            }
-            if self.local >> (i - self.base) & 1 == 1 {
-                found |= bit(Detector::Email);
-            }
+            let found = self.detectors_at(i, self.starts >> (i - self.base) & 1 == 1);
             if found != 0 {
                 return Some((i, found));
             }
             from = i + 1;
         }
         None
+    }
+
+    /// The enabled detectors that may match at `i` of the loaded chunk: by its shape where
+    /// `may_start`, and e-mail where `i` is in an address's local part.
+    fn detectors_at(&self, i: usize, may_start: bool) -> DetectorSet {
+        let mut found = if may_start { self.shapes(i) & self.enabled } else { 0 };
+        if self.local >> (i - self.base) & 1 == 1 {
+            found |= bit(Detector::Email);
+        }
+        found
     }
 
     /// Makes the chunk holding `i` the loaded one.
