@@ -537,7 +537,10 @@ async fn window_values(query: &QueryEngine, rule: &Rule, window: Window) -> Resu
                 histogram: false,
             };
             let mut total = WindowValues::default();
-            let statements = query.search_count_sql(&request, group_by, &|_| true).await.map_err(query_error)?;
+            let statements = query
+                .search_count_sql(&request, group_by, &logyard_auth::Principal::anonymous())
+                .await
+                .map_err(query_error)?;
             for sql in statements {
                 let (_, batches) = query.collect(&sql).await.map_err(query_error)?;
                 let part = read_values(&batches, group_by.map(|_| "group")).map_err(rule_error)?;

@@ -5,8 +5,10 @@
 //! Tokens are configured by the SHA-256 of their secret, never in clear. A presented token
 //! is hashed and compared with every configured hash in constant time. Each token has
 //! scopes (`ingest`, `query`, `admin`) and, optionally, the streams it is limited to (exact
-//! names or globs with `*` and `?`).
+//! names or globs with `*` and `?`), and the columns it may not read or reads masked
+//! ([`fields`]).
 
+pub mod fields;
 pub mod forwarded;
 
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use fields::{FieldAccess, FieldRules};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -44,7 +48,7 @@ impl Scope {
 }
 
 /// One configured token.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// A name for logs and the audit trail.
@@ -55,6 +59,12 @@ pub struct TokenConfig {
     /// Streams the token is limited to (names or globs); absent = every stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streams: Option<Vec<String>>,
+    /// Columns the token may not read (`email`, `user.email`: see [`fields`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_fields: Vec<String>,
+    /// Columns the token reads as keyed hashes of their values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask_fields: Vec<String>,
 }
 
 /// The caller a request was authenticated as.
@@ -63,12 +73,18 @@ pub struct Principal {
     pub name: String,
     scopes: Vec<Scope>,
     streams: Option<Vec<String>>,
+    fields: Arc<FieldRules>,
 }
 
 impl Principal {
     /// The principal of a server running without tokens (`--insecure-no-auth` or loopback).
     pub fn anonymous() -> Self {
-        Self { name: "anonymous".into(), scopes: vec![Scope::Ingest, Scope::Query, Scope::Admin], streams: None }
+        Self {
+            name: "anonymous".into(),
+            scopes: vec![Scope::Ingest, Scope::Query, Scope::Admin],
+            streams: None,
+            fields: Arc::default(),
+        }
     }
 
     pub fn has(&self, scope: Scope) -> bool {
@@ -90,6 +106,11 @@ impl Principal {
             None => true,
             Some(patterns) => patterns.iter().any(|p| glob_match(p, stream)),
         }
+    }
+
+    /// The columns the token may not read, or reads masked.
+    pub fn fields(&self) -> &FieldRules {
+        &self.fields
     }
 }
 
@@ -135,9 +156,16 @@ impl Tokens {
                     }
                 }
             }
+            let fields =
+                FieldRules::new(&c.deny_fields, &c.mask_fields).map_err(|e| format!("token {:?}: {e}", c.name))?;
             entries.push((
                 bytes,
-                Principal { name: c.name.clone(), scopes: c.scopes.clone(), streams: c.streams.clone() },
+                Principal {
+                    name: c.name.clone(),
+                    scopes: c.scopes.clone(),
+                    streams: c.streams.clone(),
+                    fields: Arc::new(fields),
+                },
             ));
         }
         Ok(Self { entries: Arc::new(entries) })
@@ -149,6 +177,11 @@ impl Tokens {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether some token reads columns masked (which needs the masking key).
+    pub fn masks_fields(&self) -> bool {
+        self.entries.iter().any(|(_, p)| !p.fields.masked().is_empty())
     }
 
     /// Authenticates an `Authorization` header value: `Bearer <token>`, `ApiKey <token>`
@@ -250,12 +283,15 @@ mod tests {
                 sha256: hash_secret("s3cret-ingest"),
                 scopes: vec![Scope::Ingest],
                 streams: Some(vec!["storefront".into(), "app-*".into()]),
+                ..Default::default()
             },
             TokenConfig {
                 name: "analyst".into(),
                 sha256: hash_secret("s3cret-query"),
                 scopes: vec![Scope::Query],
                 streams: None,
+                deny_fields: vec!["email".into()],
+                mask_fields: vec!["customer_id".into()],
             },
         ])
         .unwrap()
@@ -270,6 +306,9 @@ mod tests {
         assert!(p.may_see("storefront") && p.may_see("app-web") && !p.may_see("alb"));
         let q = t.authenticate(Some(b"Bearer s3cret-query")).unwrap();
         assert!(q.may_see("anything"));
+        assert_eq!(q.fields().access("email"), FieldAccess::Denied);
+        assert_eq!(q.fields().access("customer_id"), FieldAccess::Masked);
+        assert!(p.fields().is_empty() && t.masks_fields());
         assert_eq!(t.authenticate(None).unwrap_err(), AuthFailure::Missing);
         assert_eq!(t.authenticate(Some(b"Basic abc")).unwrap_err(), AuthFailure::Malformed);
         // Elasticsearch clients' API keys, and basic authentication with the token as password.
@@ -297,6 +336,7 @@ mod tests {
             sha256: hash_secret(&a),
             scopes: vec![Scope::Admin],
             streams: None,
+            ..Default::default()
         }])
         .unwrap();
         assert!(t.check_secret(a.as_bytes()).is_some());
@@ -329,12 +369,18 @@ mod tests {
             sha256: "abc".into(),
             scopes: vec![Scope::Query],
             streams: None,
+            ..Default::default()
         }])
         .unwrap_err();
         assert!(e.contains("64 hex digits"), "{e}");
-        let e =
-            Tokens::new(&[TokenConfig { name: "x".into(), sha256: hash_secret("a"), scopes: vec![], streams: None }])
-                .unwrap_err();
+        let e = Tokens::new(&[TokenConfig {
+            name: "x".into(),
+            sha256: hash_secret("a"),
+            scopes: vec![],
+            streams: None,
+            ..Default::default()
+        }])
+        .unwrap_err();
         assert!(e.contains("scope"), "{e}");
     }
 }

@@ -30,6 +30,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::Stream;
 use tracing::Instrument;
 
+use logyard_auth::Principal;
 use logyard_core::StreamName;
 use logyard_storage::Tables;
 
@@ -106,6 +107,8 @@ pub struct QueryEngine {
     /// with catalogs of its own (so no table one statement registers is seen by another) and
     /// runs with a memory pool of its own (so the memory limit is per statement).
     bases: Arc<[OnceLock<SessionState>; 2]>,
+    /// How tables are seen by a reader with `deny_fields` or `mask_fields`.
+    protector: crate::protect::Protector,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -130,13 +133,27 @@ impl std::fmt::Debug for RunningQuery {
 impl QueryEngine {
     pub fn new(tables: Arc<Tables>, options: QueryOptions) -> Self {
         let metadata_cache = Arc::new(DefaultCache::new(METADATA_CACHE_BYTES));
-        Self { tables, options, schemas: Vec::new(), metadata_cache, bases: Arc::default() }
+        let protector = crate::protect::Protector::new(None);
+        Self { tables, options, schemas: Vec::new(), metadata_cache, bases: Arc::default(), protector }
+    }
+
+    /// Sets the key masked columns are hashed with for tokens with `mask_fields` (the
+    /// masking key, so equal values hash alike on every replica).
+    pub fn with_mask_key(mut self, key: Option<Arc<[u8]>>) -> Self {
+        self.protector = crate::protect::Protector::new(key);
+        self
     }
 
     /// Adds a schema of tables beside the streams, e.g. `pg` for the orders database.
     pub fn with_schema(mut self, name: &str, schema: Arc<dyn SchemaProvider>) -> Self {
         self.schemas.push((name.to_owned(), schema));
         self
+    }
+
+    /// What a column a token reads masked shows for the value whose text is `text` (as a
+    /// query casts it to text); `None` when the server has no masking key.
+    pub fn masked_value(&self, text: &str) -> Option<String> {
+        self.protector.mask(text)
     }
 
     pub fn options(&self) -> &QueryOptions {
@@ -149,27 +166,28 @@ impl QueryEngine {
 
     /// Plans and starts a query. Fails at once on SQL that is not read-only.
     pub async fn execute(&self, sql: &str) -> Result<RunningQuery, QueryError> {
-        self.execute_visible(sql, &|_| true).await
+        self.execute_as(sql, &Principal::anonymous()).await
     }
 
-    /// Like [`QueryEngine::execute`], seeing only the streams `visible` lets through: any
-    /// other stream is as absent as one that does not exist.
-    pub async fn execute_visible(&self, sql: &str, visible: &Visible<'_>) -> Result<RunningQuery, QueryError> {
+    /// Like [`QueryEngine::execute`], as `reader` sees the tables: a stream it may not read is
+    /// as absent as one that does not exist, and the columns it may not read are not there
+    /// (or, masked, are keyed hashes).
+    pub async fn execute_as(&self, sql: &str, reader: &Principal) -> Result<RunningQuery, QueryError> {
         let statement = parse_generic(sql)?;
-        self.run(sql, statement, None, visible, Flavor::Generic).await
+        self.run(sql, statement, None, reader, Flavor::Generic).await
     }
 
     /// Runs one statement of a PostgreSQL client (the pgwire listener): the PostgreSQL
     /// dialect, a `pg_catalog` that lists the visible streams as tables, and `$n` parameters
-    /// bound to `params`. Otherwise as [`QueryEngine::execute_visible`].
+    /// bound to `params`. Otherwise as [`QueryEngine::execute_as`].
     pub async fn execute_postgres(
         &self,
         statement: SqlStatement,
         params: Option<ParamValues>,
-        visible: &Visible<'_>,
+        reader: &Principal,
     ) -> Result<RunningQuery, QueryError> {
         let text = statement.to_string();
-        self.run(&text, DfStatement::Statement(Box::new(statement)), params, visible, Flavor::Postgres).await
+        self.run(&text, DfStatement::Statement(Box::new(statement)), params, reader, Flavor::Postgres).await
     }
 
     /// The plan of a PostgreSQL client's statement, without running it: its result columns
@@ -177,9 +195,9 @@ impl QueryEngine {
     pub async fn describe_postgres(
         &self,
         statement: SqlStatement,
-        visible: &Visible<'_>,
+        reader: &Principal,
     ) -> Result<LogicalPlan, QueryError> {
-        let (_, plan) = self.prepare(DfStatement::Statement(Box::new(statement)), visible, Flavor::Postgres).await?;
+        let (_, plan) = self.prepare(DfStatement::Statement(Box::new(statement)), reader, Flavor::Postgres).await?;
         Ok(plan)
     }
 
@@ -188,7 +206,7 @@ impl QueryEngine {
         sql: &str,
         statement: DfStatement,
         params: Option<ParamValues>,
-        visible: &Visible<'_>,
+        reader: &Principal,
         flavor: Flavor,
     ) -> Result<RunningQuery, QueryError> {
         let started = Instant::now();
@@ -202,7 +220,7 @@ impl QueryEngine {
             otel.status_code = tracing::field::Empty,
         );
         let planning = async {
-            let (ctx, plan) = self.prepare(statement, visible, flavor).await?;
+            let (ctx, plan) = self.prepare(statement, reader, flavor).await?;
             let plan = match params {
                 Some(values) => plan.with_param_values(values).map_err(QueryError::from_datafusion)?,
                 None => plan,
@@ -249,7 +267,7 @@ impl QueryEngine {
     async fn prepare(
         &self,
         statement: DfStatement,
-        visible: &Visible<'_>,
+        reader: &Principal,
         flavor: Flavor,
     ) -> Result<(SessionContext, LogicalPlan), QueryError> {
         let mut state = self.base_session(flavor)?.clone();
@@ -259,7 +277,8 @@ impl QueryEngine {
             .register_schema("public", Arc::new(MemorySchemaProvider::new()))
             .map_err(QueryError::from_datafusion)?;
         for (name, schema) in &self.schemas {
-            catalog.register_schema(name, schema.clone()).map_err(QueryError::from_datafusion)?;
+            let schema = self.protector.schema(schema.clone(), reader.fields());
+            catalog.register_schema(name, schema).map_err(QueryError::from_datafusion)?;
         }
         state.catalog_list().register_catalog(CATALOG.to_owned(), catalog);
         let ctx = SessionContext::new_with_state(state);
@@ -279,7 +298,7 @@ impl QueryEngine {
         } else {
             references.iter().filter_map(stream_of).collect()
         };
-        for stream in streams.into_iter().filter(|s| visible(s.as_str())) {
+        for stream in streams.into_iter().filter(|s| reader.may_see(s.as_str())) {
             if let Some(table) = self.tables.latest(&stream).await? {
                 // The table's own (metered) store, also where DataFusion has a default one
                 // (`file://`), so that every read is counted.
@@ -288,7 +307,9 @@ impl QueryEngine {
                 let provider = crate::narrowed::StreamTable::new(self.tables.clone(), stream.clone(), table)
                     .await
                     .map_err(|e| QueryError::Storage(e.to_string()))?;
-                ctx.register_table(stream.as_str(), Arc::new(provider)).map_err(QueryError::from_datafusion)?;
+                let provider = (self.protector.table(stream.as_str(), Arc::new(provider), reader.fields()))
+                    .map_err(QueryError::from_datafusion)?;
+                ctx.register_table(stream.as_str(), provider).map_err(QueryError::from_datafusion)?;
             }
         }
         if flavor == Flavor::Postgres && wants_catalog {
@@ -390,9 +411,6 @@ fn parse_generic(sql: &str) -> Result<DfStatement, QueryError> {
         QueryError::from_datafusion(DataFusionError::Plan("No SQL statements were provided in the query string".into()))
     })
 }
-
-/// Which streams a caller may see.
-pub type Visible<'a> = dyn Fn(&str) -> bool + Send + Sync + 'a;
 
 /// A table reference that names a stream of the default schema.
 fn stream_of(r: &TableReference) -> Option<StreamName> {

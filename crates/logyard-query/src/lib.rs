@@ -6,6 +6,7 @@ pub mod icontains;
 mod narrowed;
 pub mod output;
 pub mod postgres;
+mod protect;
 pub mod search;
 
 pub use engine::{QueryEngine, QueryOptions, RunningQuery, check_datafusion_settings};

@@ -21,13 +21,14 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use logyard_auth::Principal;
 use logyard_core::StreamName;
 use logyard_core::batch::{DATE_COLUMN, TIMESTAMP_COLUMN};
 use logyard_core::time::{Micros, date_string, rfc3339};
 use logyard_search::{Expr, FieldKind, Fields, ident};
 
 use crate::QueryError;
-use crate::engine::{QueryEngine, Visible};
+use crate::engine::QueryEngine;
 
 /// Most events one page may hold.
 pub const MAX_PAGE: usize = 1000;
@@ -151,8 +152,8 @@ struct Target {
 
 impl QueryEngine {
     /// The search's expression and its streams as it sees them. A stream that does not
-    /// exist, or that `visible` hides, is an error that does not say which of the two it is.
-    async fn targets(&self, request: &SearchRequest, visible: &Visible<'_>) -> Result<(Expr, Vec<Target>), QueryError> {
+    /// exist, or that `reader` may not read, is an error that does not say which of the two it is.
+    async fn targets(&self, request: &SearchRequest, reader: &Principal) -> Result<(Expr, Vec<Target>), QueryError> {
         let expr = logyard_search::parse(&request.query)?;
         if request.from >= request.to {
             return Err(QueryError::BadRequest("the time range is empty: `from` must be before `to`".into()));
@@ -163,13 +164,10 @@ impl QueryEngine {
         let mut targets = Vec::with_capacity(request.streams.len());
         for stream in &request.streams {
             let schema = match self.tables().latest(stream).await? {
-                Some(table) if visible(stream.as_str()) => table
-                    .snapshot()
-                    .map_err(|e| QueryError::Storage(e.to_string()))?
-                    .snapshot()
-                    .arrow_schema()
-                    .as_ref()
-                    .clone(),
+                Some(table) if reader.may_see(stream.as_str()) => crate::protect::readable_schema(
+                    &table.snapshot().map_err(|e| QueryError::Storage(e.to_string()))?.snapshot().arrow_schema(),
+                    reader.fields(),
+                ),
                 _ => return Err(QueryError::NoStream(stream.to_string())),
             };
             let fields = fields_of(&schema, self.options().text_fields.of(stream));
@@ -183,9 +181,9 @@ impl QueryEngine {
     pub async fn search_export_sql(
         &self,
         request: &SearchRequest,
-        visible: &Visible<'_>,
+        reader: &Principal,
     ) -> Result<Vec<String>, QueryError> {
-        self.per_target(request, visible, |target, table, condition| {
+        self.per_target(request, reader, |target, table, condition| {
             format!(
                 "SELECT '{stream}' AS \"_stream\", * FROM {table} WHERE {condition} ORDER BY {ts} DESC",
                 // Stream names are lower-case letters, digits, `-` and `_`: nothing to escape.
@@ -201,10 +199,10 @@ impl QueryEngine {
     async fn per_target(
         &self,
         request: &SearchRequest,
-        visible: &Visible<'_>,
+        reader: &Principal,
         statement: impl Fn(&Target, &str, &str) -> String,
     ) -> Result<Vec<String>, QueryError> {
-        let (expr, targets) = self.targets(request, visible).await?;
+        let (expr, targets) = self.targets(request, reader).await?;
         targets
             .iter()
             .map(|target| {
@@ -221,9 +219,9 @@ impl QueryEngine {
         &self,
         request: &SearchRequest,
         group_by: Option<&str>,
-        visible: &Visible<'_>,
+        reader: &Principal,
     ) -> Result<Vec<String>, QueryError> {
-        self.per_target(request, visible, |target, table, condition| match group_by {
+        self.per_target(request, reader, |target, table, condition| match group_by {
             // A stream without the field counts its events under no group.
             Some(field) if target.fields.columns.contains_key(field) => format!(
                 "SELECT CAST({f} AS VARCHAR) AS \"group\", count(*) AS \"value\" FROM {table} WHERE {condition} GROUP BY 1",
@@ -237,16 +235,16 @@ impl QueryEngine {
         .await
     }
 
-    /// Runs a search. A stream that does not exist, or that `visible` hides, is an error that
+    /// Runs a search. A stream that does not exist, or that `reader` may not read, is an error that
     /// does not say which of the two it is.
-    pub async fn search(&self, request: &SearchRequest, visible: &Visible<'_>) -> Result<SearchResult, QueryError> {
-        let (expr, targets) = self.targets(request, visible).await?;
+    pub async fn search(&self, request: &SearchRequest, reader: &Principal) -> Result<SearchResult, QueryError> {
+        let (expr, targets) = self.targets(request, reader).await?;
         let limit = request.limit.clamp(1, MAX_PAGE);
         let mut sql = Vec::new();
         let mut rows = Vec::new();
         for target in &targets {
             let statement = events_sql(target, &expr, request, limit)?;
-            let batches = self.collect_visible(&statement, visible).await?;
+            let batches = self.collect_as(&statement, reader).await?;
             sql.push(statement);
             rows.extend(rows_of(&target.stream, &batches)?);
         }
@@ -257,7 +255,7 @@ impl QueryEngine {
             let mut counts = BTreeMap::<(i64, String), u64>::new();
             for target in &targets {
                 let statement = plan.sql(target, &expr, request)?;
-                for batch in self.collect_visible(&statement, visible).await? {
+                for batch in self.collect_as(&statement, reader).await? {
                     add_counts(&batch, &mut counts);
                 }
                 sql.push(statement);
@@ -276,8 +274,8 @@ impl QueryEngine {
         })
     }
 
-    async fn collect_visible(&self, sql: &str, visible: &Visible<'_>) -> Result<Vec<RecordBatch>, QueryError> {
-        let running = self.execute_visible(sql, visible).await?;
+    async fn collect_as(&self, sql: &str, reader: &Principal) -> Result<Vec<RecordBatch>, QueryError> {
+        let running = self.execute_as(sql, reader).await?;
         running.stream.try_collect().await.map_err(QueryError::from_datafusion)
     }
 }

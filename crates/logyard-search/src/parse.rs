@@ -59,6 +59,26 @@ impl Op {
     }
 }
 
+impl Expr {
+    /// What the expression reads: `Some(field)` for each field it names (`field:value`,
+    /// `field:*`), `None` for each word or phrase looked for in the text fields.
+    pub fn reads(&self) -> Vec<Option<&str>> {
+        let mut out = Vec::new();
+        self.collect_reads(&mut out);
+        out
+    }
+
+    fn collect_reads<'a>(&'a self, out: &mut Vec<Option<&'a str>>) {
+        match self {
+            Expr::All => {}
+            Expr::Text { .. } => out.push(None),
+            Expr::Field { field, .. } | Expr::Exists { field, .. } => out.push(Some(field)),
+            Expr::Not(e) => e.collect_reads(out),
+            Expr::And(list) | Expr::Or(list) => list.iter().for_each(|e| e.collect_reads(out)),
+        }
+    }
+}
+
 /// A value: literal text with wildcards (`*`, from bare words only) between.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pattern {

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use logyard_alerts::{AlertStore, NewSilence, QueryKind, Rule, Source};
-use logyard_auth::{Principal, Scope};
-use logyard_core::ErrorKind;
+use logyard_auth::{FieldAccess, Principal, Scope};
+use logyard_core::{ErrorKind, StreamName};
 
 use crate::body::read_json;
 use crate::error::ApiError;
@@ -35,12 +35,32 @@ fn time(ms: i64) -> String {
     logyard_core::time::rfc3339(ms.saturating_mul(1_000))
 }
 
-/// A search rule is shown to a token that may read all its streams; a SQL rule (which may
-/// read any stream) only to a token that may read every stream.
-fn may_see(principal: &Principal, rule: &Rule) -> bool {
+/// A search rule is shown to a token that may read all its streams and, in clear, every field
+/// it reads (its fields, its groups, and the text fields its words are looked for in); a SQL
+/// rule (which may read anything) only to a token that may read everything. Rules are
+/// evaluated with every field in clear, so their groups and counts would otherwise tell a
+/// token what it may not read.
+fn may_see(state: &AppState, principal: &Principal, rule: &Rule) -> bool {
+    let rules = principal.fields();
     match rule.query() {
-        QueryKind::Search(search) => search.streams.iter().all(|s| principal.may_see(s)),
-        QueryKind::Sql(_) => principal.streams().is_none(),
+        QueryKind::Search(search) => {
+            if !search.streams.iter().all(|s| principal.may_see(s)) {
+                return false;
+            }
+            if rules.is_empty() {
+                return true;
+            }
+            let Ok(expr) = logyard_search::parse(&search.query) else { return false };
+            let text_fields = &state.query.options().text_fields;
+            let clear = |field: &str| rules.access(field) == FieldAccess::Clear;
+            rule.group_by.as_deref().is_none_or(clear)
+                && expr.reads().into_iter().all(|read| match read {
+                    Some(field) => clear(field),
+                    None => (search.streams.iter())
+                        .all(|s| StreamName::new(s).is_ok_and(|s| text_fields.of(&s).iter().all(|f| clear(f)))),
+                })
+        }
+        QueryKind::Sql(_) => principal.streams().is_none() && rules.is_empty(),
     }
 }
 
@@ -98,7 +118,7 @@ pub(crate) async fn list(
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut rules = Vec::new();
     for (rule, source) in state.alerts.rules().await? {
-        if may_see(&principal, &rule) {
+        if may_see(&state, &principal, &rule) {
             rules.push(rule_json(&state.alerts, rule, source, now_ms).await?);
         }
     }
@@ -123,6 +143,11 @@ pub(crate) async fn put(
     }
     if let QueryKind::Search(search) = rule.query() {
         logyard_search::parse(&search.query)?;
+    }
+    if !may_see(&state, &principal, &rule) {
+        return Err(ApiError::forbidden(
+            "this token may not read everything the rule reads: every stream of a search rule and, in clear, its fields (a SQL rule needs a token that may read everything)",
+        ));
     }
     let replaced = state.alerts.put_rule(&rule).await?;
     tracing::info!(rule = %rule.name, by = %principal.name, replaced, "alert rule saved");
@@ -166,7 +191,7 @@ pub(crate) async fn preview(
     if let QueryKind::Search(search) = rule.query() {
         logyard_search::parse(&search.query)?;
     }
-    if !may_see(&principal, &rule) {
+    if !may_see(&state, &principal, &rule) {
         return Err(ApiError::forbidden(
             "this token may not read every stream the rule's query reads (a SQL rule needs a token for every stream)",
         ));
@@ -211,7 +236,7 @@ pub(crate) async fn ack(
     let missing = || ApiError::new(ErrorKind::NotFound, "no_such_alert_rule", format!("no alert rule {name:?}"));
     let rules = state.alerts.rules().await?;
     let (rule, _) = rules.iter().find(|(r, _)| r.name == name).ok_or_else(missing)?;
-    if !may_see(&principal, rule) {
+    if !may_see(&state, &principal, rule) {
         return Err(missing());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -250,11 +275,11 @@ async fn silenceable_rules(
     state: &AppState,
     principal: &Principal,
 ) -> Result<Option<std::collections::HashSet<String>>, ApiError> {
-    if principal.streams().is_none() {
+    if principal.streams().is_none() && principal.fields().is_empty() {
         return Ok(None);
     }
     let rules = state.alerts.rules().await?;
-    Ok(Some(rules.into_iter().filter(|(rule, _)| may_see(principal, rule)).map(|(rule, _)| rule.name).collect()))
+    Ok(Some(rules.into_iter().filter(|(rule, _)| may_see(state, principal, rule)).map(|(rule, _)| rule.name).collect()))
 }
 
 /// Whether a silence with these matchers is one of `rules` (see [`silenceable_rules`]): a token

@@ -10,9 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use logyard_auth::{Principal, Scope};
+use arrow::datatypes::DataType;
+use logyard_auth::{FieldAccess, Principal, Scope};
 use logyard_core::{ErrorKind, StreamName};
 use logyard_query::Format;
+use logyard_storage::tables::StreamInfo;
 
 use crate::body::read_json;
 use crate::client::ClientIp;
@@ -62,8 +64,7 @@ pub(crate) async fn query(
     };
     let started = Instant::now();
     let result = async {
-        let visible = move |stream: &str| principal.may_see(stream);
-        let running = state.query.execute_visible(&request.sql, &visible).await?;
+        let running = state.query.execute_as(&request.sql, &principal).await?;
         logyard_query::output::encode(running, format, state.query.options().max_json_rows).await
     }
     .await;
@@ -91,7 +92,7 @@ pub(crate) async fn list_streams(
     let mut streams = Vec::with_capacity(names.len());
     for name in names.into_iter().filter(|n| principal.may_see(n.as_str())) {
         if let Some(info) = state.query.tables().info(&name).await? {
-            streams.push(info);
+            streams.push(as_seen_by(info, &principal));
         }
     }
     Ok(Json(serde_json::json!({ "streams": streams })))
@@ -105,9 +106,25 @@ pub(crate) async fn get_stream(
     let stream = StreamName::new(&stream)?;
     authorize(&principal, Scope::Query, Some(&stream))?;
     match state.query.tables().info(&stream).await? {
-        Some(info) => Ok(Json(info).into_response()),
+        Some(info) => Ok(Json(as_seen_by(info, &principal)).into_response()),
         None => Err(ApiError::not_found(format!("stream {stream} has no table yet"))),
     }
+}
+
+/// A stream's description with the columns `principal` may not read left out, and those it
+/// reads masked shown as the text they are.
+fn as_seen_by(mut info: StreamInfo, principal: &Principal) -> StreamInfo {
+    let rules = principal.fields();
+    info.schema.retain_mut(|column| match rules.access(&column.name) {
+        FieldAccess::Clear => true,
+        FieldAccess::Denied => false,
+        FieldAccess::Masked => {
+            column.data_type = DataType::Utf8.to_string();
+            column.nullable = true;
+            true
+        }
+    });
+    info
 }
 
 /// `GET /api/v1/session`: who the caller is, for the console to show only what the token may
@@ -121,6 +138,8 @@ pub(crate) async fn session(
         "auth": state.auth.required(),
         "scopes": principal.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "streams": principal.streams(),
+        "deny_fields": principal.fields().denied(),
+        "mask_fields": principal.fields().masked(),
     }))
 }
 

@@ -141,8 +141,7 @@ async fn search_download(
     authorize(&principal, Scope::Query, None)?;
     let slot = query_slot(state)?;
     let request = search_request(search)?;
-    let visible = |stream: &str| principal.may_see(stream);
-    let statements = state.query.search_export_sql(&request, &visible).await?;
+    let statements = state.query.search_export_sql(&request, &principal).await?;
     let (format, extension) = match format {
         DownloadFormat::Ndjson => (Format::Ndjson, "ndjson"),
         DownloadFormat::Csv => (Format::Csv, "csv"),
@@ -155,8 +154,7 @@ async fn search_download(
             let query = query.clone();
             let principal = principal.clone();
             async move {
-                let visible = move |stream: &str| principal.may_see(stream);
-                let running = query.execute_visible(&sql, &visible).await?;
+                let running = query.execute_as(&sql, &principal).await?;
                 logyard_query::output::encode(running, format, max_rows).await
             }
         })

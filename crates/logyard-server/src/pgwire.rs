@@ -267,9 +267,8 @@ impl Session {
         );
         let started = Instant::now();
         let principal = login.principal.clone();
-        let visible = move |stream: &str| principal.may_see(stream);
         let planned = tokio::select! {
-            result = self.state.query.execute_postgres(statement, params, &visible).instrument(span.clone()) => {
+            result = self.state.query.execute_postgres(statement, params, &principal).instrument(span.clone()) => {
                 result.map_err(query_error)
             }
             () = cancel.cancelled() => Err(canceled()),
@@ -666,8 +665,7 @@ impl QueryParser for Session {
             return Ok(Some(Prepared { statement, schema: None, parameters: Vec::new() }));
         }
         let principal = self.login()?.principal.clone();
-        let visible = move |stream: &str| principal.may_see(stream);
-        let plan = self.state.query.describe_postgres(statement.clone(), &visible).await.map_err(query_error)?;
+        let plan = self.state.query.describe_postgres(statement.clone(), &principal).await.map_err(query_error)?;
         let types = plan.get_parameter_types().map_err(|e| query_error(QueryError::from_datafusion(e)))?;
         let mut numbered: Vec<(usize, Option<DataType>)> = types
             .into_iter()

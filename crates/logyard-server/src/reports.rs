@@ -62,6 +62,11 @@ pub(crate) async fn report_response(
     name: &str,
 ) -> Result<Response, ApiError> {
     authorize(principal, Scope::Query, None)?;
+    if !principal.fields().is_empty() {
+        return Err(ApiError::forbidden(
+            "reports are written with every field in clear, and this token has deny_fields or mask_fields",
+        ));
+    }
     if chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err() {
         return Err(ApiError::bad_request("invalid_date", format!("{date:?} is not a date like 2026-11-25")));
     }

@@ -54,8 +54,7 @@ pub(crate) async fn search(
     let body: SearchBody = read_json(&headers, body, 1 << 20, "invalid_request", shape).await?;
     let request = request(body)?;
     let started = Instant::now();
-    let visible = |stream: &str| principal.may_see(stream);
-    let result = state.query.search(&request, &visible).await;
+    let result = state.query.search(&request, &principal).await;
     state.http_metrics.observe_query(started.elapsed(), result.is_ok());
     drop(slot);
     Ok(Json(result?))

@@ -30,11 +30,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use logyard_auth::{Principal, Scope};
+use logyard_auth::{FieldAccess, Principal, Scope};
 use logyard_core::StreamName;
 use logyard_core::encoded::decode_events;
-use logyard_core::event::{Scalar, flatten};
-use logyard_core::time::rfc3339;
+use logyard_core::event::{Scalar, TimeSource, flatten};
+use logyard_core::time::{Micros, rfc3339};
 use logyard_ingest::tail::{Durable, Subscription};
 use logyard_search::{Leaves, Matcher};
 
@@ -111,6 +111,35 @@ struct Filter {
 impl Filter {
     fn wants(&self, stream: &StreamName) -> bool {
         self.streams.as_ref().is_none_or(|s| s.contains(stream)) && self.principal.may_see(stream.as_str())
+    }
+
+    /// An event's fields as the principal may see them: without the denied ones, the masked
+    /// ones hashed (before any filter looks at them, so a filter cannot probe their values).
+    fn leaves<'a>(&self, text: &'a str, source: TimeSource, time: Micros) -> Option<Leaves<'a>> {
+        let rules = self.principal.fields();
+        let mut leaves = Leaves::new();
+        let timestamp = rfc3339(time);
+        flatten(text, source, |path, scalar, _| {
+            let scalar = match rules.access(path) {
+                FieldAccess::Clear => scalar,
+                FieldAccess::Denied => return,
+                FieldAccess::Masked => {
+                    let text = match scalar {
+                        Scalar::Bool(b) => b.to_string(),
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Text(t) => t.into_owned(),
+                        Scalar::Json(t) => t.to_owned(),
+                    };
+                    let Some(masked) = self.state.query.masked_value(&text) else { return };
+                    Scalar::Text(masked.into())
+                }
+            };
+            leaves.insert(path.to_owned(), scalar);
+        })
+        .ok()?;
+        leaves.insert("timestamp".into(), Scalar::Text(timestamp.into()));
+        Some(leaves)
     }
 
     fn matcher(&mut self, stream: &StreamName) -> &Matcher {
@@ -306,24 +335,14 @@ async fn send_record(
     if !filter.wants(&record.stream) {
         return true;
     }
-    let matcher = filter.matcher(&record.stream);
     for (index, event) in decode_events(&record.events).enumerate() {
         let index = index as u32;
         if skip.is_some_and(|s| index <= s) {
             continue;
         }
         let Ok(event) = event else { break };
-        let mut leaves = Leaves::new();
-        let timestamp = rfc3339(event.time);
-        if flatten(event.text, event.source, |path, scalar, _| {
-            leaves.insert(path.to_owned(), scalar);
-        })
-        .is_err()
-        {
-            continue;
-        }
-        leaves.insert("timestamp".into(), Scalar::Text(timestamp.into()));
-        if !matcher.matches(&leaves) || !sampler.lock().expect("sampler lock").admit() {
+        let Some(leaves) = filter.leaves(event.text, event.source, event.time) else { continue };
+        if !filter.matcher(&record.stream).matches(&leaves) || !sampler.lock().expect("sampler lock").admit() {
             continue;
         }
         let data = to_json(&record.stream, leaves).to_string();

@@ -203,6 +203,12 @@ enum TokenCommand {
         /// Comma-separated stream names or globs the token is limited to (default: all).
         #[arg(long, value_delimiter = ',')]
         streams: Vec<String>,
+        /// Comma-separated columns the token may not read (`email`, `user.email`).
+        #[arg(long, value_delimiter = ',')]
+        deny_fields: Vec<String>,
+        /// Comma-separated columns the token reads as keyed hashes (needs masking.key_file).
+        #[arg(long, value_delimiter = ',')]
+        mask_fields: Vec<String>,
     },
 }
 
@@ -253,7 +259,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let checks = doctor::run(config, &env).await;
             if doctor::print(&checks, json) { Ok(()) } else { Err(anyhow::anyhow!("some checks failed")) }
         }
-        Command::Token(TokenCommand::Create { name, scopes, streams }) => token_create(name, &scopes, streams),
+        Command::Token(TokenCommand::Create { name, scopes, streams, deny_fields, mask_fields }) => {
+            let trimmed = |list: Vec<String>| list.into_iter().map(|s| s.trim().to_owned()).collect::<Vec<_>>();
+            let entry = logyard_auth::TokenConfig {
+                name,
+                streams: (!streams.is_empty()).then(|| trimmed(streams)),
+                deny_fields: trimmed(deny_fields),
+                mask_fields: trimmed(mask_fields),
+                ..Default::default()
+            };
+            token_create(entry, &scopes)
+        }
         Command::Serve { listen, storage, wal_dir, insecure_no_auth, peers } => {
             let mut flags = Vec::new();
             if let Some(l) = listen {
@@ -526,16 +542,12 @@ pub(crate) fn query_options(config: &Config) -> QueryOptions {
     }
 }
 
-fn token_create(name: String, scopes: &[String], streams: Vec<String>) -> anyhow::Result<()> {
+/// Prints a new token's secret and its configuration entry: `entry` with its scopes and hash.
+fn token_create(mut entry: logyard_auth::TokenConfig, scopes: &[String]) -> anyhow::Result<()> {
     use logyard_auth::{Scope, TokenConfig, Tokens, hash_secret, new_secret};
-    let scopes = scopes.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    entry.scopes = scopes.iter().map(|s| Scope::parse(s)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
     let secret = new_secret(rand::random());
-    let entry = TokenConfig {
-        name,
-        sha256: hash_secret(&secret),
-        scopes,
-        streams: (!streams.is_empty()).then(|| streams.into_iter().map(|s| s.trim().to_owned()).collect()),
-    };
+    entry.sha256 = hash_secret(&secret);
     Tokens::new(std::slice::from_ref(&entry)).map_err(anyhow::Error::msg)?;
     #[derive(serde::Serialize)]
     struct Entry<'a> {

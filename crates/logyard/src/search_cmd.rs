@@ -84,7 +84,7 @@ pub(crate) async fn run(args: SearchArgs, config: &Config, env: &BTreeMap<String
             let storage = crate::open_storage(config, env, StoreMetrics::default()).await?;
             let engine =
                 QueryEngine::new(Arc::new(crate::stream_tables(config, storage)), crate::query_options(config));
-            engine.search(&request, &|_| true).await?
+            engine.search(&request, &logyard_auth::Principal::anonymous()).await?
         }
     };
     if args.show_sql {

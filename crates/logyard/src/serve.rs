@@ -66,8 +66,8 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     let masking = Arc::new(config.masking.build()?);
     let ingestor = Ingestor::open(ingest_options(&config, &wal_dir, masking.clone()), tables.clone(), ingest_metrics)
         .with_context(|| format!("opening the write-ahead log in {}", wal_dir.display()))?;
-    let query =
-        crate::with_orders(QueryEngine::new(tables.clone(), crate::query_options(&config)), &config, env).await?;
+    let query = QueryEngine::new(tables.clone(), crate::query_options(&config)).with_mask_key(masking.key());
+    let query = crate::with_orders(query, &config, env).await?;
 
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -356,7 +356,11 @@ fn load_tokens(config: &Config) -> anyhow::Result<logyard_auth::Tokens> {
     if let Some(file) = &config.auth.tokens_file {
         entries.extend(crate::config::read_tokens_file(file)?);
     }
-    logyard_auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))
+    let tokens = logyard_auth::Tokens::new(&entries).map_err(|e| anyhow::anyhow!("tokens: {e}"))?;
+    if tokens.masks_fields() && config.masking.key_file.is_none() {
+        bail!("tokens: a token has mask_fields, which are hashed with the masking key: set masking.key_file");
+    }
+    Ok(tokens)
 }
 
 /// Resolves once `path`'s modification time differs from the last seen (checked every

@@ -16,6 +16,8 @@ struct Pg {
     ops: String,
     analyst: String,
     ingestor: String,
+    /// Reads every stream but not `session_id`.
+    support: String,
 }
 
 async fn start() -> (tempfile::TempDir, Pg) {
@@ -27,8 +29,9 @@ async fn start_with(env: &[(&str, &str)]) -> (tempfile::TempDir, Pg) {
     let (ops, e1) = create_token("ops", "admin,query,ingest", None);
     let (analyst, e2) = create_token("analyst", "query", Some("storefront"));
     let (ingestor, e3) = create_token("shipper", "ingest", None);
+    let (support, e4) = create_token_with("support", "query", &["--deny-fields", "session_id"]);
     let tokens_file = dir.path().join("tokens.toml");
-    std::fs::write(&tokens_file, format!("{e1}\n{e2}\n{e3}")).unwrap();
+    std::fs::write(&tokens_file, format!("{e1}\n{e2}\n{e3}\n{e4}")).unwrap();
     let port = free_port();
     let mut spec = ServerSpec::local(dir.path())
         .env("LOGYARD_TOKENS_FILE", tokens_file.to_str().unwrap())
@@ -44,7 +47,7 @@ async fn start_with(env: &[(&str, &str)]) -> (tempfile::TempDir, Pg) {
         let r = client().post(url).bearer_auth(&ops).body(body).send().await.unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
-    (dir, Pg { server, port, ops, analyst, ingestor })
+    (dir, Pg { server, port, ops, analyst, ingestor, support })
 }
 
 /// psql with `args`, signed in with `password`: (exit code, stdout, stderr).
@@ -120,6 +123,19 @@ async fn psql_lists_describes_and_queries_streams() {
     for column in ["timestamp", "route", "status", "latency_ms", "http.method"] {
         assert!(out.contains(column), "{column} in:\n{out}");
     }
+
+    // A token denied a column: psql's description and every statement go without it.
+    let (code, out, err) = psql(&pg, &pg.support, &["-c", "\\d storefront"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("route") && !out.contains("session_id"), "{out}");
+    for statement in ["SELECT session_id FROM storefront", "SELECT count(DISTINCT session_id) FROM storefront"] {
+        let (code, _, err) = psql(&pg, &pg.support, &["-c", statement]);
+        assert_ne!(code, 0, "{statement}");
+        assert!(err.contains("No field named session_id"), "{statement}: {err}");
+    }
+    let (code, out, err) = psql(&pg, &pg.support, &["-c", "SELECT * FROM storefront WHERE id = 'e042'"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("e042") && !out.contains("session_id") && !out.contains("s-2"), "{out}");
 
     // A query in expanded form, and COPY ... TO STDOUT.
     let (code, out, err) =

@@ -204,9 +204,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("logyard-pg", &["logyard-core"]),
     ("logyard-search", &["logyard-core"]),
     ("logyard-ingest", &["logyard-core", "logyard-protocols", "logyard-storage"]),
-    ("logyard-query", &["logyard-core", "logyard-search", "logyard-storage"]),
+    ("logyard-query", &["logyard-core", "logyard-auth", "logyard-search", "logyard-storage"]),
     ("logyard-report", &["logyard-core", "logyard-query", "logyard-storage"]),
-    ("logyard-alerts", &["logyard-core", "logyard-ingest", "logyard-query", "logyard-storage"]),
+    ("logyard-alerts", &["logyard-core", "logyard-auth", "logyard-ingest", "logyard-query", "logyard-storage"]),
     (
         "logyard-server",
         &[

@@ -32,6 +32,17 @@ use crate::stream::{glob_match, is_stream_pattern};
 use json::Walk;
 use starts::{DetectorSet, Starts};
 
+/// 32 hex digits of HMAC-SHA-256 under `key` of `kind:value`: what the `hash` action writes
+/// (`kind` names the detector or pattern) and what a token's `mask_fields` read (`kind`
+/// `field`).
+pub fn keyed_hash(key: &[u8], kind: &str, value: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(kind.as_bytes());
+    mac.update(b":");
+    mac.update(value.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
 /// What masking made of one value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MaskedValue {
@@ -422,12 +433,7 @@ impl Masker {
     }
 
     fn hash(&self, kind: &str, value: &str) -> String {
-        let key = self.key.as_deref().expect("rules that hash have a key (checked at load)");
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(kind.as_bytes());
-        mac.update(b":");
-        mac.update(value.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        keyed_hash(self.key.as_deref().expect("rules that hash have a key (checked at load)"), kind, value)
     }
 
     /// Masks one value of column `column` (a typed column, such as an ALB log's), counting
@@ -574,6 +580,11 @@ impl Masking {
     }
 
     /// Whether any rule exists.
+    /// The masking key (`masking.key_file`), if there is one.
+    pub fn key(&self) -> Option<Arc<[u8]>> {
+        self.key.clone()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -10,6 +10,7 @@ pub mod kinesis;
 pub mod pg;
 pub mod proxy;
 pub mod suite;
+pub mod tail;
 pub mod upload;
 
 use std::io::{BufRead, BufReader};
@@ -494,10 +495,17 @@ impl Drop for Moto {
 
 /// Makes a token with `logyard token create`; returns (secret, TOML entry).
 pub fn create_token(name: &str, scopes: &str, streams: Option<&str>) -> (String, String) {
-    let mut args = vec!["token", "create", "--name", name, "--scopes", scopes];
+    let mut args = Vec::new();
     if let Some(s) = streams {
         args.extend(["--streams", s]);
     }
+    create_token_with(name, scopes, &args)
+}
+
+/// Makes a token with `logyard token create` and more of its flags (`--deny-fields ...`).
+pub fn create_token_with(name: &str, scopes: &str, flags: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "create", "--name", name, "--scopes", scopes];
+    args.extend(flags);
     let (code, out, err) = cli(&args, &[]);
     assert_eq!(code, 0, "{err}");
     let secret = out.split_whitespace().find(|w| w.starts_with("lyt_")).expect("a secret in the output").to_owned();
