@@ -8,6 +8,7 @@ pub mod archive;
 pub mod aws;
 pub mod entry_log;
 mod files;
+pub mod forget;
 pub mod ids;
 pub mod location;
 pub mod maintenance;

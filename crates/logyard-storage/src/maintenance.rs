@@ -70,7 +70,7 @@ impl Tables {
             let mut guard = slot.lock().await;
             self.refresh(stream, &mut guard).await?;
             let Some(table) = guard.clone() else { break };
-            let blooms = self.day_bloom_columns(stream, &table, &day).await?;
+            let blooms = self.bloom_columns(stream, &table, Some(&day)).await?;
             let properties = writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows());
             let filters = [("date", FilterOp::Eq, FilterValue::Scalar(day.as_str()))];
             let (table, metrics) = table
@@ -108,14 +108,15 @@ impl Tables {
         }
     }
 
-    /// The columns a compacted file of `day` gets bloom filters on: the configured ones the
-    /// table has and, when detecting, those the day's files have filters on (as the commits
-    /// that wrote them chose from their data). Reads the footers of at most 8 files.
-    async fn day_bloom_columns(
+    /// The columns a rewritten file of `day` (of any day: `None`) gets bloom filters on: the
+    /// configured ones the table has and, when detecting, those the day's files have filters
+    /// on (as the commits that wrote them chose from their data). Reads the footers of at
+    /// most 8 files.
+    pub(crate) async fn bloom_columns(
         &self,
         stream: &StreamName,
         table: &deltalake::DeltaTable,
-        day: &str,
+        day: Option<&str>,
     ) -> Result<BTreeSet<String>, StorageError> {
         let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
         let schema = state.snapshot().arrow_schema();
@@ -124,7 +125,7 @@ impl Tables {
         if !settings.detect {
             return Ok(columns);
         }
-        let files = files_of(table)?.into_iter().filter(|f| f.date.as_deref() == Some(day)).take(8);
+        let files = files_of(table)?.into_iter().filter(|f| day.is_none() || f.date.as_deref() == day).take(8);
         for file in files {
             let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
             let metadata = read_footer(self.storage().root_store().as_ref(), &path, file.size)
@@ -208,7 +209,7 @@ impl Tables {
     /// Deletes the indexes of files `table` no longer has, and those of an older format, once
     /// older than `keep` (an index of a file a newer commit added may be younger); returns how
     /// many.
-    async fn forget_ids(
+    pub(crate) async fn forget_ids(
         &self,
         stream: &StreamName,
         table: &deltalake::DeltaTable,
