@@ -61,7 +61,11 @@ for target in "${targets[@]}"; do
   grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb|stat::new_units_added)|^#[0-9]+ +DONE' "$log" || true
   if [ "$status" -ne 0 ]; then
     tail -60 "$log" >&2
-    echo "==> $target failed (exit $status): a crash is saved under fuzz/artifacts/$target/" >&2
+    if grep -q '^Error: failed to build fuzz script' "$log"; then
+      echo "==> $target did not build (exit $status): the errors are above" >&2
+    else
+      echo "==> $target failed (exit $status): a crash is saved under fuzz/artifacts/$target/" >&2
+    fi
     exit 1
   fi
 done

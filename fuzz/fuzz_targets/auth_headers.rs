@@ -22,6 +22,7 @@ static TOKENS: LazyLock<Tokens> = LazyLock::new(|| {
         sha256: hash_secret(SECRET),
         scopes: vec![Scope::Ingest],
         streams: Some(vec!["app-*".into()]),
+        ..Default::default()
     }])
     .unwrap()
 });

@@ -283,27 +283,19 @@ mod tests {
     fn holding(dir: &Path, needle: &str) -> Vec<String> {
         let needle = needle.to_ascii_lowercase();
         let mut hits = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let mut text = std::fs::read(&path).unwrap();
-                if path.extension().is_some_and(|e| e == "parquet") {
-                    let file = std::fs::File::open(&path).unwrap();
-                    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .unwrap()
-                        .build()
-                        .unwrap();
-                    let batches: Vec<_> = reader.map(Result::unwrap).collect();
-                    text.extend(arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string().bytes());
-                }
-                if text.to_ascii_lowercase().windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    hits.push(path.display().to_string());
-                }
+        for path in crate::files_under(dir) {
+            let mut text = std::fs::read(&path).unwrap();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                let batches: Vec<_> = reader.map(Result::unwrap).collect();
+                text.extend(arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string().bytes());
+            }
+            if text.to_ascii_lowercase().windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(path.display().to_string());
             }
         }
         hits

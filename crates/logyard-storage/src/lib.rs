@@ -25,6 +25,20 @@ pub use store::Storage;
 pub use tables::{AppendOutcome, FencedOutcome, Tables};
 pub use wal::{NewRecord, Wal, WalError, WalOptions, WalRecord, WalSink};
 
+/// Every file under `dir` (tests that look at what is stored).
+#[cfg(test)]
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

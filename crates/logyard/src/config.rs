@@ -850,7 +850,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 21] = [
+const SECTIONS: [&str; 22] = [
     "server",
     "storage",
     "ingest",
@@ -872,6 +872,7 @@ const SECTIONS: [&str; 21] = [
     "loki",
     "kinesis",
     "alerts",
+    "masking",
 ];
 
 impl Config {
@@ -1126,6 +1127,15 @@ mod tests {
         assert!(format!("{e:#}").contains("server.listen"), "{e:#}");
         let e = Config::load(None, &env(&[("LOGYARD_STORAGE_URL", "gs://x")]), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("storage.url"), "{e:#}");
+    }
+
+    #[test]
+    fn the_masking_key_file_can_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("mask.key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let c = Config::load(None, &env(&[("LOGYARD_MASKING_KEY_FILE", key.to_str().unwrap())]), &[]).unwrap();
+        assert_eq!(c.masking.key_file, Some(key));
     }
 }
 

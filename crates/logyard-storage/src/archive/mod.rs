@@ -13,6 +13,7 @@
 //! bundle without one is an interrupted write.
 
 pub mod bundle;
+pub mod erase;
 pub mod ranged;
 pub mod read;
 pub mod upload;
@@ -39,7 +40,7 @@ const BUNDLE_SUFFIX: &str = ".tar.zst";
 const INDEX_SUFFIX: &str = ".index.json";
 
 /// One stored bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BundleRef {
     pub stream: String,
     /// `YYYY-MM-DD`.
@@ -233,10 +234,20 @@ impl Archive {
         &self,
         key: &str,
         name: &str,
-        mut out: W,
+        out: W,
     ) -> Result<(Member, W), ArchiveError> {
         let index = self.index(key).await?;
         let member = index.member(name).cloned().ok_or_else(|| ArchiveError::NoMember(key.into(), name.into()))?;
+        self.member_of(key, member, out).await
+    }
+
+    /// [`Archive::member`] of a member of the index already read.
+    async fn member_of<W: Write + Send + 'static>(
+        &self,
+        key: &str,
+        member: Member,
+        mut out: W,
+    ) -> Result<(Member, W), ArchiveError> {
         let range = member.offset..member.offset + member.length;
         let frame = ranged::ObjectReader::new(self.storage.root_store(), self.storage.path(key), range, None);
         let bundle_key = key.to_owned();
