@@ -10,6 +10,7 @@
 
 pub mod alb_import;
 pub mod build;
+pub mod forget;
 pub mod kinesis;
 pub mod maintenance;
 pub mod metrics;

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use crate::middleware::{admit, authenticate, observe};
 use crate::state::AppState;
 use crate::{
-    alerts, api, console, downloads, elastic, firehose, loki, ndjson, otlp, reports, saved, search, tail, uploads,
+    alerts, api, console, downloads, elastic, firehose, forget, loki, ndjson, otlp, reports, saved, search, tail,
+    uploads,
 };
 
 /// The router with every route.
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/silences", get(alerts::silences).post(alerts::add_silence))
         .route("/api/v1/silences/{id}", delete(alerts::delete_silence))
         .route("/api/v1/flush", post(api::flush))
+        .route("/api/v1/forget", post(forget::create))
+        .route("/api/v1/forget/{id}", get(forget::get))
         .route("/api/v1/reports", get(reports::list))
         .route("/api/v1/reports/daily/{date}", get(reports::daily_html))
         .route("/api/v1/reports/daily/{date}/{file}", get(reports::daily_file))

@@ -19,6 +19,7 @@ pub mod downloads;
 mod elastic;
 pub mod error;
 mod firehose;
+mod forget;
 mod intake;
 pub mod limits;
 mod loki;

@@ -118,6 +118,9 @@ pub struct AppState {
     pub stopping: Stopping,
     /// Alert rules, silences and acknowledgements, shared through the storage.
     pub alerts: logyard_alerts::AlertStore,
+    /// Forget jobs: recorded here, run by the server's forget service, told by `forget_wake`.
+    pub forget: logyard_ingest::forget::Forgetter,
+    pub forget_wake: Arc<tokio::sync::Notify>,
 }
 
 /// A signal that the server is stopping, for responses that would otherwise never end.

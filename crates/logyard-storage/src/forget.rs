@@ -179,6 +179,17 @@ impl Tables {
         Ok(found)
     }
 
+    /// How many rows of `stream` `subject` marks.
+    pub async fn count_subject(&self, stream: &StreamName, subject: &Subject) -> Result<u64, StorageError> {
+        let Some(table) = self.latest(stream).await? else { return Ok(0) };
+        let schema = table.snapshot().map_err(StorageError::delta("reading table state"))?.snapshot().arrow_schema();
+        let Some(predicate) = subject.predicate(&schema) else { return Ok(0) };
+        let provider = table.table_provider().await.map_err(query_error)?;
+        let frame = SessionContext::new().read_table(provider).map_err(query_error)?;
+        let rows = frame.filter(predicate).map_err(query_error)?.count().await.map_err(query_error)?;
+        Ok(rows as u64)
+    }
+
     /// Removes `subject`'s rows from `stream`'s table: each file holding some is rewritten
     /// without them, in one commit; then a checkpoint of that version, so that the log before it
     /// can go ([`Tables::purge`]).

@@ -36,6 +36,7 @@ pub struct Config {
     pub kinesis: KinesisConfig,
     pub alerts: AlertsConfig,
     pub masking: MaskingConfig,
+    pub forget: ForgetConfig,
 }
 
 /// Masking of personal data at ingest (`[[masking.rules]]`; docs/privacy.md).
@@ -74,6 +75,35 @@ impl MaskingConfig {
         };
         logyard_core::mask::Masking::new(self.rules.clone(), key)
             .map_err(|e| anyhow::anyhow!("invalid configuration at `masking.rules[{}]`: {}", e.rule, e.message))
+    }
+}
+
+/// Forgetting a customer (`logyard forget`, `POST /api/v1/forget`; docs/privacy.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForgetConfig {
+    /// Columns holding a customer's id.
+    pub subject_columns: Vec<String>,
+    /// Columns whose values in a customer's rows (their sessions, their addresses) mark their
+    /// other rows too.
+    pub linked_columns: Vec<String>,
+    /// How long the files and bundles a deletion replaced stay for queries still reading
+    /// them before they are deleted.
+    #[serde(deserialize_with = "duration")]
+    pub vacuum_after: Duration,
+    /// How often unfinished jobs are looked at (resumed, purged when due).
+    #[serde(deserialize_with = "duration")]
+    pub check_interval: Duration,
+}
+
+impl Default for ForgetConfig {
+    fn default() -> Self {
+        Self {
+            subject_columns: vec!["customer_id".into()],
+            linked_columns: vec!["session_id".into(), "email".into(), "customer_email".into(), "phone".into()],
+            vacuum_after: Duration::from_secs(3600),
+            check_interval: Duration::from_secs(30),
+        }
     }
 }
 
@@ -850,7 +880,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\" or \"2m\": {e}")))
 }
 
-const SECTIONS: [&str; 22] = [
+const SECTIONS: [&str; 23] = [
     "server",
     "storage",
     "ingest",
@@ -873,6 +903,7 @@ const SECTIONS: [&str; 22] = [
     "kinesis",
     "alerts",
     "masking",
+    "forget",
 ];
 
 impl Config {

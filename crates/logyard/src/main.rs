@@ -38,6 +38,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use logyard_ingest::forget::{ForgetSettings, Forgetter};
 use logyard_ingest::maintenance::{RetentionPolicy, apply_retention, compact_streams};
 use logyard_ingest::uploads::bundler::BundleOptions;
 use logyard_query::{QueryEngine, QueryOptions};
@@ -94,6 +95,28 @@ enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Forget a customer everywhere: their rows in every stream and their lines in the raw
+    /// archive, through a running server (`admin` scope); prints the erasure receipt.
+    Forget {
+        /// The customer's id (as in forget.subject_columns).
+        #[arg(long)]
+        customer: String,
+        /// Comma-separated streams to look in (default: every stream).
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<String>,
+        /// Find and count, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until the bytes are gone (after forget.vacuum_after), not only removed.
+        #[arg(long)]
+        wait: bool,
+        /// The logyard server.
+        #[arg(long, env = "LOGYARD_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Bearer token with the admin scope.
+        #[arg(long, env = "LOGYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Run one SQL query, against the storage directly or a running server.
     Query {
         /// The SQL statement.
@@ -300,6 +323,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(url) => query_server(&url, token.as_deref(), &sql, format).await,
                 None => query_local(&config, &env, &sql, format).await,
             }
+        }
+        Command::Forget { customer, streams, dry_run, wait, server, token } => {
+            let streams = (!streams.is_empty()).then_some(streams);
+            let request = serde_json::json!({"customer": customer, "streams": streams, "dry_run": dry_run});
+            forget(&server, token.as_deref(), &request, wait).await
         }
         Command::Search(args) => {
             let flags: Vec<_> = args.storage.clone().map(|s| ("storage.url", s)).into_iter().collect();
@@ -580,6 +608,21 @@ pub(crate) fn bundle_options(config: &Config) -> BundleOptions {
     }
 }
 
+pub(crate) fn forgetter(config: &Config, tables: Arc<Tables>, key: Option<Arc<[u8]>>) -> Forgetter {
+    Forgetter::new(
+        tables,
+        ForgetSettings {
+            subject_columns: config.forget.subject_columns.clone(),
+            linked_columns: config.forget.linked_columns.clone(),
+            text_fields: text_fields(config),
+            vacuum_after: config.forget.vacuum_after,
+            bundle_level: config.archive.level,
+            bundle_frame_bytes: config.archive.frame_bytes,
+            key,
+        },
+    )
+}
+
 pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -643,6 +686,38 @@ fn print_table(
     }
     println!("({rows} row{})", if rows == 1 { "" } else { "s" });
     Ok(())
+}
+
+/// Asks `server` to forget a customer and follows the job until its rows are removed (or, with
+/// `wait`, until the bytes are gone); prints the receipt.
+async fn forget(server: &str, token: Option<&str>, request: &serde_json::Value, wait: bool) -> anyhow::Result<()> {
+    let base = server.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let authorized = |r: reqwest::RequestBuilder| match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let url = format!("{base}/api/v1/forget");
+    let created: serde_json::Value = server_client::answer(authorized(client.post(&url).json(request)))
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let url = format!("{base}{}", created["url"].as_str().context("the server's answer names no job url")?);
+    loop {
+        let job: serde_json::Value =
+            server_client::answer(authorized(client.get(&url))).await.with_context(|| format!("GET {url}"))?;
+        let phase = job["phase"].as_str().unwrap_or_default();
+        if phase == "done" || (phase == "waiting" && !wait) {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            if phase == "waiting" {
+                eprintln!(
+                    "The rows are removed; the files and bundles they were in are deleted after {} (see `purge_after`). Follow with: GET {url}",
+                    job["purge_after"].as_str().unwrap_or("the vacuum window")
+                );
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 async fn query_server(server: &str, token: Option<&str>, sql: &str, format: OutputFormat) -> anyhow::Result<()> {

@@ -86,6 +86,8 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     let alerts = logyard_alerts::AlertStore::new(storage.clone(), config.alerts.rules.clone(), receiver_names)?;
     let state = AppState {
         alerts: alerts.clone(),
+        forget: crate::forgetter(&config, tables.clone(), masking.key()),
+        forget_wake: Arc::default(),
         uploads: uploads.clone(),
         ingestor: ingestor.clone(),
         query,
@@ -226,6 +228,13 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
         });
     }
     {
+        let state = state.clone();
+        let every = config.forget.check_interval;
+        services.add("forget", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
+            run_forget_jobs(state.clone(), every, shutdown)
+        });
+    }
+    {
         let (tables, config) = (tables.clone(), config.clone());
         services.add("maintenance", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
             run_maintenance(tables.clone(), config.clone(), shutdown)
@@ -326,6 +335,40 @@ async fn run_maintenance(tables: Arc<Tables>, config: Config, shutdown: Shutdown
                     tracing::warn!(error = %e, "retention failed; retrying at the next interval");
                 }
             }
+        }
+    }
+}
+
+/// Runs the forget jobs not done yet, one at a time: when one is asked for, and every
+/// `every` (to resume one a restart interrupted, and to purge one whose vacuum window has
+/// passed); a job that fails is tried again at the next round.
+async fn run_forget_jobs(state: AppState, every: Duration, shutdown: Shutdown) -> anyhow::Result<()> {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        for job in state.forget.unfinished().await? {
+            let (id, ingestor) = (job.id.clone(), state.ingestor.clone());
+            let flush = || async move { ingestor.flush_all().await.map(|_| ()) };
+            match state.forget.advance(job, flush).await {
+                Ok(job) if job.phase == logyard_ingest::forget::Phase::Done => {
+                    let removed: u64 =
+                        job.tables.values().filter_map(|t| t.deleted.as_ref()).map(|d| d.rows_removed).sum();
+                    let detail = serde_json::json!({"job": id, "subject": job.subject, "rows_removed": removed, "gone_at": job.gone_at, "dry_run": job.dry_run});
+                    state.ingestor.audit("logyard", None, "forget_completed", detail).await?;
+                    tracing::info!(job = %id, rows_removed = removed, "forget job done");
+                }
+                Ok(job) => {
+                    tracing::info!(job = %id, phase = ?job.phase, purge_after = ?job.purge_after, "forget job waiting")
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %logyard_core::error_chain(&e), "forget job failed; retrying later")
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = state.forget_wake.notified() => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

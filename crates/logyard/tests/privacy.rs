@@ -17,43 +17,6 @@ const CARD: &str = "4111 1111 1111 1111";
 const CLIENT_IP: &str = "203.0.113.77";
 const OTHER_EMAIL: &str = "kept.as.is@example.org";
 
-/// Whether `needle` is anywhere in the files under `dir`: in the bytes as stored, in the
-/// decompressed bytes of zstd files (archive bundles), and in every value of every Parquet
-/// file (whose pages are compressed).
-fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            let mut texts = vec![bytes.clone()];
-            if bytes.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
-                texts.push(zstd::decode_all(&bytes[..]).unwrap());
-            }
-            if path.extension().is_some_and(|e| e == "parquet") {
-                texts.push(parquet_values(&path).into_bytes());
-            }
-            if texts.iter().any(|t| t.windows(needle.len()).any(|w| w == needle.as_bytes())) {
-                hits.push(path.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
-/// Every value of a Parquet file as text.
-fn parquet_values(path: &Path) -> String {
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
-    let batches: Vec<_> = reader.map(Result::unwrap).collect();
-    arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
-}
-
 fn event(i: usize, email: &str) -> String {
     serde_json::json!({
         "timestamp": format!("2026-11-25T10:00:{:02}Z", i % 60),

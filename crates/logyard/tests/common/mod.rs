@@ -553,3 +553,53 @@ pub fn storefront_events(now: chrono::DateTime<chrono::Utc>) -> String {
     }
     out
 }
+
+/// Whether `needle` is anywhere in the files under `dir`: in the bytes as stored, in the
+/// decompressed bytes of zstd files (archive bundles), and in every value of every Parquet
+/// file (whose pages are compressed).
+pub fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let mut texts = vec![bytes.clone()];
+            if bytes.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+                let tar = zstd::decode_all(&bytes[..]).unwrap();
+                // The members of a bundle, gzip ones decompressed too.
+                let mut members = tar::Archive::new(&tar[..]);
+                for entry in members.entries().into_iter().flatten().flatten() {
+                    let mut data = Vec::new();
+                    if std::io::Read::read_to_end(&mut { entry }, &mut data).is_ok() && data.starts_with(&[0x1f, 0x8b])
+                    {
+                        let mut plain = Vec::new();
+                        let _ =
+                            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&data[..]), &mut plain);
+                        texts.push(plain);
+                    }
+                }
+                texts.push(tar);
+            }
+            if path.extension().is_some_and(|e| e == "parquet") {
+                texts.push(parquet_values(&path).into_bytes());
+            }
+            if texts.iter().any(|t| t.windows(needle.len()).any(|w| w == needle.as_bytes())) {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+/// Every value of a Parquet file as text.
+pub fn parquet_values(path: &Path) -> String {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+}
