@@ -317,7 +317,8 @@ impl<'a> Starts<'a> {
                 }
                 // Digits with single spaces or dashes between them: what cards and most phone
                 // numbers need at least.
-                let grouped = digits(s, i, b" -", 13);
+                // Only a separator after the run can make the group longer than the run.
+                let grouped = if matches!(after, Some(b' ' | b'-')) { digits(s, i, b" -", 13) } else { run.min(13) };
                 if !before.is_some_and(|b| b".-+/".contains(&b)) && grouped >= 13 {
                     found |= bit(Detector::Card);
                 }
