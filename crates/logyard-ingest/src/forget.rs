@@ -252,7 +252,27 @@ impl Forgetter {
 
     /// Runs a job as far as it can go now: to `done`, or to `waiting` while its vacuum window
     /// lasts. `flush` commits what the buffers hold (called before anything is looked for).
-    pub async fn advance<F, Fut>(&self, mut job: ForgetJob, flush: F) -> Result<ForgetJob, IngestError>
+    /// A step that fails leaves the job where it was, its error in `last_error` (the receipt
+    /// shows it), for the next call to try again.
+    pub async fn advance<F, Fut>(&self, job: ForgetJob, flush: F) -> Result<ForgetJob, IngestError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), IngestError>>,
+    {
+        let id = job.id.clone();
+        match self.run(job, flush).await {
+            Ok(job) => Ok(job),
+            Err(e) => {
+                if let Ok(Some(mut job)) = self.get(&id).await {
+                    job.last_error = Some(logyard_core::error_chain(&e));
+                    let _ = self.save(&job).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn run<F, Fut>(&self, mut job: ForgetJob, flush: F) -> Result<ForgetJob, IngestError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), IngestError>>,

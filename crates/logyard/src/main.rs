@@ -702,10 +702,17 @@ async fn forget(server: &str, token: Option<&str>, request: &serde_json::Value, 
         .await
         .with_context(|| format!("POST {url}"))?;
     let url = format!("{base}{}", created["url"].as_str().context("the server's answer names no job url")?);
+    let mut reported: Option<String> = None;
     loop {
         let job: serde_json::Value =
             server_client::answer(authorized(client.get(&url))).await.with_context(|| format!("GET {url}"))?;
         let phase = job["phase"].as_str().unwrap_or_default();
+        if let Some(error) = job["last_error"].as_str()
+            && reported.as_deref() != Some(error)
+        {
+            eprintln!("The forget job stopped at `{phase}`: {error}. The server tries it again; waiting.");
+            reported = Some(error.to_owned());
+        }
         if phase == "done" || (phase == "waiting" && !wait) {
             println!("{}", serde_json::to_string_pretty(&job)?);
             if phase == "waiting" {
