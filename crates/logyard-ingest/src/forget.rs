@@ -39,6 +39,8 @@ use logyard_storage::forget::{MIN_TEXT_VALUE, Purged, Subject, SubjectDeletion};
 use crate::IngestError;
 
 const JOBS_DIR: &str = "forget";
+/// Where reports are (`logyard_report::store`).
+const REPORTS_DIR: &str = "reports";
 
 /// How customers are found and forgotten (`[forget]`).
 #[derive(Clone)]
@@ -123,6 +125,12 @@ pub struct ForgetJob {
     /// The streams whose archive bundles were examined.
     pub archive_streams_done: BTreeSet<String>,
     pub bundles: Vec<BundleStep>,
+    /// The reports (their directories) deleted because they named the customer: they can be
+    /// made again from the tables (`logyard report`).
+    #[serde(default)]
+    pub reports_deleted: Vec<String>,
+    #[serde(default)]
+    pub reports_done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +218,8 @@ impl Forgetter {
             tables: BTreeMap::new(),
             archive_streams_done: BTreeSet::new(),
             bundles: Vec::new(),
+            reports_deleted: Vec::new(),
+            reports_done: false,
             purge_after: None,
             gone_at: None,
             last_error: None,
@@ -398,7 +408,61 @@ impl Forgetter {
             job.archive_streams_done.insert(stream.to_string());
             self.save(job).await?;
         }
+        if !job.reports_done {
+            job.reports_deleted = self.erase_reports(&holds).await?;
+            job.reports_done = true;
+            self.save(job).await?;
+        }
         Ok(())
+    }
+
+    /// Deletes the reports with a line of the customer's (a report is a day's summary; it is
+    /// made again from the tables, which no longer hold them). Returns their directories.
+    async fn erase_reports(&self, holds: &Holds) -> Result<Vec<String>, IngestError> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let storage = self.tables.storage();
+        let store = storage.root_store();
+        let objects: Vec<_> = store
+            .list(Some(&storage.path(REPORTS_DIR)))
+            .try_collect()
+            .await
+            .map_err(logyard_storage::StorageError::from_store("listing reports"))?;
+        let root = storage.path("");
+        let mut by_dir: BTreeMap<String, Vec<object_store::path::Path>> = BTreeMap::new();
+        for object in objects {
+            let location = object.location.as_ref();
+            let relative = location.strip_prefix(root.as_ref()).unwrap_or(location).trim_start_matches('/');
+            let dir = relative.rsplit_once('/').map_or(relative, |(dir, _)| dir).to_owned();
+            by_dir.entry(dir).or_default().push(object.location);
+        }
+        let mut deleted = Vec::new();
+        for (dir, mut files) in by_dir {
+            let mut found = false;
+            for file in &files {
+                let bytes =
+                    store.get(file).await.map_err(logyard_storage::StorageError::from_store("reading a report"))?;
+                let bytes =
+                    bytes.bytes().await.map_err(logyard_storage::StorageError::from_store("reading a report"))?;
+                if bytes.split(|b| *b == b'\n').any(|line| holds(line)) {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                continue;
+            }
+            // The manifest first: without it the report is not listed or served.
+            files.sort_by_key(|f| !f.as_ref().ends_with("/manifest.json"));
+            for file in &files {
+                match store.delete(file).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(logyard_storage::StorageError::from_store("deleting a report")(e).into()),
+                }
+            }
+            deleted.push(dir);
+        }
+        Ok(deleted)
     }
 
     async fn purge(&self, job: &mut ForgetJob) -> Result<(), IngestError> {

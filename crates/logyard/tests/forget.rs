@@ -116,7 +116,7 @@ async fn others(server: &Server) -> Vec<i64> {
 async fn a_forgotten_customer_is_gone_from_every_stored_byte_and_everyone_else_stays() {
     let dir = tempfile::tempdir().unwrap();
     let (spec, server) = start(dir.path(), "1s", None);
-    forget_everywhere(&server, Path::new(&spec.storage)).await;
+    forget_everywhere(&server, Path::new(&spec.storage), Path::new(&spec.storage)).await;
 
     // Engines logyard does not control read the tables and find nothing of them either.
     let python = program("LOGYARD_TEST_PYTHON", "python3", "scripts/test.sh makes a venv with deltalake and duckdb");
@@ -154,13 +154,21 @@ async fn forgetting_on_s3_leaves_no_object_holding_the_customer() {
     let s3 = S3::start();
     let dir = tempfile::tempdir().unwrap();
     let (_spec, server) = start(dir.path(), "1s", Some(&s3));
-    forget_everywhere(&server, s3.root.path()).await;
+    forget_everywhere(&server, s3.root.path(), &s3.root.path().join("shop/logs")).await;
 }
 
 /// Plants the customer, forgets them, and checks every stored byte (`storage`: the
-/// directory the objects are files of), the receipt, the queries and the audit stream.
-async fn forget_everywhere(server: &Server, storage: &Path) {
+/// directory the objects are files of; `root`: where the storage root's objects are), the
+/// receipt, the queries and the audit stream.
+async fn forget_everywhere(server: &Server, storage: &Path, root: &Path) {
     plant(server).await;
+    // Two daily reports (as `logyard report` writes them), one naming the customer.
+    for (date, customer) in [("2026-12-04", CUSTOMER), ("2026-12-03", "c-000456")] {
+        let dir = root.join(format!("reports/daily/date={date}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("top_5xx_customers.csv"), format!("customer_id,errors\n{customer},5\n")).unwrap();
+        std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+    }
     for planted in [CUSTOMER, EMAIL, PHONE, SESSION] {
         let holding = files_holding(storage, planted);
         assert!(holding.iter().any(|f| f.contains("archive")), "{planted} is archived: {holding:?}");
@@ -192,6 +200,8 @@ async fn forget_everywhere(server: &Server, storage: &Path) {
     let bundles = receipt["bundles"].as_array().unwrap();
     assert!(bundles.len() >= 2 && bundles.iter().all(|b| b["deleted"] == true), "{receipt}");
     assert!(receipt["gone_at"].is_string(), "{receipt}");
+    assert_eq!(receipt["reports_deleted"], json!(["reports/daily/date=2026-12-04"]), "{receipt}");
+    assert!(root.join("reports/daily/date=2026-12-03/top_5xx_customers.csv").exists(), "another day's report stays");
 
     for planted in [CUSTOMER, EMAIL, PHONE, SESSION] {
         assert_eq!(files_holding(storage, planted), Vec::<String>::new(), "{planted} is still stored");
