@@ -34,7 +34,7 @@ use logyard_core::event::{Scalar, TimeSource, flatten};
 use logyard_storage::Tables;
 use logyard_storage::archive::erase::{Erasure, Holds};
 use logyard_storage::archive::{Archive, BundleRef, WriteOptions, part_bytes_for};
-use logyard_storage::forget::{MIN_TEXT_VALUE, Purged, Subject, SubjectDeletion};
+use logyard_storage::forget::{Purged, Subject, SubjectDeletion};
 
 use crate::IngestError;
 
@@ -144,6 +144,8 @@ pub struct ForgetJob {
 pub struct Forgetter {
     tables: Arc<Tables>,
     settings: ForgetSettings,
+    /// Jobs seen done (a done record never changes): not read again at each look.
+    done: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 fn now_rfc3339() -> String {
@@ -167,7 +169,7 @@ impl std::fmt::Debug for Forgetter {
 
 impl Forgetter {
     pub fn new(tables: Arc<Tables>, settings: ForgetSettings) -> Self {
-        Self { tables, settings }
+        Self { tables, settings, done: Arc::default() }
     }
 
     fn archive(&self) -> Archive {
@@ -251,10 +253,15 @@ impl Forgetter {
         let mut out = Vec::new();
         for name in self.tables.storage().list_names(JOBS_DIR).await? {
             let Some(id) = name.strip_suffix(".json") else { continue };
-            if let Some(job) = self.get(id).await?
-                && job.phase != Phase::Done
-            {
-                out.push(job);
+            if self.done.lock().expect("done lock").contains(id) {
+                continue;
+            }
+            match self.get(id).await? {
+                Some(job) if job.phase == Phase::Done => {
+                    self.done.lock().expect("done lock").insert(job.id);
+                }
+                Some(job) => out.push(job),
+                None => {}
             }
         }
         Ok(out)
@@ -327,6 +334,11 @@ impl Forgetter {
         }
     }
 
+    /// `marks` with `stream`'s text fields to search for their values.
+    fn in_stream(&self, marks: &Subject, stream: &StreamName) -> Subject {
+        Subject { values: marks.values.clone(), text_fields: self.settings.text_fields.of(stream).to_vec() }
+    }
+
     async fn streams(&self, job: &ForgetJob) -> Result<Vec<StreamName>, IngestError> {
         Ok(match &job.streams {
             Some(list) => list.iter().filter_map(|s| StreamName::new(s).ok()).collect(),
@@ -340,8 +352,7 @@ impl Forgetter {
         let mut marks = job.marks.clone().unwrap_or_default();
         for _ in 0..2 {
             for stream in &streams {
-                let mut subject = marks.clone();
-                subject.text_fields = self.settings.text_fields.of(stream).to_vec();
+                let subject = self.in_stream(&marks, stream);
                 let found = self.tables.subject_values(stream, &subject, &self.settings.linked_columns).await?;
                 for (column, values) in found {
                     marks.values.entry(column).or_default().extend(values);
@@ -350,8 +361,7 @@ impl Forgetter {
         }
         job.tables.clear();
         for stream in &streams {
-            let mut subject = marks.clone();
-            subject.text_fields = self.settings.text_fields.of(stream).to_vec();
+            let subject = self.in_stream(&marks, stream);
             let rows = self.tables.count_subject(stream, &subject).await?;
             job.tables.insert(stream.to_string(), TableStep { rows_found: rows, ..Default::default() });
         }
@@ -368,8 +378,7 @@ impl Forgetter {
             if job.tables[&name].deleted.is_some() {
                 continue;
             }
-            let mut subject = marks.clone();
-            subject.text_fields = self.settings.text_fields.of(&stream).to_vec();
+            let subject = self.in_stream(&marks, &stream);
             let deleted = self.tables.delete_subject(&stream, &subject).await?;
             job.tables.get_mut(&name).expect("listed").deleted = Some(deleted);
             self.save(job).await?;
@@ -487,12 +496,7 @@ impl Forgetter {
 fn line_test(marks: &Subject) -> Holds {
     let values: BTreeMap<String, BTreeSet<String>> =
         (marks.values.iter()).map(|(c, v)| (c.clone(), v.iter().map(|s| s.to_ascii_lowercase()).collect())).collect();
-    let needles: Vec<Vec<u8>> = (marks.values.values().flatten())
-        .filter(|v| v.len() >= MIN_TEXT_VALUE)
-        .map(|v| v.to_ascii_lowercase().into_bytes())
-        .collect();
-    let finders: Vec<memchr::memmem::Finder<'static>> =
-        needles.iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect();
+    let finders = marks.text_finders();
     Arc::new(move |line: &[u8]| {
         let lower = line.to_ascii_lowercase();
         if finders.iter().any(|f| f.find(&lower).is_some()) {

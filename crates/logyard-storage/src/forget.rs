@@ -60,23 +60,25 @@ pub struct Purged {
 }
 
 impl Subject {
-    fn text_values(&self) -> Vec<Vec<u8>> {
+    /// Searches for each value looked for inside text (at least [`MIN_TEXT_VALUE`] bytes,
+    /// lower-cased): run them over lower-cased text.
+    pub fn text_finders(&self) -> Vec<memchr::memmem::Finder<'static>> {
         let all = self.values.values().flatten().filter(|v| v.len() >= MIN_TEXT_VALUE);
         let set: BTreeSet<Vec<u8>> = all.map(|v| v.to_ascii_lowercase().into_bytes()).collect();
-        set.into_iter().collect()
+        set.iter().map(|t| memchr::memmem::Finder::new(t).into_owned()).collect()
     }
 
     /// `forget_subject(col, ...)` over the columns of `schema` that mark rows; `None` when
     /// the table has none of them. The function holds the values, so the expression written
     /// as SQL (as the Delta log records a delete's predicate) holds none.
     pub fn predicate(&self, schema: &Schema) -> Option<Expr> {
-        let texts = self.text_values();
+        let finders = self.text_finders();
         let mut args = Vec::new();
         let mut checks = Vec::new();
         for field in schema.fields() {
             let name = field.name();
             let equal = self.values.get(name).map(|v| v.iter().map(|s| s.to_ascii_lowercase()).collect());
-            let text = self.text_fields.contains(name) && !texts.is_empty();
+            let text = self.text_fields.contains(name) && !finders.is_empty();
             if equal.is_none() && !text {
                 continue;
             }
@@ -86,8 +88,7 @@ impl Subject {
         if args.is_empty() {
             return None;
         }
-        let finders: Arc<Vec<memchr::memmem::Finder<'static>>> =
-            Arc::new(texts.iter().map(|t| memchr::memmem::Finder::new(t).into_owned()).collect());
+        let finders = Arc::new(finders);
         let checks = Arc::new(checks);
         let arity = args.len();
         let fun = move |values: &[ColumnarValue]| {
@@ -152,8 +153,7 @@ impl Tables {
     ) -> Result<BTreeMap<String, BTreeSet<String>>, StorageError> {
         let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let Some(table) = self.latest(stream).await? else { return Ok(found) };
-        let schema = table.snapshot().map_err(StorageError::delta("reading table state"))?.snapshot().arrow_schema();
-        let Some(predicate) = subject.predicate(&schema) else { return Ok(found) };
+        let Some((predicate, schema)) = predicate_over(&table, subject)? else { return Ok(found) };
         let present: Vec<&String> = columns.iter().filter(|c| schema.column_with_name(c).is_some()).collect();
         if present.is_empty() {
             return Ok(found);
@@ -182,8 +182,7 @@ impl Tables {
     /// How many rows of `stream` `subject` marks.
     pub async fn count_subject(&self, stream: &StreamName, subject: &Subject) -> Result<u64, StorageError> {
         let Some(table) = self.latest(stream).await? else { return Ok(0) };
-        let schema = table.snapshot().map_err(StorageError::delta("reading table state"))?.snapshot().arrow_schema();
-        let Some(predicate) = subject.predicate(&schema) else { return Ok(0) };
+        let Some((predicate, _)) = predicate_over(&table, subject)? else { return Ok(0) };
         let provider = table.table_provider().await.map_err(query_error)?;
         let frame = SessionContext::new().read_table(provider).map_err(query_error)?;
         let rows = frame.filter(predicate).map_err(query_error)?.count().await.map_err(query_error)?;
@@ -202,8 +201,7 @@ impl Tables {
         let mut guard = slot.lock().await;
         self.refresh(stream, &mut guard).await?;
         let Some(table) = guard.clone() else { return Ok(SubjectDeletion::default()) };
-        let schema = table.snapshot().map_err(StorageError::delta("reading table state"))?.snapshot().arrow_schema();
-        let Some(predicate) = subject.predicate(&schema) else { return Ok(SubjectDeletion::default()) };
+        let Some((predicate, _)) = predicate_over(&table, subject)? else { return Ok(SubjectDeletion::default()) };
         let blooms = self.bloom_columns(stream, &table, None).await?;
         let properties = writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows());
         let (table, metrics) = table
@@ -257,6 +255,16 @@ impl Tables {
             indexes_deleted,
         })
     }
+}
+
+/// `subject`'s predicate over `table`'s schema (and the schema); `None` when no column of the
+/// table marks rows.
+fn predicate_over(
+    table: &deltalake::DeltaTable,
+    subject: &Subject,
+) -> Result<Option<(Expr, arrow::datatypes::SchemaRef)>, StorageError> {
+    let schema = table.snapshot().map_err(StorageError::delta("reading table state"))?.snapshot().arrow_schema();
+    Ok(subject.predicate(&schema).map(|p| (p, schema)))
 }
 
 fn query_error(e: DataFusionError) -> StorageError {
