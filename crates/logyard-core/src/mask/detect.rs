@@ -174,10 +174,9 @@ impl Detector {
     pub(crate) fn truncated(self, m: &str) -> Option<String> {
         match self {
             Detector::Ip => match ipv4(m.as_bytes()) {
-                Some(v4) => {
-                    let [a, b, c, _] = v4.octets();
-                    Some(Ipv4Addr::new(a, b, c, 0).to_string())
-                }
+                // Written as `ipv4` takes it (no leading zeros): the network is the text up
+                // to the last dot.
+                Some(_) => m.rfind('.').map(|dot| format!("{}0", &m[..=dot])),
                 None => {
                     let s = ipv6(m.as_bytes())?.segments();
                     Some(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0).to_string())
@@ -207,13 +206,23 @@ fn keep_last_digits(m: &str, keep: usize) -> String {
         .collect()
 }
 
+/// Four decimal octets; leading zeros ("010.001.002.003") are version strings or ids more
+/// often than addresses, and are not taken.
 fn ipv4(m: &[u8]) -> Option<Ipv4Addr> {
-    let text = std::str::from_utf8(m).ok()?;
-    // Leading zeros ("010.001.002.003") are version strings or ids more often than addresses.
-    if text.split('.').any(|o| o.len() > 1 && o.starts_with('0')) {
-        return None;
+    let mut octets = [0u8; 4];
+    let mut parts = m.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty()
+            || part.len() > 3
+            || part.len() > 1 && part[0] == b'0'
+            || !part.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        *octet = u8::try_from(part.iter().fold(0u16, |v, &d| v * 10 + u16::from(d - b'0'))).ok()?;
     }
-    text.parse().ok()
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
 }
 
 fn ipv6(m: &[u8]) -> Option<Ipv6Addr> {

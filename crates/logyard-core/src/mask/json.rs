@@ -8,6 +8,7 @@
 
 use crate::event::{MAX_FLATTEN_DEPTH, RESERVED_RENAMES, push_sanitized};
 
+use super::classes::Classes;
 use super::{Found, MaskedValue, Masker, Span};
 
 /// A member's key: where it is in the text (quotes included), and whether it holds escapes.
@@ -45,6 +46,8 @@ pub(super) struct Walk<'a> {
     /// The keys from the top level to the current member (spans of the text, quotes
     /// included): the column's name is made of them only when a value needs it.
     keys: Vec<Key>,
+    /// Where the text has a '"' or a '\\' (bits of [`Classes::quotes_and_backslashes`]).
+    quotes: Vec<u64>,
     /// Inside the time field's value: nothing is masked.
     frozen: bool,
     edits: Vec<Edit>,
@@ -62,6 +65,7 @@ impl<'a> Walk<'a> {
             next_found: 0,
             time_field,
             keys: Vec::new(),
+            quotes: Classes::quotes_and_backslashes(text.as_bytes()),
             frozen: false,
             edits: Vec::new(),
             counts: [0; super::COUNTED],
@@ -156,7 +160,7 @@ impl<'a> Walk<'a> {
             self.pos += 1; // :
             self.keys.truncate(base);
             self.keys.push(key_span);
-            let drop = if depth == 0 && self.time_field.is_some_and(|t| self.key(key_span) == t) {
+            let drop = if depth == 0 && self.time_field.is_some_and(|t| self.is_key(key_span, t)) {
                 self.frozen = true;
                 self.value(depth + 1, false);
                 self.frozen = false;
@@ -178,6 +182,11 @@ impl<'a> Walk<'a> {
         }
         self.keys.truncate(base);
         false
+    }
+
+    /// Whether the key at `key` is `name`.
+    fn is_key(&self, key: Key, name: &str) -> bool {
+        if key.escaped { self.key(key) == name } else { &self.bytes[key.start + 1..key.end - 1] == name.as_bytes() }
     }
 
     /// A key's text, unescaped.
@@ -252,18 +261,27 @@ impl<'a> Walk<'a> {
     fn string_end(&mut self) -> bool {
         let mut i = self.pos + 1;
         let mut escaped = false;
-        while let Some(off) = memchr::memchr2(b'"', b'\\', &self.bytes[i..]) {
-            i += off;
-            if self.bytes[i] == b'\\' {
-                escaped = true;
-                i += 2;
-            } else {
-                self.pos = i + 1;
+        while let Some(at) = self.next_quote_or_backslash(i) {
+            if self.bytes[at] == b'"' {
+                self.pos = at + 1;
                 return escaped;
             }
+            escaped = true;
+            i = at + 2;
         }
         self.pos = self.bytes.len();
         escaped
+    }
+
+    /// The first '"' or '\\' at or after `from`.
+    fn next_quote_or_backslash(&self, from: usize) -> Option<usize> {
+        let mut word = from / 64;
+        let mut bits = self.quotes.get(word)? & (!0u64 << (from % 64));
+        while bits == 0 {
+            word += 1;
+            bits = *self.quotes.get(word)?;
+        }
+        Some(64 * word + bits.trailing_zeros() as usize)
     }
 
     fn skip_found_until(&mut self, end: usize) {
@@ -310,7 +328,8 @@ impl<'a> Walk<'a> {
         if found.is_empty() {
             return false;
         }
-        let masked = self.masker.apply(content, &found, &self.path(), !quoted, &mut self.counts);
+        let path = if self.masker.names_fields { self.path() } else { String::new() };
+        let masked = self.masker.apply(content, &found, &path, !quoted, &mut self.counts);
         match masked {
             MaskedValue::Unchanged => false,
             MaskedValue::Drop => true,
@@ -318,7 +337,11 @@ impl<'a> Walk<'a> {
                 let with = if escaped || !quoted {
                     serde_json::to_string(&new).expect("a string serializes")
                 } else {
-                    format!("\"{new}\"")
+                    let mut with = String::with_capacity(new.len() + 2);
+                    with.push('"');
+                    with.push_str(&new);
+                    with.push('"');
+                    with
                 };
                 self.edits.push(Edit { start, end, with });
                 false

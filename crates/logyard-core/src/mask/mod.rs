@@ -12,6 +12,7 @@
 //! one multi-pattern regex; an event is scanned once, and its JSON text is rewritten only
 //! where something was found.
 
+mod classes;
 mod detect;
 mod json;
 mod starts;
@@ -175,6 +176,8 @@ pub struct Masker {
     /// The detectors of all patterns.
     enabled: DetectorSet,
     key: Option<Arc<[u8]>>,
+    /// Some rule names the fields it applies to: a value's column name is needed.
+    names_fields: bool,
     /// Some pattern is the shop's own: it may match across JSON tokens, so each value is
     /// scanned alone instead of the whole text at once, and anywhere in it.
     custom: bool,
@@ -251,7 +254,8 @@ impl Masker {
             })
             .collect();
         let enabled = detector_bits.iter().fold(0, |all, b| all | b);
-        Ok(Masker { regex, patterns, detector_bits, enabled, key, custom })
+        let names_fields = patterns.iter().any(|p| !p.fields.is_empty());
+        Ok(Masker { regex, patterns, detector_bits, enabled, key, names_fields, custom })
     }
 
     fn scans_values(&self) -> bool {

@@ -3,6 +3,16 @@
 use super::*;
 use crate::event::TimeSource;
 
+/// Numbers below `n` from a xorshift generator seeded with `state`.
+pub(super) fn random(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}
+
 fn rule(toml_like: MaskRule) -> Masking {
     Masking::new(vec![toml_like], Some(b"test key".to_vec())).unwrap()
 }
@@ -323,13 +333,7 @@ fn random_sixteen_digit_ids_rarely_pass_as_cards() {
 /// next to each other without spaces.
 #[test]
 fn scanning_at_likely_starts_finds_what_a_full_search_finds() {
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut next = random(0x2545_F491_4F6C_DD1D);
     const PIECES: &[&str] = &[
         " ",
         " ",
