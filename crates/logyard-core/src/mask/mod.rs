@@ -178,6 +178,9 @@ pub struct Masker {
     key: Option<Arc<[u8]>>,
     /// Some rule names the fields it applies to: a value's column name is needed.
     names_fields: bool,
+    /// No rule names fields, drops them or has a pattern of its own: an event's matches can
+    /// be masked without walking its JSON ([`json::quick`]).
+    quick: bool,
     /// Some pattern is the shop's own: it may match across JSON tokens, so each value is
     /// scanned alone instead of the whole text at once, and anywhere in it.
     custom: bool,
@@ -255,7 +258,8 @@ impl Masker {
             .collect();
         let enabled = detector_bits.iter().fold(0, |all, b| all | b);
         let names_fields = patterns.iter().any(|p| !p.fields.is_empty());
-        Ok(Masker { regex, patterns, detector_bits, enabled, key, names_fields, custom })
+        let quick = !names_fields && !custom && patterns.iter().all(|p| p.action != Action::Drop);
+        Ok(Masker { regex, patterns, detector_bits, enabled, key, names_fields, quick, custom })
     }
 
     fn scans_values(&self) -> bool {
@@ -379,7 +383,7 @@ impl Masker {
     /// Masks what `found` holds in `content`, the value of column `path`. In a number, only a
     /// match of the whole number counts.
     fn apply(&self, content: &str, found: &[Found], path: &str, number: bool, counts: &mut MaskCounts) -> MaskedValue {
-        let mut out = String::new();
+        let mut out = String::with_capacity(content.len() + 16);
         let mut copied = 0;
         for f in found {
             if f.span.start < copied {
@@ -460,6 +464,12 @@ impl Masker {
             if found.is_empty() && memchr::memchr(b'\\', text.as_bytes()).is_none() {
                 return Masked { text: None, counts: [0; COUNTED] };
             }
+        }
+        if self.quick
+            && memchr::memchr(b'\\', text.as_bytes()).is_none()
+            && let Some((text, counts)) = json::quick(self, text, &found, time_field)
+        {
+            return Masked { text, counts };
         }
         let (text, counts) = Walk::new(self, text, &found, time_field).run();
         Masked { text, counts }

@@ -460,3 +460,68 @@ fn masking_a_request_changes_only_the_events_that_need_it() {
     assert_eq!(out.counts[starts::bit(Detector::Email).trailing_zeros() as usize], 1);
     assert_eq!(out.counts[starts::bit(Detector::Phone).trailing_zeros() as usize], 1);
 }
+
+/// Masking without the walk ([`json::quick`]) gives the walk's text and counts, on events
+/// with nested objects deeper than the columns go, arrays, numbers, keys that hold values
+/// and a time field, for every action it is used with.
+#[test]
+fn masking_without_the_walk_gives_what_the_walk_gives() {
+    let mut next = random(0x0DDB_1A5E_5BAD_5EED);
+    let samples: Vec<&str> = POSITIVES.iter().map(|(_, v)| *v).chain(NEGATIVES.iter().copied()).collect();
+    let keys = ["time", "msg", "ip", "203.0.113.9", "user", "tags", "a", "n"];
+    let mut events = Vec::new();
+    for _ in 0..4000 {
+        fn value(next: &mut impl FnMut(usize) -> usize, samples: &[&str], keys: &[&str], depth: usize) -> String {
+            let string = |next: &mut dyn FnMut(usize) -> usize| {
+                let mut s = String::new();
+                for _ in 0..1 + next(3) {
+                    s.push_str([samples[next(samples.len())], " ", "x", "/", ":"][next(5).min(4)]);
+                }
+                serde_json::to_string(&s).unwrap()
+            };
+            match if depth > 4 { next(3) } else { next(6) } {
+                0 => string(next),
+                1 => ["13800138000", "4111111111111111", "-1.5e3", "0", "203"][next(5)].to_owned(),
+                2 => ["true", "null", "\"\""][next(3)].to_owned(),
+                3 | 4 => {
+                    let members: Vec<String> = (0..next(4))
+                        .map(|_| format!("\"{}\" : {}", keys[next(keys.len())], value(next, samples, keys, depth + 1)))
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                }
+                _ => {
+                    let items: Vec<String> = (0..next(4)).map(|_| value(next, samples, keys, depth + 1)).collect();
+                    format!("[ {} ]", items.join(", "))
+                }
+            }
+        }
+        let time = if next(2) == 0 { samples[next(samples.len())] } else { "" };
+        let mut members = vec![format!("\"time\":\"2026-11-20T00:00:00.221Z {time}\"")];
+        for _ in 0..next(6) {
+            members.push(format!("\"{}\":{}", keys[next(keys.len())], value(&mut next, &samples, &keys, 1)));
+        }
+        events.push(format!("{{{}}}", members.join(", ")));
+    }
+    let (mut differ_from_input, mut left_to_the_walk) = (0, 0);
+    for action in [Action::Redact, Action::Hash, Action::Truncate] {
+        let masking =
+            Masking::new(vec![MaskRule { action: Some(action), ..default_rule() }], Some(vec![7; 32])).unwrap();
+        let m = masking.for_stream("s").unwrap();
+        assert!(m.quick);
+        for event in &events {
+            let mut found = Vec::new();
+            m.scan(event, &mut found);
+            let walked = json::Walk::new(&m, event, &found, Some("time")).run();
+            match json::quick(&m, event, &found, Some("time")) {
+                Some(quick) => {
+                    assert_eq!(quick, walked, "{action:?} on {event}");
+                    differ_from_input += usize::from(quick.0.is_some());
+                }
+                None => left_to_the_walk += 1,
+            }
+        }
+    }
+    assert!(differ_from_input > 1000, "only {differ_from_input} events had something masked");
+    assert!(left_to_the_walk < 3 * events.len() / 2, "{left_to_the_walk} left to the walk");
+    assert!(left_to_the_walk > 0, "no event with the time field's name twice");
+}
