@@ -6,7 +6,8 @@ bundle: 10,000 small log files (about 10 KB each, generated storefront NDJSON) p
   bytes over wall time; sizes are the outputs'. The file cache is warm for both.
 
 alb: ALB access-log files (about 8 MB of text each, gzip, generated from the documented
-  format) imported by `logyard import alb DIR --storage S` pinned to one core (taskset),
+  format) imported by `logyard import alb DIR --storage S` pinned to one core (taskset), beside
+  `zcat FILES | wc -l` on the same core (the floor: decompression alone),
   against DuckDB reading the same files (`read_csv` with the space delimiter and quotes) into
   a zstd Parquet file with threads=1 on the same core. Throughput is decompressed log text
   per second.
@@ -113,7 +114,8 @@ def alb_files(workdir, mb):
 def bench_alb(workdir, mb, rounds):
     root = alb_files(workdir, mb)
     source = root / "AWSLogs/123456789012/elasticloadbalancing/eu-west-1"
-    logyard, duck, rows, text_bytes = [], [], None, None
+    logyard, duck, zcat, rows, text_bytes = [], [], [], None, None
+    files = sorted(str(p) for p in source.rglob("*.log.gz"))
     duckdb_script = str(ROOT / "scripts/bench/alb_duckdb.py")
     for _ in range(rounds):
         storage = Path(tempfile.mkdtemp(prefix="alb-logyard-", dir=workdir))
@@ -130,13 +132,20 @@ def bench_alb(workdir, mb, rounds):
         duck.append(time.perf_counter() - start)
         duck_rows = int(got.strip())
         parquet.unlink()
-    lm, dm = statistics.median(logyard), statistics.median(duck)
+        # The floor: decompressing the same files and counting their lines, on the same core.
+        start = time.perf_counter()
+        lines = subprocess.run(pinned(0, ["sh", "-c", 'zcat "$@" | wc -l', "zcat"] + files), check=True, capture_output=True, text=True).stdout
+        zcat.append(time.perf_counter() - start)
+        assert int(lines) == rows, f"zcat counted {lines} lines, logyard {rows} rows"
+    lm, dm, zm = statistics.median(logyard), statistics.median(duck), statistics.median(zcat)
     return {
         "text_bytes": text_bytes,
         "rows": rows,
         "logyard": {"seconds_median": round(lm, 3), "mb_per_s_per_core": round(text_bytes / lm / 1e6, 1)},
         "duckdb_read_csv_threads1": {"seconds_median": round(dm, 3), "mb_per_s_per_core": round(text_bytes / dm / 1e6, 1), "rows": duck_rows},
         "speed_ratio": round(dm / lm, 2),
+        "zcat_wc_l": {"seconds_median": round(zm, 3), "mb_per_s_per_core": round(text_bytes / zm / 1e6, 1)},
+        "ratio_to_zcat": round(zm / lm, 2),
     }
 
 
