@@ -64,6 +64,7 @@ def main():
     folded = subprocess.run([collapse], input=script, check=True, capture_output=True).stdout
     svg = subprocess.run([draw, "--title", f"logyard NDJSON ingest, {a.events:,} events (server, one core)"],
                          input=folded, check=True, capture_output=True).stdout
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_bytes(svg)
     shutil.rmtree(data.parent)
     print(report.strip())
