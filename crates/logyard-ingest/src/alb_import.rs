@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -198,31 +198,12 @@ impl AlbImport {
         let mut originals: Vec<(String, Bytes, u64)> = Vec::new();
         let mut batches = Vec::new();
         let mut rows = 0u64;
-        for key in &group.keys {
-            let object = self
-                .source
-                .root_store()
-                .get(&self.source.path(key))
-                .await
-                .map_err(StorageError::from_store("reading an ALB log file"))?;
-            let mtime = object.meta.last_modified.timestamp().max(0) as u64;
-            let data = object.bytes().await.map_err(StorageError::from_store("reading an ALB log file"))?;
-            let compressed = data.clone();
-            let name = key.clone();
-            let masker = self.options.masking.for_stream(self.stream.as_str());
-            let (parsed, text_bytes, masked) = tokio::task::spawn_blocking(move || {
-                let text = decompress(&compressed).map_err(|e| IngestError::Invalid(format!("{name}: {e}")))?;
-                let mut parsed = alb::parse(&text);
-                let mut masked = 0;
-                if let Some(masker) = masker {
-                    let (batch, counts) = crate::mask_batch(&masker, parsed.batch)?;
-                    parsed.batch = batch;
-                    masked = counts.iter().map(|&n| n as u64).sum();
-                }
-                Ok::<_, IngestError>((parsed, text.len() as u64, masked))
-            })
-            .await
-            .map_err(|e| IngestError::stopped("parsing ALB log files", e))??;
+        // Files are read, inflated and parsed on every core, a few at a time (so that memory
+        // holds only that many inflated files), and taken in their order.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut files = futures::stream::iter(&group.keys).map(|key| self.read_file(key)).buffered(parallel);
+        while let Some(file) = files.next().await {
+            let ParsedFile { key, data, mtime, parsed, text_bytes, masked } = file?;
             report.masked += masked;
             rows += parsed.rows as u64;
             report.rejected += parsed.rejected as u64;
@@ -235,8 +216,8 @@ impl AlbImport {
             if parsed.rows > 0 {
                 batches.push(parsed.batch);
             }
-            progress(Progress { key, bytes: data.len() as u64, total });
-            originals.push((key.clone(), data, mtime));
+            progress(Progress { key: &key, bytes: data.len() as u64, total });
+            originals.push((key, data, mtime));
         }
         let app_id = format!("alb-{}-{day}", self.source_id);
         if !batches.is_empty() {
@@ -269,6 +250,35 @@ impl AlbImport {
         let key = Archive::bundle_key(&self.stream, day, &format!("alb-{}-{}", self.source_id, group.version));
         Archive::new(self.tables.storage().clone()).store(&key, Bytes::from(bundle), &index).await?;
         Ok(())
+    }
+
+    /// Reads one file, inflates and parses it (masking its rows), off the async threads.
+    async fn read_file(&self, key: &str) -> Result<ParsedFile, IngestError> {
+        let object = self
+            .source
+            .root_store()
+            .get(&self.source.path(key))
+            .await
+            .map_err(StorageError::from_store("reading an ALB log file"))?;
+        let mtime = object.meta.last_modified.timestamp().max(0) as u64;
+        let data = object.bytes().await.map_err(StorageError::from_store("reading an ALB log file"))?;
+        let compressed = data.clone();
+        let name = key.to_owned();
+        let masker = self.options.masking.for_stream(self.stream.as_str());
+        let (parsed, text_bytes, masked) = tokio::task::spawn_blocking(move || {
+            let text = decompress(&compressed).map_err(|e| IngestError::Invalid(format!("{name}: {e}")))?;
+            let mut parsed = alb::parse(&text);
+            let mut masked = 0;
+            if let Some(masker) = masker {
+                let (batch, counts) = crate::mask_batch(&masker, parsed.batch)?;
+                parsed.batch = batch;
+                masked = counts.iter().map(|&n| n as u64).sum();
+            }
+            Ok::<_, IngestError>((parsed, text.len() as u64, masked))
+        })
+        .await
+        .map_err(|e| IngestError::stopped("parsing ALB log files", e))??;
+        Ok(ParsedFile { key: key.to_owned(), data, mtime, parsed, text_bytes, masked })
     }
 
     fn manifest_key(&self, day: &str) -> String {
@@ -311,6 +321,18 @@ fn log_day(key: &str) -> Option<chrono::NaiveDate> {
             None
         }
     })
+}
+
+/// One ALB log file, read and parsed.
+struct ParsedFile {
+    key: String,
+    /// As stored (gzip), for the archive.
+    data: Bytes,
+    mtime: u64,
+    parsed: alb::Parsed,
+    /// Bytes of log text.
+    text_bytes: u64,
+    masked: u64,
 }
 
 /// gzip (possibly several members) or plain text.
