@@ -417,20 +417,19 @@ pub(super) fn quick(
     let last_before = |p: usize| (0..p).rev().find(|&k| !matches!(bytes[k], b' ' | b'\t' | b'\n' | b'\r'));
     let first_after = |p: usize| (p..bytes.len()).find(|&k| !matches!(bytes[k], b' ' | b'\t' | b'\n' | b'\r'));
     // The value at `start..end` (quotes included) is not a key, nor the time field's value.
-    let maskable = |start: usize, end: usize, quoted: bool| -> Option<bool> {
+    let maskable = |start: usize, end: usize, quoted: bool| -> bool {
         if quoted && first_after(end).is_some_and(|k| bytes[k] == b':') {
-            return Some(false);
+            return false;
         }
-        match last_before(start).map(|k| bytes[k]) {
-            Some(b':') => {
-                let Some(name) = time_field else { return Some(true) };
-                let colon = last_before(start).expect("a colon");
+        match last_before(start) {
+            Some(colon) if bytes[colon] == b':' => {
+                let Some(name) = time_field else { return true };
                 let key_end = last_before(colon).expect("a key before a colon");
                 let key_start = quotes.last_before(key_end).expect("a key's opening quote");
-                Some(&text[key_start + 1..key_end] != name)
+                &text[key_start + 1..key_end] != name
             }
-            Some(b',' | b'[') => Some(true),
-            _ => Some(false),
+            Some(k) => matches!(bytes[k], b',' | b'['),
+            None => false,
         }
     };
     let mut counts = [0; super::COUNTED];
@@ -461,7 +460,7 @@ pub(super) fn quick(
             }
             next += 1;
         }
-        if inside.is_empty() || !maskable(start, end, quoted)? {
+        if inside.is_empty() || !maskable(start, end, quoted) {
             continue;
         }
         match masker.apply(&text[inner_start..inner_end], &inside, "", !quoted, &mut counts) {

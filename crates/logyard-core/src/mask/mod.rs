@@ -459,14 +459,15 @@ impl Masker {
     /// its time came from, which is left alone.
     pub fn mask(&self, text: &str, time_field: Option<&str>) -> Masked {
         let mut found = Vec::new();
+        let escapes = memchr::memchr(b'\\', text.as_bytes()).is_some();
         if !self.custom {
             self.scan(text, &mut found);
-            if found.is_empty() && memchr::memchr(b'\\', text.as_bytes()).is_none() {
+            if found.is_empty() && !escapes {
                 return Masked { text: None, counts: [0; COUNTED] };
             }
         }
         if self.quick
-            && memchr::memchr(b'\\', text.as_bytes()).is_none()
+            && !escapes
             && let Some((text, counts)) = json::quick(self, text, &found, time_field)
         {
             return Masked { text, counts };
