@@ -16,17 +16,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::CoreError;
+use crate::encoded::Leaf;
+use crate::event::{self, Scalar, ScalarKind, TimeSource};
+use crate::time::{self, Micros};
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondArray,
     new_null_array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use serde_json::value::RawValue;
-
-use crate::CoreError;
-use crate::event::{self, Scalar, ScalarKind, TimeSource};
-use crate::time::{self, Micros};
 
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
 pub const DATE_COLUMN: &str = "date";
@@ -64,17 +63,56 @@ pub struct BatchBuilder<'a> {
     times: Vec<Micros>,
     columns: Vec<ColumnValues<'a>>,
     index: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// Column of each path number of [`BatchBuilder::push_leaves`], plus one (0: none yet).
+    by_path: Vec<u32>,
 }
 
 struct ColumnValues<'a> {
     name: String,
-    values: Vec<(u32, Scalar<'a>, &'a RawValue)>,
+    /// Row, value, and the value's JSON text.
+    values: Vec<(u32, Scalar<'a>, &'a str)>,
+}
+
+impl<'a> ColumnValues<'a> {
+    fn set(&mut self, row: u32, scalar: Scalar<'a>, raw: &'a str) {
+        // A duplicate key in one object: the last value wins, as in most JSON readers.
+        if let Some(last) = self.values.last_mut()
+            && last.0 == row
+        {
+            *last = (row, scalar, raw);
+        } else {
+            self.values.push((row, scalar, raw));
+        }
+    }
+}
+
+fn column_index<'a>(
+    columns: &mut Vec<ColumnValues<'a>>,
+    index: &mut HashMap<String, usize, foldhash::fast::RandomState>,
+    name: &str,
+) -> usize {
+    match index.get(name) {
+        Some(&i) => i,
+        None => {
+            let i = columns.len();
+            columns.push(ColumnValues { name: name.to_owned(), values: Vec::new() });
+            index.insert(name.to_owned(), i);
+            i
+        }
+    }
 }
 
 impl<'a> BatchBuilder<'a> {
     /// `schema` is the table's current schema (use [`base_schema`] for a new table).
     pub fn new(schema: SchemaRef, max_columns: usize) -> Self {
-        Self { schema, max_columns, times: Vec::new(), columns: Vec::new(), index: HashMap::default() }
+        Self {
+            schema,
+            max_columns,
+            times: Vec::new(),
+            columns: Vec::new(),
+            index: HashMap::default(),
+            by_path: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -92,27 +130,39 @@ impl<'a> BatchBuilder<'a> {
         let columns = &mut self.columns;
         let index = &mut self.index;
         event::flatten(event.text, event.source, |name, scalar, raw| {
-            let i = match index.get(name) {
-                Some(&i) => i,
-                None => {
-                    let i = columns.len();
-                    columns.push(ColumnValues { name: name.to_owned(), values: Vec::new() });
-                    index.insert(name.to_owned(), i);
-                    i
-                }
-            };
-            let values = &mut columns[i].values;
-            // A duplicate key in one object: the last value wins, as in most JSON readers.
-            if let Some(last) = values.last_mut()
-                && last.0 == row
-            {
-                *last = (row, scalar, raw);
-            } else {
-                values.push((row, scalar, raw));
-            }
+            let i = column_index(columns, index, name);
+            columns[i].set(row, scalar, raw.get());
         })
         .map_err(|e| CoreError::CorruptEvent(e.to_string()))?;
         self.times.push(event.time);
+        Ok(())
+    }
+
+    /// Adds one event from its leaves ([`crate::encoded`]), whose path numbers index `paths`:
+    /// no JSON is read but strings with escapes.
+    pub fn push_leaves(
+        &mut self,
+        time: Micros,
+        text: &'a str,
+        leaves: &[Leaf],
+        paths: &[&str],
+    ) -> Result<(), CoreError> {
+        let row = self.times.len() as u32;
+        if self.by_path.len() < paths.len() {
+            self.by_path.resize(paths.len(), 0);
+        }
+        for leaf in leaves {
+            let slot = self
+                .by_path
+                .get_mut(leaf.path as usize)
+                .ok_or_else(|| CoreError::CorruptEvent(format!("leaf of path {} of {}", leaf.path, paths.len())))?;
+            if *slot == 0 {
+                *slot = column_index(&mut self.columns, &mut self.index, paths[leaf.path as usize]) as u32 + 1;
+            }
+            let (scalar, raw) = leaf.value(text).map_err(CoreError::CorruptEvent)?;
+            self.columns[*slot as usize - 1].set(row, scalar, raw);
+        }
+        self.times.push(time);
         Ok(())
     }
 
@@ -204,14 +254,14 @@ fn infer_type(kinds: impl Iterator<Item = ScalarKind>) -> DataType {
     }
 }
 
-fn add_conflict(buf: &mut String, name: &str, raw: &RawValue) {
+fn add_conflict(buf: &mut String, name: &str, raw: &str) {
     if !buf.is_empty() {
         buf.push(',');
     }
     // Column names are valid UTF-8 without control characters other than the ones JSON escapes.
     buf.push_str(&serde_json::to_string(name).unwrap_or_else(|_| "\"?\"".into()));
     buf.push(':');
-    buf.push_str(raw.get());
+    buf.push_str(raw);
 }
 
 /// Builds one column; values that do not fit the type go to `conflicts`.
@@ -219,11 +269,11 @@ fn build_column(
     name: &str,
     data_type: &DataType,
     rows: usize,
-    values: &[(u32, Scalar<'_>, &RawValue)],
+    values: &[(u32, Scalar<'_>, &str)],
     conflicts: &mut [String],
 ) -> (ArrayRef, bool) {
     let mut had_conflict = false;
-    let mut conflict = |row: u32, raw: &RawValue| {
+    let mut conflict = |row: u32, raw: &str| {
         had_conflict = true;
         add_conflict(&mut conflicts[row as usize], name, raw);
     };
@@ -271,7 +321,7 @@ fn build_column(
             let a = fill!(b, |s, raw| Some(match s {
                 Scalar::Text(t) => t.as_ref(),
                 Scalar::Json(j) => j,
-                Scalar::Bool(_) | Scalar::Int(_) | Scalar::Float(_) => raw.get(),
+                Scalar::Bool(_) | Scalar::Int(_) | Scalar::Float(_) => *raw,
             }));
             if *data_type == DataType::Utf8 { a } else { arrow::compute::cast(&a, data_type).unwrap_or(a) }
         }

@@ -1,32 +1,249 @@
 //! The compact encoding of checked events that a write-ahead log record carries: for each
-//! event its time, where the time came from, and the original JSON text.
+//! event its time, where the time came from, its JSON text, and its leaves (the flattened
+//! column values of [`crate::event::flatten`], as column path, kind and place in the text),
+//! so that building columns at flush reads no JSON.
+//!
+//! ```text
+//! event: i64 time | u8 time source | u32 text length | u32 leaves length | text | leaves
+//! leaf:  varint path | u8 kind | varint gap | varint length
+//! ```
+//!
+//! Paths are numbered within one payload in order of first use; a path number equal to the
+//! count known so far introduces a new path, whose text follows the number (varint length,
+//! UTF-8). A value's place is its distance (`gap`) from the end of the previous leaf's value
+//! (or from the text's start) and its length in bytes; leaves come in text order.
+//!
+//! Payloads written before leaves existed (no leaves length, no leaves) are read by
+//! [`upgrade_v1`], which is how the write-ahead log replays them.
+
+use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::event::TimeSource;
+use crate::event::{self, LineError, Scalar, TimeSource};
+use crate::time::Micros;
 
-/// Bytes before each event's text: time (8), time source (1), text length (4).
-pub const EVENT_HEADER_BYTES: usize = 13;
+/// Bytes before each event's text: time (8), time source (1), text length (4), leaves length (4).
+pub const EVENT_HEADER_BYTES: usize = 17;
+/// The same for the format before leaves.
+const V1_HEADER_BYTES: usize = 13;
+
+/// What a leaf's value is; how it becomes a [`Scalar`] needs no JSON parser but for strings
+/// with escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LeafKind {
+    True = 0,
+    False = 1,
+    /// JSON number text (an integer too large for 64 bits stays text).
+    Number = 2,
+    /// A string without escapes; the value is between its quotes.
+    String = 3,
+    /// A string with escapes.
+    Escaped = 4,
+    /// An array, or an object nested deeper than flattening goes, kept as JSON text.
+    Json = 5,
+}
+
+impl LeafKind {
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => LeafKind::True,
+            1 => LeafKind::False,
+            2 => LeafKind::Number,
+            3 => LeafKind::String,
+            4 => LeafKind::Escaped,
+            5 => LeafKind::Json,
+            _ => return None,
+        })
+    }
+
+    /// The kind of a flattened value whose JSON text is `raw`.
+    pub fn of(scalar: &Scalar<'_>, raw: &str) -> Self {
+        match scalar {
+            Scalar::Bool(true) => LeafKind::True,
+            Scalar::Bool(false) => LeafKind::False,
+            Scalar::Int(_) | Scalar::Float(_) => LeafKind::Number,
+            Scalar::Text(_) if !raw.starts_with('"') => LeafKind::Number,
+            Scalar::Text(_) if raw.contains('\\') => LeafKind::Escaped,
+            Scalar::Text(_) => LeafKind::String,
+            Scalar::Json(_) => LeafKind::Json,
+        }
+    }
+}
+
+/// One flattened value of an event: its column path (a number into the payload's paths, or
+/// whatever numbering the reader maps it to) and where its JSON text sits in the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    pub path: u32,
+    pub kind: LeafKind,
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Leaf {
+    /// The value and its JSON text, read from the event's text.
+    pub fn value<'a>(&self, text: &'a str) -> Result<(Scalar<'a>, &'a str), String> {
+        let raw = text
+            .get(self.start as usize..(self.start + self.len) as usize)
+            .ok_or_else(|| format!("leaf at {}+{} outside its event", self.start, self.len))?;
+        let scalar = match self.kind {
+            LeafKind::True => Scalar::Bool(true),
+            LeafKind::False => Scalar::Bool(false),
+            LeafKind::Number => event::parse_number(raw),
+            LeafKind::String => Scalar::Text(raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default().into()),
+            LeafKind::Escaped => Scalar::Text(event::parse_json_string(raw).map_err(|e| e.to_string())?),
+            LeafKind::Json => Scalar::Json(raw),
+        };
+        Ok((scalar, raw))
+    }
+}
+
+/// A payload's column paths: interned by text, numbered on the wire in order of first use.
+#[derive(Default)]
+struct Paths {
+    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    names: Vec<Box<str>>,
+    /// Wire number of each interned path, `u32::MAX` until written.
+    wire: Vec<u32>,
+    written: u32,
+    /// The interned paths of the previous event's leaves: events of one source mostly share
+    /// their shape, so the `n`th leaf is first compared with the `n`th of the previous event.
+    shape: Vec<u32>,
+}
+
+impl Paths {
+    fn intern(&mut self, nth: usize, name: &str) -> u32 {
+        if let Some(&id) = self.shape.get(nth)
+            && *self.names[id as usize] == *name
+        {
+            return id;
+        }
+        let id = match self.index.get(name) {
+            Some(&id) => id,
+            None => {
+                let id = self.names.len() as u32;
+                self.names.push(name.into());
+                self.index.insert(name.into(), id);
+                self.wire.push(u32::MAX);
+                id
+            }
+        };
+        if nth < self.shape.len() {
+            self.shape[nth] = id;
+        } else {
+            self.shape.push(id);
+        }
+        id
+    }
+
+    /// Writes the wire number of path `id`, and its text when it is new to the payload.
+    fn put(&mut self, buf: &mut BytesMut, id: u32) {
+        let wire = &mut self.wire[id as usize];
+        if *wire != u32::MAX {
+            put_varint(buf, *wire);
+            return;
+        }
+        *wire = self.written;
+        self.written += 1;
+        put_varint(buf, *wire);
+        let name = self.names[id as usize].as_bytes();
+        put_varint(buf, name.len() as u32);
+        buf.put_slice(name);
+    }
+}
 
 /// Encodes events into a record's payload.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct EventsEncoder {
     buf: BytesMut,
     count: usize,
+    text_bytes: usize,
+    paths: Paths,
+}
+
+impl std::fmt::Debug for EventsEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsEncoder").field("events", &self.count).field("bytes", &self.buf.len()).finish()
+    }
 }
 
 impl EventsEncoder {
-    /// Room for `bytes` of encoded events (texts plus [`EVENT_HEADER_BYTES`] each).
+    /// Room for `bytes` of encoded events.
     pub fn with_capacity(bytes: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(bytes), count: 0 }
+        Self { buf: BytesMut::with_capacity(bytes), ..Default::default() }
     }
 
-    pub fn push(&mut self, time: i64, source: TimeSource, text: &[u8]) {
+    /// Checks one line (see [`event::check_line`]) and adds it when it is an event.
+    pub fn push_line(&mut self, line: &[u8], received: Micros) -> Result<(), LineError> {
+        let checked = event::check_line(line, received)?;
+        // check_line accepted it: UTF-8 and JSON.
+        let text = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8 { offset: e.valid_up_to() })?;
+        self.push(checked.time, checked.source, text)
+    }
+
+    /// Adds an event whose time is known. Fails only if `text` is not a JSON object.
+    pub fn push(&mut self, time: Micros, source: TimeSource, text: &str) -> Result<(), LineError> {
+        let mark = self.buf.len();
+        let at = self.put_header(time, source, text);
+        let Self { buf, paths, .. } = self;
+        let (mut nth, mut end) = (0usize, 0u32);
+        let walked = event::flatten(text, source, |name, scalar, raw| {
+            let start = (raw.get().as_ptr() as usize - text.as_ptr() as usize) as u32;
+            let len = raw.get().len() as u32;
+            let id = paths.intern(nth, name);
+            paths.put(buf, id);
+            buf.put_u8(LeafKind::of(&scalar, raw.get()) as u8);
+            put_varint(buf, start - end);
+            put_varint(buf, len);
+            nth += 1;
+            end = start + len;
+        });
+        if let Err(e) = walked {
+            self.buf.truncate(mark);
+            return Err(LineError::InvalidJson(e.to_string()));
+        }
+        self.paths.shape.truncate(nth);
+        self.end_event(at, text.len());
+        Ok(())
+    }
+
+    /// Adds a decoded event with its leaves (their paths numbered into `paths`), as it was.
+    pub fn push_decoded(&mut self, event: &StoredEvent<'_>, leaves: &[Leaf], paths: &[&str]) -> Result<(), String> {
+        let at = self.put_header(event.time, event.source, event.text);
+        let mut end = 0u32;
+        for (nth, leaf) in leaves.iter().enumerate() {
+            let name = paths.get(leaf.path as usize).ok_or("leaf of an unknown path")?;
+            let id = self.paths.intern(nth, name);
+            self.paths.put(&mut self.buf, id);
+            self.buf.put_u8(leaf.kind as u8);
+            put_varint(&mut self.buf, leaf.start.checked_sub(end).ok_or("leaves out of order")?);
+            put_varint(&mut self.buf, leaf.len);
+            end = leaf.start + leaf.len;
+        }
+        self.paths.shape.truncate(leaves.len());
+        self.end_event(at, event.text.len());
+        Ok(())
+    }
+
+    /// Writes an event's header and text; returns where its leaves start.
+    fn put_header(&mut self, time: Micros, source: TimeSource, text: &str) -> usize {
+        self.buf.reserve(EVENT_HEADER_BYTES + text.len() + text.len() / 4);
         self.buf.put_i64_le(time);
         self.buf.put_u8(source.to_byte());
         self.buf.put_u32_le(text.len() as u32);
-        self.buf.put_slice(text);
+        self.buf.put_u32_le(0);
+        self.buf.put_slice(text.as_bytes());
+        self.buf.len()
+    }
+
+    fn end_event(&mut self, leaves_at: usize, text_len: usize) {
+        let leaves = (self.buf.len() - leaves_at) as u32;
+        let length_at = leaves_at - text_len - 4;
+        self.buf[length_at..length_at + 4].copy_from_slice(&leaves.to_le_bytes());
         self.count += 1;
+        self.text_bytes += text_len;
     }
 
     /// Events encoded so far.
@@ -40,7 +257,7 @@ impl EventsEncoder {
 
     /// Bytes of the events' JSON texts (what `logyard_ingested_bytes_total` counts).
     pub fn text_bytes(&self) -> usize {
-        self.buf.len() - self.count * EVENT_HEADER_BYTES
+        self.text_bytes
     }
 
     /// The encoded events so far.
@@ -49,14 +266,44 @@ impl EventsEncoder {
     }
 
     /// Appends another encoder's events after these.
-    pub fn append(&mut self, other: EventsEncoder) {
-        self.buf.extend_from_slice(&other.buf);
-        self.count += other.count;
+    pub fn append(&mut self, other: EventsEncoder) -> Result<(), String> {
+        if self.is_empty() {
+            *self = other;
+            return Ok(());
+        }
+        let mut decoder = EventsDecoder::new(other.as_bytes());
+        let mut leaves = Vec::new();
+        while let Some(event) = decoder.next_with_leaves(&mut leaves) {
+            self.push_decoded(&event?, &leaves, decoder.paths())?;
+            leaves.clear();
+        }
+        Ok(())
     }
 
     pub fn finish(self) -> Bytes {
         self.buf.freeze()
     }
+}
+
+fn put_varint(buf: &mut BytesMut, mut v: u32) {
+    while v >= 0x80 {
+        buf.put_u8(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn get_varint(buf: &mut &[u8]) -> Result<u32, String> {
+    let mut v = 0u32;
+    for shift in (0..35).step_by(7) {
+        let (&b, rest) = buf.split_first().ok_or("truncated leaves")?;
+        *buf = rest;
+        v |= u32::from(b & 0x7f).checked_shl(shift).ok_or("bad varint")?;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("bad varint".into())
 }
 
 /// One decoded event of a record.
@@ -67,27 +314,215 @@ pub struct StoredEvent<'a> {
     pub text: &'a str,
 }
 
-/// Decodes a record's events. Stops at the first malformed entry (a record passed its
-/// checksum, so that means a bug, reported through the error).
-pub fn decode_events(mut buf: &[u8]) -> impl Iterator<Item = Result<StoredEvent<'_>, String>> {
-    std::iter::from_fn(move || {
+/// Reads a payload's events in order, with their leaves when asked.
+pub struct EventsDecoder<'a> {
+    buf: &'a [u8],
+    paths: Vec<&'a str>,
+}
+
+impl<'a> EventsDecoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, paths: Vec::new() }
+    }
+
+    /// The column paths met so far; leaves' path numbers index it.
+    pub fn paths(&self) -> &[&'a str] {
+        &self.paths
+    }
+
+    /// The next event and its leaves, appended to `leaves`. Stops at the first malformed
+    /// entry (a record passed its checksum, so that means a bug, reported through the error).
+    pub fn next_with_leaves(&mut self, leaves: &mut Vec<Leaf>) -> Option<Result<StoredEvent<'a>, String>> {
+        let (event, mut rest) = match self.next_raw()? {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut end = 0u32;
+        while !rest.is_empty() {
+            match self.leaf(&mut rest, end) {
+                Ok(leaf) => {
+                    end = leaf.start + leaf.len;
+                    if end as usize > event.text.len() {
+                        return Some(self.fail("leaf beyond its event"));
+                    }
+                    leaves.push(leaf);
+                }
+                Err(e) => return Some(self.fail(e)),
+            }
+        }
+        Some(Ok(event))
+    }
+
+    fn fail<T>(&mut self, message: impl Into<String>) -> Result<T, String> {
+        self.buf = &[];
+        Err(message.into())
+    }
+
+    fn leaf(&mut self, rest: &mut &'a [u8], end: u32) -> Result<Leaf, String> {
+        let path = get_varint(rest)?;
+        if path as usize == self.paths.len() {
+            let len = get_varint(rest)? as usize;
+            let name = rest.get(..len).ok_or("truncated path")?;
+            self.paths.push(std::str::from_utf8(name).map_err(|e| e.to_string())?);
+            *rest = &rest[len..];
+        } else if path as usize > self.paths.len() {
+            return Err(format!("path {path} before it was named"));
+        }
+        let (&kind, after) = rest.split_first().ok_or("truncated leaf")?;
+        *rest = after;
+        let kind = LeafKind::from_byte(kind).ok_or_else(|| format!("unknown leaf kind {kind}"))?;
+        let start = end.checked_add(get_varint(rest)?).ok_or("bad leaf offset")?;
+        let len = get_varint(rest)?;
+        start.checked_add(len).ok_or("bad leaf length")?;
+        Ok(Leaf { path, kind, start, len })
+    }
+
+    /// The next event's header and text, and its leaves' bytes.
+    fn next_raw(&mut self) -> Option<Result<(StoredEvent<'a>, &'a [u8]), String>> {
+        let buf = self.buf;
         if buf.is_empty() {
             return None;
         }
         if buf.len() < EVENT_HEADER_BYTES {
-            buf = &[];
-            return Some(Err("truncated event header".into()));
+            return Some(self.fail("truncated event header"));
         }
         let time = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
         let source = TimeSource::from_byte(buf[8]);
         let len = u32::from_le_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
-        let end = EVENT_HEADER_BYTES + len;
+        let leaves = u32::from_le_bytes(buf[13..17].try_into().expect("4 bytes")) as usize;
+        let text_end = EVENT_HEADER_BYTES + len;
+        let end = text_end + leaves;
         if buf.len() < end {
-            buf = &[];
-            return Some(Err("truncated event".into()));
+            return Some(self.fail("truncated event"));
         }
-        let text = std::str::from_utf8(&buf[EVENT_HEADER_BYTES..end]).map_err(|e| e.to_string());
-        buf = &buf[end..];
-        Some(text.map(|text| StoredEvent { time, source, text }))
-    })
+        let text = match std::str::from_utf8(&buf[EVENT_HEADER_BYTES..text_end]) {
+            Ok(t) => t,
+            Err(e) => return Some(self.fail(e.to_string())),
+        };
+        self.buf = &buf[end..];
+        Some(Ok((StoredEvent { time, source, text }, &buf[text_end..end])))
+    }
+}
+
+/// Decodes a payload's events, without their leaves.
+pub fn decode_events(buf: &[u8]) -> impl Iterator<Item = Result<StoredEvent<'_>, String>> {
+    let mut decoder = EventsDecoder::new(buf);
+    std::iter::from_fn(move || decoder.next_raw().map(|r| r.map(|(event, _)| event)))
+}
+
+/// Re-encodes a payload of the format before leaves (`i64 time | u8 source | u32 length |
+/// text`, repeated) in today's.
+pub fn upgrade_v1(mut buf: &[u8]) -> Result<Bytes, String> {
+    let mut out = EventsEncoder::with_capacity(buf.len() + buf.len() / 4);
+    while !buf.is_empty() {
+        if buf.len() < V1_HEADER_BYTES {
+            return Err("truncated event header".into());
+        }
+        let time = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
+        let source = TimeSource::from_byte(buf[8]);
+        let len = u32::from_le_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
+        let text = buf.get(V1_HEADER_BYTES..V1_HEADER_BYTES + len).ok_or("truncated event")?;
+        let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+        out.push(time, source, text).map_err(|e| e.to_string())?;
+        buf = &buf[V1_HEADER_BYTES + len..];
+    }
+    Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves_of(payload: &[u8]) -> Vec<(String, Vec<(String, String)>)> {
+        let mut decoder = EventsDecoder::new(payload);
+        let mut out = Vec::new();
+        let mut leaves = Vec::new();
+        while let Some(event) = decoder.next_with_leaves(&mut leaves) {
+            let event = event.unwrap();
+            let values = leaves
+                .iter()
+                .map(|l| (decoder.paths()[l.path as usize].to_owned(), format!("{:?}", l.value(event.text).unwrap().0)))
+                .collect();
+            out.push((event.text.to_owned(), values));
+            leaves.clear();
+        }
+        out
+    }
+
+    #[test]
+    fn leaves_carry_every_flattened_value_and_paths_are_named_once() {
+        let mut e = EventsEncoder::default();
+        let texts = [
+            r#"{"ts": 1764079387, "a": {"b": "x\"y", "c": [1, 2]}, "n": 12345678901234567890123, "ok": false}"#,
+            r#"{"a": {"b": "plain"}, "z": 1.5, "ok": true, "n": null}"#,
+        ];
+        e.push_line(texts[0].as_bytes(), 0).unwrap();
+        e.push(7, TimeSource::Received, texts[1]).unwrap();
+        assert!(e.push(7, TimeSource::Received, "[1]").is_err());
+        assert_eq!((e.len(), e.text_bytes()), (2, texts[0].len() + texts[1].len()));
+        let payload = e.finish();
+        assert_eq!(payload.windows(3).filter(|w| w == b"a.b").count(), 1, "a path's text is written once");
+        let got = leaves_of(&payload);
+        assert_eq!(
+            got[0].1,
+            [
+                ("a.b".to_owned(), r#"Text("x\"y")"#.to_owned()),
+                ("a.c".to_owned(), r#"Json("[1, 2]")"#.to_owned()),
+                ("n".to_owned(), r#"Text("12345678901234567890123")"#.to_owned()),
+                ("ok".to_owned(), "Bool(false)".to_owned()),
+            ]
+        );
+        assert_eq!(got[1].1.len(), 3);
+        assert_eq!(got[1].1[1], ("z".to_owned(), "Float(1.5)".to_owned()));
+        let times: Vec<_> = decode_events(&payload).map(|e| e.unwrap().time).collect();
+        assert_eq!(times, [1_764_079_387_000_000, 7]);
+    }
+
+    #[test]
+    fn appending_renumbers_the_other_payloads_paths() {
+        let (mut a, mut b) = (EventsEncoder::default(), EventsEncoder::default());
+        a.push(1, TimeSource::Received, r#"{"x": 1, "y": 2}"#).unwrap();
+        b.push(2, TimeSource::Received, r#"{"y": 3, "w": "q"}"#).unwrap();
+        a.append(b).unwrap();
+        let got = leaves_of(a.as_bytes());
+        assert_eq!(got[1].1, [("y".to_owned(), "Int(3)".to_owned()), ("w".to_owned(), r#"Text("q")"#.to_owned())]);
+    }
+
+    #[test]
+    fn old_payloads_are_upgraded() {
+        let text = r#"{"time": "2026-12-01T00:00:00Z", "m": 1}"#;
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&5i64.to_le_bytes());
+        v1.push(TimeSource::Field(2).to_byte());
+        v1.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        v1.extend_from_slice(text.as_bytes());
+        let up = upgrade_v1(&v1).unwrap();
+        let got = leaves_of(&up);
+        assert_eq!(got, [(text.to_owned(), vec![("m".to_owned(), "Int(1)".to_owned())])]);
+        assert!(upgrade_v1(&v1[..v1.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn damaged_payloads_are_errors_not_panics() {
+        let mut e = EventsEncoder::default();
+        e.push(1, TimeSource::Received, r#"{"x": "abc", "y": [1]}"#).unwrap();
+        let good = e.finish().to_vec();
+        for cut in 0..good.len() {
+            let mut d = EventsDecoder::new(&good[..cut]);
+            let mut leaves = Vec::new();
+            let r = d.next_with_leaves(&mut leaves);
+            assert!(r.is_none_or(|r| r.is_err()), "cut at {cut}");
+        }
+        for i in EVENT_HEADER_BYTES..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            let mut d = EventsDecoder::new(&bad);
+            let mut leaves = Vec::new();
+            if let Some(Ok(event)) = d.next_with_leaves(&mut leaves) {
+                for l in &leaves {
+                    let _ = l.value(event.text);
+                }
+            }
+        }
+    }
 }

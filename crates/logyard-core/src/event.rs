@@ -328,7 +328,7 @@ where
     }
 }
 
-fn parse_json_string(text: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+pub(crate) fn parse_json_string(text: &str) -> Result<Cow<'_, str>, serde_json::Error> {
     let inner = &text[1..text.len() - 1];
     if !inner.contains('\\') {
         return Ok(Cow::Borrowed(inner));
@@ -336,7 +336,7 @@ fn parse_json_string(text: &str) -> Result<Cow<'_, str>, serde_json::Error> {
     serde_json::from_str::<String>(text).map(Cow::Owned)
 }
 
-fn parse_number(text: &str) -> Scalar<'_> {
+pub(crate) fn parse_number(text: &str) -> Scalar<'_> {
     if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         match text.parse::<f64>() {
             Ok(f) if f.is_finite() => Scalar::Float(f),

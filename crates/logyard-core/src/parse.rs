@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::encoded::EventsEncoder;
-use crate::event::{self, LineError};
+use crate::event::LineError;
 use crate::time::Micros;
 
 /// How the events are laid out in a body.
@@ -45,11 +45,8 @@ impl ParsedBody {
     }
 
     fn accept(&mut self, text: &[u8], received: Micros, line: usize) {
-        match event::check_line(text, received) {
-            Ok(c) => {
-                self.events.push(c.time, c.source, text);
-                self.accepted += 1;
-            }
+        match self.events.push_line(text, received) {
+            Ok(()) => self.accepted += 1,
             Err(e) => self.reject(line, e),
         }
     }

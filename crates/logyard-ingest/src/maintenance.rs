@@ -146,7 +146,7 @@ pub fn audit_event(actor: &str, client: Option<String>, action: &str, detail: se
         "detail": detail,
     });
     let mut events = EventsEncoder::default();
-    events.push(now, logyard_core::TimeSource::Received, event.to_string().as_bytes());
+    events.push(now, logyard_core::TimeSource::Received, &event.to_string()).expect("an object");
     events.finish()
 }
 

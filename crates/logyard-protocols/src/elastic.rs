@@ -8,7 +8,6 @@
 //! fail, as it does in Elasticsearch, since what follows it cannot be told apart.
 
 use logyard_core::StreamName;
-use logyard_core::event;
 use logyard_core::time::Micros;
 
 use crate::{Decoded, Decoder, Protocol, ProtocolError};
@@ -148,13 +147,12 @@ impl Decoder for Bulk {
                     let Some((_, doc)) = lines.next() else {
                         return Err(malformed(format!("the {action} action of line [{n}] has no document after it")));
                     };
-                    match (&stream, event::check_line(doc, received)) {
-                        (Err(invalid), _) => refused(400, "invalid_index_name_exception", invalid.to_string()),
-                        (_, Err(e)) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
-                        (Ok(stream), Ok(checked)) => {
-                            out.events(stream).push(checked.time, checked.source, doc);
-                            Outcome::Accepted(stream.clone())
-                        }
+                    match &stream {
+                        Err(invalid) => refused(400, "invalid_index_name_exception", invalid.to_string()),
+                        Ok(stream) => match out.try_push(stream, doc, received) {
+                            Ok(()) => Outcome::Accepted(stream.clone()),
+                            Err(e) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
+                        },
                     }
                 }
                 "update" => {

@@ -21,8 +21,9 @@ pub mod records;
 use std::collections::BTreeMap;
 
 use logyard_core::encoded::EventsEncoder;
+use logyard_core::event::LineError;
 use logyard_core::time::Micros;
-use logyard_core::{ErrorKind, ServiceError, StreamName, event};
+use logyard_core::{ErrorKind, ServiceError, StreamName};
 
 /// The ingest protocols: the `protocol` label of the ingest metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,10 +79,19 @@ impl<I> Decoded<I> {
 
     /// Checks one event (a JSON object) for `stream`: adds it, or counts it rejected.
     pub fn push(&mut self, stream: &StreamName, text: &[u8], received: Micros) {
-        match event::check_line(text, received) {
-            Ok(c) => self.events(stream).push(c.time, c.source, text),
-            Err(e) => self.rejected.add(Some(stream), 1, || e.to_string()),
+        if let Err(e) = self.try_push(stream, text, received) {
+            self.rejected.add(Some(stream), 1, || e.to_string());
         }
+    }
+
+    /// Checks one event for `stream` and adds it; a stream gets no entry from a bad event.
+    pub fn try_push(&mut self, stream: &StreamName, text: &[u8], received: Micros) -> Result<(), LineError> {
+        let created = !self.streams.contains_key(stream);
+        let pushed = self.events(stream).push_line(text, received);
+        if pushed.is_err() && created {
+            self.streams.remove(stream);
+        }
+        pushed
     }
 
     /// The events of `stream`, created empty.

@@ -17,7 +17,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use logyard_core::encoded::EventsEncoder;
-use logyard_core::event;
 use logyard_core::time::{Micros, TIME_FIELDS};
 
 use crate::ProtocolError;
@@ -95,11 +94,8 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match event::check_line(line, received) {
-            Ok(c) => {
-                out.push(c.time, c.source, line);
-                outcome.events += 1;
-            }
+        match out.push_line(line, received) {
+            Ok(()) => outcome.events += 1,
             Err(_) => match std::str::from_utf8(line) {
                 Ok(text) => {
                     let wrapped = serde_json::to_vec(&serde_json::json!({ "message": text })).expect("serializes");
@@ -123,11 +119,8 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn push(text: &[u8], received: Micros, out: &mut EventsEncoder, outcome: &mut RecordOutcome) {
-    match event::check_line(text, received) {
-        Ok(c) => {
-            out.push(c.time, c.source, text);
-            outcome.events += 1;
-        }
+    match out.push_line(text, received) {
+        Ok(()) => outcome.events += 1,
         Err(_) => outcome.rejected += 1,
     }
 }

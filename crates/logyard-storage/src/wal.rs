@@ -7,8 +7,12 @@
 //! ```text
 //! u32 length | u32 crc32 of the rest | u64 position | u8 flags+n | stream name (n bytes)
 //!     [u32 raw length | raw payload]  (when the flags bit 0x80 is set)  | events
-//! events: repeated  i64 time | u8 time source | u32 length | event JSON
 //! ```
+//!
+//! The events are encoded as [`logyard_core::encoded`] describes: each event's JSON text and
+//! its flattened column values, so the flusher reads no JSON. The flags bit 0x40 marks that
+//! encoding; records without it (written before it existed: events without their values) are
+//! re-encoded when they are replayed.
 //!
 //! The raw payload is the request body as received, kept for streams that archive it: it is
 //! in the same record as the events, so both are durable, or neither.
@@ -36,6 +40,8 @@ const SEGMENT_SUFFIX: &str = ".wal";
 const HEADER: usize = 8;
 /// The bit of the name-length byte that says a raw payload follows the name.
 const RAW_FLAG: u8 = 0x80;
+/// The bit of the name-length byte that says the events carry their leaves.
+const LEAVES_FLAG: u8 = 0x40;
 /// Stop gathering a group commit at this many bytes.
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
 
@@ -241,7 +247,16 @@ fn recover(dir: &Path) -> Result<(VecDeque<Segment>, Vec<WalRecord>), WalError> 
         let mut last = None;
         while offset < data.len() {
             match parse_record(&data, offset) {
-                Ok((record, next)) => {
+                Ok((mut record, has_leaves, next)) => {
+                    if !has_leaves {
+                        // A whole record of the old format: damage here is not a torn tail.
+                        record.events =
+                            logyard_core::encoded::upgrade_v1(&record.events).map_err(|e| WalError::Corrupt {
+                                path: path.clone(),
+                                offset: offset as u64,
+                                reason: format!("old events: {e}"),
+                            })?;
+                    }
                     last = Some(record.position);
                     records.push(record);
                     offset = next;
@@ -261,7 +276,8 @@ fn recover(dir: &Path) -> Result<(VecDeque<Segment>, Vec<WalRecord>), WalError> 
     Ok((segments, records))
 }
 
-fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, usize), String> {
+/// A record, whether its events carry their leaves, and where the next record starts.
+fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, bool, usize), String> {
     let rest = &data[offset..];
     if rest.len() < HEADER {
         return Err("short header".into());
@@ -277,7 +293,8 @@ fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, usize), Strin
     }
     let position = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes"));
     let has_raw = body[8] & RAW_FLAG != 0;
-    let n = (body[8] & !RAW_FLAG) as usize;
+    let has_leaves = body[8] & LEAVES_FLAG != 0;
+    let n = (body[8] & !(RAW_FLAG | LEAVES_FLAG)) as usize;
     if body.len() < 9 + n {
         return Err("short stream name".into());
     }
@@ -300,7 +317,7 @@ fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, usize), Strin
     } else {
         None
     };
-    Ok((WalRecord { position, stream, events: data.slice(start..end), raw }, end))
+    Ok((WalRecord { position, stream, events: data.slice(start..end), raw }, has_leaves, end))
 }
 
 /// Appends a record's header to `buf`: everything but its raw payload and events, which
@@ -313,7 +330,7 @@ fn encode_header(buf: &mut Vec<u8>, position: u64, stream: &StreamName, raw: Opt
     buf.extend_from_slice(&(len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&position.to_le_bytes());
-    buf.push(name.len() as u8 | if raw.is_some() { RAW_FLAG } else { 0 });
+    buf.push(name.len() as u8 | LEAVES_FLAG | if raw.is_some() { RAW_FLAG } else { 0 });
     buf.extend_from_slice(name);
     if let Some(raw) = raw {
         buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
@@ -533,7 +550,7 @@ mod tests {
     fn events(texts: &[&str]) -> Bytes {
         let mut e = EventsEncoder::default();
         for (i, t) in texts.iter().enumerate() {
-            e.push(i as i64, TimeSource::Received, t.as_bytes());
+            e.push(i as i64, TimeSource::Received, t).unwrap();
         }
         e.finish()
     }

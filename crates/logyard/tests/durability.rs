@@ -195,3 +195,74 @@ async fn sigterm_under_load_on_http_and_grpc_commits_everything_and_exits_zero()
         assert_eq!(missing, 0, "{missing} of {} acknowledged events were not committed to {table}", acked.len());
     }
 }
+
+/// A segment as the write-ahead log wrote it before events carried their flattened values:
+/// `u32 length | u32 crc32 | u64 position | u8 name length | name | events`, each event
+/// `i64 time | u8 time source | u32 length | JSON`.
+fn old_format_segment(stream: &str, records: &[&[(i64, u8, &str)]]) -> Vec<u8> {
+    let mut segment = Vec::new();
+    for (i, events) in records.iter().enumerate() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+        body.push(stream.len() as u8);
+        body.extend_from_slice(stream.as_bytes());
+        for (time, source, text) in events.iter() {
+            body.extend_from_slice(&time.to_le_bytes());
+            body.push(*source);
+            body.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            body.extend_from_slice(text.as_bytes());
+        }
+        segment.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        segment.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        segment.extend_from_slice(&body);
+    }
+    segment
+}
+
+#[tokio::test]
+async fn a_write_ahead_log_of_the_previous_format_is_replayed_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let time = 1_764_583_200_000_000; // 2025-12-01T10:00:00Z
+    let segment = old_format_segment(
+        "legacy",
+        &[
+            &[
+                // Source 3 is the field "time" (the third time field, plus one).
+                (
+                    time,
+                    3,
+                    r#"{"time": "2025-12-01T10:00:00Z", "order_id": "o-1", "status": 200, "http": {"route": "/cart"}}"#,
+                ),
+                (time + 1, 0, r#"{"order_id": "o-2", "status": "n/a", "tags": ["a", 1], "note": "tab\there"}"#),
+            ],
+            &[(time + 2, 3, r#"{"time": "2025-12-01T10:00:00.000002Z", "order_id": "o-3", "status": 503}"#)],
+        ],
+    );
+    std::fs::write(wal.join(format!("{:020}.wal", 1)), segment).unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    flush(&server).await;
+    let got = rows(
+        &server,
+        r#"SELECT order_id, status, "http.route" AS route, tags, note, CAST(timestamp AS VARCHAR) AS t
+           FROM legacy ORDER BY order_id"#,
+    )
+    .await;
+    let got = serde_json::to_string(&got).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!([
+            // A text among the statuses makes the new column text (the schema rule).
+            {"order_id": "o-1", "status": "200", "route": "/cart", "tags": null, "note": null, "t": "2025-12-01T10:00:00Z"},
+            {"order_id": "o-2", "status": "n/a", "route": null, "tags": "[\"a\", 1]", "note": "tab\there", "t": "2025-12-01T10:00:00.000001Z"},
+            {"order_id": "o-3", "status": "503", "route": null, "tags": null, "note": null, "t": "2025-12-01T10:00:00.000002Z"},
+        ])
+        .to_string()
+    );
+    // New requests go on after the replayed positions.
+    let (status, _) = ingest(&server, "legacy", "{\"order_id\": \"o-4\"}\n", "").await;
+    assert_eq!(status, 200);
+    flush(&server).await;
+    assert_eq!(count(&server, "SELECT count(*) FROM legacy").await, 4);
+}

@@ -28,7 +28,7 @@ use sha2::Sha256;
 
 pub use detect::Detector;
 
-use crate::encoded::{EventsEncoder, decode_events};
+use crate::encoded::{EventsDecoder, EventsEncoder};
 use crate::stream::{glob_match, is_stream_pattern};
 use json::Walk;
 use starts::{DetectorSet, Starts};
@@ -481,7 +481,10 @@ impl Masker {
     pub fn mask_events(&self, encoded: &[u8]) -> Result<MaskedEvents, String> {
         let mut out: Option<EventsEncoder> = None;
         let mut counts = [0; COUNTED];
-        for (n, event) in decode_events(encoded).enumerate() {
+        let mut decoder = EventsDecoder::new(encoded);
+        let mut leaves = Vec::new();
+        let mut n = 0;
+        while let Some(event) = decoder.next_with_leaves(&mut leaves) {
             let event = event?;
             let masked = self.mask(event.text, event.source.field());
             for (total, k) in counts.iter_mut().zip(masked.counts) {
@@ -491,17 +494,24 @@ impl Masker {
                 (Some(text), None) => {
                     // The first change: the events before it go in as they were.
                     let mut o = EventsEncoder::with_capacity(encoded.len() + encoded.len() / 8);
-                    for before in decode_events(encoded).take(n) {
-                        let before = before?;
-                        o.push(before.time, before.source, before.text.as_bytes());
+                    let mut before = EventsDecoder::new(encoded);
+                    let mut before_leaves = Vec::new();
+                    for _ in 0..n {
+                        let e = before.next_with_leaves(&mut before_leaves).ok_or("an event vanished")??;
+                        o.push_decoded(&e, &before_leaves, before.paths())?;
+                        before_leaves.clear();
                     }
-                    o.push(event.time, event.source, text.as_bytes());
+                    o.push(event.time, event.source, &text).map_err(|e| format!("masked event: {e}"))?;
                     out = Some(o);
                 }
-                (Some(text), Some(o)) => o.push(event.time, event.source, text.as_bytes()),
-                (None, Some(o)) => o.push(event.time, event.source, event.text.as_bytes()),
+                (Some(text), Some(o)) => {
+                    o.push(event.time, event.source, &text).map_err(|e| format!("masked event: {e}"))?
+                }
+                (None, Some(o)) => o.push_decoded(&event, &leaves, decoder.paths())?,
                 (None, None) => {}
             }
+            leaves.clear();
+            n += 1;
         }
         Ok(MaskedEvents { events: out, counts })
     }

@@ -430,7 +430,7 @@ fn masking_a_request_changes_only_the_events_that_need_it() {
     let encode = |texts: &[&str]| {
         let mut e = crate::encoded::EventsEncoder::with_capacity(1024);
         for (i, t) in texts.iter().enumerate() {
-            e.push(i as i64, TimeSource::Received, t.as_bytes());
+            e.push(i as i64, TimeSource::Received, t).unwrap();
         }
         e
     };

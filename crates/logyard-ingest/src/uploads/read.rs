@@ -229,15 +229,19 @@ impl Reader {
         };
         let leading = text.split_whitespace().next().and_then(parse_time_str);
         let json = serde_json::json!({"message": text}).to_string();
-        match leading {
-            Some(t) => self.chunk.events.push(t, logyard_core::TimeSource::Received, json.as_bytes()),
-            None => self.chunk.events.push(self.received, logyard_core::TimeSource::Received, json.as_bytes()),
+        match self.chunk.events.push(leading.unwrap_or(self.received), logyard_core::TimeSource::Received, &json) {
+            Ok(()) => self.chunk.accepted += 1,
+            Err(e) => self.chunk.reject(name, line_no, e.to_string()),
         }
-        self.chunk.accepted += 1;
     }
 
     fn add(&mut self, parsed: ParsedBody, name: Option<&str>, line_offset: usize) {
-        self.chunk.events.append(parsed.events);
+        if let Err(e) = self.chunk.events.append(parsed.events) {
+            // Only a bug makes an encoder's own events unreadable; say so rather than lose them quietly.
+            self.chunk.reject(name, line_offset + 1, format!("internal error: {e}"));
+            self.chunk.rejected += parsed.accepted.saturating_sub(1);
+            return;
+        }
         self.chunk.accepted += parsed.accepted;
         // Rejections beyond the reported ones are counted only.
         let reported = parsed.errors.len();
