@@ -7,7 +7,10 @@ VmHWM. DuckDB: `COPY (SELECT * FROM read_ndjson(...)) TO ... (FORMAT parquet, CO
 zstd)` with `threads=1`, pinned to the same core. Each measurement runs --rounds times; the
 report gives medians.
 
-Usage: python scripts/bench/ingest.py [--events N] [--rounds R] [--workdir DIR]
+With --baseline BIN, another logyard binary (an earlier build) runs in every round too, right
+after this one, so a change is measured against what it changed in the same run.
+
+Usage: python scripts/bench/ingest.py [--events N] [--rounds R] [--workdir DIR] [--baseline BIN]
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
 """
 
@@ -68,12 +71,12 @@ def peak_rss(pid):
     return 0
 
 
-def start_server(workdir, env_extra=None):
+def start_server(workdir, env_extra=None, server=None):
     data = Path(workdir) / "data"
     shutil.rmtree(data, ignore_errors=True)
     env = dict(os.environ, LOGYARD_LOG_LEVEL="warn", LOGYARD_QUERY_MAX_JSON_ROWS="100000000")
     env.update(env_extra or {})
-    cmd = pinned(1, [release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", str(data), "--wal-dir", str(data / "wal")])
+    cmd = pinned(1, [server or release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", str(data), "--wal-dir", str(data / "wal")])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     line = proc.stdout.readline().strip()
     prefix = "logyard listening on "
@@ -102,8 +105,8 @@ def stop_server(proc):
     proc.wait(timeout=60)
 
 
-def logyard_round(ndjson, workdir, concurrency):
-    proc, url, data = start_server(workdir)
+def logyard_round(ndjson, workdir, concurrency, server=None):
+    proc, url, data = start_server(workdir, server=server)
     try:
         out = subprocess.run(
             pinned(0, [release_bin("logyard-bench"), "load", "--server", url, "--stream", "storefront", "--file", str(ndjson), "--concurrency", str(concurrency)]),
@@ -153,14 +156,29 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--baseline", default=None, help="an earlier logyard binary, measured in every round too")
     args = ap.parse_args()
+    temporary = args.workdir is None
     workdir, ndjson = dataset(args.workdir, args.events, 3)
-    raw = ndjson.stat().st_size
+    try:
+        result = measure(args, workdir, ndjson)
+    finally:
+        if temporary:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result, indent=2))
 
+
+def measure(args, workdir, ndjson):
+    raw = ndjson.stat().st_size
     runs = {"logyard": [], "duckdb": [], "gzip -6": [], "zstd -3": []}
+    if args.baseline:
+        runs["baseline"] = []
     for i in range(args.rounds):
         runs["logyard"].append(logyard_round(ndjson, workdir, args.concurrency))
         print(f"round {i + 1}: logyard {runs['logyard'][-1]}", file=sys.stderr)
+        if args.baseline:
+            runs["baseline"].append(logyard_round(ndjson, workdir, args.concurrency, server=args.baseline))
+            print(f"round {i + 1}: baseline {runs['baseline'][-1]}", file=sys.stderr)
         runs["duckdb"].append(duckdb_round(ndjson, workdir))
         runs["gzip -6"].append(compressor_round(ndjson, ["gzip", "-6", "-c"]))
         runs["zstd -3"].append(compressor_round(ndjson, ["zstd", "-3", "-c", "-T1"]))
@@ -194,8 +212,19 @@ def main():
         k: result[k]["stored_bytes"] / (raw / 1e9) for k in ["logyard", "duckdb", "gzip -6", "zstd -3"]
     }
     result["entropy_floor_bytes"] = entropy_floor_bytes(args.events)
+    if args.baseline:
+        base_seconds = med([r["seconds_to_last_commit"] for r in runs["baseline"]])
+        result["baseline"] = {
+            "binary": args.baseline,
+            "seconds": base_seconds,
+            "mb_per_second_per_core": raw / 1e6 / base_seconds,
+            "peak_rss_mib": med([r["peak_rss_bytes"] for r in runs["baseline"]]) / 2**20,
+            "stored_bytes": runs["baseline"][0]["stored_bytes"],
+        }
+        result["ratios"]["logyard_rate_over_baseline_rate"] = base_seconds / ly_seconds
+        result["ratios"]["baseline_rate_over_duckdb_rate"] = result["duckdb"]["seconds"] / base_seconds
     result["all_runs"] = runs
-    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -80,6 +80,19 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Time, in this process on one core, what ingest and flush do to each event of an NDJSON
+    /// file: the one-pass path (scan and encode the leaves at ingest; columns from the
+    /// leaves at flush) beside the two-pass path it replaced (check at ingest; flatten the
+    /// JSON again at flush). Prints nanoseconds per event (median of the rounds).
+    Events {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Events per request body.
+        #[arg(long, default_value_t = 2500)]
+        per_request: usize,
+    },
 }
 
 #[tokio::main]
@@ -122,7 +135,88 @@ async fn main() -> anyhow::Result<()> {
             load(&server, &stream, &file, concurrency, batch_bytes, protocol).await
         }
         Command::Mask { file, rounds, only } => mask(&file, rounds, only.as_deref()),
+        Command::Events { file, rounds, per_request } => events(&file, rounds, per_request),
     }
+}
+
+fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<()> {
+    use logyard_core::batch::{BatchBuilder, PendingEvent, base_schema};
+    use logyard_core::encoded::EventsDecoder;
+    use logyard_core::parse::{BodyFormat, parse_body};
+
+    let data = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let lines: Vec<&str> = data.lines().filter(|l| !l.is_empty()).collect();
+    let bodies: Vec<String> = lines.chunks(per_request.max(1)).map(|c| c.join("\n")).collect();
+    let n = lines.len().max(1) as f64;
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let mut xs = Vec::new();
+        for _ in 0..rounds.max(1) {
+            let started = Instant::now();
+            f()?;
+            xs.push(started.elapsed().as_nanos() as f64 / n);
+        }
+        Ok(median(xs))
+    };
+    let schema = Arc::new(base_schema());
+
+    // One pass: what the ingest path and the flusher do now.
+    let payloads: Vec<Bytes> =
+        bodies.iter().map(|b| parse_body(b.as_bytes(), BodyFormat::Ndjson, 0).events.finish()).collect();
+    let ingest = time(&mut || {
+        for b in &bodies {
+            std::hint::black_box(parse_body(b.as_bytes(), BodyFormat::Ndjson, 0).events.finish());
+        }
+        Ok(())
+    })?;
+    let flush = time(&mut || {
+        for p in &payloads {
+            let mut decoder = EventsDecoder::new(p);
+            let mut events = Vec::new();
+            let mut leaves = Vec::new();
+            while let Some(e) = decoder.next_with_leaves(&mut leaves) {
+                let first = events.last().map_or(0, |(_, _, end)| *end);
+                events.push((e.map_err(anyhow::Error::msg)?, first, leaves.len()));
+            }
+            let mut b = BatchBuilder::new(schema.clone(), 1000);
+            for (e, first, end) in &events {
+                b.push_leaves(e.time, e.text, &leaves[*first..*end], decoder.paths())?;
+            }
+            std::hint::black_box(b.finish()?);
+        }
+        Ok(())
+    })?;
+    // Two passes: check at ingest, flatten again at flush.
+    let check = time(&mut || {
+        for l in &lines {
+            std::hint::black_box(logyard_core::event::check_line(l.as_bytes(), 0).map_err(anyhow::Error::msg)?);
+        }
+        Ok(())
+    })?;
+    let flatten = time(&mut || {
+        for chunk in lines.chunks(per_request.max(1)) {
+            let mut b = BatchBuilder::new(schema.clone(), 1000);
+            for l in chunk {
+                b.push(PendingEvent { time: 0, source: logyard_core::TimeSource::Field(0), text: l })?;
+            }
+            std::hint::black_box(b.finish()?);
+        }
+        Ok(())
+    })?;
+    let text: usize = lines.iter().map(|l| l.len()).sum();
+    let encoded: usize = payloads.iter().map(|p| p.len()).sum();
+    println!("{:>34}  {:>9}", "stage", "ns/event");
+    println!("{:>34}  {ingest:>9.0}", "one pass: scan + encode leaves");
+    println!("{:>34}  {flush:>9.0}", "one pass: columns from leaves");
+    println!("{:>34}  {:>9.0}", "one pass: total", ingest + flush);
+    println!("{:>34}  {check:>9.0}", "two passes: check");
+    println!("{:>34}  {flatten:>9.0}", "two passes: flatten + columns");
+    println!("{:>34}  {:>9.0}", "two passes: total", check + flatten);
+    println!("WAL payload bytes / event text bytes: {:.3}", encoded as f64 / text.max(1) as f64);
+    Ok(())
 }
 
 fn mask(file: &PathBuf, rounds: usize, only: Option<&str>) -> anyhow::Result<()> {

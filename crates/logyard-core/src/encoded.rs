@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::event::LeafKind;
 use crate::event::{self, LineError, Scalar, TimeSource};
 use crate::time::Micros;
 
@@ -27,50 +28,6 @@ use crate::time::Micros;
 pub const EVENT_HEADER_BYTES: usize = 17;
 /// The same for the format before leaves.
 const V1_HEADER_BYTES: usize = 13;
-
-/// What a leaf's value is; how it becomes a [`Scalar`] needs no JSON parser but for strings
-/// with escapes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum LeafKind {
-    True = 0,
-    False = 1,
-    /// JSON number text (an integer too large for 64 bits stays text).
-    Number = 2,
-    /// A string without escapes; the value is between its quotes.
-    String = 3,
-    /// A string with escapes.
-    Escaped = 4,
-    /// An array, or an object nested deeper than flattening goes, kept as JSON text.
-    Json = 5,
-}
-
-impl LeafKind {
-    fn from_byte(b: u8) -> Option<Self> {
-        Some(match b {
-            0 => LeafKind::True,
-            1 => LeafKind::False,
-            2 => LeafKind::Number,
-            3 => LeafKind::String,
-            4 => LeafKind::Escaped,
-            5 => LeafKind::Json,
-            _ => return None,
-        })
-    }
-
-    /// The kind of a flattened value whose JSON text is `raw`.
-    pub fn of(scalar: &Scalar<'_>, raw: &str) -> Self {
-        match scalar {
-            Scalar::Bool(true) => LeafKind::True,
-            Scalar::Bool(false) => LeafKind::False,
-            Scalar::Int(_) | Scalar::Float(_) => LeafKind::Number,
-            Scalar::Text(_) if !raw.starts_with('"') => LeafKind::Number,
-            Scalar::Text(_) if raw.contains('\\') => LeafKind::Escaped,
-            Scalar::Text(_) => LeafKind::String,
-            Scalar::Json(_) => LeafKind::Json,
-        }
-    }
-}
 
 /// One flattened value of an event: its column path (a number into the payload's paths, or
 /// whatever numbering the reader maps it to) and where its JSON text sits in the event.
@@ -154,6 +111,24 @@ impl Paths {
     }
 }
 
+/// A leaf found by a scan, before the event's time field is known.
+struct Staged {
+    id: u32,
+    kind: LeafKind,
+    start: u32,
+    len: u32,
+    /// [`TimeSource::to_byte`] of the time field the leaf's top-level key is, or 0.
+    top: u8,
+}
+
+/// The time a time field's JSON value holds, as [`event::check_line`] reads it.
+fn time_of(raw: &str) -> Option<Micros> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => crate::time::parse_time_str(inner),
+        _ => crate::time::parse_time_value(&serde_json::from_str(raw).ok()?),
+    }
+}
+
 /// Encodes events into a record's payload.
 #[derive(Default)]
 pub struct EventsEncoder {
@@ -161,6 +136,7 @@ pub struct EventsEncoder {
     count: usize,
     text_bytes: usize,
     paths: Paths,
+    staged: Vec<Staged>,
 }
 
 impl std::fmt::Debug for EventsEncoder {
@@ -175,12 +151,53 @@ impl EventsEncoder {
         Self { buf: BytesMut::with_capacity(bytes), ..Default::default() }
     }
 
-    /// Checks one line (see [`event::check_line`]) and adds it when it is an event.
+    /// Checks one line (see [`event::check_line`]) and adds it when it is an event: one pass
+    /// of [`crate::scan`] checks it and finds its leaves; what that pass leaves alone (errors
+    /// among it) takes the full path, which reads it as before.
     pub fn push_line(&mut self, line: &[u8], received: Micros) -> Result<(), LineError> {
+        if line.len() <= event::MAX_LINE_BYTES
+            && let Ok(text) = std::str::from_utf8(line)
+            && self.push_scanned(text, received)
+        {
+            return Ok(());
+        }
         let checked = event::check_line(line, received)?;
         // check_line accepted it: UTF-8 and JSON.
         let text = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8 { offset: e.valid_up_to() })?;
         self.push(checked.time, checked.source, text)
+    }
+
+    /// Adds the event if one scan settles it; `false` (nothing added) otherwise.
+    fn push_scanned(&mut self, text: &str, received: Micros) -> bool {
+        let Self { paths, staged, .. } = self;
+        staged.clear();
+        let mut nth = 0;
+        let found = crate::scan::scan(text, |path, kind, start, len, top| {
+            staged.push(Staged { id: paths.intern(nth, path), kind, start, len, top });
+            nth += 1;
+        });
+        paths.shape.truncate(nth);
+        let Some(found) = found else { return false };
+        let (time, source) = match found.time {
+            None => (received, TimeSource::Received),
+            Some((i, start, end)) => match time_of(&text[start..end]) {
+                Some(t) => (t, TimeSource::Field(i)),
+                // Not a time: the full path words the error.
+                None => return false,
+            },
+        };
+        let skip = source.to_byte();
+        let at = self.put_header(time, source, text);
+        let mut end = 0u32;
+        for leaf in self.staged.iter().filter(|l| l.top != skip || skip == 0) {
+            self.paths.put(&mut self.buf, leaf.id);
+            self.buf.put_u8(leaf.kind as u8);
+            put_varint(&mut self.buf, leaf.start - end);
+            put_varint(&mut self.buf, leaf.len);
+            end = leaf.start + leaf.len;
+        }
+        self.end_event(at, text.len());
+        true
     }
 
     /// Adds an event whose time is known. Fails only if `text` is not a JSON object.

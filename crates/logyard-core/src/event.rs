@@ -236,8 +236,52 @@ pub enum ScalarKind {
     Text,
 }
 
+/// What a leaf's value is; how it becomes a [`Scalar`] needs no JSON parser but for strings
+/// with escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LeafKind {
+    True = 0,
+    False = 1,
+    /// JSON number text (an integer too large for 64 bits stays text).
+    Number = 2,
+    /// A string without escapes; the value is between its quotes.
+    String = 3,
+    /// A string with escapes.
+    Escaped = 4,
+    /// An array, or an object nested deeper than flattening goes, kept as JSON text.
+    Json = 5,
+}
+
+impl LeafKind {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => LeafKind::True,
+            1 => LeafKind::False,
+            2 => LeafKind::Number,
+            3 => LeafKind::String,
+            4 => LeafKind::Escaped,
+            5 => LeafKind::Json,
+            _ => return None,
+        })
+    }
+
+    /// The kind of a flattened value whose JSON text is `raw`.
+    pub fn of(scalar: &Scalar<'_>, raw: &str) -> Self {
+        match scalar {
+            Scalar::Bool(true) => LeafKind::True,
+            Scalar::Bool(false) => LeafKind::False,
+            Scalar::Int(_) | Scalar::Float(_) => LeafKind::Number,
+            Scalar::Text(_) if !raw.starts_with('"') => LeafKind::Number,
+            Scalar::Text(_) if raw.contains('\\') => LeafKind::Escaped,
+            Scalar::Text(_) => LeafKind::String,
+            Scalar::Json(_) => LeafKind::Json,
+        }
+    }
+}
+
 /// Characters Delta Lake does not allow in column names (without column mapping).
-fn is_forbidden_in_column(c: char) -> bool {
+const fn is_forbidden_in_column(c: char) -> bool {
     matches!(c, ' ' | ',' | ';' | '{' | '}' | '(' | ')' | '\n' | '\t' | '=')
 }
 
@@ -269,12 +313,23 @@ where
     })
 }
 
+/// The bytes of [`is_forbidden_in_column`], as a table (keys are sanitized once per field).
+const FORBIDDEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = is_forbidden_in_column(i as u8 as char);
+        i += 1;
+    }
+    t
+};
+
 pub(crate) fn push_sanitized(path: &mut String, key: &str) {
     if key.is_empty() {
         path.push('_');
         return;
     }
-    if !key.bytes().any(|b| matches!(b, b' ' | b',' | b';' | b'{' | b'}' | b'(' | b')' | b'\n' | b'\t' | b'=')) {
+    if !key.bytes().any(|b| FORBIDDEN[usize::from(b)]) {
         path.push_str(key);
         return;
     }

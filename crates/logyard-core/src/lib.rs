@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod mask;
 pub mod parse;
+pub mod scan;
 pub mod stream;
 pub mod time;
 

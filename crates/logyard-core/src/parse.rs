@@ -62,8 +62,12 @@ pub fn parse_body(body: &[u8], format: BodyFormat, received: Micros) -> ParsedBo
 
 fn parse_ndjson(body: &[u8], received: Micros) -> ParsedBody {
     let mut out =
-        ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 8), ..Default::default() };
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 4), ..Default::default() };
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', body).chain([body.len()]);
+    for (i, end) in ends.enumerate() {
+        let line = &body[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -75,7 +79,7 @@ fn parse_ndjson(body: &[u8], received: Micros) -> ParsedBody {
 
 fn parse_json(body: &[u8], received: Micros) -> ParsedBody {
     let mut out =
-        ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 8), ..Default::default() };
+        ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 4), ..Default::default() };
     let text = match std::str::from_utf8(body) {
         Ok(t) => t,
         Err(e) => {
@@ -143,6 +147,16 @@ mod tests {
         // A pretty-printed object is one event.
         let p = parse_body(b"{\n  \"a\": 1\n}\n", BodyFormat::Json, 0);
         assert_eq!((p.accepted, p.rejected), (1, 0));
+    }
+
+    #[test]
+    fn escaped_surrogates_must_pair() {
+        let p =
+            parse_body(b"{\"a\": \"\\ud800\"}\n{\"\\udfff\": 1}\n{\"ok\": \"\\ud83d\\ude00\"}", BodyFormat::Ndjson, 0);
+        assert_eq!((p.accepted, p.rejected), (1, 2), "{:?}", p.errors);
+        let lines: Vec<_> = p.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [1, 2]);
+        assert!(p.errors.iter().all(|e| e.message.starts_with("invalid JSON")), "{:?}", p.errors);
     }
 
     #[test]

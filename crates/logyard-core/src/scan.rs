@@ -1,0 +1,466 @@
+//! One pass over an event's JSON text at ingest: it checks the text, finds the candidates for
+//! the event time, and yields the flattened leaves of [`crate::event::flatten`] with their
+//! places in the text — what [`crate::encoded`] writes to the write-ahead log.
+//!
+//! It accepts a strict subset of JSON and answers `None` for anything else (a syntax error,
+//! a control character in a string, an escaped surrogate that is not a pair, nesting deeper
+//! than [`MAX_DEPTH`]): the caller then takes the full path (serde_json's check and walk),
+//! which gives the exact error, or the exact reading. The property test of
+//! `logyard-ingest`'s `build` module holds both paths to the same rows and errors.
+
+use crate::event::{LeafKind, MAX_FLATTEN_DEPTH, RESERVED_RENAMES, push_sanitized};
+use crate::time::TIME_FIELDS;
+
+/// Nesting beyond this is left to the full path (serde_json stops at 128).
+pub const MAX_DEPTH: usize = 100;
+
+/// What a scan found besides the leaves: the preferred non-null time field, as its index in
+/// [`TIME_FIELDS`] and the byte range of its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub time: Option<(u8, usize, usize)>,
+}
+
+/// Scans `text`, calling `leaf(path, kind, start, len, top)` for every leaf in text order,
+/// where `top` is one plus the [`TIME_FIELDS`] index of the top-level key the leaf is under
+/// (0 when that key is no time field). `None`: leave this text to the full path.
+pub fn scan<F>(text: &str, leaf: F) -> Option<Found>
+where
+    F: FnMut(&str, LeafKind, u32, u32, u8),
+{
+    let mut s = Scanner { text, b: text.as_bytes(), i: 0, path: String::with_capacity(64), leaf };
+    s.top()
+}
+
+struct Scanner<'t, F> {
+    text: &'t str,
+    b: &'t [u8],
+    i: usize,
+    path: String,
+    leaf: F,
+}
+
+/// Which of 16 bytes are a quote, a backslash or a control character, as bits.
+#[inline]
+fn specials(block: &[u8]) -> u32 {
+    use wide::u8x16;
+    let v = u8x16::new(block.try_into().expect("16 bytes"));
+    let m = v.simd_eq(u8x16::splat(b'"')) | v.simd_eq(u8x16::splat(b'\\')) | v.min(u8x16::splat(0x1f)).simd_eq(v);
+    m.to_bitmask()
+}
+
+fn hex4(b: &[u8]) -> Option<u32> {
+    let mut v = 0;
+    for &c in b.get(..4)? {
+        v = v * 16 + char::from(c).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// Decodes the inside of a JSON string whose escapes [`Scanner::string`] accepted.
+fn unescape(inner: &str, out: &mut String) -> Option<()> {
+    let b = inner.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let next = memchr::memchr(b'\\', &b[i..]).map_or(b.len(), |k| i + k);
+        out.push_str(&inner[i..next]);
+        if next == b.len() {
+            break;
+        }
+        i = next + 2;
+        out.push(match b[next + 1] {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let h = hex4(&b[next + 2..])?;
+                i = next + 6;
+                if (0xD800..0xDC00).contains(&h) {
+                    let l = hex4(&b[next + 8..])?;
+                    i = next + 12;
+                    char::from_u32(0x10000 + ((h - 0xD800) << 10) + (l - 0xDC00))?
+                } else {
+                    char::from_u32(h)?
+                }
+            }
+            _ => return None,
+        });
+    }
+    Some(())
+}
+
+impl<'t, F> Scanner<'t, F>
+where
+    F: FnMut(&str, LeafKind, u32, u32, u8),
+{
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        if self.peek()? != c {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        Some(())
+    }
+
+    /// After a member or an item: `true` past a comma (another follows), `false` past `close`.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        if c == b',' {
+            self.ws();
+            Some(true)
+        } else {
+            (c == close).then_some(false)
+        }
+    }
+
+    fn emit(&mut self, kind: LeafKind, start: usize, top: u8) {
+        (self.leaf)(&self.path, kind, start as u32, (self.i - start) as u32, top);
+    }
+
+    fn top(&mut self) -> Option<Found> {
+        self.ws();
+        self.expect(b'{')?;
+        let mut best: Option<(u8, usize, usize)> = None;
+        let mut key_buf = String::new();
+        if self.peek()? == b'}' {
+            self.i += 1;
+        } else {
+            loop {
+                let key = self.key(&mut key_buf)?;
+                let time = TIME_FIELDS.iter().position(|f| *f == key).map(|i| i as u8);
+                self.path.clear();
+                match RESERVED_RENAMES.iter().find(|(k, _)| *k == key) {
+                    Some((_, renamed)) => self.path.push_str(renamed),
+                    None => push_sanitized(&mut self.path, key),
+                }
+                let start = self.i;
+                self.value(1, time.map_or(0, |t| t + 1))?;
+                if let Some(t) = time
+                    && &self.b[start..self.i] != b"null"
+                    && best.is_none_or(|(b, _, _)| t < b)
+                {
+                    best = Some((t, start, self.i));
+                }
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.ws();
+        (self.i == self.b.len()).then_some(Found { time: best })
+    }
+
+    /// Reads a key and the colon after it; the key is borrowed from the text, or decoded into
+    /// `buf` when it has escapes.
+    fn key<'k>(&mut self, buf: &'k mut String) -> Option<&'k str>
+    where
+        't: 'k,
+    {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let (start, end, escaped) = self.string()?;
+        self.ws();
+        self.expect(b':')?;
+        if !escaped {
+            return Some(&self.text[start..end]);
+        }
+        buf.clear();
+        unescape(&self.text[start..end], buf)?;
+        Some(buf.as_str())
+    }
+
+    /// A string at the cursor: the range of its inside, and whether it has escapes.
+    fn string(&mut self) -> Option<(usize, usize, bool)> {
+        let b = self.b;
+        let start = self.i + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            while let Some(block) = b.get(i..i + 16) {
+                let m = specials(block);
+                if m != 0 {
+                    i += m.trailing_zeros() as usize;
+                    break;
+                }
+                i += 16;
+            }
+            match *b.get(i)? {
+                b'"' => {
+                    self.i = i + 1;
+                    return Some((start, i, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    i = self.escape(i)?;
+                }
+                0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Checks the escape at `i`; returns where the string goes on.
+    fn escape(&self, i: usize) -> Option<usize> {
+        match *self.b.get(i + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(i + 2),
+            b'u' => {
+                let h = hex4(self.b.get(i + 2..)?)?;
+                if (0xDC00..0xE000).contains(&h) {
+                    return None;
+                }
+                if (0xD800..0xDC00).contains(&h) {
+                    if self.b.get(i + 6..i + 8)? != b"\\u" {
+                        return None;
+                    }
+                    let l = hex4(self.b.get(i + 8..)?)?;
+                    return (0xDC00..0xE000).contains(&l).then_some(i + 12);
+                }
+                Some(i + 6)
+            }
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + word.len())? != word {
+            return None;
+        }
+        self.i += word.len();
+        Some(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Option<()> {
+        if self.peek()? == b'-' {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    /// A value at `depth` (1 for a top-level member's value), under top-level key tag `top`.
+    fn value(&mut self, depth: usize, top: u8) -> Option<()> {
+        let start = self.i;
+        match self.peek()? {
+            b'"' => {
+                let (_, _, escaped) = self.string()?;
+                self.emit(if escaped { LeafKind::Escaped } else { LeafKind::String }, start, top);
+            }
+            b't' => {
+                self.literal(b"true")?;
+                self.emit(LeafKind::True, start, top);
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                self.emit(LeafKind::False, start, top);
+            }
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+                self.emit(LeafKind::Number, start, top);
+            }
+            b'{' if depth < MAX_FLATTEN_DEPTH => self.object(depth, top)?,
+            b'{' | b'[' => {
+                self.skip(depth)?;
+                self.emit(LeafKind::Json, start, top);
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// A nested object, flattened: each member's leaves under `path.key`.
+    fn object(&mut self, depth: usize, top: u8) -> Option<()> {
+        self.i += 1;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        let base = self.path.len();
+        let mut key_buf = String::new();
+        loop {
+            let key = self.key(&mut key_buf)?;
+            self.path.truncate(base);
+            self.path.push('.');
+            push_sanitized(&mut self.path, key);
+            self.value(depth + 1, top)?;
+            if !self.more(b'}')? {
+                self.path.truncate(base);
+                return Some(());
+            }
+        }
+    }
+
+    /// Checks a value without yielding leaves (arrays, and objects kept as JSON text).
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            open @ (b'[' | b'{') => {
+                let close = if open == b'[' { b']' } else { b'}' };
+                self.i += 1;
+                self.ws();
+                if self.peek()? == close {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    if open == b'{' {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        self.string()?;
+                        self.ws();
+                        self.expect(b':')?;
+                    }
+                    self.skip(depth + 1)?;
+                    if !self.more(close)? {
+                        return Some(());
+                    }
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(text: &str) -> Option<(Vec<(String, LeafKind, String, u8)>, Found)> {
+        let mut out = Vec::new();
+        let found = scan(text, |path, kind, start, len, top| {
+            out.push((path.to_owned(), kind, text[start as usize..(start + len) as usize].to_owned(), top));
+        })?;
+        Some((out, found))
+    }
+
+    #[test]
+    fn yields_the_leaves_of_flatten_with_their_places() {
+        let text = r#" {"ts": 1764079387, "http": {"status": 500, "req": {"path": "/c\"art"}}, "tags": [1, "a"], "ok": true, "n": null, "lat": -1.5e3, "a b": {}, "date": "d", "k\u00e9y": false} "#;
+        let (got, found) = leaves(text).unwrap();
+        let want = [
+            ("ts", LeafKind::Number, "1764079387", 4),
+            ("http.status", LeafKind::Number, "500", 0),
+            ("http.req.path", LeafKind::Escaped, r#""/c\"art""#, 0),
+            ("tags", LeafKind::Json, r#"[1, "a"]"#, 0),
+            ("ok", LeafKind::True, "true", 0),
+            ("lat", LeafKind::Number, "-1.5e3", 0),
+            ("date_", LeafKind::String, r#""d""#, 0),
+            ("kéy", LeafKind::False, "false", 0),
+        ];
+        let want: Vec<_> = want.iter().map(|(p, k, v, t)| (p.to_string(), *k, v.to_string(), *t)).collect();
+        assert_eq!(got, want);
+        let (t, start, end) = found.time.unwrap();
+        assert_eq!((TIME_FIELDS[t as usize], &text[start..end]), ("ts", "1764079387"));
+    }
+
+    #[test]
+    fn the_preferred_non_null_time_field_wins() {
+        let (_, found) = leaves(r#"{"ts": 1, "timestamp": null, "time": "x", "@timestamp": 2}"#).unwrap();
+        assert_eq!(found.time.map(|t| t.0), Some(1));
+        assert_eq!(leaves(r#"{"a": 1}"#).unwrap().1.time, None);
+    }
+
+    #[test]
+    fn anything_outside_the_strict_subset_is_left_to_the_full_path() {
+        for bad in [
+            "",
+            "[1]",
+            "{",
+            r#"{"a": 1} x"#,
+            r#"{"a": 01}"#,
+            r#"{"a": 1.}"#,
+            r#"{"a": -}"#,
+            r#"{"a": tru}"#,
+            "{\"a\": \"\u{1}\"}",
+            r#"{"a": "\x"}"#,
+            r#"{"a": "\ud800"}"#,
+            r#"{"a": "\udc00\ud800"}"#,
+            r#"{"a" 1}"#,
+            r#"{"a": 1,}"#,
+            r#"{"a": [1,]}"#,
+            r#"{"a": {"b": 1,}}"#,
+            r#"{'a': 1}"#,
+        ] {
+            assert!(leaves(bad).is_none(), "{bad}");
+        }
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(leaves(&deep).is_none());
+        let pair = leaves(r#"{"\ud83d\ude00": "\ud83d\ude00"}"#).unwrap().0;
+        assert_eq!((pair[0].0.as_str(), pair[0].1), ("😀", LeafKind::Escaped));
+    }
+
+    #[test]
+    fn vector_steps_see_every_special_byte() {
+        for at in 0..40 {
+            for special in ["\"", "\\n", "\u{1f}", "\u{0}"] {
+                let inner = format!("é{}{special}{}", "x".repeat(at), "y".repeat(40 - at));
+                let text = format!("{{\"a\": \"{inner}\"}}");
+                let got = leaves(&text);
+                match special {
+                    "\"" => assert!(got.is_none(), "a quote ends the string early: {text}"),
+                    "\\n" => assert_eq!(got.unwrap().0[0].1, LeafKind::Escaped, "{text}"),
+                    _ => assert!(got.is_none(), "control character at {at}"),
+                }
+            }
+        }
+    }
+}
