@@ -7,6 +7,7 @@ SVG. Installs inferno into the cache (`cargo install`) when missing; needs `perf
 linux-perf).
 
 Usage: python scripts/bench/flamegraph.py --out docs/perf/ingest.svg [--events N] [--workdir DIR]
+       [--folded FILE] (also keep the folded stacks, one line a stack, to count shares from)
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
 """
 
@@ -41,6 +42,7 @@ def main():
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--frequency", type=int, default=499)
+    ap.add_argument("--folded", default=None)
     a = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf is missing: apt-get install linux-perf")
@@ -64,6 +66,8 @@ def main():
     folded = subprocess.run([collapse], input=script, check=True, capture_output=True).stdout
     svg = subprocess.run([draw, "--title", f"logyard NDJSON ingest, {a.events:,} events (server, one core)"],
                          input=folded, check=True, capture_output=True).stdout
+    if a.folded:
+        Path(a.folded).write_bytes(folded)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_bytes(svg)
     shutil.rmtree(data.parent)

@@ -140,8 +140,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<()> {
-    use logyard_core::batch::{BatchBuilder, PendingEvent, base_schema};
-    use logyard_core::encoded::EventsDecoder;
+    use logyard_core::batch::{BatchBuilder, PendingEvent, base_schema, batches_from_payloads};
     use logyard_core::parse::{BodyFormat, parse_body};
 
     let data = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -172,21 +171,13 @@ fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<(
         }
         Ok(())
     })?;
+    // The table's schema after its first commit, as the flusher meets it.
+    let first = batches_from_payloads(schema.clone(), payloads.iter().map(|p| (0, &p[..])), 1000, 64 * 1024)?;
+    let schema = first.last().context("no events")?.schema();
+    // As the flusher does: every payload at once, sorted by time, in batches of 64 Ki rows.
     let flush = time(&mut || {
-        for p in &payloads {
-            let mut decoder = EventsDecoder::new(p);
-            let mut events = Vec::new();
-            let mut leaves = Vec::new();
-            while let Some(e) = decoder.next_with_leaves(&mut leaves) {
-                let first = events.last().map_or(0, |(_, _, end)| *end);
-                events.push((e.map_err(anyhow::Error::msg)?, first, leaves.len()));
-            }
-            let mut b = BatchBuilder::new(schema.clone(), 1000);
-            for (e, first, end) in &events {
-                b.push_leaves(e.time, e.text, &leaves[*first..*end], decoder.paths())?;
-            }
-            std::hint::black_box(b.finish()?);
-        }
+        let inputs = payloads.iter().enumerate().map(|(i, p)| (i as u64, &p[..]));
+        std::hint::black_box(batches_from_payloads(schema.clone(), inputs, 1000, 64 * 1024)?);
         Ok(())
     })?;
     // Two passes: check at ingest, flatten again at flush.
@@ -197,8 +188,8 @@ fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<(
         Ok(())
     })?;
     let flatten = time(&mut || {
-        for chunk in lines.chunks(per_request.max(1)) {
-            let mut b = BatchBuilder::new(schema.clone(), 1000);
+        for chunk in lines.chunks(64 * 1024) {
+            let mut b = BatchBuilder::with_capacity(schema.clone(), 1000, chunk.len());
             for l in chunk {
                 b.push(PendingEvent { time: 0, source: logyard_core::TimeSource::Field(0), text: l })?;
             }

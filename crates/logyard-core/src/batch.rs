@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::CoreError;
-use crate::encoded::Leaf;
+use crate::encoded::{EventsDecoder, Leaf};
 use crate::event::{self, Scalar, ScalarKind, TimeSource};
 use crate::time::{self, Micros};
 use arrow::array::{
@@ -57,45 +57,150 @@ pub struct PendingEvent<'a> {
 }
 
 /// Builds one record batch from events, against the current table schema.
+///
+/// A column the schema has is built as the events arrive, into an Arrow builder of its type
+/// (each event's text is read once, while it is in cache); a new column keeps its values
+/// until [`BatchBuilder::finish`] infers its type from all of them.
 pub struct BatchBuilder<'a> {
     schema: SchemaRef,
     max_columns: usize,
     times: Vec<Micros>,
-    columns: Vec<ColumnValues<'a>>,
+    columns: Vec<Column<'a>>,
     index: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Column of each path number of [`BatchBuilder::push_leaves`], plus one (0: none yet).
     by_path: Vec<u32>,
+    /// Room each column gets for its values.
+    expected_rows: usize,
+    /// The values of the event being added: column, value, its JSON text.
+    event: Vec<(u32, Scalar<'a>, &'a str)>,
 }
 
-struct ColumnValues<'a> {
+struct Column<'a> {
     name: String,
-    /// Row, value, and the value's JSON text.
-    values: Vec<(u32, Scalar<'a>, &'a str)>,
+    /// While an event is added: the index of its last value for this column (the one that
+    /// counts when a key repeats).
+    winner: u32,
+    data: ColumnData<'a>,
 }
 
-impl<'a> ColumnValues<'a> {
-    fn set(&mut self, row: u32, scalar: Scalar<'a>, raw: &'a str) {
-        // A duplicate key in one object: the last value wins, as in most JSON readers.
-        if let Some(last) = self.values.last_mut()
-            && last.0 == row
-        {
-            *last = (row, scalar, raw);
-        } else {
-            self.values.push((row, scalar, raw));
+enum ColumnData<'a> {
+    /// A column of the schema.
+    Typed {
+        builder: Typed,
+        /// Rows the builder holds.
+        filled: u32,
+        /// Values that do not fit the type: row and JSON text.
+        conflicts: Vec<(u32, &'a str)>,
+    },
+    /// A column the schema does not have yet: row, value, JSON text.
+    New(Vec<(u32, Scalar<'a>, &'a str)>),
+}
+
+enum Typed {
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    /// Text, cast at the end to the column's type when that is another text type.
+    Text(StringBuilder, DataType),
+    /// A type logyard does not write (made by another engine): every value is a conflict.
+    Other(DataType),
+}
+
+impl Typed {
+    fn new(data_type: &DataType, rows: usize) -> Self {
+        match data_type {
+            DataType::Boolean => Typed::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Int64 => Typed::Int(Int64Builder::with_capacity(rows)),
+            DataType::Float64 => Typed::Float(Float64Builder::with_capacity(rows)),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Typed::Text(StringBuilder::with_capacity(rows, rows * 16), data_type.clone())
+            }
+            other => Typed::Other(other.clone()),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Typed::Bool(b) => b.append_null(),
+            Typed::Int(b) => b.append_null(),
+            Typed::Float(b) => b.append_null(),
+            Typed::Text(b, _) => b.append_null(),
+            Typed::Other(_) => {}
+        }
+    }
+
+    /// Appends the value, or a null when it does not fit (`false`).
+    fn append(&mut self, scalar: &Scalar<'_>, raw: &str) -> bool {
+        match (&mut *self, scalar) {
+            (Typed::Bool(b), Scalar::Bool(v)) => b.append_value(*v),
+            (Typed::Int(b), Scalar::Int(v)) => b.append_value(*v),
+            (Typed::Float(b), Scalar::Int(v)) => b.append_value(*v as f64),
+            (Typed::Float(b), Scalar::Float(v)) => b.append_value(*v),
+            (Typed::Text(b, _), Scalar::Text(t)) => b.append_value(t),
+            (Typed::Text(b, _), Scalar::Json(j)) => b.append_value(j),
+            (Typed::Text(b, _), Scalar::Bool(_) | Scalar::Int(_) | Scalar::Float(_)) => b.append_value(raw),
+            _ => {
+                self.append_null();
+                return false;
+            }
+        }
+        true
+    }
+
+    fn finish(self, rows: usize) -> ArrayRef {
+        match self {
+            Typed::Bool(mut b) => Arc::new(b.finish()),
+            Typed::Int(mut b) => Arc::new(b.finish()),
+            Typed::Float(mut b) => Arc::new(b.finish()),
+            Typed::Text(mut b, data_type) => {
+                let a: ArrayRef = Arc::new(b.finish());
+                if data_type == DataType::Utf8 { a } else { arrow::compute::cast(&a, &data_type).unwrap_or(a) }
+            }
+            Typed::Other(data_type) => new_null_array(&data_type, rows),
+        }
+    }
+}
+
+impl<'a> Column<'a> {
+    fn new(name: &str, schema: &Schema, rows: usize) -> Self {
+        let data = match schema.field_with_name(name) {
+            Ok(field) => {
+                ColumnData::Typed { builder: Typed::new(field.data_type(), rows), filled: 0, conflicts: Vec::new() }
+            }
+            Err(_) => ColumnData::New(Vec::new()),
+        };
+        Self { name: name.to_owned(), winner: u32::MAX, data }
+    }
+
+    fn add(&mut self, row: u32, scalar: Scalar<'a>, raw: &'a str) {
+        match &mut self.data {
+            ColumnData::Typed { builder, filled, conflicts } => {
+                while *filled < row {
+                    builder.append_null();
+                    *filled += 1;
+                }
+                if !builder.append(&scalar, raw) {
+                    conflicts.push((row, raw));
+                }
+                *filled = row + 1;
+            }
+            ColumnData::New(values) => values.push((row, scalar, raw)),
         }
     }
 }
 
 fn column_index<'a>(
-    columns: &mut Vec<ColumnValues<'a>>,
+    columns: &mut Vec<Column<'a>>,
     index: &mut HashMap<String, usize, foldhash::fast::RandomState>,
+    schema: &Schema,
     name: &str,
+    rows: usize,
 ) -> usize {
     match index.get(name) {
         Some(&i) => i,
         None => {
             let i = columns.len();
-            columns.push(ColumnValues { name: name.to_owned(), values: Vec::new() });
+            columns.push(Column::new(name, schema, rows));
             index.insert(name.to_owned(), i);
             i
         }
@@ -105,13 +210,20 @@ fn column_index<'a>(
 impl<'a> BatchBuilder<'a> {
     /// `schema` is the table's current schema (use [`base_schema`] for a new table).
     pub fn new(schema: SchemaRef, max_columns: usize) -> Self {
+        Self::with_capacity(schema, max_columns, 0)
+    }
+
+    /// The same, with room for `rows` rows.
+    pub fn with_capacity(schema: SchemaRef, max_columns: usize, rows: usize) -> Self {
         Self {
             schema,
             max_columns,
-            times: Vec::new(),
+            times: Vec::with_capacity(rows),
             columns: Vec::new(),
             index: HashMap::default(),
             by_path: Vec::new(),
+            expected_rows: rows,
+            event: Vec::new(),
         }
     }
 
@@ -126,15 +238,14 @@ impl<'a> BatchBuilder<'a> {
     /// Adds one event. Fails only if the text is not JSON (events are checked at ingest, so
     /// this means the write-ahead log was damaged).
     pub fn push(&mut self, event: PendingEvent<'a>) -> Result<(), CoreError> {
-        let row = self.times.len() as u32;
-        let columns = &mut self.columns;
-        let index = &mut self.index;
+        let (columns, index, scratch) = (&mut self.columns, &mut self.index, &mut self.event);
+        let (schema, rows) = (&self.schema, self.expected_rows);
         event::flatten(event.text, event.source, |name, scalar, raw| {
-            let i = column_index(columns, index, name);
-            columns[i].set(row, scalar, raw.get());
+            let i = column_index(columns, index, schema, name, rows);
+            scratch.push((i as u32, scalar, raw.get()));
         })
         .map_err(|e| CoreError::CorruptEvent(e.to_string()))?;
-        self.times.push(event.time);
+        self.end_row(event.time);
         Ok(())
     }
 
@@ -147,7 +258,6 @@ impl<'a> BatchBuilder<'a> {
         leaves: &[Leaf],
         paths: &[&str],
     ) -> Result<(), CoreError> {
-        let row = self.times.len() as u32;
         if self.by_path.len() < paths.len() {
             self.by_path.resize(paths.len(), 0);
         }
@@ -157,13 +267,31 @@ impl<'a> BatchBuilder<'a> {
                 .get_mut(leaf.path as usize)
                 .ok_or_else(|| CoreError::CorruptEvent(format!("leaf of path {} of {}", leaf.path, paths.len())))?;
             if *slot == 0 {
-                *slot = column_index(&mut self.columns, &mut self.index, paths[leaf.path as usize]) as u32 + 1;
+                let name = paths[leaf.path as usize];
+                *slot =
+                    column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows) as u32 + 1;
             }
             let (scalar, raw) = leaf.value(text).map_err(CoreError::CorruptEvent)?;
-            self.columns[*slot as usize - 1].set(row, scalar, raw);
+            self.event.push((*slot - 1, scalar, raw));
+        }
+        self.end_row(time);
+        Ok(())
+    }
+
+    /// Adds the values gathered for one event as a row; of a key given twice the last value
+    /// counts, as in most JSON readers.
+    fn end_row(&mut self, time: Micros) {
+        let row = self.times.len() as u32;
+        for (k, (column, _, _)) in self.event.iter().enumerate() {
+            self.columns[*column as usize].winner = k as u32;
+        }
+        for (k, (column, scalar, raw)) in self.event.drain(..).enumerate() {
+            let column = &mut self.columns[column as usize];
+            if column.winner == k as u32 {
+                column.add(row, scalar, raw);
+            }
         }
         self.times.push(time);
-        Ok(())
     }
 
     /// Builds the batch. Its schema is the table schema plus any new columns (and
@@ -175,25 +303,35 @@ impl<'a> BatchBuilder<'a> {
         let mut conflicts: Vec<String> = vec![String::new(); rows];
         let mut any_conflict = false;
 
-        for column in &self.columns {
-            let existing = fields.iter().position(|f| f.name() == &column.name);
-            let data_type = match existing {
-                Some(i) => fields[i].data_type().clone(),
-                None if fields.len() + 1 >= self.max_columns => {
-                    for (row, _, raw) in &column.values {
-                        add_conflict(&mut conflicts[*row as usize], &column.name, raw);
+        for column in self.columns {
+            let name = &column.name;
+            let existing = fields.iter().position(|f| f.name() == name);
+            match (column.data, existing) {
+                (ColumnData::Typed { mut builder, mut filled, conflicts: bad }, Some(i)) => {
+                    while (filled as usize) < rows {
+                        builder.append_null();
+                        filled += 1;
                     }
-                    any_conflict |= !column.values.is_empty();
-                    continue;
+                    for (row, raw) in bad {
+                        add_conflict(&mut conflicts[row as usize], name, raw);
+                        any_conflict = true;
+                    }
+                    arrays[i] = Some(builder.finish(rows));
                 }
-                None => infer_type(column.values.iter().map(|(_, s, _)| s.kind())),
-            };
-            let (array, had_conflict) = build_column(&column.name, &data_type, rows, &column.values, &mut conflicts);
-            any_conflict |= had_conflict;
-            match existing {
-                Some(i) => arrays[i] = Some(array),
-                None => {
-                    fields.push(Field::new(&column.name, data_type, true));
+                (ColumnData::Typed { .. }, None) => {
+                    return Err(CoreError::Arrow(format!("column {name} left the schema")));
+                }
+                (ColumnData::New(values), _) if fields.len() + 1 >= self.max_columns => {
+                    for (row, _, raw) in &values {
+                        add_conflict(&mut conflicts[*row as usize], name, raw);
+                    }
+                    any_conflict |= !values.is_empty();
+                }
+                (ColumnData::New(values), _) => {
+                    let data_type = infer_type(values.iter().map(|(_, s, _)| s.kind()));
+                    let (array, had_conflict) = build_column(name, &data_type, rows, &values, &mut conflicts);
+                    any_conflict |= had_conflict;
+                    fields.push(Field::new(name, data_type, true));
                     arrays.push(Some(array));
                 }
             }
@@ -236,7 +374,73 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
-fn infer_type(kinds: impl Iterator<Item = ScalarKind>) -> DataType {
+/// One event waiting for its batch: its leaves are `leaves[first..end]` of the flush.
+struct Pending<'a> {
+    time: i64,
+    text: &'a str,
+    first: u32,
+    end: u32,
+}
+
+/// Builds the rows of encoded event payloads ([`crate::encoded`]; each `(position, bytes)`,
+/// the position only naming a damaged payload) against a table's schema, sorted by time, in
+/// batches of at most `batch_rows`, each with the schema of the columns seen so far (a later
+/// batch may have more). Empty when there is no event.
+///
+/// No JSON is parsed: each event's leaves say where its column values are. Each payload's
+/// paths are numbered anew, so they are mapped once per payload to one numbering.
+pub fn batches_from_payloads<'a>(
+    schema: SchemaRef,
+    payloads: impl IntoIterator<Item = (u64, &'a [u8])>,
+    max_columns: usize,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>, CoreError> {
+    let payloads: Vec<(u64, &'a [u8])> = payloads.into_iter().collect();
+    // Room for what the payloads hold, about: an event of the usual 400 bytes has 15 values.
+    let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+    let mut events = Vec::with_capacity(bytes / 256);
+    let mut leaves: Vec<Leaf> = Vec::with_capacity(bytes / 24);
+    let mut paths: Vec<&'a str> = Vec::new();
+    let mut numbers: HashMap<&'a str, u32, foldhash::fast::RandomState> = HashMap::default();
+    let mut local: Vec<u32> = Vec::new();
+    for (position, payload) in payloads {
+        let mut decoder = EventsDecoder::new(payload);
+        local.clear();
+        loop {
+            let first = leaves.len();
+            let Some(event) = decoder.next_with_leaves(&mut leaves) else { break };
+            let event =
+                event.map_err(|m| CoreError::CorruptEvent(format!("damaged record at position {position}: {m}")))?;
+            for path in &decoder.paths()[local.len()..] {
+                let next = paths.len() as u32;
+                let n = *numbers.entry(path).or_insert(next);
+                if n == next {
+                    paths.push(path);
+                }
+                local.push(n);
+            }
+            for leaf in &mut leaves[first..] {
+                leaf.path = local[leaf.path as usize];
+            }
+            events.push(Pending { time: event.time, text: event.text, first: first as u32, end: leaves.len() as u32 });
+        }
+    }
+    events.sort_by_key(|e| e.time);
+    let mut batches = Vec::with_capacity(events.len().div_ceil(batch_rows.max(1)));
+    let mut schema = schema;
+    for chunk in events.chunks(batch_rows.max(1)) {
+        let mut builder = BatchBuilder::with_capacity(schema.clone(), max_columns, chunk.len());
+        for e in chunk {
+            builder.push_leaves(e.time, e.text, &leaves[e.first as usize..e.end as usize], &paths)?;
+        }
+        let batch = builder.finish()?;
+        schema = batch.schema();
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+pub(crate) fn infer_type(kinds: impl Iterator<Item = ScalarKind>) -> DataType {
     let (mut b, mut i, mut f, mut t) = (false, false, false, false);
     for k in kinds {
         match k {
@@ -254,7 +458,7 @@ fn infer_type(kinds: impl Iterator<Item = ScalarKind>) -> DataType {
     }
 }
 
-fn add_conflict(buf: &mut String, name: &str, raw: &str) {
+pub(crate) fn add_conflict(buf: &mut String, name: &str, raw: &str) {
     if !buf.is_empty() {
         buf.push(',');
     }
@@ -265,7 +469,7 @@ fn add_conflict(buf: &mut String, name: &str, raw: &str) {
 }
 
 /// Builds one column; values that do not fit the type go to `conflicts`.
-fn build_column(
+pub(crate) fn build_column(
     name: &str,
     data_type: &DataType,
     rows: usize,
@@ -317,7 +521,7 @@ fn build_column(
             _ => None,
         }),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let b = StringBuilder::with_capacity(rows, values.len() * 16);
+            let b = StringBuilder::with_capacity(rows, values.iter().map(|(_, _, raw)| raw.len()).sum());
             let a = fill!(b, |s, raw| Some(match s {
                 Scalar::Text(t) => t.as_ref(),
                 Scalar::Json(j) => j,
