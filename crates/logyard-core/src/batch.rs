@@ -337,41 +337,51 @@ impl<'a> BatchBuilder<'a> {
             }
         }
 
-        let conflicts_at = fields.iter().position(|f| f.name() == CONFLICTS_COLUMN);
-        if any_conflict || conflicts_at.is_some() {
-            let array: ArrayRef = Arc::new(
-                conflicts
-                    .iter()
-                    .map(|c| if c.is_empty() { None } else { Some(format!("{{{c}}}")) })
-                    .collect::<arrow::array::StringArray>(),
-            );
-            match conflicts_at {
-                Some(i) => arrays[i] = Some(array),
-                None => {
-                    fields.push(Field::new(CONFLICTS_COLUMN, DataType::Utf8, true));
-                    arrays.push(Some(array));
-                }
-            }
-        }
-
-        for (i, field) in fields.iter().enumerate() {
-            if field.name() == TIMESTAMP_COLUMN {
-                arrays[i] = Some(Arc::new(TimestampMicrosecondArray::from(self.times.clone()).with_timezone("UTC")));
-            } else if field.name() == DATE_COLUMN {
-                arrays[i] = Some(Arc::new(Date32Array::from(
-                    self.times.iter().map(|t| time::days_since_epoch(*t)).collect::<Vec<_>>(),
-                )));
-            }
-        }
-
-        let schema = Arc::new(Schema::new(fields));
-        let arrays: Vec<ArrayRef> = arrays
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(a, f)| a.unwrap_or_else(|| new_null_array(f.data_type(), rows)))
-            .collect();
-        RecordBatch::try_new(schema, arrays).map_err(|e| CoreError::Arrow(e.to_string()))
+        assemble(fields, arrays, &conflicts, any_conflict, &self.times)
     }
+}
+
+/// The batch of `fields` from the columns built (`None`: all null): with `_conflicts` when a
+/// value did not fit (or the table has the column), and `timestamp` and `date` from `times`.
+pub(crate) fn assemble(
+    mut fields: Vec<Field>,
+    mut arrays: Vec<Option<ArrayRef>>,
+    conflicts: &[String],
+    any_conflict: bool,
+    times: &[Micros],
+) -> Result<RecordBatch, CoreError> {
+    let rows = times.len();
+    let conflicts_at = fields.iter().position(|f| f.name() == CONFLICTS_COLUMN);
+    if any_conflict || conflicts_at.is_some() {
+        let array: ArrayRef = Arc::new(
+            conflicts
+                .iter()
+                .map(|c| if c.is_empty() { None } else { Some(format!("{{{c}}}")) })
+                .collect::<arrow::array::StringArray>(),
+        );
+        match conflicts_at {
+            Some(i) => arrays[i] = Some(array),
+            None => {
+                fields.push(Field::new(CONFLICTS_COLUMN, DataType::Utf8, true));
+                arrays.push(Some(array));
+            }
+        }
+    }
+    for (i, field) in fields.iter().enumerate() {
+        if field.name() == TIMESTAMP_COLUMN {
+            arrays[i] = Some(Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")));
+        } else if field.name() == DATE_COLUMN {
+            arrays[i] =
+                Some(Arc::new(Date32Array::from(times.iter().map(|t| time::days_since_epoch(*t)).collect::<Vec<_>>())));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let arrays: Vec<ArrayRef> = arrays
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(a, f)| a.unwrap_or_else(|| new_null_array(f.data_type(), rows)))
+        .collect();
+    RecordBatch::try_new(schema, arrays).map_err(|e| CoreError::Arrow(e.to_string()))
 }
 
 /// One event waiting for its batch: its leaves are `leaves[first..end]` of the flush.

@@ -384,7 +384,10 @@ where
 mod tests {
     use super::*;
 
-    fn leaves(text: &str) -> Option<(Vec<(String, LeafKind, String, u8)>, Found)> {
+    /// The leaves (path, kind, JSON text, top-level tag) and what else the scan found.
+    type Scanned = (Vec<(String, LeafKind, String, u8)>, Found);
+
+    fn leaves(text: &str) -> Option<Scanned> {
         let mut out = Vec::new();
         let found = scan(text, |path, kind, start, len, top| {
             out.push((path.to_owned(), kind, text[start as usize..(start + len) as usize].to_owned(), top));

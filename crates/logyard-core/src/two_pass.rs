@@ -8,26 +8,27 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Date32Array, StringArray, TimestampMicrosecondArray, new_null_array};
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::batch::{
-    CONFLICTS_COLUMN, DATE_COLUMN, PendingEvent, TIMESTAMP_COLUMN, add_conflict, base_schema, batches_from_payloads,
-    build_column, infer_type,
+    PendingEvent, add_conflict, assemble, base_schema, batches_from_payloads, build_column, infer_type,
 };
 use crate::event::{Scalar, check_line, flatten};
 use crate::parse::{BodyFormat, MAX_REPORTED_ERRORS, parse_body};
-use crate::time;
 
 const BATCH_ROWS: usize = 64 * 1024;
+
+/// One column's values: row, value, JSON text.
+type Values<'a> = Vec<(u32, Scalar<'a>, &'a str)>;
 
 /// The builder as it was: values kept per column, typed at the end.
 struct TwoPassBuilder<'a> {
     schema: SchemaRef,
     max_columns: usize,
     times: Vec<i64>,
-    columns: Vec<(String, Vec<(u32, Scalar<'a>, &'a str)>)>,
+    columns: Vec<(String, Values<'a>)>,
     index: HashMap<String, usize>,
 }
 
@@ -82,37 +83,7 @@ impl<'a> TwoPassBuilder<'a> {
                 }
             }
         }
-        let conflicts_at = fields.iter().position(|f| f.name() == CONFLICTS_COLUMN);
-        if any_conflict || conflicts_at.is_some() {
-            let array: ArrayRef = Arc::new(
-                conflicts
-                    .iter()
-                    .map(|c| if c.is_empty() { None } else { Some(format!("{{{c}}}")) })
-                    .collect::<StringArray>(),
-            );
-            match conflicts_at {
-                Some(i) => arrays[i] = Some(array),
-                None => {
-                    fields.push(Field::new(CONFLICTS_COLUMN, DataType::Utf8, true));
-                    arrays.push(Some(array));
-                }
-            }
-        }
-        for (i, field) in fields.iter().enumerate() {
-            if field.name() == TIMESTAMP_COLUMN {
-                arrays[i] = Some(Arc::new(TimestampMicrosecondArray::from(self.times.clone()).with_timezone("UTC")));
-            } else if field.name() == DATE_COLUMN {
-                let days: Vec<i32> = self.times.iter().map(|t| time::days_since_epoch(*t)).collect();
-                arrays[i] = Some(Arc::new(Date32Array::from(days)));
-            }
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let arrays: Vec<ArrayRef> = arrays
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(a, f)| a.unwrap_or_else(|| new_null_array(f.data_type(), rows)))
-            .collect();
-        RecordBatch::try_new(schema, arrays).unwrap()
+        assemble(fields, arrays, &conflicts, any_conflict, &self.times).unwrap()
     }
 }
 
