@@ -7,6 +7,9 @@ VmHWM. DuckDB: `COPY (SELECT * FROM read_ndjson(...)) TO ... (FORMAT parquet, CO
 zstd)` with `threads=1`, pinned to the same core. Each measurement runs --rounds times; the
 report gives medians.
 
+With --ack-commit, every round also sends the file with `ack=commit` (each answer waits for
+the request's events to be committed to the table), for the ratio of the two rates.
+
 With --baseline BIN, another logyard binary (an earlier build) runs in every round too, right
 after this one, so a change is measured against what it changed in the same run.
 
@@ -105,11 +108,12 @@ def stop_server(proc):
     proc.wait(timeout=60)
 
 
-def logyard_round(ndjson, workdir, concurrency, server=None):
+def logyard_round(ndjson, workdir, concurrency, server=None, ack="wal"):
     proc, url, data = start_server(workdir, server=server)
     try:
         out = subprocess.run(
-            pinned(0, [release_bin("logyard-bench"), "load", "--server", url, "--stream", "storefront", "--file", str(ndjson), "--concurrency", str(concurrency)]),
+            pinned(0, [release_bin("logyard-bench"), "load", "--server", url, "--stream", "storefront", "--file", str(ndjson),
+                       "--concurrency", str(concurrency), "--ack", ack]),
             check=True, capture_output=True, text=True,
         ).stdout
         report = json.loads(out)
@@ -157,6 +161,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--baseline", default=None, help="an earlier logyard binary, measured in every round too")
+    ap.add_argument("--ack-commit", action="store_true", help="also measure every request sent with ack=commit")
     args = ap.parse_args()
     temporary = args.workdir is None
     workdir, ndjson = dataset(args.workdir, args.events, 3)
@@ -173,7 +178,12 @@ def measure(args, workdir, ndjson):
     runs = {"logyard": [], "duckdb": [], "gzip -6": [], "zstd -3": []}
     if args.baseline:
         runs["baseline"] = []
+    if args.ack_commit:
+        runs["ack_commit"] = []
     for i in range(args.rounds):
+        if args.ack_commit:
+            runs["ack_commit"].append(logyard_round(ndjson, workdir, args.concurrency, ack="commit"))
+            print(f"round {i + 1}: ack=commit {runs['ack_commit'][-1]}", file=sys.stderr)
         runs["logyard"].append(logyard_round(ndjson, workdir, args.concurrency))
         print(f"round {i + 1}: logyard {runs['logyard'][-1]}", file=sys.stderr)
         if args.baseline:
@@ -223,6 +233,10 @@ def measure(args, workdir, ndjson):
         }
         result["ratios"]["logyard_rate_over_baseline_rate"] = base_seconds / ly_seconds
         result["ratios"]["baseline_rate_over_duckdb_rate"] = result["duckdb"]["seconds"] / base_seconds
+    if args.ack_commit:
+        commit_seconds = med([r["seconds_to_last_commit"] for r in runs["ack_commit"]])
+        result["ack_commit"] = {"seconds": commit_seconds, "mb_per_second_per_core": raw / 1e6 / commit_seconds}
+        result["ratios"]["ack_commit_rate_over_ack_wal_rate"] = ly_seconds / commit_seconds
     result["all_runs"] = runs
     return result
 

@@ -67,6 +67,9 @@ enum Command {
         /// The protocol the events are sent with.
         #[arg(long, value_enum, default_value = "ndjson")]
         protocol: Protocol,
+        /// What an answer waits for (`wal` or `commit`; NDJSON only).
+        #[arg(long, default_value = "wal")]
+        ack: String,
     },
     /// Time the masking of each event of an NDJSON file (one core, in this process): every
     /// built-in detector at once, then each alone. Prints nanoseconds per event (median of
@@ -131,8 +134,11 @@ async fn main() -> anyhow::Result<()> {
             out.write_all(logyard_bench::alb::lines(lines, seed).as_bytes())?;
             Ok(())
         }
-        Command::Load { server, stream, file, concurrency, batch_bytes, protocol } => {
-            load(&server, &stream, &file, concurrency, batch_bytes, protocol).await
+        Command::Load { server, stream, file, concurrency, batch_bytes, protocol, ack } => {
+            if ack != "wal" && !(ack == "commit" && matches!(protocol, Protocol::Ndjson)) {
+                bail!("--ack {ack}: use wal, or commit with the ndjson protocol");
+            }
+            load(&server, &stream, &file, concurrency, batch_bytes, protocol, &ack).await
         }
         Command::Mask { file, rounds, only } => mask(&file, rounds, only.as_deref()),
         Command::Events { file, rounds, per_request } => events(&file, rounds, per_request),
@@ -269,7 +275,9 @@ async fn load(
     concurrency: usize,
     batch_bytes: usize,
     protocol: Protocol,
+    ack: &str,
 ) -> anyhow::Result<()> {
+    let query = if ack == "commit" { "?ack=commit" } else { "" };
     let data = Bytes::from(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
     let batches = Arc::new(chunks(&data, batch_bytes));
     let next = Arc::new(AtomicUsize::new(0));
@@ -293,7 +301,7 @@ async fn load(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((sent, request)) = requests.get(i) else { return Ok::<_, anyhow::Error>(()) };
                 let sent = *sent;
-                let mut post = client.post(format!("{base}{}", request.path)).body(request.body.clone());
+                let mut post = client.post(format!("{base}{}{query}", request.path)).body(request.body.clone());
                 for (name, value) in &request.headers {
                     post = post.header(*name, value);
                 }
@@ -317,6 +325,7 @@ async fn load(
     let mb = data.len() as f64 / 1e6;
     let report = serde_json::json!({
         "protocol": format!("{protocol:?}").to_lowercase(),
+        "ack": ack,
         "events": events,
         "bytes": data.len(),
         "requests": batches.len(),
