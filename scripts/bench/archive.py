@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import pinned, release_bin  # noqa: E402
+from ingest import pinned, release_bin, scratch_dir  # noqa: E402
 
 
 def small_files(workdir, count):
@@ -157,7 +157,7 @@ def main():
     ap.add_argument("--workdir")
     ap.add_argument("--only", choices=["bundle", "alb"])
     a = ap.parse_args()
-    workdir = Path(a.workdir or tempfile.mkdtemp(prefix="logyard-bench-"))
+    workdir = Path(a.workdir) if a.workdir else scratch_dir()
     workdir.mkdir(parents=True, exist_ok=True)
     report = {}
     if a.only in (None, "bundle"):

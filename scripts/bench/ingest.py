@@ -18,6 +18,7 @@ Usage: python scripts/bench/ingest.py [--events N] [--rounds R] [--workdir DIR] 
 """
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -51,9 +52,17 @@ def pinned(core, cmd):
     return ["taskset", "-c", str(core)] + cmd if (os.cpu_count() or 1) > 1 else cmd
 
 
+def scratch_dir():
+    """A temporary directory that is removed when the benchmark exits (its data is large)."""
+    path = Path(tempfile.mkdtemp(prefix="logyard-bench-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def dataset(workdir, events, days):
-    """The generated NDJSON file for (events, days) in workdir, made when missing."""
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="logyard-bench-"))
+    """The generated NDJSON file for (events, days) in workdir (a scratch directory when
+    None), made when missing."""
+    workdir = Path(workdir) if workdir else scratch_dir()
     workdir.mkdir(parents=True, exist_ok=True)
     ndjson = workdir / f"storefront-{events}-{days}d.ndjson"
     if not ndjson.exists():
@@ -163,14 +172,8 @@ def main():
     ap.add_argument("--baseline", default=None, help="an earlier logyard binary, measured in every round too")
     ap.add_argument("--ack-commit", action="store_true", help="also measure every request sent with ack=commit")
     args = ap.parse_args()
-    temporary = args.workdir is None
     workdir, ndjson = dataset(args.workdir, args.events, 3)
-    try:
-        result = measure(args, workdir, ndjson)
-    finally:
-        if temporary:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(measure(args, workdir, ndjson), indent=2))
 
 
 def measure(args, workdir, ndjson):

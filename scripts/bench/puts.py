@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import free_port, release_bin  # noqa: E402
+from ingest import free_port, release_bin, scratch_dir  # noqa: E402
 from s3proxy import Proxy, aws_env, start_s3s  # noqa: E402
 
 def files(workdir, count):
@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--workdir")
     a = ap.parse_args()
-    workdir = Path(a.workdir or tempfile.mkdtemp(prefix="logyard-bench-"))
+    workdir = Path(a.workdir) if a.workdir else scratch_dir()
     workdir.mkdir(parents=True, exist_ok=True)
     data = files(workdir, a.files)
     size = sum(p.stat().st_size for p in data.iterdir())
