@@ -95,6 +95,17 @@ impl Paths {
         id
     }
 
+    /// Writes one leaf (`leaf.path` is an interned path) after the leaf that ended at `end`.
+    fn put_leaf(&mut self, buf: &mut BytesMut, leaf: Leaf, end: &mut u32) -> Result<(), &'static str> {
+        let gap = leaf.start.checked_sub(*end).ok_or("leaves out of order")?;
+        self.put(buf, leaf.path);
+        buf.put_u8(leaf.kind as u8);
+        put_varint(buf, gap);
+        put_varint(buf, leaf.len);
+        *end = leaf.start + leaf.len;
+        Ok(())
+    }
+
     /// Writes the wire number of path `id`, and its text when it is new to the payload.
     fn put(&mut self, buf: &mut BytesMut, id: u32) {
         let wire = &mut self.wire[id as usize];
@@ -113,10 +124,8 @@ impl Paths {
 
 /// A leaf found by a scan, before the event's time field is known.
 struct Staged {
-    id: u32,
-    kind: LeafKind,
-    start: u32,
-    len: u32,
+    /// The leaf, its path interned.
+    leaf: Leaf,
     /// [`TimeSource::to_byte`] of the time field the leaf's top-level key is, or 0.
     top: u8,
 }
@@ -173,7 +182,7 @@ impl EventsEncoder {
         staged.clear();
         let mut nth = 0;
         let found = crate::scan::scan(text, |path, kind, start, len, top| {
-            staged.push(Staged { id: paths.intern(nth, path), kind, start, len, top });
+            staged.push(Staged { leaf: Leaf { path: paths.intern(nth, path), kind, start, len }, top });
             nth += 1;
         });
         paths.shape.truncate(nth);
@@ -187,14 +196,14 @@ impl EventsEncoder {
             },
         };
         let skip = source.to_byte();
+        let (mark, written) = (self.buf.len(), self.paths.written);
         let at = self.put_header(time, source, text);
         let mut end = 0u32;
-        for leaf in self.staged.iter().filter(|l| l.top != skip || skip == 0) {
-            self.paths.put(&mut self.buf, leaf.id);
-            self.buf.put_u8(leaf.kind as u8);
-            put_varint(&mut self.buf, leaf.start - end);
-            put_varint(&mut self.buf, leaf.len);
-            end = leaf.start + leaf.len;
+        for staged in self.staged.iter().filter(|l| l.top != skip || skip == 0) {
+            if self.paths.put_leaf(&mut self.buf, staged.leaf, &mut end).is_err() {
+                self.undo(mark, written);
+                return false;
+            }
         }
         self.end_event(at, text.len());
         true
@@ -202,24 +211,22 @@ impl EventsEncoder {
 
     /// Adds an event whose time is known. Fails only if `text` is not a JSON object.
     pub fn push(&mut self, time: Micros, source: TimeSource, text: &str) -> Result<(), LineError> {
-        let mark = self.buf.len();
+        let (mark, written) = (self.buf.len(), self.paths.written);
         let at = self.put_header(time, source, text);
         let Self { buf, paths, .. } = self;
-        let (mut nth, mut end) = (0usize, 0u32);
+        let (mut nth, mut end, mut ordered) = (0usize, 0u32, true);
         let walked = event::flatten(text, source, |name, scalar, raw| {
             let start = (raw.get().as_ptr() as usize - text.as_ptr() as usize) as u32;
-            let len = raw.get().len() as u32;
-            let id = paths.intern(nth, name);
-            paths.put(buf, id);
-            buf.put_u8(LeafKind::of(&scalar, raw.get()) as u8);
-            put_varint(buf, start - end);
-            put_varint(buf, len);
+            let kind = LeafKind::of(&scalar, raw.get());
+            let leaf = Leaf { path: paths.intern(nth, name), kind, start, len: raw.get().len() as u32 };
+            ordered &= paths.put_leaf(buf, leaf, &mut end).is_ok();
             nth += 1;
-            end = start + len;
         });
+        let walked =
+            walked.map_err(|e| e.to_string()).and_then(|()| ordered.then_some(()).ok_or("values out of order".into()));
         if let Err(e) = walked {
-            self.buf.truncate(mark);
-            return Err(LineError::InvalidJson(e.to_string()));
+            self.undo(mark, written);
+            return Err(LineError::InvalidJson(e));
         }
         self.paths.shape.truncate(nth);
         self.end_event(at, text.len());
@@ -228,16 +235,21 @@ impl EventsEncoder {
 
     /// Adds a decoded event with its leaves (their paths numbered into `paths`), as it was.
     pub fn push_decoded(&mut self, event: &StoredEvent<'_>, leaves: &[Leaf], paths: &[&str]) -> Result<(), String> {
+        let (mark, written) = (self.buf.len(), self.paths.written);
         let at = self.put_header(event.time, event.source, event.text);
         let mut end = 0u32;
         for (nth, leaf) in leaves.iter().enumerate() {
-            let name = paths.get(leaf.path as usize).ok_or("leaf of an unknown path")?;
-            let id = self.paths.intern(nth, name);
-            self.paths.put(&mut self.buf, id);
-            self.buf.put_u8(leaf.kind as u8);
-            put_varint(&mut self.buf, leaf.start.checked_sub(end).ok_or("leaves out of order")?);
-            put_varint(&mut self.buf, leaf.len);
-            end = leaf.start + leaf.len;
+            let put = match paths.get(leaf.path as usize) {
+                Some(name) => {
+                    let path = self.paths.intern(nth, name);
+                    self.paths.put_leaf(&mut self.buf, Leaf { path, ..*leaf }, &mut end)
+                }
+                None => Err("leaf of an unknown path"),
+            };
+            if let Err(e) = put {
+                self.undo(mark, written);
+                return Err(e.into());
+            }
         }
         self.paths.shape.truncate(leaves.len());
         self.end_event(at, event.text.len());
@@ -253,6 +265,17 @@ impl EventsEncoder {
         self.buf.put_u32_le(0);
         self.buf.put_slice(text.as_bytes());
         self.buf.len()
+    }
+
+    /// Takes back a refused event: its bytes from `mark`, and the path texts it wrote (paths
+    /// numbered from `written` on), which later events will write again.
+    fn undo(&mut self, mark: usize, written: u32) {
+        self.buf.truncate(mark);
+        for wire in self.paths.wire.iter_mut().filter(|w| **w != u32::MAX && **w >= written) {
+            *wire = u32::MAX;
+        }
+        self.paths.written = written;
+        self.paths.shape.clear();
     }
 
     fn end_event(&mut self, leaves_at: usize, text_len: usize) {
@@ -493,6 +516,18 @@ mod tests {
         assert_eq!(got[1].1[1], ("z".to_owned(), "Float(1.5)".to_owned()));
         let times: Vec<_> = decode_events(&payload).map(|e| e.unwrap().time).collect();
         assert_eq!(times, [1_764_079_387_000_000, 7]);
+    }
+
+    #[test]
+    fn a_refused_event_leaves_nothing_behind() {
+        let mut e = EventsEncoder::default();
+        e.push(1, TimeSource::Received, r#"{"a": 1}"#).unwrap();
+        // The walk fails after writing the new path `b`: its text must not be lost to later events.
+        assert!(e.push(2, TimeSource::Received, r#"{"b": 1, "c": "\ud800"}"#).is_err());
+        e.push(3, TimeSource::Received, r#"{"b": 2, "a": 3}"#).unwrap();
+        let got = leaves_of(e.as_bytes());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].1, [("b".to_owned(), "Int(2)".to_owned()), ("a".to_owned(), "Int(3)".to_owned())]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! which gives the exact error, or the exact reading. The property test of
 //! `logyard-ingest`'s `build` module holds both paths to the same rows and errors.
 
-use crate::event::{LeafKind, MAX_FLATTEN_DEPTH, RESERVED_RENAMES, push_sanitized};
+use crate::event::{LeafKind, MAX_FLATTEN_DEPTH, RESERVED_RENAMES, parse_json_string, push_sanitized};
 use crate::time::TIME_FIELDS;
 
 /// Nesting beyond this is left to the full path (serde_json stops at 128).
@@ -55,43 +55,6 @@ fn hex4(b: &[u8]) -> Option<u32> {
         v = v * 16 + char::from(c).to_digit(16)?;
     }
     Some(v)
-}
-
-/// Decodes the inside of a JSON string whose escapes [`Scanner::string`] accepted.
-fn unescape(inner: &str, out: &mut String) -> Option<()> {
-    let b = inner.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let next = memchr::memchr(b'\\', &b[i..]).map_or(b.len(), |k| i + k);
-        out.push_str(&inner[i..next]);
-        if next == b.len() {
-            break;
-        }
-        i = next + 2;
-        out.push(match b[next + 1] {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let h = hex4(&b[next + 2..])?;
-                i = next + 6;
-                if (0xD800..0xDC00).contains(&h) {
-                    let l = hex4(&b[next + 8..])?;
-                    i = next + 12;
-                    char::from_u32(0x10000 + ((h - 0xD800) << 10) + (l - 0xDC00))?
-                } else {
-                    char::from_u32(h)?
-                }
-            }
-            _ => return None,
-        });
-    }
-    Some(())
 }
 
 impl<'t, F> Scanner<'t, F>
@@ -182,8 +145,8 @@ where
         if !escaped {
             return Some(&self.text[start..end]);
         }
-        buf.clear();
-        unescape(&self.text[start..end], buf)?;
+        // Rare: serde_json decodes it, with its quotes.
+        *buf = parse_json_string(&self.text[start - 1..end + 1]).ok()?.into_owned();
         Some(buf.as_str())
     }
 
