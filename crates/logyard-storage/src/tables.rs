@@ -294,7 +294,6 @@ impl Tables {
             }
             let build = build.clone();
             let schema = normalize(schema);
-            let table_schema = schema.clone();
             let built = tokio::task::spawn_blocking(move || build(schema, committed))
                 .await
                 .map_err(|e| StorageError::Build(e.to_string()))?;
@@ -317,14 +316,16 @@ impl Tables {
                     )
                 },
             );
-            // delta-rs may retry a commit on a newer table version by itself. That is safe
-            // for a plain append, but not for a commit that carries a schema (creating the
-            // table or adding columns): rebased, it would replace a schema another writer
-            // committed meanwhile. Such commits are retried here instead, rebuilt against
-            // the winner's schema.
-            let changes_schema =
-                guard.is_none() || batches.first().is_some_and(|b| !same_columns(&b.schema(), &table_schema));
-            let commit_retries = if changes_schema { 0 } else { 20 };
+            // delta-rs retries a commit on a newer table version by itself, after checking
+            // each commit that won against it; a winner that changed the table's metadata (a
+            // schema) fails the retry with `MetadataChanged`, so a commit that adds columns
+            // is only rebased over plain appends, and is rebuilt here against a winner's new
+            // schema. Creating the table is never rebased: a writer that finds it created
+            // reads it and builds again. (Retrying column additions here only, with no
+            // rebase, starved them: with several replicas committing every few hundred
+            // milliseconds, a new column never got in.)
+            let creates = guard.is_none();
+            let commit_retries = if creates { 0 } else { 20 };
             let table = match guard.clone() {
                 Some(t) => t,
                 None => self.builder(stream)?.build().map_err(StorageError::delta("opening table"))?,
@@ -505,11 +506,6 @@ impl Sampled {
     fn identifiers(&self) -> bool {
         self.values >= 64 && self.distinct >= 32 && self.distinct * 16 >= self.values
     }
-}
-
-fn same_columns(a: &Schema, b: &Schema) -> bool {
-    a.fields().len() == b.fields().len()
-        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 /// Delta reads strings back as views in some configurations; logyard builds plain Utf8.
