@@ -217,6 +217,15 @@ def production_only(docs: list[dict]) -> None:
     hpa = one(docs, "HorizontalPodAutoscaler")
     check(hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]}, "production: HPA scales the StatefulSet")
     check(hpa["spec"]["minReplicas"] >= 2, "production: at least two replicas")
+    kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    check(kinds.get("Resource", {}).get("resource", {}).get("name") == "cpu", "production: HPA on CPU")
+    backlog = kinds.get("Pods", {}).get("pods", {})
+    check(backlog.get("metric", {}).get("name") == "logyard_buffered_bytes", "production: HPA on the ingest backlog (logyard_buffered_bytes per pod)")
+    check(backlog.get("target", {}).get("type") == "AverageValue", "production: backlog target is an average per pod")
+    pdb = one(docs, "PodDisruptionBudget")
+    check(pdb["spec"].get("maxUnavailable") == 1, "production: a PodDisruptionBudget lets one server pod go at a time")
+    spread = sts["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+    check(any(t["topologyKey"] == "topology.kubernetes.io/zone" for t in spread), "production: server pods spread across zones")
     check(sts["spec"]["template"]["spec"].get("nodeSelector", {}).get("eks.amazonaws.com/capacityType") == "ON_DEMAND", "production: server on on-demand nodes")
 
     ing = one(docs, "Ingress")
