@@ -57,12 +57,13 @@ pub struct StreamCompaction {
     pub report: CompactReport,
 }
 
-/// Compacts every stream (or the ones given); returns the streams where files were merged or
-/// indexed.
+/// Compacts every stream (or the ones given), the commits naming `by`; returns the streams
+/// where files were merged or indexed.
 pub async fn compact_streams(
     tables: &Tables,
     streams: Option<Vec<StreamName>>,
     target_bytes: u64,
+    by: &str,
 ) -> Result<Vec<StreamCompaction>, StorageError> {
     let streams = match streams {
         Some(s) => s,
@@ -70,7 +71,7 @@ pub async fn compact_streams(
     };
     let mut out = Vec::new();
     for stream in streams {
-        let report = tables.compact(&stream, None, target_bytes).await?;
+        let report = tables.compact(&stream, None, target_bytes, by).await?;
         if report.files_removed > 0 || report.files_indexed > 0 {
             tracing::info!(%stream, partitions = ?report.partitions, removed = report.files_removed, added = report.files_added, indexed = report.files_indexed, "compacted");
             out.push(StreamCompaction { stream: stream.to_string(), report });
@@ -104,7 +105,7 @@ pub async fn apply_retention(
         }
         let Ok(stream) = StreamName::new(&name) else { continue };
         let cutoff = time::date_string(today - i64::from(days) * 86_400_000_000);
-        let table = tables.drop_before(&stream, &cutoff, policy.vacuum_keep).await?;
+        let table = tables.drop_before(&stream, &cutoff, policy.vacuum_keep, actor).await?;
         let mut bundles_deleted = Vec::new();
         for bundle in bundles.remove(&name).unwrap_or_default() {
             if bundle.date < cutoff {

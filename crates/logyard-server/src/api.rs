@@ -148,6 +148,10 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.stopping.is_draining() {
+        let body = serde_json::json!({"status": "draining", "detail": "the server is shutting down: send requests to another replica"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let storage = match tokio::time::timeout(Duration::from_secs(5), state.storage.probe()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -123,18 +123,35 @@ pub struct AppState {
     pub forget_wake: Arc<tokio::sync::Notify>,
 }
 
-/// A signal that the server is stopping, for responses that would otherwise never end.
+/// The server's way down: first draining (readiness off while requests are still taken),
+/// then stopping (the listeners close; responses that would otherwise never end, end).
 #[derive(Debug, Clone, Default)]
-pub struct Stopping(Arc<tokio::sync::watch::Sender<bool>>);
+pub struct Stopping(Arc<StoppingInner>);
+
+#[derive(Debug, Default)]
+struct StoppingInner {
+    stopped: tokio::sync::watch::Sender<bool>,
+    draining: std::sync::atomic::AtomicBool,
+}
 
 impl Stopping {
+    /// Readiness goes off: `/readyz` answers 503 from now on.
+    pub fn drain(&self) {
+        self.0.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn stop(&self) {
-        self.0.send_replace(true);
+        self.drain();
+        self.0.stopped.send_replace(true);
     }
 
     /// Resolves once [`Stopping::stop`] was called.
     pub async fn wait(&self) {
-        let mut rx = self.0.subscribe();
+        let mut rx = self.0.stopped.subscribe();
         // The sender lives as long as `self`.
         let _ = rx.wait_for(|stopped| *stopped).await;
     }

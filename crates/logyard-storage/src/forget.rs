@@ -208,6 +208,7 @@ impl Tables {
             .delete()
             .with_predicate(predicate)
             .with_writer_properties(properties)
+            .with_commit_properties(crate::maintenance::commit_by("forget"))
             .await
             .map_err(StorageError::delta("deleting a subject's rows"))?;
         let deletion = SubjectDeletion {

@@ -10,6 +10,7 @@ pub mod entry_log;
 mod files;
 pub mod forget;
 pub mod ids;
+pub mod lease;
 pub mod location;
 pub mod maintenance;
 pub mod metered;
@@ -19,6 +20,7 @@ pub mod tables;
 pub mod wal;
 
 pub use entry_log::EntryLog;
+pub use lease::{JobLease, Turn};
 pub use location::Location;
 pub use metered::StoreMetrics;
 pub use store::Storage;

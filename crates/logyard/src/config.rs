@@ -633,6 +633,16 @@ pub struct ServerConfig {
     /// Time allowed after SIGTERM to finish requests and commit the write-ahead log.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are still taken, so that a
+    /// load balancer that polls it stops sending new ones before the listener closes. In
+    /// Kubernetes the pod's `preStop` wait does this for the ALB: 0s.
+    #[serde(deserialize_with = "duration")]
+    pub drain_delay: Duration,
+    /// A job that one replica at a time runs (compaction, retention, forget jobs, uploads
+    /// sweeping) moves to another replica when its holder has not renewed the lease for this
+    /// long (renewed every third of it).
+    #[serde(deserialize_with = "duration")]
+    pub job_lease: Duration,
     /// Largest request body as sent.
     pub max_body_bytes: usize,
     /// Largest request body after decompression.
@@ -653,6 +663,8 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             shutdown_grace: Duration::from_secs(25),
+            drain_delay: Duration::ZERO,
+            job_lease: Duration::from_secs(60),
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 128 << 20,
             tls_cert_file: None,
@@ -1013,6 +1025,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.kinesis.records_per_call) {
             bail!("invalid configuration at `kinesis.records_per_call`: must be 1 to 10000");
+        }
+        if self.server.job_lease < Duration::from_secs(1) {
+            bail!("invalid configuration at `server.job_lease`: must be at least 1s");
         }
         if self.kinesis.lease < Duration::from_secs(1) {
             bail!("invalid configuration at `kinesis.lease`: must be at least 1s");

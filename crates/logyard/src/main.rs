@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,7 +44,7 @@ use logyard_ingest::maintenance::{RetentionPolicy, apply_retention, compact_stre
 use logyard_ingest::uploads::bundler::BundleOptions;
 use logyard_query::{QueryEngine, QueryOptions};
 use logyard_storage::aws::S3Options;
-use logyard_storage::{Location, Storage, StoreMetrics, Tables};
+use logyard_storage::{JobLease, Location, Storage, StoreMetrics, Tables};
 
 use crate::config::{Config, LogFormat};
 
@@ -374,7 +375,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Some(streams.iter().map(|s| logyard_core::StreamName::new(s)).collect::<Result<Vec<_>, _>>()?)
             };
-            let reports = compact_streams(&tables, streams, config.compaction.target_file_bytes).await?;
+            let by = format!("logyard compact ({})", worker_id(""));
+            let lease = tables_lease(&tables, &by, &config);
+            let compact = compact_streams(&tables, streams, config.compaction.target_file_bytes, &by);
+            let reports = lease.run_when_free("compaction", Duration::from_secs(5), compact).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "compacted": reports }))?);
             Ok(())
         }
@@ -384,7 +388,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging_quiet();
             let tables = Arc::new(stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?));
             let actor = format!("logyard retention run ({})", env.get("USER").map_or("cli", String::as_str));
-            let results = apply_retention(&tables, &retention_policy(&config), &actor).await?;
+            let lease = tables_lease(&tables, &format!("{actor} ({})", worker_id("")), &config);
+            let policy = retention_policy(&config);
+            let retention = apply_retention(&tables, &policy, &actor);
+            let results = lease.run_when_free("retention", Duration::from_secs(5), retention).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "streams": results }))?);
             Ok(())
         }
@@ -495,6 +502,12 @@ pub(crate) async fn open_storage(
     Storage::open(location.clone(), &s3_options(config, env), metrics)
         .await
         .with_context(|| format!("opening storage {location}"))
+}
+
+/// The lease of the jobs that rewrite tables (`logyard_storage::lease`), for a command: it
+/// waits while a server replica holds it.
+fn tables_lease(tables: &Tables, owner: &str, config: &Config) -> JobLease {
+    JobLease::new(tables.storage(), logyard_storage::lease::TABLES, owner, config.server.job_lease)
 }
 
 /// This process's name in the leases it takes (Kinesis shards, alert rules): `configured`, or
@@ -723,7 +736,7 @@ async fn forget(server: &str, token: Option<&str>, request: &serde_json::Value, 
             }
             return Ok(());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -27,7 +27,8 @@ use logyard_ingest::uploads::{UploadOptions, Uploads};
 use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
 use logyard_query::QueryEngine;
 use logyard_server::{AppState, BodyLimits, HttpMetrics, ProtocolSettings};
-use logyard_storage::{StoreMetrics, Tables};
+use logyard_storage::lease::TABLES;
+use logyard_storage::{JobLease, Storage, StoreMetrics, Tables, Turn};
 
 use crate::config::Config;
 use crate::services::{OnFailure, Services, Shutdown, Stage};
@@ -223,21 +224,24 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     add_alerts(&mut services, &config, &state, &tables, alerts).await?;
     {
         let (uploads, config) = (uploads.clone(), config.clone());
+        let lease = job_lease(&storage, "uploads", ingestor.writer_id(), &config);
         services.add("uploads", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
-            run_upload_tasks(uploads.clone(), config.clone(), shutdown)
+            run_upload_tasks(uploads.clone(), config.clone(), lease.clone(), shutdown)
         });
     }
     {
         let state = state.clone();
         let every = config.forget.check_interval;
+        let lease = job_lease(&storage, TABLES, ingestor.writer_id(), &config);
         services.add("forget", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
-            run_forget_jobs(state.clone(), every, shutdown)
+            run_forget_jobs(state.clone(), every, lease.clone(), shutdown)
         });
     }
     {
         let (tables, config) = (tables.clone(), config.clone());
+        let lease = job_lease(&storage, TABLES, ingestor.writer_id(), &config);
         services.add("maintenance", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
-            run_maintenance(tables.clone(), config.clone(), shutdown)
+            run_maintenance(tables.clone(), config.clone(), lease.clone(), shutdown)
         });
     }
     if let Some(file) = config.auth.tokens_file.clone() {
@@ -266,7 +270,17 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
 
     tracing::info!(%addr, scheme, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
     println!("logyard listening on {scheme}://{addr}");
-    let ran = services.run(crate::wait_for_signal(), grace).await;
+    let (stopping, drain_delay) = (state.stopping.clone(), config.server.drain_delay);
+    let stop = async move {
+        crate::wait_for_signal().await;
+        // Readiness off first; requests are still taken while load balancers notice.
+        stopping.drain();
+        if !drain_delay.is_zero() {
+            tracing::info!(?drain_delay, "draining: readiness is off, the listeners close after the drain delay");
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
+    let ran = services.run(stop, grace).await;
     let (deadline, failure) = match ran {
         Ok(deadline) => (deadline, None),
         Err((deadline, e)) => (deadline, Some(e)),
@@ -310,31 +324,69 @@ fn upload_options(config: &Config, public_url: String, masking: Arc<logyard_core
     }
 }
 
-/// Compacts every stream and applies retention on their intervals (0: never), until stopped.
-async fn run_maintenance(tables: Arc<Tables>, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let every = |d: Duration| if d.is_zero() { Duration::from_secs(86_400 * 365) } else { d };
-    let mut compaction = tokio::time::interval(every(config.compaction.interval));
-    let mut retention = tokio::time::interval(every(config.retention.interval));
-    compaction.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first ticks are immediate: wait one period before the first run.
-    compaction.tick().await;
-    retention.tick().await;
+/// The lease of a job that one replica at a time runs (`logyard_storage::lease`).
+fn job_lease(storage: &Storage, lease: &str, owner: &str, config: &Config) -> JobLease {
+    JobLease::new(storage, lease, owner, config.server.job_lease)
+}
+
+/// How often a replica looks whether a job of period `every` is due: a quarter of it, within
+/// 1 s and 1 min, so that the replicas together run it about every `every`.
+fn look_every(every: Duration) -> Duration {
+    (every / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Runs `job` (named `name`) under `lease` if it is due; a failure is logged (the next look
+/// retries).
+async fn take_turn<T, F>(lease: &JobLease, name: &str, every: Duration, job: F) -> Option<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    match lease.run_if_due(name, every, job).await {
+        Ok(Turn::Ran(value)) => Some(value),
+        Ok(Turn::NotDue) => None,
+        Ok(Turn::Held { owner, job }) => {
+            tracing::debug!(%owner, running = %job, "{name}: another replica holds the lease");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %logyard_core::error_chain(&*e), "{name} failed; retrying later");
+            None
+        }
+    }
+}
+
+/// Compacts every stream and applies retention on their intervals (0: never), one replica at
+/// a time (under the tables lease, as the forget jobs), until stopped.
+async fn run_maintenance(
+    tables: Arc<Tables>,
+    config: Config,
+    lease: JobLease,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let intervals = [config.compaction.interval, config.retention.interval];
+    let Some(look) = intervals.iter().filter(|every| !every.is_zero()).map(|every| look_every(*every)).min() else {
+        shutdown.wait().await;
+        return Ok(());
+    };
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return Ok(()),
-            _ = compaction.tick(), if !config.compaction.interval.is_zero() => {
-                if let Err(e) = compact_streams(&tables, None, config.compaction.target_file_bytes).await {
-                    tracing::warn!(error = %e, "compaction failed; retrying at the next interval");
-                }
-            }
-            _ = retention.tick(), if !config.retention.interval.is_zero() => {
-                if let Err(e) = apply_retention(&tables, &crate::retention_policy(&config), "logyard serve").await {
-                    tracing::warn!(error = %e, "retention failed; retrying at the next interval");
-                }
-            }
+            _ = tokio::time::sleep(look) => {}
+        }
+        let every = config.compaction.interval;
+        if !every.is_zero() {
+            let by = lease.owner();
+            let job = async { Ok(compact_streams(&tables, None, config.compaction.target_file_bytes, by).await?) };
+            take_turn(&lease, "compaction", every, job).await;
+        }
+        let every = config.retention.interval;
+        if !every.is_zero() {
+            let policy = crate::retention_policy(&config);
+            let actor = format!("logyard serve ({})", lease.owner());
+            let job = async { Ok(apply_retention(&tables, &policy, &actor).await?) };
+            take_turn(&lease, "retention", every, job).await;
         }
     }
 }
@@ -342,10 +394,31 @@ async fn run_maintenance(tables: Arc<Tables>, config: Config, shutdown: Shutdown
 /// Runs the forget jobs not done yet, one at a time: when one is asked for, and every
 /// `every` (to resume one a restart interrupted, and to purge one whose vacuum window has
 /// passed); a job that fails is tried again at the next round.
-async fn run_forget_jobs(state: AppState, every: Duration, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn run_forget_jobs(state: AppState, every: Duration, lease: JobLease, shutdown: Shutdown) -> anyhow::Result<()> {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
+        // A look at the jobs first: the lease is written only when there is work.
+        match state.forget.unfinished().await {
+            Ok(jobs) if jobs.is_empty() => {}
+            Ok(_) => {
+                take_turn(&lease, "forget", Duration::ZERO, advance_forget_jobs(&state)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %logyard_core::error_chain(&e), "listing forget jobs failed; retrying later")
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = state.forget_wake.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// One round of the forget jobs not done yet (one replica's turn).
+async fn advance_forget_jobs(state: &AppState) -> anyhow::Result<()> {
+    {
         for job in state.forget.unfinished().await? {
             let (id, ingestor) = (job.id.clone(), state.ingestor.clone());
             let flush = || async move { ingestor.flush_all().await.map(|_| ()) };
@@ -365,31 +438,32 @@ async fn run_forget_jobs(state: AppState, every: Duration, shutdown: Shutdown) -
                 }
             }
         }
-        tokio::select! {
-            _ = &mut stop => return Ok(()),
-            _ = state.forget_wake.notified() => {}
-            _ = tokio::time::sleep(every) => {}
-        }
     }
+    Ok(())
 }
 
 /// Ingests uploads that were never completed, and archives the originals of finished ones,
 /// every `uploads.sweep_interval`, until stopped.
-async fn run_upload_tasks(uploads: Uploads, config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn run_upload_tasks(uploads: Uploads, config: Config, lease: JobLease, shutdown: Shutdown) -> anyhow::Result<()> {
     let options = crate::bundle_options(&config);
+    let every = config.uploads.sweep_interval;
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return Ok(()),
-            _ = tokio::time::sleep(config.uploads.sweep_interval) => {}
+            _ = tokio::time::sleep(look_every(every).min(every)) => {}
         }
-        if let Err(e) = uploads.sweep().await {
-            tracing::warn!(error = %logyard_core::error_chain(&e), "sweeping uploads failed; retrying later");
-        }
-        if let Err(e) = uploads.archive_finished(&options, false).await {
-            tracing::warn!(error = %logyard_core::error_chain(&e), "archiving uploads failed; retrying later");
-        }
+        let job = async {
+            if let Err(e) = uploads.sweep().await {
+                tracing::warn!(error = %logyard_core::error_chain(&e), "sweeping uploads failed; retrying later");
+            }
+            if let Err(e) = uploads.archive_finished(&options, false).await {
+                tracing::warn!(error = %logyard_core::error_chain(&e), "archiving uploads failed; retrying later");
+            }
+            Ok(())
+        };
+        take_turn(&lease, "uploads", every, job).await;
     }
 }
 

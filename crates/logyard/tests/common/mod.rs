@@ -6,7 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod kinesis;
+pub mod load;
 pub mod pg;
 pub mod proxy;
 pub mod suite;
