@@ -189,8 +189,8 @@ mod tests {
         Storage::open(Location::Local(dir.to_owned()), &Default::default(), StoreMetrics::default()).await.unwrap()
     }
 
-    fn ok<T>(value: T) -> impl Future<Output = Result<T, StorageError>> {
-        async move { Ok(value) }
+    async fn ok<T>(value: T) -> Result<T, StorageError> {
+        Ok(value)
     }
 
     fn held(owner: &str, job: &str) -> Turn<()> {
