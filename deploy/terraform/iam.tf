@@ -1,6 +1,7 @@
 # logyard's IAM role: least privilege, no wildcard actions. Its bucket prefix (read, write,
 # delete), the ALB's access logs (read), the orders database secret and IAM auth, the Kinesis
-# stream. Assumed through an EKS Pod Identity association (default) or IRSA.
+# stream, and optionally a role in the account of a bucket elsewhere. Assumed through an EKS
+# Pod Identity association (default) or IRSA.
 locals {
   rds_secret_arn = var.enable_rds ? aws_db_instance.orders[0].master_user_secret[0].secret_arn : null
 }
@@ -134,6 +135,18 @@ data "aws_iam_policy_document" "logyard" {
         "kinesis:GetRecords",
       ]
       resources = [aws_kinesis_stream.logs[0].arn]
+    }
+  }
+
+  # A bucket in another account (`storage.s3_role_arn` in logyard's configuration): this
+  # role may assume that account's role; its trust policy there must name this role.
+  dynamic "statement" {
+    for_each = var.storage_role_arn == "" ? [] : [1]
+    content {
+      sid       = "AssumeStorageRole"
+      effect    = "Allow"
+      actions   = ["sts:AssumeRole"]
+      resources = [var.storage_role_arn]
     }
   }
 

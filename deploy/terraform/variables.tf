@@ -268,6 +268,17 @@ variable "enable_rds_proxy" {
 
 # --- optional parts ----------------------------------------------------------------------
 
+variable "storage_role_arn" {
+  description = "A role in another account that logyard assumes for a bucket there (logyard's storage.s3_role_arn); empty: none. The role's trust policy must allow sts:AssumeRole to logyard's role (output logyard_role_arn), with an sts:ExternalId condition if you set storage.s3_role_external_id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.storage_role_arn == "" || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", var.storage_role_arn))
+    error_message = "storage_role_arn must be a role ARN: arn:aws:iam::<account>:role/<name>."
+  }
+}
+
 variable "enable_kinesis" {
   description = "Create a Kinesis data stream (on-demand, KMS-encrypted) that logyard may read."
   type        = bool

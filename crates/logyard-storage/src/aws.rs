@@ -28,6 +28,36 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     /// Path-style requests (`http://host/bucket/key`); the default for custom endpoints.
     pub force_path_style: Option<bool>,
+    /// A role to assume for the bucket (another account's), from the default chain's
+    /// credentials.
+    pub role: Option<AssumeRole>,
+}
+
+/// A role assumed for S3 access, chained after the default credentials (role chaining).
+#[derive(Debug, Clone)]
+pub struct AssumeRole {
+    pub arn: String,
+    pub external_id: Option<String>,
+    /// How long each set of credentials lasts.
+    pub session: Duration,
+    /// Names the sessions in the bucket account's CloudTrail.
+    pub session_name: String,
+}
+
+/// The credentials S3 requests are signed with: the default chain's, or `role` assumed with
+/// them. The SDK's provider asks STS for a new set whenever it is called; the
+/// [`SdkCredentialProvider`] above it calls it only near expiry.
+pub async fn s3_credentials(sdk: &SdkConfig, role: Option<&AssumeRole>) -> Result<SharedCredentialsProvider, String> {
+    let base = sdk.credentials_provider().ok_or("no AWS credential provider could be configured")?;
+    let Some(role) = role else { return Ok(base) };
+    let mut builder = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
+        .session_name(&role.session_name)
+        .session_length(role.session)
+        .configure(sdk);
+    if let Some(id) = &role.external_id {
+        builder = builder.external_id(id);
+    }
+    Ok(SharedCredentialsProvider::new(builder.build().await))
 }
 
 /// Loads the SDK configuration from the default chain, with an optional region override.

@@ -17,7 +17,7 @@ use url::Url;
 use logyard_core::StreamName;
 
 use crate::StorageError;
-use crate::aws::{S3Options, SdkCredentialProvider, load_sdk_config};
+use crate::aws::{S3Options, SdkCredentialProvider, load_sdk_config, s3_credentials};
 use crate::location::Location;
 use crate::metered::{MeteredHttpConnector, MeteredStore, StoreMetrics};
 use crate::presign::Presigner;
@@ -60,9 +60,7 @@ impl Storage {
             Location::S3 { bucket, prefix } => {
                 let sdk = load_sdk_config(s3.region.clone()).await;
                 let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
-                let provider = sdk
-                    .credentials_provider()
-                    .ok_or_else(|| StorageError::Config("no AWS credential provider could be configured".into()))?;
+                let provider = s3_credentials(&sdk, s3.role.as_ref()).await.map_err(StorageError::Config)?;
                 // Client options first: they replace what `with_allow_http` sets.
                 // A few quick retries of each request (5xx, throttling, resets); the flusher
                 // retries whole commits with its own backoff after that.

@@ -689,6 +689,15 @@ pub struct StorageConfig {
     pub s3_region: Option<String>,
     /// Path-style S3 requests (default: on with a custom endpoint).
     pub s3_force_path_style: Option<bool>,
+    /// A role to assume for the storage (a bucket in another account), from the credentials
+    /// of the default chain (Pod Identity, IRSA, ...); its credentials are refreshed 5 minutes
+    /// before they expire. Other AWS calls (Kinesis, Secrets Manager, RDS) keep the pod's.
+    pub s3_role_arn: Option<String>,
+    /// The external id the role's trust policy asks for (`sts:ExternalId`).
+    pub s3_role_external_id: Option<String>,
+    /// How long each set of the role's credentials lasts (900s to the role's maximum).
+    #[serde(deserialize_with = "duration")]
+    pub s3_role_session: Duration,
 }
 
 impl Default for StorageConfig {
@@ -699,6 +708,9 @@ impl Default for StorageConfig {
             s3_endpoint: None,
             s3_region: None,
             s3_force_path_style: None,
+            s3_role_arn: None,
+            s3_role_external_id: None,
+            s3_role_session: Duration::from_secs(3600),
         }
     }
 }
@@ -1025,6 +1037,13 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.kinesis.records_per_call) {
             bail!("invalid configuration at `kinesis.records_per_call`: must be 1 to 10000");
+        }
+        if let Some(arn) = &self.storage.s3_role_arn
+            && !(arn.starts_with("arn:aws") && arn.contains(":iam::") && arn.contains(":role/"))
+        {
+            bail!(
+                "invalid configuration at `storage.s3_role_arn`: {arn:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"
+            );
         }
         if self.server.job_lease < Duration::from_secs(1) {
             bail!("invalid configuration at `server.job_lease`: must be at least 1s");

@@ -155,10 +155,16 @@ async fn aws_checks(config: &Config, env: &BTreeMap<String, String>, location: &
     }
     let client = aws_sdk_sts::Client::from_conf(sts.build());
     match tokio::time::timeout(Duration::from_secs(20), client.get_caller_identity().send()).await {
-        Ok(Ok(id)) => out.push(Check::ok(
-            "identity",
-            format!("{} (account {})", id.arn().unwrap_or("?"), id.account().unwrap_or("?")),
-        )),
+        Ok(Ok(id)) => {
+            out.push(Check::ok(
+                "identity",
+                format!("{} (account {})", id.arn().unwrap_or("?"), id.account().unwrap_or("?")),
+            ));
+            if let Some(role) = &config.storage.s3_role_arn {
+                let external_id = config.storage.s3_role_external_id.as_deref();
+                out.push(role_check(&client, id.arn().unwrap_or("?"), role, external_id).await);
+            }
+        }
         Ok(Err(e)) => out.push(Check::fail(
             "identity",
             logyard_core::error_chain(&e),
@@ -167,6 +173,73 @@ async fn aws_checks(config: &Config, env: &BTreeMap<String, String>, location: &
         Err(_) => out.push(Check::fail("identity", "STS did not answer within 20 s", "the pod must reach STS: add an STS VPC endpoint or a NAT route")),
     }
     out
+}
+
+/// `storage.s3_role_arn`: the pod's identity (`caller`) assumes the bucket account's role.
+/// Two policies must allow it; the fix names the one STS says refused, or both when it does
+/// not say.
+async fn role_check(client: &aws_sdk_sts::Client, caller: &str, role: &str, external_id: Option<&str>) -> Check {
+    let request = client
+        .assume_role()
+        .role_arn(role)
+        .role_session_name("logyard-doctor")
+        .duration_seconds(900)
+        .set_external_id(external_id.map(str::to_owned));
+    match tokio::time::timeout(Duration::from_secs(20), request.send()).await {
+        Ok(Ok(out)) => {
+            let assumed = out.assumed_role_user().map_or("?", |u| u.arn());
+            Check::ok("storage role", format!("{caller} assumed {role}: the storage is reached as {assumed}"))
+        }
+        Ok(Err(e)) => {
+            let message = logyard_core::error_chain(&e);
+            let fix = role_fix(&message, caller, role, external_id);
+            Check::fail("storage role", message, fix)
+        }
+        Err(_) => Check::fail(
+            "storage role",
+            "STS did not answer within 20 s",
+            "the pod must reach STS: add an STS VPC endpoint or a NAT route",
+        ),
+    }
+}
+
+fn role_fix(message: &str, caller: &str, role: &str, external_id: Option<&str>) -> String {
+    let caller_role = role_of(caller);
+    let pod_policy = format!(
+        "the pod's role {caller_role} needs an IAM policy allowing sts:AssumeRole on {role} (deploy/terraform: storage_role_arn)"
+    );
+    let condition =
+        external_id.map_or(String::new(), |id| format!(", with the condition StringEquals sts:ExternalId = {id:?}"));
+    let trust = format!(
+        "the trust policy of {role}, in the bucket's account, must allow sts:AssumeRole to the principal {caller_role}{condition}"
+    );
+    if message.contains("identity-based policy") {
+        format!("refused by the pod's own policy: {pod_policy}")
+    } else if message.contains("resource-based policy") || message.contains("trust policy") {
+        format!("refused by the role's trust policy: {trust}")
+    } else if message.contains("service control policy") {
+        "refused by an AWS Organizations service control policy of one of the two accounts: ask its administrator"
+            .into()
+    } else if message.contains("AccessDenied") || message.contains("not authorized") {
+        format!("STS does not say which of the two policies refused it: {pod_policy}; and {trust}")
+    } else {
+        "check storage.s3_role_arn names an existing role (arn:aws:iam::<account>:role/<name>) and that the pod reaches STS".into()
+    }
+}
+
+/// The role behind an assumed-role session ARN (`arn:aws:sts::1:assumed-role/r/s` ->
+/// `arn:aws:iam::1:role/r`); other ARNs as they are.
+fn role_of(arn: &str) -> String {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("sts"), Some(_), Some(account), Some(resource)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return arn.to_owned();
+    };
+    match resource.strip_prefix("assumed-role/").and_then(|r| r.split('/').next()) {
+        Some(role) => format!("arn:{partition}:iam::{account}:role/{role}"),
+        None => arn.to_owned(),
+    }
 }
 
 async fn storage_check(config: &Config, env: &BTreeMap<String, String>, location: &Location) -> Check {
@@ -179,7 +252,7 @@ async fn storage_check(config: &Config, env: &BTreeMap<String, String>, location
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             let text = e.to_string();
-            let fix = storage_fix(&text, location);
+            let fix = storage_fix(&text, location, config.storage.s3_role_arn.as_deref());
             return Check::fail("storage", text, fix);
         }
         Err(_) => {
@@ -221,7 +294,7 @@ async fn storage_check(config: &Config, env: &BTreeMap<String, String>, location
     Check::ok("storage", detail)
 }
 
-fn storage_fix(error: &str, location: &Location) -> String {
+fn storage_fix(error: &str, location: &Location, role: Option<&str>) -> String {
     if !is_s3(location) {
         return "the directory must exist and be writable by logyard's user".into();
     }
@@ -230,7 +303,12 @@ fn storage_fix(error: &str, location: &Location) -> String {
         || error.contains("AccessDenied")
         || error.contains("Forbidden")
     {
-        "S3 refused the request: check the role's policy allows s3:ListBucket, GetObject, PutObject and DeleteObject on the bucket and prefix, that the secret key is right, and that the bucket policy does not deny requests without TLS (aws:SecureTransport) or from outside its VPC endpoint".into()
+        let who = role.map_or("the role's policy".to_owned(), |r| {
+            format!("the policy of {r} (the role assumed for the storage, in the bucket's account)")
+        });
+        format!(
+            "S3 refused the request: check {who} allows s3:ListBucket, GetObject, PutObject and DeleteObject on the bucket and prefix, that the secret key is right, and that the bucket policy does not deny requests without TLS (aws:SecureTransport) or from outside its VPC endpoint"
+        )
     } else if error.contains("301") || error.contains("PermanentRedirect") {
         "the bucket is in another region: set AWS_REGION to the bucket's region".into()
     } else if error.contains("NoSuchBucket") || error.contains("404") {
@@ -317,4 +395,37 @@ pub fn print(checks: &[Check], json: bool) -> bool {
         }
     }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_role_names_the_policy_that_refused_it() {
+        let caller = "arn:aws:sts::111111111111:assumed-role/logyard/eks-pod";
+        let role = "arn:aws:iam::222222222222:role/bucket";
+        assert_eq!(role_of(caller), "arn:aws:iam::111111111111:role/logyard");
+        assert_eq!(role_of("arn:aws:iam::1:user/me"), "arn:aws:iam::1:user/me");
+        let identity = "AccessDenied: User: x is not authorized to perform: sts:AssumeRole on resource: y because no identity-based policy allows the sts:AssumeRole action";
+        let fix = role_fix(identity, caller, role, None);
+        assert!(
+            fix.starts_with("refused by the pod's own policy") && fix.contains("role/logyard needs an IAM policy"),
+            "{fix}"
+        );
+        let trust = "AccessDenied: ... because no resource-based policy allows the sts:AssumeRole action";
+        let fix = role_fix(trust, caller, role, Some("shop"));
+        assert!(fix.starts_with("refused by the role's trust policy"), "{fix}");
+        assert!(
+            fix.contains("principal arn:aws:iam::111111111111:role/logyard")
+                && fix.contains("sts:ExternalId = \"shop\""),
+            "{fix}"
+        );
+        let bare = "AccessDenied: User: x is not authorized to perform: sts:AssumeRole on resource: y";
+        let fix = role_fix(bare, caller, role, None);
+        assert!(
+            fix.contains("does not say which") && fix.contains("IAM policy") && fix.contains("trust policy"),
+            "{fix}"
+        );
+    }
 }

@@ -474,6 +474,12 @@ pub(crate) fn s3_options(config: &Config, env: &BTreeMap<String, String>) -> S3O
             .or_else(|| env.get("AWS_ENDPOINT_URL_S3").cloned())
             .or_else(|| env.get("AWS_ENDPOINT_URL").cloned()),
         force_path_style: config.storage.s3_force_path_style,
+        role: config.storage.s3_role_arn.clone().map(|arn| logyard_storage::aws::AssumeRole {
+            arn,
+            external_id: config.storage.s3_role_external_id.clone(),
+            session: config.storage.s3_role_session,
+            session_name: format!("logyard-{}", worker_id("")).chars().take(64).collect(),
+        }),
     }
 }
 

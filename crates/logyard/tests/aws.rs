@@ -262,3 +262,79 @@ async fn pod_identity_credentials_are_refreshed_before_they_expire() {
         s3.faults.signers().into_iter().filter_map(|s| s.session_token).collect();
     assert!(tokens.len() >= 2, "S3 saw requests signed with the refreshed credentials: {tokens:?}");
 }
+
+/// A bucket in another account: the storage is reached as a role of that account, assumed
+/// with the pod's own credentials (role chaining) and the external id its trust policy asks
+/// for, and assumed again before its credentials expire. Other calls keep the pod's identity.
+#[tokio::test]
+async fn a_bucket_in_another_account_is_reached_through_a_role_assumed_with_the_pods_credentials() {
+    let moto = Moto::start();
+    let bucket = moto.bucket("other-account");
+    let port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    // STS behind a proxy of its own: it records the calls and can refuse AssumeRole.
+    let (sts, sts_faults) = behind_proxy("moto (STS)", port, Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let role = "arn:aws:iam::222222222222:role/logyard-bucket";
+    let pod_key = "AKIAPODROLE000000001";
+    let mut env = bare_env();
+    env.extend([
+        ("AWS_ACCESS_KEY_ID".into(), pod_key.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "pod-secret".into()),
+        ("AWS_ENDPOINT_URL".into(), moto.proxied.clone()),
+        ("AWS_ENDPOINT_URL_STS".into(), format!("http://{sts}")),
+        ("LOGYARD_STORAGE_S3_ROLE_ARN".into(), role.into()),
+        ("LOGYARD_STORAGE_S3_ROLE_EXTERNAL_ID".into(), "shop-logs".into()),
+        // Credentials that last 5 minutes and 4 seconds: with the refresh margin of 5
+        // minutes, the role is assumed again after about 4 seconds.
+        ("LOGYARD_STORAGE_S3_ROLE_SESSION".into(), "304s".into()),
+    ]);
+    let storage = format!("s3://{bucket}/p");
+    let wal = dir.path().join("doctor-wal");
+    let args = ["--storage", storage.as_str(), "--wal-dir", wal.to_str().unwrap()];
+    let (code, report) = doctor(&args, &env);
+    assert_eq!(code, 0, "{report}");
+    let detail = check(&report, "storage role")["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("assumed arn:aws:iam::222222222222:role/logyard-bucket"), "{detail}");
+    assert!(detail.contains("assumed-role/logyard-bucket/logyard-doctor"), "{detail}");
+    assert_eq!(check(&report, "storage")["status"], "ok", "{report}");
+
+    let spec = ServerSpec { listen: None, storage: storage.clone(), wal_dir: dir.path().join("wal"), env: env.clone() };
+    let server = spec.start();
+    assert_eq!(ingest(&server, "xacct", events("a", 5), "?ack=commit").await.0, 200);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(ingest(&server, "xacct", events("b", 5), "?ack=commit").await.0, 200, "works past the first expiry");
+    assert_eq!(count(&server, "SELECT count(*) FROM xacct").await, 10);
+
+    // Every S3 request is signed with the role's temporary credentials, never the pod's; the
+    // role was assumed again before its first credentials expired.
+    let signers = moto.faults.signers();
+    assert!(!signers.is_empty());
+    assert!(signers.iter().all(|s| s.access_key_id != pod_key && s.session_token.is_some()), "{signers:?}");
+    let sessions: std::collections::HashSet<_> = signers.iter().filter_map(|s| s.session_token.clone()).collect();
+    assert!(sessions.len() >= 2, "S3 saw the refreshed credentials: {} session(s)", sessions.len());
+    // STS was asked with the pod's credentials, for that role, with the external id.
+    assert!(sts_faults.signers().iter().all(|s| s.access_key_id == pod_key), "{:?}", sts_faults.signers());
+    let assumed: Vec<String> = sts_faults.forms().into_iter().filter(|f| f.contains("Action=AssumeRole")).collect();
+    assert!(assumed.len() >= 3, "doctor once, the server at least twice: {assumed:?}");
+    for form in &assumed {
+        assert!(form.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A222222222222%3Arole%2Flogyard-bucket"), "{form}");
+        assert!(form.contains("ExternalId=shop-logs"), "{form}");
+    }
+
+    // Refused: doctor names the policy STS says refused, or both when it does not say.
+    sts_faults.set(proxy::Fault::DenyAssumeRoleByPolicy);
+    let (code, report) = doctor(&args, &env);
+    assert_ne!(code, 0);
+    let refused = check(&report, "storage role");
+    assert_eq!(refused["status"], "fail", "{report}");
+    let fix = refused["fix"].as_str().unwrap();
+    assert!(
+        fix.starts_with("refused by the pod's own policy")
+            && fix.contains("sts:AssumeRole on arn:aws:iam::222222222222:role/logyard-bucket"),
+        "{fix}"
+    );
+    sts_faults.set(proxy::Fault::DenyAssumeRole);
+    let (_, report) = doctor(&args, &env);
+    let fix = check(&report, "storage role")["fix"].as_str().unwrap().to_owned();
+    assert!(fix.contains("does not say which") && fix.contains("sts:ExternalId = \"shop-logs\""), "{fix}");
+}

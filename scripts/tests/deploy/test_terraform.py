@@ -305,6 +305,10 @@ class LogyardRole(unittest.TestCase):
             ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"],
         )
         self.assertEqual(stmts["DecryptThroughSecretsManagerAndKinesis"]["condition"][0]["variable"], "kms:ViaService")
+        # A bucket in another account: only the configured role may be assumed.
+        self.assertEqual(stmts["AssumeStorageRole"]["actions"], ["sts:AssumeRole"])
+        self.assertEqual(stmts["AssumeStorageRole"]["resources"], ["${var.storage_role_arn}"])
+        self.assertEqual(TF["variable"]["storage_role_arn"]["default"], "")
         attached = TF["resource"]["aws_iam_role_policy.logyard"]
         self.assertEqual(attached["policy"], "${data.aws_iam_policy_document.logyard.json}")
 

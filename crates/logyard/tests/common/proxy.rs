@@ -42,6 +42,11 @@ pub enum Fault {
     /// Never answers a PUT of a Kinesis checkpoint entry that has no pending batch (a lease
     /// renewal, or the entry written after a commit); the others pass.
     HoldSettledCheckpoint = 8,
+    /// Refuses STS AssumeRole calls with AccessDenied, saying no identity-based policy allows
+    /// them; others pass.
+    DenyAssumeRoleByPolicy = 9,
+    /// Refuses STS AssumeRole calls with AccessDenied, saying nothing of why; others pass.
+    DenyAssumeRole = 10,
 }
 
 /// Switches the fault of a running proxy, and keeps the credentials requests were signed with.
@@ -51,6 +56,7 @@ pub struct Faults(
     Arc<std::sync::Mutex<Vec<Signer>>>,
     Arc<std::sync::Mutex<Vec<String>>>,
     Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
 );
 
 /// Who signed a request: the access key id, and the session token if any.
@@ -82,6 +88,21 @@ impl Faults {
     /// `METHOD path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.2.lock().unwrap().clone()
+    }
+
+    /// The form-encoded request bodies so far (AWS query APIs such as STS).
+    pub fn forms(&self) -> Vec<String> {
+        self.4.lock().unwrap().clone()
+    }
+
+    fn record_form(&self, headers: &hyper::HeaderMap, body: &[u8]) {
+        let form = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            self.4.lock().unwrap().push(String::from_utf8_lossy(body).into_owned());
+        }
     }
 
     fn record_target(&self, method: &hyper::Method, uri: &hyper::Uri) {
@@ -138,8 +159,8 @@ pub fn start(upstream: SocketAddr, faults: Faults) -> SocketAddr {
                         } else {
                             fault
                         };
-                        let held = faults.3.clone();
-                        async move { inject(fault, client, upstream, conditional, held, req).await }
+                        let faults = faults.clone();
+                        async move { inject(fault, client, upstream, conditional, faults, req).await }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
@@ -154,7 +175,7 @@ async fn inject(
     client: HttpClient,
     upstream: SocketAddr,
     conditional: Arc<Mutex<()>>,
-    held: Arc<std::sync::atomic::AtomicUsize>,
+    faults: Faults,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let error = |status: u16, code: &str| {
@@ -181,7 +202,7 @@ async fn inject(
             if has_pending(&body) {
                 return send(client, upstream, conditional, parts, body).await.map_err(std::io::Error::other);
             }
-            held.fetch_add(1, Ordering::SeqCst);
+            faults.3.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Err(std::io::Error::other("held"))
         }
@@ -198,7 +219,28 @@ async fn inject(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Err(std::io::Error::other("held"))
         }
-        _ => forward(client, upstream, conditional, req).await.map_err(std::io::Error::other),
+        _ => {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            faults.record_form(&parts.headers, &body);
+            let assume_role = body.split(|b| *b == b'&').any(|p| p == b"Action=AssumeRole");
+            if assume_role && (fault == Fault::DenyAssumeRoleByPolicy as u8 || fault == Fault::DenyAssumeRole as u8) {
+                let why = if fault == Fault::DenyAssumeRoleByPolicy as u8 {
+                    " because no identity-based policy allows the sts:AssumeRole action"
+                } else {
+                    ""
+                };
+                let body = format!(
+                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:sts::123456789012:assumed-role/logyard/pod is not authorized to perform: sts:AssumeRole on resource: the role{why}</Message></Error><RequestId>injected</RequestId></ErrorResponse>"
+                );
+                return Ok(Response::builder()
+                    .status(403)
+                    .header("content-type", "text/xml")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap());
+            }
+            send(client, upstream, conditional, parts, body).await.map_err(std::io::Error::other)
+        }
     }
 }
 
