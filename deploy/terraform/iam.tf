@@ -138,6 +138,28 @@ data "aws_iam_policy_document" "logyard" {
     }
   }
 
+  # `logyard catalog glue`: the tables of its own Glue database, nothing else of the catalog.
+  dynamic "statement" {
+    for_each = var.enable_athena ? [1] : []
+    content {
+      sid    = "RegisterTablesInGlue"
+      effect = "Allow"
+      actions = [
+        "glue:GetDatabase",
+        "glue:GetTables",
+        "glue:GetTable",
+        "glue:CreateTable",
+        "glue:UpdateTable",
+        "glue:DeleteTable",
+      ]
+      resources = [
+        "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog",
+        "arn:${local.partition}:glue:${var.region}:${local.account_id}:database/${var.glue_database}",
+        "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${var.glue_database}/*",
+      ]
+    }
+  }
+
   # A bucket in another account (`storage.s3_role_arn` in logyard's configuration): this
   # role may assume that account's role; its trust policy there must name this role.
   dynamic "statement" {

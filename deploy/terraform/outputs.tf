@@ -110,5 +110,16 @@ output "helm_values" {
       databaseCidrs = var.enable_rds ? module.vpc.database_subnets_cidr_blocks : []
     }
     nodeSelector = { "eks.amazonaws.com/capacityType" = "ON_DEMAND" }
+    cronJobs = {
+      catalog = {
+        enabled  = var.enable_athena
+        database = var.glue_database
+      }
+    }
   })
+}
+
+output "athena_workgroup" {
+  description = "The Athena workgroup for queries over the stream tables (empty without enable_athena)."
+  value       = var.enable_athena ? aws_athena_workgroup.logs[0].name : ""
 }

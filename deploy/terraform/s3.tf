@@ -101,6 +101,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "logyard" {
     }
   }
 
+  # Athena's query results (the workgroup of athena.tf) are read once, by whoever ran the query.
+  rule {
+    id     = "athena-results-expire"
+    status = "Enabled"
+
+    filter {
+      prefix = "athena-results/"
+    }
+
+    expiration {
+      days = 7
+    }
+  }
+
   depends_on = [aws_s3_bucket_versioning.logyard]
 }
 

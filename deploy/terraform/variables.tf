@@ -268,6 +268,29 @@ variable "enable_rds_proxy" {
 
 # --- optional parts ----------------------------------------------------------------------
 
+variable "enable_athena" {
+  description = "Create the Glue database logyard registers its stream tables in, and an Athena workgroup to query them."
+  type        = bool
+  default     = true
+}
+
+variable "glue_database" {
+  description = "The Glue database of the stream tables (the chart's cronJobs.catalog.database)."
+  type        = string
+  default     = "shop_logs"
+
+  validation {
+    condition     = can(regex("^[a-z0-9_]{1,255}$", var.glue_database))
+    error_message = "glue_database: lower-case letters, digits and underscores (Athena's advice)."
+  }
+}
+
+variable "athena_bytes_scanned_cutoff" {
+  description = "Bytes an Athena query of the workgroup may scan before it is cancelled (billed per terabyte scanned)."
+  type        = number
+  default     = 1099511627776
+}
+
 variable "storage_role_arn" {
   description = "A role in another account that logyard assumes for a bucket there (logyard's storage.s3_role_arn); empty: none. The role's trust policy must allow sts:AssumeRole to logyard's role (output logyard_role_arn), with an sts:ExternalId condition if you set storage.s3_role_external_id."
   type        = string

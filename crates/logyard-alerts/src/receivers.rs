@@ -17,10 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_credential_types::provider::ProvideCredentials;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -267,9 +266,6 @@ async fn read_url_secret(client: &aws_sdk_secretsmanager::Client, id: &str) -> R
 impl Sns {
     /// SNS `Publish` (the Query protocol), signed with SigV4.
     async fn publish(&self, client: &reqwest::Client, subject: &str, message: &str) -> Result<(), String> {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-        let credentials =
-            self.credentials.provide_credentials().await.map_err(|e| format!("getting AWS credentials: {e}"))?;
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("Action", "Publish")
             .append_pair("Version", "2010-03-31")
@@ -278,31 +274,20 @@ impl Sns {
             .append_pair("Message", message)
             .finish();
         let url = format!("{}/", self.endpoint.trim_end_matches('/'));
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let identity = credentials.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("sns")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| format!("signing: {e}"))?
-            .into();
-        let headers = [("content-type", content_type)];
-        let signable = SignableRequest::new("POST", &url, headers.into_iter(), SignableBody::Bytes(body.as_bytes()))
-            .map_err(|e| format!("signing: {e}"))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| format!("signing: {e}"))?.into_parts();
-        let mut request = client.post(&url).header(reqwest::header::CONTENT_TYPE, content_type);
-        for (name, value) in instructions.headers() {
-            request = request.header(name, value);
-        }
-        let response = request.body(body).send().await.map_err(|e| e.without_url().to_string())?;
-        let status = response.status();
-        if status.is_success() {
+        let headers = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
+        let (status, text) = logyard_storage::aws::signed_post(
+            client,
+            &self.credentials,
+            (&self.region, "sns"),
+            &url,
+            &headers,
+            body.into_bytes(),
+        )
+        .await?;
+        if (200..300).contains(&status) {
             return Ok(());
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
         Err(format!("SNS answered {status}: {}", text.chars().take(300).collect::<String>()))
     }
 }

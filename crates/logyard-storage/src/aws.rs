@@ -69,6 +69,43 @@ pub async fn load_sdk_config(region: Option<String>) -> SdkConfig {
     loader.load().await
 }
 
+/// An AWS API call the SDK has no crate here for (Glue, SNS): a POST of `body` to `url`,
+/// signed with SigV4 for `service` in `region` with credentials from `credentials`. Returns
+/// the HTTP status code and the body; an error only when no answer came.
+pub async fn signed_post(
+    client: &reqwest::Client,
+    credentials: &SharedCredentialsProvider,
+    (region, service): (&str, &str),
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, bytes::Bytes), String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let credentials =
+        credentials.provide_credentials().await.map_err(|e| format!("getting AWS credentials: {}", error_chain(&e)))?;
+    let identity = credentials.into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("signing: {e}"))?
+        .into();
+    let signable = SignableRequest::new("POST", url, headers.iter().copied(), SignableBody::Bytes(&body))
+        .map_err(|e| format!("signing: {e}"))?;
+    let (instructions, _) = sign(signable, &params).map_err(|e| format!("signing: {e}"))?.into_parts();
+    let mut request = client.post(url);
+    for (name, value) in headers.iter().copied().chain(instructions.headers()) {
+        request = request.header(name, value);
+    }
+    let response = request.body(body).send().await.map_err(|e| e.without_url().to_string())?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
+    Ok((status, body))
+}
+
 /// Bridges the SDK's credential provider to `object_store`.
 #[derive(Debug)]
 pub struct SdkCredentialProvider {

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod aws;
+pub mod catalog;
 pub mod entry_log;
 mod files;
 pub mod forget;

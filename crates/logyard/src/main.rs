@@ -179,6 +179,9 @@ enum Command {
     /// Data retention.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Register the stream tables in a data catalog, for Athena and Spark.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Import logs from where other systems write them.
     #[command(subcommand)]
     Import(import_cmd::ImportCommand),
@@ -209,6 +212,26 @@ enum RetentionCommand {
     /// `retention.streams`) from its table and archive, vacuum, and record it in the audit stream.
     Run {
         /// Storage (default from the configuration: ./logyard-data).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// Create or update one AWS Glue table per stream (Athena's native Delta Lake tables,
+    /// partitioned by `date`), and remove the tables of streams that are gone.
+    Glue {
+        /// The Glue database (e.g. `shop_logs`).
+        #[arg(long)]
+        database: String,
+        /// Only these streams (and remove nothing).
+        #[arg(long = "stream")]
+        streams: Vec<String>,
+        /// Create the database when it does not exist.
+        #[arg(long)]
+        create_database: bool,
+        /// Storage (default from the configuration; must be s3://BUCKET/PREFIX).
         #[arg(long)]
         storage: Option<String>,
     },
@@ -393,6 +416,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let retention = apply_retention(&tables, &policy, &actor);
             let results = lease.run_when_free("retention", Duration::from_secs(5), retention).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "streams": results }))?);
+            Ok(())
+        }
+        Command::Catalog(CatalogCommand::Glue { database, streams, create_database, storage }) => {
+            let flags: Vec<_> = storage.map(|s| ("storage.url", s)).into_iter().collect();
+            let config = Config::load(cli.config.as_deref(), &env, &flags)?;
+            init_logging_quiet();
+            let tables = stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?);
+            let only = if streams.is_empty() {
+                None
+            } else {
+                Some(streams.iter().map(|s| logyard_core::StreamName::new(s)).collect::<Result<Vec<_>, _>>()?)
+            };
+            let sdk = logyard_storage::aws::load_sdk_config(config.storage.s3_region.clone()).await;
+            let endpoint = env.get("AWS_ENDPOINT_URL_GLUE").or_else(|| env.get("AWS_ENDPOINT_URL")).cloned();
+            let catalog = logyard_storage::catalog::GlueCatalog::new(&sdk, endpoint, &database)?;
+            let report = catalog.sync(&tables, only, create_database).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Import(command) => {

@@ -261,6 +261,7 @@ def production_only(docs: list[dict]) -> None:
     account = "123456789012"
     expected = f"s3://{bucket}/alb/AWSLogs/{account}/elasticloadbalancing/{region}/"
     check(args.get("logyard-alb-import") == ["import", "alb", expected], f"production: ALB import reads {expected}")
+    check(args.get("logyard-catalog") == ["catalog", "glue", "--database", "shop_logs"], "production: catalog job runs `logyard catalog glue --database shop_logs`")
     for n, j in jobs.items():
         check(j["spec"]["concurrencyPolicy"] == "Forbid", f"production: {n} never overlaps itself")
     check(env.get("LOGYARD_COMPACTION_INTERVAL") == "0s", "production: servers leave compaction to the CronJob")

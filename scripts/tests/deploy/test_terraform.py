@@ -305,6 +305,13 @@ class LogyardRole(unittest.TestCase):
             ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"],
         )
         self.assertEqual(stmts["DecryptThroughSecretsManagerAndKinesis"]["condition"][0]["variable"], "kms:ViaService")
+        # The Glue catalog: its own database and tables, no wildcard over the catalog.
+        glue = stmts["RegisterTablesInGlue"]
+        self.assertEqual(
+            sorted(glue["actions"]),
+            ["glue:CreateTable", "glue:DeleteTable", "glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:UpdateTable"],
+        )
+        self.assertTrue(all("${var.glue_database}" in r or r.endswith(":catalog") for r in glue["resources"]), glue["resources"])
         # A bucket in another account: only the configured role may be assumed.
         self.assertEqual(stmts["AssumeStorageRole"]["actions"], ["sts:AssumeRole"])
         self.assertEqual(stmts["AssumeStorageRole"]["resources"], ["${var.storage_role_arn}"])
@@ -334,6 +341,19 @@ class Optional(unittest.TestCase):
         stream = TF["resource"]["aws_kinesis_stream.logs"]
         self.assertEqual(stream["encryption_type"], "KMS")
         self.assertIs(TF["variable"]["enable_kinesis"]["default"], False)
+
+    def test_athena_workgroup_encrypts_results_and_caps_scans(self):
+        wg = TF["resource"]["aws_athena_workgroup.logs"]["configuration"][0]
+        self.assertIs(wg["enforce_workgroup_configuration"], True)
+        self.assertEqual(wg["bytes_scanned_cutoff_per_query"], "${var.athena_bytes_scanned_cutoff}")
+        result = wg["result_configuration"][0]
+        self.assertEqual(result["output_location"], "s3://${aws_s3_bucket.logyard.bucket}/athena-results/")
+        self.assertEqual(result["encryption_configuration"][0]["encryption_option"], "SSE_KMS")
+        db = TF["resource"]["aws_glue_catalog_database.logs"]
+        self.assertEqual(db["name"], "${var.glue_database}")
+        with open(CHART_VALUES, encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+        self.assertEqual(TF["variable"]["glue_database"]["default"], values["cronJobs"]["catalog"]["database"])
 
     def test_outputs_feed_the_chart(self):
         for name in ("storage_url", "logyard_role_arn", "public_subnet_ids", "vpc_cidr", "helm_values", "alb_access_logs_url"):
