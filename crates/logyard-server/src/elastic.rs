@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use logyard_auth::Principal;
-use logyard_ingest::Ack;
 use logyard_protocols::elastic::{Bulk, Item, Outcome};
 
 use crate::error::{Form, elastic_answer, elastic_product};
@@ -84,7 +83,7 @@ async fn bulk_to(
 ) -> Response {
     let started = Instant::now();
     let decoder = Bulk { path_index, mapping: state.protocols.index_mapping.clone() };
-    match intake::take(&state, &principal, Payload::Http { headers, body }, decoder, Ack::Wal).await {
+    match intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await {
         Ok(taken) => answer(&taken, started),
         Err(e) => e.into_response_as(Form::Elastic),
     }

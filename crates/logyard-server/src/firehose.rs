@@ -14,7 +14,6 @@ use axum::response::Response;
 
 use logyard_auth::Principal;
 use logyard_core::{ErrorKind, StreamName};
-use logyard_ingest::Ack;
 use logyard_protocols::firehose::Firehose;
 
 use crate::error::{ApiError, Form, firehose_answer};
@@ -51,9 +50,10 @@ pub(crate) async fn deliver(
         }
         Seen::New => {}
     }
-    let result = intake::take(&state, &principal, Payload::Http { headers, body }, Firehose { stream }, Ack::Wal)
-        .await
-        .and_then(|taken| taken.refusal_error().map_or(Ok(()), Err));
+    let result =
+        intake::take(&state, &principal, Payload::Http { headers, body }, Firehose { stream }, state.protocols.ack)
+            .await
+            .and_then(|taken| taken.refusal_error().map_or(Ok(()), Err));
     state.firehose_requests.finish(&id, result.is_ok());
     match result {
         Ok(()) => firehose_answer(StatusCode::OK, &id, None),

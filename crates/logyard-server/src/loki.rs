@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use logyard_auth::Principal;
-use logyard_ingest::Ack;
 use logyard_protocols::loki::LokiPush;
 
 use crate::body::{STREAM_HEADER, named_stream};
@@ -34,7 +33,7 @@ pub(crate) async fn push(
             choice: state.protocols.loki.clone(),
             max_bytes: state.body_limits.max_decoded_bytes,
         };
-        intake::take(&state, &principal, Payload::Http { headers, body }, decoder, Ack::Wal).await
+        intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await
     }
     .await;
     match result.map(|taken| taken.refusal_error()) {

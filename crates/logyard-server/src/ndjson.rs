@@ -46,7 +46,8 @@ pub(crate) async fn ingest(
 ) -> Result<Response, ApiError> {
     let stream = StreamName::new(&stream)?;
     let ack = match params.ack.as_deref() {
-        None | Some("wal") => Ack::Wal,
+        None => state.protocols.ack,
+        Some("wal") => Ack::Wal,
         Some("commit") => Ack::Commit,
         Some(other) => {
             return Err(ApiError::bad_request(

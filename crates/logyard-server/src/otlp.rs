@@ -18,7 +18,6 @@ use prost::Message;
 
 use logyard_auth::Principal;
 use logyard_core::ErrorKind;
-use logyard_ingest::Ack;
 use logyard_protocols::otlp::{OtlpExport, OtlpHttp};
 
 use crate::body::{STREAM_HEADER, named_stream};
@@ -47,7 +46,7 @@ pub(crate) async fn http(
     let result = async {
         let stream = named_stream(headers.get(STREAM_HEADER).and_then(|v| v.to_str().ok()))?;
         let decoder = OtlpHttp { json, stream, choice: state.protocols.otlp.clone() };
-        intake::take(&state, &principal, Payload::Http { headers, body }, decoder, Ack::Wal).await
+        intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await
     }
     .await;
     match result {
@@ -90,7 +89,7 @@ impl Grpc {
         let request = request.into_inner();
         let bytes = request.encoded_len();
         let decoder = OtlpExport { request, stream, choice: state.protocols.otlp.clone() };
-        intake::take(state, &principal, Payload::Decoded { bytes }, decoder, Ack::Wal).await
+        intake::take(state, &principal, Payload::Decoded { bytes }, decoder, state.protocols.ack).await
     }
 }
 

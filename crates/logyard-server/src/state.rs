@@ -61,6 +61,8 @@ pub struct ProtocolSettings {
     pub otlp: StreamChoice,
     /// Loki entries → streams.
     pub loki: LokiChoice,
+    /// When a request that does not say is acknowledged, on every ingest path.
+    pub ack: logyard_ingest::Ack,
 }
 
 /// How the live tail behaves.

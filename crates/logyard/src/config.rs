@@ -735,6 +735,28 @@ pub struct IngestConfig {
     /// Write-ahead log bytes allowed before ingest answers 503 (0: half the space its
     /// filesystem offers it).
     pub wal_budget_bytes: u64,
+    /// When a request that does not say (`?ack=`) is answered, on every ingest path: `wal`
+    /// (once fsynced in the write-ahead log) or `commit` (once committed to the table: where
+    /// the write-ahead log's disk may vanish with the node, as on Fargate).
+    pub ack: AckConfig,
+}
+
+/// `ingest.ack`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckConfig {
+    #[default]
+    Wal,
+    Commit,
+}
+
+impl From<AckConfig> for logyard_ingest::Ack {
+    fn from(a: AckConfig) -> Self {
+        match a {
+            AckConfig::Wal => logyard_ingest::Ack::Wal,
+            AckConfig::Commit => logyard_ingest::Ack::Commit,
+        }
+    }
 }
 
 impl Default for IngestConfig {
@@ -747,6 +769,7 @@ impl Default for IngestConfig {
             flush_concurrency: 4,
             memory_budget_bytes: 256 << 20,
             wal_budget_bytes: 0,
+            ack: AckConfig::Wal,
         }
     }
 }

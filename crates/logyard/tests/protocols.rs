@@ -527,3 +527,71 @@ async fn a_refused_stream_is_answered_per_protocol_and_counted_alike() {
         None
     );
 }
+
+/// `ingest.ack = "commit"` (the Fargate profile): every ingest path answers only once the
+/// events are committed to the table, so they are queryable at once even with a flush
+/// interval of an hour; `?ack=wal` still asks for the write-ahead log alone.
+#[tokio::test]
+async fn with_ingest_ack_commit_every_protocol_answers_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path())
+        .env("LOGYARD_INGEST_ACK", "commit")
+        .env("LOGYARD_INGEST_FLUSH_INTERVAL", "1h")
+        .start();
+    let post = |path: &str, content_type: &str, body: String| {
+        client().post(server.url(path)).header("content-type", content_type).body(body)
+    };
+    let rows = |stream: &str| {
+        let sql = format!("SELECT count(*) FROM {stream}");
+        let server = &server;
+        async move { count(server, &sql).await }
+    };
+
+    let r = post("/api/v1/streams/acknd/events", "application/x-ndjson", events("n", 3)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rows("acknd").await, 3, "NDJSON");
+
+    let bulk = "{\"index\":{\"_index\":\"ackbulk\"}}\n{\"msg\":\"a\"}\n{\"create\":{\"_index\":\"ackbulk\"}}\n{\"msg\":\"b\"}\n";
+    let r = post("/_bulk", "application/x-ndjson", bulk.into()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rows("ackbulk").await, 2, "Elasticsearch bulk");
+
+    let loki = json!({"streams": [{"stream": {"app": "web"}, "values": [["1764064900000000000", "payment failed"]]}]});
+    let r = client()
+        .post(server.url("/loki/api/v1/push"))
+        .header("x-logyard-stream", "ackloki")
+        .json(&loki)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(rows("ackloki").await, 1, "Loki");
+
+    let otlp = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1764064800000000000", "body": {"stringValue": "checkout"}}]}]}]});
+    let r =
+        client().post(server.url("/v1/logs")).header("x-logyard-stream", "ackotlp").json(&otlp).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rows("ackotlp").await, 1, "OTLP/HTTP");
+
+    let id = "0b2c7f0e-1111-4a4a-9d9d-000000000001";
+    let firehose = json!({"requestId": id, "timestamp": 1578090901599u64, "records": [{"data": "aGVsbG8="}]});
+    let r = client()
+        .post(server.url("/api/v1/firehose/ackfirehose"))
+        .header("x-amz-firehose-request-id", id)
+        .header("content-type", "application/json")
+        .body(firehose.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rows("ackfirehose").await, 1, "Firehose");
+
+    // Asked for explicitly, the write-ahead log alone: durable, not yet in the table.
+    let r = post("/api/v1/streams/ackwal/events?ack=wal", "application/x-ndjson", events("w", 2)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = query(&server, "SELECT count(*) FROM ackwal").await;
+    assert_ne!(status, 200, "no table before the flush interval");
+    flush(&server).await;
+    assert_eq!(rows("ackwal").await, 2);
+}
