@@ -71,6 +71,18 @@ module "eks" {
     }
   }
 
+  # The chart's fargate.enabled: logyard's server pods (label logyard.io/compute=fargate, in
+  # its namespace) run on Fargate, in the private subnets; the module makes the pod
+  # execution role.
+  fargate_profiles = var.enable_fargate ? {
+    logyard = {
+      selectors = [{
+        namespace = var.namespace
+        labels    = { "logyard.io/compute" = "fargate" }
+      }]
+    }
+  } : {}
+
   node_security_group_tags = var.enable_karpenter ? { "karpenter.sh/discovery" = var.name } : {}
 }
 

@@ -268,6 +268,12 @@ variable "enable_rds_proxy" {
 
 # --- optional parts ----------------------------------------------------------------------
 
+variable "enable_fargate" {
+  description = "A Fargate profile for logyard's server pods (the chart's fargate.enabled): no nodes to run, every ingest answered once committed to S3."
+  type        = bool
+  default     = false
+}
+
 variable "enable_athena" {
   description = "Create the Glue database logyard registers its stream tables in, and an Athena workgroup to query them."
   type        = bool

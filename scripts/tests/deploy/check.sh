@@ -12,7 +12,8 @@
 #   - a venv with checkov alone (requirements-checkov.txt).
 # Checks:
 #   1. Dockerfile: hadolint, checkov.
-#   2. Helm chart, with its default values and with ci/production-values.yaml: helm lint
+#   2. Helm chart, with its default values, ci/production-values.yaml and the pgwire and
+#      Fargate variants on top of it: helm lint
 #      --strict; helm template; kubernetes-validate --strict for every Kubernetes version from
 #      1.33 on that the package has schemas for (no WARN line allowed); checkov; test_chart.py;
 #      renders that must be refused are refused.
@@ -148,10 +149,11 @@ render() { # render NAME [helm args...] -> $work/render/NAME/manifests.yaml
     > "$work/render/$name/manifests.yaml" || die "helm template ($name)"
 }
 
-for variant in default production pgwire; do
+for variant in default production pgwire fargate; do
   args=()
   [ "$variant" = production ] && args=(-f "$chart/ci/production-values.yaml")
   [ "$variant" = pgwire ] && args=(-f "$chart/ci/production-values.yaml" -f "$chart/ci/pgwire-values.yaml")
+  [ "$variant" = fargate ] && args=(-f "$chart/ci/production-values.yaml" -f "$chart/ci/fargate-values.yaml")
   say "Helm chart ($variant values): lint, template"
   for kv in 1.33.0 1.34.0; do
     "$helm" lint --strict --kube-version "$kv" --namespace logyard "$chart" "${args[@]}" || die "helm lint ($variant, $kv)"
@@ -176,7 +178,7 @@ done
 
 say "Helm chart: what the rendered manifests must say"
 "$py" "$here/test_chart.py" "$work/render/default/manifests.yaml" "$work/render/production/manifests.yaml" \
-  "$work/render/pgwire/manifests.yaml"
+  "$work/render/pgwire/manifests.yaml" "$work/render/fargate/manifests.yaml"
 
 say "Helm chart: values that must be refused"
 refuse() { # refuse REASON EXPECTED-MESSAGE helm-args...: the render must fail with that message
@@ -197,6 +199,8 @@ refuse "an Ingress without a certificate" "needs ingress.certificateArn" \
 refuse "an unknown value" "Additional property replicas is not allowed" --set replicas=2
 refuse "an access-log prefix containing AWSLogs" "ingress.accessLogs.prefix" --set ingress.accessLogs.prefix=x/AWSLogs
 refuse "the ALB import without its location" "cronJobs.albImport needs" --set cronJobs.albImport.enabled=true
+refuse "Fargate with local storage" "fargate.enabled needs storage.url = s3://" --set fargate.enabled=true
+refuse "the Glue catalog job with local storage" "cronJobs.catalog registers tables on S3" --set cronJobs.catalog.enabled=true
 refuse "the PostgreSQL listener without a certificate" "pgwire.enabled needs pgwire.tlsSecret" --set pgwire.enabled=true
 refuse "a Grafana data source without a token" "needs grafana.datasource.token" \
   --set pgwire.enabled=true --set pgwire.tlsSecret=t --set grafana.datasource.create=true

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-SCOPES = {"dockerfile", "helm-default", "helm-production", "helm-pgwire", "terraform"}
+SCOPES = {"dockerfile", "helm-default", "helm-production", "helm-pgwire", "helm-fargate", "terraform"}
 
 
 def main() -> None:

@@ -141,9 +141,10 @@ def common(docs: list[dict], label: str) -> None:
     check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{label}: liveness is /healthz")
     check(c["startupProbe"]["httpGet"]["path"] == "/healthz", f"{label}: startup probe")
     vct = sts["spec"].get("volumeClaimTemplates", [])
-    check(len(vct) == 1 and vct[0]["metadata"]["name"] == "wal", f"{label}: one PVC template `wal`")
+    if label != "fargate":  # Fargate mounts no volume claims (fargate_only checks its volume)
+        check(len(vct) == 1 and vct[0]["metadata"]["name"] == "wal", f"{label}: one PVC template `wal`")
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    check(mounts.get("wal") == "/var/lib/logyard", f"{label}: the PVC holds /var/lib/logyard")
+    check(mounts.get("wal") == "/var/lib/logyard", f"{label}: the write-ahead log volume at /var/lib/logyard")
     sc_name = vct[0]["spec"]["storageClassName"] if vct else None
     for sc in by_kind(docs, "StorageClass"):
         check(sc["metadata"]["name"] == sc_name, f"{label}: the PVCs use the chart's StorageClass")
@@ -326,8 +327,27 @@ def pgwire_only(docs: list[dict]) -> None:
             check(ds.get("jsonData", {}).get(key) == value, f"pgwire: jsonData.{key} as in deploy/grafana")
 
 
+def fargate_only(docs: list[dict]) -> None:
+    sts = one(docs, "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    env = env_of(spec["containers"][0])
+    check("volumeClaimTemplates" not in sts["spec"], "fargate: no EBS volume claims (Fargate mounts none)")
+    check("persistentVolumeClaimRetentionPolicy" not in sts["spec"], "fargate: no claim retention policy")
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    check("emptyDir" in vols.get("wal", {}), "fargate: the write-ahead log on the pod's ephemeral storage")
+    check(env.get("LOGYARD_INGEST_ACK") == "commit", "fargate: every ingest path answers once committed (ingest.ack)")
+    check(seconds(env.get("LOGYARD_INGEST_FLUSH_INTERVAL", "0s")) <= 5, "fargate: a short flush interval")
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    check(labels.get("logyard.io/compute") == "fargate", "fargate: the label the Fargate profile selects")
+    check(spec.get("nodeSelector") == {"eks.amazonaws.com/compute-type": "fargate"}, "fargate: scheduled on Fargate, not the on-demand group")
+    check(by_kind(docs, "StorageClass") == [], "fargate: no gp3 StorageClass")
+
+
 def main() -> None:
     default, production, pgwire = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
+    fargate = load(sys.argv[4])
+    common(fargate, "fargate")
+    fargate_only(fargate)
     common(default, "default")
     common(production, "production")
     common(pgwire, "pgwire")

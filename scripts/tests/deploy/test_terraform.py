@@ -169,6 +169,17 @@ class Cluster(unittest.TestCase):
         for g in groups.values():
             self.assertTrue(g["ami_type"].startswith("AL2023_"), "Amazon Linux 2023 nodes")
 
+    def test_fargate_profile_selects_the_charts_fargate_pods(self):
+        self.assertIs(TF["variable"]["enable_fargate"]["default"], False)
+        profiles = TF["module"]["eks"]["fargate_profiles"]
+        self.assertIn("logyard", profiles, profiles)
+        with open(CHART_VALUES, encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+        m = re.search(r'"logyard\.io/compute"\s*=\s*"([^"]+)"', profiles)
+        self.assertIsNotNone(m, profiles)
+        self.assertEqual(m[1], values["fargate"]["profileLabel"])
+        self.assertIn("namespace = var.namespace", profiles.replace("  ", " "))
+
     def test_vpc(self):
         vpc = TF["module"]["vpc"]
         self.assertEqual(vpc["single_nat_gateway"], "${var.single_nat_gateway}")

@@ -81,6 +81,9 @@ app.kubernetes.io/part-of: logyard
 {{- if and (or $v.autoscaling.enabled (gt (int $v.replicaCount) 1)) (not (include "logyard.isS3" .)) }}
 {{- fail "more than one replica (replicaCount > 1 or autoscaling.enabled) needs storage.url = s3://BUCKET/PREFIX: with local storage every pod would have its own tables" }}
 {{- end }}
+{{- if and $v.fargate.enabled (not (include "logyard.isS3" .)) }}
+{{- fail "fargate.enabled needs storage.url = s3://BUCKET/PREFIX: a Fargate pod keeps no disk" }}
+{{- end }}
 {{- if and (include "logyard.isS3" .) (not $v.aws.region) }}
 {{- fail "storage.url is on S3: set aws.region (AWS_REGION); pods cannot read it from IMDS with a hop limit of 1" }}
 {{- end }}
