@@ -264,8 +264,9 @@ async fn pod_identity_credentials_are_refreshed_before_they_expire() {
 }
 
 /// A bucket in another account: the storage is reached as a role of that account, assumed
-/// with the pod's own credentials (role chaining) and the external id its trust policy asks
-/// for, and assumed again before its credentials expire. Other calls keep the pod's identity.
+/// with the pod's own role's credentials (IRSA web identity; role chaining) and the external
+/// id its trust policy asks for, and assumed again before its credentials expire. Two roles:
+/// the pod's in account 123456789012, the bucket's in 222222222222.
 #[tokio::test]
 async fn a_bucket_in_another_account_is_reached_through_a_role_assumed_with_the_pods_credentials() {
     let moto = Moto::start();
@@ -275,11 +276,17 @@ async fn a_bucket_in_another_account_is_reached_through_a_role_assumed_with_the_
     let (sts, sts_faults) = behind_proxy("moto (STS)", port, Duration::from_secs(10));
     let dir = tempfile::tempdir().unwrap();
     let role = "arn:aws:iam::222222222222:role/logyard-bucket";
-    let pod_key = "AKIAPODROLE000000001";
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9neWFyZDpsb2d5YXJkIn0.c2ln",
+    )
+    .unwrap();
     let mut env = bare_env();
     env.extend([
-        ("AWS_ACCESS_KEY_ID".into(), pod_key.into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "pod-secret".into()),
+        ("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/logyard".into()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string()),
+        ("AWS_ROLE_SESSION_NAME".into(), "pod".into()),
         ("AWS_ENDPOINT_URL".into(), moto.proxied.clone()),
         ("AWS_ENDPOINT_URL_STS".into(), format!("http://{sts}")),
         ("LOGYARD_STORAGE_S3_ROLE_ARN".into(), role.into()),
@@ -294,6 +301,7 @@ async fn a_bucket_in_another_account_is_reached_through_a_role_assumed_with_the_
     let (code, report) = doctor(&args, &env);
     assert_eq!(code, 0, "{report}");
     let detail = check(&report, "storage role")["detail"].as_str().unwrap().to_owned();
+    assert!(detail.starts_with("arn:aws:sts::123456789012:assumed-role/logyard/pod assumed"), "{detail}");
     assert!(detail.contains("assumed arn:aws:iam::222222222222:role/logyard-bucket"), "{detail}");
     assert!(detail.contains("assumed-role/logyard-bucket/logyard-doctor"), "{detail}");
     assert_eq!(check(&report, "storage")["status"], "ok", "{report}");
@@ -305,16 +313,24 @@ async fn a_bucket_in_another_account_is_reached_through_a_role_assumed_with_the_
     assert_eq!(ingest(&server, "xacct", events("b", 5), "?ack=commit").await.0, 200, "works past the first expiry");
     assert_eq!(count(&server, "SELECT count(*) FROM xacct").await, 10);
 
-    // Every S3 request is signed with the role's temporary credentials, never the pod's; the
-    // role was assumed again before its first credentials expired.
+    // STS was asked for the bucket's role with the pod role's temporary credentials (those of
+    // the web identity), for that role, with the external id; every S3 request is signed with
+    // the bucket role's credentials, never the pod role's; the bucket role was assumed again
+    // before its first credentials expired.
+    let pod_keys: std::collections::HashSet<String> =
+        sts_faults.signers().into_iter().map(|s| s.access_key_id).collect();
+    assert!(!pod_keys.is_empty() && pod_keys.iter().all(|k| k.starts_with("ASIA")), "{pod_keys:?}");
     let signers = moto.faults.signers();
     assert!(!signers.is_empty());
-    assert!(signers.iter().all(|s| s.access_key_id != pod_key && s.session_token.is_some()), "{signers:?}");
+    assert!(signers.iter().all(|s| !pod_keys.contains(&s.access_key_id) && s.session_token.is_some()), "{signers:?}");
     let sessions: std::collections::HashSet<_> = signers.iter().filter_map(|s| s.session_token.clone()).collect();
     assert!(sessions.len() >= 2, "S3 saw the refreshed credentials: {} session(s)", sessions.len());
-    // STS was asked with the pod's credentials, for that role, with the external id.
-    assert!(sts_faults.signers().iter().all(|s| s.access_key_id == pod_key), "{:?}", sts_faults.signers());
-    let assumed: Vec<String> = sts_faults.forms().into_iter().filter(|f| f.contains("Action=AssumeRole")).collect();
+    let forms = sts_faults.forms();
+    assert!(
+        forms.iter().any(|f| f.contains("Action=AssumeRoleWithWebIdentity")),
+        "the pod's role came from its web identity"
+    );
+    let assumed: Vec<String> = forms.into_iter().filter(|f| f.contains("Action=AssumeRole&")).collect();
     assert!(assumed.len() >= 3, "doctor once, the server at least twice: {assumed:?}");
     for form in &assumed {
         assert!(form.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A222222222222%3Arole%2Flogyard-bucket"), "{form}");
