@@ -10,6 +10,8 @@
 #   scripts/bench/run.sh masking [--events N] [--rounds R]
 #   scripts/bench/run.sh flamegraph --out docs/perf/F.svg [--events N]   (perf of the server during the ingest benchmark)
 #   scripts/bench/run.sh textindex [--workdir DIR] [--day D] [--phrase TEXT]   (after needles)
+#   scripts/bench/run.sh fargate [--events N] [--latency-ms MS]   (ack=commit beside ack=wal on S3 with latency)
+#   scripts/bench/run.sh replicas [--events N] [--max-replicas R]   (1..R replicas on one bucket)
 # Results are printed as JSON; BENCHMARKS.md records them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

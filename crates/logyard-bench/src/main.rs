@@ -297,25 +297,32 @@ async fn load(
         let (requests, next, accepted, client, base) =
             (requests.clone(), next.clone(), accepted.clone(), client.clone(), base.clone());
         tasks.spawn(async move {
+            let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((sent, request)) = requests.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                let Some((sent, request)) = requests.get(i) else { return Ok::<_, anyhow::Error>(latencies) };
                 let sent = *sent;
                 let mut post = client.post(format!("{base}{}{query}", request.path)).body(request.body.clone());
                 for (name, value) in &request.headers {
                     post = post.header(*name, value);
                 }
+                let asked = Instant::now();
                 let r = post.send().await?;
                 let status = r.status().as_u16();
                 let body = r.bytes().await?;
+                latencies.push(asked.elapsed().as_secs_f64() * 1e3);
                 accepted.fetch_add(protocol.accepted(status, &body, sent)?, Ordering::Relaxed);
             }
         });
     }
+    let mut latencies = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        r??;
+        latencies.extend(r??);
     }
     let acked = started.elapsed();
+    latencies.sort_by(f64::total_cmp);
+    let percentile =
+        |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
     let r = client.post(format!("{}/api/v1/flush", server.trim_end_matches('/'))).send().await?;
     if !r.status().is_success() {
         bail!("flush: {}", r.text().await?);
@@ -334,6 +341,7 @@ async fn load(
         "seconds_to_last_commit": committed.as_secs_f64(),
         "events_per_second": events as f64 / committed.as_secs_f64(),
         "mb_per_second": mb / committed.as_secs_f64(),
+        "request_ms": {"p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99), "max": percentile(1.0)},
     });
     println!("{report}");
     Ok(())

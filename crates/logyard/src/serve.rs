@@ -123,6 +123,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
                 label: Some(config.loki.stream_label.clone()).filter(|l| !l.is_empty()),
                 default: logyard_core::StreamName::new(&config.loki.default_stream)?,
             },
+            ack: config.ingest.ack.into(),
         },
         firehose_requests: Default::default(),
         tail: logyard_server::TailSettings {
