@@ -96,12 +96,23 @@ pub struct Tables {
     row_group_rows: usize,
     text_fields: logyard_core::TextFields,
     ids: crate::ids::IdCache,
+    txns: TxnVersions,
 }
+
+/// The transaction version of an application id in a table, as of a table version: delta-rs
+/// finds it by reading every commit since the last checkpoint (up to a hundred GETs on S3
+/// before each commit, more as the table grows), so it is kept here and brought up to date by
+/// reading only the commits since.
+type TxnVersions = Mutex<HashMap<(StreamName, String), (u64, Option<i64>)>>;
+
+/// Beyond this many new commits, the version is read again from the whole log.
+const TXN_CATCH_UP: u64 = 32;
 
 impl Tables {
     pub fn new(storage: Storage) -> Self {
         Self {
             storage,
+            txns: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             bloom_filters: BloomFilters::default(),
             row_group_rows: ROW_GROUP_ROWS,
@@ -256,9 +267,47 @@ impl Tables {
         let mut guard = slot.lock().await;
         self.refresh(stream, &mut guard).await?;
         match guard.as_ref() {
-            Some(table) => committed_version(table, app_id).await,
+            Some(table) => self.committed_version(stream, table, app_id).await,
             None => Ok(None),
         }
+    }
+
+    /// The table's transaction version of `app_id` (`None`: none yet), from [`TxnVersions`]
+    /// and the commits since it was last seen.
+    async fn committed_version(
+        &self,
+        stream: &StreamName,
+        table: &DeltaTable,
+        app_id: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        let Some(version) = table.version() else { return Ok(None) };
+        let key = (stream.clone(), app_id.to_owned());
+        let seen = self.txns.lock().expect("txn versions lock").get(&key).copied();
+        let found = match seen {
+            Some((at, value)) if at == version => return Ok(value),
+            Some((at, value)) if at < version && version - at <= TXN_CATCH_UP => {
+                txn_since(table, app_id, at, version, value).await?
+            }
+            _ => None,
+        };
+        let value = match found {
+            Some(value) => value,
+            None => {
+                let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+                state
+                    .transaction_version(table.log_store().as_ref(), app_id)
+                    .await
+                    .map_err(StorageError::delta("reading transaction version"))?
+            }
+        };
+        self.txns.lock().expect("txn versions lock").insert(key, (version, value));
+        Ok(value)
+    }
+
+    /// Records the transaction version a commit of this process set (at table `version`).
+    fn committed(&self, stream: &StreamName, app_id: &str, version: u64, txn_version: i64) {
+        let mut txns = self.txns.lock().expect("txn versions lock");
+        txns.insert((stream.clone(), app_id.to_owned()), (version, Some(txn_version)));
     }
 
     async fn append_fenced(
@@ -278,7 +327,7 @@ impl Tables {
             let (schema, committed) = match guard.as_ref() {
                 Some(table) => {
                     let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
-                    (state.snapshot().arrow_schema(), committed_version(table, app_id).await?)
+                    (state.snapshot().arrow_schema(), self.committed_version(stream, table, app_id).await?)
                 }
                 None => (Arc::new(base_schema()), None),
             };
@@ -356,6 +405,11 @@ impl Tables {
                 Ok(table) => {
                     let table_version = table.version().unwrap_or_default();
                     span.record("table_version", table_version);
+                    // The commit carries (app_id, txn_version); a commit of another process
+                    // under the same id in between would have failed it (Delta's conflict
+                    // check on application ids), so this is the id's version at this table
+                    // version.
+                    self.committed(stream, app_id, table_version, txn_version);
                     *guard = Some(table);
                     return Ok(FencedOutcome::Appended(AppendOutcome::Committed { table_version, rows }));
                 }
@@ -384,13 +438,32 @@ enum Fence {
     After(Option<i64>),
 }
 
-/// The table's transaction version of `app_id` (`None`: none yet).
-async fn committed_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, StorageError> {
-    let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
-    state
-        .transaction_version(table.log_store().as_ref(), app_id)
-        .await
-        .map_err(StorageError::delta("reading transaction version"))
+/// The last transaction version of `app_id` in the commits after table version `at` up to
+/// `to`, starting from `value` (its version at `at`); `None` when a commit is missing (cleaned
+/// up: the caller reads the whole log).
+async fn txn_since(
+    table: &DeltaTable,
+    app_id: &str,
+    at: u64,
+    to: u64,
+    mut value: Option<i64>,
+) -> Result<Option<Option<i64>>, StorageError> {
+    for v in at + 1..=to {
+        let Some(bytes) =
+            table.log_store().read_commit_entry(v).await.map_err(StorageError::delta("reading a commit"))?
+        else {
+            return Ok(None);
+        };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            if let Some(txn) = action.get("txn")
+                && txn.get("appId").and_then(|a| a.as_str()) == Some(app_id)
+            {
+                value = txn.get("version").and_then(|v| v.as_i64()).or(value);
+            }
+        }
+    }
+    Ok(Some(value))
 }
 
 /// Errors that another writer's concurrent commit explains.
@@ -629,6 +702,31 @@ mod tests {
 
     async fn rows(tables: &Tables, stream: &StreamName) -> u64 {
         tables.info(stream).await.unwrap().map_or(0, |i| i.rows)
+    }
+
+    /// The transaction version kept from this process's last commit is brought up to date
+    /// from the commits since: another process's commit under the same id is seen (as a
+    /// second replica finishing an upload), and one under another id changes nothing.
+    /// (`tests/s3.rs` counts the reads on S3.)
+    #[tokio::test]
+    async fn the_transaction_version_follows_the_commits_of_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::Location::Local(dir.path().to_owned());
+        let a = Tables::new(Storage::open(location.clone(), &Default::default(), Default::default()).await.unwrap());
+        let b = Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap());
+        let stream = StreamName::new("txns").unwrap();
+        for n in 1..=30 {
+            a.append(&stream, "writer-a", n, build(&["x"], None)).await.unwrap();
+        }
+        // Another process commits under other ids, then under the same id with a later
+        // version (as a second replica finishing an upload): both are seen.
+        b.append(&stream, "writer-b", 1, build(&["y"], None)).await.unwrap();
+        b.append(&stream, "writer-a", 100, build(&["z"], None)).await.unwrap();
+        let outcome = a.append(&stream, "writer-a", 50, build(&["dup"], None)).await.unwrap();
+        assert!(matches!(outcome, AppendOutcome::AlreadyCommitted), "{outcome:?}");
+        assert_eq!(a.transaction_version(&stream, "writer-a").await.unwrap(), Some(100));
+        assert_eq!(a.transaction_version(&stream, "writer-b").await.unwrap(), Some(1));
+        assert_eq!(rows(&a, &stream).await, 32);
     }
 
     /// A reader whose table has not changed asks for the next commit by name and lists
