@@ -558,18 +558,29 @@ pub fn storefront_events(now: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Whether `needle` is anywhere in the files under `dir`: in the bytes as stored, in the
 /// decompressed bytes of zstd files (archive bundles), and in every value of every Parquet
-/// file (whose pages are compressed).
+/// file (whose pages are compressed). The server may still be running: a file or directory
+/// deleted during the walk (an old lease entry, a server's temporary file) holds nothing.
 pub fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("{}: {e}", d.display()),
+        };
+        for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
                 continue;
             }
-            let bytes = std::fs::read(&path).unwrap();
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if gone(&e) => continue,
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
             let mut texts = vec![bytes.clone()];
             if bytes.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
                 let tar = zstd::decode_all(&bytes[..]).unwrap();
