@@ -44,6 +44,7 @@ use logyard_ingest::maintenance::{RetentionPolicy, apply_retention, compact_stre
 use logyard_ingest::uploads::bundler::BundleOptions;
 use logyard_query::{QueryEngine, QueryOptions};
 use logyard_storage::aws::S3Options;
+use logyard_storage::lease::TABLES;
 use logyard_storage::{JobLease, Location, Storage, StoreMetrics, Tables};
 
 use crate::config::{Config, LogFormat};
@@ -393,13 +394,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
             let tables = stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?);
-            let streams = if streams.is_empty() {
-                None
-            } else {
-                Some(streams.iter().map(|s| logyard_core::StreamName::new(s)).collect::<Result<Vec<_>, _>>()?)
-            };
+            let streams = stream_names(&streams)?;
             let by = format!("logyard compact ({})", worker_id(""));
-            let lease = tables_lease(&tables, &by, &config);
+            let lease = job_lease(tables.storage(), TABLES, &by, &config);
             let compact = compact_streams(&tables, streams, config.compaction.target_file_bytes, &by);
             let reports = lease.run_when_free("compaction", Duration::from_secs(5), compact).await?;
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "compacted": reports }))?);
@@ -411,7 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging_quiet();
             let tables = Arc::new(stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?));
             let actor = format!("logyard retention run ({})", env.get("USER").map_or("cli", String::as_str));
-            let lease = tables_lease(&tables, &format!("{actor} ({})", worker_id("")), &config);
+            let lease = job_lease(tables.storage(), TABLES, &format!("{actor} ({})", worker_id("")), &config);
             let policy = retention_policy(&config);
             let retention = apply_retention(&tables, &policy, &actor);
             let results = lease.run_when_free("retention", Duration::from_secs(5), retention).await?;
@@ -423,11 +420,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &env, &flags)?;
             init_logging_quiet();
             let tables = stream_tables(&config, open_storage(&config, &env, StoreMetrics::default()).await?);
-            let only = if streams.is_empty() {
-                None
-            } else {
-                Some(streams.iter().map(|s| logyard_core::StreamName::new(s)).collect::<Result<Vec<_>, _>>()?)
-            };
+            let only = stream_names(&streams)?;
             let sdk = logyard_storage::aws::load_sdk_config(config.storage.s3_region.clone()).await;
             let endpoint = env.get("AWS_ENDPOINT_URL_GLUE").or_else(|| env.get("AWS_ENDPOINT_URL")).cloned();
             let catalog = logyard_storage::catalog::GlueCatalog::new(&sdk, endpoint, &database)?;
@@ -550,10 +543,18 @@ pub(crate) async fn open_storage(
         .with_context(|| format!("opening storage {location}"))
 }
 
-/// The lease of the jobs that rewrite tables (`logyard_storage::lease`), for a command: it
-/// waits while a server replica holds it.
-fn tables_lease(tables: &Tables, owner: &str, config: &Config) -> JobLease {
-    JobLease::new(tables.storage(), logyard_storage::lease::TABLES, owner, config.server.job_lease)
+/// The lease of work one replica at a time does (`logyard_storage::lease`), held by `owner`
+/// for `server.job_lease`.
+pub(crate) fn job_lease(storage: &Storage, lease: &str, owner: &str, config: &Config) -> JobLease {
+    JobLease::new(storage, lease, owner, config.server.job_lease)
+}
+
+/// The streams a command was given (`--stream`), or `None` for all of them.
+fn stream_names(streams: &[String]) -> anyhow::Result<Option<Vec<logyard_core::StreamName>>> {
+    if streams.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(streams.iter().map(|s| logyard_core::StreamName::new(s)).collect::<Result<Vec<_>, _>>()?))
 }
 
 /// This process's name in the leases it takes (Kinesis shards, alert rules): `configured`, or

@@ -28,7 +28,7 @@ use logyard_ingest::{IngestMetrics, IngestOptions, Ingestor};
 use logyard_query::QueryEngine;
 use logyard_server::{AppState, BodyLimits, HttpMetrics, ProtocolSettings};
 use logyard_storage::lease::TABLES;
-use logyard_storage::{JobLease, Storage, StoreMetrics, Tables, Turn};
+use logyard_storage::{JobLease, StoreMetrics, Tables, Turn};
 
 use crate::config::Config;
 use crate::services::{OnFailure, Services, Shutdown, Stage};
@@ -225,7 +225,7 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     add_alerts(&mut services, &config, &state, &tables, alerts).await?;
     {
         let (uploads, config) = (uploads.clone(), config.clone());
-        let lease = job_lease(&storage, "uploads", ingestor.writer_id(), &config);
+        let lease = crate::job_lease(&storage, "uploads", ingestor.writer_id(), &config);
         services.add("uploads", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
             run_upload_tasks(uploads.clone(), config.clone(), lease.clone(), shutdown)
         });
@@ -233,14 +233,14 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
     {
         let state = state.clone();
         let every = config.forget.check_interval;
-        let lease = job_lease(&storage, TABLES, ingestor.writer_id(), &config);
+        let lease = crate::job_lease(&storage, TABLES, ingestor.writer_id(), &config);
         services.add("forget", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
             run_forget_jobs(state.clone(), every, lease.clone(), shutdown)
         });
     }
     {
         let (tables, config) = (tables.clone(), config.clone());
-        let lease = job_lease(&storage, TABLES, ingestor.writer_id(), &config);
+        let lease = crate::job_lease(&storage, TABLES, ingestor.writer_id(), &config);
         services.add("maintenance", Stage::Background, OnFailure::Restart, move |shutdown: Shutdown| {
             run_maintenance(tables.clone(), config.clone(), lease.clone(), shutdown)
         });
@@ -325,11 +325,6 @@ fn upload_options(config: &Config, public_url: String, masking: Arc<logyard_core
     }
 }
 
-/// The lease of a job that one replica at a time runs (`logyard_storage::lease`).
-fn job_lease(storage: &Storage, lease: &str, owner: &str, config: &Config) -> JobLease {
-    JobLease::new(storage, lease, owner, config.server.job_lease)
-}
-
 /// How often a replica looks whether a job of period `every` is due: a quarter of it, within
 /// 1 s and 1 min, so that the replicas together run it about every `every`.
 fn look_every(every: Duration) -> Duration {
@@ -402,8 +397,8 @@ async fn run_forget_jobs(state: AppState, every: Duration, lease: JobLease, shut
         // A look at the jobs first: the lease is written only when there is work.
         match state.forget.unfinished().await {
             Ok(jobs) if jobs.is_empty() => {}
-            Ok(_) => {
-                take_turn(&lease, "forget", Duration::ZERO, advance_forget_jobs(&state)).await;
+            Ok(jobs) => {
+                take_turn(&lease, "forget", Duration::ZERO, advance_forget_jobs(&state, jobs)).await;
             }
             Err(e) => {
                 tracing::warn!(error = %logyard_core::error_chain(&e), "listing forget jobs failed; retrying later")
@@ -418,25 +413,22 @@ async fn run_forget_jobs(state: AppState, every: Duration, lease: JobLease, shut
 }
 
 /// One round of the forget jobs not done yet (one replica's turn).
-async fn advance_forget_jobs(state: &AppState) -> anyhow::Result<()> {
-    {
-        for job in state.forget.unfinished().await? {
-            let (id, ingestor) = (job.id.clone(), state.ingestor.clone());
-            let flush = || async move { ingestor.flush_all().await.map(|_| ()) };
-            match state.forget.advance(job, flush).await {
-                Ok(job) if job.phase == logyard_ingest::forget::Phase::Done => {
-                    let removed: u64 =
-                        job.tables.values().filter_map(|t| t.deleted.as_ref()).map(|d| d.rows_removed).sum();
-                    let detail = serde_json::json!({"job": id, "subject": job.subject, "rows_removed": removed, "gone_at": job.gone_at, "dry_run": job.dry_run});
-                    state.ingestor.audit("logyard", None, "forget_completed", detail).await?;
-                    tracing::info!(job = %id, rows_removed = removed, "forget job done");
-                }
-                Ok(job) => {
-                    tracing::info!(job = %id, phase = ?job.phase, purge_after = ?job.purge_after, "forget job waiting")
-                }
-                Err(e) => {
-                    tracing::warn!(job = %id, error = %logyard_core::error_chain(&e), "forget job failed; retrying later")
-                }
+async fn advance_forget_jobs(state: &AppState, jobs: Vec<logyard_ingest::forget::ForgetJob>) -> anyhow::Result<()> {
+    for job in jobs {
+        let (id, ingestor) = (job.id.clone(), state.ingestor.clone());
+        let flush = || async move { ingestor.flush_all().await.map(|_| ()) };
+        match state.forget.advance(job, flush).await {
+            Ok(job) if job.phase == logyard_ingest::forget::Phase::Done => {
+                let removed: u64 = job.tables.values().filter_map(|t| t.deleted.as_ref()).map(|d| d.rows_removed).sum();
+                let detail = serde_json::json!({"job": id, "subject": job.subject, "rows_removed": removed, "gone_at": job.gone_at, "dry_run": job.dry_run});
+                state.ingestor.audit("logyard", None, "forget_completed", detail).await?;
+                tracing::info!(job = %id, rows_removed = removed, "forget job done");
+            }
+            Ok(job) => {
+                tracing::info!(job = %id, phase = ?job.phase, purge_after = ?job.purge_after, "forget job waiting")
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, error = %logyard_core::error_chain(&e), "forget job failed; retrying later")
             }
         }
     }

@@ -20,6 +20,27 @@ fn bare_env() -> Vec<(String, String)> {
     ]
 }
 
+/// The environment of a pod whose role comes from IRSA (a web identity token file, as the
+/// kubelet projects it), with STS at `sts` and S3 at `s3`: role `logyard` of 123456789012,
+/// session `session`.
+fn irsa_env(dir: &std::path::Path, session: &str, sts: &str, s3: &str) -> Vec<(String, String)> {
+    let token_file = dir.join("token");
+    std::fs::write(
+        &token_file,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9neWFyZDpsb2d5YXJkIn0.c2ln",
+    )
+    .unwrap();
+    let mut env = bare_env();
+    env.extend([
+        ("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/logyard".into()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string()),
+        ("AWS_ROLE_SESSION_NAME".into(), session.into()),
+        ("AWS_ENDPOINT_URL_STS".into(), sts.into()),
+        ("AWS_ENDPOINT_URL".into(), s3.into()),
+    ]);
+    env
+}
+
 fn doctor(args: &[&str], env: &[(String, String)]) -> (i32, Value) {
     let mut all = vec!["doctor", "--json"];
     all.extend_from_slice(args);
@@ -126,20 +147,7 @@ async fn irsa_web_identity_credentials_come_from_sts() {
     let moto = Moto::start();
     let bucket = moto.bucket("irsa");
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9neWFyZDpsb2d5YXJkIn0.c2ln",
-    )
-    .unwrap();
-    let mut env = bare_env();
-    env.extend([
-        ("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/logyard".into()),
-        ("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string()),
-        ("AWS_ROLE_SESSION_NAME".into(), "logyard-test".into()),
-        ("AWS_ENDPOINT_URL_STS".into(), moto.endpoint.clone()),
-        ("AWS_ENDPOINT_URL".into(), moto.proxied.clone()),
-    ]);
+    let env = irsa_env(dir.path(), "logyard-test", &moto.endpoint, &moto.proxied);
     let wal = dir.path().join("wal");
     let storage = format!("s3://{bucket}/p");
     let (code, report) = doctor(&["--storage", &storage, "--wal-dir", wal.to_str().unwrap()], &env);
@@ -276,19 +284,8 @@ async fn a_bucket_in_another_account_is_reached_through_a_role_assumed_with_the_
     let (sts, sts_faults) = behind_proxy("moto (STS)", port, Duration::from_secs(10));
     let dir = tempfile::tempdir().unwrap();
     let role = "arn:aws:iam::222222222222:role/logyard-bucket";
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bG9neWFyZDpsb2d5YXJkIn0.c2ln",
-    )
-    .unwrap();
-    let mut env = bare_env();
+    let mut env = irsa_env(dir.path(), "pod", &format!("http://{sts}"), &moto.proxied);
     env.extend([
-        ("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/logyard".into()),
-        ("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string()),
-        ("AWS_ROLE_SESSION_NAME".into(), "pod".into()),
-        ("AWS_ENDPOINT_URL".into(), moto.proxied.clone()),
-        ("AWS_ENDPOINT_URL_STS".into(), format!("http://{sts}")),
         ("LOGYARD_STORAGE_S3_ROLE_ARN".into(), role.into()),
         ("LOGYARD_STORAGE_S3_ROLE_EXTERNAL_ID".into(), "shop-logs".into()),
         // Credentials that last 5 minutes and 4 seconds: with the refresh margin of 5
