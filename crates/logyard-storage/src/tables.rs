@@ -108,6 +108,9 @@ type TxnVersions = Mutex<HashMap<(StreamName, String), (u64, Option<i64>)>>;
 /// Beyond this many new commits, the version is read again from the whole log.
 const TXN_CATCH_UP: u64 = 32;
 
+/// Application ids kept at most (every upload has its own); beyond, the map starts afresh.
+const TXN_KEPT: usize = 4096;
+
 impl Tables {
     pub fn new(storage: Storage) -> Self {
         Self {
@@ -300,14 +303,21 @@ impl Tables {
                     .map_err(StorageError::delta("reading transaction version"))?
             }
         };
-        self.txns.lock().expect("txn versions lock").insert(key, (version, value));
+        self.keep_txn(key, version, value);
         Ok(value)
     }
 
     /// Records the transaction version a commit of this process set (at table `version`).
     fn committed(&self, stream: &StreamName, app_id: &str, version: u64, txn_version: i64) {
+        self.keep_txn((stream.clone(), app_id.to_owned()), version, Some(txn_version));
+    }
+
+    fn keep_txn(&self, key: (StreamName, String), version: u64, value: Option<i64>) {
         let mut txns = self.txns.lock().expect("txn versions lock");
-        txns.insert((stream.clone(), app_id.to_owned()), (version, Some(txn_version)));
+        if txns.len() >= TXN_KEPT && !txns.contains_key(&key) {
+            txns.clear();
+        }
+        txns.insert(key, (version, value));
     }
 
     async fn append_fenced(
