@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod entry_log;
 mod files;
 pub mod forget;
+mod head;
 pub mod ids;
 pub mod lease;
 pub mod location;

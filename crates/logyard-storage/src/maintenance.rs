@@ -108,19 +108,6 @@ impl Tables {
         Ok(report)
     }
 
-    /// Writes a Delta checkpoint of the stream's latest version, so that a reader starting
-    /// cold (a new server, Athena, Spark) reads one Parquet file of the log instead of every
-    /// commit since the last checkpoint (Delta writes one each 100 commits). A failure is
-    /// logged: the table is whole without it.
-    async fn checkpoint(&self, stream: &StreamName) {
-        let slot = self.slot(stream);
-        let guard = slot.lock().await;
-        let Some(table) = guard.as_ref() else { return };
-        if let Err(e) = deltalake::checkpoints::create_checkpoint(table, None).await {
-            tracing::warn!(%stream, error = %e, "writing a checkpoint after compaction failed");
-        }
-    }
-
     /// The columns a rewritten file of `day` (of any day: `None`) gets bloom filters on: the
     /// configured ones the table has and, when detecting, those the day's files have filters
     /// on (as the commits that wrote them chose from their data). Reads the footers of at

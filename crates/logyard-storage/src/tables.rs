@@ -14,6 +14,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::logstore::LogStore;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -26,6 +27,7 @@ use logyard_core::StreamName;
 use logyard_core::batch::{DATE_COLUMN, TIMESTAMP_COLUMN, base_schema};
 
 use crate::StorageError;
+use crate::head::{Attempt, Head};
 use crate::store::{Storage, TABLES_DIR};
 
 /// What an append did.
@@ -92,6 +94,9 @@ impl BloomFilters {
 pub struct Tables {
     storage: Storage,
     cache: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<DeltaTable>>>>>,
+    /// The append path's view of each table (see [`crate::head`]); its lock orders one
+    /// process's appends to a stream.
+    heads: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<Head>>>>>,
     bloom_filters: BloomFilters,
     row_group_rows: usize,
     text_fields: logyard_core::TextFields,
@@ -117,6 +122,7 @@ impl Tables {
             storage,
             txns: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
+            heads: Mutex::new(HashMap::new()),
             bloom_filters: BloomFilters::default(),
             row_group_rows: ROW_GROUP_ROWS,
             text_fields: Default::default(),
@@ -220,11 +226,8 @@ impl Tables {
             }
             return table.update_incremental(None).await.map_err(StorageError::delta("refreshing table"));
         }
-        let mut listing = self.storage.root_store().list(Some(&log_dir));
-        match listing.next().await {
-            None => return Ok(()),
-            Some(Err(e)) => return Err(StorageError::from_store("listing a table log")(e)),
-            Some(Ok(_)) => {}
+        if !self.exists(stream).await? {
+            return Ok(());
         }
         let table = self.builder(stream)?.load().await.map_err(StorageError::delta("loading table"))?;
         *slot = Some(table);
@@ -284,27 +287,40 @@ impl Tables {
         app_id: &str,
     ) -> Result<Option<i64>, StorageError> {
         let Some(version) = table.version() else { return Ok(None) };
+        if let Some(value) = self.kept_txn(stream, table.log_store().as_ref(), version, app_id).await? {
+            return Ok(value);
+        }
+        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+        let value = state
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(StorageError::delta("reading transaction version"))?;
+        self.keep_txn((stream.clone(), app_id.to_owned()), version, value);
+        Ok(value)
+    }
+
+    /// The transaction version of `app_id` at table `version` from [`TxnVersions`], brought
+    /// up to date by reading at most [`TXN_CATCH_UP`] commits; `None` when not known.
+    async fn kept_txn(
+        &self,
+        stream: &StreamName,
+        log_store: &dyn LogStore,
+        version: u64,
+        app_id: &str,
+    ) -> Result<Option<Option<i64>>, StorageError> {
         let key = (stream.clone(), app_id.to_owned());
         let seen = self.txns.lock().expect("txn versions lock").get(&key).copied();
         let found = match seen {
-            Some((at, value)) if at == version => return Ok(value),
+            Some((at, value)) if at == version => return Ok(Some(value)),
             Some((at, value)) if at < version && version - at <= TXN_CATCH_UP => {
-                txn_since(table, app_id, at, version, value).await?
+                txn_since(log_store, app_id, at, version, value).await?
             }
             _ => None,
         };
-        let value = match found {
-            Some(value) => value,
-            None => {
-                let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
-                state
-                    .transaction_version(table.log_store().as_ref(), app_id)
-                    .await
-                    .map_err(StorageError::delta("reading transaction version"))?
-            }
-        };
-        self.keep_txn(key, version, value);
-        Ok(value)
+        if let Some(value) = found {
+            self.keep_txn(key, version, value);
+        }
+        Ok(found)
     }
 
     /// Records the transaction version a commit of this process set (at table `version`).
@@ -320,7 +336,164 @@ impl Tables {
         txns.insert(key, (version, value));
     }
 
+    fn head_slot(&self, stream: &StreamName) -> Arc<tokio::sync::Mutex<Option<Head>>> {
+        let mut heads = self.heads.lock().expect("table heads lock");
+        heads.entry(stream.clone()).or_default().clone()
+    }
+
+    /// Whether the stream's table has a commit.
+    async fn exists(&self, stream: &StreamName) -> Result<bool, StorageError> {
+        let log_dir = self.storage.path(&format!("{TABLES_DIR}/{stream}/_delta_log"));
+        let mut listing = self.storage.root_store().list(Some(&log_dir));
+        match listing.next().await {
+            None => Ok(false),
+            Some(Err(e)) => Err(StorageError::from_store("listing a table log")(e)),
+            Some(Ok(_)) => Ok(true),
+        }
+    }
+
+    /// An append through [`Head`]: files written by delta-rs's writer, the commit written
+    /// here, nothing replayed after it. Creating the table, adding columns and tables of a
+    /// protocol this path does not write go through delta-rs's write operation instead.
     async fn append_fenced(
+        &self,
+        stream: &StreamName,
+        app_id: &str,
+        fence: Fence,
+        txn_version: i64,
+        build: BuildFn,
+    ) -> Result<FencedOutcome, StorageError> {
+        let slot = self.head_slot(stream);
+        let mut guard = slot.lock().await;
+        'load: for _ in 0..30 {
+            if guard.is_none() {
+                if !self.exists(stream).await? {
+                    return self.append_through_delta_rs(stream, app_id, fence, txn_version, build).await;
+                }
+                *guard = Some(
+                    Head::load(self.builder(stream)?.build_storage().map_err(StorageError::delta("opening table"))?)
+                        .await?,
+                );
+            }
+            let head = guard.as_mut().expect("loaded above");
+            if !head.writable() {
+                *guard = None;
+                return self.append_through_delta_rs(stream, app_id, fence, txn_version, build).await;
+            }
+            let log_store = head.log_store();
+            let mut committed = match self.kept_txn(stream, log_store.as_ref(), head.version(), app_id).await? {
+                Some(value) => value,
+                None => {
+                    // Read from the whole log, at the latest version; the head is loaded
+                    // again at that version or later, and catches up from there.
+                    let latest = self.latest(stream).await?;
+                    let at = latest.as_ref().and_then(|t| t.version());
+                    let value = match latest.as_ref() {
+                        Some(table) => self.committed_version(stream, table, app_id).await?,
+                        None => None,
+                    };
+                    if at != Some(head.version()) {
+                        *guard = None;
+                        continue 'load;
+                    }
+                    value
+                }
+            };
+            if let Some(outcome) = fence.verdict(committed, txn_version) {
+                return Ok(outcome);
+            }
+            let schema = normalize(head.arrow_schema()?);
+            let batches = match run_build(&build, schema.clone(), committed).await? {
+                Some(b) => b,
+                None => return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted)),
+            };
+            if batches.iter().any(|b| !same_fields(&b.schema(), &schema)) {
+                // New columns: delta-rs's write operation changes the metadata with them.
+                *guard = None;
+                return self.append_through_delta_rs(stream, app_id, fence, txn_version, build).await;
+            }
+            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            let span = tracing::info_span!(
+                "delta.commit",
+                %stream,
+                rows,
+                table_version = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let properties = self.properties(stream, &batches);
+            let adds = head.write_files(batches, properties).instrument(span.clone()).await?;
+            for _ in 0..100 {
+                match head.commit(&adds, app_id, txn_version).instrument(span.clone()).await? {
+                    Attempt::Committed(table_version) => {
+                        span.record("table_version", table_version);
+                        self.committed(stream, app_id, table_version, txn_version);
+                        if (table_version + 1).is_multiple_of(head.checkpoint_interval()) {
+                            self.checkpoint(stream).await;
+                        }
+                        return Ok(FencedOutcome::Appended(AppendOutcome::Committed { table_version, rows }));
+                    }
+                    Attempt::Lost(winner) => {
+                        // The files written stay unreferenced (vacuum removes them).
+                        tracing::info!(%stream, version = head.version(), "commit raced another writer");
+                        if winner.changes_table {
+                            *guard = None;
+                            continue 'load;
+                        }
+                        committed = winner.txn(app_id).or(committed);
+                        self.keep_txn((stream.clone(), app_id.to_owned()), head.version(), committed);
+                        if let Some(outcome) = fence.verdict(committed, txn_version) {
+                            return Ok(outcome);
+                        }
+                    }
+                }
+            }
+            span.record("otel.status_code", "ERROR");
+            return Err(StorageError::Build(format!("stream {stream}: 100 commits in a row lost their race")));
+        }
+        Err(StorageError::Build(format!("stream {stream}: the table kept changing under an append")))
+    }
+
+    /// Writes a Delta checkpoint of the stream's latest version, so that a reader starting
+    /// cold (a new server, Athena, Spark) reads one Parquet file of the log instead of every
+    /// commit since the last checkpoint; then, unless the table turns it off, removes the log
+    /// entries older than its `delta.logRetentionDuration` (30 days) that the checkpoint
+    /// makes unneeded. Appends do it every `delta.checkpointInterval` commits (as delta-rs
+    /// does after its own), compaction after it rewrites files. A failure is logged: the
+    /// table is whole without it.
+    pub(crate) async fn checkpoint(&self, stream: &StreamName) {
+        use deltalake::table::config::TablePropertiesExt;
+        let written = async {
+            let Some(table) = self.latest(stream).await? else { return Ok(()) };
+            deltalake::checkpoints::create_checkpoint(&table, None)
+                .await
+                .map_err(StorageError::delta("writing a checkpoint"))?;
+            let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+            if state.table_config().enable_expired_log_cleanup() {
+                deltalake::checkpoints::cleanup_metadata(&table, None)
+                    .await
+                    .map_err(StorageError::delta("removing expired log entries"))?;
+            }
+            Ok::<_, StorageError>(())
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(%stream, error = %e, "writing a checkpoint failed");
+        }
+    }
+
+    /// Parquet settings for the batches of one commit (see [`writer_properties`]).
+    fn properties(&self, stream: &StreamName, batches: &[RecordBatch]) -> WriterProperties {
+        let fpp = self.bloom_filters.fpp;
+        match batches.first() {
+            None => writer_properties(None, BTreeSet::new(), false, fpp, self.row_group_rows),
+            Some(sample) => {
+                let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
+                writer_properties(Some(sample), blooms, self.bloom_filters.detect, fpp, self.row_group_rows)
+            }
+        }
+    }
+
+    /// An append through delta-rs's write operation on the cached `DeltaTable`.
+    async fn append_through_delta_rs(
         &self,
         stream: &StreamName,
         app_id: &str,
@@ -341,40 +514,15 @@ impl Tables {
                 }
                 None => (Arc::new(base_schema()), None),
             };
-            match fence {
-                Fence::Newer if committed.is_some_and(|v| v >= txn_version) => {
-                    return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
-                }
-                Fence::After(_) if committed == Some(txn_version) => {
-                    return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted));
-                }
-                Fence::After(base) if committed != base => return Ok(FencedOutcome::Superseded { committed }),
-                _ => {}
+            if let Some(outcome) = fence.verdict(committed, txn_version) {
+                return Ok(outcome);
             }
-            let build = build.clone();
-            let schema = normalize(schema);
-            let built = tokio::task::spawn_blocking(move || build(schema, committed))
-                .await
-                .map_err(|e| StorageError::Build(e.to_string()))?;
-            let batches = match built {
-                Ok(Some(b)) => b,
-                Ok(None) => return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted)),
-                Err(e) => return Err(StorageError::Build(e.to_string())),
+            let batches = match run_build(&build, normalize(schema), committed).await? {
+                Some(b) => b,
+                None => return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted)),
             };
             let rows = batches.iter().map(|b| b.num_rows()).sum();
-            let properties = batches.first().map_or_else(
-                || writer_properties(None, BTreeSet::new(), false, self.bloom_filters.fpp, self.row_group_rows),
-                |sample| {
-                    let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
-                    writer_properties(
-                        Some(sample),
-                        blooms,
-                        self.bloom_filters.detect,
-                        self.bloom_filters.fpp,
-                        self.row_group_rows,
-                    )
-                },
-            );
+            let properties = self.properties(stream, &batches);
             // delta-rs retries a commit on a newer table version by itself, after checking
             // each commit that won against it; a winner that changed the table's metadata (a
             // schema) fails the retry with `MetadataChanged`, so a commit that adds columns
@@ -448,30 +596,60 @@ enum Fence {
     After(Option<i64>),
 }
 
+impl Fence {
+    /// What the append comes to without writing, given the id's transaction version
+    /// `committed`; `None`: it goes on.
+    fn verdict(self, committed: Option<i64>, txn_version: i64) -> Option<FencedOutcome> {
+        match self {
+            Fence::Newer if committed.is_some_and(|v| v >= txn_version) => {
+                Some(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted))
+            }
+            Fence::After(_) if committed == Some(txn_version) => {
+                Some(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted))
+            }
+            Fence::After(base) if committed != base => Some(FencedOutcome::Superseded { committed }),
+            _ => None,
+        }
+    }
+}
+
+/// Runs an append's batch builder on a blocking thread.
+async fn run_build(
+    build: &BuildFn,
+    schema: SchemaRef,
+    committed: Option<i64>,
+) -> Result<Option<Vec<RecordBatch>>, StorageError> {
+    let build = build.clone();
+    tokio::task::spawn_blocking(move || build(schema, committed))
+        .await
+        .map_err(|e| StorageError::Build(e.to_string()))?
+        .map_err(|e| StorageError::Build(e.to_string()))
+}
+
+/// Whether a batch has exactly the table's columns (names and types; a batch with new
+/// columns changes the table's metadata).
+fn same_fields(batch: &Schema, table: &Schema) -> bool {
+    batch.fields().len() == table.fields().len()
+        && batch
+            .fields()
+            .iter()
+            .zip(table.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+}
+
 /// The last transaction version of `app_id` in the commits after table version `at` up to
 /// `to`, starting from `value` (its version at `at`); `None` when a commit is missing (cleaned
 /// up: the caller reads the whole log).
 async fn txn_since(
-    table: &DeltaTable,
+    log_store: &dyn LogStore,
     app_id: &str,
     at: u64,
     to: u64,
     mut value: Option<i64>,
 ) -> Result<Option<Option<i64>>, StorageError> {
     for v in at + 1..=to {
-        let Some(bytes) =
-            table.log_store().read_commit_entry(v).await.map_err(StorageError::delta("reading a commit"))?
-        else {
-            return Ok(None);
-        };
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-            if let Some(txn) = action.get("txn")
-                && txn.get("appId").and_then(|a| a.as_str()) == Some(app_id)
-            {
-                value = txn.get("version").and_then(|v| v.as_i64()).or(value);
-            }
-        }
+        let Some(commit) = crate::head::read_commit(log_store, v).await? else { return Ok(None) };
+        value = commit.txn(app_id).or(value);
     }
     Ok(Some(value))
 }
@@ -570,7 +748,7 @@ struct Sampled {
 
 impl Sampled {
     fn of<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> Self {
-        let mut seen = std::collections::HashSet::with_capacity(SAMPLE);
+        let mut seen = foldhash::HashSet::with_capacity_and_hasher(SAMPLE, Default::default());
         let mut count = 0usize;
         for value in values.take(SAMPLE) {
             count += 1;
@@ -693,8 +871,13 @@ mod tests {
 
     /// A build of events with these ids; the first build waits at `gate` when one is given.
     fn build(ids: &[&str], gate: Option<Arc<Gate>>) -> BuildFn {
+        build_field("id", ids, gate)
+    }
+
+    /// A build of events with a text field `field` set to each id.
+    fn build_field(field: &str, ids: &[&str], gate: Option<Arc<Gate>>) -> BuildFn {
         use logyard_core::batch::{BatchBuilder, PendingEvent};
-        let texts: Vec<String> = ids.iter().map(|id| format!("{{\"id\":\"{id}\"}}")).collect();
+        let texts: Vec<String> = ids.iter().map(|id| format!("{{\"{field}\":\"{id}\"}}")).collect();
         let gate = Mutex::new(gate);
         Arc::new(move |schema, _| {
             if let Some(g) = gate.lock().unwrap().take() {
@@ -710,6 +893,15 @@ mod tests {
         })
     }
 
+    /// Two processes' views of the tables under `dir`.
+    async fn two_processes(dir: &std::path::Path) -> (Tables, Tables) {
+        let open = || async {
+            let location = crate::Location::Local(dir.to_owned());
+            Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap())
+        };
+        (open().await, open().await)
+    }
+
     async fn rows(tables: &Tables, stream: &StreamName) -> u64 {
         tables.info(stream).await.unwrap().map_or(0, |i| i.rows)
     }
@@ -721,9 +913,7 @@ mod tests {
     #[tokio::test]
     async fn the_transaction_version_follows_the_commits_of_other_processes() {
         let dir = tempfile::tempdir().unwrap();
-        let location = crate::Location::Local(dir.path().to_owned());
-        let a = Tables::new(Storage::open(location.clone(), &Default::default(), Default::default()).await.unwrap());
-        let b = Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap());
+        let (a, b) = two_processes(dir.path()).await;
         let stream = StreamName::new("txns").unwrap();
         for n in 1..=30 {
             a.append(&stream, "writer-a", n, build(&["x"], None)).await.unwrap();
@@ -772,11 +962,8 @@ mod tests {
     #[tokio::test]
     async fn fenced_appends_under_one_app_id_land_once() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || async {
-            let location = crate::Location::Local(dir.path().to_owned());
-            Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap())
-        };
-        let (one, two) = (Arc::new(open().await), Arc::new(open().await));
+        let (one, two) = two_processes(dir.path()).await;
+        let (one, two) = (Arc::new(one), Arc::new(two));
         let stream = StreamName::new("fenced").unwrap();
         let app = "kinesis/shop/shardId-000000000001";
 
@@ -804,6 +991,63 @@ mod tests {
         assert_eq!(late, FencedOutcome::Superseded { committed: Some(2) });
         assert_eq!(rows(&two, &stream).await, 3);
         assert_eq!(two.transaction_version(&stream, app).await.unwrap(), Some(2));
+    }
+
+    fn commit_json(dir: &std::path::Path, stream: &str, version: u64) -> String {
+        std::fs::read_to_string(dir.join(format!("{TABLES_DIR}/{stream}/_delta_log/{version:020}.json"))).unwrap()
+    }
+
+    /// Two processes append to one table in turns, each from a view of it the other has
+    /// moved on: a commit that finds its version taken goes after the winner's, and one
+    /// whose winner added a column is built again against the new schema. Every row lands
+    /// once, each commit of the append path carries its statistics and transaction.
+    #[tokio::test]
+    async fn appends_of_two_processes_interleave_and_follow_each_others_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_processes(dir.path()).await;
+        let stream = StreamName::new("turns").unwrap();
+        let committed = |o: AppendOutcome| match o {
+            AppendOutcome::Committed { table_version, .. } => table_version,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(committed(a.append(&stream, "a", 1, build(&["a1"], None)).await.unwrap()), 0);
+        assert_eq!(committed(a.append(&stream, "a", 2, build(&["a2"], None)).await.unwrap()), 1);
+        assert_eq!(committed(b.append(&stream, "b", 1, build(&["b1"], None)).await.unwrap()), 2);
+        // `a` last saw version 1: version 2 is taken, it commits 3.
+        assert_eq!(committed(a.append(&stream, "a", 3, build(&["a3", "a4"], None)).await.unwrap()), 3);
+        // `b` adds a column; `a`, behind, finds the new schema and builds again.
+        assert_eq!(committed(b.append(&stream, "b", 2, build_field("region", &["eu"], None)).await.unwrap()), 4);
+        assert_eq!(committed(a.append(&stream, "a", 4, build(&["a5"], None)).await.unwrap()), 5);
+        assert_eq!(rows(&a, &stream).await, 7);
+        let schema = a.info(&stream).await.unwrap().unwrap().schema;
+        assert!(schema.iter().any(|c| c.name == "region"), "{schema:?}");
+
+        let fast = commit_json(dir.path(), "turns", 5);
+        assert!(fast.contains(r#""engineInfo":"logyard"#), "{fast}");
+        assert!(fast.contains(r#"{"txn":{"appId":"a","version":4"#), "{fast}");
+        assert!(fast.contains(r#"\"minValues\":{"#) && fast.contains(r#"\"id\":\"a5\""#), "{fast}");
+        assert_eq!(a.transaction_version(&stream, "a").await.unwrap(), Some(4));
+        assert_eq!(a.transaction_version(&stream, "b").await.unwrap(), Some(2));
+    }
+
+    /// The append path writes a checkpoint every `delta.checkpointInterval` commits (100),
+    /// as delta-rs does after its own, and a new reader starts from it.
+    #[tokio::test]
+    async fn every_hundredth_commit_writes_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tables, reader) = two_processes(dir.path()).await;
+        let stream = StreamName::new("checked").unwrap();
+        for n in 1..=101 {
+            tables.append(&stream, "w", n, build(&["x"], None)).await.unwrap();
+        }
+        let log = dir.path().join(format!("{TABLES_DIR}/checked/_delta_log"));
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 99)).exists());
+        assert!(!log.join(format!("{:020}.checkpoint.parquet", 100)).exists());
+        let last: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(log.join("_last_checkpoint")).unwrap()).unwrap();
+        assert_eq!(last["version"], 99);
+        assert_eq!(rows(&reader, &stream).await, 101);
+        assert_eq!(reader.transaction_version(&stream, "w").await.unwrap(), Some(101));
     }
 
     #[test]

@@ -1,0 +1,207 @@
+//! The append path's view of a stream's table: its protocol, schema and latest version,
+//! without the list of its files.
+//!
+//! delta-rs brings a `DeltaTable` up to date after each of its commits by replaying the
+//! statistics of every file in the table, and lists the whole `_delta_log` for expired
+//! entries: work that grows with the table, paid by every commit (the 200th commit of a day
+//! cost several times the first). An append needs none of it. Appends that keep the
+//! table's schema write their files with delta-rs's Parquet writer (the same statistics in
+//! the `add` actions) and their commit directly: `<version>.json`, put only if absent, as
+//! delta-rs puts it. A lost race is settled by reading the winner's commit: blind appends
+//! conflict only with a change of protocol or metadata (the schema), or with a commit under
+//! the same application id (the fences of [`crate::tables::Tables::append_after`]).
+//! Checkpoints and the expiry of old log entries are written every
+//! `delta.checkpointInterval` commits, as delta-rs does.
+
+use std::collections::HashMap;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use deltalake::BlindDeltaTable;
+use deltalake::kernel::transaction::{CommitData, TransactionError};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::logstore::{CommitOrBytes, LogStore, LogStoreRef};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use parquet::file::properties::WriterProperties;
+
+use crate::StorageError;
+
+/// A table's protocol, metadata and latest known version.
+#[derive(Debug)]
+pub(crate) struct Head {
+    table: BlindDeltaTable,
+    /// The latest version known. The commits after `table`'s version up to this one changed
+    /// neither protocol nor metadata (they were read, or written here).
+    version: u64,
+}
+
+/// What a commit attempt did.
+pub(crate) enum Attempt {
+    /// The commit is the table's version `.0`.
+    Committed(u64),
+    /// Another writer's commit took the version first.
+    Lost(CommitSummary),
+}
+
+/// What the append path needs to know of a commit.
+#[derive(Debug, Default)]
+pub(crate) struct CommitSummary {
+    /// It changed the protocol or the metadata (a schema, a property).
+    pub changes_table: bool,
+    /// Its application transactions: (application id, version).
+    pub txns: Vec<(String, i64)>,
+}
+
+impl CommitSummary {
+    fn parse(bytes: &[u8]) -> Self {
+        let mut summary = Self::default();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            if action.get("metaData").is_some() || action.get("protocol").is_some() {
+                summary.changes_table = true;
+            }
+            if let Some(txn) = action.get("txn")
+                && let (Some(app), Some(version)) =
+                    (txn.get("appId").and_then(|a| a.as_str()), txn.get("version").and_then(|v| v.as_i64()))
+            {
+                summary.txns.push((app.to_owned(), version));
+            }
+        }
+        summary
+    }
+
+    /// The version this commit sets for `app_id`, if it sets one.
+    pub fn txn(&self, app_id: &str) -> Option<i64> {
+        self.txns.iter().rev().find(|(app, _)| app == app_id).map(|(_, v)| *v)
+    }
+}
+
+/// A commit of the log, summarised; `None` when it is missing (cleaned up, or not written).
+pub(crate) async fn read_commit(log_store: &dyn LogStore, version: u64) -> Result<Option<CommitSummary>, StorageError> {
+    let bytes = log_store.read_commit_entry(version).await.map_err(StorageError::delta("reading a commit"))?;
+    Ok(bytes.map(|b| CommitSummary::parse(&b)))
+}
+
+impl Head {
+    /// Loads the protocol and metadata of the table's latest version (a checkpoint and the
+    /// commits after it; no file statistics). The table must exist.
+    pub async fn load(log_store: LogStoreRef) -> Result<Self, StorageError> {
+        let table =
+            BlindDeltaTable::try_new_with_log_store(log_store).await.map_err(StorageError::delta("loading table"))?;
+        let version = table.version();
+        Ok(Self { table, version })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn log_store(&self) -> LogStoreRef {
+        self.table.log_store()
+    }
+
+    /// The table's schema as Arrow sees it.
+    pub fn arrow_schema(&self) -> Result<SchemaRef, StorageError> {
+        self.table.arrow_schema().map_err(StorageError::delta("reading table schema"))
+    }
+
+    /// Whether this path may write to the table: it knows no writer feature beyond the
+    /// protocol logyard creates (writer version 2: append-only and column invariants; it
+    /// sets no invariants). A table another engine upgraded goes through delta-rs's
+    /// writer, which checks what it asks for.
+    pub fn writable(&self) -> bool {
+        let protocol = serde_json::to_value(self.table.protocol()).unwrap_or_default();
+        let writer = protocol.get("minWriterVersion").and_then(|v| v.as_i64()).unwrap_or(i64::MAX);
+        let invariants = self.table.schema().fields().any(|f| f.metadata().contains_key("delta.invariants"));
+        writer <= 2 && !invariants
+    }
+
+    /// The `delta.checkpointInterval` of the table (100 unless set).
+    pub fn checkpoint_interval(&self) -> u64 {
+        use deltalake::table::config::TablePropertiesExt;
+        self.table.table_properties().checkpoint_interval().get()
+    }
+
+    /// Writes `batches` (of the table's schema) as Parquet files under the table, one per
+    /// partition, and returns their `add` actions, statistics included.
+    pub async fn write_files(
+        &self,
+        batches: Vec<RecordBatch>,
+        properties: WriterProperties,
+    ) -> Result<Vec<Add>, StorageError> {
+        let mut writer = RecordBatchWriter::for_blind_appends(&self.table)
+            .map_err(StorageError::delta("opening a table writer"))?
+            .with_writer_properties(properties);
+        for batch in batches {
+            writer.write(batch).await.map_err(StorageError::delta("writing table files"))?;
+        }
+        writer.flush().await.map_err(StorageError::delta("writing table files"))
+    }
+
+    /// Commits `adds` as the next version, under the application transaction
+    /// (`app_id`, `txn_version`). A lost race moves the head past the winner's commit
+    /// unless that commit changed the table (then the head must be loaded again).
+    pub async fn commit(&mut self, adds: &[Add], app_id: &str, txn_version: i64) -> Result<Attempt, StorageError> {
+        let version = self.version + 1;
+        let bytes = self.commit_bytes(adds, app_id, txn_version)?;
+        let log_store = self.table.log_store();
+        let written = log_store.write_commit_entry(version, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4()).await;
+        match written {
+            Ok(()) => {
+                self.version = version;
+                Ok(Attempt::Committed(version))
+            }
+            Err(TransactionError::VersionAlreadyExists(_)) => {
+                let winner = read_commit(log_store.as_ref(), version).await?.ok_or_else(|| {
+                    StorageError::Build(format!("commit {version} was taken, then could not be read"))
+                })?;
+                if !winner.changes_table {
+                    self.version = version;
+                }
+                Ok(Attempt::Lost(winner))
+            }
+            Err(e) => Err(StorageError::delta("committing")(e.into())),
+        }
+    }
+
+    fn commit_bytes(&self, adds: &[Add], app_id: &str, txn_version: i64) -> Result<Bytes, StorageError> {
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(self.table.metadata().partition_columns().to_vec()),
+            predicate: None,
+        };
+        let mut info = operation.get_commit_info();
+        info.timestamp = Some(chrono::Utc::now().timestamp_millis());
+        info.read_version = Some(self.version);
+        info.is_blind_append = Some(true);
+        info.engine_info = Some(format!("logyard {}", env!("CARGO_PKG_VERSION")));
+        let mut actions = vec![Action::CommitInfo(info)];
+        actions.extend(adds.iter().cloned().map(Action::Add));
+        let data = CommitData::new(actions, operation, HashMap::new(), vec![Transaction::new(app_id, txn_version)]);
+        data.get_bytes().map_err(|e| StorageError::delta("committing")(e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_summary_names_table_changes_and_transactions() {
+        let commit = br#"{"commitInfo":{"operation":"WRITE"}}
+{"add":{"path":"a.parquet"}}
+{"txn":{"appId":"wal-1","version":7}}
+{"txn":{"appId":"upload-2","version":1}}
+"#;
+        let summary = CommitSummary::parse(commit);
+        assert!(!summary.changes_table);
+        assert_eq!(summary.txn("wal-1"), Some(7));
+        assert_eq!(summary.txn("upload-2"), Some(1));
+        assert_eq!(summary.txn("other"), None);
+        let schema = br#"{"metaData":{"id":"x"}}"#;
+        assert!(CommitSummary::parse(schema).changes_table);
+        assert!(CommitSummary::parse(br#"{"protocol":{"minReaderVersion":1,"minWriterVersion":7}}"#).changes_table);
+    }
+}
