@@ -462,16 +462,39 @@ impl Moto {
     pub fn start() -> Moto {
         let bin =
             program("LOGYARD_MOTO_SERVER", "moto_server", "scripts/test.sh installs moto[server] in its Python venv");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning moto_server");
-        let (proxy, faults) = behind_proxy("moto_server", port, Duration::from_secs(30));
-        Moto { child, endpoint: format!("http://127.0.0.1:{port}"), proxied: format!("http://{proxy}"), faults }
+        // A free port can be taken by another test's server between its choice and moto's
+        // bind (then what answered on it was that server, and moto has exited): try another.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning moto_server");
+            let (proxy, faults) = behind_proxy("moto_server", port, Duration::from_secs(30));
+            if Self::answers(port) {
+                let endpoint = format!("http://127.0.0.1:{port}");
+                return Moto { child, endpoint, proxied: format!("http://{proxy}"), faults };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("moto_server exited after starting three times (its port taken each time?)");
+    }
+
+    /// Whether moto answers on `port` (its API lists its data).
+    fn answers(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let request =
+            format!("GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+            && answer.contains("Werkzeug")
     }
 
     /// Creates an S3 bucket (moto takes an unsigned request).
