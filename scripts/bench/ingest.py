@@ -11,7 +11,11 @@ With --ack-commit, every round also sends the file with `ack=commit` (each answe
 the request's events to be committed to the table), for the ratio of the two rates.
 
 With --baseline BIN, another logyard binary (an earlier build) runs in every round too, right
-after this one, so a change is measured against what it changed in the same run.
+after this one, so a change is measured against what it changed in the same run (with
+--ack-commit, both ways).
+
+With --server-cores 0,1 the server may run on both cores (the load generator stays on core 0):
+a flush then has a core of its own beside the requests.
 
 Usage: python scripts/bench/ingest.py [--events N] [--rounds R] [--workdir DIR] [--baseline BIN]
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
@@ -46,6 +50,9 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+SERVER_CORES = "1"
 
 
 def pinned(core, cmd):
@@ -88,7 +95,7 @@ def start_server(workdir, env_extra=None, server=None):
     shutil.rmtree(data, ignore_errors=True)
     env = dict(os.environ, LOGYARD_LOG_LEVEL="warn", LOGYARD_QUERY_MAX_JSON_ROWS="100000000")
     env.update(env_extra or {})
-    cmd = pinned(1, [server or release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", str(data), "--wal-dir", str(data / "wal")])
+    cmd = pinned(SERVER_CORES, [server or release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", str(data), "--wal-dir", str(data / "wal")])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     line = proc.stdout.readline().strip()
     prefix = "logyard listening on "
@@ -171,7 +178,10 @@ def main():
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--baseline", default=None, help="an earlier logyard binary, measured in every round too")
     ap.add_argument("--ack-commit", action="store_true", help="also measure every request sent with ack=commit")
+    ap.add_argument("--server-cores", default="1", help="the cores the server may run on (taskset -c)")
     args = ap.parse_args()
+    global SERVER_CORES
+    SERVER_CORES = args.server_cores
     workdir, ndjson = dataset(args.workdir, args.events, 3)
     print(json.dumps(measure(args, workdir, ndjson), indent=2))
 
@@ -183,10 +193,16 @@ def measure(args, workdir, ndjson):
         runs["baseline"] = []
     if args.ack_commit:
         runs["ack_commit"] = []
+        if args.baseline:
+            runs["baseline_ack_commit"] = []
     for i in range(args.rounds):
         if args.ack_commit:
             runs["ack_commit"].append(logyard_round(ndjson, workdir, args.concurrency, ack="commit"))
             print(f"round {i + 1}: ack=commit {runs['ack_commit'][-1]}", file=sys.stderr)
+            if args.baseline:
+                runs["baseline_ack_commit"].append(
+                    logyard_round(ndjson, workdir, args.concurrency, server=args.baseline, ack="commit"))
+                print(f"round {i + 1}: baseline ack=commit {runs['baseline_ack_commit'][-1]}", file=sys.stderr)
         runs["logyard"].append(logyard_round(ndjson, workdir, args.concurrency))
         print(f"round {i + 1}: logyard {runs['logyard'][-1]}", file=sys.stderr)
         if args.baseline:
@@ -240,6 +256,15 @@ def measure(args, workdir, ndjson):
         commit_seconds = med([r["seconds_to_last_commit"] for r in runs["ack_commit"]])
         result["ack_commit"] = {"seconds": commit_seconds, "mb_per_second_per_core": raw / 1e6 / commit_seconds}
         result["ratios"]["ack_commit_rate_over_ack_wal_rate"] = ly_seconds / commit_seconds
+        if args.baseline:
+            base_commit = med([r["seconds_to_last_commit"] for r in runs["baseline_ack_commit"]])
+            result["baseline"]["ack_commit_seconds"] = base_commit
+            result["ratios"]["ack_commit_rate_over_baseline_ack_commit_rate"] = base_commit / commit_seconds
+    for name in ["logyard", "baseline", "ack_commit", "baseline_ack_commit"]:
+        if runs.get(name):
+            result.setdefault("request_ms_median_of_rounds", {})[name] = {
+                q: med([r["request_ms"][q] for r in runs[name]]) for q in ["p50", "p99", "max"]
+            }
     result["all_runs"] = runs
     return result
 

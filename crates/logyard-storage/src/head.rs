@@ -124,20 +124,33 @@ impl Head {
         self.table.table_properties().checkpoint_interval().get()
     }
 
-    /// Writes `batches` (of the table's schema) as Parquet files under the table, one per
-    /// partition, and returns their `add` actions, statistics included.
+    /// Writes `batches` (of the table's schema, sorted by time) as Parquet files under the
+    /// table and returns their `add` actions, statistics included. The encoding runs on
+    /// blocking threads, never on a runtime worker: requests queued behind a flush on that
+    /// worker would wait for it. A flush of `threads` row groups of `row_group_rows` or more
+    /// is cut into as many consecutive runs of rows, encoded at once, one file each (every
+    /// file at least a row group).
     pub async fn write_files(
         &self,
         batches: Vec<RecordBatch>,
         properties: WriterProperties,
+        row_group_rows: usize,
+        threads: usize,
     ) -> Result<Vec<Add>, StorageError> {
-        let mut writer = RecordBatchWriter::for_blind_appends(&self.table)
-            .map_err(StorageError::delta("opening a table writer"))?
-            .with_writer_properties(properties);
-        for batch in batches {
-            writer.write(batch).await.map_err(StorageError::delta("writing table files"))?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let parts = threads.min(rows / row_group_rows.max(1)).max(1);
+        let mut encodings = Vec::with_capacity(parts);
+        for run in split_rows(batches, parts) {
+            let writer = RecordBatchWriter::for_blind_appends(&self.table)
+                .map_err(StorageError::delta("opening a table writer"))?
+                .with_writer_properties(properties.clone());
+            encodings.push(encode(writer, run));
         }
-        writer.flush().await.map_err(StorageError::delta("writing table files"))
+        let mut adds = Vec::new();
+        for encoding in encodings {
+            adds.extend(encoding.await.map_err(|e| StorageError::Build(format!("encoding table files: {e}")))??);
+        }
+        Ok(adds)
     }
 
     /// Commits `adds` as the next version, under the application transaction
@@ -184,9 +197,76 @@ impl Head {
     }
 }
 
+/// Encodes and puts `batches` through `writer` on a blocking thread (started at once).
+fn encode(
+    mut writer: RecordBatchWriter,
+    batches: Vec<RecordBatch>,
+) -> tokio::task::JoinHandle<Result<Vec<Add>, StorageError>> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            for batch in batches {
+                writer.write(batch).await.map_err(StorageError::delta("writing table files"))?;
+            }
+            writer.flush().await.map_err(StorageError::delta("writing table files"))
+        })
+    })
+}
+
+/// `batches` cut into `parts` consecutive runs of rows as equal as can be (slices share
+/// the batches' buffers).
+fn split_rows(batches: Vec<RecordBatch>, parts: usize) -> Vec<Vec<RecordBatch>> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let per_part = rows.div_ceil(parts.max(1)).max(1);
+    let mut runs: Vec<Vec<RecordBatch>> = vec![Vec::new()];
+    let mut room = per_part;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if room == 0 {
+                runs.push(Vec::new());
+                room = per_part;
+            }
+            let take = room.min(batch.num_rows() - offset);
+            runs.last_mut().expect("one run at least").push(batch.slice(offset, take));
+            offset += take;
+            room -= take;
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_cut_into_consecutive_runs_of_equal_size() {
+        use arrow::array::{Array, Int64Array};
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "n",
+            arrow::datatypes::DataType::Int64,
+            false,
+        )]));
+        let batch = |from: i64, to: i64| {
+            RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(Int64Array::from_iter_values(from..to))])
+                .unwrap()
+        };
+        let runs = split_rows(vec![batch(0, 7), batch(7, 10), batch(10, 11)], 3);
+        let values: Vec<Vec<i64>> = runs
+            .iter()
+            .map(|run| {
+                run.iter()
+                    .flat_map(|b| {
+                        let column = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().clone();
+                        (0..column.len()).map(move |i| column.value(i))
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(values, vec![(0..4).collect::<Vec<_>>(), (4..8).collect(), (8..11).collect()]);
+        assert_eq!(split_rows(vec![batch(0, 5)], 1).len(), 1);
+    }
 
     #[test]
     fn a_commit_summary_names_table_changes_and_transactions() {

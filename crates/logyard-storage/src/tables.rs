@@ -99,9 +99,16 @@ pub struct Tables {
     heads: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<Head>>>>>,
     bloom_filters: BloomFilters,
     row_group_rows: usize,
+    /// Files a large flush is encoded into at once (see [`Head::write_files`]).
+    encode_threads: usize,
     text_fields: logyard_core::TextFields,
     ids: crate::ids::IdCache,
     txns: TxnVersions,
+}
+
+/// The cores this process may run on (its CPU affinity).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The transaction version of an application id in a table, as of a table version: delta-rs
@@ -125,6 +132,7 @@ impl Tables {
             heads: Mutex::new(HashMap::new()),
             bloom_filters: BloomFilters::default(),
             row_group_rows: ROW_GROUP_ROWS,
+            encode_threads: cores(),
             text_fields: Default::default(),
             ids: Default::default(),
         }
@@ -140,6 +148,18 @@ impl Tables {
     pub fn with_row_group_rows(mut self, rows: usize) -> Self {
         self.row_group_rows = rows.max(1);
         self
+    }
+
+    /// At most how many files a flush of that many row groups or more is encoded into at
+    /// once (0, the default: the cores this process may run on).
+    pub fn with_encode_threads(mut self, threads: usize) -> Self {
+        self.encode_threads = if threads == 0 { cores() } else { threads };
+        self
+    }
+
+    /// See [`Tables::with_encode_threads`].
+    pub fn encode_threads(&self) -> usize {
+        self.encode_threads
     }
 
     /// Sets the streams' text fields, which the indexes compaction writes cover (default:
@@ -421,7 +441,10 @@ impl Tables {
                 otel.status_code = tracing::field::Empty,
             );
             let properties = self.properties(stream, &batches);
-            let adds = head.write_files(batches, properties).instrument(span.clone()).await?;
+            let adds = head
+                .write_files(batches, properties, self.row_group_rows, self.encode_threads)
+                .instrument(span.clone())
+                .await?;
             for _ in 0..100 {
                 match head.commit(&adds, app_id, txn_version).instrument(span.clone()).await? {
                     Attempt::Committed(table_version) => {
@@ -1048,6 +1071,79 @@ mod tests {
         assert_eq!(last["version"], 99);
         assert_eq!(rows(&reader, &stream).await, 101);
         assert_eq!(reader.transaction_version(&stream, "w").await.unwrap(), Some(101));
+    }
+
+    /// A stream's table after a first small append (so that later appends take the append
+    /// path), and batches of `rows` distinct ids in its schema.
+    async fn table_and_rows(tables: &Tables, stream: &StreamName, rows: usize) -> Vec<RecordBatch> {
+        tables.append(stream, "w", 1, build(&["first"], None)).await.unwrap();
+        let table = tables.latest(stream).await.unwrap().unwrap();
+        let schema = normalize(table.snapshot().unwrap().snapshot().arrow_schema());
+        let ids: Vec<String> =
+            (0..rows).map(|i| format!("{:032x}", (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        build(&ids, None)(schema, None).unwrap().unwrap()
+    }
+
+    /// A flush of several row groups is encoded into that many files at once (up to the
+    /// threads allowed), consecutive runs of its rows, committed together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_flush_is_encoded_into_files_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::Location::Local(dir.path().to_owned());
+        let storage = Storage::open(location, &Default::default(), Default::default()).await.unwrap();
+        let tables = Tables::new(storage).with_row_group_rows(1000).with_encode_threads(2);
+        let stream = StreamName::new("hot").unwrap();
+        let batches = table_and_rows(&tables, &stream, 5000).await;
+        let outcome = tables.append(&stream, "w", 2, Arc::new(move |_, _| Ok(Some(batches.clone())))).await.unwrap();
+        assert!(matches!(outcome, AppendOutcome::Committed { rows: 5000, table_version: 1 }), "{outcome:?}");
+        let commit = commit_json(dir.path(), "hot", 1);
+        let records: Vec<i64> = commit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("add").cloned())
+            .map(|add| {
+                let stats: serde_json::Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+                stats["numRecords"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(records, vec![2500, 2500]);
+        assert_eq!(rows(&tables, &stream).await, 5001);
+        // Below two row groups, one file.
+        let batches = table_and_rows(&tables, &StreamName::new("warm").unwrap(), 1999).await;
+        let warm = StreamName::new("warm").unwrap();
+        tables.append(&warm, "w", 2, Arc::new(move |_, _| Ok(Some(batches.clone())))).await.unwrap();
+        assert_eq!(commit_json(dir.path(), "warm", 1).lines().filter(|l| l.starts_with("{\"add\"")).count(), 1);
+    }
+
+    /// Encoding a flush leaves the runtime's thread free: on a runtime of one thread, a
+    /// task ticking every millisecond keeps ticking while a large append is encoded.
+    #[tokio::test(flavor = "current_thread")]
+    async fn encoding_a_flush_does_not_hold_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tables, _) = two_processes(dir.path()).await;
+        let stream = StreamName::new("busy").unwrap();
+        let batches = table_and_rows(&tables, &stream, 200_000).await;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let done = done.clone();
+            async move {
+                let mut longest = Duration::ZERO;
+                let mut last = std::time::Instant::now();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    longest = longest.max(last.elapsed());
+                    last = std::time::Instant::now();
+                }
+                longest
+            }
+        });
+        tokio::task::yield_now().await;
+        let started = std::time::Instant::now();
+        tables.append(&stream, "w", 2, Arc::new(move |_, _| Ok(Some(batches.clone())))).await.unwrap();
+        let took = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let longest = ticker.await.unwrap();
+        assert!(longest * 4 < took, "the ticker waited {longest:?} at once during an append of {took:?}");
     }
 
     #[test]

@@ -478,6 +478,9 @@ pub struct TablesConfig {
     pub bloom_filter_fpp: f64,
     /// Rows per Parquet row group (at least 1).
     pub row_group_rows: usize,
+    /// Files a flush of a busy stream is encoded into at once, one per core (0: as many as
+    /// the cores this process may run on).
+    pub encode_threads: usize,
 }
 
 impl Default for TablesConfig {
@@ -488,6 +491,7 @@ impl Default for TablesConfig {
             detect_identifiers: true,
             bloom_filter_fpp: 0.05,
             row_group_rows: logyard_storage::tables::ROW_GROUP_ROWS,
+            encode_threads: 0,
         }
     }
 }

@@ -521,6 +521,7 @@ pub(crate) fn stream_tables(config: &Config, storage: Storage) -> Tables {
     Tables::new(storage)
         .with_bloom_filters(config.tables.bloom_filters())
         .with_row_group_rows(config.tables.row_group_rows)
+        .with_encode_threads(config.tables.encode_threads)
         .with_text_fields(text_fields(config))
 }
 
