@@ -27,7 +27,7 @@ use logyard_core::StreamName;
 use logyard_core::batch::{DATE_COLUMN, TIMESTAMP_COLUMN, base_schema};
 
 use crate::StorageError;
-use crate::head::{Attempt, Head};
+use crate::head::{Attempt, Encoders, Head};
 use crate::store::{Storage, TABLES_DIR};
 
 /// What an append did.
@@ -99,8 +99,9 @@ pub struct Tables {
     heads: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<Option<Head>>>>>,
     bloom_filters: BloomFilters,
     row_group_rows: usize,
-    /// Files a large flush is encoded into at once (see [`Head::write_files`]).
-    encode_threads: usize,
+    /// The threads a flush's files are encoded on, as many files at once as there are
+    /// threads (see [`Head::write_files`]).
+    encoders: Encoders,
     text_fields: logyard_core::TextFields,
     ids: crate::ids::IdCache,
     txns: TxnVersions,
@@ -132,7 +133,7 @@ impl Tables {
             heads: Mutex::new(HashMap::new()),
             bloom_filters: BloomFilters::default(),
             row_group_rows: ROW_GROUP_ROWS,
-            encode_threads: cores(),
+            encoders: Encoders::new(cores()),
             text_fields: Default::default(),
             ids: Default::default(),
         }
@@ -153,13 +154,13 @@ impl Tables {
     /// At most how many files a flush of that many row groups or more is encoded into at
     /// once (0, the default: the cores this process may run on).
     pub fn with_encode_threads(mut self, threads: usize) -> Self {
-        self.encode_threads = if threads == 0 { cores() } else { threads };
+        self.encoders = Encoders::new(if threads == 0 { cores() } else { threads });
         self
     }
 
     /// See [`Tables::with_encode_threads`].
     pub fn encode_threads(&self) -> usize {
-        self.encode_threads
+        self.encoders.threads()
     }
 
     /// Sets the streams' text fields, which the indexes compaction writes cover (default:
@@ -442,7 +443,7 @@ impl Tables {
             );
             let properties = self.properties(stream, &batches);
             let adds = head
-                .write_files(batches, properties, self.row_group_rows, self.encode_threads)
+                .write_files(batches, properties, self.row_group_rows, &self.encoders)
                 .instrument(span.clone())
                 .await?;
             for _ in 0..100 {
