@@ -274,10 +274,6 @@ trait Stage: Sync {
     fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<Self::Item>;
     /// Bytes taken per flush step.
     fn step_bytes(&self, options: &IngestOptions) -> usize;
-    /// At most how many steps' worth one step takes when the buffer holds that much.
-    fn steps_at_once(&self, _ingestor: &Ingestor) -> usize {
-        1
-    }
     /// Flushes the oldest items of a stream's buffer; returns what is counted (rows, bundles).
     fn flush_items(
         &self,
@@ -301,12 +297,6 @@ impl Stage for ToTable {
 
     fn step_bytes(&self, options: &IngestOptions) -> usize {
         options.flush_bytes
-    }
-
-    /// A busy stream's step takes a step's worth for each file its commit may encode at
-    /// once (each on its own core): one commit instead of several, none waiting on another.
-    fn steps_at_once(&self, ingestor: &Ingestor) -> usize {
-        ingestor.inner.tables.encode_threads()
     }
 
     async fn flush_items(
@@ -703,8 +693,7 @@ impl Ingestor {
                     if done {
                         return Ok(counted);
                     }
-                    let at_once = stage.steps_at_once(self).min(buf.bytes / step.max(1)).max(1);
-                    if let Some(items) = buf.take(step.saturating_mul(at_once)) {
+                    if let Some(items) = buf.take(step) {
                         break items;
                     }
                     if !force {

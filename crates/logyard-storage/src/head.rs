@@ -125,11 +125,11 @@ impl Head {
     }
 
     /// Writes `batches` (of the table's schema, sorted by time) as Parquet files under the
-    /// table and returns their `add` actions, statistics included. The encoding runs on
-    /// blocking threads, never on a runtime worker: requests queued behind a flush on that
-    /// worker would wait for it. A flush of `threads` row groups of `row_group_rows` or more
-    /// is cut into as many consecutive runs of rows, encoded at once, one file each (every
-    /// file at least a row group).
+    /// table and returns their `add` actions, statistics included. The encoding runs on the
+    /// `encoders`' threads, never on a runtime worker: requests queued behind a flush on that
+    /// worker would wait for it. A flush of two half row groups (of `row_group_rows`) or more
+    /// is cut into consecutive runs of rows, as many as there are threads and each at least
+    /// half a row group, encoded at once, one file each.
     pub async fn write_files(
         &self,
         batches: Vec<RecordBatch>,
@@ -138,7 +138,7 @@ impl Head {
         encoders: &Encoders,
     ) -> Result<Vec<Add>, StorageError> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let parts = encoders.threads.min(rows / row_group_rows.max(1)).max(1);
+        let parts = encoders.threads.min(rows / (row_group_rows / 2).max(1)).max(1);
         let mut encodings = Vec::with_capacity(parts);
         for run in split_rows(batches, parts) {
             let writer = RecordBatchWriter::for_blind_appends(&self.table)
@@ -213,10 +213,6 @@ type EncodeJob = Box<dyn FnOnce() + Send>;
 impl Encoders {
     pub fn new(threads: usize) -> Self {
         Self { threads: threads.max(1), jobs: std::sync::OnceLock::new() }
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     /// Encodes and puts `batches` through `writer` on one of the threads (started at once).

@@ -151,16 +151,11 @@ impl Tables {
         self
     }
 
-    /// At most how many files a flush of that many row groups or more is encoded into at
-    /// once (0, the default: the cores this process may run on).
+    /// At most how many files a flush is encoded into at once, one per thread, each at least
+    /// half a row group (0, the default: the cores this process may run on).
     pub fn with_encode_threads(mut self, threads: usize) -> Self {
         self.encoders = Encoders::new(if threads == 0 { cores() } else { threads });
         self
-    }
-
-    /// See [`Tables::with_encode_threads`].
-    pub fn encode_threads(&self) -> usize {
-        self.encoders.threads()
     }
 
     /// Sets the streams' text fields, which the indexes compaction writes cover (default:
@@ -1086,8 +1081,8 @@ mod tests {
         build(&ids, None)(schema, None).unwrap().unwrap()
     }
 
-    /// A flush of several row groups is encoded into that many files at once (up to the
-    /// threads allowed), consecutive runs of its rows, committed together.
+    /// A flush of two half row groups or more is encoded into files at once, one per thread
+    /// allowed, consecutive runs of its rows, committed together.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_flush_is_encoded_into_files_at_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1109,8 +1104,8 @@ mod tests {
             .collect();
         assert_eq!(records, vec![2500, 2500]);
         assert_eq!(rows(&tables, &stream).await, 5001);
-        // Below two row groups, one file.
-        let batches = table_and_rows(&tables, &StreamName::new("warm").unwrap(), 1999).await;
+        // Below two half row groups, one file.
+        let batches = table_and_rows(&tables, &StreamName::new("warm").unwrap(), 999).await;
         let warm = StreamName::new("warm").unwrap();
         tables.append(&warm, "w", 2, Arc::new(move |_, _| Ok(Some(batches.clone())))).await.unwrap();
         assert_eq!(commit_json(dir.path(), "warm", 1).lines().filter(|l| l.starts_with("{\"add\"")).count(), 1);

@@ -478,8 +478,8 @@ pub struct TablesConfig {
     pub bloom_filter_fpp: f64,
     /// Rows per Parquet row group (at least 1).
     pub row_group_rows: usize,
-    /// Files a flush of a busy stream is encoded into at once, one per core (0: as many as
-    /// the cores this process may run on).
+    /// Files a flush is encoded into at once, one per core, each at least half a row group
+    /// (0: as many as the cores this process may run on).
     pub encode_threads: usize,
 }
 
