@@ -111,6 +111,12 @@ async fn three_replicas_commit_every_acknowledged_event_once_through_a_crash_and
     assert_eq!(exit, Some(0), "exit code; logs:\n{}", replicas[2].logs());
     assert!(took >= Duration::from_millis(1500), "the listener stayed open for the drain delay ({took:?})");
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // The load goes on until compaction has committed twice (checked below): three debug
+    // replicas share the machine, and a compaction under load may take several seconds.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while commits(&s3, &bucket, "crash", "OPTIMIZE").len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let acked = load.stop().await;
     assert!(acked.len() > 1000, "the load sent too little to test anything: {}", acked.len());
