@@ -26,8 +26,15 @@ pub const COMMIT_BY: &str = "logyard.by";
 
 /// The commit properties of a maintenance commit made by `by`.
 pub(crate) fn commit_by(by: &str) -> CommitProperties {
-    CommitProperties::default().with_metadata([(COMMIT_BY.to_owned(), serde_json::json!(by))])
+    CommitProperties::default()
+        .with_metadata([(COMMIT_BY.to_owned(), serde_json::json!(by))])
+        .with_max_retries(REWRITE_COMMIT_ATTEMPTS)
 }
+
+/// Commit attempts of a table rewrite (compaction, retention, forgetting) before it gives up:
+/// each attempt checks the commits since its read version and tries the next, and while
+/// replicas commit appends many times a second delta-rs's default of 15 lost every time.
+const REWRITE_COMMIT_ATTEMPTS: usize = 200;
 
 /// What a compaction did.
 #[derive(Debug, Default, Clone, Serialize)]
