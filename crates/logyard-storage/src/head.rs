@@ -205,7 +205,7 @@ impl Head {
 #[derive(Debug)]
 pub(crate) struct Encoders {
     threads: usize,
-    jobs: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<EncodeJob>>>,
+    jobs: std::sync::OnceLock<std::sync::mpsc::Sender<EncodeJob>>,
 }
 
 type EncodeJob = Box<dyn FnOnce() + Send>;
@@ -232,10 +232,10 @@ impl Encoders {
             });
             let _ = done.send(written);
         });
-        let jobs = self.jobs.get_or_init(|| std::sync::Mutex::new(self.start()));
+        let jobs = self.jobs.get_or_init(|| self.start());
         // The threads end only when the sender is dropped, with the tables; a job that
         // panics drops its answer (an error for its flush) and leaves its thread running.
-        if jobs.lock().expect("encoder jobs lock").send(job).is_err() {
+        if jobs.send(job).is_err() {
             tracing::error!("the encoding threads are gone");
         }
         result

@@ -1125,8 +1125,8 @@ mod tests {
         assert_eq!(records, vec![2500, 2500]);
         assert_eq!(rows(&tables, &stream).await, 5001);
         // Below two half row groups, one file.
-        let batches = table_and_rows(&tables, &StreamName::new("warm").unwrap(), 999).await;
         let warm = StreamName::new("warm").unwrap();
+        let batches = table_and_rows(&tables, &warm, 999).await;
         tables.append(&warm, "w", 2, Arc::new(move |_, _| Ok(Some(batches.clone())))).await.unwrap();
         assert_eq!(commit_json(dir.path(), "warm", 1).lines().filter(|l| l.starts_with("{\"add\"")).count(), 1);
     }
