@@ -24,6 +24,8 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStore, LogStoreRef};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use parquet::file::properties::WriterProperties;
 
 use crate::StorageError;
@@ -52,6 +54,8 @@ pub(crate) struct CommitSummary {
     pub changes_table: bool,
     /// Its application transactions: (application id, version).
     pub txns: Vec<(String, i64)>,
+    /// The paths of the files it removed.
+    pub removes: Vec<String>,
 }
 
 impl CommitSummary {
@@ -68,6 +72,9 @@ impl CommitSummary {
             {
                 summary.txns.push((app.to_owned(), version));
             }
+            if let Some(path) = action.get("remove").and_then(|r| r.get("path")).and_then(|p| p.as_str()) {
+                summary.removes.push(path.to_owned());
+            }
         }
         summary
     }
@@ -83,6 +90,60 @@ pub(crate) async fn read_commit(log_store: &dyn LogStore, version: u64) -> Resul
     let bytes = log_store.read_commit_entry(version).await.map_err(StorageError::delta("reading a commit"))?;
     Ok(bytes.map(|b| CommitSummary::parse(&b)))
 }
+
+/// A rewrite's commit (files replaced by files of the same rows: compaction) of `actions`
+/// (its removes and adds, and its commit info), read at table version `read_version`,
+/// written as the first free version after it; `None` when a commit since then removed one
+/// of the same files or changed the table (the rewrite is then void: its files stay
+/// unreferenced, and vacuum deletes them).
+///
+/// Appends in between never conflict: they touch no file a rewrite removes. Each commit in
+/// between costs one failed put and one read, so a rewrite under appends many times a
+/// second catches up with them instead of losing every race to them, as it did when each
+/// attempt replayed the table's state (delta-rs's conflict checker).
+pub(crate) async fn commit_rewrite(
+    log_store: &dyn LogStore,
+    read_version: u64,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+    app_metadata: HashMap<String, serde_json::Value>,
+) -> Result<Option<u64>, StorageError> {
+    let removed: std::collections::HashSet<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove(r) => Some(r.path.clone()),
+            _ => None,
+        })
+        .collect();
+    let bytes = CommitData::new(actions, operation, app_metadata, Vec::new())
+        .get_bytes()
+        .map_err(|e| StorageError::delta("committing a rewrite")(e.into()))?;
+    let mut version = read_version + 1;
+    for _ in 0..REWRITE_CATCH_UP {
+        let written =
+            log_store.write_commit_entry(version, CommitOrBytes::LogBytes(bytes.clone()), uuid::Uuid::new_v4()).await;
+        match written {
+            Ok(()) => return Ok(Some(version)),
+            Err(TransactionError::VersionAlreadyExists(_)) => {
+                let winner = read_commit(log_store, version).await?.ok_or_else(|| {
+                    StorageError::Build(format!("commit {version} was taken, then could not be read"))
+                })?;
+                if winner.changes_table || winner.removes.iter().any(|p| removed.contains(p)) {
+                    return Ok(None);
+                }
+                version += 1;
+            }
+            Err(e) => return Err(StorageError::delta("committing a rewrite")(e.into())),
+        }
+    }
+    Err(StorageError::Build(format!(
+        "a rewrite read at version {read_version} is still {REWRITE_CATCH_UP} commits behind the table"
+    )))
+}
+
+/// Commits a rewrite walks past before it gives up (at a hundred appends a second, more
+/// than a minute of them).
+const REWRITE_CATCH_UP: u64 = 10_000;
 
 impl Head {
     /// Loads the protocol and metadata of the table's latest version (a checkpoint and the
@@ -218,15 +279,25 @@ impl Encoders {
     /// Encodes and puts `batches` through `writer` on one of the threads (started at once).
     fn encode(
         &self,
-        mut writer: RecordBatchWriter,
+        writer: RecordBatchWriter,
         batches: Vec<RecordBatch>,
+    ) -> tokio::sync::oneshot::Receiver<Result<Vec<Add>, StorageError>> {
+        self.encode_stream(writer, futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+    }
+
+    /// Encodes and puts the batches of `batches` through `writer` on one of the threads, as
+    /// they come: a rewrite's sorted rows are never all held twice.
+    pub(crate) fn encode_stream(
+        &self,
+        mut writer: RecordBatchWriter,
+        mut batches: BoxStream<'static, Result<RecordBatch, StorageError>>,
     ) -> tokio::sync::oneshot::Receiver<Result<Vec<Add>, StorageError>> {
         let runtime = tokio::runtime::Handle::current();
         let (done, result) = tokio::sync::oneshot::channel();
         let job: EncodeJob = Box::new(move || {
             let written = runtime.block_on(async move {
-                for batch in batches {
-                    writer.write(batch).await.map_err(StorageError::delta("writing table files"))?;
+                while let Some(batch) = batches.next().await {
+                    writer.write(batch?).await.map_err(StorageError::delta("writing table files"))?;
                 }
                 writer.flush().await.map_err(StorageError::delta("writing table files"))
             });
@@ -324,6 +395,7 @@ mod tests {
     fn a_commit_summary_names_table_changes_and_transactions() {
         let commit = br#"{"commitInfo":{"operation":"WRITE"}}
 {"add":{"path":"a.parquet"}}
+{"remove":{"path":"b.parquet","dataChange":false}}
 {"txn":{"appId":"wal-1","version":7}}
 {"txn":{"appId":"upload-2","version":1}}
 "#;
@@ -332,6 +404,7 @@ mod tests {
         assert_eq!(summary.txn("wal-1"), Some(7));
         assert_eq!(summary.txn("upload-2"), Some(1));
         assert_eq!(summary.txn("other"), None);
+        assert_eq!(summary.removes, ["b.parquet"]);
         let schema = br#"{"metaData":{"id":"x"}}"#;
         assert!(CommitSummary::parse(schema).changes_table);
         assert!(CommitSummary::parse(br#"{"protocol":{"minReaderVersion":1,"minWriterVersion":7}}"#).changes_table);

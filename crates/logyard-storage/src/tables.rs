@@ -169,6 +169,10 @@ impl Tables {
         self.text_fields.of(stream)
     }
 
+    pub(crate) fn encoders(&self) -> &Encoders {
+        &self.encoders
+    }
+
     pub(crate) fn row_group_rows(&self) -> usize {
         self.row_group_rows
     }
@@ -791,7 +795,7 @@ impl Sampled {
 }
 
 /// Delta reads strings back as views in some configurations; logyard builds plain Utf8.
-fn normalize(schema: SchemaRef) -> SchemaRef {
+pub(crate) fn normalize(schema: SchemaRef) -> SchemaRef {
     use arrow::datatypes::{DataType, Field};
     if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8)) {
         return schema;
