@@ -218,8 +218,47 @@ impl Head {
     /// (`app_id`, `txn_version`). A lost race moves the head past the winner's commit
     /// unless that commit changed the table (then the head must be loaded again).
     pub async fn commit(&mut self, adds: &[Add], app_id: &str, txn_version: i64) -> Result<Attempt, StorageError> {
-        let version = self.version + 1;
         let bytes = self.commit_bytes(adds, app_id, txn_version)?;
+        self.put(bytes).await
+    }
+
+    /// Commits the table's schema with the columns of `schema` it lacks added at its end (a
+    /// commit of metadata alone, as `ALTER TABLE ... ADD COLUMNS`); the head must be loaded
+    /// again after it, as after any change of the table. A lost race moves the head past the
+    /// winner's commit unless that commit changed the table.
+    ///
+    /// Columns go in ahead of the rows that bring them, in a commit that costs one put: put
+    /// together (delta-rs's write operation), the rows were rebased over other writers'
+    /// appends by replaying the table's state at each attempt, and under replicas that commit
+    /// several times a second the commit lost every race and an append with a new column
+    /// never got in (nor its replica shut down).
+    pub async fn add_columns(&mut self, schema: &arrow::datatypes::Schema) -> Result<Attempt, StorageError> {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+        use deltalake::kernel::{MetadataExt, StructField, StructType};
+        let failed = |e: &dyn std::fmt::Display| StorageError::Build(format!("adding columns: {e}"));
+        let current = self.table.schema();
+        let mut added: Vec<StructField> = Vec::new();
+        for field in schema.fields().iter().filter(|f| current.field(f.name()).is_none()) {
+            added.push(field.as_ref().try_into_kernel().map_err(|e| failed(&e))?);
+        }
+        let fields: Vec<StructField> = current.fields().cloned().chain(added.iter().cloned()).collect();
+        let schema = StructType::try_new(fields).map_err(|e| failed(&e))?;
+        let metadata = self.table.metadata().clone().with_schema(&schema).map_err(|e| failed(&e))?;
+        let operation = DeltaOperation::AddColumn { fields: added };
+        let mut info = operation.get_commit_info();
+        info.timestamp = Some(chrono::Utc::now().timestamp_millis());
+        info.read_version = Some(self.version);
+        info.engine_info = Some(format!("logyard {}", env!("CARGO_PKG_VERSION")));
+        let actions = vec![Action::CommitInfo(info), Action::Metadata(metadata)];
+        let bytes = CommitData::new(actions, operation, HashMap::new(), Vec::new())
+            .get_bytes()
+            .map_err(|e| StorageError::delta("adding columns")(e.into()))?;
+        self.put(bytes).await
+    }
+
+    /// Puts a commit as the next version; see [`Head::commit`].
+    async fn put(&mut self, bytes: Bytes) -> Result<Attempt, StorageError> {
+        let version = self.version + 1;
         let log_store = self.table.log_store();
         let written = log_store.write_commit_entry(version, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4()).await;
         match written {

@@ -142,7 +142,8 @@ impl Tables {
         }
         let read_version = table.version().unwrap_or_default();
         let blooms = self.bloom_columns(stream, table, Some(day)).await?;
-        let properties = writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows());
+        let properties =
+            writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows(), usize::MAX);
         let mut actions = Vec::new();
         let mut merged = Merged::default();
         for run in runs {

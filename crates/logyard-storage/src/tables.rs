@@ -428,9 +428,28 @@ impl Tables {
                 None => return Ok(FencedOutcome::Appended(AppendOutcome::AlreadyCommitted)),
             };
             if batches.iter().any(|b| !same_fields(&b.schema(), &schema)) {
-                // New columns: delta-rs's write operation changes the metadata with them.
+                let wider = Schema::try_merge(batches.iter().map(|b| b.schema().as_ref().clone()))
+                    .map_err(|e| StorageError::Build(format!("stream {stream}: new columns: {e}")))?;
+                if wider.fields().iter().all(|f| schema.field_with_name(f.name()).is_ok()) {
+                    // Not new columns but others missing or of other types: delta-rs's write
+                    // operation casts them to the table's.
+                    *guard = None;
+                    return self.append_through_delta_rs(stream, app_id, fence, txn_version, build).await;
+                }
+                // New columns: committed first, on their own; the rows are then built again
+                // against the schema they made, as after any other change of the table.
+                for _ in 0..TXN_CATCH_UP {
+                    match head.add_columns(&wider).await? {
+                        Attempt::Committed(version) => {
+                            tracing::info!(%stream, version, "added columns");
+                            break;
+                        }
+                        Attempt::Lost(winner) if winner.changes_table => break,
+                        Attempt::Lost(_) => {}
+                    }
+                }
                 *guard = None;
-                return self.append_through_delta_rs(stream, app_id, fence, txn_version, build).await;
+                continue 'load;
             }
             let rows = batches.iter().map(|b| b.num_rows()).sum();
             let span = tracing::info_span!(
@@ -509,10 +528,11 @@ impl Tables {
     fn properties(&self, stream: &StreamName, batches: &[RecordBatch]) -> WriterProperties {
         let fpp = self.bloom_filters.fpp;
         match batches.first() {
-            None => writer_properties(None, BTreeSet::new(), false, fpp, self.row_group_rows),
+            None => writer_properties(None, BTreeSet::new(), false, fpp, self.row_group_rows, 0),
             Some(sample) => {
                 let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
-                writer_properties(Some(sample), blooms, self.bloom_filters.detect, fpp, self.row_group_rows)
+                let rows = batches.iter().map(RecordBatch::num_rows).sum();
+                writer_properties(Some(sample), blooms, self.bloom_filters.detect, fpp, self.row_group_rows, rows)
             }
         }
     }
@@ -709,6 +729,7 @@ pub(crate) fn writer_properties(
     detect: bool,
     fpp: f64,
     row_group_rows: usize,
+    rows: usize,
 ) -> WriterProperties {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
@@ -749,9 +770,14 @@ pub(crate) fn writer_properties(
             }
         }
     }
+    // Sized for a row group of distinct values (or for the rows written, when fewer), then
+    // folded down to `fpp` once written. Left at the writer's default (a million values), a
+    // filter of a row group of 128 Ki rows started at 1 MiB, and of a commit of 10,000
+    // events as large, allocated and folded for every column and row group.
+    let ndv = rows.min(row_group_rows).max(1) as u64;
     for column in &blooms {
-        // Sized for a row group of distinct values, then folded down to `fpp` once written.
-        builder = builder.set_column_bloom_filter_fpp(ColumnPath::from(column.as_str()), fpp);
+        let path = ColumnPath::from(column.as_str());
+        builder = builder.set_column_bloom_filter_fpp(path.clone(), fpp).set_column_bloom_filter_max_ndv(path, ndv);
     }
     builder.build()
 }
@@ -931,6 +957,18 @@ mod tests {
         tables.info(stream).await.unwrap().map_or(0, |i| i.rows)
     }
 
+    /// The rows of the stream's table that meet `predicate` (SQL).
+    async fn count_where(tables: &Tables, stream: &StreamName, predicate: &str) -> i64 {
+        use arrow::array::AsArray;
+        use deltalake::datafusion::prelude::SessionContext;
+        let table = tables.latest(stream).await.unwrap().unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("t", table.table_provider().await.unwrap()).unwrap();
+        let sql = format!("SELECT count(*) FROM t WHERE {predicate}");
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        batches[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+    }
+
     /// The transaction version kept from this process's last commit is brought up to date
     /// from the commits since: another process's commit under the same id is seen (as a
     /// second replica finishing an upload), and one under another id changes nothing.
@@ -1040,14 +1078,19 @@ mod tests {
         assert_eq!(committed(b.append(&stream, "b", 1, build(&["b1"], None)).await.unwrap()), 2);
         // `a` last saw version 1: version 2 is taken, it commits 3.
         assert_eq!(committed(a.append(&stream, "a", 3, build(&["a3", "a4"], None)).await.unwrap()), 3);
-        // `b` adds a column; `a`, behind, finds the new schema and builds again.
-        assert_eq!(committed(b.append(&stream, "b", 2, build_field("region", &["eu"], None)).await.unwrap()), 4);
-        assert_eq!(committed(a.append(&stream, "a", 4, build(&["a5"], None)).await.unwrap()), 5);
+        // `b` adds a column (a commit of the schema alone, then its rows); `a`, behind, finds
+        // the new schema and builds again.
+        assert_eq!(committed(b.append(&stream, "b", 2, build_field("region", &["eu"], None)).await.unwrap()), 5);
+        let columns = commit_json(dir.path(), "turns", 4);
+        assert!(columns.contains(r#""operation":"ADD COLUMN""#) && columns.contains("region"), "{columns}");
+        assert!(!columns.contains(r#"{"add":"#), "{columns}");
+        assert_eq!(committed(a.append(&stream, "a", 4, build(&["a5"], None)).await.unwrap()), 6);
         assert_eq!(rows(&a, &stream).await, 7);
         let schema = a.info(&stream).await.unwrap().unwrap().schema;
         assert!(schema.iter().any(|c| c.name == "region"), "{schema:?}");
+        assert_eq!(count_where(&a, &stream, "region = 'eu'").await, 1);
 
-        let fast = commit_json(dir.path(), "turns", 5);
+        let fast = commit_json(dir.path(), "turns", 6);
         assert!(fast.contains(r#""engineInfo":"logyard"#), "{fast}");
         assert!(fast.contains(r#"{"txn":{"appId":"a","version":4"#), "{fast}");
         assert!(fast.contains(r#"\"minValues\":{"#) && fast.contains(r#"\"id\":\"a5\""#), "{fast}");
@@ -1181,7 +1224,8 @@ mod tests {
             ("status", codes),
         ])
         .unwrap();
-        let props = writer_properties(Some(&batch), BTreeSet::from(["status".to_owned()]), true, 0.05, ROW_GROUP_ROWS);
+        let props =
+            writer_properties(Some(&batch), BTreeSet::from(["status".to_owned()]), true, 0.05, ROW_GROUP_ROWS, 1000);
         let col = |n: &str| ColumnPath::from(n);
         assert!(!props.dictionary_enabled(&col("trace_id")));
         assert_eq!(props.encoding(&col("trace_id")), Some(Encoding::DELTA_LENGTH_BYTE_ARRAY));
@@ -1195,5 +1239,7 @@ mod tests {
         assert!(props.bloom_filter_properties(&col("status")).is_some());
         assert!(props.bloom_filter_properties(&col("method")).is_none());
         assert!(props.bloom_filter_properties(&col("bytes")).is_none());
+        // Sized for the rows written (1000, fewer than a row group), then folded.
+        assert_eq!(props.bloom_filter_properties(&col("trace_id")).unwrap().ndv(), 1000);
     }
 }
