@@ -91,8 +91,48 @@ pub(crate) async fn read_commit(log_store: &dyn LogStore, version: u64) -> Resul
     Ok(bytes.map(|b| CommitSummary::parse(&b)))
 }
 
+/// Puts `bytes` as commit `version` if no commit has it; `Some(winner)` when another
+/// writer's commit took the version first.
+async fn put_commit(
+    log_store: &dyn LogStore,
+    version: u64,
+    bytes: Bytes,
+) -> Result<Option<CommitSummary>, StorageError> {
+    match log_store.write_commit_entry(version, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4()).await {
+        Ok(()) => Ok(None),
+        Err(TransactionError::VersionAlreadyExists(_)) => {
+            let winner = read_commit(log_store, version)
+                .await?
+                .ok_or_else(|| StorageError::Build(format!("commit {version} was taken, then could not be read")))?;
+            Ok(Some(winner))
+        }
+        Err(e) => Err(StorageError::delta("committing")(e.into())),
+    }
+}
+
+/// The bytes of a commit of `actions` made by logyard at table version `read_version`: its
+/// commit info first (the operation, when, what it read, whether it is a blind append, and
+/// `app_metadata`), then the actions and the application transactions.
+fn commit_entry(
+    operation: DeltaOperation,
+    read_version: u64,
+    actions: impl IntoIterator<Item = Action>,
+    app_metadata: HashMap<String, serde_json::Value>,
+    txns: Vec<Transaction>,
+) -> Result<Bytes, StorageError> {
+    let mut info = operation.get_commit_info();
+    info.timestamp = Some(chrono::Utc::now().timestamp_millis());
+    info.read_version = Some(read_version);
+    info.is_blind_append = Some(matches!(operation, DeltaOperation::Write { mode: SaveMode::Append, .. }));
+    info.engine_info = Some(format!("logyard {}", env!("CARGO_PKG_VERSION")));
+    let actions = std::iter::once(Action::CommitInfo(info)).chain(actions).collect();
+    CommitData::new(actions, operation, app_metadata, txns)
+        .get_bytes()
+        .map_err(|e| StorageError::delta("committing")(e.into()))
+}
+
 /// A rewrite's commit (files replaced by files of the same rows: compaction) of `actions`
-/// (its removes and adds, and its commit info), read at table version `read_version`,
+/// (its removes and adds) as `operation`, read at table version `read_version`,
 /// written as the first free version after it; `None` when a commit since then removed one
 /// of the same files or changed the table (the rewrite is then void: its files stay
 /// unreferenced, and vacuum deletes them).
@@ -115,25 +155,15 @@ pub(crate) async fn commit_rewrite(
             _ => None,
         })
         .collect();
-    let bytes = CommitData::new(actions, operation, app_metadata, Vec::new())
-        .get_bytes()
-        .map_err(|e| StorageError::delta("committing a rewrite")(e.into()))?;
+    let bytes = commit_entry(operation, read_version, actions, app_metadata, Vec::new())?;
     let mut version = read_version + 1;
     for _ in 0..REWRITE_CATCH_UP {
-        let written =
-            log_store.write_commit_entry(version, CommitOrBytes::LogBytes(bytes.clone()), uuid::Uuid::new_v4()).await;
-        match written {
-            Ok(()) => return Ok(Some(version)),
-            Err(TransactionError::VersionAlreadyExists(_)) => {
-                let winner = read_commit(log_store, version).await?.ok_or_else(|| {
-                    StorageError::Build(format!("commit {version} was taken, then could not be read"))
-                })?;
-                if winner.changes_table || winner.removes.iter().any(|p| removed.contains(p)) {
-                    return Ok(None);
-                }
-                version += 1;
+        match put_commit(log_store, version, bytes.clone()).await? {
+            None => return Ok(Some(version)),
+            Some(winner) if winner.changes_table || winner.removes.iter().any(|p| removed.contains(p)) => {
+                return Ok(None);
             }
-            Err(e) => return Err(StorageError::delta("committing a rewrite")(e.into())),
+            Some(_) => version += 1,
         }
     }
     Err(StorageError::Build(format!(
@@ -245,37 +275,24 @@ impl Head {
         let schema = StructType::try_new(fields).map_err(|e| failed(&e))?;
         let metadata = self.table.metadata().clone().with_schema(&schema).map_err(|e| failed(&e))?;
         let operation = DeltaOperation::AddColumn { fields: added };
-        let mut info = operation.get_commit_info();
-        info.timestamp = Some(chrono::Utc::now().timestamp_millis());
-        info.read_version = Some(self.version);
-        info.engine_info = Some(format!("logyard {}", env!("CARGO_PKG_VERSION")));
-        let actions = vec![Action::CommitInfo(info), Action::Metadata(metadata)];
-        let bytes = CommitData::new(actions, operation, HashMap::new(), Vec::new())
-            .get_bytes()
-            .map_err(|e| StorageError::delta("adding columns")(e.into()))?;
+        let bytes = commit_entry(operation, self.version, [Action::Metadata(metadata)], HashMap::new(), Vec::new())?;
         self.put(bytes).await
     }
 
     /// Puts a commit as the next version; see [`Head::commit`].
     async fn put(&mut self, bytes: Bytes) -> Result<Attempt, StorageError> {
         let version = self.version + 1;
-        let log_store = self.table.log_store();
-        let written = log_store.write_commit_entry(version, CommitOrBytes::LogBytes(bytes), uuid::Uuid::new_v4()).await;
-        match written {
-            Ok(()) => {
+        match put_commit(self.table.log_store().as_ref(), version, bytes).await? {
+            None => {
                 self.version = version;
                 Ok(Attempt::Committed(version))
             }
-            Err(TransactionError::VersionAlreadyExists(_)) => {
-                let winner = read_commit(log_store.as_ref(), version).await?.ok_or_else(|| {
-                    StorageError::Build(format!("commit {version} was taken, then could not be read"))
-                })?;
+            Some(winner) => {
                 if !winner.changes_table {
                     self.version = version;
                 }
                 Ok(Attempt::Lost(winner))
             }
-            Err(e) => Err(StorageError::delta("committing")(e.into())),
         }
     }
 
@@ -285,15 +302,8 @@ impl Head {
             partition_by: Some(self.table.metadata().partition_columns().to_vec()),
             predicate: None,
         };
-        let mut info = operation.get_commit_info();
-        info.timestamp = Some(chrono::Utc::now().timestamp_millis());
-        info.read_version = Some(self.version);
-        info.is_blind_append = Some(true);
-        info.engine_info = Some(format!("logyard {}", env!("CARGO_PKG_VERSION")));
-        let mut actions = vec![Action::CommitInfo(info)];
-        actions.extend(adds.iter().cloned().map(Action::Add));
-        let data = CommitData::new(actions, operation, HashMap::new(), vec![Transaction::new(app_id, txn_version)]);
-        data.get_bytes().map_err(|e| StorageError::delta("committing")(e.into()))
+        let adds = adds.iter().cloned().map(Action::Add);
+        commit_entry(operation, self.version, adds, HashMap::new(), vec![Transaction::new(app_id, txn_version)])
     }
 }
 

@@ -7,14 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use deltalake::DeltaTable;
 use deltalake::datafusion::common::{Column, DataFusionError};
 use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{Action, Add, Remove};
+use deltalake::kernel::{Action, Add, Remove, cast_record_batch};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::RecordBatchWriter;
 use futures::StreamExt;
@@ -165,12 +164,6 @@ impl Tables {
             predicate: serde_json::to_string(&[format!("{DATE_COLUMN} = '{day}'")]).ok(),
             target_size: i64::try_from(target_bytes).unwrap_or(i64::MAX),
         };
-        let mut info = operation.get_commit_info();
-        info.timestamp = Some(chrono::Utc::now().timestamp_millis());
-        info.read_version = Some(read_version);
-        info.is_blind_append = Some(false);
-        info.engine_info = Some(format!("logyard {}", env!("CARGO_PKG_VERSION")));
-        actions.insert(0, Action::CommitInfo(info));
         let metrics =
             serde_json::json!({ "numFilesRemoved": merged.files_removed, "numFilesAdded": merged.files_added });
         let metadata =
@@ -385,28 +378,16 @@ async fn sorted_rows(
         .and_then(|frame| frame.sort(vec![Expr::Column(Column::from_name(TIMESTAMP_COLUMN)).sort(true, false)]))
         .map_err(read_error)?;
     let rows = sorted.execute_stream().await.map_err(read_error)?;
-    Ok(rows.map(move |batch| conform(batch.map_err(read_error)?, &schema)).boxed())
+    // In the table's schema (a column a file lacks is null), as delta-rs's optimize writes.
+    let rows = rows.map(move |batch| {
+        cast_record_batch(&batch.map_err(read_error)?, schema.clone(), false, true)
+            .map_err(StorageError::delta("reading files to compact"))
+    });
+    Ok(rows.boxed())
 }
 
 fn read_error(e: DataFusionError) -> StorageError {
     StorageError::Build(format!("reading files to compact: {e}"))
-}
-
-/// `batch` with the columns of `schema`, in its order and of its types; a column it lacks is
-/// null.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, StorageError> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
-            Some(column) => arrow::compute::cast(column, field.data_type()),
-            None => Ok(arrow::array::new_null_array(field.data_type(), batch.num_rows())),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StorageError::Build(format!("reading files to compact: {e}")))?;
-    RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| StorageError::Build(format!("reading files to compact: {e}")))
 }
 
 #[cfg(test)]
