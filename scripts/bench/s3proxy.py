@@ -29,6 +29,8 @@ class Proxy:
 
     def __init__(self, upstream_port, latency=0.0, root=None):
         self.counts = collections.Counter()
+        # Every request as (kind, key, range header), to see which objects a query reads.
+        self.requests = []
         self.lock = threading.Lock()
         proxy = self
 
@@ -49,6 +51,7 @@ class Proxy:
                         kind = "LIST"
                 with proxy.lock:
                     proxy.counts[kind] += 1
+                    proxy.requests.append((kind, urllib.parse.unquote(self.path), self.headers.get("range")))
                     if kind in ("PUT", "POST"):
                         # /bucket/logs/<area>/...: tables, incoming, archive, uploads.
                         parts = self.path.split("?")[0].split("/")

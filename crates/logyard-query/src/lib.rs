@@ -2,6 +2,7 @@
 //! encodings. Knows nothing of HTTP; the server and the CLI both call [`QueryEngine`].
 
 pub mod engine;
+mod footers;
 pub mod icontains;
 mod narrowed;
 pub mod output;

@@ -12,7 +12,7 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, ScalarValue, Statistics};
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::expr::{Cast, Like, ScalarFunction};
@@ -71,6 +71,7 @@ impl TableProvider for StreamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let footer_hint = state.config_options().execution.parquet.metadata_size_hint;
         let needles = needles(filters);
         if !needles.is_empty() {
             let admitted = self
@@ -85,23 +86,27 @@ impl TableProvider for StreamTable {
                     let files = self.table.table_provider().with_file_paths(narrowed.files).await?;
                     files.scan(state, projection, filters, limit).await?
                 };
-                return with_row_groups(plan, &narrowed.row_groups);
+                return with_parquet_reads(plan, &narrowed.row_groups, footer_hint);
             }
         }
-        self.inner.scan(state, projection, filters, limit).await
+        with_parquet_reads(self.inner.scan(state, projection, filters, limit).await?, &HashMap::new(), footer_hint)
     }
 }
 
 /// `plan` with its Parquet scans reading, of the files in `row_groups` (paths relative to the
 /// table), only the row groups marked `true` (DataFusion's `ParquetAccessPlan` of a file): their
 /// bloom filters and data are not read either.
-fn with_row_groups(
+///
+/// Each scan also reads a file's last `footer_hint` bytes (the session's
+/// `execution.parquet.metadata_size_hint`) at its first read, which delta-rs's scan leaves
+/// unset: the footer and the page indexes behind it then come in one request, where without
+/// it the footer's length, the footer and the page index are three. Footers are read with
+/// their page indexes, once per file ([`crate::footers`]).
+fn with_parquet_reads(
     plan: Arc<dyn ExecutionPlan>,
     row_groups: &HashMap<String, Vec<bool>>,
+    footer_hint: Option<usize>,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-    if row_groups.is_empty() {
-        return Ok(plan);
-    }
     let access = |location: &str| {
         let (_, mask) = row_groups.iter().find(|(file, _)| {
             location.strip_suffix(file.as_str()).is_some_and(|dir| dir.is_empty() || dir.ends_with('/'))
@@ -117,6 +122,17 @@ fn with_row_groups(
             return Ok(Transformed::no(node));
         };
         let mut config = config.clone();
+        if let Some(parquet) = config.file_source.downcast_ref::<ParquetSource>() {
+            let mut parquet = parquet.clone();
+            if let Some(hint) = footer_hint {
+                parquet = parquet.with_metadata_size_hint(hint);
+            }
+            if let Some(readers) = parquet.parquet_file_reader_factory() {
+                let readers = Arc::new(crate::footers::FootersOnce::new(readers.clone()));
+                parquet = parquet.with_parquet_file_reader_factory(readers);
+            }
+            config.file_source = Arc::new(parquet);
+        }
         config.file_groups = (config.file_groups.iter())
             .map(|group| {
                 let files = group

@@ -96,7 +96,9 @@ impl Storage {
                 (Arc::new(store), url, Path::from(prefix.as_str()))
             }
         };
-        let root: Arc<dyn ObjectStore> = Arc::new(MeteredStore::new(root, metrics));
+        // Requests are counted as they go out, after the reads that are made once.
+        let root: Arc<dyn ObjectStore> =
+            Arc::new(crate::shared_reads::SharedReads::new(Arc::new(MeteredStore::new(root, metrics))));
         Ok(Self { location, root, url, prefix, presigner })
     }
 

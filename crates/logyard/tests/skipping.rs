@@ -310,6 +310,38 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     assert_eq!(rows(&server, &needle).await, found);
 }
 
+/// The first query after a start reads each object it needs once: the Delta checkpoint whole
+/// in one request (delta-rs asks for its footer, its footer again and each column, 11 requests
+/// for the benchmark's checkpoint), and a file's footer with its page indexes in one (the
+/// footer's length, the footer and the page index were three, and the page index was read
+/// again by every query). A query after it reads only row groups.
+#[tokio::test]
+async fn a_first_query_reads_the_checkpoint_and_each_footer_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let commits = (0..4).map(|part| random_ids(1, part, 150)).collect();
+    let (spec, server) = compacted(dir.path(), commits, 1).await;
+    drop(server);
+    let log = std::path::Path::new(&spec.storage).join("tables/shop/_delta_log");
+    let checkpoints = std::fs::read_dir(&log).unwrap().flatten();
+    let checkpoints: Vec<_> =
+        checkpoints.filter(|e| e.file_name().to_string_lossy().ends_with(".checkpoint.parquet")).collect();
+    assert_eq!(checkpoints.len(), 1, "compaction checkpoints the log");
+
+    let server = spec.start();
+    let needle = format!("SELECT trace_id, message FROM shop WHERE trace_id = '{}'", trace_id(1, 321));
+    let before = reads(&server).await;
+    let found = rows(&server, &needle).await;
+    let first = reads(&server).await - before;
+    assert_eq!(found, vec![serde_json::json!({"trace_id": trace_id(1, 321), "message": "hop 21"})]);
+    let before = reads(&server).await;
+    assert_eq!(rows(&server, &needle).await, found);
+    let again = reads(&server).await - before;
+    // The first query's own reads: `_last_checkpoint`, the checkpoint, the file's index and
+    // its footer; no commit follows the checkpoint.
+    assert!(first - again <= 4.0, "first query {first} reads, the same query after it {again}");
+    assert!((1.0..=3.0).contains(&again), "the row group alone: {again}");
+}
+
 /// The messages of commit `part` of a day: `n` requests for products, and one rare phrase in
 /// the middle of the first commit.
 fn product_views(part: u64, n: u64) -> String {
