@@ -4,12 +4,13 @@
 //!   and its ranges are answered from memory: delta-rs reads a checkpoint's footer, then its
 //!   footer again for each column it projects, then the columns, which was 11 GETs for a
 //!   checkpoint of 39 KB. Checkpoints never change once written, so the most recent ones are
-//!   kept (up to [`CHECKPOINT_CACHE_BYTES`]).
+//!   kept (up to [`CHECKPOINT_CACHE_BYTES`]); one larger than that is read whole once (delta-rs
+//!   reads nearly all of it anyway), then by the ranges asked.
 //! - Identical ranged reads in flight at the same time share one request: the partitions of a
 //!   scan that split one Parquet file each read its footer when they open it, at the same
 //!   moment, before either has put it in the footer cache.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -78,25 +79,30 @@ pub struct SharedReads {
     flights: Mutex<HashMap<Read, Flight>>,
     /// Whole checkpoints, oldest first.
     checkpoints: Mutex<VecDeque<(Path, Arc<Whole>)>>,
+    /// Checkpoints too large to keep, read by ranges after their first read.
+    large: Mutex<HashSet<Path>>,
+    /// Bytes of checkpoints kept.
+    keep_bytes: usize,
 }
 
 impl SharedReads {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, flights: Mutex::default(), checkpoints: Mutex::default() }
+        let (flights, checkpoints, large) = Default::default();
+        Self { inner, flights, checkpoints, large, keep_bytes: CHECKPOINT_CACHE_BYTES }
     }
 
     /// One read of `location` (`range`, or the whole object), shared with any identical read
     /// already in flight.
     async fn shared(&self, location: &Path, range: Option<Range<u64>>) -> Result<Arc<Whole>> {
         let key = (location.clone(), range.clone());
-        let (flight, leader) = {
+        let flight = {
             let mut flights = self.flights.lock().expect("flights lock");
-            match flights.get(&key) {
-                Some(flight) => (flight.clone(), false),
-                None => {
+            flights
+                .entry(key.clone())
+                .or_insert_with(|| {
                     let inner = self.inner.clone();
                     let location = location.clone();
-                    let flight = async move {
+                    async move {
                         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
                         let got = inner.get_opts(&location, options).await.map_err(Arc::new)?;
                         let (meta, attributes, offset) = (got.meta.clone(), got.attributes.clone(), got.range.start);
@@ -104,39 +110,61 @@ impl SharedReads {
                         Ok(Arc::new(Whole { bytes, offset, meta, attributes }))
                     }
                     .boxed()
-                    .shared();
-                    flights.insert(key.clone(), flight.clone());
-                    (flight, true)
-                }
-            }
+                    .shared()
+                })
+                .clone()
         };
+        // Whichever reader ends first, or gives up (its query dropped), takes the read out of
+        // the map: a later read is a new request, and nothing stays behind.
+        let _landed = Landed { flights: &self.flights, key, flight: flight.clone() };
         let fetched = flight.await;
-        if leader {
-            self.flights.lock().expect("flights lock").remove(&key);
-        }
         fetched.map_err(|e| again(&e))
     }
 
-    /// The whole checkpoint at `location`, from memory or read once.
-    async fn checkpoint(&self, location: &Path) -> Result<Arc<Whole>> {
+    /// The whole checkpoint at `location`, from memory or read once; `None` for a checkpoint
+    /// too large to keep that was read whole before (its ranges are then read as asked).
+    async fn checkpoint(&self, location: &Path) -> Result<Option<Arc<Whole>>> {
+        if self.large.lock().expect("large checkpoints lock").contains(location) {
+            return Ok(None);
+        }
         let kept = {
             let kept = self.checkpoints.lock().expect("checkpoints lock");
             kept.iter().find(|(path, _)| path == location).map(|(_, whole)| whole.clone())
         };
         if let Some(whole) = kept {
-            return Ok(whole);
+            return Ok(Some(whole));
         }
         let whole = self.shared(location, None).await?;
+        if whole.bytes.len() > self.keep_bytes {
+            self.large.lock().expect("large checkpoints lock").insert(location.clone());
+            return Ok(Some(whole));
+        }
         let mut kept = self.checkpoints.lock().expect("checkpoints lock");
-        if whole.bytes.len() <= CHECKPOINT_CACHE_BYTES && !kept.iter().any(|(path, _)| path == location) {
+        if !kept.iter().any(|(path, _)| path == location) {
             kept.push_back((location.clone(), whole.clone()));
             let mut total: usize = kept.iter().map(|(_, w)| w.bytes.len()).sum();
-            while total > CHECKPOINT_CACHE_BYTES {
+            while total > self.keep_bytes {
                 let Some((_, oldest)) = kept.pop_front() else { break };
                 total -= oldest.bytes.len();
             }
         }
-        Ok(whole)
+        Ok(Some(whole))
+    }
+}
+
+/// Takes a read out of the map of reads in flight when dropped, if it is still that read.
+struct Landed<'a> {
+    flights: &'a Mutex<HashMap<Read, Flight>>,
+    key: Read,
+    flight: Flight,
+}
+
+impl Drop for Landed<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().expect("flights lock");
+        if flights.get(&self.key).is_some_and(|f| f.ptr_eq(&self.flight)) {
+            flights.remove(&self.key);
+        }
     }
 }
 
@@ -193,16 +221,21 @@ impl ObjectStore for SharedReads {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        match plain_range(&options) {
-            Some(range) if is_checkpoint(location) => self.checkpoint(location).await?.result(range),
-            Some(range) => self.shared(location, Some(range.clone())).await?.result(range),
-            None => self.inner.get_opts(location, options).await,
+        let Some(range) = plain_range(&options) else {
+            return self.inner.get_opts(location, options).await;
+        };
+        if is_checkpoint(location)
+            && let Some(whole) = self.checkpoint(location).await?
+        {
+            return whole.result(range);
         }
+        self.shared(location, Some(range.clone())).await?.result(range)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        if is_checkpoint(location) {
-            let whole = self.checkpoint(location).await?;
+        if is_checkpoint(location)
+            && let Some(whole) = self.checkpoint(location).await?
+        {
             return ranges.iter().map(|range| whole.slice(range)).collect();
         }
         self.inner.get_ranges(location, ranges).await
@@ -316,6 +349,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_checkpoint_too_large_to_keep_is_read_by_ranges_after_its_first_read() {
+        let data: Bytes = (0..40_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        let path = "t/s/_delta_log/00000000000000000154.checkpoint.parquet";
+        let (counted, mut store) = store_with(&[(path, data.clone())]).await;
+        store.keep_bytes = 10_000;
+        let path = Path::from(path);
+        for range in [39_992..40_000, 30_000..39_992, 25_110..26_884] {
+            let got = store.get_range(&path, range.clone()).await.unwrap();
+            assert_eq!(got, data.slice(range.start as usize..range.end as usize));
+        }
+        assert_eq!(counted.gets.load(Ordering::SeqCst), 3, "read whole once, then the ranges asked");
+    }
+
+    #[tokio::test]
     async fn identical_reads_at_once_share_one_request_and_later_ones_do_not() {
         let data: Bytes = vec![7u8; 1 << 20].into();
         let (counted, store) = store_with(&[("t/s/date=x/part-1.parquet", data.clone())]).await;
@@ -336,6 +383,18 @@ mod tests {
         store.get_range(&path, tail.clone()).await.unwrap();
         store.get_range(&path, 0..10).await.unwrap();
         assert_eq!(counted.gets.load(Ordering::SeqCst), 3);
+
+        // A reader that gives up (its query dropped) leaves nothing in flight behind it.
+        let given_up = {
+            let (store, path) = (store.clone(), path.clone());
+            tokio::spawn(async move { store.get_range(&path, 0..100).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(store.flights.lock().unwrap().len(), 1);
+        given_up.abort();
+        assert!(given_up.await.unwrap_err().is_cancelled());
+        assert!(store.flights.lock().unwrap().is_empty());
+        assert_eq!(store.get_range(&path, 0..100).await.unwrap().len(), 100);
 
         // A missing object is `NotFound` for every reader of the shared read.
         let missing = Path::from("t/s/date=x/none.parquet");
