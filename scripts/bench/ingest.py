@@ -105,10 +105,11 @@ def start_server(workdir, env_extra=None, server=None):
     return proc, line[len(prefix):], data
 
 
-def serve(data, env, storage=None):
-    """A new server process over loaded data (start_server would clear it): the local directory
-    `data`, or `storage` (an S3 URL) with its WAL under `data`."""
-    cmd = [release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", storage or str(data),
+def serve(data, env, storage=None, server=None):
+    """A new server process (the binary `server`, by default this build's) over loaded data
+    (start_server would clear it): the local directory `data`, or `storage` (an S3 URL) with its
+    WAL under `data`."""
+    cmd = [server or release_bin("logyard"), "serve", "--listen", "127.0.0.1:0", "--storage", storage or str(data),
            "--wal-dir", str(data / "wal")]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                          env=dict(os.environ, LOGYARD_LOG_LEVEL="warn", **env))

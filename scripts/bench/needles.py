@@ -16,6 +16,7 @@ query.py over --events generated events spread over --days days, after compactio
   (from the Parquet footers, read by DuckDB), per column, and of the indexes.
 
 Usage: python scripts/bench/needles.py [--events N] [--days D] [--hot K] [--latency-ms MS] [--workdir DIR]
+       [--baseline OLD_BINARY]   (an earlier build, timed locally beside this one, question by question)
 (run through scripts/bench/run.sh needles; S3 needs s3s-fs from scripts/test.sh)
 """
 
@@ -99,6 +100,7 @@ def main():
     ap.add_argument("--hot", type=int, default=5)
     ap.add_argument("--latency-ms", type=float, default=30.0)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--baseline", default=None, help="an earlier logyard binary, timed beside this build locally")
     args = ap.parse_args()
     workdir, ndjson = dataset(args.workdir, args.events, args.days)
 
@@ -135,8 +137,8 @@ def main():
     duck_sql = dict(questions)
     duck_sql.update(DUCKDB_SQL)
 
-    def local(sql):
-        p, url = serve(data, env)
+    def local(sql, server=None):
+        p, url = serve(data, env, server=server)
         try:
             cold, nbytes = post_query(url, sql)
             hot = [post_query(url, sql)[0] for _ in range(args.hot)]
@@ -158,6 +160,10 @@ def main():
             "duckdb_rows": duck["rows"],
             "logyard_arrow_bytes": nbytes,
         }
+        if args.baseline:
+            cold, hot, _ = local(sql, server=args.baseline)
+            results[name]["baseline_cold_ms"] = round(cold * 1000, 1)
+            results[name]["baseline_hot_median_ms"] = round(statistics.median(hot) * 1000, 1)
     # The needles again with the indexes set aside: the footers' bloom filters and a scan alone.
     needles = [n for n in questions if n.startswith(("one order id", "one trace id", "a rare", "a common"))]
     aside = data / "ids-aside"

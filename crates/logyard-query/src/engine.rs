@@ -343,6 +343,9 @@ impl QueryEngine {
         if self.options.target_partitions > 0 {
             config = config.with_target_partitions(self.options.target_partitions);
         }
+        // The streams' scans spread their files' row groups over the partitions themselves
+        // (`narrowed::with_parquet_reads`).
+        config.options_mut().optimizer.repartition_file_scans = false;
         if flavor == Flavor::Postgres {
             config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         }

@@ -9,16 +9,23 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue, Statistics};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileGroupPartitioner, FileScanConfig, ParquetFileReaderFactory, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::expr::{Cast, Like, ScalarFunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use deltalake::DeltaTable;
+use futures::{StreamExt, TryStreamExt};
 
 use logyard_core::StreamName;
 use logyard_storage::Tables;
@@ -71,7 +78,6 @@ impl TableProvider for StreamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let footer_hint = state.config_options().execution.parquet.metadata_size_hint;
         let needles = needles(filters);
         if !needles.is_empty() {
             let admitted = self
@@ -86,10 +92,11 @@ impl TableProvider for StreamTable {
                     let files = self.table.table_provider().with_file_paths(narrowed.files).await?;
                     files.scan(state, projection, filters, limit).await?
                 };
-                return with_parquet_reads(plan, &narrowed.row_groups, footer_hint);
+                return with_parquet_reads(plan, &narrowed.row_groups, state.config_options(), limit).await;
             }
         }
-        with_parquet_reads(self.inner.scan(state, projection, filters, limit).await?, &HashMap::new(), footer_hint)
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        with_parquet_reads(plan, &HashMap::new(), state.config_options(), limit).await
     }
 }
 
@@ -97,63 +104,168 @@ impl TableProvider for StreamTable {
 /// table), only the row groups marked `true` (DataFusion's `ParquetAccessPlan` of a file): their
 /// bloom filters and data are not read either.
 ///
-/// Each scan also reads a file's last `footer_hint` bytes (the session's
-/// `execution.parquet.metadata_size_hint`) at its first read, which delta-rs's scan leaves
-/// unset: the footer and the page indexes behind it then come in one request, where without
-/// it the footer's length, the footer and the page index are three. Footers are read with
-/// their page indexes, once per file ([`crate::footers`]).
-fn with_parquet_reads(
+/// Each scan also reads a file's last `execution.parquet.metadata_size_hint` bytes at its first
+/// read, which delta-rs's scan leaves unset: the footer and the page indexes behind it then come
+/// in one request, where without it the footer's length, the footer and the page index are
+/// three. Footers are read with their page indexes, once per file ([`crate::footers`]).
+///
+/// And the scan's work is spread over the session's partitions ([`spread`]): DataFusion's own
+/// repartitioning is off in the engine's sessions, because it cuts the files into byte ranges
+/// of equal size, which puts an hour of a day's file (its neighbouring row groups) or the few
+/// row groups an index admits into one partition and leaves the other cores idle.
+async fn with_parquet_reads(
     plan: Arc<dyn ExecutionPlan>,
     row_groups: &HashMap<String, Vec<bool>>,
-    footer_hint: Option<usize>,
+    options: &ConfigOptions,
+    limit: Option<usize>,
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-    let access = |location: &str| {
-        let (_, mask) = row_groups.iter().find(|(file, _)| {
-            location.strip_suffix(file.as_str()).is_some_and(|dir| dir.is_empty() || dir.ends_with('/'))
-        })?;
-        let mut plan = ParquetAccessPlan::new_all(mask.len());
-        mask.iter().enumerate().filter(|(_, keep)| !**keep).for_each(|(i, _)| plan.skip(i));
-        Some(plan)
-    };
-    plan.transform_down(|node| {
-        let Some(config) =
-            node.downcast_ref::<DataSourceExec>().and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-        else {
-            return Ok(Transformed::no(node));
-        };
-        let mut config = config.clone();
-        if let Some(parquet) = config.file_source.downcast_ref::<ParquetSource>() {
-            let mut parquet = parquet.clone();
-            if let Some(hint) = footer_hint {
-                parquet = parquet.with_metadata_size_hint(hint);
-            }
-            if let Some(readers) = parquet.parquet_file_reader_factory() {
-                let readers = Arc::new(crate::footers::FootersOnce::new(readers.clone()));
-                parquet = parquet.with_parquet_file_reader_factory(readers);
-            }
-            config.file_source = Arc::new(parquet);
+    let mut scans = Vec::new();
+    plan.apply(|node| {
+        if let Some(config) = file_scan(node) {
+            scans.push(config.clone());
         }
-        config.file_groups = (config.file_groups.iter())
-            .map(|group| {
-                let files = group
-                    .iter()
-                    .cloned()
-                    .map(|mut file| {
-                        if let Some(plan) = access(file.object_meta.location.as_ref()) {
-                            file.extensions.insert(plan);
-                        }
-                        file
-                    })
-                    .collect();
-                match group.file_statistics(None) {
-                    Some(statistics) => FileGroup::new(files).with_statistics(Arc::new(statistics.clone())),
-                    None => FileGroup::new(files),
-                }
-            })
-            .collect();
-        Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>))
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let mut rebuilt = Vec::with_capacity(scans.len());
+    for config in scans {
+        rebuilt.push(parquet_reads(config, row_groups, options, limit).await?);
+    }
+    let mut rebuilt = rebuilt.into_iter();
+    plan.transform_down(|node| match file_scan(&node).and_then(|_| rebuilt.next()) {
+        Some(config) => Ok(Transformed::yes(DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>)),
+        None => Ok(Transformed::no(node)),
     })
     .map(|t| t.data)
+}
+
+fn file_scan(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    node.downcast_ref::<DataSourceExec>().and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+}
+
+/// A scan spreads its row groups over the partitions one by one when it reads at most this many
+/// files (their footers are read while planning, most often from the cache); a scan of more
+/// files is spread by byte ranges, as DataFusion does.
+const SPREAD_FILES_AT_MOST: usize = 64;
+
+/// How many footers planning reads at once.
+const FOOTERS_AT_ONCE: usize = 16;
+
+async fn parquet_reads(
+    mut config: FileScanConfig,
+    row_groups: &HashMap<String, Vec<bool>>,
+    options: &ConfigOptions,
+    limit: Option<usize>,
+) -> datafusion::common::Result<FileScanConfig> {
+    let Some(parquet) = config.file_source.downcast_ref::<ParquetSource>() else {
+        return Ok(config);
+    };
+    let mut parquet = parquet.clone();
+    let footer_hint = options.execution.parquet.metadata_size_hint;
+    if let Some(hint) = footer_hint {
+        parquet = parquet.with_metadata_size_hint(hint);
+    }
+    let readers = match parquet.parquet_file_reader_factory() {
+        Some(readers) => {
+            let readers: Arc<dyn ParquetFileReaderFactory> =
+                Arc::new(crate::footers::FootersOnce::new(readers.clone()));
+            parquet = parquet.with_parquet_file_reader_factory(readers.clone());
+            Some(readers)
+        }
+        None => None,
+    };
+    config.file_source = Arc::new(parquet);
+
+    let mask = |file: &PartitionedFile| {
+        let location = file.object_meta.location.as_ref();
+        let (_, mask) = row_groups.iter().find(|(path, _)| {
+            location.strip_suffix(path.as_str()).is_some_and(|dir| dir.is_empty() || dir.ends_with('/'))
+        })?;
+        Some(mask.clone())
+    };
+    let files: Vec<(PartitionedFile, Option<Vec<bool>>)> =
+        config.file_groups.iter().flat_map(FileGroup::iter).map(|file| (file.clone(), mask(file))).collect();
+    let partitions = options.execution.target_partitions.max(1);
+    let whole_files = files.iter().all(|(file, _)| file.range.is_none());
+    if let Some(readers) = readers.filter(|_| {
+        partitions > 1 && limit.is_none() && whole_files && (1..=SPREAD_FILES_AT_MOST).contains(&files.len())
+    }) {
+        let wanted: Vec<PartitionedFile> = files.iter().map(|(file, _)| file.clone()).collect();
+        let footers: Vec<Arc<ParquetMetaData>> = futures::stream::iter(wanted)
+            .map(|file| footer(readers.clone(), file, footer_hint))
+            .buffered(FOOTERS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let counts = footers.iter().map(|footer| footer.num_row_groups());
+        config.file_groups = spread(files.into_iter().zip(counts), partitions);
+        return Ok(config);
+    }
+    let groups: Vec<FileGroup> = (config.file_groups.iter())
+        .map(|group| {
+            let files = (group.iter().cloned())
+                .map(|mut file| {
+                    if let Some(mask) = mask(&file) {
+                        file.extensions.insert(access_plan(&mask));
+                    }
+                    file
+                })
+                .collect();
+            match group.file_statistics(None) {
+                Some(statistics) => FileGroup::new(files).with_statistics(Arc::new(statistics.clone())),
+                None => FileGroup::new(files),
+            }
+        })
+        .collect();
+    config.file_groups = FileGroupPartitioner::new()
+        .with_target_partitions(partitions)
+        .with_repartition_file_min_size(options.optimizer.repartition_file_min_size)
+        .repartition_file_groups(&groups)
+        .unwrap_or(groups);
+    Ok(config)
+}
+
+/// A file's footer, as the scan will read it (through the same readers, so from the cache or
+/// into it).
+async fn footer(
+    readers: Arc<dyn ParquetFileReaderFactory>,
+    file: PartitionedFile,
+    footer_hint: Option<usize>,
+) -> datafusion::common::Result<Arc<ParquetMetaData>> {
+    let mut reader = readers.create_reader(0, file, footer_hint, &ExecutionPlanMetricsSet::new())?;
+    Ok(reader.get_metadata(None).await?)
+}
+
+/// The row groups to read of each file (those its mask admits, or all; `usize` is how many the
+/// file has), dealt to `partitions` groups in turn, one row group at a time and across files:
+/// neighbouring row groups, which an hour of a day's file reads, fall to different partitions.
+/// A file appears in each group that reads some of it, with an access plan of those row groups.
+fn spread(
+    files: impl IntoIterator<Item = ((PartitionedFile, Option<Vec<bool>>), usize)>,
+    partitions: usize,
+) -> Vec<FileGroup> {
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
+    let mut next = 0;
+    for ((file, mask), count) in files {
+        let admitted = |i: usize| mask.as_ref().filter(|m| m.len() == count).is_none_or(|m| m[i]);
+        let mut shares = vec![vec![false; count]; partitions];
+        for i in (0..count).filter(|&i| admitted(i)) {
+            shares[next % partitions][i] = true;
+            next += 1;
+        }
+        for (group, share) in groups.iter_mut().zip(shares) {
+            if share.contains(&true) {
+                let mut file = file.clone();
+                file.extensions.insert(access_plan(&share));
+                group.push(file);
+            }
+        }
+    }
+    groups.into_iter().filter(|group| !group.is_empty()).map(FileGroup::new).collect()
+}
+
+fn access_plan(mask: &[bool]) -> ParquetAccessPlan {
+    let mut plan = ParquetAccessPlan::new_all(mask.len());
+    mask.iter().enumerate().filter(|(_, keep)| !**keep).for_each(|(i, _)| plan.skip(i));
+    plan
 }
 
 /// The filters a row can meet only by holding one of some values in a text column, or some
@@ -276,5 +388,39 @@ mod tests {
             vec![contains("message", &["GET /products/", "%off"])],
         ];
         assert_eq!(got, want);
+    }
+
+    /// Which row groups of which file each partition reads.
+    fn shares(groups: &[FileGroup]) -> Vec<Vec<(String, Vec<bool>)>> {
+        let read = |file: &PartitionedFile| {
+            let plan = file.extensions.get::<ParquetAccessPlan>().expect("an access plan");
+            (file.object_meta.location.to_string(), plan.inner().iter().map(|rg| rg.should_scan()).collect())
+        };
+        groups.iter().map(|group| group.iter().map(read).collect()).collect()
+    }
+
+    #[test]
+    fn row_groups_are_dealt_to_the_partitions_in_turn_across_files() {
+        let file = |name: &str| PartitionedFile::new(name, 1000);
+        let (t, f) = (true, false);
+        let groups = spread(
+            [
+                ((file("a"), None), 3),
+                ((file("b"), Some(vec![f, t, f, t, t])), 5),
+                ((file("c"), Some(vec![f, f])), 2),
+                // An index that does not fit the file is not used: all its row groups are read.
+                ((file("d"), Some(vec![f])), 2),
+            ],
+            2,
+        );
+        let want = vec![
+            vec![("a".to_owned(), vec![t, f, t]), ("b".to_owned(), vec![f, f, f, t, f]), ("d".to_owned(), vec![t, f])],
+            vec![("a".to_owned(), vec![f, t, f]), ("b".to_owned(), vec![f, t, f, f, t]), ("d".to_owned(), vec![f, t])],
+        ];
+        assert_eq!(shares(&groups), want);
+
+        // One row group: one partition; more partitions than row groups: no empty ones.
+        assert_eq!(shares(&spread([((file("a"), None), 1)], 4)), vec![vec![("a".to_owned(), vec![t])]]);
+        assert_eq!(spread([((file("a"), None), 3)], 8).len(), 3);
     }
 }

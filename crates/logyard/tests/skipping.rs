@@ -218,20 +218,38 @@ fn trace_id(days_ago: u64, i: u64) -> String {
     format!("{:016x}", z ^ (z >> 31))
 }
 
-/// The files a plan opened (`files_opened` of its Parquet scans, 0 without one).
-fn files_opened(plan: &str) -> u64 {
-    plan.match_indices("files_opened=")
-        .map(|(at, m)| {
-            plan[at + m.len()..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse::<u64>().unwrap()
-        })
-        .sum()
+/// The plan of `EXPLAIN ANALYZE VERBOSE sql` with its metrics per partition (and per file).
+async fn full_metrics(server: &Server, sql: &str) -> String {
+    let plan = rows(server, &format!("EXPLAIN ANALYZE VERBOSE {sql}")).await;
+    let full = plan.iter().find(|r| r["plan_type"] == "Plan with Full Metrics").expect("full metrics");
+    full["plan"].as_str().unwrap().to_owned()
+}
+
+/// The files whose row groups a query's Parquet scans looked at (the partitions of a scan may
+/// share a file, each reading some of its row groups).
+async fn files_read(server: &Server, sql: &str) -> usize {
+    let plan = full_metrics(server, sql).await;
+    let mut files = std::collections::BTreeSet::new();
+    for (at, m) in plan.match_indices("row_groups_pruned_statistics{partition=") {
+        let labels = &plan[at + m.len()..];
+        let (labels, value) = labels.split_once("}=").unwrap();
+        let file = labels.split_once("filename=").map(|(_, f)| f).unwrap_or_else(|| panic!("{labels}"));
+        let total: u64 = value.split(' ').next().unwrap().parse().unwrap();
+        if total > 0 {
+            files.insert(file.to_owned());
+        }
+    }
+    files.len()
 }
 
 /// A server whose table files have row groups of 100 rows, `commits` ingested into `shop` and
-/// `logyard compact` run over its storage, which must report `indexed` files indexed.
+/// `logyard compact` run over its storage, which must report `indexed` files indexed. Its
+/// queries run on two threads (partitions), whatever the machine's cores.
 async fn compacted(dir: &std::path::Path, commits: Vec<String>, indexed: u64) -> (ServerSpec, Server) {
-    let spec =
-        ServerSpec::local(dir).env("LOGYARD_COMPACTION_INTERVAL", "0s").env("LOGYARD_TABLES_ROW_GROUP_ROWS", "100");
+    let spec = ServerSpec::local(dir)
+        .env("LOGYARD_COMPACTION_INTERVAL", "0s")
+        .env("LOGYARD_TABLES_ROW_GROUP_ROWS", "100")
+        .env("LOGYARD_QUERY_THREADS", "2");
     let server = spec.start();
     for commit in commits {
         assert_eq!(ingest(&server, "shop", commit, "?ack=commit").await.0, 200);
@@ -265,14 +283,10 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     let needle = format!("SELECT trace_id, message FROM shop WHERE trace_id = '{}'", trace_id(2, 42));
     let unnarrowed = format!("{needle} AND concat(trace_id, '') = '{}'", trace_id(2, 42));
     // Without the index every file is opened (statistics admit the id everywhere).
-    assert_eq!(
-        files_opened(
-            &analyze(&server, &format!("SELECT * FROM shop WHERE concat(trace_id, '') = '{}'", trace_id(2, 42))).await
-        ),
-        3
-    );
+    let unindexed = format!("SELECT * FROM shop WHERE concat(trace_id, '') = '{}'", trace_id(2, 42));
+    assert_eq!(files_read(&server, &unindexed).await, 3);
+    assert_eq!(files_read(&server, &needle).await, 1);
     let plan = analyze(&server, &needle).await;
-    assert_eq!(files_opened(&plan), 1, "{plan}");
     // And of that file's 3 row groups only those the index admits (the one holding the id, and
     // here one false positive in 256): only their bloom filters are read, one of which admits it.
     let (read, matched) = pruning(&plan, "row_groups_pruned_bloom_filter");
@@ -282,10 +296,10 @@ async fn an_identifier_index_opens_only_the_files_that_may_hold_an_id() {
     assert_eq!(found, vec![serde_json::json!({"trace_id": trace_id(2, 42), "message": "hop 42"})]);
     let both =
         format!("SELECT count(*) AS n FROM shop WHERE trace_id IN ('{}', '{}')", trace_id(10, 7), trace_id(1, 299));
-    assert_eq!(files_opened(&analyze(&server, &both).await), 2);
+    assert_eq!(files_read(&server, &both).await, 2);
     assert_eq!(count(&server, &both).await, 2);
     let absent = "SELECT count(*) AS n FROM shop WHERE trace_id = 'not-an-id'";
-    assert_eq!(files_opened(&analyze(&server, absent).await), 0);
+    assert_eq!(files_read(&server, absent).await, 0);
     assert_eq!(count(&server, absent).await, 0);
     // Once read, the indexes and the footers are cached: the needle reads one file's filter
     // and data, in a few requests (a bloom filter, the id column, the other columns).
@@ -384,7 +398,7 @@ async fn a_text_index_reads_only_the_row_groups_that_may_hold_the_words() {
     assert_eq!(rows(&server, unnarrowed).await, want);
     // Words in no row group: the file is not opened.
     let absent = "SELECT count(*) AS n FROM shop WHERE message ILIKE '%refund issued%'";
-    assert_eq!(files_opened(&analyze(&server, absent).await), 0);
+    assert_eq!(files_read(&server, absent).await, 0);
     assert_eq!(count(&server, absent).await, 0);
     // Words in every row group, and words too short to ask the index about: all are read.
     for (sql, n) in [
@@ -400,6 +414,47 @@ async fn a_text_index_reads_only_the_row_groups_that_may_hold_the_words() {
     assert_eq!(response.status(), 200);
     let found: Value = response.json().await.unwrap();
     assert_eq!(found["events"].as_array().map(Vec::len), Some(1), "{found}");
+}
+
+/// The rows each partition of a plan's Parquet scan gave (`output_rows{partition=N}` of its
+/// `DataSourceExec` in `EXPLAIN ANALYZE VERBOSE`), by partition.
+async fn rows_per_partition(server: &Server, sql: &str) -> Vec<u64> {
+    let full = full_metrics(server, sql).await;
+    let scan = full.lines().find(|line| line.contains("DataSourceExec")).unwrap_or_else(|| panic!("{full}"));
+    let mut counts = Vec::new();
+    for (at, m) in scan.match_indices("output_rows{partition=") {
+        let text = &scan[at + m.len()..];
+        let partition: usize = text.split('}').next().unwrap().parse().unwrap();
+        let value: u64 =
+            text.split_once("}=").unwrap().1.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+        counts.resize(counts.len().max(partition + 1), 0);
+        counts[partition] += value;
+    }
+    counts
+}
+
+/// A time range of a day's file is a few neighbouring row groups (the file is in time order):
+/// they are read by different partitions, so both cores work on an hour, and together the
+/// partitions read each row group once.
+#[tokio::test]
+async fn the_row_groups_of_a_time_range_are_read_by_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    // One file of 450 events over three hours, row groups of 100 rows: the second hour is the
+    // last 50 rows of the second row group and the whole third one.
+    let (_spec, server) = compacted(dir.path(), (0..3).map(|part| product_views(part, 150)).collect(), 1).await;
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let hour = format!(
+        "SELECT count(*) AS n FROM shop WHERE timestamp >= '{day}T01:00:00Z' AND timestamp < '{day}T02:00:00Z'"
+    );
+    assert_eq!(count(&server, &hour).await, 150);
+    let mut per_partition = rows_per_partition(&server, &hour).await;
+    per_partition.sort();
+    assert_eq!(per_partition, vec![50, 100], "the hour's two row groups, one per partition");
+    // The whole file: each row group once.
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM shop WHERE message LIKE '%'").await, 450);
+    let all = rows_per_partition(&server, "SELECT message FROM shop WHERE message LIKE '%'").await;
+    assert_eq!(all.iter().sum::<u64>(), 450, "{all:?}");
+    assert_eq!(all.len(), 2, "{all:?}");
 }
 
 /// `sql` run with `token`: the status and the body.
