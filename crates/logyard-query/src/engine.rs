@@ -27,7 +27,7 @@ use datafusion::physical_plan::RecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
 use logyard_auth::Principal;
@@ -162,6 +162,30 @@ impl QueryEngine {
 
     pub fn tables(&self) -> &Arc<Tables> {
         &self.tables
+    }
+
+    /// Builds what a first query would otherwise build while it waits: the sessions queries
+    /// start from, and the latest snapshot of every stream's table (`at_once` loaded at a
+    /// time). Returns how many tables were loaded; a table that fails to load is left to the
+    /// first query that reads it, which reports the error.
+    pub async fn warm(&self, at_once: usize) -> Result<usize, QueryError> {
+        for flavor in [Flavor::Generic, Flavor::Postgres] {
+            self.base_session(flavor)?;
+        }
+        let streams = self.tables.storage().list_streams().await?;
+        let loaded = futures::stream::iter(streams)
+            .map(|stream| async move {
+                let loaded = self.tables.latest(&stream).await;
+                if let Err(e) = &loaded {
+                    tracing::warn!(%stream, error = %e, "loading the table ahead of queries failed");
+                }
+                matches!(loaded, Ok(Some(_)))
+            })
+            .buffer_unordered(at_once.max(1))
+            .filter(|loaded| std::future::ready(*loaded))
+            .count()
+            .await;
+        Ok(loaded)
     }
 
     /// Plans and starts a query. Fails at once on SQL that is not read-only.

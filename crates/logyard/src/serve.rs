@@ -269,6 +269,14 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
         });
     }
 
+    // The first query after a start finds the streams' tables loaded (each a checkpoint and
+    // the commits after it), or waits only for what is left after `WARM_AT_MOST`.
+    let warming = std::time::Instant::now();
+    match tokio::time::timeout(WARM_AT_MOST, state.query.warm(WARM_AT_ONCE)).await {
+        Ok(Ok(tables)) => tracing::info!(tables, elapsed = ?warming.elapsed(), "tables loaded ahead of queries"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "loading the tables ahead of queries failed; queries load them"),
+        Err(_) => tracing::info!(?WARM_AT_MOST, "the tables not loaded yet are loaded by the queries that read them"),
+    }
     tracing::info!(%addr, scheme, storage = %storage.location(), wal = %wal_dir.display(), writer = ingestor.writer_id(), "logyard listening");
     println!("logyard listening on {scheme}://{addr}");
     let (stopping, drain_delay) = (state.stopping.clone(), config.server.drain_delay);
@@ -295,6 +303,11 @@ pub async fn serve(config: Config, env: &BTreeMap<String, String>, insecure_no_a
         Some(e) => Err(e),
     }
 }
+
+/// How long a start waits for the streams' tables to load before it listens.
+const WARM_AT_MOST: Duration = Duration::from_secs(10);
+/// Tables loaded at once at a start.
+const WARM_AT_ONCE: usize = 8;
 
 fn ingest_options(config: &Config, wal_dir: &Path, masking: Arc<logyard_core::mask::Masking>) -> IngestOptions {
     let mut options = IngestOptions::new(wal_dir);

@@ -356,6 +356,26 @@ async fn a_first_query_reads_the_checkpoint_and_each_footer_once() {
     assert!((1.0..=3.0).contains(&again), "the row group alone: {again}");
 }
 
+/// A start loads the streams' tables before it listens: the first query after a restart reads
+/// nothing of the Delta log (it asks for the next commit by name, a HEAD), where loading the
+/// table would read the log's commits.
+#[tokio::test]
+async fn a_restarted_server_answers_its_first_query_from_tables_it_loaded_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec::local(dir.path()).env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "1h");
+    let server = spec.start();
+    for n in 0..3 {
+        assert_eq!(ingest(&server, "shop", commit(n), "?ack=commit").await.0, 200);
+    }
+    drop(server);
+    let server = spec.start();
+    let before = reads(&server).await;
+    // A day with no file: the table's snapshot is all the query needs.
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM shop WHERE date = '1999-01-01'").await, 0);
+    assert_eq!(reads(&server).await - before, 0.0, "the first query read the table's log");
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM shop WHERE status = 202").await, 3 * EVENTS as i64 / 2);
+}
+
 /// The messages of commit `part` of a day: `n` requests for products, and one rare phrase in
 /// the middle of the first commit.
 fn product_views(part: u64, n: u64) -> String {
