@@ -238,6 +238,8 @@ async fn footer(
 /// file has), dealt to `partitions` groups in turn, one row group at a time and across files:
 /// neighbouring row groups, which an hour of a day's file reads, fall to different partitions.
 /// A file appears in each group that reads some of it, with an access plan of those row groups.
+/// The shares are DataFusion's units of work: with its work stealing on (the default), a
+/// partition that is idle also takes the shares of another that has not opened them yet.
 fn spread(
     files: impl IntoIterator<Item = ((PartitionedFile, Option<Vec<bool>>), usize)>,
     partitions: usize,
