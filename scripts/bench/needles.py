@@ -2,9 +2,10 @@
 query.py over --events generated events spread over --days days, after compaction.
 
 - logyard on local storage, through `POST /api/v1/query` (format arrow), timed at the
-  client: cold = the first run after the server process starts, hot = the median of --hot
-  runs after it. DuckDB runs the same question over the Parquet files the Delta log lists,
-  cold in a new process and hot as the median of --hot runs. Both use every core.
+  client: cold = the first run after the server process starts (the median of --cold such
+  processes), hot = the median of --hot runs after it. DuckDB runs the same question over the
+  Parquet files the Delta log lists, cold in a new process (the median of --cold) and hot as
+  the median of --hot runs. Both use every core.
 - logyard on S3: the same table in s3s-fs, reached through a proxy that waits --latency-ms
   before each request (S3's time to first byte in the region), counts the requests by kind
   and answers the Parquet files' GETs itself from s3s-fs's directory (s3proxy.py says why);
@@ -15,8 +16,9 @@ query.py over --events generated events spread over --days days, after compactio
 - Sizes: the bytes of the table's files (those its Delta log lists), of their bloom filters
   (from the Parquet footers, read by DuckDB), per column, and of the indexes.
 
-Usage: python scripts/bench/needles.py [--events N] [--days D] [--hot K] [--latency-ms MS] [--workdir DIR]
-       [--baseline OLD_BINARY]   (an earlier build, timed locally beside this one, question by question)
+Usage: python scripts/bench/needles.py [--events N] [--days D] [--hot K] [--cold C] [--latency-ms MS]
+       [--workdir DIR] [--baseline OLD_BINARY]   (an earlier build, timed locally beside this one)
+       [--no-s3]   (the local questions alone)
 (run through scripts/bench/run.sh needles; S3 needs s3s-fs from scripts/test.sh)
 """
 
@@ -98,6 +100,8 @@ def main():
     ap.add_argument("--events", type=int, default=20_000_000)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--hot", type=int, default=5)
+    ap.add_argument("--cold", type=int, default=1, help="new processes per question; the median cold time is reported")
+    ap.add_argument("--no-s3", action="store_true", help="skip the questions on S3")
     ap.add_argument("--latency-ms", type=float, default=30.0)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--baseline", default=None, help="an earlier logyard binary, timed beside this build locally")
@@ -138,18 +142,25 @@ def main():
     duck_sql.update(DUCKDB_SQL)
 
     def local(sql, server=None):
-        p, url = serve(data, env, server=server)
-        try:
-            cold, nbytes = post_query(url, sql)
-            hot = [post_query(url, sql)[0] for _ in range(args.hot)]
-        finally:
-            stop(p)
-        return cold, hot, nbytes
+        colds, hot = [], []
+        for _ in range(args.cold):
+            p, url = serve(data, env, server=server)
+            try:
+                cold, nbytes = post_query(url, sql)
+                colds.append(cold)
+                hot = hot or [post_query(url, sql)[0] for _ in range(args.hot)]
+            finally:
+                stop(p)
+        return statistics.median(colds), hot, nbytes
+
+    def duck_median(sql):
+        runs = [duckdb(table, sql, args.hot) for _ in range(args.cold)]
+        return {"cold": statistics.median(r["cold"] for r in runs), "hot": runs[0]["hot"], "rows": runs[0]["rows"]}
 
     results = {}
     for name, sql in questions.items():
         cold, hot, nbytes = local(sql)
-        duck = duckdb(table, duck_sql[name], args.hot)
+        duck = duck_median(duck_sql[name])
         results[name] = {
             "logyard_cold_ms": round(cold * 1000, 1),
             "logyard_hot_median_ms": round(statistics.median(hot) * 1000, 1),
@@ -176,43 +187,44 @@ def main():
     finally:
         aside.rename(ids_dir)
 
-    # The same table in S3 (s3s-fs), behind the latency proxy.
-    s3, s3_port, root = start_s3s(workdir)
-    try:
-        shutil.copytree(table, root / "bench" / "logs" / "tables" / "storefront")
-        proxy = Proxy(s3_port, latency=args.latency_ms / 1000, root=root)
-        s3_env = dict(env, **aws_env(f"http://127.0.0.1:{proxy.port}"))
-        wal = Path(workdir) / "needles-s3-wal"
-        shutil.rmtree(wal, ignore_errors=True)
-        wal.mkdir()
-        def on_s3(sql):
-            p, url = serve(wal, s3_env, storage="s3://bench/logs")
-            try:
-                before = proxy.snapshot()
-                cold, _ = post_query(url, sql)
-                cold_requests = proxy.since(before)
-                hot, hot_requests = [], []
-                for _ in range(args.hot):
+    if not args.no_s3:
+        # The same table in S3 (s3s-fs), behind the latency proxy.
+        s3, s3_port, root = start_s3s(workdir)
+        try:
+            shutil.copytree(table, root / "bench" / "logs" / "tables" / "storefront")
+            proxy = Proxy(s3_port, latency=args.latency_ms / 1000, root=root)
+            s3_env = dict(env, **aws_env(f"http://127.0.0.1:{proxy.port}"))
+            wal = Path(workdir) / "needles-s3-wal"
+            shutil.rmtree(wal, ignore_errors=True)
+            wal.mkdir()
+            def on_s3(sql):
+                p, url = serve(wal, s3_env, storage="s3://bench/logs")
+                try:
                     before = proxy.snapshot()
-                    hot.append(post_query(url, sql)[0])
-                    hot_requests.append(proxy.since(before))
-            finally:
-                stop(p)
-            return {"s3_cold_ms": round(cold * 1000, 1), "s3_hot_median_ms": round(statistics.median(hot) * 1000, 1),
-                    "s3_cold_requests": cold_requests, "s3_hot_requests": hot_requests[len(hot_requests) // 2]}
+                    cold, _ = post_query(url, sql)
+                    cold_requests = proxy.since(before)
+                    hot, hot_requests = [], []
+                    for _ in range(args.hot):
+                        before = proxy.snapshot()
+                        hot.append(post_query(url, sql)[0])
+                        hot_requests.append(proxy.since(before))
+                finally:
+                    stop(p)
+                return {"s3_cold_ms": round(cold * 1000, 1), "s3_hot_median_ms": round(statistics.median(hot) * 1000, 1),
+                        "s3_cold_requests": cold_requests, "s3_hot_requests": hot_requests[len(hot_requests) // 2]}
 
-        for name, sql in questions.items():
-            results[name].update(on_s3(sql))
-        shutil.rmtree(root / "bench" / "logs" / "tables" / "storefront" / "_logyard_ids")
-        for name in needles:
-            results[name].update({f"{k}_no_index": v for k, v in on_s3(questions[name]).items()})
-    finally:
-        s3.terminate()
-        shutil.rmtree(root, ignore_errors=True)
+            for name, sql in questions.items():
+                results[name].update(on_s3(sql))
+            shutil.rmtree(root / "bench" / "logs" / "tables" / "storefront" / "_logyard_ids")
+            for name in needles:
+                results[name].update({f"{k}_no_index": v for k, v in on_s3(questions[name]).items()})
+        finally:
+            s3.terminate()
+            shutil.rmtree(root, ignore_errors=True)
 
     bloom_bytes = sum(picked["bloom_bytes"].values())
     print(json.dumps({
-        "events": args.events, "days": args.days, "latency_ms": args.latency_ms, "load": load_report,
+        "events": args.events, "days": args.days, "cold_runs": args.cold, "latency_ms": args.latency_ms, "load": load_report,
         "files": picked["files"], "row_groups": picked["row_groups"], "table_bytes": table_bytes,
         "bloom_bytes": picked["bloom_bytes"], "bloom_share": round(bloom_bytes / table_bytes, 4),
         "index_files": indexed, "index_s": round(index_s, 1), "index_bytes": index_bytes,

@@ -6,7 +6,7 @@
 #   scripts/bench/run.sh protocols [--events N] [--rounds R]
 #   scripts/bench/run.sh kinesis [--events N] [--rounds R]
 #   scripts/bench/run.sh pgwire [--events N] [--runs R]
-#   scripts/bench/run.sh needles [--events N] [--days D] [--latency-ms MS] [--baseline OLD_BINARY]
+#   scripts/bench/run.sh needles [--events N] [--days D] [--latency-ms MS] [--baseline OLD_BINARY] [--cold C] [--no-s3]
 #   scripts/bench/run.sh masking [--events N] [--rounds R]
 #   scripts/bench/run.sh flamegraph --out docs/perf/F.svg [--events N]   (perf of the server during the ingest benchmark)
 #   scripts/bench/run.sh textindex [--workdir DIR] [--day D] [--phrase TEXT]   (after needles)
