@@ -21,7 +21,7 @@ use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetada
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::RecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -385,7 +385,9 @@ impl QueryEngine {
         if flavor == Flavor::Postgres {
             crate::postgres::install_functions(&ctx, CATALOG).map_err(QueryError::from_datafusion)?;
         }
-        Ok(ctx.state())
+        Ok(SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rule(Arc::new(crate::repeated::OnceEachCondition))
+            .build())
     }
 
     fn cache_manager_config(&self) -> CacheManagerConfig {

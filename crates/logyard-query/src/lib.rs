@@ -8,6 +8,7 @@ mod narrowed;
 pub mod output;
 pub mod postgres;
 mod protect;
+mod repeated;
 pub mod search;
 
 pub use engine::{QueryEngine, QueryOptions, RunningQuery, check_datafusion_settings};

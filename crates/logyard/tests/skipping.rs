@@ -194,6 +194,26 @@ async fn free_text_runs_as_a_substring_search_with_ilike_s_answers() {
     assert_eq!(search["events"].as_array().map(Vec::len), Some(4), "{search}");
 }
 
+/// The Parquet scan tests each condition of a query once (delta-rs gives the scan the filters
+/// and DataFusion's pushdown adds them again), and answers what the conditions ask.
+#[tokio::test]
+async fn a_scan_tests_each_condition_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path()).start();
+    assert_eq!(ingest(&server, "shop", commit(0), "?ack=commit").await.0, 200);
+    let sql = "SELECT count(*) AS n FROM shop WHERE status >= 200 AND order_id IS NOT NULL";
+    let plan = rows(&server, &format!("EXPLAIN {sql}")).await;
+    let plan = serde_json::to_string(&plan).unwrap();
+    let at = plan.find(", predicate=").unwrap_or_else(|| panic!("no predicate in {plan}"));
+    let predicate = plan[at..].split(", pruning_predicate=").next().unwrap();
+    assert_eq!(predicate.matches(">= 200").count(), 1, "{predicate}");
+    assert_eq!(predicate.matches("IS NOT NULL").count(), 1, "{predicate}");
+    // Odd events have status 202 and no order id; even ones an order id and status 200.
+    assert_eq!(count(&server, sql).await, 100);
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM shop WHERE status >= 202 AND order_id IS NOT NULL").await, 0);
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM shop WHERE status >= 202 OR order_id IS NOT NULL").await, 200);
+}
+
 /// `n` events on the day `days_ago` days before today, each with an id that looks random (so
 /// that every file's min and max span nearly all ids, and only a filter tells files apart).
 fn random_ids(days_ago: u64, part: u64, n: u64) -> String {
