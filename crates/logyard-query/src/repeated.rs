@@ -15,6 +15,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_expr::{PhysicalExpr, conjunction, split_conjunction};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -57,11 +58,12 @@ fn without_repeats(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPla
     Some(DataSourceExec::from_data_source(config))
 }
 
-/// The conditions, each once, in their first order.
+/// The conditions, each once, in their first order; a volatile one (`random() < 0.5`) is kept
+/// each time, since each evaluation may answer differently.
 fn distinct(conditions: Vec<&Arc<dyn PhysicalExpr>>) -> Vec<Arc<dyn PhysicalExpr>> {
     let mut unique: Vec<Arc<dyn PhysicalExpr>> = Vec::with_capacity(conditions.len());
     for condition in conditions {
-        if !unique.iter().any(|seen| seen == condition) {
+        if is_volatile(condition) || !unique.iter().any(|seen| seen == condition) {
             unique.push(condition.clone());
         }
     }
@@ -72,6 +74,7 @@ fn distinct(conditions: Vec<&Arc<dyn PhysicalExpr>>) -> Vec<Arc<dyn PhysicalExpr
 mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::ScalarFunctionExpr;
     use datafusion::physical_expr::expressions::{binary, col, is_not_null, lit};
 
     use super::*;
@@ -89,5 +92,16 @@ mod tests {
             conjunction([status.clone(), customer.clone(), status.clone(), other.clone(), customer.clone()]);
         let got = distinct(split_conjunction(&predicate));
         assert_eq!(got, vec![status, customer, other]);
+    }
+
+    #[test]
+    fn a_volatile_condition_is_kept_each_time() {
+        let schema = Schema::new(vec![Field::new("latency", DataType::Float64, true)]);
+        let config = Arc::new(ConfigOptions::default());
+        let random =
+            ScalarFunctionExpr::try_new(datafusion::functions::math::random(), vec![], &schema, config).unwrap();
+        let below = binary(Arc::new(random), Operator::Lt, lit(0.5f64), &schema).unwrap();
+        let predicate = conjunction([below.clone(), below.clone()]);
+        assert_eq!(distinct(split_conjunction(&predicate)), vec![below.clone(), below]);
     }
 }
