@@ -232,6 +232,13 @@ impl<'a> Matcher<'a> {
         // bits; when no buffer holds it and no inline value is long enough to (a rare
         // phrase: most batches), the answer is all false.
         let found: Vec<bool> = starts.iter().map(|bits| bits.iter().any(|word| *word != 0)).collect();
+        // Whether a value kept in a buffer holds a match that starts in it and ends in it.
+        let in_buffer = |raw: u128| {
+            let len = raw as u32 as usize;
+            let view = ByteView::from(raw);
+            let (buffer, from) = (view.buffer_index as usize, view.offset as usize);
+            len >= needle && found.get(buffer) == Some(&true) && any_bit(&starts[buffer], from, from + len - needle)
+        };
         if needle > MAX_INLINE_VIEW_LEN as usize {
             if !found.contains(&true) {
                 return Some(Ok(BooleanArray::new(BooleanBuffer::new_unset(array.len()), array.nulls().cloned())));
@@ -239,12 +246,7 @@ impl<'a> Matcher<'a> {
             // No inline value can hold the words: each value is a bit test, 64 values to a
             // word of the answer (a null's answer is hidden by its null).
             let views = array.views();
-            let answer = BooleanBuffer::collect_bool(array.len(), |i| {
-                let len = views[i] as u32 as usize;
-                let view = ByteView::from(views[i]);
-                let (buffer, from) = (view.buffer_index as usize, view.offset as usize);
-                len >= needle && found.get(buffer) == Some(&true) && any_bit(&starts[buffer], from, from + len - needle)
-            });
+            let answer = BooleanBuffer::collect_bool(array.len(), |i| in_buffer(views[i]));
             return Some(Ok(BooleanArray::new(answer, array.nulls().cloned())));
         }
         let mut out = BooleanBufferBuilder::new(array.len());
@@ -258,11 +260,7 @@ impl<'a> Matcher<'a> {
                     Err(e) => return Some(Err(e)),
                 }
             } else {
-                // A match that starts in the value and ends in it.
-                let view = ByteView::from(raw);
-                let from = view.offset as usize;
-                let buffer = view.buffer_index as usize;
-                found[buffer] && any_bit(&starts[buffer], from, from + len - needle)
+                in_buffer(raw)
             };
             out.append(holds);
         }

@@ -49,8 +49,10 @@ fn without_repeats(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPla
     let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
     let parquet = config.file_source.downcast_ref::<ParquetSource>()?;
     let predicate = parquet.filter()?;
-    let unique = distinct(split_conjunction(&predicate));
-    if unique.len() == split_conjunction(&predicate).len() {
+    let conditions = split_conjunction(&predicate);
+    let count = conditions.len();
+    let unique = distinct(conditions);
+    if unique.len() == count {
         return None;
     }
     let mut config = config.clone();
