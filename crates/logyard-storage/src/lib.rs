@@ -17,6 +17,7 @@ pub mod location;
 pub mod maintenance;
 pub mod metered;
 pub mod presign;
+mod segment_file;
 pub mod shared_reads;
 pub mod store;
 pub mod tables;

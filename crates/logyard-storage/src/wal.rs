@@ -17,14 +17,15 @@
 //! The raw payload is the request body as received, kept for streams that archive it: it is
 //! in the same record as the events, so both are durable, or neither.
 //!
-//! One thread owns the files. It takes every append waiting in its queue, writes them,
-//! calls `fdatasync` once (group commit), hands the records to the [`WalSink`] in position
+//! One thread owns the files. It takes every append waiting in its queue, writes them (with
+//! direct I/O where the file system allows it, see [`crate::segment_file`]), calls
+//! `fdatasync` once (group commit), hands the records to the [`WalSink`] in position
 //! order, and only then answers the callers: an answer means durable. Segments whose records
 //! are all committed to tables are deleted when the flusher releases them.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use logyard_core::StreamName;
+
+use crate::segment_file::SegmentFile;
 
 const LOCK_FILE: &str = "LOCK";
 const WRITER_ID_FILE: &str = "writer-id";
@@ -262,7 +265,9 @@ fn recover(dir: &Path) -> Result<(VecDeque<Segment>, Vec<WalRecord>), WalError> 
                     offset = next;
                 }
                 Err(reason) if is_last => {
-                    tracing::warn!(path = %path.display(), offset, reason, "truncating a torn record at the end of the write-ahead log");
+                    if data[offset..].iter().any(|&b| b != 0) {
+                        tracing::warn!(path = %path.display(), offset, reason, "truncating a torn record at the end of the write-ahead log");
+                    } // else the zeros a direct write pads its last block with
                     let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
                     f.set_len(offset as u64).map_err(io(&path))?;
                     f.sync_all().map_err(io(&path))?;
@@ -344,20 +349,6 @@ fn encode_header(buf: &mut Vec<u8>, position: u64, stream: &StreamName, raw: Opt
     buf[start + 4..start + 8].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
-/// Writes every slice, however many calls it takes.
-fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// An append waiting for the next group commit.
 struct Append {
     records: Vec<NewRecord>,
@@ -368,7 +359,7 @@ struct Writer {
     dir: PathBuf,
     options: WalOptions,
     segments: VecDeque<Segment>,
-    file: Option<File>,
+    file: Option<SegmentFile>,
     next: u64,
     sink: Arc<dyn WalSink>,
     disk_bytes: Arc<AtomicU64>,
@@ -382,16 +373,19 @@ impl Writer {
             return self.start_segment();
         }
         let seg = self.segments.back().expect("non-empty");
-        let mut f = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
-        f.seek(SeekFrom::End(0)).map_err(io(&seg.path))?;
-        self.file = Some(f);
+        self.file = Some(SegmentFile::open(&seg.path, seg.bytes).map_err(io(&seg.path))?);
         Ok(())
     }
 
     fn start_segment(&mut self) -> Result<(), WalError> {
+        if let Some(f) = &self.file {
+            // Its padding off before the next segment starts: only the last may end in zeros.
+            f.close().map_err(io(f.path()))?;
+        }
         let path = self.dir.join(segment_name(self.next));
-        let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let f = SegmentFile::create(&path).map_err(io(&path))?;
         sync_dir(&self.dir)?;
+        tracing::debug!(path = %path.display(), direct = f.is_direct(), "new write-ahead log segment");
         self.segments.push_back(Segment { first: self.next, last: None, path, bytes: 0 });
         self.file = Some(f);
         Ok(())
@@ -430,7 +424,7 @@ impl Writer {
             }
             if let Some(done) = shutdown {
                 if let Some(f) = &self.file {
-                    let _ = f.sync_data();
+                    let _ = f.close();
                 }
                 // Release the directory lock before answering, so the caller may reopen it.
                 drop(self);
@@ -451,25 +445,23 @@ impl Writer {
             ends.push(buf.len());
         }
         let count = ends.len() as u64;
-        let mut slices = Vec::with_capacity(3 * ends.len());
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(3 * ends.len());
         let mut start = 0;
         for (r, end) in records().zip(&ends) {
-            slices.push(IoSlice::new(&buf[start..*end]));
+            parts.push(&buf[start..*end]);
             if let Some(raw) = &r.raw {
-                slices.push(IoSlice::new(raw));
+                parts.push(raw);
             }
-            slices.push(IoSlice::new(&r.events));
+            parts.push(&r.events);
             start = *end;
         }
-        let written: usize =
-            buf.len() + records().map(|r| r.events.len() + r.raw.as_ref().map_or(0, Bytes::len)).sum::<usize>();
+        let written: usize = parts.iter().map(|p| p.len()).sum();
         let seg = self.segments.back_mut().expect("an active segment");
         let file = self.file.as_mut().expect("an open segment");
-        let result = write_all_vectored(file, &mut slices).and_then(|_| file.sync_data());
-        drop(slices);
+        // On an error the file is cut back to its whole records.
+        let result = file.append(&parts);
+        drop(parts);
         if let Err(e) = result {
-            // Undo the partial write so that the file holds only whole records.
-            let _ = file.set_len(seg.bytes);
             let message = format!("{}: {e}", seg.path.display());
             tracing::error!(error = %message, "write-ahead log append failed");
             for a in appends {
@@ -477,7 +469,7 @@ impl Writer {
             }
             return;
         }
-        seg.bytes += written as u64;
+        seg.bytes = file.len();
         self.disk_bytes.fetch_add(written as u64, Ordering::Relaxed);
         if count == 0 {
             for a in appends {
@@ -579,8 +571,7 @@ mod tests {
         assert_eq!(wal.writer_id(), id, "the writer id survives restarts");
         let got = sink.0.lock().unwrap().clone();
         assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), [1, 2]);
-        let texts: Vec<_> = decode_events(&got[1].events).map(|e| e.unwrap().text.to_owned()).collect();
-        assert_eq!(texts, ["{\"a\":2}", "{\"a\":3}"]);
+        assert_eq!(texts(&got[1].events), ["{\"a\":2}", "{\"a\":3}"]);
         assert_eq!((got[0].raw.as_ref(), got[1].raw.as_ref()), (None, Some(&raw)), "the raw payload comes back");
         assert_eq!(wal.append(s, events(&["{}"]), None).await.unwrap(), 3, "positions continue");
     }
@@ -614,6 +605,40 @@ mod tests {
         let (wal, sink) = open(dir.path(), 1 << 20);
         assert_eq!(sink.0.lock().unwrap().len(), 1);
         assert_eq!(wal.append(s, events(&["{}"]), None).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_log_left_by_a_crash_ends_in_padding_and_replays_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamName::new("s").unwrap();
+        let (wal, _) = open(dir.path(), 1 << 20);
+        for n in 0..3 {
+            wal.append(s.clone(), events(&[&format!("{{\"n\":{n}}}")]), None).await.unwrap();
+        }
+        // What is on disk while the log is open is what a crash leaves.
+        let crashed = tempfile::tempdir().unwrap();
+        for name in [segment_name(1), WRITER_ID_FILE.into()] {
+            fs::copy(dir.path().join(&name), crashed.path().join(&name)).unwrap();
+        }
+        let on_disk = fs::read(crashed.path().join(segment_name(1))).unwrap();
+        assert_eq!(on_disk.len(), crate::segment_file::BLOCK, "the last block is padded");
+        let (wal, sink) = open(crashed.path(), 1 << 20);
+        let replayed: Vec<String> = sink.0.lock().unwrap().iter().flat_map(|r| texts(&r.events)).collect();
+        assert_eq!(replayed, ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}"]);
+        assert_eq!(wal.append(s, events(&["{\"n\":3}"]), None).await.unwrap(), 4);
+        wal.close().await;
+        drop(wal);
+        let (_wal, sink) = open(crashed.path(), 1 << 20);
+        let replayed: Vec<String> = sink.0.lock().unwrap().iter().flat_map(|r| texts(&r.events)).collect();
+        assert_eq!(
+            replayed,
+            ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}", "{\"n\":3}"],
+            "appended behind the padding's place"
+        );
+    }
+
+    fn texts(events: &Bytes) -> Vec<String> {
+        decode_events(events).map(|e| e.unwrap().text.to_owned()).collect()
     }
 
     #[tokio::test]
