@@ -13,8 +13,6 @@ pub mod parse;
 pub mod scan;
 pub mod stream;
 pub mod time;
-#[cfg(test)]
-mod two_pass;
 
 pub use batch::{BatchBuilder, PendingEvent};
 pub use error::{ErrorKind, ServiceError, error_chain};
