@@ -15,17 +15,22 @@
 
 use std::collections::HashMap;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Date32Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use deltalake::BlindDeltaTable;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStore, LogStoreRef};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaResult, DeltaTableError};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use indexmap::IndexMap;
+use logyard_core::batch::DATE_COLUMN;
 use parquet::file::properties::WriterProperties;
 
 use crate::StorageError;
@@ -235,7 +240,7 @@ impl Head {
             let writer = RecordBatchWriter::for_blind_appends(&self.table)
                 .map_err(StorageError::delta("opening a table writer"))?
                 .with_writer_properties(properties.clone());
-            encodings.push(encoders.encode(writer, run));
+            encodings.push(encoders.encode(writer, by_date(self.table.metadata().partition_columns()), run));
         }
         let mut adds = Vec::new();
         for encoding in encodings {
@@ -329,16 +334,19 @@ impl Encoders {
     fn encode(
         &self,
         writer: RecordBatchWriter,
+        by_date: bool,
         batches: Vec<RecordBatch>,
     ) -> tokio::sync::oneshot::Receiver<Result<Vec<Add>, StorageError>> {
-        self.encode_stream(writer, futures::stream::iter(batches.into_iter().map(Ok)).boxed())
+        self.encode_stream(writer, by_date, futures::stream::iter(batches.into_iter().map(Ok)).boxed())
     }
 
     /// Encodes and puts the batches of `batches` through `writer` on one of the threads, as
-    /// they come: a rewrite's sorted rows are never all held twice.
+    /// they come: a rewrite's sorted rows are never all held twice. `by_date`: the table is
+    /// partitioned by date alone (see [`by_date`]).
     pub(crate) fn encode_stream(
         &self,
         mut writer: RecordBatchWriter,
+        by_date: bool,
         mut batches: BoxStream<'static, Result<RecordBatch, StorageError>>,
     ) -> tokio::sync::oneshot::Receiver<Result<Vec<Add>, StorageError>> {
         let runtime = tokio::runtime::Handle::current();
@@ -346,7 +354,10 @@ impl Encoders {
         let job: EncodeJob = Box::new(move || {
             let written = runtime.block_on(async move {
                 while let Some(batch) = batches.next().await {
-                    writer.write(batch?).await.map_err(StorageError::delta("writing table files"))?;
+                    let batch = batch?;
+                    let written =
+                        if by_date { write_by_date(&mut writer, batch).await } else { writer.write(batch).await };
+                    written.map_err(StorageError::delta("writing table files"))?;
                 }
                 writer.flush().await.map_err(StorageError::delta("writing table files"))
             });
@@ -406,6 +417,35 @@ fn split_rows(batches: Vec<RecordBatch>, parts: usize) -> Vec<Vec<RecordBatch>> 
         }
     }
     runs
+}
+
+/// Whether a table of these partition columns is partitioned by date alone, as every
+/// stream's table is: then its files are written by [`write_by_date`].
+pub(crate) fn by_date(partition_columns: &[String]) -> bool {
+    matches!(partition_columns, [column] if column == DATE_COLUMN)
+}
+
+/// Writes `batch`, whose table is partitioned by date alone, a date's rows at a time. delta-rs's
+/// `write` sorts the rows by partition and copies each partition's rows out (an Arrow `take`
+/// of every column: 2.8% of the server's samples under ingest), also when the batch holds one
+/// date. Batches come sorted by time, so a date's rows are one run, handed over as a slice:
+/// no copy. (Unsorted batches would only make more, shorter runs.)
+async fn write_by_date(writer: &mut RecordBatchWriter, batch: RecordBatch) -> DeltaResult<()> {
+    let dates = batch.column_by_name(DATE_COLUMN).and_then(|c| c.as_primitive_opt::<Date32Type>());
+    let Some(dates) = dates.filter(|d| d.null_count() == 0).cloned() else {
+        return writer.write(batch).await;
+    };
+    let days = dates.values();
+    let mut start = 0;
+    while start < days.len() {
+        let end = days[start..].iter().position(|&d| d != days[start]).map_or(days.len(), |n| start + n);
+        let date = ScalarExt::from_array(&dates, start)
+            .ok_or_else(|| DeltaTableError::generic(format!("no partition value in row {start}")))?;
+        let values = IndexMap::from([(DATE_COLUMN.to_owned(), date)]);
+        writer.write_partition(batch.slice(start, end - start), &values, WriteMode::Default).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

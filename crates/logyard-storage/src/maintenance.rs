@@ -143,6 +143,8 @@ impl Tables {
         let blooms = self.bloom_columns(stream, table, Some(day)).await?;
         let properties =
             writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows(), usize::MAX);
+        let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
+        let by_date = crate::head::by_date(state.metadata().partition_columns());
         let mut actions = Vec::new();
         let mut merged = Merged::default();
         for run in runs {
@@ -152,7 +154,7 @@ impl Tables {
                 .with_writer_properties(properties.clone());
             let adds = self
                 .encoders()
-                .encode_stream(writer, rows)
+                .encode_stream(writer, by_date, rows)
                 .await
                 .map_err(|_| StorageError::Build("encoding compacted files failed".into()))??;
             merged.files_removed += run.len() as u64;

@@ -992,6 +992,42 @@ mod tests {
         assert_eq!(rows(&a, &stream).await, 32);
     }
 
+    /// A flush of events on both sides of midnight, not in time order, lands in each day's
+    /// partition (the append path hands delta-rs a date's run of rows at a time).
+    #[tokio::test]
+    async fn a_flush_across_midnight_lands_in_both_days() {
+        use logyard_core::batch::{BatchBuilder, PendingEvent};
+        let dir = tempfile::tempdir().unwrap();
+        let (tables, _) = two_processes(dir.path()).await;
+        let stream = StreamName::new("midnight").unwrap();
+        let midnight: i64 = 1_764_115_200_000_000; // 2025-11-26T00:00:00Z
+        let at = |seconds: &'static [i64]| -> BuildFn {
+            Arc::new(move |schema, _| {
+                let mut b = BatchBuilder::new(schema, 100);
+                for s in seconds {
+                    let source = logyard_core::event::TimeSource::Received;
+                    b.push(PendingEvent { time: midnight + s * 1_000_000, source, text: "{\"a\":1}" })?;
+                }
+                Ok(Some(vec![b.finish()?]))
+            })
+        };
+        // The first commit creates the table; the second takes the append path.
+        tables.append(&stream, "w", 1, at(&[-7200])).await.unwrap();
+        tables.append(&stream, "w", 2, at(&[-2, -1, 1, -3, 2, 3])).await.unwrap();
+        assert_eq!(count_where(&tables, &stream, "date = DATE '2025-11-25'").await, 4);
+        assert_eq!(count_where(&tables, &stream, "date = DATE '2025-11-26'").await, 3);
+        let misplaced = "(date = DATE '2025-11-25') <> (timestamp < TIMESTAMP '2025-11-26T00:00:00Z')";
+        assert_eq!(count_where(&tables, &stream, misplaced).await, 0, "each row in its own day");
+        let table = tables.latest(&stream).await.unwrap().unwrap();
+        let mut days: Vec<String> = table
+            .get_file_uris()
+            .unwrap()
+            .map(|uri| uri.split('/').find(|p| p.starts_with("date=")).unwrap().to_owned())
+            .collect();
+        days.sort();
+        assert_eq!(days, ["date=2025-11-25", "date=2025-11-25", "date=2025-11-26"], "one file per commit and day");
+    }
+
     /// A reader whose table has not changed asks for the next commit by name and lists
     /// nothing; another writer's commit is seen at its next look.
     #[tokio::test]
