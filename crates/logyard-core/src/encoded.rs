@@ -165,7 +165,7 @@ impl EventsEncoder {
     /// among it) takes the full path, which reads it as before.
     pub fn push_line(&mut self, line: &[u8], received: Micros) -> Result<(), LineError> {
         if line.len() <= event::MAX_LINE_BYTES
-            && let Ok(text) = std::str::from_utf8(line)
+            && let Ok(text) = simdutf8::basic::from_utf8(line)
             && self.push_scanned(text, received)
         {
             return Ok(());
@@ -435,9 +435,8 @@ impl<'a> EventsDecoder<'a> {
         if buf.len() < end {
             return Some(self.fail("truncated event"));
         }
-        let text = match std::str::from_utf8(&buf[EVENT_HEADER_BYTES..text_end]) {
-            Ok(t) => t,
-            Err(e) => return Some(self.fail(e.to_string())),
+        let Ok(text) = simdutf8::basic::from_utf8(&buf[EVENT_HEADER_BYTES..text_end]) else {
+            return Some(self.fail("event text is not UTF-8"));
         };
         self.buf = &buf[end..];
         Some(Ok((StoredEvent { time, source, text }, &buf[text_end..end])))
