@@ -8,7 +8,7 @@
 //! which gives the exact error, or the exact reading. The property test of
 //! `logyard-ingest`'s `build` module holds both paths to the same rows and errors.
 
-use crate::event::{LeafKind, MAX_FLATTEN_DEPTH, RESERVED_RENAMES, parse_json_string, push_sanitized};
+use crate::event::{LeafKind, MAX_FLATTEN_DEPTH, RESERVED_RENAMES, hex4, parse_json_string, push_sanitized};
 use crate::time::TIME_FIELDS;
 
 /// Nesting beyond this is left to the full path (serde_json stops at 128).
@@ -49,12 +49,45 @@ fn specials(block: &[u8]) -> u32 {
     m.to_bitmask()
 }
 
-fn hex4(b: &[u8]) -> Option<u32> {
-    let mut v = 0;
-    for &c in b.get(..4)? {
-        v = v * 16 + char::from(c).to_digit(16)?;
+/// Writes `s` as a JSON string, escaped byte for byte as serde_json escapes it; runs without
+/// a quote, backslash or control character are found 16 bytes at a time and copied whole.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let (mut run, mut i) = (0, 0);
+    while i < b.len() {
+        match b.get(i..i + 16) {
+            Some(block) => match specials(block) {
+                0 => {
+                    i += 16;
+                    continue;
+                }
+                m => i += m.trailing_zeros() as usize,
+            },
+            None if !matches!(b[i], b'"' | b'\\' | 0..=0x1f) => {
+                i += 1;
+                continue;
+            }
+            None => {}
+        }
+        out.extend_from_slice(&b[run..i]);
+        match b[i] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            c => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]),
+        }
+        i += 1;
+        run = i;
     }
-    Some(v)
+    out.extend_from_slice(&b[run..]);
+    out.push(b'"');
 }
 
 impl<'t, F> Scanner<'t, F>
@@ -346,6 +379,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut cases: Vec<String> = ["", "plain", "q\"b\\s/", "\u{0}\u{1f}\u{7f}\u{8}\u{c}\n\r\t", "é€😀 \"x\""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Specials at every offset of and across 16-byte blocks, among multi-byte characters.
+        for n in 0..40 {
+            for special in ["\"", "\\", "\n", "\u{1}", "é"] {
+                cases.push(format!("{}{special}{}", "a".repeat(n), "b".repeat(40 - n)));
+            }
+        }
+        for s in &cases {
+            let mut out = b"x".to_vec();
+            write_json_string(&mut out, s);
+            assert_eq!(out[1..], serde_json::to_vec(s).unwrap()[..], "{s:?}");
+        }
+    }
 
     /// The leaves (path, kind, JSON text, top-level tag) and what else the scan found.
     type Scanned = (Vec<(String, LeafKind, String, u8)>, Found);

@@ -70,11 +70,20 @@ pub struct Decoded<I> {
     pub streams: BTreeMap<StreamName, EventsEncoder>,
     pub rejected: Rejected,
     pub items: I,
+    /// Bytes reserved up front for the events of the first stream that gets any.
+    room: usize,
 }
 
 impl<I> Decoded<I> {
     pub fn new(items: I) -> Self {
-        Self { streams: BTreeMap::new(), rejected: Rejected::default(), items }
+        Self::with_room(items, 0)
+    }
+
+    /// With room for `bytes` of encoded events in the first stream that gets events: most
+    /// requests name one stream, and a buffer grown by doubling copies its events again and
+    /// touches fresh pages each time (a fifth of a bulk request's time).
+    pub fn with_room(items: I, bytes: usize) -> Self {
+        Self { streams: BTreeMap::new(), rejected: Rejected::default(), items, room: bytes }
     }
 
     /// Checks one event (a JSON object) for `stream`: adds it, or counts it rejected.
@@ -86,18 +95,21 @@ impl<I> Decoded<I> {
 
     /// Checks one event for `stream` and adds it; a stream gets no entry from a bad event.
     pub fn try_push(&mut self, stream: &StreamName, text: &[u8], received: Micros) -> Result<(), LineError> {
-        let created = !self.streams.contains_key(stream);
-        let pushed = self.events(stream).push_line(text, received);
-        if pushed.is_err() && created {
-            self.streams.remove(stream);
+        if let Some(events) = self.streams.get_mut(stream) {
+            return events.push_line(text, received);
         }
-        pushed
+        let mut events = EventsEncoder::with_capacity(self.room);
+        events.push_line(text, received)?;
+        self.room = 0;
+        self.streams.insert(stream.clone(), events);
+        Ok(())
     }
 
     /// The events of `stream`, created empty.
     pub fn events(&mut self, stream: &StreamName) -> &mut EventsEncoder {
         if !self.streams.contains_key(stream) {
-            self.streams.insert(stream.clone(), EventsEncoder::default());
+            let events = EventsEncoder::with_capacity(std::mem::take(&mut self.room));
+            self.streams.insert(stream.clone(), events);
         }
         self.streams.get_mut(stream).expect("just inserted")
     }

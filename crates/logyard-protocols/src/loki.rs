@@ -5,7 +5,7 @@
 //! logyard stream is the request's (a header), else a configured label's value, else a default.
 
 use prost::Message;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use logyard_core::StreamName;
 use logyard_core::time::Micros;
@@ -194,7 +194,9 @@ impl Decoder for LokiPush {
 
     fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<()>, ProtocolError> {
         let streams = if self.json { from_json(body)? } else { from_protobuf(body, self.max_bytes)? };
-        let mut out = Decoded::new(());
+        // Event text is each line escaped, with the labels, metadata and timestamp.
+        let room = streams.iter().flat_map(|s| &s.entries).map(|(_, line, _)| line.len() * 3 / 2 + 64).sum();
+        let mut out = Decoded::with_room((), room);
         for s in streams {
             let target = self
                 .stream
@@ -204,17 +206,11 @@ impl Decoder for LokiPush {
                     s.labels.get(label)?.as_str().and_then(StreamName::from_foreign)
                 })
                 .unwrap_or_else(|| self.choice.default.clone());
+            // The stream's labels are the same in each of its entries: written once.
+            let labels = (!s.labels.is_empty()).then(|| serde_json::to_vec(&s.labels).expect("serializes"));
+            let mut text = Vec::new();
             for (ns, line, metadata) in s.entries {
-                let mut e = Map::new();
-                e.insert("timestamp".into(), json!(ns.clamp(0, i128::from(i64::MAX)) as i64));
-                e.insert("message".into(), Value::String(line));
-                if !s.labels.is_empty() {
-                    e.insert("labels".into(), Value::Object(s.labels.clone()));
-                }
-                if !metadata.is_empty() {
-                    e.insert("metadata".into(), Value::Object(metadata));
-                }
-                let text = serde_json::to_vec(&Value::Object(e)).expect("serializes");
+                event_text(&mut text, ns, &line, labels.as_deref(), &metadata);
                 out.push(&target, &text, received);
             }
         }
@@ -222,9 +218,62 @@ impl Decoder for LokiPush {
     }
 }
 
+/// Writes an entry's event into `text`: the object serde_json writes for the map of
+/// `labels` (already JSON), `message`, `metadata` and `timestamp` (keys in its order), without
+/// building that map (and a copy of the stream's labels) for each entry.
+fn event_text(text: &mut Vec<u8>, ns: i128, line: &str, labels: Option<&[u8]>, metadata: &Map<String, Value>) {
+    text.clear();
+    text.push(b'{');
+    if let Some(labels) = labels {
+        text.extend_from_slice(b"\"labels\":");
+        text.extend_from_slice(labels);
+        text.push(b',');
+    }
+    text.extend_from_slice(b"\"message\":");
+    logyard_core::scan::write_json_string(text, line);
+    if !metadata.is_empty() {
+        text.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut *text, metadata).expect("serializes");
+    }
+    text.extend_from_slice(b",\"timestamp\":");
+    text.extend_from_slice(itoa::Buffer::new().format(ns.clamp(0, i128::from(i64::MAX)) as i64).as_bytes());
+    text.push(b'}');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_entry_reads_as_the_object_of_its_fields() {
+        let labels = parse_labels(r#"{app="web", env="a\"b"}"#).unwrap();
+        let metadata: Map<String, Value> =
+            [("trace_id".to_owned(), json!("t-1")), ("b".to_owned(), json!("x\ny"))].into_iter().collect();
+        for (labels, metadata) in [(labels.clone(), metadata.clone()), (Map::new(), Map::new()), (labels, Map::new())] {
+            for (ns, line) in
+                [(1_764_064_800_000_000_001i128, "GET / 200"), (-5, r#"{"a":"\u00e9\"", "b":"é	c"}"#), (i128::MAX, "")]
+            {
+                let mut want = Map::new();
+                want.insert("timestamp".into(), json!(ns.clamp(0, i128::from(i64::MAX)) as i64));
+                want.insert("message".into(), json!(line));
+                if !labels.is_empty() {
+                    want.insert("labels".into(), Value::Object(labels.clone()));
+                }
+                if !metadata.is_empty() {
+                    want.insert("metadata".into(), Value::Object(metadata.clone()));
+                }
+                let encoded = (!labels.is_empty()).then(|| serde_json::to_vec(&labels).unwrap());
+                let mut text = Vec::new();
+                event_text(&mut text, ns, line, encoded.as_deref(), &metadata);
+                assert_eq!(
+                    String::from_utf8(text).unwrap(),
+                    serde_json::to_string(&Value::Object(want)).unwrap(),
+                    "the same text as the map's"
+                );
+            }
+        }
+    }
 
     #[test]
     fn labels_are_parsed_with_escapes() {

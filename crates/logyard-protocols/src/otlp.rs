@@ -19,6 +19,7 @@ use prost::Message;
 use serde_json::{Map, Value, json};
 
 use logyard_core::StreamName;
+use logyard_core::scan::write_json_string;
 use logyard_core::time::Micros;
 
 use crate::{Decoded, Decoder, Protocol, ProtocolError};
@@ -80,8 +81,13 @@ struct JsonObject {
 impl JsonObject {
     fn key(&mut self, key: &str) {
         self.buf.push(if self.buf.is_empty() { b'{' } else { b',' });
-        serde_json::to_writer(&mut self.buf, key).expect("a key serializes");
+        write_json_string(&mut self.buf, key);
         self.buf.push(b':');
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_string(&mut self.buf, value);
     }
 
     fn field<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
@@ -95,17 +101,26 @@ impl JsonObject {
         self.buf.extend_from_slice(json);
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    /// Starts the next object in the same buffer.
+    fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    fn finish(&mut self) -> &[u8] {
         if self.buf.is_empty() {
             self.buf.push(b'{');
         }
         self.buf.push(b'}');
-        self.buf
+        &self.buf
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [char::from(DIGITS[usize::from(b >> 4)]), char::from(DIGITS[usize::from(b & 15)])])
+        .collect()
 }
 
 /// Turns every log record of a request into an event of its stream. `stream` is the
@@ -116,7 +131,9 @@ fn records(
     choice: &StreamChoice,
     received: Micros,
 ) -> Decoded<()> {
-    let mut out = Decoded::new(());
+    // Event text is about the protobuf's size plus field names and escapes (JSON's is larger).
+    let mut out = Decoded::with_room((), request.encoded_len() * 2);
+    let mut e = JsonObject::default();
     for resource_logs in &request.resource_logs {
         let resource_attrs = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         // Written once, copied into each record's event.
@@ -134,38 +151,38 @@ fn records(
                 (!m.is_empty()).then(|| to_json(&m))
             });
             for record in &scope_logs.log_records {
-                let target = stream.cloned().or_else(|| {
-                    let key = choice.attribute.as_deref()?;
-                    string_attribute(&record.attributes, key)
+                let named = match (stream, choice.attribute.as_deref()) {
+                    (None, Some(key)) => string_attribute(&record.attributes, key)
                         .or_else(|| string_attribute(resource_attrs, key))
-                        .and_then(StreamName::from_foreign)
-                });
-                let target = target.unwrap_or_else(|| choice.default.clone());
-                let mut e = JsonObject::default();
+                        .and_then(StreamName::from_foreign),
+                    _ => None,
+                };
+                let target = stream.or(named.as_ref()).unwrap_or(&choice.default);
+                e.clear();
                 let time =
                     if record.time_unix_nano > 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
                 if time > 0 {
                     e.field("timestamp", &time);
                 }
                 if !record.severity_text.is_empty() {
-                    e.field("severity_text", &record.severity_text);
+                    e.string("severity_text", &record.severity_text);
                 }
                 if record.severity_number != 0 {
                     e.field("severity_number", &record.severity_number);
                 }
                 match record.body.as_ref().map(|b| &b.value) {
-                    Some(Some(any_value::Value::StringValue(text))) => e.field("body", text),
+                    Some(Some(any_value::Value::StringValue(text))) => e.string("body", text),
                     Some(_) => e.field("body", &value(record.body.as_ref().expect("a body"))),
                     None => {}
                 }
                 if !record.trace_id.is_empty() {
-                    e.field("trace_id", &hex(&record.trace_id));
+                    e.string("trace_id", &hex(&record.trace_id));
                 }
                 if !record.span_id.is_empty() {
-                    e.field("span_id", &hex(&record.span_id));
+                    e.string("span_id", &hex(&record.span_id));
                 }
                 if !record.event_name.is_empty() {
-                    e.field("event_name", &record.event_name);
+                    e.string("event_name", &record.event_name);
                 }
                 if !record.attributes.is_empty() {
                     e.field("attributes", &object(&record.attributes));
@@ -176,8 +193,7 @@ fn records(
                 if let Some(scope) = &scope {
                     e.raw("scope", scope);
                 }
-                let text = e.finish();
-                out.push(&target, &text, received);
+                out.push(target, e.finish(), received);
             }
         }
     }

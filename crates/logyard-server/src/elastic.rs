@@ -91,35 +91,47 @@ async fn bulk_to(
 
 /// The answer, written directly: a bulk request may hold thousands of items.
 fn answer(taken: &Taken<Vec<Item>>, started: Instant) -> Response {
+    use std::io::Write;
     let id_base = uuid::Uuid::now_v7().simple().to_string();
-    let text = |s: &str| serde_json::to_string(s).expect("a string serializes");
-    let mut items = String::with_capacity(taken.items.len() * 160);
+    let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("a string serializes");
+    let mut buf = Vec::with_capacity(taken.items.len() * 200);
+    let items = &mut buf;
     let mut failed = false;
     for (n, item) in taken.items.iter().enumerate() {
-        let id = item.id.as_deref().map_or_else(|| text(&format!("{id_base}-{n}")), text);
         let refused = match &item.outcome {
             Outcome::Accepted(stream) => taken.refusal(stream).map(|r| (403, "security_exception", r.message.as_str())),
             Outcome::Refused { status, kind, reason } => Some((*status, *kind, reason.as_str())),
         };
         if n > 0 {
-            items.push(',');
+            items.push(b',');
         }
-        let (action, index) = (&item.action, text(&item.index));
+        write!(items, "{{\"{}\":{{\"_index\":", item.action).expect("writes to memory");
+        text(items, &item.index);
+        items.extend_from_slice(b",\"_id\":");
+        match &item.id {
+            Some(id) => text(items, id),
+            None => write!(items, "\"{id_base}-{n}\"").expect("writes to memory"),
+        }
         match refused {
-            None => items.push_str(&format!(
-                "{{\"{action}\":{{\"_index\":{index},\"_id\":{id},\"_version\":1,\"result\":\"created\",\
-                 \"_shards\":{{\"total\":1,\"successful\":1,\"failed\":0}},\"_seq_no\":{n},\"_primary_term\":1,\"status\":201}}}}"
-            )),
+            None => write!(
+                items,
+                ",\"_version\":1,\"result\":\"created\",\"_shards\":{{\"total\":1,\"successful\":1,\"failed\":0}},\
+                 \"_seq_no\":{n},\"_primary_term\":1,\"status\":201}}}}"
+            )
+            .expect("writes to memory"),
             Some((status, kind, reason)) => {
                 failed = true;
-                items.push_str(&format!(
-                    "{{\"{action}\":{{\"_index\":{index},\"_id\":{id},\"status\":{status},\"error\":{{\"type\":\"{kind}\",\"reason\":{}}}}}}}",
-                    text(reason)
-                ));
+                write!(items, ",\"status\":{status},\"error\":{{\"type\":\"{kind}\",\"reason\":")
+                    .expect("writes to memory");
+                text(items, reason);
+                items.extend_from_slice(b"}}}");
             }
         }
     }
     let took = started.elapsed().as_millis() as u64;
-    let body = format!("{{\"took\":{took},\"errors\":{failed},\"items\":[{items}]}}");
+    let mut body = format!("{{\"took\":{took},\"errors\":{failed},\"items\":[").into_bytes();
+    body.reserve(buf.len() + 2);
+    body.extend_from_slice(&buf);
+    body.extend_from_slice(b"]}");
     elastic_product((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
