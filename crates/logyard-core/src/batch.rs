@@ -566,6 +566,32 @@ mod tests {
     }
 
     #[test]
+    fn of_a_key_given_twice_the_last_value_counts_from_leaves_too() {
+        let mut fields: Vec<Field> = base_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("a", DataType::Int64, true));
+        let schema = Arc::new(Schema::new(fields));
+        let mut events = crate::encoded::EventsEncoder::default();
+        let lines = [
+            r#"{"a": 1, "n": "x"}"#,
+            r#"{"a": 2, "n": "y", "a": 3, "n": "z"}"#,
+            r#"{"n": "w", "a": 4}"#,
+            r#"{"a": 5, "a": "five"}"#,
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            events.push_line(line.as_bytes(), i as i64 * 1_000_000).unwrap();
+        }
+        let payload = events.finish();
+        let batches = batches_from_payloads(schema, [(0, &payload[..])], DEFAULT_MAX_COLUMNS, 100).unwrap();
+        let batch = &batches[0];
+        let a = batch.column_by_name("a").unwrap().as_primitive::<Int64Type>();
+        assert_eq!((a.value(0), a.value(1), a.value(2), a.is_null(3)), (1, 3, 4, true));
+        let n = batch.column_by_name("n").unwrap().as_string::<i32>();
+        assert_eq!((n.value(0), n.value(1), n.value(2), n.is_null(3)), ("x", "z", "w", true));
+        let conflicts = batch.column_by_name(CONFLICTS_COLUMN).unwrap().as_string::<i32>();
+        assert_eq!((conflicts.is_null(1), conflicts.value(3)), (true, r#"{"a":"five"}"#));
+    }
+
+    #[test]
     fn infers_types_and_fills_missing_fields_with_nulls() {
         let batch = build(
             base_schema(),
