@@ -13,6 +13,7 @@ pub mod forget;
 mod head;
 pub mod ids;
 pub mod lease;
+pub mod local_reads;
 pub mod location;
 pub mod maintenance;
 pub mod metered;

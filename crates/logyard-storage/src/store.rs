@@ -8,7 +8,6 @@ use std::sync::{Arc, Once};
 use deltalake::DeltaResult;
 use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories};
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
@@ -18,6 +17,7 @@ use logyard_core::StreamName;
 
 use crate::StorageError;
 use crate::aws::{S3Options, SdkCredentialProvider, load_sdk_config, s3_credentials};
+use crate::local_reads::LocalReads;
 use crate::location::Location;
 use crate::metered::{MeteredHttpConnector, MeteredStore, StoreMetrics};
 use crate::presign::Presigner;
@@ -52,7 +52,7 @@ impl Storage {
                     .map_err(|_| StorageError::InvalidLocation(dir.display().to_string(), "not absolute".into()))?;
                 let prefix = Path::from_url_path(url.path())
                     .map_err(|e| StorageError::InvalidLocation(url.to_string(), e.to_string()))?;
-                (Arc::new(LocalFileSystem::new()), url, prefix)
+                (Arc::new(LocalReads::default()), url, prefix)
             }
             Location::Memory => {
                 (Arc::new(InMemory::new()), Url::parse("memory:///").expect("static url"), Path::default())
