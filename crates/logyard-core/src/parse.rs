@@ -60,14 +60,21 @@ pub fn parse_body(body: &[u8], format: BodyFormat, received: Micros) -> ParsedBo
     }
 }
 
+/// The lines of `body`, without their `\n` (found with memchr), the last one too when the
+/// body does not end with one.
+pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body).chain([body.len()]).map(move |end| {
+        let line = &body[start..end];
+        start = end + 1;
+        line
+    })
+}
+
 fn parse_ndjson(body: &[u8], received: Micros) -> ParsedBody {
     let mut out =
         ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 4), ..Default::default() };
-    let mut start = 0;
-    let ends = memchr::memchr_iter(b'\n', body).chain([body.len()]);
-    for (i, end) in ends.enumerate() {
-        let line = &body[start..end];
-        start = end + 1;
+    for (i, line) in lines(body).enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -110,15 +110,9 @@ impl Decoder for Bulk {
     fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<Vec<Item>>, ProtocolError> {
         let mut out = Decoded::with_room(Vec::new(), body.len() + body.len() / 4);
         let mut last: Option<(String, Result<StreamName, InvalidIndex>)> = None;
-        let mut start = 0;
-        let mut lines = memchr::memchr_iter(b'\n', body)
-            .chain([body.len()])
+        let mut lines = logyard_core::parse::lines(body)
             .enumerate()
-            .map(|(i, end)| {
-                let line = &body[start..end];
-                start = end + 1;
-                (i + 1, line.strip_suffix(b"\r").unwrap_or(line))
-            })
+            .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
             .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
         while let Some((n, line)) = lines.next() {
             let bad_line = |why: &str| malformed(format!("Malformed action/metadata line [{n}]: {why}"));

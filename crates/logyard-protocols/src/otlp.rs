@@ -115,14 +115,6 @@ impl JsonObject {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [char::from(DIGITS[usize::from(b >> 4)]), char::from(DIGITS[usize::from(b & 15)])])
-        .collect()
-}
-
 /// Turns every log record of a request into an event of its stream. `stream` is the
 /// stream the caller named, if any.
 fn records(
@@ -176,10 +168,10 @@ fn records(
                     None => {}
                 }
                 if !record.trace_id.is_empty() {
-                    e.string("trace_id", &hex(&record.trace_id));
+                    e.string("trace_id", &hex::encode(&record.trace_id));
                 }
                 if !record.span_id.is_empty() {
-                    e.string("span_id", &hex(&record.span_id));
+                    e.string("span_id", &hex::encode(&record.span_id));
                 }
                 if !record.event_name.is_empty() {
                     e.string("event_name", &record.event_name);

@@ -89,7 +89,7 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
         push(&text, received, out, &mut outcome);
         return Ok(outcome);
     }
-    for line in lines(data) {
+    for line in logyard_core::parse::lines(data) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -106,16 +106,6 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
         }
     }
     Ok(outcome)
-}
-
-/// The lines of `data`, without their `\n` (memchr finds them: records are mostly one long line).
-fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut start = 0;
-    memchr::memchr_iter(b'\n', data).chain([data.len()]).map(move |end| {
-        let line = &data[start..end];
-        start = end + 1;
-        line
-    })
 }
 
 fn push(text: &[u8], received: Micros, out: &mut EventsEncoder, outcome: &mut RecordOutcome) {
