@@ -6,7 +6,10 @@ the final `POST /api/v1/flush` returns, i.e. at the last commit. Peak RSS is the
 VmHWM. DuckDB: `COPY (SELECT * FROM read_ndjson(...)) TO ... (FORMAT parquet, COMPRESSION
 zstd)` with `threads=1`, pinned to the same core. Each measurement runs --rounds times; the
 report gives medians. Sizes are compared with DuckDB's file in input order and, once, with
-DuckDB's file of the same events in time order (logyard's order).
+DuckDB's file of the same events in time order (logyard's order). The first round also runs
+`logyard compact` on what it stored and reports the table's bytes after it (`compacted_bytes`):
+the commits' files are replaced by each day's files sorted by time within minutes, and those
+are what is stored for the retention period.
 
 With --ack-commit, every round also sends the file with `ack=commit` (each answer waits for
 the request's events to be committed to the table), for the ratio of the two rates.
@@ -128,7 +131,18 @@ def stop_server(proc):
     proc.wait(timeout=60)
 
 
-def logyard_round(ndjson, workdir, concurrency, server=None, ack="wal"):
+def compacted_bytes(data, server=None):
+    """Bytes of the storefront table once `logyard compact` has merged each day's files into
+    files sorted by time: what the data is stored as after the first compaction."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    subprocess.run([server or release_bin("logyard"), "compact", "--storage", str(data), "--stream", "storefront"],
+                   check=True, capture_output=True)
+    actions = pa.table(DeltaTable(str(data / "tables" / "storefront")).get_add_actions(flatten=True))
+    return sum(actions.column("size_bytes").to_pylist())
+
+
+def logyard_round(ndjson, workdir, concurrency, server=None, ack="wal", compact=False):
     proc, url, data = start_server(workdir, server=server)
     try:
         out = subprocess.run(
@@ -141,6 +155,8 @@ def logyard_round(ndjson, workdir, concurrency, server=None, ack="wal"):
     finally:
         stop_server(proc)
     report["stored_bytes"] = dir_bytes(data / "tables", ".parquet")
+    if compact:
+        report["compacted_bytes"] = compacted_bytes(data, server)
     return report
 
 
@@ -223,10 +239,10 @@ def measure(args, workdir, ndjson):
                 runs["baseline_ack_commit"].append(
                     logyard_round(ndjson, workdir, args.concurrency, server=args.baseline, ack="commit"))
                 print(f"round {i + 1}: baseline ack=commit {runs['baseline_ack_commit'][-1]}", file=sys.stderr)
-        runs["logyard"].append(logyard_round(ndjson, workdir, args.concurrency))
+        runs["logyard"].append(logyard_round(ndjson, workdir, args.concurrency, compact=i == 0))
         print(f"round {i + 1}: logyard {runs['logyard'][-1]}", file=sys.stderr)
         if args.baseline:
-            runs["baseline"].append(logyard_round(ndjson, workdir, args.concurrency, server=args.baseline))
+            runs["baseline"].append(logyard_round(ndjson, workdir, args.concurrency, server=args.baseline, compact=i == 0))
             print(f"round {i + 1}: baseline {runs['baseline'][-1]}", file=sys.stderr)
         runs["duckdb"].append(duckdb_round(ndjson, workdir))
         runs["gzip -6"].append(compressor_round(ndjson, ["gzip", "-6", "-c"]))
@@ -245,6 +261,7 @@ def measure(args, workdir, ndjson):
             "mb_per_second_per_core": raw / 1e6 / ly_seconds,
             "peak_rss_mib": med([r["peak_rss_bytes"] for r in runs["logyard"]]) / 2**20,
             "stored_bytes": ly["stored_bytes"],
+            "compacted_bytes": ly["compacted_bytes"],
         },
     }
     for name in ["duckdb", "gzip -6", "zstd -3"]:
@@ -253,6 +270,7 @@ def measure(args, workdir, ndjson):
     result["ratios"] = {
         "logyard_rate_over_duckdb_rate": result["duckdb"]["seconds"] / ly_seconds,
         "logyard_size_over_duckdb_size": ly["stored_bytes"] / result["duckdb"]["stored_bytes"],
+        "logyard_compacted_size_over_duckdb_size": ly["compacted_bytes"] / result["duckdb"]["stored_bytes"],
         "logyard_size_over_gzip6": ly["stored_bytes"] / result["gzip -6"]["stored_bytes"],
         "logyard_size_over_zstd3": ly["stored_bytes"] / result["zstd -3"]["stored_bytes"],
         "logyard_size_over_entropy_floor": ly["stored_bytes"] / entropy_floor_bytes(args.events),
@@ -260,6 +278,7 @@ def measure(args, workdir, ndjson):
     ordered = duckdb_time_ordered_bytes(ndjson, workdir)
     result["duckdb"]["stored_bytes_time_ordered"] = ordered
     result["ratios"]["logyard_size_over_duckdb_time_ordered_size"] = ly["stored_bytes"] / ordered
+    result["ratios"]["logyard_compacted_size_over_duckdb_time_ordered_size"] = ly["compacted_bytes"] / ordered
     result["stored_bytes_per_gb_raw"] = {
         k: result[k]["stored_bytes"] / (raw / 1e9) for k in ["logyard", "duckdb", "gzip -6", "zstd -3"]
     }
@@ -272,6 +291,7 @@ def measure(args, workdir, ndjson):
             "mb_per_second_per_core": raw / 1e6 / base_seconds,
             "peak_rss_mib": med([r["peak_rss_bytes"] for r in runs["baseline"]]) / 2**20,
             "stored_bytes": runs["baseline"][0]["stored_bytes"],
+            "compacted_bytes": runs["baseline"][0]["compacted_bytes"],
         }
         result["ratios"]["logyard_rate_over_baseline_rate"] = base_seconds / ly_seconds
         result["ratios"]["baseline_rate_over_duckdb_rate"] = result["duckdb"]["seconds"] / base_seconds

@@ -202,9 +202,8 @@ impl Tables {
         self.refresh(stream, &mut guard).await?;
         let Some(table) = guard.clone() else { return Ok(SubjectDeletion::default()) };
         let Some((predicate, _)) = predicate_over(&table, subject)? else { return Ok(SubjectDeletion::default()) };
-        let blooms = self.bloom_columns(stream, &table, None).await?;
-        let properties =
-            writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows(), usize::MAX);
+        let choices = self.rewrite_choices(stream, &table, None).await?;
+        let properties = writer_properties(&choices, self.bloom_filters().fpp, self.row_group_rows(), usize::MAX);
         let (table, metrics) = table
             .delete()
             .with_predicate(predicate)

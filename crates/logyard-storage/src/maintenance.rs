@@ -27,7 +27,7 @@ use crate::StorageError;
 use crate::files::{DataFile, files_of, read_footer};
 use crate::head::commit_rewrite;
 use crate::store::TABLES_DIR;
-use crate::tables::{Tables, writer_properties};
+use crate::tables::{ColumnChoices, Tables, writer_properties};
 
 /// The key of a maintenance commit's info that names who made it (a replica's writer id, or
 /// the command).
@@ -140,9 +140,8 @@ impl Tables {
             return Ok(None);
         }
         let read_version = table.version().unwrap_or_default();
-        let blooms = self.bloom_columns(stream, table, Some(day)).await?;
-        let properties =
-            writer_properties(None, blooms, false, self.bloom_filters().fpp, self.row_group_rows(), usize::MAX);
+        let choices = self.rewrite_choices(stream, table, Some(day)).await?;
+        let properties = writer_properties(&choices, self.bloom_filters().fpp, self.row_group_rows(), usize::MAX);
         let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
         let by_date = crate::head::by_date(state.metadata().partition_columns());
         let mut actions = Vec::new();
@@ -183,36 +182,29 @@ impl Tables {
         }
     }
 
-    /// The columns a rewritten file of `day` (of any day: `None`) gets bloom filters on: the
-    /// configured ones the table has and, when detecting, those the day's files have filters
-    /// on (as the commits that wrote them chose from their data). Reads the footers of at
-    /// most 8 files.
-    pub(crate) async fn bloom_columns(
+    /// How a rewritten file of `day` (of any day: `None`) writes its columns: bloom filters on
+    /// the configured columns the table has and, when detecting, on those the day's files have
+    /// filters on; the encodings most of those files' chunks have (both as the commits that
+    /// wrote them chose from their data). Reads the footers of at most 8 files.
+    pub(crate) async fn rewrite_choices(
         &self,
         stream: &StreamName,
         table: &deltalake::DeltaTable,
         day: Option<&str>,
-    ) -> Result<BTreeSet<String>, StorageError> {
+    ) -> Result<ColumnChoices, StorageError> {
         let state = table.snapshot().map_err(StorageError::delta("reading table state"))?;
         let schema = state.snapshot().arrow_schema();
         let settings = self.bloom_filters();
-        let mut columns = settings.configured_in(stream, &schema);
-        if !settings.detect {
-            return Ok(columns);
-        }
+        let mut footers = Vec::new();
         let files = files_of(table)?.into_iter().filter(|f| day.is_none() || f.date.as_deref() == day).take(8);
         for file in files {
             let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
             let metadata = read_footer(self.storage().root_store().as_ref(), &path, file.size)
                 .await
                 .map_err(|e| StorageError::Build(format!("reading the Parquet footer of {path}: {e}")))?;
-            for row_group in metadata.row_groups() {
-                for column in row_group.columns().iter().filter(|c| c.bloom_filter_offset().is_some()) {
-                    columns.insert(column.column_path().string());
-                }
-            }
+            footers.push(metadata);
         }
-        Ok(columns)
+        Ok(ColumnChoices::of_files(&footers, settings.configured_in(stream, &schema), settings.detect))
     }
 
     /// Removes the days of a stream before `cutoff` (`YYYY-MM-DD`) from its table (one commit
@@ -478,6 +470,44 @@ mod tests {
         assert_eq!(tables.info(&stream).await.unwrap().unwrap().rows, 20_200);
         let again = tables.compact(&stream, None, large * 2 - 2, "test").await.unwrap();
         assert_eq!(again.files_removed, 0, "nothing left to merge: {again:?}");
+    }
+
+    /// A compacted file writes each column as the commits' files did: ids that are mostly
+    /// distinct without a dictionary (their commits chose that from the data), and the
+    /// bloom filters those files had.
+    #[tokio::test]
+    async fn a_compacted_file_keeps_the_encodings_and_filters_of_the_files_it_merges() {
+        use parquet::basic::Encoding;
+        let dir = tempfile::tempdir().unwrap();
+        let tables = open(dir.path()).await;
+        let stream = StreamName::new("kept").unwrap();
+        for i in 0..3 {
+            tables.append(&stream, "w", i as i64 + 1, build_at(100 * i, 100, DAY_START + i as i64)).await.unwrap();
+        }
+        let chunk = |footer: &parquet::file::metadata::ParquetMetaData| {
+            let group = footer.row_group(0);
+            let id = group.columns().iter().find(|c| c.column_path().string() == "id").unwrap().clone();
+            (
+                id.dictionary_page_offset().is_none(),
+                id.encodings_mask().is_set(Encoding::DELTA_LENGTH_BYTE_ARRAY),
+                id.bloom_filter_offset().is_some(),
+            )
+        };
+        let table = tables.latest(&stream).await.unwrap().unwrap();
+        let before = files_of(&table).unwrap();
+        assert_eq!(before.len(), 3);
+        for file in &before {
+            let path = tables.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
+            let footer = read_footer(tables.storage().root_store().as_ref(), &path, file.size).await.unwrap();
+            assert_eq!(chunk(&footer), (true, true, true), "a commit's file: {}", file.path);
+        }
+        let report = tables.compact(&stream, None, 1 << 30, "test").await.unwrap();
+        assert_eq!((report.files_removed, report.files_added), (3, 1), "{report:?}");
+        let after = files_of(&tables.latest(&stream).await.unwrap().unwrap()).unwrap();
+        let path = tables.storage().path(&format!("{TABLES_DIR}/{stream}/{}", after[0].path));
+        let footer = read_footer(tables.storage().root_store().as_ref(), &path, after[0].size).await.unwrap();
+        assert_eq!(footer.file_metadata().num_rows(), 300);
+        assert_eq!(chunk(&footer), (true, true, true), "the compacted file");
     }
 
     /// A compaction read at one version commits after the appends of another process that

@@ -5,7 +5,7 @@
 //! position it contains). A writer replaying its log after a crash asks the table for the
 //! version it last committed and skips what is already there.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,8 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::StreamExt;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use tracing::Instrument;
 
@@ -528,11 +529,12 @@ impl Tables {
     fn properties(&self, stream: &StreamName, batches: &[RecordBatch]) -> WriterProperties {
         let fpp = self.bloom_filters.fpp;
         match batches.first() {
-            None => writer_properties(None, BTreeSet::new(), false, fpp, self.row_group_rows, 0),
+            None => writer_properties(&ColumnChoices::default(), fpp, self.row_group_rows, 0),
             Some(sample) => {
                 let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
+                let choices = ColumnChoices::of_sample(sample, blooms, self.bloom_filters.detect);
                 let rows = batches.iter().map(RecordBatch::num_rows).sum();
-                writer_properties(Some(sample), blooms, self.bloom_filters.detect, fpp, self.row_group_rows, rows)
+                writer_properties(&choices, fpp, self.row_group_rows, rows)
             }
         }
     }
@@ -716,24 +718,91 @@ fn is_retryable(e: &DeltaTableError) -> bool {
     }
 }
 
-/// Parquet settings for a commit: zstd, page statistics, bloom filters sized for `fpp` on
-/// `blooms` and, when `detect`, on the text columns of `sample` that look like identifiers,
-/// and encodings chosen from the data.
-/// The sorted time column is delta-encoded. A column whose values are mostly distinct skips
-/// the dictionary, which would only overflow: text (trace ids, request ids) stores lengths
-/// apart from the bytes (DELTA_LENGTH_BYTE_ARRAY), integers are byte-stream split; zstd
-/// compresses both better than plain values.
+/// How the columns of a file are written beyond the defaults: chosen from the data of a
+/// commit ([`ColumnChoices::of_sample`]), or kept from the files a rewrite (compaction,
+/// forgetting) replaces ([`ColumnChoices::of_files`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ColumnChoices {
+    /// Columns with bloom filters.
+    pub blooms: BTreeSet<String>,
+    /// Columns written without a dictionary, in this encoding.
+    pub encodings: BTreeMap<String, Encoding>,
+}
+
+impl ColumnChoices {
+    /// `blooms` and, when `detect`, the text columns of `sample` that look like identifiers;
+    /// a column whose values are mostly distinct skips the dictionary, which would only
+    /// overflow: text (trace ids, request ids) stores lengths apart from the bytes
+    /// (DELTA_LENGTH_BYTE_ARRAY), integers are byte-stream split; zstd compresses both better
+    /// than plain values.
+    pub(crate) fn of_sample(sample: &RecordBatch, mut blooms: BTreeSet<String>, detect: bool) -> Self {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        let mut encodings = BTreeMap::new();
+        for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
+            if let Some(strings) = column.as_string_opt::<i32>() {
+                // Identifiers are short and have no whitespace; looked at in the same pass.
+                let mut identifier_shaped = true;
+                let seen = Sampled::of(strings.iter().flatten().inspect(|v| {
+                    identifier_shaped &= v.len() <= 64 && !v.bytes().any(|b| b.is_ascii_whitespace());
+                }));
+                if seen.mostly_distinct() {
+                    encodings.insert(field.name().clone(), Encoding::DELTA_LENGTH_BYTE_ARRAY);
+                }
+                if detect && identifier_shaped && seen.identifiers() {
+                    blooms.insert(field.name().clone());
+                }
+            } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
+                // Measurements (sizes, counts) rather than codes: split the bytes of each value
+                // into streams, which zstd compresses better than a dictionary that overflows.
+                if field.name() != TIMESTAMP_COLUMN && Sampled::of(ints.iter().flatten()).mostly_distinct() {
+                    encodings.insert(field.name().clone(), Encoding::BYTE_STREAM_SPLIT);
+                }
+            }
+        }
+        Self { blooms, encodings }
+    }
+
+    /// What the files of `footers` were written with: `blooms` and, when `detect`, every
+    /// column some of their chunks have a bloom filter on; a column keeps the encoding
+    /// without a dictionary that most of its chunks were written in. A rewrite of files a
+    /// commit chose for from its data makes the same choice (without one, a compacted day
+    /// stored its trace ids 12 % larger than the commits' files had).
+    pub(crate) fn of_files(footers: &[ParquetMetaData], mut blooms: BTreeSet<String>, detect: bool) -> Self {
+        let mut chunks: BTreeMap<String, (usize, BTreeMap<Encoding, usize>)> = BTreeMap::new();
+        for column in footers.iter().flat_map(|f| f.row_groups()).flat_map(|g| g.columns()) {
+            let name = column.column_path().string();
+            if detect && column.bloom_filter_offset().is_some() {
+                blooms.insert(name.clone());
+            }
+            let (count, without_dictionary) = chunks.entry(name).or_default();
+            *count += 1;
+            if column.dictionary_page_offset().is_none() {
+                let kept = [Encoding::DELTA_LENGTH_BYTE_ARRAY, Encoding::BYTE_STREAM_SPLIT];
+                if let Some(encoding) = kept.into_iter().find(|e| column.encodings_mask().is_set(*e)) {
+                    *without_dictionary.entry(encoding).or_default() += 1;
+                }
+            }
+        }
+        let encodings = (chunks.into_iter())
+            .filter(|(name, _)| name != TIMESTAMP_COLUMN)
+            .filter_map(|(name, (count, without))| {
+                let (encoding, n) = without.into_iter().max_by_key(|(_, n)| *n)?;
+                (n * 2 > count).then_some((name, encoding))
+            })
+            .collect();
+        Self { blooms, encodings }
+    }
+}
+
+/// Parquet settings for a file: zstd, page statistics, the sorted time column delta-encoded,
+/// and the encodings and bloom filters of `choices`, the filters sized for `fpp`.
 pub(crate) fn writer_properties(
-    sample: Option<&RecordBatch>,
-    mut blooms: BTreeSet<String>,
-    detect: bool,
+    choices: &ColumnChoices,
     fpp: f64,
     row_group_rows: usize,
     rows: usize,
 ) -> WriterProperties {
-    use arrow::array::AsArray;
-    use arrow::datatypes::Int64Type;
-    use parquet::basic::Encoding;
     use parquet::schema::types::ColumnPath;
 
     let mut builder = WriterProperties::builder()
@@ -742,40 +811,16 @@ pub(crate) fn writer_properties(
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
         .set_column_encoding(ColumnPath::from(TIMESTAMP_COLUMN), Encoding::DELTA_BINARY_PACKED);
-    let schema = sample.map(RecordBatch::schema);
-    let columns = schema.iter().flat_map(|s| s.fields().iter()).zip(sample.iter().flat_map(|b| b.columns()));
-    for (field, column) in columns {
-        let path = ColumnPath::from(field.name().as_str());
-        if let Some(strings) = column.as_string_opt::<i32>() {
-            // Identifiers are short and have no whitespace; looked at in the same pass.
-            let mut identifier_shaped = true;
-            let seen = Sampled::of(strings.iter().flatten().inspect(|v| {
-                identifier_shaped &= v.len() <= 64 && !v.bytes().any(|b| b.is_ascii_whitespace());
-            }));
-            if seen.mostly_distinct() {
-                builder = builder
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_encoding(path, Encoding::DELTA_LENGTH_BYTE_ARRAY);
-            }
-            if detect && identifier_shaped && seen.identifiers() {
-                blooms.insert(field.name().clone());
-            }
-        } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
-            // Measurements (sizes, counts) rather than codes: split the bytes of each value
-            // into streams, which zstd compresses better than a dictionary that overflows.
-            if field.name() != TIMESTAMP_COLUMN && Sampled::of(ints.iter().flatten()).mostly_distinct() {
-                builder = builder
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
-            }
-        }
+    for (column, encoding) in &choices.encodings {
+        let path = ColumnPath::from(column.as_str());
+        builder = builder.set_column_dictionary_enabled(path.clone(), false).set_column_encoding(path, *encoding);
     }
     // Sized for a row group of distinct values (or for the rows written, when fewer), then
     // folded down to `fpp` once written. Left at the writer's default (a million values), a
     // filter of a row group of 128 Ki rows started at 1 MiB, and of a commit of 10,000
     // events as large, allocated and folded for every column and row group.
     let ndv = rows.min(row_group_rows).max(1) as u64;
-    for column in &blooms {
+    for column in &choices.blooms {
         let path = ColumnPath::from(column.as_str());
         builder = builder.set_column_bloom_filter_fpp(path.clone(), fpp).set_column_bloom_filter_max_ndv(path, ndv);
     }
@@ -1245,23 +1290,22 @@ mod tests {
         assert!(longest * 4 < took, "the ticker waited {longest:?} at once during an append of {took:?}");
     }
 
-    #[test]
-    fn encodings_follow_the_data() {
+    /// A commit's sample of 1000 events: distinct trace ids, two methods, sizes, three codes.
+    fn sample() -> RecordBatch {
         let distinct: ArrayRef = Arc::new(StringArray::from_iter_values((0..1000).map(|i| format!("{i:032x}"))));
         let repeated: ArrayRef = Arc::new(StringArray::from_iter_values((0..1000).map(|i| ["GET", "POST"][i % 2])));
         let sizes: ArrayRef =
             Arc::new(arrow::array::Int64Array::from_iter_values((0..1000).map(|i| i * 7919 % 100_003)));
         let codes: ArrayRef =
             Arc::new(arrow::array::Int64Array::from_iter_values((0..1000).map(|i| [200, 404, 500][i % 3])));
-        let batch = RecordBatch::try_from_iter([
-            ("trace_id", distinct),
-            ("method", repeated),
-            ("bytes", sizes),
-            ("status", codes),
-        ])
-        .unwrap();
-        let props =
-            writer_properties(Some(&batch), BTreeSet::from(["status".to_owned()]), true, 0.05, ROW_GROUP_ROWS, 1000);
+        RecordBatch::try_from_iter([("trace_id", distinct), ("method", repeated), ("bytes", sizes), ("status", codes)])
+            .unwrap()
+    }
+
+    #[test]
+    fn encodings_follow_the_data() {
+        let choices = ColumnChoices::of_sample(&sample(), BTreeSet::from(["status".to_owned()]), true);
+        let props = writer_properties(&choices, 0.05, ROW_GROUP_ROWS, 1000);
         let col = |n: &str| ColumnPath::from(n);
         assert!(!props.dictionary_enabled(&col("trace_id")));
         assert_eq!(props.encoding(&col("trace_id")), Some(Encoding::DELTA_LENGTH_BYTE_ARRAY));
@@ -1277,5 +1321,35 @@ mod tests {
         assert!(props.bloom_filter_properties(&col("bytes")).is_none());
         // Sized for the rows written (1000, fewer than a row group), then folded.
         assert_eq!(props.bloom_filter_properties(&col("trace_id")).unwrap().ndv(), 1000);
+    }
+
+    /// The footers of files written from a sample's choices give the same choices back, which
+    /// is what a compaction of those files writes with; a column written with a dictionary
+    /// in most of its chunks gets one again.
+    #[test]
+    fn a_rewrite_keeps_the_choices_its_files_were_written_with() {
+        let write = |batch: &RecordBatch, choices: &ColumnChoices| {
+            let props = writer_properties(choices, 0.05, 250, batch.num_rows());
+            let mut out = Vec::new();
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+            writer.write(batch).unwrap();
+            writer.close().unwrap();
+            parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes::Bytes::from(out)).unwrap()
+        };
+        let batch = sample();
+        let chosen = ColumnChoices::of_sample(&batch, BTreeSet::from(["status".to_owned()]), true);
+        assert_eq!(chosen.encodings.len(), 2, "{chosen:?}");
+        assert_eq!(chosen.blooms, BTreeSet::from(["status".to_owned(), "trace_id".to_owned()]));
+        let footer = write(&batch, &chosen);
+        assert_eq!(footer.num_row_groups(), 4);
+        assert_eq!(ColumnChoices::of_files(std::slice::from_ref(&footer), BTreeSet::new(), true), chosen);
+        // Without detection only the configured filters are kept; the encodings stay.
+        let configured = BTreeSet::from(["method".to_owned()]);
+        let kept = ColumnChoices::of_files(std::slice::from_ref(&footer), configured.clone(), false);
+        assert_eq!(kept, ColumnChoices { blooms: configured, encodings: chosen.encodings.clone() });
+        // Two files with a dictionary for every column outvote one without.
+        let plain = write(&batch, &ColumnChoices::default());
+        let outvoted = ColumnChoices::of_files(&[footer, plain.clone(), plain], BTreeSet::new(), false);
+        assert!(outvoted.encodings.is_empty(), "{outvoted:?}");
     }
 }
