@@ -88,7 +88,7 @@ fn dir(kind: &str, date: &str) -> String {
 }
 
 fn hex_sha256(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(data))
 }
 
 impl ReportStore {

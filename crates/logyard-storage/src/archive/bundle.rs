@@ -327,7 +327,7 @@ impl<W: Write> BundleWriter<W> {
             length: 0,
             data_offset: end - padding - size,
             size,
-            sha256: hex(&hashing.hasher.finalize()),
+            sha256: hex::encode(hashing.hasher.finalize()),
             mtime: info.mtime,
             rows: info.rows,
             rejected: info.rejected,
@@ -371,10 +371,6 @@ impl<R: Read> Read for HashingReader<R> {
         self.read += n as u64;
         Ok(n)
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl BundleIndex {

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use super::bundle::{BundleError, BundleIndex, Member, hex};
+use super::bundle::{BundleError, BundleIndex, Member};
 
 /// Bytes read at a time from a member's data.
 const COPY_BUFFER: usize = 256 << 10;
@@ -184,7 +184,7 @@ pub fn verify(bundle: impl BufRead, index: &BundleIndex) -> Result<usize, Bundle
         if copied != size {
             return Err(problem(format!("the bundle ends after {copied} of its {size} bytes")));
         }
-        let sha = hex(&sink.hasher.finalize());
+        let sha = hex::encode(sink.hasher.finalize());
         if sha != member.sha256 {
             return Err(problem(format!("sha256 {sha}, expected {}", member.sha256)));
         }
@@ -249,7 +249,7 @@ pub fn copy_member(frame: impl BufRead, member: &Member, out: &mut impl Write) -
     if copied != member.size {
         return Err(problem(format!("the frame holds {copied} of its {} bytes", member.size)));
     }
-    let sha = hex(&hashing.hasher.finalize());
+    let sha = hex::encode(hashing.hasher.finalize());
     if sha != member.sha256 {
         return Err(problem(format!("sha256 {sha}, expected {}", member.sha256)));
     }

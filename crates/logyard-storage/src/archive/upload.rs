@@ -22,7 +22,7 @@ use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::bundle::{BundleWriter, Member, MemberInfo, hex};
+use super::bundle::{BundleWriter, Member, MemberInfo};
 use super::{Archive, ArchiveError, BundleRef};
 use crate::StorageError;
 
@@ -128,13 +128,13 @@ impl Sent {
     /// the number of parts.
     pub fn expected_etag(&self) -> String {
         if !self.multipart {
-            return self.part_md5s.first().map(|m| hex(m)).unwrap_or_default();
+            return self.part_md5s.first().map(hex::encode).unwrap_or_default();
         }
         let mut all = Md5::new();
         for m in &self.part_md5s {
             all.update(m);
         }
-        format!("{}-{}", hex(&all.finalize()), self.part_md5s.len())
+        format!("{}-{}", hex::encode(all.finalize()), self.part_md5s.len())
     }
 }
 
@@ -407,7 +407,7 @@ mod tests {
         let mut both = Vec::new();
         both.extend_from_slice(&md5(b"abc"));
         both.extend_from_slice(&md5(b"def"));
-        assert_eq!(parts.expected_etag(), format!("{}-2", hex(&md5(&both))));
+        assert_eq!(parts.expected_etag(), format!("{}-2", hex::encode(md5(&both))));
         for shaped in ["900150983cd24fb0d6963f7d28e17f72", "900150983cd24fb0d6963f7d28e17f72-12"] {
             assert!(md5_shaped(shaped), "{shaped}");
         }
