@@ -387,6 +387,7 @@ impl QueryEngine {
         }
         Ok(SessionStateBuilder::new_from_existing(ctx.state())
             .with_physical_optimizer_rule(Arc::new(crate::repeated::OnceEachCondition))
+            .with_physical_optimizer_rule(Arc::new(crate::null_checks::NullChecksAfterTheScan))
             .build())
     }
 

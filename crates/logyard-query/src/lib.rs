@@ -5,6 +5,7 @@ pub mod engine;
 mod footers;
 pub mod icontains;
 mod narrowed;
+mod null_checks;
 pub mod output;
 pub mod postgres;
 mod protect;
