@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::Result;
+use datafusion::common::Statistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
+use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_expr::expressions::{Column, IsNotNullExpr};
 use datafusion::physical_expr::utils::reassign_expr_columns;
@@ -24,6 +25,8 @@ use datafusion::physical_expr::{PhysicalExpr, conjunction, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
+
+use crate::repeated::parquet_scan;
 
 /// Moves the null tests of read columns out of a Parquet scan's predicate into a filter above
 /// it (runs after [`crate::repeated::OnceEachCondition`]).
@@ -51,17 +54,15 @@ impl PhysicalOptimizerRule for NullChecksAfterTheScan {
 /// `node` (a Parquet scan) as a filter of its null tests over the scan of its other
 /// conditions, if it has null tests to move and other conditions to keep.
 fn with_null_checks_above(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(exec) = node.downcast_ref::<DataSourceExec>() else { return Ok(None) };
-    let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else { return Ok(None) };
-    let Some(parquet) = config.file_source.downcast_ref::<ParquetSource>() else { return Ok(None) };
-    let Some(predicate) = parquet.filter() else { return Ok(None) };
+    let Some((config, parquet, predicate)) = parquet_scan(node) else { return Ok(None) };
     if config.limit.is_some() {
         return Ok(None);
     }
     let output = node.schema();
-    let (moved, kept): (Vec<_>, Vec<_>) = split_conjunction(&predicate)
-        .into_iter()
-        .partition(|condition| tested_column(condition).is_some_and(|c| keeps_most_rows(config, c, &output)));
+    let statistics = config.statistics();
+    let (moved, kept): (Vec<_>, Vec<_>) = split_conjunction(&predicate).into_iter().partition(|condition| {
+        tested_column(condition).is_some_and(|c| keeps_most_rows(config, &statistics, c, &output))
+    });
     if moved.is_empty() || kept.is_empty() {
         return Ok(None);
     }
@@ -79,12 +80,11 @@ fn tested_column(condition: &Arc<dyn PhysicalExpr>) -> Option<&Column> {
 
 /// Whether the scan returns `column` and, by the statistics of its files, fewer than half of
 /// their rows have it null. Unknown counts keep the test in the scan.
-fn keeps_most_rows(config: &FileScanConfig, column: &Column, output: &Schema) -> bool {
+fn keeps_most_rows(config: &FileScanConfig, statistics: &Statistics, column: &Column, output: &Schema) -> bool {
     if output.column_with_name(column.name()).is_none() {
         return false;
     }
     let Ok(index) = config.file_source.table_schema().table_schema().index_of(column.name()) else { return false };
-    let statistics = config.statistics();
     let nulls = statistics.column_statistics.get(index).map(|c| c.null_count);
     match (nulls, statistics.num_rows) {
         (

@@ -45,10 +45,7 @@ impl PhysicalOptimizerRule for OnceEachCondition {
 /// `node` as a Parquet scan whose predicate holds each condition once, if it is one whose
 /// predicate repeats some.
 fn without_repeats(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
-    let exec = node.downcast_ref::<DataSourceExec>()?;
-    let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
-    let parquet = config.file_source.downcast_ref::<ParquetSource>()?;
-    let predicate = parquet.filter()?;
+    let (config, parquet, predicate) = parquet_scan(node)?;
     let conditions = split_conjunction(&predicate);
     let count = conditions.len();
     let unique = distinct(conditions);
@@ -58,6 +55,18 @@ fn without_repeats(node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPla
     let mut config = config.clone();
     config.file_source = Arc::new(parquet.with_predicate(conjunction(unique)));
     Some(DataSourceExec::from_data_source(config))
+}
+
+/// `node`'s file scan configuration, Parquet source and predicate, if it is a Parquet scan
+/// with a predicate.
+pub(crate) fn parquet_scan(
+    node: &Arc<dyn ExecutionPlan>,
+) -> Option<(&FileScanConfig, &ParquetSource, Arc<dyn PhysicalExpr>)> {
+    let exec = node.downcast_ref::<DataSourceExec>()?;
+    let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
+    let parquet = config.file_source.downcast_ref::<ParquetSource>()?;
+    let predicate = parquet.filter()?;
+    Some((config, parquet, predicate))
 }
 
 /// The conditions, each once, in their first order; a volatile one (`random() < 0.5`) is kept

@@ -198,13 +198,26 @@ impl Tables {
         let mut footers = Vec::new();
         let files = files_of(table)?.into_iter().filter(|f| day.is_none() || f.date.as_deref() == day).take(8);
         for file in files {
-            let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
-            let metadata = read_footer(self.storage().root_store().as_ref(), &path, file.size)
-                .await
-                .map_err(|e| StorageError::Build(format!("reading the Parquet footer of {path}: {e}")))?;
-            footers.push(metadata);
+            footers.push(self.footer(stream, &file).await?);
         }
         Ok(ColumnChoices::of_files(&footers, settings.configured_in(stream, &schema), settings.detect))
+    }
+
+    /// The key of a file of a stream's table (`path` as the Delta log names it).
+    fn file_key(&self, stream: &StreamName, path: &str) -> object_store::path::Path {
+        self.storage().path(&format!("{TABLES_DIR}/{stream}/{path}"))
+    }
+
+    /// The Parquet footer of a file of a stream's table.
+    async fn footer(
+        &self,
+        stream: &StreamName,
+        file: &DataFile,
+    ) -> Result<parquet::file::metadata::ParquetMetaData, StorageError> {
+        let path = self.file_key(stream, &file.path);
+        read_footer(self.storage().root_store().as_ref(), &path, file.size)
+            .await
+            .map_err(|e| StorageError::Build(format!("reading the Parquet footer of {path}: {e}")))
     }
 
     /// Removes the days of a stream before `cutoff` (`YYYY-MM-DD`) from its table (one commit
@@ -263,7 +276,7 @@ impl Tables {
             if indexed.contains(&file.path) || file.date.as_ref().is_some_and(|d| unsettled.contains(d)) {
                 continue;
             }
-            let path = self.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
+            let path = self.file_key(stream, &file.path);
             let index = crate::ids::build(store.clone(), path, file.size, self.text_fields(stream)).await?;
             dir.put(&file.path, index).await?;
             written += 1;
@@ -422,7 +435,7 @@ mod tests {
         use arrow::array::AsArray;
         use arrow::datatypes::TimestampMicrosecondType;
         use object_store::ObjectStoreExt;
-        let key = tables.storage().path(&format!("{TABLES_DIR}/{stream}/{path}"));
+        let key = tables.file_key(stream, path);
         let bytes = tables.storage().root_store().get(&key).await.unwrap().bytes().await.unwrap();
         let reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
@@ -497,15 +510,13 @@ mod tests {
         let before = files_of(&table).unwrap();
         assert_eq!(before.len(), 3);
         for file in &before {
-            let path = tables.storage().path(&format!("{TABLES_DIR}/{stream}/{}", file.path));
-            let footer = read_footer(tables.storage().root_store().as_ref(), &path, file.size).await.unwrap();
+            let footer = tables.footer(&stream, file).await.unwrap();
             assert_eq!(chunk(&footer), (true, true, true), "a commit's file: {}", file.path);
         }
         let report = tables.compact(&stream, None, 1 << 30, "test").await.unwrap();
         assert_eq!((report.files_removed, report.files_added), (3, 1), "{report:?}");
         let after = files_of(&tables.latest(&stream).await.unwrap().unwrap()).unwrap();
-        let path = tables.storage().path(&format!("{TABLES_DIR}/{stream}/{}", after[0].path));
-        let footer = read_footer(tables.storage().root_store().as_ref(), &path, after[0].size).await.unwrap();
+        let footer = tables.footer(&stream, &after[0]).await.unwrap();
         assert_eq!(footer.file_metadata().num_rows(), 300);
         assert_eq!(chunk(&footer), (true, true, true), "the compacted file");
     }
