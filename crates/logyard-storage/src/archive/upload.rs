@@ -2,7 +2,8 @@
 //! its size.
 //!
 //! The [`BundleWriter`] runs on a blocking thread and writes into a [`PartWriter`], which cuts
-//! the compressed bytes into parts of a fixed size, takes each part's MD5 and hands the part
+//! the compressed bytes into parts of a fixed size, takes each part's MD5 (on S3, whose ETags
+//! it is checked against; local files and memory have other ETags) and hands the part
 //! through a bounded channel to an upload task on the runtime: a bundle of one part is one
 //! PUT, a larger one a multipart upload with a few parts in flight. When the channel is full
 //! the writer waits, so the bundler holds a few parts (and the compression pool's frames),
@@ -55,7 +56,7 @@ pub struct WriteOptions {
 }
 
 enum Message {
-    Part(Bytes, [u8; 16]),
+    Part(Bytes, Option<[u8; 16]>),
     End,
 }
 
@@ -66,6 +67,8 @@ pub struct PartWriter {
     buf: Vec<u8>,
     part_bytes: usize,
     parts: usize,
+    /// Whether each part's MD5 is taken.
+    md5: bool,
     tx: mpsc::Sender<Message>,
 }
 
@@ -78,7 +81,7 @@ impl PartWriter {
             )));
         }
         let data = std::mem::take(&mut self.buf);
-        let md5: [u8; 16] = Md5::digest(&data).into();
+        let md5 = self.md5.then(|| Md5::digest(&data).into());
         self.parts += 1;
         self.tx
             .blocking_send(Message::Part(Bytes::from(data), md5))
@@ -116,7 +119,8 @@ impl Write for PartWriter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Sent {
     pub bytes: u64,
-    /// The MD5 of each part, in order.
+    pub parts: usize,
+    /// The MD5 of each part, in order, when they were taken.
     pub part_md5s: Vec<[u8; 16]>,
     /// Sent as a multipart upload (else one PUT).
     pub multipart: bool,
@@ -125,16 +129,19 @@ pub(crate) struct Sent {
 impl Sent {
     /// The ETag S3 gives the object where its ETags are MD5s (no encryption, or SSE-S3): of
     /// one PUT, the body's MD5; of a multipart upload, the MD5 of its parts' MD5s, `-`, and
-    /// the number of parts.
-    pub fn expected_etag(&self) -> String {
+    /// the number of parts. `None` when the parts' MD5s were not taken.
+    pub fn expected_etag(&self) -> Option<String> {
+        if self.parts == 0 || self.part_md5s.len() != self.parts {
+            return None;
+        }
         if !self.multipart {
-            return self.part_md5s.first().map(hex::encode).unwrap_or_default();
+            return self.part_md5s.first().map(hex::encode);
         }
         let mut all = Md5::new();
         for m in &self.part_md5s {
             all.update(m);
         }
-        format!("{}-{}", hex::encode(all.finalize()), self.part_md5s.len())
+        Some(format!("{}-{}", hex::encode(all.finalize()), self.part_md5s.len()))
     }
 }
 
@@ -156,9 +163,10 @@ pub(crate) fn md5_shaped(etag: &str) -> bool {
 type Sending = JoinHandle<Result<Option<Sent>, StorageError>>;
 
 /// Starts uploading an object to `path`: the writer for a blocking thread, and the task.
-pub(crate) fn start(store: Arc<dyn ObjectStore>, path: Path, part_bytes: usize) -> (PartWriter, Sending) {
+/// `md5`: take each part's MD5, to check the stored object's ETag against.
+pub(crate) fn start(store: Arc<dyn ObjectStore>, path: Path, part_bytes: usize, md5: bool) -> (PartWriter, Sending) {
     let (tx, rx) = mpsc::channel(1);
-    let writer = PartWriter { buf: Vec::new(), part_bytes: part_bytes.max(1), parts: 0, tx };
+    let writer = PartWriter { buf: Vec::new(), part_bytes: part_bytes.max(1), parts: 0, md5, tx };
     (writer, tokio::spawn(send(store, path, rx)))
 }
 
@@ -178,7 +186,8 @@ async fn send(
             let data = match message {
                 Message::Part(data, md5) => {
                     sent.bytes += data.len() as u64;
-                    sent.part_md5s.push(md5);
+                    sent.parts += 1;
+                    sent.part_md5s.extend(md5);
                     data
                 }
                 Message::End => {
@@ -288,7 +297,7 @@ impl std::fmt::Debug for BundleUpload {
 impl BundleUpload {
     pub(crate) fn new(archive: Archive, key: String, options: WriteOptions) -> Self {
         let path = archive.storage.path(&key);
-        let (parts, sending) = start(archive.storage.root_store(), path, options.part_bytes);
+        let (parts, sending) = start(archive.storage.root_store(), path, options.part_bytes, archive.md5_etags());
         let writer = BundleWriter::new(parts, options.level, options.frame_bytes);
         Self { archive, key, writer: Some(writer), sending: Some(sending) }
     }
@@ -401,13 +410,15 @@ mod tests {
     #[test]
     fn the_expected_etag_is_s3s() {
         let md5 = |data: &[u8]| -> [u8; 16] { Md5::digest(data).into() };
-        let single = Sent { bytes: 3, part_md5s: vec![md5(b"abc")], multipart: false };
-        assert_eq!(single.expected_etag(), "900150983cd24fb0d6963f7d28e17f72");
-        let parts = Sent { bytes: 6, part_md5s: vec![md5(b"abc"), md5(b"def")], multipart: true };
+        let single = Sent { bytes: 3, parts: 1, part_md5s: vec![md5(b"abc")], multipart: false };
+        assert_eq!(single.expected_etag().unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        let parts = Sent { bytes: 6, parts: 2, part_md5s: vec![md5(b"abc"), md5(b"def")], multipart: true };
         let mut both = Vec::new();
         both.extend_from_slice(&md5(b"abc"));
         both.extend_from_slice(&md5(b"def"));
-        assert_eq!(parts.expected_etag(), format!("{}-2", hex::encode(md5(&both))));
+        assert_eq!(parts.expected_etag().unwrap(), format!("{}-2", hex::encode(md5(&both))));
+        // Without the parts' MD5s (local files, memory) there is nothing to expect.
+        assert_eq!(Sent { bytes: 6, parts: 2, part_md5s: Vec::new(), multipart: true }.expected_etag(), None);
         for shaped in ["900150983cd24fb0d6963f7d28e17f72", "900150983cd24fb0d6963f7d28e17f72-12"] {
             assert!(md5_shaped(shaped), "{shaped}");
         }
