@@ -337,14 +337,7 @@ struct ParsedFile {
 
 /// gzip (possibly several members) or plain text.
 fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    if data.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(data.len() * 8);
-        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out)?;
-        Ok(out)
-    } else {
-        Ok(data.to_vec())
-    }
+    if data.starts_with(&[0x1f, 0x8b]) { crate::gunzip::gunzip(data) } else { Ok(data.to_vec()) }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod alb_import;
 pub mod build;
 pub mod forget;
+mod gunzip;
 pub mod kinesis;
 pub mod maintenance;
 pub mod metrics;
