@@ -179,11 +179,12 @@ pub struct Parsed {
 /// Parses a whole decompressed log file. Never fails as a whole: each bad line is skipped and
 /// reported with its number. Lines end with `\n` or `\r\n`; the last may have no end.
 pub fn parse(text: &[u8]) -> Parsed {
-    let estimate = memchr::memchr_iter(b'\n', text).count() + 1;
-    let mut columns = Columns::with_capacity(estimate);
+    // Where each line ends, found once: their number sizes the columns.
+    let ends: Vec<usize> = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())).collect();
+    let mut columns = Columns::with_capacity(ends.len());
     let mut rejected = 0;
     let mut errors = Vec::new();
-    for (i, line) in lines(text).enumerate() {
+    for (i, line) in lines(text, &ends).enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -203,17 +204,11 @@ pub fn parse(text: &[u8]) -> Parsed {
     Parsed { batch: columns.finish(), rows, rejected, errors }
 }
 
-/// The lines of `text`, split at each `\n` (with `memchr`, many bytes at a time); the text after
-/// the last `\n` is a line too, empty when the text ends with one.
-fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut start = 0;
-    let mut ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
-    std::iter::from_fn(move || {
-        let end = ends.next()?;
-        let line = &text[start..end];
-        start = end + 1;
-        Some(line)
-    })
+/// The lines of `text` that end at `ends` (each `\n`, found with `memchr`, then the text's
+/// end): the text after the last `\n` is a line too, empty when the text ends with one.
+fn lines<'a>(text: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+    let starts = std::iter::once(0).chain(ends.iter().map(|end| end + 1));
+    starts.zip(ends).map(move |(start, &end)| &text[start..end])
 }
 
 /// One field of a line, without its quotes.
