@@ -33,6 +33,8 @@ pub struct ImportOptions {
     /// Compressed bytes of files per commit (and per bundle); ALB text is about 10 times
     /// its gzip size, and a group is parsed in memory.
     pub group_bytes: u64,
+    /// The zstd level of the archive's bundles when they hold plain `.log` files; bundles of
+    /// gzip files, which do not compress again, are written at level 1 whatever it says.
     pub bundle_level: i32,
     pub frame_bytes: u64,
     /// What is masked in the stream's rows; a masked stream's original files are not
@@ -235,7 +237,9 @@ impl AlbImport {
             return Ok(());
         }
         // The originals, byte-exact, under a key the group's version decides.
-        let (level, frame_bytes) = (self.options.bundle_level, self.options.frame_bytes);
+        let gzipped = originals.iter().all(|(_, data, _)| data.starts_with(&GZIP_MAGIC));
+        let level = if gzipped { GZIP_BUNDLE_LEVEL } else { self.options.bundle_level };
+        let frame_bytes = self.options.frame_bytes;
         let (bundle, index) = tokio::task::spawn_blocking(move || {
             let mut writer = BundleWriter::new(Vec::new(), level, frame_bytes);
             for (key, data, mtime) in &originals {
@@ -335,9 +339,17 @@ struct ParsedFile {
     masked: u64,
 }
 
+/// The first two bytes of every gzip member.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The zstd level of a bundle of gzip files. Their bytes do not compress again: every level
+/// stores them as raw blocks of the same size, and level 1 takes a third of level 3's time to
+/// find that out (BENCHMARKS.md, "Archive").
+const GZIP_BUNDLE_LEVEL: i32 = 1;
+
 /// gzip (possibly several members) or plain text.
 fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    if data.starts_with(&[0x1f, 0x8b]) { crate::gunzip::gunzip(data) } else { Ok(data.to_vec()) }
+    if data.starts_with(&GZIP_MAGIC) { crate::gunzip::gunzip(data) } else { Ok(data.to_vec()) }
 }
 
 #[cfg(test)]
