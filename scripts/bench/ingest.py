@@ -3,7 +3,8 @@
 logyard: a release `logyard serve` pinned to one core (taskset), fed by `logyard-bench load`
 (concurrent HTTP clients on loopback, ack=wal) pinned to the other core; the clock stops when
 the final `POST /api/v1/flush` returns, i.e. at the last commit. Peak RSS is the server's
-VmHWM. DuckDB: `COPY (SELECT * FROM read_ndjson(...)) TO ... (FORMAT parquet, COMPRESSION
+VmHWM; each round also gives the server's user and system CPU seconds and its minor page
+faults (`server`), read from /proc before it stops. DuckDB: `COPY (SELECT * FROM read_ndjson(...)) TO ... (FORMAT parquet, COMPRESSION
 zstd)` with `threads=1`, pinned to the same core. Each measurement runs --rounds times; the
 report gives medians. Sizes are compared with DuckDB's file in input order and, once, with
 DuckDB's file of the same events in time order (logyard's order). The first round also runs
@@ -96,6 +97,15 @@ def peak_rss(pid):
     return 0
 
 
+def cpu_and_faults(pid):
+    """The process's user and system CPU seconds and its minor page faults so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    # After the command's name: state is field 3, minflt 10, utime 14, stime 15 (proc(5)).
+    return {"user_s": int(fields[11]) / ticks, "system_s": int(fields[12]) / ticks, "minor_faults": int(fields[7])}
+
+
 def start_server(workdir, env_extra=None, server=None):
     data = Path(workdir) / "data"
     shutil.rmtree(data, ignore_errors=True)
@@ -152,6 +162,7 @@ def logyard_round(ndjson, workdir, concurrency, server=None, ack="wal", compact=
         ).stdout
         report = json.loads(out)
         report["peak_rss_bytes"] = peak_rss(proc.pid)
+        report["server"] = cpu_and_faults(proc.pid)
     finally:
         stop_server(proc)
     report["stored_bytes"] = dir_bytes(data / "tables", ".parquet")
