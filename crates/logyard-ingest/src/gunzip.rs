@@ -31,13 +31,7 @@ pub(crate) fn gunzip(data: &[u8]) -> io::Result<Vec<u8>> {
         let start = out.len();
         let mut room = trailer.clamp(1, rest.len().saturating_mul(FIRST_ROOM_RATIO).max(1));
         loop {
-            if start == 0 {
-                // Asked of the allocator as zeroed memory: pages fresh from the system are
-                // zero already and are not cleared again, as `resize` would clear them.
-                out = vec![0; room];
-            } else {
-                out.resize(start + room, 0);
-            }
+            out.resize(start + room, 0);
             match inflater.member(rest, &mut out[start..]) {
                 Ok((read, written)) => {
                     out.truncate(start + written);
