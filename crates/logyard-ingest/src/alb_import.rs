@@ -33,8 +33,8 @@ pub struct ImportOptions {
     /// Compressed bytes of files per commit (and per bundle); ALB text is about 10 times
     /// its gzip size, and a group is parsed in memory.
     pub group_bytes: u64,
-    /// The zstd level of the archive's bundles when they hold plain `.log` files; bundles of
-    /// gzip files, which do not compress again, are written at level 1 whatever it says.
+    /// The zstd level of the archive's bundles when they hold plain `.log` files (the bundle
+    /// writer stores frames of gzip files, which do not compress again, at level 1).
     pub bundle_level: i32,
     pub frame_bytes: u64,
     /// What is masked in the stream's rows; a masked stream's original files are not
@@ -237,8 +237,7 @@ impl AlbImport {
             return Ok(());
         }
         // The originals, byte-exact, under a key the group's version decides.
-        let gzipped = originals.iter().all(|(_, data, _)| data.starts_with(&GZIP_MAGIC));
-        let level = if gzipped { GZIP_BUNDLE_LEVEL } else { self.options.bundle_level };
+        let level = self.options.bundle_level;
         let frame_bytes = self.options.frame_bytes;
         let (bundle, index) = tokio::task::spawn_blocking(move || {
             let mut writer = BundleWriter::new(Vec::new(), level, frame_bytes);
@@ -341,11 +340,6 @@ struct ParsedFile {
 
 /// The first two bytes of every gzip member.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-/// The zstd level of a bundle of gzip files. Their bytes do not compress again: every level
-/// stores them as raw blocks of the same size, and level 1 takes a third of level 3's time to
-/// find that out (BENCHMARKS.md, "Archive").
-const GZIP_BUNDLE_LEVEL: i32 = 1;
 
 /// gzip (possibly several members) or plain text.
 fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {

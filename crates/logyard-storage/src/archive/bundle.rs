@@ -99,6 +99,31 @@ impl<W: Write> Write for Counting<W> {
 /// smaller frames are buffered and compressed by the pool.
 const STREAMED_MEMBER: u64 = 4 << 20;
 
+/// The zstd level of a frame that holds only members already compressed (gzip, zstd, bzip2,
+/// xz files): their bytes do not compress again, every level stores them as raw blocks of the
+/// same size, and level 1 finds that out fastest (BENCHMARKS.md, "Archive").
+const COMPRESSED_MEMBERS_LEVEL: i32 = 1;
+
+/// Whether a member's first bytes begin a gzip, zstd, bzip2 or xz stream.
+fn already_compressed(head: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 4] = [&[0x1f, 0x8b], &[0x28, 0xb5, 0x2f, 0xfd], b"BZh", &[0xfd, b'7', b'z', b'X', b'Z', 0]];
+    MAGICS.iter().any(|magic| head.starts_with(magic))
+}
+
+/// Reads up to `buf.len()` bytes (fewer only at the end of `data`).
+fn read_head(data: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match data.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 type Compressed = io::Result<Vec<u8>>;
 
 /// A frame's raw bytes, its level, and where to send the compressed frame.
@@ -161,7 +186,10 @@ fn compress_frame(raw: &[u8], level: i32) -> Compressed {
 /// The tar stream's destination: frames compressed in parallel (or, for a large member, as
 /// it streams), written in order to the counted output.
 struct FrameSink<W: Write> {
+    /// The level of a frame that holds a member not already compressed.
     level: i32,
+    /// The open frame holds a member that is not already compressed.
+    plain: bool,
     /// Set except while a streamed frame's encoder owns it.
     out: Option<Counting<W>>,
     /// The open buffered frame's raw bytes.
@@ -177,6 +205,9 @@ struct FrameSink<W: Write> {
     queue: VecDeque<mpsc::Receiver<Compressed>>,
     /// Byte ranges of the frames written, by frame number.
     ranges: Vec<(u64, u64)>,
+    /// The level of each frame closed, by frame number.
+    #[cfg(test)]
+    levels: Vec<i32>,
 }
 
 impl<W: Write> FrameSink<W> {
@@ -206,13 +237,20 @@ impl<W: Write> FrameSink<W> {
         Ok(())
     }
 
-    /// Starts a frame compressed as it is written (for a large member).
-    fn begin_streamed(&mut self) -> io::Result<()> {
+    /// The open frame's zstd level.
+    fn frame_level(&self) -> i32 {
+        if self.plain { self.level } else { COMPRESSED_MEMBERS_LEVEL }
+    }
+
+    /// Starts a frame compressed as it is written (for a large member, `plain` when it is not
+    /// already compressed).
+    fn begin_streamed(&mut self, plain: bool) -> io::Result<()> {
         self.close()?;
         self.drain(true)?;
+        self.plain = plain;
         let out = self.out.take().expect("output present between frames");
         let start = out.written;
-        self.streamed = Some((frame_encoder(out, self.level)?, start));
+        self.streamed = Some((frame_encoder(out, self.frame_level())?, start));
         Ok(())
     }
 
@@ -224,7 +262,7 @@ impl<W: Write> FrameSink<W> {
             self.out = Some(out);
         } else if !self.raw.is_empty() {
             let raw = std::mem::take(&mut self.raw);
-            self.queue.push_back(self.pool.submit(raw, self.level));
+            self.queue.push_back(self.pool.submit(raw, self.frame_level()));
             // Keep a bounded number of frames in memory.
             while self.queue.len() > 2 * self.pool.workers.len() {
                 let rx = self.queue.front().expect("non-empty");
@@ -238,8 +276,11 @@ impl<W: Write> FrameSink<W> {
         } else {
             return Ok(());
         }
+        #[cfg(test)]
+        self.levels.push(self.frame_level());
         self.frames += 1;
         self.frame_pos = 0;
+        self.plain = false;
         Ok(())
     }
 }
@@ -279,6 +320,7 @@ impl<W: Write> BundleWriter<W> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         let sink = FrameSink {
             level,
+            plain: false,
             out: Some(Counting { inner: out, written: 0 }),
             raw: Vec::new(),
             streamed: None,
@@ -287,14 +329,22 @@ impl<W: Write> BundleWriter<W> {
             pool: Pool::new(threads),
             queue: VecDeque::new(),
             ranges: Vec::new(),
+            #[cfg(test)]
+            levels: Vec::new(),
         };
         let mut tar = tar::Builder::new(sink);
         tar.mode(tar::HeaderMode::Deterministic);
         Self { tar, frame_target, members: Vec::new(), member_frames: Vec::new() }
     }
 
-    /// Appends one member of `size` bytes read from `data`.
+    /// Appends one member of `size` bytes read from `data`. A frame that holds only members
+    /// already compressed (by their first bytes) is written at zstd level 1.
     pub fn append(&mut self, info: MemberInfo, size: u64, data: impl Read) -> io::Result<&Member> {
+        let mut data = data.take(size);
+        let mut head = [0u8; 6];
+        let n = read_head(&mut data, &mut head)?;
+        let plain = !already_compressed(&head[..n]);
+        let data = (&head[..n]).chain(data);
         let sink = self.tar.get_mut();
         // A member that does not fit the open frame's target starts a frame of its own.
         if sink.frame_pos > 0 && (self.frame_target == 0 || sink.frame_pos + size > self.frame_target) {
@@ -302,7 +352,9 @@ impl<W: Write> BundleWriter<W> {
         }
         let streamed = size >= STREAMED_MEMBER;
         if streamed {
-            sink.begin_streamed()?;
+            sink.begin_streamed(plain)?;
+        } else {
+            sink.plain |= plain;
         }
         let frame = sink.frames;
         let mut header = tar::Header::new_gnu();
@@ -310,7 +362,7 @@ impl<W: Write> BundleWriter<W> {
         header.set_mode(0o644);
         header.set_mtime(info.mtime);
         header.set_entry_type(tar::EntryType::Regular);
-        let mut hashing = HashingReader { inner: data.take(size), hasher: Sha256::new(), read: 0 };
+        let mut hashing = HashingReader { inner: data, hasher: Sha256::new(), read: 0 };
         self.tar.append_data(&mut header, &info.name, &mut hashing)?;
         if hashing.read != size {
             return Err(io::Error::new(
@@ -438,6 +490,43 @@ pub(crate) mod tests {
         }
         let expected: Vec<(String, Vec<u8>)> = files.into_iter().map(|(n, d)| (n.to_owned(), d)).collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn frames_of_compressed_members_alone_are_written_at_level_1() {
+        let gzip = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&b"GET /a 200\n".repeat(100)).unwrap();
+            e.finish().unwrap()
+        };
+        let zstd = zstd::encode_all(&b"line\n".repeat(100)[..], 3).unwrap();
+        let large_gzip = [&gzip[..], &vec![0u8; STREAMED_MEMBER as usize]].concat();
+        let text = b"GET /b 500\n".repeat(100);
+        let members: [(&str, &[u8]); 7] = [
+            ("a.log.gz", &gzip),
+            ("b.log.zst", &zstd),
+            ("c.log", &text),
+            ("d.log.gz", &gzip),
+            ("e.log", b"x\n"),
+            ("big.log.gz", &large_gzip),
+            ("big.log", &large_gzip[2..]),
+        ];
+        // Frames of 2 KiB: a and b; c; d and e; each large member streamed on its own.
+        let mut w = BundleWriter::new(Vec::new(), 9, 2048);
+        for (name, data) in members {
+            let info = MemberInfo { name: name.into(), ..Default::default() };
+            w.append(info, data.len() as u64, data).unwrap();
+        }
+        assert_eq!(w.tar.get_ref().levels, [1, 9, 9, 1, 9]);
+        let (bytes, index) = w.finish().unwrap();
+        let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(&bytes[..]).unwrap());
+        for (entry, (name, data)) in archive.entries().unwrap().zip(members) {
+            let mut entry = entry.unwrap();
+            let mut read = Vec::new();
+            entry.read_to_end(&mut read).unwrap();
+            assert_eq!((entry.path().unwrap().to_str().unwrap(), &read[..]), (name, data));
+        }
+        assert_eq!(index.members.len(), 7);
     }
 
     #[test]
