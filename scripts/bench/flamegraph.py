@@ -8,6 +8,7 @@ linux-perf).
 
 Usage: python scripts/bench/flamegraph.py --out docs/perf/ingest.svg [--events N] [--workdir DIR]
        [--folded FILE] (also keep the folded stacks, one line a stack, to count shares from)
+       [--faults] (sample every page fault instead of CPU time: where fresh memory is touched)
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
 """
 
@@ -43,6 +44,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--frequency", type=int, default=499)
     ap.add_argument("--folded", default=None)
+    ap.add_argument("--faults", action="store_true")
     a = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf is missing: apt-get install linux-perf")
@@ -50,7 +52,8 @@ def main():
     workdir, ndjson = dataset(a.workdir, a.events, 3)
     proc, url, _ = start_server(workdir)
     data = Path(tempfile.mkdtemp(prefix="flamegraph-", dir=workdir)) / "perf.data"
-    perf = subprocess.Popen(["perf", "record", "-F", str(a.frequency), "--call-graph", "dwarf,16384", "-p", str(proc.pid),
+    sampling = ["-e", "page-faults", "-c", "1"] if a.faults else ["-F", str(a.frequency)]
+    perf = subprocess.Popen(["perf", "record", *sampling, "--call-graph", "dwarf,16384", "-p", str(proc.pid),
                              "-o", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         report = subprocess.run(
@@ -64,7 +67,8 @@ def main():
         stop_server(proc)
     script = subprocess.run(["perf", "script", "-i", str(data)], check=True, capture_output=True).stdout
     folded = subprocess.run([collapse], input=script, check=True, capture_output=True).stdout
-    svg = subprocess.run([draw, "--title", f"logyard NDJSON ingest, {a.events:,} events (server, one core)"],
+    what = "page faults" if a.faults else "server, one core"
+    svg = subprocess.run([draw, "--title", f"logyard NDJSON ingest, {a.events:,} events ({what})"],
                          input=folded, check=True, capture_output=True).stdout
     if a.folded:
         Path(a.folded).write_bytes(folded)
