@@ -12,7 +12,9 @@ alb: ALB access-log files (about 8 MB of text each, gzip, generated from the doc
   a zstd Parquet file with threads=1 on the same core. Throughput is decompressed log text
   per second.
 
-Each measurement runs --rounds times; the report gives medians.
+Each measurement runs --rounds times; the report gives medians. Each timed ALB run starts
+SETTLE_S seconds after the last one ended: on the (virtual) machine of BENCHMARKS.md
+an import started right after another ran 8-15 % faster (BENCHMARKS.md, "Archive").
 
 Usage: python scripts/bench/archive.py [--files N] [--alb-mb MB] [--rounds R] [--workdir DIR]
 (run through scripts/bench/run.sh archive, which builds the release binaries and the venv)
@@ -111,6 +113,9 @@ def alb_files(workdir, mb):
     return root
 
 
+SETTLE_S = 5
+
+
 def bench_alb(workdir, mb, rounds):
     root = alb_files(workdir, mb)
     source = root / "AWSLogs/123456789012/elasticloadbalancing/eu-west-1"
@@ -119,6 +124,7 @@ def bench_alb(workdir, mb, rounds):
     duckdb_script = str(ROOT / "scripts/bench/alb_duckdb.py")
     for _ in range(rounds):
         storage = Path(tempfile.mkdtemp(prefix="alb-logyard-", dir=workdir))
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         out = subprocess.run(pinned(0, [release_bin("logyard"), "import", "alb", str(source), "--storage", str(storage)]), check=True, capture_output=True, text=True).stdout
         logyard.append(time.perf_counter() - start)
@@ -127,12 +133,14 @@ def bench_alb(workdir, mb, rounds):
         text_bytes = int(words[words.index("bytes") - 1])
         shutil.rmtree(storage)
         parquet = workdir / "alb-duckdb.parquet"
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         got = subprocess.run(pinned(0, [sys.executable, duckdb_script, f"{source}/**/*.log.gz", str(parquet)]), check=True, capture_output=True, text=True).stdout
         duck.append(time.perf_counter() - start)
         duck_rows = int(got.strip())
         parquet.unlink()
         # The floor: decompressing the same files and counting their lines, on the same core.
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         lines = subprocess.run(pinned(0, ["sh", "-c", 'zcat "$@" | wc -l', "zcat"] + files), check=True, capture_output=True, text=True).stdout
         zcat.append(time.perf_counter() - start)
