@@ -9,6 +9,7 @@ linux-perf).
 Usage: python scripts/bench/flamegraph.py --out docs/perf/ingest.svg [--events N] [--workdir DIR]
        [--folded FILE] (also keep the folded stacks, one line a stack, to count shares from)
        [--faults] (sample every page fault instead of CPU time: where fresh memory is touched)
+       [--user] (sample user time alone: in a VM the kernel's samples may carry the host's work)
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
 """
 
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("--frequency", type=int, default=499)
     ap.add_argument("--folded", default=None)
     ap.add_argument("--faults", action="store_true")
+    ap.add_argument("--user", action="store_true")
     a = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf is missing: apt-get install linux-perf")
@@ -52,7 +54,10 @@ def main():
     workdir, ndjson = dataset(a.workdir, a.events, 3)
     proc, url, _ = start_server(workdir)
     data = Path(tempfile.mkdtemp(prefix="flamegraph-", dir=workdir)) / "perf.data"
-    sampling = ["-e", "page-faults", "-c", "1"] if a.faults else ["-F", str(a.frequency)]
+    if a.faults:
+        sampling = ["-e", "page-faults", "-c", "1"]
+    else:
+        sampling = (["-e", "cpu-clock:u"] if a.user else []) + ["-F", str(a.frequency)]
     perf = subprocess.Popen(["perf", "record", *sampling, "--call-graph", "dwarf,16384", "-p", str(proc.pid),
                              "-o", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -67,7 +72,7 @@ def main():
         stop_server(proc)
     script = subprocess.run(["perf", "script", "-i", str(data)], check=True, capture_output=True).stdout
     folded = subprocess.run([collapse], input=script, check=True, capture_output=True).stdout
-    what = "page faults" if a.faults else "server, one core"
+    what = "page faults" if a.faults else "server, one core, user time" if a.user else "server, one core"
     svg = subprocess.run([draw, "--title", f"logyard NDJSON ingest, {a.events:,} events ({what})"],
                          input=folded, check=True, capture_output=True).stdout
     if a.folded:
