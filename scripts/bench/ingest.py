@@ -5,9 +5,10 @@ logyard: a release `logyard serve` pinned to one core (taskset), fed by `logyard
 the final `POST /api/v1/flush` returns, i.e. at the last commit. Peak RSS is the server's
 VmHWM; each round also gives the server's user and system CPU seconds and its minor page
 faults (`server`), read from /proc before it stops. DuckDB: `COPY (SELECT * FROM
-read_ndjson(...)) TO ... (FORMAT parquet, COMPRESSION zstd)` with `threads=1`, pinned to the same core. Each measurement runs --rounds times; the
-report gives medians. Sizes are compared with DuckDB's file in input order and, once, with
-DuckDB's file of the same events in time order (logyard's order). The first round also runs
+read_ndjson(...)) TO ... (FORMAT parquet, COMPRESSION zstd)` with `threads=1`, pinned to the
+same core. Each measurement runs --rounds times; the report gives medians. Sizes are
+compared with DuckDB's file in input order and, once, with DuckDB's file of the same events
+in time order (logyard's order). The first round also runs
 `logyard compact` on what it stored and reports the table's bytes after it (`compacted_bytes`):
 the commits' files are replaced by each day's files sorted by time within minutes, and those
 are what is stored for the retention period.

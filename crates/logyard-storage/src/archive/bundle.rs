@@ -110,20 +110,6 @@ fn already_compressed(head: &[u8]) -> bool {
     MAGICS.iter().any(|magic| head.starts_with(magic))
 }
 
-/// Reads up to `buf.len()` bytes (fewer only at the end of `data`).
-fn read_head(data: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match data.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 type Compressed = io::Result<Vec<u8>>;
 
 /// A frame's raw bytes, its level, and where to send the compressed frame.
@@ -341,10 +327,10 @@ impl<W: Write> BundleWriter<W> {
     /// already compressed (by their first bytes) is written at zstd level 1.
     pub fn append(&mut self, info: MemberInfo, size: u64, data: impl Read) -> io::Result<&Member> {
         let mut data = data.take(size);
-        let mut head = [0u8; 6];
-        let n = read_head(&mut data, &mut head)?;
-        let plain = !already_compressed(&head[..n]);
-        let data = (&head[..n]).chain(data);
+        let mut head = Vec::with_capacity(6);
+        (&mut data).take(6).read_to_end(&mut head)?;
+        let plain = !already_compressed(&head);
+        let data = (&head[..]).chain(data);
         let sink = self.tar.get_mut();
         // A member that does not fit the open frame's target starts a frame of its own.
         if sink.frame_pos > 0 && (self.frame_target == 0 || sink.frame_pos + size > self.frame_target) {
