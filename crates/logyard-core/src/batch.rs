@@ -256,7 +256,7 @@ impl<'a> BatchBuilder<'a> {
         time: Micros,
         text: &'a str,
         leaves: &[Leaf],
-        paths: &[&str],
+        paths: &[impl AsRef<str>],
     ) -> Result<(), CoreError> {
         if self.by_path.len() < paths.len() {
             self.by_path.resize(paths.len(), 0);
@@ -267,7 +267,7 @@ impl<'a> BatchBuilder<'a> {
                 .get_mut(leaf.path as usize)
                 .ok_or_else(|| CoreError::CorruptEvent(format!("leaf of path {} of {}", leaf.path, paths.len())))?;
             if *slot == 0 {
-                let name = paths[leaf.path as usize];
+                let name = paths[leaf.path as usize].as_ref();
                 *slot =
                     column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows) as u32 + 1;
             }
@@ -297,7 +297,27 @@ impl<'a> BatchBuilder<'a> {
     /// Builds the batch. Its schema is the table schema plus any new columns (and
     /// `_conflicts` when a value did not fit); the returned schema is that same schema.
     pub fn finish(self) -> Result<RecordBatch, CoreError> {
+        Ok(self.finish_counting()?.0)
+    }
+
+    /// [`BatchBuilder::finish`] for rows built as a request is read, to be merged at the flush
+    /// ([`batches_from_held`]). `None` when they must be built at the flush instead, with the
+    /// other rows of their batch: they bring a column the schema does not have (its type is
+    /// inferred from the batch's values), or `_conflicts` to a schema without it, or a row has
+    /// two values that do not fit (the order of their keys in `_conflicts` is the batch's
+    /// order of columns).
+    pub fn finish_prepared(self) -> Result<Option<RecordBatch>, CoreError> {
+        let columns = self.schema.fields().len();
+        let (batch, several_conflicts) = self.finish_counting()?;
+        let changes_table = batch.num_columns() != columns;
+        Ok((!changes_table && !several_conflicts).then_some(batch))
+    }
+
+    /// [`BatchBuilder::finish`], and whether a row has values of two or more columns of the
+    /// schema that did not fit (whose order in `_conflicts` is the batch's order of columns).
+    fn finish_counting(self) -> Result<(RecordBatch, bool), CoreError> {
         let rows = self.times.len();
+        let mut several_conflicts = false;
         let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut arrays: Vec<Option<ArrayRef>> = vec![None; fields.len()];
         let mut conflicts: Vec<String> = vec![String::new(); rows];
@@ -313,6 +333,7 @@ impl<'a> BatchBuilder<'a> {
                         filled += 1;
                     }
                     for (row, raw) in bad {
+                        several_conflicts |= !conflicts[row as usize].is_empty();
                         add_conflict(&mut conflicts[row as usize], name, raw);
                         any_conflict = true;
                     }
@@ -323,6 +344,7 @@ impl<'a> BatchBuilder<'a> {
                 }
                 (ColumnData::New(values), _) if fields.len() + 1 >= self.max_columns => {
                     for (row, _, raw) in &values {
+                        several_conflicts |= !conflicts[*row as usize].is_empty();
                         add_conflict(&mut conflicts[*row as usize], name, raw);
                     }
                     any_conflict |= !values.is_empty();
@@ -337,7 +359,7 @@ impl<'a> BatchBuilder<'a> {
             }
         }
 
-        assemble(fields, arrays, &conflicts, any_conflict, &self.times)
+        Ok((assemble(fields, arrays, &conflicts, any_conflict, &self.times)?, several_conflicts))
     }
 }
 
@@ -384,12 +406,15 @@ pub(crate) fn assemble(
     RecordBatch::try_new(schema, arrays).map_err(|e| CoreError::Arrow(e.to_string()))
 }
 
-/// One event waiting for its batch: its leaves are `leaves[first..end]` of the flush.
+/// One event waiting for its batch: its leaves are `leaves[first..end]` of the flush; it
+/// came as event `index` of the payload at `position`.
 struct Pending<'a> {
     time: i64,
     text: &'a str,
     first: u32,
     end: u32,
+    position: u64,
+    index: u32,
 }
 
 /// Builds the rows of encoded event payloads ([`crate::encoded`]; each `(position, bytes)`,
@@ -405,6 +430,17 @@ pub fn batches_from_payloads<'a>(
     max_columns: usize,
     batch_rows: usize,
 ) -> Result<Vec<RecordBatch>, CoreError> {
+    sorted_batches(schema, payloads, max_columns, batch_rows, None)
+}
+
+/// [`batches_from_payloads`], and into `arrivals` each row's (position, index in its payload).
+fn sorted_batches<'a>(
+    schema: SchemaRef,
+    payloads: impl IntoIterator<Item = (u64, &'a [u8])>,
+    max_columns: usize,
+    batch_rows: usize,
+    arrivals: Option<&mut Vec<(u64, u32)>>,
+) -> Result<Vec<RecordBatch>, CoreError> {
     let payloads: Vec<(u64, &'a [u8])> = payloads.into_iter().collect();
     // Room for what the payloads hold, about: an event of the usual 400 bytes has 15 values.
     let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
@@ -416,7 +452,7 @@ pub fn batches_from_payloads<'a>(
     for (position, payload) in payloads {
         let mut decoder = EventsDecoder::new(payload);
         local.clear();
-        loop {
+        for index in 0u32.. {
             let first = leaves.len();
             let Some(event) = decoder.next_with_leaves(&mut leaves) else { break };
             let event =
@@ -432,10 +468,20 @@ pub fn batches_from_payloads<'a>(
             for leaf in &mut leaves[first..] {
                 leaf.path = local[leaf.path as usize];
             }
-            events.push(Pending { time: event.time, text: event.text, first: first as u32, end: leaves.len() as u32 });
+            events.push(Pending {
+                time: event.time,
+                text: event.text,
+                first: first as u32,
+                end: leaves.len() as u32,
+                position,
+                index,
+            });
         }
     }
     events.sort_by_key(|e| e.time);
+    if let Some(arrivals) = arrivals {
+        arrivals.extend(events.iter().map(|e| (e.position, e.index)));
+    }
     let mut batches = Vec::with_capacity(events.len().div_ceil(batch_rows.max(1)));
     let mut schema = schema;
     for chunk in events.chunks(batch_rows.max(1)) {
@@ -448,6 +494,99 @@ pub fn batches_from_payloads<'a>(
         batches.push(batch);
     }
     Ok(batches)
+}
+
+/// What a flush holds of one request: its encoded events, or their rows built as it was read
+/// (`crate::parse::parse_body_into_rows`).
+#[derive(Debug, Clone, Copy)]
+pub enum Held<'a> {
+    Encoded(&'a [u8]),
+    Prepared(&'a RecordBatch),
+}
+
+/// A flush's rows, sorted by time, in batches of at most `batch_rows`, all of one schema: the
+/// requests' rows built when they came and those of the encoded requests, built now as
+/// [`batches_from_payloads`] builds them (which this is when nothing was prepared). Rows of
+/// one time keep the order of their requests' positions and of the events in a request.
+pub fn batches_from_held<'a>(
+    schema: SchemaRef,
+    held: impl IntoIterator<Item = (u64, Held<'a>)>,
+    max_columns: usize,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>, CoreError> {
+    let mut encoded = Vec::new();
+    let mut prepared = Vec::new();
+    for (position, item) in held {
+        match item {
+            Held::Encoded(payload) => encoded.push((position, payload)),
+            Held::Prepared(batch) => prepared.push((position, batch)),
+        }
+    }
+    if prepared.is_empty() {
+        return batches_from_payloads(schema, encoded, max_columns, batch_rows);
+    }
+    let mut arrivals = Vec::new();
+    let built = sorted_batches(schema.clone(), encoded, max_columns, batch_rows, Some(&mut arrivals))?;
+    let schema = built.last().map_or(schema, RecordBatch::schema);
+    // Every row as (time, position, index in its request, source batch, row in it).
+    let rows = arrivals.len() + prepared.iter().map(|(_, b)| b.num_rows()).sum::<usize>();
+    let mut order: Vec<(i64, u64, u32, u32, u32)> = Vec::with_capacity(rows);
+    let mut sources = Vec::with_capacity(built.len() + prepared.len());
+    let mut arrivals = arrivals.into_iter();
+    for batch in built {
+        let times = times_of(&batch)?;
+        let source = sources.len() as u32;
+        for (row, (time, (position, index))) in times.iter().zip(arrivals.by_ref()).enumerate() {
+            order.push((*time, position, index, source, row as u32));
+        }
+        sources.push(fit_to(&batch, &schema)?);
+    }
+    for (position, batch) in prepared {
+        let times = times_of(batch)?;
+        let source = sources.len() as u32;
+        order.extend(times.iter().enumerate().map(|(row, time)| (*time, position, row as u32, source, row as u32)));
+        sources.push(fit_to(batch, &schema)?);
+    }
+    order.sort_unstable_by_key(|&(time, position, index, _, _)| (time, position, index));
+    let sources: Vec<&RecordBatch> = sources.iter().collect();
+    let mut indices = Vec::with_capacity(batch_rows.min(order.len()));
+    let mut batches = Vec::with_capacity(order.len().div_ceil(batch_rows.max(1)));
+    for chunk in order.chunks(batch_rows.max(1)) {
+        indices.clear();
+        indices.extend(chunk.iter().map(|&(_, _, _, source, row)| (source as usize, row as usize)));
+        let batch =
+            arrow::compute::interleave_record_batch(&sources, &indices).map_err(|e| CoreError::Arrow(e.to_string()))?;
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+/// The `timestamp` column of a batch of a table's rows.
+fn times_of(batch: &RecordBatch) -> Result<&[i64], CoreError> {
+    let times = batch
+        .column_by_name(TIMESTAMP_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| CoreError::Arrow(format!("a batch without its {TIMESTAMP_COLUMN} column")))?;
+    Ok(times.values())
+}
+
+/// `batch` with the columns of `schema`, in its order: null where the batch has none (columns
+/// a later request brought), cast where a column's type differs (the table was made again
+/// with other types since the rows were built).
+pub fn fit_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, CoreError> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    let rows = batch.num_rows();
+    let columns = (schema.fields().iter())
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => arrow::compute::cast(column, field.data_type()),
+            None => Ok(new_null_array(field.data_type(), rows)),
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()
+        .map_err(|e| CoreError::Arrow(e.to_string()))?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| CoreError::Arrow(e.to_string()))
 }
 
 pub(crate) fn infer_type(kinds: impl Iterator<Item = ScalarKind>) -> DataType {

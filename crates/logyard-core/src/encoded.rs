@@ -146,6 +146,8 @@ pub struct EventsEncoder {
     text_bytes: usize,
     paths: Paths,
     staged: Vec<Staged>,
+    /// The last event's leaves as written, for [`EventsEncoder::push_line_with`].
+    written: Vec<Leaf>,
 }
 
 impl std::fmt::Debug for EventsEncoder {
@@ -164,20 +166,36 @@ impl EventsEncoder {
     /// of [`crate::scan`] checks it and finds its leaves; what that pass leaves alone (errors
     /// among it) takes the full path, which reads it as before.
     pub fn push_line(&mut self, line: &[u8], received: Micros) -> Result<(), LineError> {
+        self.push_line_with(line, received, |_, _, _, _| {}).map(|_| ())
+    }
+
+    /// [`EventsEncoder::push_line`], handing an event that one scan settles to `rows` as soon
+    /// as it is written, while its text is in the processor's caches: its time, its text, and
+    /// its leaves as the record has them (the time field's left out), whose path numbers index
+    /// the last argument. `Ok(false)`: the event was added but `rows` did not see it (the full
+    /// path read it).
+    pub fn push_line_with<'l>(
+        &mut self,
+        line: &'l [u8],
+        received: Micros,
+        rows: impl FnOnce(Micros, &'l str, &[Leaf], &[Box<str>]),
+    ) -> Result<bool, LineError> {
         if line.len() <= event::MAX_LINE_BYTES
             && let Ok(text) = simdutf8::basic::from_utf8(line)
-            && self.push_scanned(text, received)
+            && let Some(time) = self.push_scanned(text, received)
         {
-            return Ok(());
+            rows(time, text, &self.written, &self.paths.names);
+            return Ok(true);
         }
         let checked = event::check_line(line, received)?;
         // check_line accepted it: UTF-8 and JSON.
         let text = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8 { offset: e.valid_up_to() })?;
-        self.push(checked.time, checked.source, text)
+        self.push(checked.time, checked.source, text).map(|()| false)
     }
 
-    /// Adds the event if one scan settles it; `false` (nothing added) otherwise.
-    fn push_scanned(&mut self, text: &str, received: Micros) -> bool {
+    /// Adds the event if one scan settles it, and returns its time; `None` (nothing added)
+    /// otherwise.
+    fn push_scanned(&mut self, text: &str, received: Micros) -> Option<Micros> {
         let Self { paths, staged, .. } = self;
         staged.clear();
         let mut nth = 0;
@@ -186,27 +204,26 @@ impl EventsEncoder {
             nth += 1;
         });
         paths.shape.truncate(nth);
-        let Some(found) = found else { return false };
+        let found = found?;
         let (time, source) = match found.time {
             None => (received, TimeSource::Received),
-            Some((i, start, end)) => match time_of(&text[start..end]) {
-                Some(t) => (t, TimeSource::Field(i)),
-                // Not a time: the full path words the error.
-                None => return false,
-            },
+            // Not a time: the full path words the error.
+            Some((i, start, end)) => (time_of(&text[start..end])?, TimeSource::Field(i)),
         };
         let skip = source.to_byte();
         let (mark, written) = (self.buf.len(), self.paths.written);
         let at = self.put_header(time, source, text);
         let mut end = 0u32;
+        self.written.clear();
         for staged in self.staged.iter().filter(|l| l.top != skip || skip == 0) {
             if self.paths.put_leaf(&mut self.buf, staged.leaf, &mut end).is_err() {
                 self.undo(mark, written);
-                return false;
+                return None;
             }
+            self.written.push(staged.leaf);
         }
         self.end_event(at, text.len());
-        true
+        Some(time)
     }
 
     /// Adds an event whose time is known. Fails only if `text` is not a JSON object.

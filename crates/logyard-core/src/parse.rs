@@ -1,8 +1,11 @@
 //! Splitting a decoded body into checked events, and reporting the bad ones by line.
 
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::batch::BatchBuilder;
 use crate::encoded::EventsEncoder;
 use crate::event::LineError;
 use crate::time::Micros;
@@ -60,6 +63,24 @@ pub fn parse_body(body: &[u8], format: BodyFormat, received: Micros) -> ParsedBo
     }
 }
 
+/// [`parse_body`], and the accepted events' rows against a table's `schema`, each event's
+/// values put in their columns as its line is read. No rows when the body is not NDJSON, or
+/// when [`BatchBuilder::finish_prepared`] gives none (the flush builds them then).
+pub fn parse_body_into_rows(
+    body: &[u8],
+    format: BodyFormat,
+    received: Micros,
+    schema: &SchemaRef,
+    max_columns: usize,
+) -> (ParsedBody, Option<RecordBatch>) {
+    if format != BodyFormat::Ndjson {
+        return (parse_body(body, format, received), None);
+    }
+    let rows = BatchBuilder::with_capacity(schema.clone(), max_columns, body.len() / 320);
+    let (parsed, rows) = parse_ndjson_with(body, received, Some(rows));
+    (parsed, rows.and_then(|rows| rows.finish_prepared().ok().flatten()))
+}
+
 /// The lines of `body`, without their `\n` (found with memchr), the last one too when the
 /// body does not end with one.
 pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -72,6 +93,15 @@ pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn parse_ndjson(body: &[u8], received: Micros) -> ParsedBody {
+    parse_ndjson_with(body, received, None).0
+}
+
+/// NDJSON, with `rows` taking each accepted event (given up on when one cannot).
+fn parse_ndjson_with<'b>(
+    body: &'b [u8],
+    received: Micros,
+    mut rows: Option<BatchBuilder<'b>>,
+) -> (ParsedBody, Option<BatchBuilder<'b>>) {
     let mut out =
         ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 4), ..Default::default() };
     for (i, line) in lines(body).enumerate() {
@@ -79,9 +109,22 @@ fn parse_ndjson(body: &[u8], received: Micros) -> ParsedBody {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        out.accept(line, received, i + 1);
+        let mut taken = rows.is_none();
+        let added = out.events.push_line_with(line, received, |time, text, leaves, paths| {
+            if let Some(builder) = rows.as_mut() {
+                taken = builder.push_leaves(time, text, leaves, paths).is_ok();
+            }
+        });
+        match added {
+            Ok(_) if !taken => {
+                out.accepted += 1;
+                rows = None;
+            }
+            Ok(_) => out.accepted += 1,
+            Err(e) => out.reject(i + 1, e),
+        }
     }
-    out
+    (out, rows)
 }
 
 fn parse_json(body: &[u8], received: Micros) -> ParsedBody {
@@ -125,7 +168,143 @@ fn has_trailing_values(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+
     use super::*;
+    use crate::batch::{
+        CONFLICTS_COLUMN, DEFAULT_MAX_COLUMNS, Held, base_schema, batches_from_held, batches_from_payloads, fit_to,
+    };
+    /// Random requests of events: a few field names (some nested, some given twice), values of
+    /// every JSON kind, times that repeat within and across requests, and sometimes no time.
+    fn random_bodies(seed: u64, requests: usize, per_request: usize) -> Vec<String> {
+        let mut state = seed | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let names = ["a", "b", "c", "n.x", "n.y", "level", "msg"];
+        let mut bodies = Vec::new();
+        for _ in 0..requests {
+            let mut body = String::new();
+            for _ in 0..1 + next(per_request as u64) {
+                let mut fields = Vec::new();
+                if next(4) > 0 {
+                    fields.push(format!(r#""ts":"2026-11-22T10:00:{:02}Z""#, next(3)));
+                }
+                for _ in 0..next(6) {
+                    let name = names[next(names.len() as u64) as usize];
+                    let value = match next(9) {
+                        0 => "true".to_owned(),
+                        1 => format!("{}", next(1000) as i64 - 500),
+                        2 => format!("{}.5", next(100)),
+                        3 => format!(r#""t{}""#, next(50)),
+                        4 => r#""esc\"aped\u00e9""#.to_owned(),
+                        5 => r#"[1,"two"]"#.to_owned(),
+                        6 => "null".to_owned(),
+                        7 => format!(r#"{{"deep":{}}}"#, next(9)),
+                        _ => format!("{}", next(100)),
+                    };
+                    match name.split_once('.') {
+                        Some((outer, inner)) => fields.push(format!(r#""{outer}":{{"{inner}":{value}}}"#)),
+                        None => fields.push(format!(r#""{name}":{value}"#)),
+                    }
+                }
+                body.push_str(&format!("{{{}}}\n", fields.join(",")));
+                if next(20) == 0 {
+                    body.push_str("not json\n");
+                }
+            }
+            bodies.push(body);
+        }
+        bodies
+    }
+
+    /// `batches` with the schema of the last one, as a flush hands them on.
+    fn fitted(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+        let schema = batches.last().map(|b| b.schema()).unwrap();
+        batches.iter().map(|b| fit_to(b, &schema).unwrap()).collect()
+    }
+
+    #[test]
+    fn rows_built_as_requests_are_read_merge_into_the_rows_a_flush_would_build() {
+        let received = 1_700_000_000_000_000;
+        let (mut mixed, mut all) = (0, 0);
+        for seed in 1..=40u64 {
+            let bodies = random_bodies(seed, 12, 30);
+            let payloads: Vec<_> =
+                bodies.iter().map(|b| parse_body(b.as_bytes(), BodyFormat::Ndjson, received).events.finish()).collect();
+            // The table as a first commit of some requests left it.
+            let first = batches_from_payloads(
+                Arc::new(base_schema()),
+                payloads[..4].iter().enumerate().map(|(i, p)| (i as u64, &p[..])),
+                DEFAULT_MAX_COLUMNS,
+                1 << 20,
+            )
+            .unwrap();
+            let schema = first.last().unwrap().schema();
+            let read: Vec<(ParsedBody, Option<RecordBatch>)> = (bodies[4..].iter())
+                .map(|b| parse_body_into_rows(b.as_bytes(), BodyFormat::Ndjson, received, &schema, DEFAULT_MAX_COLUMNS))
+                .collect();
+            for (body, (parsed, _)) in bodies[4..].iter().zip(&read) {
+                let alone = parse_body(body.as_bytes(), BodyFormat::Ndjson, received);
+                assert_eq!((parsed.accepted, &parsed.errors), (alone.accepted, &alone.errors), "seed {seed}");
+                assert_eq!(parsed.events.as_bytes(), alone.events.as_bytes(), "seed {seed}: the same record");
+            }
+            let rest = &payloads[4..];
+            let prepared: Vec<&Option<RecordBatch>> = read.iter().map(|(_, rows)| rows).collect();
+            let held = || {
+                rest.iter()
+                    .zip(&prepared)
+                    .enumerate()
+                    .map(|(i, (p, rows))| (10 + i as u64, rows.as_ref().map_or(Held::Encoded(p), Held::Prepared)))
+            };
+            let encoded = || rest.iter().enumerate().map(|(i, p)| (10 + i as u64, &p[..]));
+            // One batch: new columns are typed from the same values either way.
+            let want = batches_from_payloads(schema.clone(), encoded(), DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
+            let got = batches_from_held(schema.clone(), held(), DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
+            assert_eq!(fitted(got), fitted(want), "seed {seed}");
+            mixed += usize::from(prepared.iter().any(|p| p.is_some()) && prepared.iter().any(|p| p.is_none()));
+            // Small batches, where no request brings a column: cut at the same rows.
+            if prepared.iter().all(|p| p.is_some()) {
+                all += 1;
+                let want = batches_from_payloads(schema.clone(), encoded(), DEFAULT_MAX_COLUMNS, 7).unwrap();
+                let got = batches_from_held(schema.clone(), held(), DEFAULT_MAX_COLUMNS, 7).unwrap();
+                assert_eq!(fitted(got), fitted(want), "seed {seed}, batches of 7");
+            }
+        }
+        assert!(mixed > 0 && all > 0, "{mixed} flushes of both kinds of requests, {all} of prepared ones alone");
+    }
+
+    #[test]
+    fn requests_the_flush_must_build_get_no_rows() {
+        let mut fields: Vec<Field> = base_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("a", DataType::Int64, true));
+        fields.push(Field::new("b", DataType::Int64, true));
+        let schema = Arc::new(Schema::new(fields.clone()));
+        let prepared = |schema: &SchemaRef, lines: &[&str]| {
+            let body = lines.join("\n");
+            parse_body_into_rows(body.as_bytes(), BodyFormat::Ndjson, 0, schema, DEFAULT_MAX_COLUMNS)
+                .1
+                .map(|b| b.num_rows())
+        };
+        assert_eq!(prepared(&schema, &[r#"{"a": 1}"#, r#"{"b": 2, "a": 3}"#]), Some(2));
+        assert_eq!(prepared(&schema, &[r#"{"a": 1}"#, r#"{"new": 2}"#]), None, "a new column");
+        assert_eq!(prepared(&schema, &[r#"{"a": "x"}"#]), None, "_conflicts is new to the table");
+        fields.push(Field::new(CONFLICTS_COLUMN, DataType::Utf8, true));
+        let schema = Arc::new(Schema::new(fields));
+        assert_eq!(prepared(&schema, &[r#"{"a": "x"}"#, r#"{"b": "y"}"#]), Some(2), "one conflict a row");
+        assert_eq!(prepared(&schema, &[r#"{"a": "x", "b": "y"}"#]), None, "two conflicts in a row");
+        assert_eq!(prepared(&schema, &[r#"{"a": 1}"#, "bad", r#"{"b": 2}"#]), Some(2), "a bad line is left out");
+        // Arrays are kept as JSON text: `b` would hold this one's text as its one conflict, but
+        // nesting past the scan's depth takes the full path, which gives no leaves.
+        let deep = format!(r#"{{"a": 1, "b": {}1{}}}"#, "[".repeat(110), "]".repeat(110));
+        assert_eq!(prepared(&schema, &[r#"{"b": [1]}"#]), Some(1), "an array, scanned");
+        assert_eq!(prepared(&schema, &[r#"{"a": 1}"#, &deep]), None, "a line the scan leaves to the full path");
+    }
 
     #[test]
     fn bad_lines_are_rejected_alone_with_their_numbers() {

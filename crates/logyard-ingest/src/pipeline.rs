@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
@@ -23,7 +24,7 @@ use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, NewRecord, Tables, Wal, WalOptions, WalRecord, WalSink};
 
 use crate::IngestError;
-use crate::build::build_batches;
+use crate::build::build_held;
 use crate::metrics::IngestMetrics;
 use crate::raw::{RawArchiver, RawPayload};
 use crate::uploads::bundler::BundleOptions;
@@ -83,6 +84,8 @@ pub struct Append {
     pub stream: StreamName,
     pub events: Bytes,
     pub raw: Option<RawPayload>,
+    /// The events' rows, when the decoder built them ([`Ingestor::rows_schema`]).
+    pub prepared: Option<RecordBatch>,
 }
 
 /// When a request is acknowledged.
@@ -101,12 +104,46 @@ trait Buffered: Clone {
     fn bytes(&self) -> usize;
 }
 
-impl Buffered for WalRecord {
+/// A stream's durable record until its commit: its encoded events, or the rows built from
+/// them when the request came (the encoded events are then in the write-ahead log alone).
+#[derive(Debug, Clone)]
+struct Held {
+    position: u64,
+    events: HeldEvents,
+    /// The encoded events' length: what they took of the memory budget.
+    bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+enum HeldEvents {
+    Encoded(Bytes),
+    Prepared(RecordBatch),
+}
+
+impl Held {
+    fn of(record: WalRecord) -> Self {
+        let bytes = record.events.len();
+        let events = match record.prepared {
+            Some(batch) => HeldEvents::Prepared(batch),
+            None => HeldEvents::Encoded(record.events),
+        };
+        Self { position: record.position, events, bytes }
+    }
+
+    fn as_held(&self) -> logyard_core::batch::Held<'_> {
+        match &self.events {
+            HeldEvents::Encoded(events) => logyard_core::batch::Held::Encoded(events),
+            HeldEvents::Prepared(batch) => logyard_core::batch::Held::Prepared(batch),
+        }
+    }
+}
+
+impl Buffered for Held {
     fn position(&self) -> u64 {
         self.position
     }
     fn bytes(&self) -> usize {
-        self.events.len()
+        self.bytes
     }
 }
 
@@ -220,7 +257,7 @@ type BufferMap<T> = Mutex<HashMap<StreamName, Buffer<T>>>;
 /// The buffers, shared with the WAL thread (which fills them).
 #[derive(Debug, Default)]
 struct Buffers {
-    streams: BufferMap<WalRecord>,
+    streams: BufferMap<Held>,
     /// Locked after `streams` when both are.
     raw: BufferMap<RawBody>,
     /// A flush ended: a forced flush waiting for a buffer another flush held may go on.
@@ -244,7 +281,8 @@ impl WalSink for Buffers {
                 raw_buffers.entry(record.stream.clone()).or_default().push((record.position, raw), now);
             }
             added += record.events.len();
-            streams.entry(record.stream.clone()).or_default().push(record, now);
+            let stream = record.stream.clone();
+            streams.entry(stream).or_default().push(Held::of(record), now);
         }
         self.buffered_bytes.fetch_add(added as u64, Ordering::Relaxed);
         self.delivered.fetch_max(last, Ordering::Release);
@@ -289,9 +327,9 @@ struct ToTable;
 struct ToArchive;
 
 impl Stage for ToTable {
-    type Item = WalRecord;
+    type Item = Held;
 
-    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<WalRecord> {
+    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<Held> {
         &buffers.streams
     }
 
@@ -303,7 +341,7 @@ impl Stage for ToTable {
         &self,
         ingestor: &Ingestor,
         stream: &StreamName,
-        records: Vec<WalRecord>,
+        records: Vec<Held>,
     ) -> Result<usize, IngestError> {
         ingestor.commit(stream, records).await
     }
@@ -399,6 +437,9 @@ struct Inner {
     options: IngestOptions,
     metrics: IngestMetrics,
     tail: crate::tail::TailHub,
+    /// Each stream's schema as its last commit left it: what [`Ingestor::prepare`] builds
+    /// rows against.
+    schemas: Mutex<HashMap<StreamName, SchemaRef>>,
 }
 
 impl Ingestor {
@@ -425,6 +466,7 @@ impl Ingestor {
                 options,
                 metrics,
                 tail: crate::tail::TailHub::default(),
+                schemas: Mutex::new(HashMap::new()),
             }),
         };
         this.update_wal_budget();
@@ -490,10 +532,18 @@ impl Ingestor {
         self.inner.buffers.buffered_bytes.load(Ordering::Relaxed)
     }
 
+    /// What a decoder needs to build a request's rows for `stream` as it reads the events:
+    /// the schema the stream's table had at its last commit, and the column limit. `None`
+    /// until the stream's first commit in this process; the flush builds the rows then.
+    pub fn rows_schema(&self, stream: &StreamName) -> Option<(SchemaRef, usize)> {
+        let schema = self.inner.schemas.lock().expect("schemas lock").get(stream).cloned()?;
+        Some((schema, self.inner.options.max_columns))
+    }
+
     /// Makes one stream's encoded events durable; with [`Ack::Commit`], waits for their
     /// commit too.
     pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<(), IngestError> {
-        self.append_all(vec![Append { stream: stream.clone(), events, raw: None }], ack).await
+        self.append_all(vec![Append { stream: stream.clone(), events, raw: None, prepared: None }], ack).await
     }
 
     /// Makes a request's events durable: every stream's record in one group commit of the
@@ -502,7 +552,12 @@ impl Ingestor {
     pub async fn append_all(&self, appends: Vec<Append>, ack: Ack) -> Result<(), IngestError> {
         let records: Vec<NewRecord> = appends
             .into_iter()
-            .map(|a| NewRecord { stream: a.stream, events: a.events, raw: a.raw.map(|r| r.encode()) })
+            .map(|a| NewRecord {
+                stream: a.stream,
+                events: a.events,
+                raw: a.raw.map(|r| r.encode()),
+                prepared: a.prepared,
+            })
             .collect();
         let len: usize = records.iter().map(|r| r.events.len() + r.raw.as_ref().map_or(0, Bytes::len)).sum();
         let streams: Vec<StreamName> = records.iter().map(|r| r.stream.clone()).collect();
@@ -731,7 +786,7 @@ impl Ingestor {
     }
 
     /// Commits records of a stream to its table (one flush step); returns the rows.
-    async fn commit(&self, stream: &StreamName, records: Vec<WalRecord>) -> Result<usize, IngestError> {
+    async fn commit(&self, stream: &StreamName, records: Vec<Held>) -> Result<usize, IngestError> {
         let _slot = self.inner.flush_slots.acquire().await.map_err(|_| IngestError::ShuttingDown)?;
         let last = records.last().map(|r| r.position).expect("non-empty");
         let started = Instant::now();
@@ -739,12 +794,19 @@ impl Ingestor {
         let record_count = records.len();
         let records = Arc::new(records);
         let metrics = self.inner.metrics.clone();
+        let this = self.clone();
+        let name = stream.clone();
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
             let floor = committed.unwrap_or(0).max(0) as u64;
             let started = Instant::now();
-            let payloads = records.iter().filter(|r| r.position > floor).map(|r| (r.position, &r.events[..]));
-            let batches = build_batches(schema, payloads, max_columns);
+            let held = records.iter().filter(|r| r.position > floor).map(|r| (r.position, r.as_held()));
+            let batches = build_held(schema, held, max_columns);
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
+            if let Ok(Some(batches)) = &batches
+                && let Some(last) = batches.last()
+            {
+                this.inner.schemas.lock().expect("schemas lock").insert(name.clone(), last.schema());
+            }
             batches
         });
         let span = tracing::info_span!(

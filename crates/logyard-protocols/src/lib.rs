@@ -20,6 +20,8 @@ pub mod records;
 
 use std::collections::BTreeMap;
 
+use arrow::record_batch::RecordBatch;
+
 use logyard_core::encoded::EventsEncoder;
 use logyard_core::event::LineError;
 use logyard_core::time::Micros;
@@ -70,6 +72,9 @@ pub struct Decoded<I> {
     pub streams: BTreeMap<StreamName, EventsEncoder>,
     pub rejected: Rejected,
     pub items: I,
+    /// Streams whose events' rows were built while they were read, against the table schema
+    /// the decoder was given (`logyard_core::parse::parse_body_into_rows`).
+    pub rows: BTreeMap<StreamName, RecordBatch>,
     /// Bytes reserved up front for the events of the first stream that gets any.
     room: usize,
 }
@@ -83,7 +88,7 @@ impl<I> Decoded<I> {
     /// requests name one stream, and a buffer grown by doubling copies its events again and
     /// touches fresh pages each time (a fifth of a bulk request's time).
     pub fn with_room(items: I, bytes: usize) -> Self {
-        Self { streams: BTreeMap::new(), rejected: Rejected::default(), items, room: bytes }
+        Self { streams: BTreeMap::new(), rejected: Rejected::default(), items, rows: BTreeMap::new(), room: bytes }
     }
 
     /// Checks one event (a JSON object) for `stream`: adds it, or counts it rejected.

@@ -178,6 +178,8 @@ impl Masking {
         if !self.rules.is_empty() {
             for (stream, events) in decoded.streams.iter_mut() {
                 let Some(masker) = self.rules.for_stream(stream.as_str()) else { continue };
+                // The rows built while decoding hold what masking changes.
+                decoded.rows.remove(stream);
                 let taken = std::mem::take(events);
                 *events = logyard_ingest::mask_events(&masker, stream.as_str(), taken, &self.metrics)?;
             }
@@ -211,7 +213,7 @@ pub(crate) async fn take<D: Decoder>(
     authorize(principal, Scope::Ingest, None)?;
     check_backpressure(state)?;
     let received = time::now_micros();
-    let (decoded, sent) = match payload {
+    let (mut decoded, sent) = match payload {
         Payload::Http { headers, body } => {
             let encoding = Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING.as_str())?)?;
             let raw = read_body(&headers, body, state.body_limits.max_body_bytes).await?;
@@ -272,7 +274,8 @@ pub(crate) async fn take<D: Decoder>(
             }
             _ => None,
         };
-        appends.push(Append { stream, events: events.finish(), raw });
+        let prepared = decoded.rows.remove(&stream);
+        appends.push(Append { stream, events: events.finish(), raw, prepared });
     }
     if !appends.is_empty() {
         state.ingestor.append_all(appends, ack).await?;

@@ -57,7 +57,8 @@ pub(crate) async fn ingest(
         }
     };
     let format = body::format_from_content_type(header_str(&headers, header::CONTENT_TYPE.as_str())?)?;
-    let decoder = Ndjson { stream, format };
+    let rows = state.ingestor.rows_schema(&stream);
+    let decoder = Ndjson { stream, format, rows };
     let taken = intake::take(&state, &principal, Payload::Http { headers, body }, decoder, ack).await?;
     if let Some(refused) = taken.refusal_error() {
         return Err(refused);

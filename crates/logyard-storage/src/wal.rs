@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -83,6 +84,9 @@ pub struct WalRecord {
     pub events: Bytes,
     /// The request body as received, for streams that archive it (opaque to the log).
     pub raw: Option<Bytes>,
+    /// The events' rows, when they were built before the append (never on disk; `None` when
+    /// replayed): see `logyard_core::parse::parse_body_into_rows`.
+    pub prepared: Option<RecordBatch>,
 }
 
 /// Receives records once they are durable, in position order.
@@ -98,6 +102,8 @@ pub struct NewRecord {
     pub stream: StreamName,
     pub events: Bytes,
     pub raw: Option<Bytes>,
+    /// Handed to the sink with the durable record, not written.
+    pub prepared: Option<RecordBatch>,
 }
 
 enum Command {
@@ -172,7 +178,7 @@ impl Wal {
 
     /// Appends one record; returns its position once it is durable and in the sink.
     pub async fn append(&self, stream: StreamName, events: Bytes, raw: Option<Bytes>) -> Result<u64, WalError> {
-        self.append_all(vec![NewRecord { stream, events, raw }]).await
+        self.append_all(vec![NewRecord { stream, events, raw, prepared: None }]).await
     }
 
     /// Appends records in one group commit: all are durable or none is. Returns the position
@@ -322,7 +328,7 @@ fn parse_record(data: &Bytes, offset: usize) -> Result<(WalRecord, bool, usize),
     } else {
         None
     };
-    Ok((WalRecord { position, stream, events: data.slice(start..end), raw }, has_leaves, end))
+    Ok((WalRecord { position, stream, events: data.slice(start..end), raw, prepared: None }, has_leaves, end))
 }
 
 /// Appends a record's header to `buf`: everything but its raw payload and events, which
@@ -486,7 +492,13 @@ impl Writer {
         for a in appends {
             replies.push((a.reply, position));
             for r in a.records {
-                durable.push(WalRecord { position, stream: r.stream, events: r.events, raw: r.raw });
+                durable.push(WalRecord {
+                    position,
+                    stream: r.stream,
+                    events: r.events,
+                    raw: r.raw,
+                    prepared: r.prepared,
+                });
                 position += 1;
             }
         }
@@ -581,7 +593,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (StreamName::new("a").unwrap(), StreamName::new("b").unwrap());
         let (wal, sink) = open(dir.path(), 1 << 20);
-        let record = |s: &StreamName, t: &str| NewRecord { stream: s.clone(), events: events(&[t]), raw: None };
+        let record =
+            |s: &StreamName, t: &str| NewRecord { stream: s.clone(), events: events(&[t]), raw: None, prepared: None };
         let first = wal.append_all(vec![record(&a, "{\"n\":1}"), record(&b, "{\"n\":2}")]).await.unwrap();
         let next = wal.append(a.clone(), events(&["{\"n\":3}"]), None).await.unwrap();
         assert_eq!((first, next), (1, 3));

@@ -465,7 +465,7 @@ async fn a_refused_stream_is_answered_per_protocol_and_counted_alike() {
     // own stream, in bytes of the events' JSON text as the decoder made them.
     flush_as(&server, &read).await;
     let ndjson_bytes = text_bytes(
-        Ndjson { stream: stream("app-ndjson"), format: logyard_core::parse::BodyFormat::Ndjson },
+        Ndjson { stream: stream("app-ndjson"), format: logyard_core::parse::BodyFormat::Ndjson, rows: None },
         ndjson_taken.as_bytes(),
         "app-ndjson",
     );
