@@ -85,8 +85,9 @@ enum Command {
     },
     /// Time, in this process on one core, what ingest and flush do to each event of an NDJSON
     /// file: the one-pass path (scan and encode the leaves at ingest; columns from the
-    /// leaves at flush) beside the two-pass path it replaced (check at ingest; flatten the
-    /// JSON again at flush). Prints nanoseconds per event (median of the rounds).
+    /// leaves at flush), rows built as the lines are read (what a request does once its
+    /// table has a schema) and merged at flush, and the two-pass path (check at ingest;
+    /// flatten the JSON again at flush). Prints nanoseconds per event (median of the rounds).
     Events {
         #[arg(long)]
         file: PathBuf,
@@ -146,8 +147,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<()> {
-    use logyard_core::batch::{BatchBuilder, PendingEvent, base_schema, batches_from_payloads};
-    use logyard_core::parse::{BodyFormat, parse_body};
+    use logyard_core::batch::{
+        BatchBuilder, Held, PendingEvent, base_schema, batches_from_held, batches_from_payloads,
+    };
+    use logyard_core::parse::{BodyFormat, parse_body, parse_body_into_rows};
 
     let data = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let lines: Vec<&str> = data.lines().filter(|l| !l.is_empty()).collect();
@@ -168,7 +171,7 @@ fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<(
     };
     let schema = Arc::new(base_schema());
 
-    // One pass: what the ingest path and the flusher do now.
+    // One pass: what the ingest path and the flusher do until a table has a schema.
     let payloads: Vec<Bytes> =
         bodies.iter().map(|b| parse_body(b.as_bytes(), BodyFormat::Ndjson, 0).events.finish()).collect();
     let ingest = time(&mut || {
@@ -184,6 +187,23 @@ fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<(
     let flush = time(&mut || {
         let inputs = payloads.iter().enumerate().map(|(i, p)| (i as u64, &p[..]));
         std::hint::black_box(batches_from_payloads(schema.clone(), inputs, 1000, 64 * 1024)?);
+        Ok(())
+    })?;
+    // What NDJSON requests do once their table has a schema: rows built as the lines are
+    // read, merged at the flush.
+    let mut parts = Vec::with_capacity(bodies.len());
+    let read = time(&mut || {
+        parts.clear();
+        for b in &bodies {
+            let (parsed, rows) = parse_body_into_rows(b.as_bytes(), BodyFormat::Ndjson, 0, &schema, 1000);
+            std::hint::black_box(parsed.events.finish());
+            parts.push(rows.context("a request's rows were left to the flush")?);
+        }
+        Ok(())
+    })?;
+    let merge = time(&mut || {
+        let held = parts.iter().enumerate().map(|(i, rows)| (i as u64, Held::Prepared(rows)));
+        std::hint::black_box(batches_from_held(schema.clone(), held, 1000, 64 * 1024)?);
         Ok(())
     })?;
     // Two passes: check at ingest, flatten again at flush.
@@ -209,6 +229,9 @@ fn events(file: &PathBuf, rounds: usize, per_request: usize) -> anyhow::Result<(
     println!("{:>34}  {ingest:>9.0}", "one pass: scan + encode leaves");
     println!("{:>34}  {flush:>9.0}", "one pass: columns from leaves");
     println!("{:>34}  {:>9.0}", "one pass: total", ingest + flush);
+    println!("{:>34}  {read:>9.0}", "rows as read: scan + encode + rows");
+    println!("{:>34}  {merge:>9.0}", "rows as read: merge at the flush");
+    println!("{:>34}  {:>9.0}", "rows as read: total", read + merge);
     println!("{:>34}  {check:>9.0}", "two passes: check");
     println!("{:>34}  {flatten:>9.0}", "two passes: flatten + columns");
     println!("{:>34}  {:>9.0}", "two passes: total", check + flatten);
