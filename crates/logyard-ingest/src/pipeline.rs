@@ -107,7 +107,7 @@ trait Buffered: Clone {
 /// A stream's durable record until its commit: its encoded events, or the rows built from
 /// them when the request came (the encoded events are then in the write-ahead log alone).
 #[derive(Debug, Clone)]
-struct Held {
+struct HeldRecord {
     position: u64,
     events: HeldEvents,
     /// The encoded events' length: what they took of the memory budget.
@@ -120,7 +120,7 @@ enum HeldEvents {
     Prepared(RecordBatch),
 }
 
-impl Held {
+impl HeldRecord {
     fn of(record: WalRecord) -> Self {
         let bytes = record.events.len();
         let events = match record.prepared {
@@ -138,7 +138,7 @@ impl Held {
     }
 }
 
-impl Buffered for Held {
+impl Buffered for HeldRecord {
     fn position(&self) -> u64 {
         self.position
     }
@@ -257,7 +257,7 @@ type BufferMap<T> = Mutex<HashMap<StreamName, Buffer<T>>>;
 /// The buffers, shared with the WAL thread (which fills them).
 #[derive(Debug, Default)]
 struct Buffers {
-    streams: BufferMap<Held>,
+    streams: BufferMap<HeldRecord>,
     /// Locked after `streams` when both are.
     raw: BufferMap<RawBody>,
     /// A flush ended: a forced flush waiting for a buffer another flush held may go on.
@@ -282,7 +282,7 @@ impl WalSink for Buffers {
             }
             added += record.events.len();
             let stream = record.stream.clone();
-            streams.entry(stream).or_default().push(Held::of(record), now);
+            streams.entry(stream).or_default().push(HeldRecord::of(record), now);
         }
         self.buffered_bytes.fetch_add(added as u64, Ordering::Relaxed);
         self.delivered.fetch_max(last, Ordering::Release);
@@ -327,9 +327,9 @@ struct ToTable;
 struct ToArchive;
 
 impl Stage for ToTable {
-    type Item = Held;
+    type Item = HeldRecord;
 
-    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<Held> {
+    fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<HeldRecord> {
         &buffers.streams
     }
 
@@ -341,7 +341,7 @@ impl Stage for ToTable {
         &self,
         ingestor: &Ingestor,
         stream: &StreamName,
-        records: Vec<Held>,
+        records: Vec<HeldRecord>,
     ) -> Result<usize, IngestError> {
         ingestor.commit(stream, records).await
     }
@@ -437,8 +437,8 @@ struct Inner {
     options: IngestOptions,
     metrics: IngestMetrics,
     tail: crate::tail::TailHub,
-    /// Each stream's schema as its last commit left it: what [`Ingestor::prepare`] builds
-    /// rows against.
+    /// Each stream's schema as its last commit left it: what decoders build requests' rows
+    /// against ([`Ingestor::rows_schema`]).
     schemas: Mutex<HashMap<StreamName, SchemaRef>>,
 }
 
@@ -786,7 +786,7 @@ impl Ingestor {
     }
 
     /// Commits records of a stream to its table (one flush step); returns the rows.
-    async fn commit(&self, stream: &StreamName, records: Vec<Held>) -> Result<usize, IngestError> {
+    async fn commit(&self, stream: &StreamName, records: Vec<HeldRecord>) -> Result<usize, IngestError> {
         let _slot = self.inner.flush_slots.acquire().await.map_err(|_| IngestError::ShuttingDown)?;
         let last = records.last().map(|r| r.position).expect("non-empty");
         let started = Instant::now();
