@@ -506,64 +506,15 @@ fn split_request(s: &str) -> [Option<&str>; 3] {
     }
 }
 
-/// RFC 3339. The form ALB writes (`2018-07-02T22:23:00.186641Z`) is read by hand; anything
-/// else goes through [`time::parse_time_str`].
+/// RFC 3339. The form ALB writes (`2018-07-02T22:23:00.186641Z`) is read by hand
+/// ([`time::parse_rfc3339_fast`]); anything else goes through [`time::parse_time_str`].
 fn parse_time(s: &str) -> Option<Micros> {
-    let b = s.as_bytes();
-    if b.len() >= 20
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && b[b.len() - 1] == b'Z'
-        && let Some(t) = parse_utc(b)
-    {
+    if let Some(t) = time::parse_rfc3339_fast(s) {
         return Some(t);
     }
     // Only text shaped like a date: parse_time_str also reads epoch numbers.
+    let b = s.as_bytes();
     if b.len() >= 10 && b[4] == b'-' { time::parse_time_str(s) } else { None }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the shape already checked.
-fn parse_utc(b: &[u8]) -> Option<Micros> {
-    fn digits(b: &[u8]) -> Option<i64> {
-        b.iter().try_fold(0i64, |n, c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
-    }
-    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
-    let fraction = &b[19..b.len() - 1];
-    let micros = match fraction {
-        [] => 0,
-        [b'.', rest @ ..] if !rest.is_empty() && rest.iter().all(u8::is_ascii_digit) => {
-            let kept = &rest[..rest.len().min(6)];
-            digits(kept)? * 10i64.pow(6 - kept.len() as u32)
-        }
-        _ => return None,
-    };
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if year < 1 || day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// One column being built.
