@@ -41,6 +41,8 @@ pub struct IngestMetrics {
     pub flush_seconds: Histogram,
     pub build_seconds: Histogram,
     pub flushed_rows: Counter,
+    /// Of the committed rows, those whose columns were built as their request was read.
+    pub rows_built_at_request: Counter,
     pub flush_errors: Counter,
 }
 
@@ -58,6 +60,7 @@ impl Default for IngestMetrics {
             flush_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             build_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             flushed_rows: Counter::default(),
+            rows_built_at_request: Counter::default(),
             flush_errors: Counter::default(),
         }
     }
@@ -93,6 +96,11 @@ impl IngestMetrics {
             self.flush_seconds.clone(),
         );
         r.register("logyard_committed_rows", "Rows committed to tables", self.flushed_rows.clone());
+        r.register(
+            "logyard_committed_rows_built_at_request",
+            "Committed rows whose columns were built as their request was read (the others were built from the write-ahead log's events at the flush)",
+            self.rows_built_at_request.clone(),
+        );
         r.register("logyard_flush_errors", "Failed flush attempts (retried)", self.flush_errors.clone());
         r.register(
             "logyard_wal_budget_bytes",

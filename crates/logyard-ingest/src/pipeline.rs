@@ -130,6 +130,14 @@ impl HeldRecord {
         Self { position: record.position, events, bytes }
     }
 
+    /// Rows built as the record's request was read.
+    fn prepared_rows(&self) -> u64 {
+        match &self.events {
+            HeldEvents::Encoded(_) => 0,
+            HeldEvents::Prepared(batch) => batch.num_rows() as u64,
+        }
+    }
+
     fn as_held(&self) -> logyard_core::batch::Held<'_> {
         match &self.events {
             HeldEvents::Encoded(events) => logyard_core::batch::Held::Encoded(events),
@@ -312,6 +320,10 @@ trait Stage: Sync {
     fn buffers<'a>(&self, buffers: &'a Buffers) -> &'a BufferMap<Self::Item>;
     /// Bytes taken per flush step.
     fn step_bytes(&self, options: &IngestOptions) -> usize;
+    /// Bytes of a smaller step the background flusher takes first, when a stream has one.
+    fn first_step_bytes(&self, _ingestor: &Ingestor, _stream: &StreamName) -> Option<usize> {
+        None
+    }
     /// Flushes the oldest items of a stream's buffer; returns what is counted (rows, bundles).
     fn flush_items(
         &self,
@@ -335,6 +347,14 @@ impl Stage for ToTable {
 
     fn step_bytes(&self, options: &IngestOptions) -> usize {
         options.flush_bytes
+    }
+
+    /// A stream this process has not committed yet is flushed once a sixteenth of a step is
+    /// held: its schema is then known, and the requests after it come with their rows
+    /// ([`Ingestor::rows_schema`]) instead of being parsed again at the flush.
+    fn first_step_bytes(&self, ingestor: &Ingestor, stream: &StreamName) -> Option<usize> {
+        let known = ingestor.inner.schemas.lock().expect("schemas lock").contains_key(stream);
+        (!known).then(|| (ingestor.inner.options.flush_bytes / 16).max(1))
     }
 
     async fn flush_items(
@@ -715,16 +735,19 @@ impl Ingestor {
         let now = Instant::now();
         let step = stage.step_bytes(&self.inner.options);
         let map = stage.buffers(&self.inner.buffers).lock().expect("buffers lock");
-        map.iter().filter(|(_, b)| b.is_due(now, step, max_age)).map(|(s, _)| s.clone()).collect()
+        map.iter()
+            .filter(|(s, b)| b.is_due(now, stage.first_step_bytes(self, s).unwrap_or(step), max_age))
+            .map(|(s, _)| s.clone())
+            .collect()
     }
 
     /// Flushes a stream's buffer of a stage a step (about `step_bytes`) at a time: with
     /// `force`, everything it held when called (waiting for a flush that holds it to end);
-    /// else at least one step, then while a whole step's worth is left. Returns what the
-    /// steps counted (rows committed, bundles written).
+    /// else at least one step (the stage's first step when it has one), then while a whole
+    /// step's worth is left. Returns what the steps counted (rows committed, bundles written).
     async fn flush<S: Stage>(&self, stage: &S, stream: &StreamName, force: bool) -> Result<usize, IngestError> {
         let map = stage.buffers(&self.inner.buffers);
-        let step = stage.step_bytes(&self.inner.options);
+        let full_step = stage.step_bytes(&self.inner.options);
         let end = {
             let map = map.lock().expect("buffers lock");
             map.get(stream).and_then(|b| b.items.back().map(Buffered::position))
@@ -733,6 +756,8 @@ impl Ingestor {
         let mut counted = 0;
         let mut steps = 0;
         loop {
+            let first_step = if force { None } else { stage.first_step_bytes(self, stream) };
+            let step = first_step.unwrap_or(full_step);
             let items = loop {
                 let settled = self.inner.buffers.settled.notified();
                 tokio::pin!(settled);
@@ -796,11 +821,14 @@ impl Ingestor {
         let metrics = self.inner.metrics.clone();
         let this = self.clone();
         let name = stream.clone();
+        let prepared_rows = Arc::new(AtomicU64::new(0));
+        let prepared = prepared_rows.clone();
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
             let floor = committed.unwrap_or(0).max(0) as u64;
             let started = Instant::now();
-            let held = records.iter().filter(|r| r.position > floor).map(|r| (r.position, r.as_held()));
-            let batches = build_held(schema, held, max_columns);
+            let held = records.iter().filter(|r| r.position > floor);
+            prepared.store(held.clone().map(HeldRecord::prepared_rows).sum(), Ordering::Relaxed);
+            let batches = build_held(schema, held.map(|r| (r.position, r.as_held())), max_columns);
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
             if let Ok(Some(batches)) = &batches
                 && let Some(last) = batches.last()
@@ -829,6 +857,7 @@ impl Ingestor {
         let rows = match outcome {
             AppendOutcome::Committed { rows, table_version } => {
                 tracing::debug!(%stream, rows, table_version, position = last, "committed");
+                self.inner.metrics.rows_built_at_request.inc_by(prepared_rows.load(Ordering::Relaxed));
                 rows
             }
             AppendOutcome::AlreadyCommitted => {

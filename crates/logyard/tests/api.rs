@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -332,4 +333,44 @@ async fn a_flush_is_encoded_into_files_at_once() {
         rows_per_file.push(rows.collect::<Vec<_>>());
     }
     assert_eq!(rows_per_file, vec![vec![40], vec![500, 500], vec![60]], "rows of each commit's files");
+}
+
+/// A stream this process has not committed is committed once a sixteenth of a flush step is
+/// held, without waiting for the step or the interval: its schema is then known, and the
+/// requests after it build their rows as they are read (none of them parsed again at the
+/// flush). Later requests wait for the whole step as before.
+#[tokio::test]
+async fn a_new_stream_is_committed_early_and_later_requests_bring_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerSpec::local(dir.path())
+        .env("LOGYARD_INGEST_FLUSH_BYTES", "320000")
+        .env("LOGYARD_INGEST_FLUSH_INTERVAL", "1h")
+        .start();
+    let built = || metric(&server, "logyard_committed_rows_built_at_request_total", &[]);
+    // Rows of a stream's table; 0 while it has none.
+    let committed = async |stream: &str| match query(&server, &format!("SELECT count(*) AS n FROM {stream}")).await {
+        (200, body) => body["rows"][0]["n"].as_i64().unwrap(),
+        (_, body) => {
+            assert!(body.to_string().contains("not found"), "{body}");
+            0
+        }
+    };
+    // 200 events, about 27 KB: over a sixteenth of the step (20 KB).
+    assert_eq!(ingest(&server, "early", events("a", 200), "").await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed("early").await < 200 {
+        assert!(Instant::now() < deadline, "the first 200 events were not committed without a flush");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(built().await, Some(0.0), "the first request came before the stream's schema was known");
+    // A small stream stays buffered.
+    assert_eq!(ingest(&server, "small", events("s", 10), "").await.0, 200);
+    // The next 200 stay buffered until the step is full or a flush is asked for.
+    assert_eq!(ingest(&server, "early", events("b", 200), "").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(committed("early").await, 200);
+    assert_eq!(committed("small").await, 0, "the small stream is not committed before its step");
+    flush(&server).await;
+    assert_eq!(count(&server, "SELECT count(DISTINCT id) FROM early").await, 400);
+    assert_eq!(built().await, Some(200.0), "the second request's rows were built as it was read");
 }
