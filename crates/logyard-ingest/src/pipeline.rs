@@ -819,22 +819,22 @@ impl Ingestor {
         let record_count = records.len();
         let records = Arc::new(records);
         let metrics = self.inner.metrics.clone();
-        let this = self.clone();
-        let name = stream.clone();
-        let prepared_rows = Arc::new(AtomicU64::new(0));
-        let prepared = prepared_rows.clone();
+        // What the last build made: its rows built as their requests were read, and the
+        // table's schema once it commits (kept for the requests after it only then).
+        let built = Arc::new(Mutex::new((0u64, None::<SchemaRef>)));
+        let made = built.clone();
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
             let floor = committed.unwrap_or(0).max(0) as u64;
             let started = Instant::now();
             let held = records.iter().filter(|r| r.position > floor);
-            prepared.store(held.clone().map(HeldRecord::prepared_rows).sum(), Ordering::Relaxed);
+            let prepared = held.clone().map(HeldRecord::prepared_rows).sum();
             let batches = build_held(schema, held.map(|r| (r.position, r.as_held())), max_columns);
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
-            if let Ok(Some(batches)) = &batches
-                && let Some(last) = batches.last()
-            {
-                this.inner.schemas.lock().expect("schemas lock").insert(name.clone(), last.schema());
-            }
+            let schema = match &batches {
+                Ok(Some(batches)) => batches.last().map(RecordBatch::schema),
+                _ => None,
+            };
+            *made.lock().expect("build lock") = (prepared, schema);
             batches
         });
         let span = tracing::info_span!(
@@ -857,7 +857,11 @@ impl Ingestor {
         let rows = match outcome {
             AppendOutcome::Committed { rows, table_version } => {
                 tracing::debug!(%stream, rows, table_version, position = last, "committed");
-                self.inner.metrics.rows_built_at_request.inc_by(prepared_rows.load(Ordering::Relaxed));
+                let (prepared, schema) = built.lock().expect("build lock").clone();
+                self.inner.metrics.rows_built_at_request.inc_by(prepared);
+                if let Some(schema) = schema {
+                    self.inner.schemas.lock().expect("schemas lock").insert(stream.clone(), schema);
+                }
                 rows
             }
             AppendOutcome::AlreadyCommitted => {
