@@ -74,15 +74,20 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         .env("LOGYARD_INGEST_WAL_SEGMENT_BYTES", "300000")
         .env("LOGYARD_QUERY_MAX_JSON_ROWS", "10000000");
     let mut acked = Vec::new();
+    let mut built_at_request = 0.0;
     let mut rng = rand::rng();
     for round in 0..6 {
         let mut server = spec.start();
         let load = Load::start(server.base.clone(), 4, round);
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        // Requests after a round's first commit build their rows as they are read, and those
+        // rows die with the process: the replay must bring them back from the WAL.
+        built_at_request += metric(&server, "logyard_committed_rows_built_at_request_total", &[]).await.unwrap_or(0.0);
         server.kill9();
         acked.extend(load.stop().await);
     }
     assert!(acked.len() > 1000, "the load sent too little to test anything: {}", acked.len());
+    assert!(built_at_request > 0.0, "no request built its rows as it was read: the kills missed that path");
     let server = spec.start();
     check_exactly_once(&server, &acked).await;
 }
