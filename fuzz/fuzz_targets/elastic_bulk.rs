@@ -14,11 +14,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use logyard_core::StreamName;
 use logyard_protocols::elastic::{Bulk, IndexMapping, Outcome};
-use logyard_protocols::{Decoder, ProtocolError};
+use logyard_protocols::{Decoder, ProtocolError, RowsSchema};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
@@ -27,13 +28,22 @@ fuzz_target!(|data: &[u8]| {
         strip_date_suffix: selector & 4 != 0,
     };
     let path_index = (selector & 1 != 0).then(|| "web".to_owned());
-    let bulk = Bulk { path_index, mapping: mapping.clone() };
+    // Rows built as the documents are read, against a new table's schema.
+    let rows = (selector & 8 != 0).then(|| {
+        RowsSchema(Arc::new(|_: &StreamName| {
+            Some((Arc::new(logyard_core::batch::base_schema()), logyard_core::batch::DEFAULT_MAX_COLUMNS))
+        }))
+    });
+    let bulk = Bulk { path_index, mapping: mapping.clone(), rows };
     let d = match bulk.decode(body, common::RECEIVED) {
         Ok(d) => d,
         Err(ProtocolError::Malformed { code: "illegal_argument_exception", .. }) => return,
         Err(e) => panic!("a bulk body is refused only as malformed: {e:?}"),
     };
     let streams = common::check_decoded(&d);
+    for (stream, batch) in &d.rows {
+        assert_eq!(batch.num_rows(), d.streams[stream].len(), "a stream's rows are its events");
+    }
     assert_eq!(d.items.len(), d.event_count() + d.rejected.total(), "items = events + rejected");
 
     // The non-blank lines, as the decoder reads them: each item takes its action line and,

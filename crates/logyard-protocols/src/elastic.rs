@@ -10,7 +10,7 @@
 use logyard_core::StreamName;
 use logyard_core::time::Micros;
 
-use crate::{Decoded, Decoder, Protocol, ProtocolError};
+use crate::{Decoded, Decoder, Protocol, ProtocolError, RowBuilders, RowsSchema};
 
 /// How index names become stream names.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +75,8 @@ pub struct Item {
 pub struct Bulk {
     pub path_index: Option<String>,
     pub mapping: IndexMapping,
+    /// The schemas the documents' rows are built against as they are read ([`RowBuilders`]).
+    pub rows: Option<RowsSchema>,
 }
 
 /// The request cannot be read: Elasticsearch answers 400 for all of it.
@@ -102,6 +104,26 @@ struct ActionLine {
     delete: Option<Meta>,
 }
 
+impl Bulk {
+    /// An action line: the action, the index and the document id; why it cannot be read.
+    fn action(&self, line: &[u8]) -> Result<(&'static str, String, Option<String>), String> {
+        let line: ActionLine =
+            serde_json::from_slice(line).map_err(|e| format!("expected one of index, create, update, delete: {e}"))?;
+        let given = [("index", line.index), ("create", line.create), ("update", line.update), ("delete", line.delete)];
+        let mut given = given.into_iter().filter_map(|(a, m)| Some((a, m?)));
+        let (action, meta) = match (given.next(), given.next()) {
+            (Some(one), None) => one,
+            _ => return Err("expected exactly one action".into()),
+        };
+        let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        let index = match meta.index.or_else(|| self.path_index.clone()) {
+            Some(i) => i,
+            None => return Err("no _index, and none in the path".into()),
+        };
+        Ok((action, index, id))
+    }
+}
+
 impl Decoder for Bulk {
     /// Every item in order, with its outcome.
     type Items = Vec<Item>;
@@ -109,27 +131,23 @@ impl Decoder for Bulk {
 
     fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<Vec<Item>>, ProtocolError> {
         let mut out = Decoded::with_room(Vec::new(), body.len() + body.len() / 4);
+        let mut rows = RowBuilders::new(self.rows.clone(), body.len() / 400);
         let mut last: Option<(String, Result<StreamName, InvalidIndex>)> = None;
         let mut lines = logyard_core::parse::lines(body)
             .enumerate()
             .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
             .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+        // Shippers repeat one action line (`{"index":{"_index":"logs"}}`): read it once.
+        let mut previous: Option<(&[u8], &'static str, String, Option<String>)> = None;
         while let Some((n, line)) = lines.next() {
             let bad_line = |why: &str| malformed(format!("Malformed action/metadata line [{n}]: {why}"));
-            let line: ActionLine = serde_json::from_slice(line)
-                .map_err(|e| bad_line(&format!("expected one of index, create, update, delete: {e}")))?;
-            let given =
-                [("index", line.index), ("create", line.create), ("update", line.update), ("delete", line.delete)];
-            let mut given = given.into_iter().filter_map(|(a, m)| Some((a, m?)));
-            let (action, meta) = match (given.next(), given.next()) {
-                (Some(one), None) => one,
-                _ => return Err(bad_line("expected exactly one action")),
-            };
-
-            let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
-            let index = match meta.index.as_deref().or(self.path_index.as_deref()) {
-                Some(i) => i.to_owned(),
-                None => return Err(bad_line("no _index, and none in the path")),
+            let (action, index, id) = match &previous {
+                Some((text, action, index, id)) if *text == line => (*action, index.clone(), id.clone()),
+                _ => {
+                    let (action, index, id) = self.action(line).map_err(|why| bad_line(&why))?;
+                    previous = Some((line, action, index.clone(), id.clone()));
+                    (action, index, id)
+                }
             };
             // Requests name few indexes: map each once.
             let stream = match &last {
@@ -148,7 +166,7 @@ impl Decoder for Bulk {
                     };
                     match &stream {
                         Err(invalid) => refused(400, "invalid_index_name_exception", invalid.to_string()),
-                        Ok(stream) => match out.try_push(stream, doc, received) {
+                        Ok(stream) => match out.try_push_rows(stream, doc, received, &mut rows) {
                             Ok(()) => Outcome::Accepted(stream.clone()),
                             Err(e) => refused(400, "document_parsing_exception", format!("line [{}]: {e}", n + 1)),
                         },
@@ -165,12 +183,15 @@ impl Decoder for Bulk {
             }
             out.items.push(Item { action: action.to_owned(), index, id, outcome });
         }
+        out.finish_rows(rows);
         Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn mapping() -> IndexMapping {
@@ -178,7 +199,55 @@ mod tests {
     }
 
     fn decode(body: &[u8], path_index: Option<&str>) -> Result<Decoded<Vec<Item>>, ProtocolError> {
-        Bulk { path_index: path_index.map(str::to_owned), mapping: mapping() }.decode(body, 0)
+        Bulk { path_index: path_index.map(str::to_owned), mapping: mapping(), rows: None }.decode(body, 0)
+    }
+
+    /// Documents of a stream with a schema get their rows as they are read, the rows the flush
+    /// builds from their events; a stream whose documents bring a column its table lacks, or
+    /// that has no schema, gets none, and the events are the same either way.
+    #[test]
+    fn documents_build_their_rows_as_the_flush_would() {
+        use logyard_core::batch::{DEFAULT_MAX_COLUMNS, Held, base_schema, batches_from_held};
+        let mut body = String::new();
+        for i in 0..60 {
+            let (index, extra) = match i % 3 {
+                0 | 1 => ("web", String::new()),
+                _ => ("api", if i == 59 { ",\"new\":1".to_owned() } else { String::new() }),
+            };
+            body.push_str(&format!("{{\"index\":{{\"_index\":\"{index}\"}}}}\n"));
+            body.push_str(&format!(
+                "{{\"timestamp\":\"2026-11-25T10:00:{:02}.{i:03}Z\",\"status\":{},\"req\":{{\"path\":\"/p{i}\"}},\"msg\":\"m \\\"{i}\\\"\"{extra}}}\n",
+                59 - i,
+                200 + i
+            ));
+        }
+        body.push_str("{\"index\":{\"_index\":\"web\"}}\nnope\n{\"index\":{\"_index\":\"other\"}}\n{\"a\":1}\n");
+        let name = |s: &str| StreamName::new(s).unwrap();
+        let build =
+            |held: Held<'_>, schema| batches_from_held(schema, [(1, held)], DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
+        // The schema web's table has after a commit of these events.
+        let mut plain = decode(body.as_bytes(), None).unwrap();
+        let web_events = plain.streams.remove(&name("web")).unwrap().finish();
+        let schema = build(Held::Encoded(&web_events), Arc::new(base_schema())).last().unwrap().schema();
+
+        let known = schema.clone();
+        let rows = RowsSchema(Arc::new(move |s: &StreamName| {
+            (s.as_str() != "other").then(|| (known.clone(), DEFAULT_MAX_COLUMNS))
+        }));
+        let mut read =
+            Bulk { path_index: None, mapping: mapping(), rows: Some(rows) }.decode(body.as_bytes(), 0).unwrap();
+        assert_eq!(read.rows.keys().map(StreamName::as_str).collect::<Vec<_>>(), ["web"]);
+        assert_eq!(read.rejected, plain.rejected);
+        assert_eq!(read.streams.remove(&name("web")).unwrap().finish(), web_events);
+        for other in ["api", "other"] {
+            assert_eq!(
+                read.streams.remove(&name(other)).unwrap().finish(),
+                plain.streams.remove(&name(other)).unwrap().finish()
+            );
+        }
+        let from_rows = build(Held::Prepared(&read.rows[&name("web")]), schema.clone());
+        assert_eq!(from_rows, build(Held::Encoded(&web_events), schema));
+        assert_eq!(from_rows.iter().map(|b| b.num_rows()).sum::<usize>(), 40);
     }
 
     #[test]

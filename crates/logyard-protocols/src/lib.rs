@@ -19,9 +19,12 @@ pub mod otlp;
 pub mod records;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use logyard_core::batch::BatchBuilder;
 use logyard_core::encoded::EventsEncoder;
 use logyard_core::event::LineError;
 use logyard_core::time::Micros;
@@ -110,6 +113,53 @@ impl<I> Decoded<I> {
         Ok(())
     }
 
+    /// [`Decoded::try_push`] of an event whose text is borrowed from the body, also handing it
+    /// to the rows `rows` builds for `stream` (which give up on the stream when an event
+    /// cannot be taken that way).
+    pub fn try_push_rows<'b>(
+        &mut self,
+        stream: &StreamName,
+        text: &'b [u8],
+        received: Micros,
+        rows: &mut RowBuilders<'b>,
+    ) -> Result<(), LineError> {
+        let Some(builder) = rows.builder(stream) else { return self.try_push(stream, text, received) };
+        let mut fresh = None;
+        let events = match self.streams.get_mut(stream) {
+            Some(events) => events,
+            None => fresh.insert(EventsEncoder::with_capacity(self.room)),
+        };
+        let mut taken = false;
+        let added = events.push_line_with(text, received, |time, text, leaves, paths| {
+            taken = builder.push_leaves(time, text, leaves, paths).is_ok();
+        });
+        if added.is_ok() && !taken {
+            rows.give_up(stream);
+        }
+        // As try_push: a stream gets no entry from a bad event.
+        if let Some(events) = fresh
+            && added.is_ok()
+        {
+            self.room = 0;
+            self.streams.insert(stream.clone(), events);
+        }
+        added.map(|_| ())
+    }
+
+    /// Ends `rows`: each stream's rows that took all of its events go to [`Decoded::rows`].
+    pub fn finish_rows(&mut self, rows: RowBuilders<'_>) {
+        for (stream, builder) in rows.builders {
+            let Some(builder) = builder else { continue };
+            let events = self.streams.get(&stream).map_or(0, EventsEncoder::len);
+            if let Ok(Some(batch)) = builder.finish_prepared()
+                && batch.num_rows() == events
+                && events > 0
+            {
+                self.rows.insert(stream, batch);
+            }
+        }
+    }
+
     /// The events of `stream`, created empty.
     pub fn events(&mut self, stream: &StreamName) -> &mut EventsEncoder {
         if !self.streams.contains_key(stream) {
@@ -122,6 +172,52 @@ impl<I> Decoded<I> {
     /// Events decoded, over all streams.
     pub fn event_count(&self) -> usize {
         self.streams.values().map(EventsEncoder::len).sum()
+    }
+}
+
+/// The table schema and column limit of a stream whose events' rows a decoder builds as it
+/// reads them (`Ingestor::rows_schema`); `None` for a stream without one yet.
+#[derive(Clone)]
+pub struct RowsSchema(pub Arc<SchemaOf>);
+
+/// A stream's table schema and column limit, when it has one.
+pub type SchemaOf = dyn Fn(&StreamName) -> Option<(SchemaRef, usize)> + Send + Sync;
+
+impl std::fmt::Debug for RowsSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowsSchema")
+    }
+}
+
+/// The rows of each stream of a request, built while its body is read: Arrow builders fed
+/// the events' values as the scanner finds them (`EventsEncoder::push_line_with`), as the
+/// NDJSON endpoint does (`logyard_core::parse::parse_body_into_rows`). A stream without a
+/// schema, or with an event the builder cannot take as the flush would, gets none.
+pub struct RowBuilders<'b> {
+    schema: Option<RowsSchema>,
+    /// Rows each builder is first given room for.
+    rows: usize,
+    builders: BTreeMap<StreamName, Option<BatchBuilder<'b>>>,
+}
+
+impl<'b> RowBuilders<'b> {
+    /// Builders for the streams `schema` knows, each with room for `rows` rows at first.
+    pub fn new(schema: Option<RowsSchema>, rows: usize) -> Self {
+        Self { schema, rows, builders: BTreeMap::new() }
+    }
+
+    fn builder(&mut self, stream: &StreamName) -> Option<&mut BatchBuilder<'b>> {
+        if !self.builders.contains_key(stream) {
+            let builder = (self.schema.as_ref())
+                .and_then(|schema| (schema.0)(stream))
+                .map(|(schema, max_columns)| BatchBuilder::with_capacity(schema, max_columns, self.rows));
+            self.builders.insert(stream.clone(), builder);
+        }
+        self.builders.get_mut(stream).and_then(Option::as_mut)
+    }
+
+    fn give_up(&mut self, stream: &StreamName) {
+        self.builders.insert(stream.clone(), None);
     }
 }
 

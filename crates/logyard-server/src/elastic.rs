@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use logyard_auth::Principal;
+use logyard_protocols::RowsSchema;
 use logyard_protocols::elastic::{Bulk, Item, Outcome};
 
 use crate::error::{Form, elastic_answer, elastic_product};
@@ -82,56 +83,73 @@ async fn bulk_to(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let decoder = Bulk { path_index, mapping: state.protocols.index_mapping.clone() };
+    let ingestor = state.ingestor.clone();
+    let rows = RowsSchema(std::sync::Arc::new(move |stream| ingestor.rows_schema(stream)));
+    let decoder = Bulk { path_index, mapping: state.protocols.index_mapping.clone(), rows: Some(rows) };
     match intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await {
         Ok(taken) => answer(&taken, started),
         Err(e) => e.into_response_as(Form::Elastic),
     }
 }
 
-/// The answer, written directly: a bulk request may hold thousands of items.
+/// The answer, written directly into one buffer, without `fmt`: a bulk request may hold
+/// thousands of items, and formatting them took 6 % of a bulk load's time.
 fn answer(taken: &Taken<Vec<Item>>, started: Instant) -> Response {
-    use std::io::Write;
+    use logyard_core::scan::write_json_string;
     let id_base = uuid::Uuid::now_v7().simple().to_string();
-    let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("a string serializes");
-    let mut buf = Vec::with_capacity(taken.items.len() * 200);
-    let items = &mut buf;
-    let mut failed = false;
+    let mut number = itoa::Buffer::new();
+    let failed = taken.items.iter().any(|item| refusal(taken, item).is_some());
+    let took = started.elapsed().as_millis() as u64;
+    let mut out = Vec::with_capacity(64 + taken.items.len() * 200);
+    out.extend_from_slice(b"{\"took\":");
+    out.extend_from_slice(number.format(took).as_bytes());
+    out.extend_from_slice(if failed { b",\"errors\":true,\"items\":[" } else { b",\"errors\":false,\"items\":[" });
     for (n, item) in taken.items.iter().enumerate() {
-        let refused = match &item.outcome {
-            Outcome::Accepted(stream) => taken.refusal(stream).map(|r| (403, "security_exception", r.message.as_str())),
-            Outcome::Refused { status, kind, reason } => Some((*status, *kind, reason.as_str())),
-        };
         if n > 0 {
-            items.push(b',');
+            out.push(b',');
         }
-        write!(items, "{{\"{}\":{{\"_index\":", item.action).expect("writes to memory");
-        text(items, &item.index);
-        items.extend_from_slice(b",\"_id\":");
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(item.action.as_bytes());
+        out.extend_from_slice(b"\":{\"_index\":");
+        write_json_string(&mut out, &item.index);
+        out.extend_from_slice(b",\"_id\":");
         match &item.id {
-            Some(id) => text(items, id),
-            None => write!(items, "\"{id_base}-{n}\"").expect("writes to memory"),
+            Some(id) => write_json_string(&mut out, id),
+            None => {
+                out.push(b'"');
+                out.extend_from_slice(id_base.as_bytes());
+                out.push(b'-');
+                out.extend_from_slice(number.format(n).as_bytes());
+                out.push(b'"');
+            }
         }
-        match refused {
-            None => write!(
-                items,
-                ",\"_version\":1,\"result\":\"created\",\"_shards\":{{\"total\":1,\"successful\":1,\"failed\":0}},\
-                 \"_seq_no\":{n},\"_primary_term\":1,\"status\":201}}}}"
-            )
-            .expect("writes to memory"),
+        match refusal(taken, item) {
+            None => {
+                out.extend_from_slice(
+                    b",\"_version\":1,\"result\":\"created\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":0},\"_seq_no\":",
+                );
+                out.extend_from_slice(number.format(n).as_bytes());
+                out.extend_from_slice(b",\"_primary_term\":1,\"status\":201}}");
+            }
             Some((status, kind, reason)) => {
-                failed = true;
-                write!(items, ",\"status\":{status},\"error\":{{\"type\":\"{kind}\",\"reason\":")
-                    .expect("writes to memory");
-                text(items, reason);
-                items.extend_from_slice(b"}}}");
+                out.extend_from_slice(b",\"status\":");
+                out.extend_from_slice(number.format(status).as_bytes());
+                out.extend_from_slice(b",\"error\":{\"type\":");
+                write_json_string(&mut out, kind);
+                out.extend_from_slice(b",\"reason\":");
+                write_json_string(&mut out, reason);
+                out.extend_from_slice(b"}}}");
             }
         }
     }
-    let took = started.elapsed().as_millis() as u64;
-    let mut body = format!("{{\"took\":{took},\"errors\":{failed},\"items\":[").into_bytes();
-    body.reserve(buf.len() + 2);
-    body.extend_from_slice(&buf);
-    body.extend_from_slice(b"]}");
-    elastic_product((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    out.extend_from_slice(b"]}");
+    elastic_product((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// Why an item was not taken (status, error type, reason); `None` when it was.
+fn refusal<'t>(taken: &'t Taken<Vec<Item>>, item: &'t Item) -> Option<(u16, &'static str, &'t str)> {
+    match &item.outcome {
+        Outcome::Accepted(stream) => taken.refusal(stream).map(|r| (403, "security_exception", r.message.as_str())),
+        Outcome::Refused { status, kind, reason } => Some((*status, *kind, reason.as_str())),
+    }
 }

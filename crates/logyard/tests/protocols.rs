@@ -484,7 +484,7 @@ async fn a_refused_stream_is_answered_per_protocol_and_counted_alike() {
         (
             "elasticsearch",
             "app-bulk",
-            text_bytes(Bulk { path_index: None, mapping: bulk_mapping }, bulk.as_bytes(), "app-bulk"),
+            text_bytes(Bulk { path_index: None, mapping: bulk_mapping, rows: None }, bulk.as_bytes(), "app-bulk"),
         ),
         (
             "otlp",
