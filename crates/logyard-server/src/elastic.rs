@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use logyard_auth::Principal;
-use logyard_protocols::RowsSchema;
 use logyard_protocols::elastic::{Bulk, Item, Outcome};
 
 use crate::error::{Form, elastic_answer, elastic_product};
@@ -83,9 +82,8 @@ async fn bulk_to(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let ingestor = state.ingestor.clone();
-    let rows = RowsSchema(std::sync::Arc::new(move |stream| ingestor.rows_schema(stream)));
-    let decoder = Bulk { path_index, mapping: state.protocols.index_mapping.clone(), rows: Some(rows) };
+    let rows = Some(intake::rows_schema(&state));
+    let decoder = Bulk { path_index, mapping: state.protocols.index_mapping.clone(), rows };
     match intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await {
         Ok(taken) => answer(&taken, started),
         Err(e) => e.into_response_as(Form::Elastic),

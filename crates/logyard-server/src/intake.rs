@@ -25,7 +25,7 @@ use logyard_core::{ErrorKind, StreamName, time};
 use logyard_ingest::raw::{RawMeta, RawPayload};
 use logyard_ingest::{Ack, Append};
 use logyard_protocols::body::{self, Encoding};
-use logyard_protocols::{Decoder, Rejected};
+use logyard_protocols::{Decoder, Rejected, RowsSchema};
 
 use crate::body::{header_str, read_body};
 use crate::error::ApiError;
@@ -200,6 +200,13 @@ fn masked_body(mut meta: RawMeta, events: &logyard_core::encoded::EventsEncoder)
     meta.content_type = Some("application/x-ndjson".into());
     meta.content_encoding = None;
     Ok(RawPayload { meta, body: body.into() })
+}
+
+/// What decoders build their streams' rows against as they read the events: each stream's
+/// schema at its last commit ([`logyard_ingest::Ingestor::rows_schema`]).
+pub(crate) fn rows_schema(state: &AppState) -> RowsSchema {
+    let ingestor = state.ingestor.clone();
+    RowsSchema(std::sync::Arc::new(move |stream| ingestor.rows_schema(stream)))
 }
 
 /// Takes a request: see the module documentation.
