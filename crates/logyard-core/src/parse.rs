@@ -109,22 +109,32 @@ fn parse_ndjson_with<'b>(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let mut taken = rows.is_none();
-        let added = out.events.push_line_with(line, received, |time, text, leaves, paths| {
-            if let Some(builder) = rows.as_mut() {
-                taken = builder.push_leaves(time, text, leaves, paths).is_ok();
-            }
-        });
-        match added {
-            Ok(_) if !taken => {
-                out.accepted += 1;
-                rows = None;
-            }
-            Ok(_) => out.accepted += 1,
+        match push_line_with_rows(&mut out.events, line, received, &mut rows) {
+            Ok(()) => out.accepted += 1,
             Err(e) => out.reject(i + 1, e),
         }
     }
     (out, rows)
+}
+
+/// Adds one line to `events` ([`EventsEncoder::push_line_with`]) and hands the event to
+/// `rows`, which is given up on (`None`) when it cannot take it as the flush would.
+pub fn push_line_with_rows<'b>(
+    events: &mut EventsEncoder,
+    line: &'b [u8],
+    received: Micros,
+    rows: &mut Option<BatchBuilder<'b>>,
+) -> Result<(), LineError> {
+    let mut taken = rows.is_none();
+    let added = events.push_line_with(line, received, |time, text, leaves, paths| {
+        if let Some(builder) = rows.as_mut() {
+            taken = builder.push_leaves(time, text, leaves, paths).is_ok();
+        }
+    })?;
+    if !taken || !added {
+        *rows = None;
+    }
+    Ok(())
 }
 
 fn parse_json(body: &[u8], received: Micros) -> ParsedBody {

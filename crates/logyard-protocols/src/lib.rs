@@ -27,6 +27,7 @@ use arrow::record_batch::RecordBatch;
 use logyard_core::batch::BatchBuilder;
 use logyard_core::encoded::EventsEncoder;
 use logyard_core::event::LineError;
+use logyard_core::parse::push_line_with_rows;
 use logyard_core::time::Micros;
 use logyard_core::{ErrorKind, ServiceError, StreamName};
 
@@ -129,13 +130,7 @@ impl<I> Decoded<I> {
             Some(events) => events,
             None => fresh.insert(EventsEncoder::with_capacity(self.room)),
         };
-        let mut taken = false;
-        let added = events.push_line_with(text, received, |time, text, leaves, paths| {
-            taken = builder.push_leaves(time, text, leaves, paths).is_ok();
-        });
-        if added.is_ok() && !taken {
-            rows.give_up(stream);
-        }
+        let added = push_line_with_rows(events, text, received, builder);
         // As try_push: a stream gets no entry from a bad event.
         if let Some(events) = fresh
             && added.is_ok()
@@ -206,18 +201,15 @@ impl<'b> RowBuilders<'b> {
         Self { schema, rows, builders: BTreeMap::new() }
     }
 
-    fn builder(&mut self, stream: &StreamName) -> Option<&mut BatchBuilder<'b>> {
+    /// The builder of `stream`'s rows; `None` once given up on (or when it has no schema).
+    fn builder(&mut self, stream: &StreamName) -> Option<&mut Option<BatchBuilder<'b>>> {
         if !self.builders.contains_key(stream) {
             let builder = (self.schema.as_ref())
                 .and_then(|schema| (schema.0)(stream))
                 .map(|(schema, max_columns)| BatchBuilder::with_capacity(schema, max_columns, self.rows));
             self.builders.insert(stream.clone(), builder);
         }
-        self.builders.get_mut(stream).and_then(Option::as_mut)
-    }
-
-    fn give_up(&mut self, stream: &StreamName) {
-        self.builders.insert(stream.clone(), None);
+        self.builders.get_mut(stream).filter(|b| b.is_some())
     }
 }
 
