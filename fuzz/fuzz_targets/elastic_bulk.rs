@@ -1,25 +1,25 @@
 //! An Elasticsearch `_bulk` body through `logyard_protocols::elastic::Bulk`. The first byte
 //! picks the request's options: an index in the path or none, a `logs-` prefix to strip, date
-//! suffixes stripped or kept.
+//! suffixes stripped or kept, rows built as documents are read or not.
 //!
 //! Invariants: nothing panics; a body is refused as a whole only as Elasticsearch's
 //! `illegal_argument_exception`; otherwise every item has one outcome, items = events +
 //! rejected items, an accepted item's event is its document line, verbatim, in the stream its
 //! index maps to, in order; refused items are counted against the stream their index maps
 //! to (or none); `update` and `delete` are always refused; every event passes the common
-//! checks (decodes, `check_line`, batch).
+//! checks (decodes, `check_line`, batch); rows built as the documents are read are those the
+//! flush builds from the events.
 
 #![no_main]
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use logyard_core::StreamName;
 use logyard_protocols::elastic::{Bulk, IndexMapping, Outcome};
-use logyard_protocols::{Decoder, ProtocolError, RowsSchema};
+use logyard_protocols::{Decoder, ProtocolError};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
@@ -28,21 +28,17 @@ fuzz_target!(|data: &[u8]| {
         strip_date_suffix: selector & 4 != 0,
     };
     let path_index = (selector & 1 != 0).then(|| "web".to_owned());
-    // Rows built as the documents are read, against a new table's schema.
-    let rows = (selector & 8 != 0).then(|| {
-        RowsSchema(Arc::new(|_: &StreamName| {
-            Some((Arc::new(logyard_core::batch::base_schema()), logyard_core::batch::DEFAULT_MAX_COLUMNS))
-        }))
-    });
-    let bulk = Bulk { path_index, mapping: mapping.clone(), rows };
+    // Rows built as the documents are read.
+    let rows = (selector & 8 != 0).then(common::rows_schema);
+    let bulk = Bulk { path_index, mapping: mapping.clone(), rows: rows.clone() };
     let d = match bulk.decode(body, common::RECEIVED) {
         Ok(d) => d,
         Err(ProtocolError::Malformed { code: "illegal_argument_exception", .. }) => return,
         Err(e) => panic!("a bulk body is refused only as malformed: {e:?}"),
     };
     let streams = common::check_decoded(&d);
-    for (stream, batch) in &d.rows {
-        assert_eq!(batch.num_rows(), d.streams[stream].len(), "a stream's rows are its events");
+    if let Some(rows) = &rows {
+        common::check_rows(&d, rows);
     }
     assert_eq!(d.items.len(), d.event_count() + d.rejected.total(), "items = events + rejected");
 

@@ -1,13 +1,14 @@
 //! A Firehose HTTP endpoint delivery request through `logyard_protocols::firehose::Firehose`.
 //! The first byte picks whether the rest is the request body (bit 0 clear) or the records'
 //! bytes, separated by 0x1e, which the target base64-encodes into a request itself (so that
-//! mutations reach the records).
+//! mutations reach the records); bit 1 whether rows are built as the records are read.
 //!
 //! Invariants: nothing panics; a request is refused only as `bad_firehose_request`; a
 //! request whose records are canonical base64 (as the `base64` crate reads it) decodes to
 //! the concatenation of its records decoded one by one with `records::decode_record`, and is
 //! refused exactly when one of them is; every event is in the request's stream, counted
-//! rejected there; every event passes the common checks.
+//! rejected there; every event passes the common checks; rows built as the records are read
+//! are those the flush builds from the events.
 
 #![no_main]
 
@@ -51,9 +52,13 @@ fuzz_target!(|input: &[u8]| {
         rest
     };
     let stream = common::stream("fh");
-    let result = Firehose { stream: stream.clone() }.decode(body, common::RECEIVED);
+    let rows = (selector & 2 != 0).then(common::rows_schema);
+    let result = Firehose { stream: stream.clone(), rows: rows.clone() }.decode(body, common::RECEIVED);
     if let Ok(d) = &result {
         let streams = common::check_decoded(d);
+        if let Some(rows) = &rows {
+            common::check_rows(d, rows);
+        }
         assert!(streams.keys().all(|s| *s == stream), "events only in the request's stream");
         assert!(d.rejected.by_stream.keys().all(|s| s.as_ref() == Some(&stream)), "{:?}", d.rejected);
     }
@@ -72,7 +77,7 @@ fuzz_target!(|input: &[u8]| {
     let mut events = EventsEncoder::default();
     let mut rejected = 0;
     for data in &records {
-        match decode_record(data, common::RECEIVED, &mut events) {
+        match decode_record(data, common::RECEIVED, &mut events, &mut None) {
             Ok(outcome) => rejected += outcome.rejected,
             Err(_) => {
                 assert!(result.is_err(), "a record does not decode, yet the request was decoded");

@@ -1,7 +1,8 @@
 //! One Kinesis or Firehose record's bytes through `logyard_protocols::records::decode_record`:
 //! NDJSON, text lines, one pretty-printed document, or a CloudWatch Logs envelope, possibly
 //! gzip-compressed. The first byte picks whether the target gzips the rest itself (bit 0),
-//! so that mutations reach what is inside the compression (CloudWatch Logs always gzips).
+//! so that mutations reach what is inside the compression (CloudWatch Logs always gzips), and
+//! whether rows are built as the record is read (bit 1).
 //!
 //! Invariants: nothing panics; only gzip can fail (as `bad_record`, or `TooLarge`); gzip is
 //! transparent (a gzipped record gives the same events as the record itself); the outcome
@@ -9,7 +10,8 @@
 //! log event, each with its `log_group` and `log_stream`, and any other envelope none;
 //! otherwise, outside a pretty-printed document, every non-blank line gives one event or one
 //! rejection: the line itself when it is an event, else `{"message": line}`, and a
-//! rejection only when it is not UTF-8; every event passes the common checks.
+//! rejection only when it is not UTF-8; every event passes the common checks; rows built as
+//! the record is read are those the flush builds from its events.
 
 #![no_main]
 
@@ -18,6 +20,7 @@ mod common;
 use std::io::Write;
 
 use libfuzzer_sys::fuzz_target;
+use logyard_core::batch::{BatchBuilder, DEFAULT_MAX_COLUMNS};
 use logyard_core::encoded::EventsEncoder;
 use logyard_core::event::check_line;
 use logyard_protocols::ProtocolError;
@@ -42,9 +45,16 @@ struct LogEvent {
     message: String,
 }
 
-fn decode(data: &[u8]) -> Result<(RecordOutcome, EventsEncoder), ProtocolError> {
+fn decode(data: &[u8], rows: bool) -> Result<(RecordOutcome, EventsEncoder), ProtocolError> {
     let mut out = EventsEncoder::default();
-    let outcome = decode_record(data, common::RECEIVED, &mut out)?;
+    let table = rows.then(|| (common::rows_schema().0)(&common::stream("kinesis")).expect("a schema").0);
+    let mut builder = table.clone().map(|t| BatchBuilder::new(t, DEFAULT_MAX_COLUMNS));
+    let outcome = decode_record(data, common::RECEIVED, &mut out, &mut builder)?;
+    if let (Some(table), Some(builder)) = (table, builder)
+        && let Some(batch) = builder.finish_prepared().expect("rows finish")
+    {
+        common::check_batch(&table, &out, &batch);
+    }
     Ok((outcome, out))
 }
 
@@ -61,15 +71,16 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fuzz_target!(|input: &[u8]| {
     let Some((&selector, rest)) = input.split_first() else { return };
     let gzipped = rest.starts_with(&[0x1f, 0x8b]);
+    let rows = selector & 2 != 0;
     if selector & 1 != 0 && !gzipped {
-        let plain = decode(rest).expect("a record that is not gzip always decodes");
-        let (outcome, events) = decode(&gzip(rest)).expect("a record gzipped here decodes");
+        let plain = decode(rest, rows).expect("a record that is not gzip always decodes");
+        let (outcome, events) = decode(&gzip(rest), rows).expect("a record gzipped here decodes");
         assert_eq!(outcome, plain.0, "gzip is transparent");
         assert_eq!(events.as_bytes(), plain.1.as_bytes(), "gzip is transparent");
         check(rest, outcome, &events);
         return;
     }
-    match decode(rest) {
+    match decode(rest, rows) {
         Ok((outcome, events)) if !gzipped => check(rest, outcome, &events),
         Ok((outcome, events)) => {
             assert_eq!(outcome.events, events.len());

@@ -2,15 +2,16 @@
 //! (bit 0: JSON, else snappy-compressed protobuf), whether the caller names a stream (bit 1),
 //! whether entries are routed by their `app` label (bit 2), whether the target compresses the
 //! rest of the input with snappy itself (bit 3, protobuf only: so that mutations reach the
-//! protobuf and label parsers) and the limit on the decompressed push (bit 4: 4 KiB, else
-//! 1 MiB). Memory is bounded by libFuzzer's `-rss_limit_mb` (`scripts/fuzz.sh`).
+//! protobuf and label parsers), the limit on the decompressed push (bit 4: 4 KiB, else
+//! 1 MiB) and whether rows are built as entries are read (bit 5). Memory is bounded by libFuzzer's `-rss_limit_mb` (`scripts/fuzz.sh`).
 //!
 //! Invariants: nothing panics; a snappy push that declares a decompressed length above the
 //! limit is refused with `TooLarge` (before it is decompressed); otherwise a push is refused
 //! only as `bad_loki_push`; every entry becomes one event or one rejection, counted against
 //! the stream it was meant for; when none is rejected, each stream's events are its entries
 //! in order, with their line as `message` and their time in nanoseconds as `timestamp`;
-//! every event passes the common checks (decodes, `check_line`, batch).
+//! every event passes the common checks (decodes, `check_line`, batch); rows built as the
+//! entries are read are those the flush builds from the events.
 
 #![no_main]
 
@@ -90,7 +91,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         rest
     };
-    let push = LokiPush { json, stream: named.clone(), choice: choice.clone(), max_bytes };
+    let rows = (selector & 32 != 0).then(common::rows_schema);
+    let push = LokiPush { json, stream: named.clone(), choice: choice.clone(), max_bytes, rows: rows.clone() };
     let result = push.decode(body, common::RECEIVED);
     let declared = if json { None } else { declared_len(body) };
     if let Some(len) = declared
@@ -106,6 +108,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("a push within the limit is refused only as malformed: {e:?}"),
     };
     let streams = common::check_decoded(&d);
+    if let Some(rows) = &rows {
+        common::check_rows(&d, rows);
+    }
 
     let pushed = if json {
         json_streams(body)

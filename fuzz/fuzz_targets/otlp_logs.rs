@@ -1,13 +1,15 @@
 //! An OTLP/HTTP logs body through `logyard_protocols::otlp::OtlpHttp`. The first byte picks
-//! the encoding (bit 0: JSON, else protobuf), whether the caller names a stream (bit 1) and
-//! whether records are routed by their `service.name` attribute (bit 2).
+//! the encoding (bit 0: JSON, else protobuf), whether the caller names a stream (bit 1),
+//! whether records are routed by their `service.name` attribute (bit 2) and whether rows are
+//! built as records are read (bit 3).
 //!
 //! Invariants: nothing panics; a body is refused only as `bad_otlp_request`; otherwise every
 //! log record of the request becomes one event or one rejection, counted against the stream
 //! it was meant for: the caller's stream, else the one its attribute (of the record, else of
 //! its resource) names, else the default; when none is rejected, each stream's events are its
 //! records in order, with their body text, severity, trace and span ids and time; every event
-//! passes the common checks (decodes, `check_line`, batch).
+//! passes the common checks (decodes, `check_line`, batch); rows built as the records are
+//! read are those the flush builds from the events.
 
 #![no_main]
 
@@ -41,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
     let named = (selector & 2 != 0).then(|| common::stream("named"));
     let choice =
         StreamChoice { attribute: (selector & 4 != 0).then(|| ATTRIBUTE.to_owned()), default: common::stream("otel") };
-    let decoder = OtlpHttp { json, stream: named.clone(), choice: choice.clone() };
+    let rows = (selector & 8 != 0).then(common::rows_schema);
+    let decoder = OtlpHttp { json, stream: named.clone(), choice: choice.clone(), rows: rows.clone() };
     let d = match decoder.decode(body, common::RECEIVED) {
         Ok(d) => d,
         Err(ProtocolError::Malformed { code: "bad_otlp_request", .. }) => {
@@ -51,6 +54,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("an OTLP body is refused only as malformed: {e:?}"),
     };
     let streams = common::check_decoded(&d);
+    if let Some(rows) = &rows {
+        common::check_rows(&d, rows);
+    }
 
     // Each record and the stream it is meant for, in order.
     let request = parse_request(body, json).expect("decoded, so the request reads");

@@ -56,6 +56,14 @@ pub struct PendingEvent<'a> {
     pub text: &'a str,
 }
 
+/// A value of an event as its decoder has it ([`BatchBuilder::push_values_copied`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Given<'v> {
+    Text(&'v str),
+    Int(i64),
+    Bool(bool),
+}
+
 /// Builds one record batch from events, against the current table schema.
 ///
 /// A column the schema has is built as the events arrive, into an Arrow builder of its type
@@ -276,6 +284,78 @@ impl<'a> BatchBuilder<'a> {
         }
         self.end_row(time);
         Ok(())
+    }
+
+    /// [`BatchBuilder::push_leaves`] of an event whose text does not outlive the call (a
+    /// decoder writes each event into one reused buffer): each value is copied into its
+    /// column's builder at once. `false` when a value would have to be kept until
+    /// [`BatchBuilder::finish`] (a column the schema lacks, a value that does not fit its
+    /// column, a key given twice): the builder is then part-way through a row and must be
+    /// dropped, and the flush builds these rows from the events.
+    pub fn push_leaves_copied(&mut self, time: Micros, text: &str, leaves: &[Leaf], paths: &[impl AsRef<str>]) -> bool {
+        if self.by_path.len() < paths.len() {
+            self.by_path.resize(paths.len(), 0);
+        }
+        for leaf in leaves {
+            let Some(slot) = self.by_path.get_mut(leaf.path as usize) else { return false };
+            if *slot == 0 {
+                let name = paths[leaf.path as usize].as_ref();
+                *slot =
+                    column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows) as u32 + 1;
+            }
+            let column = *slot as usize - 1;
+            let Ok((scalar, raw)) = leaf.value(text) else { return false };
+            if !self.copy_value(column, &scalar, raw) {
+                return false;
+            }
+        }
+        self.times.push(time);
+        true
+    }
+
+    /// [`BatchBuilder::push_leaves_copied`] of an event whose values a decoder has at hand
+    /// (a Loki entry's line and labels, an OTLP record's fields), given by column name as
+    /// [`event::flatten`] names them: the event's JSON text, where strings are escaped, is
+    /// not read again.
+    pub fn push_values_copied<'v>(
+        &mut self,
+        time: Micros,
+        values: impl IntoIterator<Item = (&'v str, Given<'v>)>,
+    ) -> bool {
+        let mut digits = itoa::Buffer::new();
+        for (name, value) in values {
+            let column = column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows);
+            // The JSON text of a value, which a text column takes for a number or a boolean.
+            let (scalar, raw) = match value {
+                Given::Text(text) => (Scalar::Text(text.into()), text),
+                Given::Int(n) => (Scalar::Int(n), digits.format(n)),
+                Given::Bool(b) => (Scalar::Bool(b), if b { "true" } else { "false" }),
+            };
+            if !self.copy_value(column, &scalar, raw) {
+                return false;
+            }
+        }
+        self.times.push(time);
+        true
+    }
+
+    /// Appends a value of the row being added to `column`'s builder; `false` when it cannot be
+    /// taken there (see [`BatchBuilder::push_leaves_copied`]).
+    fn copy_value(&mut self, column: usize, scalar: &Scalar<'_>, raw: &str) -> bool {
+        let row = self.times.len() as u32;
+        let ColumnData::Typed { builder, filled, .. } = &mut self.columns[column].data else { return false };
+        if *filled > row {
+            return false;
+        }
+        while *filled < row {
+            builder.append_null();
+            *filled += 1;
+        }
+        if !builder.append(scalar, raw) {
+            return false;
+        }
+        *filled = row + 1;
+        true
     }
 
     /// Adds the values gathered for one event as a row; of a key given twice the last value
@@ -733,6 +813,46 @@ mod tests {
         assert_eq!((n.value(0), n.value(1), n.value(2), n.is_null(3)), ("x", "z", "w", true));
         let conflicts = batch.column_by_name(CONFLICTS_COLUMN).unwrap().as_string::<i32>();
         assert_eq!((conflicts.is_null(1), conflicts.value(3)), (true, r#"{"a":"five"}"#));
+    }
+
+    /// Rows copied from events written one after another into one buffer are the rows built
+    /// from their texts; an event whose values the builder would have to keep (a new column,
+    /// a value that does not fit, a key given twice) makes it give up.
+    #[test]
+    fn copied_rows_are_the_rows_of_the_texts_or_none() {
+        let mut fields: Vec<Field> = base_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("a", DataType::Int64, true));
+        fields.push(Field::new("f", DataType::Float64, true));
+        fields.push(Field::new("n.m", DataType::Utf8, true));
+        fields.push(Field::new("ok", DataType::Boolean, true));
+        let schema = Arc::new(Schema::new(fields));
+        let good = [
+            r#"{"a": 1, "n": {"m": "x\"y"}, "ok": true, "f": 2}"#,
+            r#"{"f": 1.5, "timestamp": "2026-11-25T10:00:00Z"}"#,
+            r#"{"n": {"m": ["é", 1]}, "a": -3}"#,
+            r#"{}"#,
+        ];
+        let copy = |lines: &[&str]| {
+            let mut events = crate::encoded::EventsEncoder::default();
+            let mut rows = Some(BatchBuilder::new(schema.clone(), DEFAULT_MAX_COLUMNS));
+            let mut text = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                text.clear();
+                text.extend_from_slice(line.as_bytes());
+                crate::parse::push_line_copying_rows(&mut events, &text, i as i64, &mut rows).unwrap();
+            }
+            (events.finish(), rows.map(|r| r.finish_prepared().unwrap().unwrap()))
+        };
+        let (payload, rows) = copy(&good);
+        let build = |held| batches_from_held(schema.clone(), [(1, held)], DEFAULT_MAX_COLUMNS, 100).unwrap();
+        let rows = rows.expect("every event fits the schema");
+        assert_eq!(rows.num_rows(), 4);
+        assert_eq!(build(Held::Prepared(&rows)), build(Held::Encoded(&payload)));
+        for bad in [r#"{"a": 1, "new": 2}"#, r#"{"a": "one"}"#, r#"{"a": 1, "a": 2}"#, r#"{"ok": 1}"#] {
+            let (payload, rows) = copy(&[good[0], bad, good[2]]);
+            assert!(rows.is_none(), "{bad}");
+            assert_eq!(crate::encoded::decode_events(&payload).count(), 3, "the events are all kept");
+        }
     }
 
     #[test]

@@ -324,7 +324,9 @@ const FORBIDDEN: [bool; 256] = {
     t
 };
 
-pub(crate) fn push_sanitized(path: &mut String, key: &str) {
+/// Appends an object key to a column name as [`flatten`] does: characters a column name may
+/// not hold become `_`, and an empty key is `_`.
+pub fn push_sanitized(path: &mut String, key: &str) {
     if key.is_empty() {
         path.push('_');
         return;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::batch::BatchBuilder;
-use crate::encoded::EventsEncoder;
+use crate::encoded::{EventsEncoder, Leaf};
 use crate::event::LineError;
 use crate::time::Micros;
 
@@ -125,10 +125,39 @@ pub fn push_line_with_rows<'b>(
     received: Micros,
     rows: &mut Option<BatchBuilder<'b>>,
 ) -> Result<(), LineError> {
+    push_line_building_row(events, line, received, rows, |builder, time, text, leaves, paths| {
+        builder.push_leaves(time, text, leaves, paths).is_ok()
+    })
+}
+
+/// [`push_line_with_rows`] of a line that does not outlive the call: the rows copy its values
+/// ([`BatchBuilder::push_leaves_copied`]).
+pub fn push_line_copying_rows(
+    events: &mut EventsEncoder,
+    line: &[u8],
+    received: Micros,
+    rows: &mut Option<BatchBuilder<'_>>,
+) -> Result<(), LineError> {
+    push_line_building_row(events, line, received, rows, |builder, time, text, leaves, paths| {
+        builder.push_leaves_copied(time, text, leaves, paths)
+    })
+}
+
+/// Adds one line to `events` and, when one scan settled it, hands `take` the builder of
+/// `rows` with the event's time, text and leaves (as [`EventsEncoder::push_line_with`] gives
+/// them) to add its row; `rows` is given up on when `take` answers `false` or the scan did not
+/// settle the event.
+pub fn push_line_building_row<'l, 'b>(
+    events: &mut EventsEncoder,
+    line: &'l [u8],
+    received: Micros,
+    rows: &mut Option<BatchBuilder<'b>>,
+    take: impl FnOnce(&mut BatchBuilder<'b>, Micros, &'l str, &[Leaf], &[Box<str>]) -> bool,
+) -> Result<(), LineError> {
     let mut taken = rows.is_none();
     let added = events.push_line_with(line, received, |time, text, leaves, paths| {
         if let Some(builder) = rows.as_mut() {
-            taken = builder.push_leaves(time, text, leaves, paths).is_ok();
+            taken = take(builder, time, text, leaves, paths);
         }
     })?;
     if !taken || !added {

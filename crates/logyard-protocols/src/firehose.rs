@@ -9,7 +9,7 @@ use logyard_core::StreamName;
 use logyard_core::time::Micros;
 
 use crate::records::decode_record;
-use crate::{Decoded, Decoder, Protocol, ProtocolError};
+use crate::{Decoded, Decoder, Protocol, ProtocolError, RowBuilders, RowsSchema};
 
 /// The body of a delivery request.
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,8 @@ struct DeliveryRecord {
 #[derive(Debug, Clone)]
 pub struct Firehose {
     pub stream: StreamName,
+    /// The table schemas the records' rows are built against as they are read.
+    pub rows: Option<RowsSchema>,
 }
 
 fn malformed(message: String) -> ProtocolError {
@@ -47,6 +49,9 @@ impl Decoder for Firehose {
             .map_err(|e| malformed(format!("the body is not a Firehose delivery request: {e}")))?;
         // Base64 is 4/3 of the records' bytes.
         let mut out = Decoded::with_room((), body.len());
+        let mut rows = RowBuilders::new(self.rows, request.records.len());
+        let mut no_rows = None;
+        let builder = rows.builder(&self.stream).unwrap_or(&mut no_rows);
         let events = out.events(&self.stream);
         let mut rejected = 0;
         let mut data = Vec::new();
@@ -55,13 +60,15 @@ impl Decoder for Firehose {
             base64_simd::STANDARD
                 .decode_append(&record.data, &mut data)
                 .map_err(|e| malformed(format!("record {i}: data is not base64: {e}")))?;
-            let outcome = decode_record(&data, received, events).map_err(|e| malformed(format!("record {i}: {e}")))?;
+            let outcome =
+                decode_record(&data, received, events, builder).map_err(|e| malformed(format!("record {i}: {e}")))?;
             rejected += outcome.rejected;
         }
         if events.is_empty() {
             out.streams.clear();
         }
         out.rejected.add(Some(&self.stream), rejected, || "a line is not text".into());
+        out.finish_rows(rows);
         Ok(out)
     }
 }
@@ -72,7 +79,7 @@ mod tests {
     use logyard_core::encoded::decode_events;
 
     fn decode(body: &[u8]) -> Result<Decoded<()>, ProtocolError> {
-        Firehose { stream: StreamName::new("fh").unwrap() }.decode(body, 7)
+        Firehose { stream: StreamName::new("fh").unwrap(), rows: None }.decode(body, 7)
     }
 
     #[test]
@@ -93,5 +100,29 @@ mod tests {
         // No records: no events, nothing rejected.
         let d = decode(br#"{"requestId":"x","timestamp":1,"records":[]}"#).unwrap();
         assert!(d.streams.is_empty());
+    }
+
+    /// Records of every kind (NDJSON, a text line, a pretty-printed document, a CloudWatch
+    /// Logs envelope) build their rows as they are read, the rows the flush would build.
+    #[test]
+    fn records_build_their_rows_as_the_flush_would() {
+        use base64_simd::STANDARD;
+        let envelope = br#"{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"/shop","logStream":"web-1","subscriptionFilters":[],"logEvents":[{"id":"1","timestamp":1764064800000,"message":"{\"status\":500}"},{"id":"2","timestamp":1764064801000,"message":"GET / 200"}]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, envelope).unwrap();
+        let records: Vec<Vec<u8>> = vec![
+            b"{\"status\":200,\"path\":\"/a\"}\n{\"status\":404,\"path\":\"/\\u00e9\"}\n".to_vec(),
+            b"plain text".to_vec(),
+            b"{\n  \"status\": 201,\n  \"path\": \"/b\"\n}\n".to_vec(),
+            gz.finish().unwrap(),
+        ];
+        let data: Vec<String> =
+            records.iter().map(|r| format!("{{\"data\":\"{}\"}}", STANDARD.encode_to_string(r))).collect();
+        let body = format!("{{\"requestId\":\"x\",\"timestamp\":1,\"records\":[{}]}}", data.join(","));
+        let decode =
+            |rows| Firehose { stream: StreamName::new("fh").unwrap(), rows }.decode(body.as_bytes(), 7).unwrap();
+        assert_eq!(decode(None).event_count(), 6);
+        let built = crate::rows_as_the_flush_builds(decode);
+        assert_eq!(built.iter().map(StreamName::as_str).collect::<Vec<_>>(), ["fh"]);
     }
 }

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use logyard_core::batch::BatchBuilder;
-use logyard_core::encoded::EventsEncoder;
+use logyard_core::batch::{BatchBuilder, Given};
+use logyard_core::encoded::{EventsEncoder, Leaf};
 use logyard_core::event::LineError;
-use logyard_core::parse::push_line_with_rows;
+use logyard_core::parse::{push_line_building_row, push_line_with_rows};
 use logyard_core::time::Micros;
 use logyard_core::{ErrorKind, ServiceError, StreamName};
 
@@ -104,14 +104,7 @@ impl<I> Decoded<I> {
 
     /// Checks one event for `stream` and adds it; a stream gets no entry from a bad event.
     pub fn try_push(&mut self, stream: &StreamName, text: &[u8], received: Micros) -> Result<(), LineError> {
-        if let Some(events) = self.streams.get_mut(stream) {
-            return events.push_line(text, received);
-        }
-        let mut events = EventsEncoder::with_capacity(self.room);
-        events.push_line(text, received)?;
-        self.room = 0;
-        self.streams.insert(stream.clone(), events);
-        Ok(())
+        self.push_to(stream, |events| events.push_line(text, received))
     }
 
     /// [`Decoded::try_push`] of an event whose text is borrowed from the body, also handing it
@@ -125,20 +118,60 @@ impl<I> Decoded<I> {
         rows: &mut RowBuilders<'b>,
     ) -> Result<(), LineError> {
         let Some(builder) = rows.builder(stream) else { return self.try_push(stream, text, received) };
-        let mut fresh = None;
-        let events = match self.streams.get_mut(stream) {
-            Some(events) => events,
-            None => fresh.insert(EventsEncoder::with_capacity(self.room)),
+        self.push_to(stream, |events| push_line_with_rows(events, text, received, builder))
+    }
+
+    /// [`Decoded::push`] of an event written for the call (into a buffer the decoder reuses),
+    /// whose values `rows` copies into the rows it builds for `stream`.
+    pub fn push_copying_rows(
+        &mut self,
+        stream: &StreamName,
+        text: &[u8],
+        received: Micros,
+        rows: &mut RowBuilders<'_>,
+    ) {
+        self.push_building_row(stream, text, received, rows, |builder, time, text, leaves, paths| {
+            builder.push_leaves_copied(time, text, leaves, paths)
+        });
+    }
+
+    /// [`Decoded::push`] of an event written for the call, whose row `take` adds to the rows
+    /// `rows` builds for `stream` ([`push_line_building_row`]): for a decoder that has the
+    /// event's values at hand and need not read them back from its text.
+    pub fn push_building_row<'b>(
+        &mut self,
+        stream: &StreamName,
+        text: &[u8],
+        received: Micros,
+        rows: &mut RowBuilders<'b>,
+        take: impl FnOnce(&mut BatchBuilder<'b>, Micros, &str, &[Leaf], &[Box<str>]) -> bool,
+    ) {
+        let added = match rows.builder(stream) {
+            Some(builder) => {
+                self.push_to(stream, |events| push_line_building_row(events, text, received, builder, take))
+            }
+            None => self.try_push(stream, text, received),
         };
-        let added = push_line_with_rows(events, text, received, builder);
-        // As try_push: a stream gets no entry from a bad event.
-        if let Some(events) = fresh
-            && added.is_ok()
-        {
-            self.room = 0;
-            self.streams.insert(stream.clone(), events);
+        if let Err(e) = added {
+            self.rejected.add(Some(stream), 1, || e.to_string());
         }
-        added.map(|_| ())
+    }
+
+    /// Adds an event to `stream`'s events with `add`; as [`Decoded::try_push`], a stream gets no
+    /// entry from a bad event.
+    fn push_to(
+        &mut self,
+        stream: &StreamName,
+        add: impl FnOnce(&mut EventsEncoder) -> Result<(), LineError>,
+    ) -> Result<(), LineError> {
+        if let Some(events) = self.streams.get_mut(stream) {
+            return add(events);
+        }
+        let mut events = EventsEncoder::with_capacity(self.room);
+        add(&mut events)?;
+        self.room = 0;
+        self.streams.insert(stream.clone(), events);
+        Ok(())
     }
 
     /// Ends `rows`: each stream's rows that took all of its events go to [`Decoded::rows`].
@@ -213,6 +246,32 @@ impl<'b> RowBuilders<'b> {
     }
 }
 
+/// The columns of an object's values as `flatten` names them (`labels.app`), for
+/// [`BatchBuilder::push_values_copied`]; `None` when a value is an object, an array or a
+/// fraction (whose columns and text the event's text decides). Nulls have no column.
+pub(crate) fn given_columns<'m>(
+    prefix: &str,
+    object: &'m serde_json::Map<String, serde_json::Value>,
+) -> Option<Vec<(String, Given<'m>)>> {
+    use serde_json::Value;
+    let mut columns = Vec::with_capacity(object.len());
+    for (key, value) in object {
+        let given = match value {
+            Value::Null => continue,
+            Value::String(text) => Given::Text(text),
+            Value::Bool(b) => Given::Bool(*b),
+            Value::Number(n) => Given::Int(n.as_i64()?),
+            Value::Array(_) | Value::Object(_) => return None,
+        };
+        let mut name = String::with_capacity(prefix.len() + 1 + key.len());
+        name.push_str(prefix);
+        name.push('.');
+        logyard_core::event::push_sanitized(&mut name, key);
+        columns.push((name, given));
+    }
+    Some(columns)
+}
+
 /// Items that could not be made events, counted by the stream they were meant for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -270,6 +329,36 @@ impl ServiceError for ProtocolError {
             ProtocolError::Malformed { code, .. } => code,
         }
     }
+}
+
+/// Checks that rows a decoder builds as it reads are the rows the flush builds from its
+/// events, and that the events are the same with rows as without: `decode` decodes one request
+/// against the schemas it is given. Returns the streams that got rows.
+#[cfg(test)]
+pub(crate) fn rows_as_the_flush_builds<I>(decode: impl Fn(Option<RowsSchema>) -> Decoded<I>) -> Vec<StreamName> {
+    use logyard_core::batch::{DEFAULT_MAX_COLUMNS, Held, base_schema, batches_from_held};
+    let build = |held: Held<'_>, schema| batches_from_held(schema, [(1, held)], DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
+    let plain = decode(None);
+    // The schema each stream's table has after a commit of these events.
+    let schemas: BTreeMap<StreamName, SchemaRef> = (plain.streams.iter())
+        .map(|(s, e)| (s.clone(), build(Held::Encoded(e.as_bytes()), Arc::new(base_schema())).last().unwrap().schema()))
+        .collect();
+    let known = schemas.clone();
+    let read = decode(Some(RowsSchema(Arc::new(move |s| Some((known.get(s)?.clone(), DEFAULT_MAX_COLUMNS))))));
+    assert_eq!(read.rejected, plain.rejected);
+    for (stream, events) in &plain.streams {
+        assert_eq!(read.streams[stream].as_bytes(), events.as_bytes(), "the events of {stream}");
+    }
+    for (stream, rows) in &read.rows {
+        let (schema, events) = (&schemas[stream], &read.streams[stream]);
+        assert_eq!(rows.num_rows(), events.len());
+        assert_eq!(
+            build(Held::Prepared(rows), schema.clone()),
+            build(Held::Encoded(events.as_bytes()), schema.clone()),
+            "the rows of {stream}"
+        );
+    }
+    read.rows.into_keys().collect()
 }
 
 #[cfg(test)]

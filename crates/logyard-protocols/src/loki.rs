@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use logyard_core::StreamName;
 use logyard_core::time::Micros;
 
-use crate::{Decoded, Decoder, Protocol, ProtocolError};
+use logyard_core::batch::Given;
+
+use crate::{Decoded, Decoder, Protocol, ProtocolError, RowBuilders, RowsSchema, given_columns};
 
 fn malformed(message: String) -> ProtocolError {
     ProtocolError::Malformed { code: "bad_loki_push", message }
@@ -186,6 +188,8 @@ pub struct LokiPush {
     pub choice: LokiChoice,
     /// The largest snappy-decompressed push.
     pub max_bytes: usize,
+    /// The table schemas the entries' rows are built against as they are read.
+    pub rows: Option<RowsSchema>,
 }
 
 impl Decoder for LokiPush {
@@ -197,6 +201,7 @@ impl Decoder for LokiPush {
         // Event text is each line escaped, with the labels, metadata and timestamp.
         let room = streams.iter().flat_map(|s| &s.entries).map(|(_, line, _)| line.len() * 3 / 2 + 64).sum();
         let mut out = Decoded::with_room((), room);
+        let mut rows = RowBuilders::new(self.rows, streams.iter().map(|s| s.entries.len()).sum());
         for s in streams {
             let target = self
                 .stream
@@ -208,12 +213,25 @@ impl Decoder for LokiPush {
                 .unwrap_or_else(|| self.choice.default.clone());
             // The stream's labels are the same in each of its entries: written once.
             let labels = (!s.labels.is_empty()).then(|| serde_json::to_vec(&s.labels).expect("serializes"));
+            // An entry's row is built from its line and labels as they are, not read back from
+            // the event's text (where the line is escaped), when no value is an object or array.
+            let label_columns = given_columns("labels", &s.labels);
             let mut text = Vec::new();
             for (ns, line, metadata) in s.entries {
                 event_text(&mut text, ns, &line, labels.as_deref(), &metadata);
-                out.push(&target, &text, received);
+                match (&label_columns, given_columns("metadata", &metadata)) {
+                    (Some(labels), Some(metadata)) => {
+                        out.push_building_row(&target, &text, received, &mut rows, |builder, time, _, _, _| {
+                            let message = ("message", Given::Text(&line));
+                            let values = labels.iter().chain(&metadata).map(|(name, value)| (name.as_str(), *value));
+                            builder.push_values_copied(time, values.chain([message]))
+                        });
+                    }
+                    _ => out.push_copying_rows(&target, &text, received, &mut rows),
+                }
             }
         }
+        out.finish_rows(rows);
         Ok(out)
     }
 }
@@ -276,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_build_their_rows_as_the_flush_would() {
+        let choice = LokiChoice { label: Some("app".into()), default: StreamName::new("loki").unwrap() };
+        let mut values = Vec::new();
+        for i in 0..50 {
+            let metadata = if i % 2 == 0 { json!({"trace_id": format!("t-{i}")}) } else { json!({}) };
+            values.push(json!([format!("17640648000000{i:05}"), format!("GET /p{i} \"é\" 200"), metadata]));
+        }
+        // Label names that are not column names as they are; a label that is not text (the
+        // row is then read from the event's text).
+        let push = json!({"streams": [
+            {"stream": {"app": "web", "env": "prod", "k8s pod,name": "web-1", "": "x"}, "values": values},
+            {"stream": {"app": "api"}, "values": [["1764064800000000000", "up"]]},
+            {"stream": {"app": "cart", "replicas": 3}, "values": [["1764064800000000000", "up", {"n": "1"}]]},
+        ]});
+        let body = serde_json::to_vec(&push).unwrap();
+        let decode = |rows| {
+            LokiPush { json: true, stream: None, choice: choice.clone(), max_bytes: 1 << 20, rows }
+                .decode(&body, 0)
+                .unwrap()
+        };
+        let built = crate::rows_as_the_flush_builds(decode);
+        assert_eq!(built.iter().map(StreamName::as_str).collect::<Vec<_>>(), ["api", "cart", "web"]);
+    }
+
+    #[test]
     fn labels_are_parsed_with_escapes() {
         let l = parse_labels(r#"{app="web", env="prod",msg="say \"hi\"\n"}"#).unwrap();
         assert_eq!(l["app"], "web");
@@ -290,7 +333,7 @@ mod tests {
     fn json_pushes_and_snappy_protobuf_pushes_give_the_same_events() {
         let choice = LokiChoice { label: Some("app".into()), default: StreamName::new("loki").unwrap() };
         let decode = |body: &[u8], json| {
-            LokiPush { json, stream: None, choice: choice.clone(), max_bytes: 1 << 20 }.decode(body, 0)
+            LokiPush { json, stream: None, choice: choice.clone(), max_bytes: 1 << 20, rows: None }.decode(body, 0)
         };
         let json_body = br#"{"streams":[{"stream":{"app":"Web.Shop","env":"prod"},"values":[["1764064800000000001","GET / 200",{"trace_id":"abc"}]]}]}"#;
         let a = decode(json_body, true).unwrap();

@@ -22,7 +22,9 @@ use logyard_core::StreamName;
 use logyard_core::scan::write_json_string;
 use logyard_core::time::Micros;
 
-use crate::{Decoded, Decoder, Protocol, ProtocolError};
+use logyard_core::batch::Given;
+
+use crate::{Decoded, Decoder, Protocol, ProtocolError, RowBuilders, RowsSchema, given_columns};
 
 /// How records find their stream.
 #[derive(Debug, Clone)]
@@ -122,26 +124,32 @@ fn records(
     stream: Option<&StreamName>,
     choice: &StreamChoice,
     received: Micros,
+    rows: Option<RowsSchema>,
 ) -> Decoded<()> {
     // Event text is about the protobuf's size plus field names and escapes (JSON's is larger).
     let mut out = Decoded::with_room((), request.encoded_len() * 2);
+    let records = request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+    let mut rows = RowBuilders::new(rows, records);
     let mut e = JsonObject::default();
     for resource_logs in &request.resource_logs {
         let resource_attrs = resource_logs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        // Written once, copied into each record's event.
-        let resource = Some(object(resource_attrs)).filter(|r| !r.is_empty()).map(|r| to_json(&r));
+        // Written once, copied into each record's event (and its columns into each row).
+        let resource_map = object(resource_attrs);
+        let resource = (!resource_map.is_empty()).then(|| to_json(&resource_map));
+        let resource_columns = given_columns("resource", &resource_map);
         for scope_logs in &resource_logs.scope_logs {
-            let scope = scope_logs.scope.as_ref().and_then(|s| {
-                let mut m = Map::new();
+            let mut scope_map = Map::new();
+            if let Some(s) = &scope_logs.scope {
                 if !s.name.is_empty() {
-                    m.insert("name".into(), Value::String(s.name.clone()));
+                    scope_map.insert("name".into(), Value::String(s.name.clone()));
                 }
                 if !s.version.is_empty() {
-                    m.insert("version".into(), Value::String(s.version.clone()));
+                    scope_map.insert("version".into(), Value::String(s.version.clone()));
                 }
-                m.extend(object(&s.attributes));
-                (!m.is_empty()).then(|| to_json(&m))
-            });
+                scope_map.extend(object(&s.attributes));
+            }
+            let scope = (!scope_map.is_empty()).then(|| to_json(&scope_map));
+            let scope_columns = given_columns("scope", &scope_map);
             for record in &scope_logs.log_records {
                 let named = match (stream, choice.attribute.as_deref()) {
                     (None, Some(key)) => string_attribute(&record.attributes, key)
@@ -162,22 +170,33 @@ fn records(
                 if record.severity_number != 0 {
                     e.field("severity_number", &record.severity_number);
                 }
+                // The body when it is text (`Some(None)`: none).
+                let mut body_text = Some(None);
                 match record.body.as_ref().map(|b| &b.value) {
-                    Some(Some(any_value::Value::StringValue(text))) => e.string("body", text),
-                    Some(_) => e.field("body", &value(record.body.as_ref().expect("a body"))),
+                    Some(Some(any_value::Value::StringValue(text))) => {
+                        e.string("body", text);
+                        body_text = Some(Some(text.as_str()));
+                    }
+                    Some(_) => {
+                        e.field("body", &value(record.body.as_ref().expect("a body")));
+                        body_text = None;
+                    }
                     None => {}
                 }
-                if !record.trace_id.is_empty() {
-                    e.string("trace_id", &hex::encode(&record.trace_id));
+                let trace_id = (!record.trace_id.is_empty()).then(|| hex::encode(&record.trace_id));
+                if let Some(id) = &trace_id {
+                    e.string("trace_id", id);
                 }
-                if !record.span_id.is_empty() {
-                    e.string("span_id", &hex::encode(&record.span_id));
+                let span_id = (!record.span_id.is_empty()).then(|| hex::encode(&record.span_id));
+                if let Some(id) = &span_id {
+                    e.string("span_id", id);
                 }
                 if !record.event_name.is_empty() {
                     e.string("event_name", &record.event_name);
                 }
+                let attributes = object(&record.attributes);
                 if !record.attributes.is_empty() {
-                    e.field("attributes", &object(&record.attributes));
+                    e.field("attributes", &attributes);
                 }
                 if let Some(resource) = &resource {
                     e.raw("resource", resource);
@@ -185,10 +204,37 @@ fn records(
                 if let Some(scope) = &scope {
                     e.raw("scope", scope);
                 }
-                out.push(target, e.finish(), received);
+                // The row from the record's values as they are (the body is escaped in the
+                // event's text), unless a value is structured: then read from the text.
+                let columns = (body_text, given_columns("attributes", &attributes), &resource_columns, &scope_columns);
+                let (Some(body), Some(attributes), Some(resource), Some(scope)) = columns else {
+                    out.push_copying_rows(target, e.finish(), received, &mut rows);
+                    continue;
+                };
+                out.push_building_row(target, e.finish(), received, &mut rows, |builder, time, _, _, _| {
+                    let fields = [
+                        (
+                            "severity_text",
+                            Some(record.severity_text.as_str()).filter(|t| !t.is_empty()).map(Given::Text),
+                        ),
+                        (
+                            "severity_number",
+                            (record.severity_number != 0).then(|| Given::Int(record.severity_number.into())),
+                        ),
+                        ("body", body.map(Given::Text)),
+                        ("trace_id", trace_id.as_deref().map(Given::Text)),
+                        ("span_id", span_id.as_deref().map(Given::Text)),
+                        ("event_name", Some(record.event_name.as_str()).filter(|t| !t.is_empty()).map(Given::Text)),
+                    ];
+                    let fields = fields.into_iter().filter_map(|(name, value)| Some((name, value?)));
+                    let nested =
+                        attributes.iter().chain(resource).chain(scope).map(|(name, value)| (name.as_str(), *value));
+                    builder.push_values_copied(time, fields.chain(nested))
+                });
             }
         }
     }
+    out.finish_rows(rows);
     out
 }
 
@@ -199,6 +245,8 @@ pub struct OtlpHttp {
     /// The stream the caller named (a header), if any.
     pub stream: Option<StreamName>,
     pub choice: StreamChoice,
+    /// The table schemas the records' rows are built against as they are read.
+    pub rows: Option<RowsSchema>,
 }
 
 impl Decoder for OtlpHttp {
@@ -207,7 +255,7 @@ impl Decoder for OtlpHttp {
 
     fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<()>, ProtocolError> {
         let request = parse_request(body, self.json)?;
-        Ok(records(&request, self.stream.as_ref(), &self.choice, received))
+        Ok(records(&request, self.stream.as_ref(), &self.choice, received, self.rows))
     }
 }
 
@@ -218,6 +266,8 @@ pub struct OtlpExport {
     pub request: ExportLogsServiceRequest,
     pub stream: Option<StreamName>,
     pub choice: StreamChoice,
+    /// The table schemas the records' rows are built against as they are read.
+    pub rows: Option<RowsSchema>,
 }
 
 impl Decoder for OtlpExport {
@@ -225,7 +275,7 @@ impl Decoder for OtlpExport {
     const PROTOCOL: Protocol = Protocol::Otlp;
 
     fn decode(self, _body: &[u8], received: Micros) -> Result<Decoded<()>, ProtocolError> {
-        Ok(records(&self.request, self.stream.as_ref(), &self.choice, received))
+        Ok(records(&self.request, self.stream.as_ref(), &self.choice, received, self.rows))
     }
 }
 
@@ -234,6 +284,7 @@ mod tests {
     use super::*;
     use logyard_core::encoded::decode_events;
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::common::v1::KeyValueList;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -288,7 +339,7 @@ mod tests {
     fn records_become_events_in_the_stream_their_attribute_names() {
         let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
         let bytes = request().encode_to_vec();
-        let d = OtlpHttp { json: false, stream: None, choice: choice.clone() }.decode(&bytes, 0).unwrap();
+        let d = OtlpHttp { json: false, stream: None, choice: choice.clone(), rows: None }.decode(&bytes, 0).unwrap();
         assert_eq!(d.streams.keys().map(|s| s.as_str()).collect::<Vec<_>>(), ["cart", "checkout-api"]);
         let e = &texts(&d, "checkout-api")[0];
         assert_eq!(e["body"], "payment failed");
@@ -300,10 +351,49 @@ mod tests {
         assert_eq!(e["resource"]["k8s.namespace.name"], "shop");
         assert_eq!(e["scope"]["version"], "1.2");
         // A stream named by the caller wins; without an attribute, the default.
-        let named = records(&request(), Some(&StreamName::new("mine").unwrap()), &choice, 0);
+        let named = records(&request(), Some(&StreamName::new("mine").unwrap()), &choice, 0, None);
         assert_eq!(named.streams.len(), 1);
         let none = StreamChoice { attribute: None, default: StreamName::new("otel").unwrap() };
-        assert_eq!(records(&request(), None, &none, 0).streams.keys().next().unwrap().as_str(), "otel");
+        assert_eq!(records(&request(), None, &none, 0, None).streams.keys().next().unwrap().as_str(), "otel");
+    }
+
+    #[test]
+    fn records_build_their_rows_as_the_flush_would() {
+        let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
+        let mut request = request();
+        let any = |value| Some(AnyValue { value: Some(value) });
+        let attribute = |key: &str, value| KeyValue { key: key.into(), value: any(value), ..Default::default() };
+        let records = &mut request.resource_logs[0].scope_logs[0].log_records;
+        // Attributes of each kind, names that are not column names as they are, a record
+        // without a time or severity.
+        records[0].attributes.extend([
+            attribute("retries", any_value::Value::IntValue(-3)),
+            attribute("cached", any_value::Value::BoolValue(true)),
+            attribute("k8s pod,name", any_value::Value::StringValue("web-1".into())),
+            attribute("", any_value::Value::StringValue("x".into())),
+            KeyValue { key: "unset".into(), value: None, ..Default::default() },
+        ]);
+        records[1].time_unix_nano = 0;
+        records[1].severity_number = 0;
+        records[1].severity_text.clear();
+        // Structured values: their rows are read from the events' text (a third stream).
+        let structured = |value, body| LogRecord {
+            time_unix_nano: 1_764_064_800_000_000_007,
+            body,
+            attributes: vec![kv("service.name", "search"), attribute("v", value)],
+            ..Default::default()
+        };
+        let kvlist = any_value::Value::KvlistValue(KeyValueList { values: vec![kv("a", "b")] });
+        records.extend([
+            structured(any_value::Value::DoubleValue(1.5), None),
+            structured(any_value::Value::StringValue("s".into()), any(kvlist.clone())),
+            structured(kvlist, None),
+        ]);
+        let bytes = request.encode_to_vec();
+        let decode =
+            |rows| OtlpHttp { json: false, stream: None, choice: choice.clone(), rows }.decode(&bytes, 0).unwrap();
+        let built = crate::rows_as_the_flush_builds(decode);
+        assert_eq!(built.iter().map(StreamName::as_str).collect::<Vec<_>>(), ["cart", "checkout-api", "search"]);
     }
 
     #[test]
@@ -314,7 +404,7 @@ mod tests {
             "severityText":"INFO","body":{"kvlistValue":{"values":[{"key":"msg","value":{"stringValue":"hi"}}]}},
             "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}]}]}]}"#;
         let choice = StreamChoice { attribute: Some("service.name".into()), default: StreamName::new("otel").unwrap() };
-        let d = OtlpHttp { json: true, stream: None, choice }.decode(body, 0).unwrap();
+        let d = OtlpHttp { json: true, stream: None, choice, rows: None }.decode(body, 0).unwrap();
         let e = &texts(&d, "web")[0];
         assert_eq!(e["body"]["msg"], "hi");
         assert_eq!(e["trace_id"], "5b8efff798038103d269b633813fc60c");

@@ -16,7 +16,9 @@ use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use logyard_core::batch::BatchBuilder;
 use logyard_core::encoded::EventsEncoder;
+use logyard_core::parse::push_line_copying_rows;
 use logyard_core::time::{Micros, TIME_FIELDS};
 
 use crate::ProtocolError;
@@ -51,8 +53,15 @@ pub struct RecordOutcome {
     pub rejected: usize,
 }
 
-/// Decodes one record's bytes into `out`.
-pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> Result<RecordOutcome, ProtocolError> {
+/// Decodes one record's bytes into `out`, and into `rows` as well while it takes each event
+/// as the flush would (it is given up on, `None`, when one is not:
+/// [`logyard_core::parse::push_line_copying_rows`]).
+pub fn decode_record(
+    data: &[u8],
+    received: Micros,
+    out: &mut EventsEncoder,
+    rows: &mut Option<BatchBuilder<'_>>,
+) -> Result<RecordOutcome, ProtocolError> {
     let mut inflated;
     let data = if data.starts_with(&[0x1f, 0x8b]) {
         inflated = Vec::new();
@@ -76,7 +85,7 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
         && LOG_EVENTS.find(data).is_some()
         && let Ok(envelope) = serde_json::from_slice::<Envelope>(data)
     {
-        return Ok(cloudwatch(envelope, received, out));
+        return Ok(cloudwatch(envelope, received, out, rows));
     }
     let mut outcome = RecordOutcome::default();
     let whole = data.trim_ascii();
@@ -86,7 +95,7 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
     {
         // One JSON document over several lines (pretty-printed): one event.
         let text = serde_json::to_vec(&document).expect("serializes");
-        push(&text, received, out, &mut outcome);
+        push(&text, received, out, rows, &mut outcome);
         return Ok(outcome);
     }
     for line in logyard_core::parse::lines(data) {
@@ -94,12 +103,12 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match out.push_line(line, received) {
+        match push_line_copying_rows(out, line, received, rows) {
             Ok(()) => outcome.events += 1,
             Err(_) => match std::str::from_utf8(line) {
                 Ok(text) => {
                     let wrapped = serde_json::to_vec(&serde_json::json!({ "message": text })).expect("serializes");
-                    push(&wrapped, received, out, &mut outcome);
+                    push(&wrapped, received, out, rows, &mut outcome);
                 }
                 Err(_) => outcome.rejected += 1,
             },
@@ -108,14 +117,25 @@ pub fn decode_record(data: &[u8], received: Micros, out: &mut EventsEncoder) -> 
     Ok(outcome)
 }
 
-fn push(text: &[u8], received: Micros, out: &mut EventsEncoder, outcome: &mut RecordOutcome) {
-    match out.push_line(text, received) {
+fn push(
+    text: &[u8],
+    received: Micros,
+    out: &mut EventsEncoder,
+    rows: &mut Option<BatchBuilder<'_>>,
+    outcome: &mut RecordOutcome,
+) {
+    match push_line_copying_rows(out, text, received, rows) {
         Ok(()) => outcome.events += 1,
         Err(_) => outcome.rejected += 1,
     }
 }
 
-fn cloudwatch(envelope: Envelope, received: Micros, out: &mut EventsEncoder) -> RecordOutcome {
+fn cloudwatch(
+    envelope: Envelope,
+    received: Micros,
+    out: &mut EventsEncoder,
+    rows: &mut Option<BatchBuilder<'_>>,
+) -> RecordOutcome {
     let mut outcome = RecordOutcome::default();
     if envelope.message_type != "DATA_MESSAGE" {
         return outcome;
@@ -137,7 +157,7 @@ fn cloudwatch(envelope: Envelope, received: Micros, out: &mut EventsEncoder) -> 
             object.insert("timestamp".into(), Value::from(ms * 1000));
         }
         let text = serde_json::to_vec(&Value::Object(object)).expect("serializes");
-        push(&text, received, out, &mut outcome);
+        push(&text, received, out, rows, &mut outcome);
     }
     outcome
 }
@@ -149,7 +169,7 @@ mod tests {
 
     fn decode(data: &[u8]) -> (RecordOutcome, Vec<String>) {
         let mut out = EventsEncoder::default();
-        let outcome = decode_record(data, 7, &mut out).unwrap();
+        let outcome = decode_record(data, 7, &mut out, &mut None).unwrap();
         let bytes = out.finish();
         (outcome, decode_events(&bytes).map(|e| e.unwrap().text.to_owned()).collect())
     }

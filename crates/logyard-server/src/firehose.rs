@@ -50,10 +50,15 @@ pub(crate) async fn deliver(
         }
         Seen::New => {}
     }
-    let result =
-        intake::take(&state, &principal, Payload::Http { headers, body }, Firehose { stream }, state.protocols.ack)
-            .await
-            .and_then(|taken| taken.refusal_error().map_or(Ok(()), Err));
+    let result = intake::take(
+        &state,
+        &principal,
+        Payload::Http { headers, body },
+        Firehose { stream, rows: Some(intake::rows_schema(&state)) },
+        state.protocols.ack,
+    )
+    .await
+    .and_then(|taken| taken.refusal_error().map_or(Ok(()), Err));
     state.firehose_requests.finish(&id, result.is_ok());
     match result {
         Ok(()) => firehose_answer(StatusCode::OK, &id, None),

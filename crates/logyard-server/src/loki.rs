@@ -32,6 +32,7 @@ pub(crate) async fn push(
             stream: named_stream(headers.get(STREAM_HEADER).and_then(|v| v.to_str().ok()))?,
             choice: state.protocols.loki.clone(),
             max_bytes: state.body_limits.max_decoded_bytes,
+            rows: Some(intake::rows_schema(&state)),
         };
         intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await
     }

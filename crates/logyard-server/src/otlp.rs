@@ -45,7 +45,8 @@ pub(crate) async fn http(
     let json = crate::body::is_json(&headers);
     let result = async {
         let stream = named_stream(headers.get(STREAM_HEADER).and_then(|v| v.to_str().ok()))?;
-        let decoder = OtlpHttp { json, stream, choice: state.protocols.otlp.clone() };
+        let decoder =
+            OtlpHttp { json, stream, choice: state.protocols.otlp.clone(), rows: Some(intake::rows_schema(&state)) };
         intake::take(&state, &principal, Payload::Http { headers, body }, decoder, state.protocols.ack).await
     }
     .await;
@@ -88,7 +89,12 @@ impl Grpc {
         let stream = named_stream(metadata.get(STREAM_HEADER).and_then(|v| v.to_str().ok()))?;
         let request = request.into_inner();
         let bytes = request.encoded_len();
-        let decoder = OtlpExport { request, stream, choice: state.protocols.otlp.clone() };
+        let decoder = OtlpExport {
+            request,
+            stream,
+            choice: state.protocols.otlp.clone(),
+            rows: Some(intake::rows_schema(state)),
+        };
         intake::take(state, &principal, Payload::Decoded { bytes }, decoder, state.protocols.ack).await
     }
 }

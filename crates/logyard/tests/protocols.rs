@@ -479,7 +479,11 @@ async fn a_refused_stream_is_answered_per_protocol_and_counted_alike() {
         (
             "firehose",
             "app-firehose",
-            text_bytes(Firehose { stream: stream("app-firehose") }, firehose_taken.as_bytes(), "app-firehose"),
+            text_bytes(
+                Firehose { stream: stream("app-firehose"), rows: None },
+                firehose_taken.as_bytes(),
+                "app-firehose",
+            ),
         ),
         (
             "elasticsearch",
@@ -489,13 +493,13 @@ async fn a_refused_stream_is_answered_per_protocol_and_counted_alike() {
         (
             "otlp",
             "app-otlp",
-            text_bytes(OtlpHttp { json: true, stream: None, choice: otel }, otlp.as_bytes(), "app-otlp"),
+            text_bytes(OtlpHttp { json: true, stream: None, choice: otel, rows: None }, otlp.as_bytes(), "app-otlp"),
         ),
         (
             "loki",
             "app-loki",
             text_bytes(
-                LokiPush { json: true, stream: None, choice: loki_choice, max_bytes: 1 << 20 },
+                LokiPush { json: true, stream: None, choice: loki_choice, max_bytes: 1 << 20, rows: None },
                 loki.as_bytes(),
                 "app-loki",
             ),

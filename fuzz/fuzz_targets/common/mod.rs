@@ -85,3 +85,43 @@ pub fn check_rejected(r: &Rejected) {
 pub fn stream(name: &str) -> StreamName {
     StreamName::new(name).expect("a valid stream name")
 }
+
+/// A table schema the decoders build rows against as they read (`RowsSchema`): the base
+/// columns and fields the protocols' events have, two of them of a type their values do not
+/// always fit.
+pub fn rows_schema() -> logyard_protocols::RowsSchema {
+    use arrow_schema::{DataType, Field, Schema};
+    let mut fields: Vec<Field> = base_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (name, data_type) in [
+        ("message", DataType::Utf8),
+        ("body", DataType::Utf8),
+        ("severity_number", DataType::Int64),
+        ("severity_text", DataType::Int64),
+        ("labels.app", DataType::Utf8),
+        ("status", DataType::Int64),
+        ("msg", DataType::Utf8),
+        ("level", DataType::Utf8),
+    ] {
+        fields.push(Field::new(name, data_type, true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    logyard_protocols::RowsSchema(Arc::new(move |_: &StreamName| {
+        Some((schema.clone(), logyard_core::batch::DEFAULT_MAX_COLUMNS))
+    }))
+}
+
+/// Rows a decoder built as it read are those the flush builds from the stream's events.
+pub fn check_rows<I>(d: &Decoded<I>, schema: &logyard_protocols::RowsSchema) {
+    for (stream, batch) in &d.rows {
+        let (table, _) = (schema.0)(stream).expect("rows only for a stream with a schema");
+        check_batch(&table, &d.streams[stream], batch);
+    }
+}
+
+/// Rows built as events were read, against `table`, are those the flush builds from them.
+pub fn check_batch(table: &arrow_schema::SchemaRef, events: &EventsEncoder, batch: &arrow_array::RecordBatch) {
+    use logyard_core::batch::{DEFAULT_MAX_COLUMNS, Held, batches_from_held};
+    assert_eq!(batch.num_rows(), events.len(), "the rows are the events");
+    let build = |held| batches_from_held(table.clone(), [(1, held)], DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
+    assert_eq!(build(Held::Prepared(batch)), build(Held::Encoded(events.as_bytes())), "the rows of the events");
+}

@@ -540,7 +540,7 @@ impl ShardWorker {
             let decoded = r
                 .data_into(&mut data)
                 .map_err(|e| format!("data is not base64: {e}"))
-                .and_then(|()| decode_record(&data, arrived, &mut events).map_err(|e| e.to_string()));
+                .and_then(|()| decode_record(&data, arrived, &mut events, &mut None).map_err(|e| e.to_string()));
             match decoded {
                 Ok(outcome) => {
                     accepted += outcome.events;
