@@ -2,9 +2,43 @@
 //! fit a stream's table, for the flusher and for uploads alike.
 
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 
 use logyard_core::batch::{Held, batches_from_held, fit_to};
 use logyard_storage::tables::BuildResult;
+
+/// Events held until their commit: encoded, or as the rows built when they were read (the
+/// encoded events are then needed no more, or kept elsewhere: the write-ahead log).
+#[derive(Debug, Clone)]
+pub(crate) enum HeldEvents {
+    Encoded(Bytes),
+    Prepared(RecordBatch),
+}
+
+impl HeldEvents {
+    pub(crate) fn of(events: Bytes, rows: Option<RecordBatch>) -> Self {
+        match rows {
+            Some(rows) => HeldEvents::Prepared(rows),
+            None => HeldEvents::Encoded(events),
+        }
+    }
+
+    /// Rows built as the events were read.
+    pub(crate) fn prepared_rows(&self) -> u64 {
+        match self {
+            HeldEvents::Encoded(_) => 0,
+            HeldEvents::Prepared(batch) => batch.num_rows() as u64,
+        }
+    }
+
+    pub(crate) fn as_held(&self) -> Held<'_> {
+        match self {
+            HeldEvents::Encoded(events) => Held::Encoded(events),
+            HeldEvents::Prepared(batch) => Held::Prepared(batch),
+        }
+    }
+}
 
 /// Rows per batch.
 pub const BATCH_ROWS: usize = 64 * 1024;

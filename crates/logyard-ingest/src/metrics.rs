@@ -41,7 +41,8 @@ pub struct IngestMetrics {
     pub flush_seconds: Histogram,
     pub build_seconds: Histogram,
     pub flushed_rows: Counter,
-    /// Of the committed rows, those whose columns were built as their request was read.
+    /// Of the committed rows, those whose columns were built as their request (or Kinesis
+    /// records) were read.
     pub rows_built_at_request: Counter,
     pub flush_errors: Counter,
 }
@@ -98,7 +99,7 @@ impl IngestMetrics {
         r.register("logyard_committed_rows", "Rows committed to tables", self.flushed_rows.clone());
         r.register(
             "logyard_committed_rows_built_at_request",
-            "Committed rows whose columns were built as their request was read (the others were built from the write-ahead log's events at the flush)",
+            "Committed rows whose columns were built as their request or Kinesis records were read (the others were built from the events at the flush)",
             self.rows_built_at_request.clone(),
         );
         r.register("logyard_flush_errors", "Failed flush attempts (retried)", self.flush_errors.clone());

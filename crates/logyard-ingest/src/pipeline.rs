@@ -24,7 +24,7 @@ use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, NewRecord, Tables, Wal, WalOptions, WalRecord, WalSink};
 
 use crate::IngestError;
-use crate::build::build_held;
+use crate::build::{HeldEvents, build_held};
 use crate::metrics::IngestMetrics;
 use crate::raw::{RawArchiver, RawPayload};
 use crate::uploads::bundler::BundleOptions;
@@ -114,35 +114,10 @@ struct HeldRecord {
     bytes: usize,
 }
 
-#[derive(Debug, Clone)]
-enum HeldEvents {
-    Encoded(Bytes),
-    Prepared(RecordBatch),
-}
-
 impl HeldRecord {
     fn of(record: WalRecord) -> Self {
         let bytes = record.events.len();
-        let events = match record.prepared {
-            Some(batch) => HeldEvents::Prepared(batch),
-            None => HeldEvents::Encoded(record.events),
-        };
-        Self { position: record.position, events, bytes }
-    }
-
-    /// Rows built as the record's request was read.
-    fn prepared_rows(&self) -> u64 {
-        match &self.events {
-            HeldEvents::Encoded(_) => 0,
-            HeldEvents::Prepared(batch) => batch.num_rows() as u64,
-        }
-    }
-
-    fn as_held(&self) -> logyard_core::batch::Held<'_> {
-        match &self.events {
-            HeldEvents::Encoded(events) => logyard_core::batch::Held::Encoded(events),
-            HeldEvents::Prepared(batch) => logyard_core::batch::Held::Prepared(batch),
-        }
+        Self { position: record.position, events: HeldEvents::of(record.events, record.prepared), bytes }
     }
 }
 
@@ -827,8 +802,8 @@ impl Ingestor {
             let floor = committed.unwrap_or(0).max(0) as u64;
             let started = Instant::now();
             let held = records.iter().filter(|r| r.position > floor);
-            let prepared = held.clone().map(HeldRecord::prepared_rows).sum();
-            let batches = build_held(schema, held.map(|r| (r.position, r.as_held())), max_columns);
+            let prepared = held.clone().map(|r| r.events.prepared_rows()).sum();
+            let batches = build_held(schema, held.map(|r| (r.position, r.events.as_held())), max_columns);
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
             let schema = match &batches {
                 Ok(Some(batches)) => batches.last().map(RecordBatch::schema),

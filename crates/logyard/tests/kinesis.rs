@@ -426,6 +426,27 @@ async fn serve_runs_configured_consumers_and_backs_off_when_throttled() {
         assert!(started.elapsed() < Duration::from_secs(60), "{n} of {} rows\n{}", ids.len(), server.logs());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Records read after the consumer's first commit build their rows as they are decoded
+    // (against the table's schema then), and land as the ones before them did.
+    let (more, more_ids) = records(300, 100);
+    kinesis.call(json!({"op": "put", "stream": "orders-events", "records": more}));
+    let all = (ids.len() + more_ids.len()) as i64;
+    let started = Instant::now();
+    while count(&server, "SELECT count(*) FROM orders").await != all {
+        assert!(started.elapsed() < Duration::from_secs(30), "the second records did not land\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let built = metric(&text, "logyard_committed_rows_built_at_request_total");
+    assert!(built >= more_ids.len() as f64 && built <= all as f64, "{built} rows built as read\n{text}");
+    // Each kind of record gave the columns the flush gives it.
+    let right = "SELECT count(*) FROM orders WHERE n >= 300 AND starts_with(id, 'k-' || CAST(n AS VARCHAR)) AND \
+                 ((kind = 'cloudwatch' AND log_group = '/aws/eks/shop/cluster' AND log_stream = 'kube-apiserver-1' \
+                   AND to_unixtime(timestamp) IN (1764064800, 1764064801)) \
+                  OR (kind = 'json' AND to_unixtime(timestamp) = 1795600800 AND log_group IS NULL) \
+                  OR (kind IN ('ndjson', 'gzip') AND log_group IS NULL))";
+    assert_eq!(count(&server, right).await, more_ids.len() as i64);
+
     // A record with no events (a CloudWatch Logs control message) moves the checkpoint alone;
     // the next record on that shard, one pretty-printed JSON document, is one more row.
     let b64 = |data: &[u8]| base64::engine::general_purpose::STANDARD.encode(data);
@@ -436,7 +457,7 @@ async fn serve_runs_configured_consumers_and_backs_off_when_throttled() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     kinesis.call(one(b"{\n  \"id\": \"pretty\",\n  \"n\": 1\n}\n".to_vec()));
     let started = Instant::now();
-    let want = ids.len() as i64 + 1;
+    let want = all + 1;
     while count(&server, "SELECT count(*) FROM orders").await != want {
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -448,7 +469,7 @@ async fn serve_runs_configured_consumers_and_backs_off_when_throttled() {
     assert_eq!(count(&server, "SELECT n FROM orders WHERE id = 'pretty'").await, 1);
 
     let text = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&text, "logyard_kinesis_records_total{stream=\"orders-events\"}"), 302.0, "{text}");
+    assert_eq!(metric(&text, "logyard_kinesis_records_total{stream=\"orders-events\"}"), 402.0, "{text}");
     assert_eq!(metric(&text, "logyard_kinesis_leases{stream=\"orders-events\"}"), 2.0, "{text}");
 
     // Checkpoints live in the bucket, beside the table.

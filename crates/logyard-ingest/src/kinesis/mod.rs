@@ -24,12 +24,13 @@ pub mod checkpoint;
 mod get_records;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -39,12 +40,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use logyard_core::StreamName;
+use logyard_core::batch::BatchBuilder;
 use logyard_core::encoded::{EVENT_HEADER_BYTES, EventsEncoder};
 use logyard_storage::tables::BuildFn;
 use logyard_storage::{AppendOutcome, FencedOutcome, Tables};
 
 use crate::IngestMetrics;
-use crate::build::build_batches;
+use crate::build::{HeldEvents, build_held};
 use checkpoint::{Checkpoint, Pending, ShardLog};
 use get_records::{Page, RawBody};
 use logyard_protocols::Protocol;
@@ -189,6 +191,9 @@ struct Context {
     options: KinesisOptions,
     ingest: IngestMetrics,
     metrics: KinesisMetrics,
+    /// The target table's schema at this consumer's last commit: the records read after it
+    /// build their rows as they are decoded, and the commit does not parse them again.
+    schema: Mutex<Option<SchemaRef>>,
 }
 
 impl Context {
@@ -228,7 +233,7 @@ impl Consumer {
         ingest: IngestMetrics,
         metrics: KinesisMetrics,
     ) -> Self {
-        Self { ctx: Arc::new(Context { client, tables, options, ingest, metrics }) }
+        Self { ctx: Arc::new(Context { client, tables, options, ingest, metrics, schema: Mutex::new(None) }) }
     }
 
     /// Runs until `stop` turns true; then commits what the workers hold and releases their
@@ -393,8 +398,9 @@ struct ShardWorker {
     index: u64,
     entry: Checkpoint,
     stop: watch::Receiver<bool>,
-    /// Read and not committed: encoded events per GetRecords call.
-    buffer: Vec<Bytes>,
+    /// Read and not committed: encoded events per GetRecords call, with their rows when
+    /// they were built as the records were decoded.
+    buffer: Vec<HeldEvents>,
     buffer_bytes: usize,
     buffer_events: usize,
     buffer_since: Option<Instant>,
@@ -533,6 +539,9 @@ impl ShardWorker {
         let target = ctx.options.target.as_str();
         let mut events =
             EventsEncoder::with_capacity(records.iter().map(|r| r.data.len() / 4 * 3 + EVENT_HEADER_BYTES).sum());
+        // Masking rewrites events after they are decoded: their rows are built at the commit.
+        let schema = ctx.schema.lock().expect("schema lock").clone().filter(|_| ctx.options.masker.is_none());
+        let mut rows = schema.map(|s| BatchBuilder::with_capacity(s, ctx.options.max_columns, records.len()));
         let mut data = Vec::new();
         let (mut accepted, mut rejected) = (0usize, 0usize);
         for r in records {
@@ -540,7 +549,7 @@ impl ShardWorker {
             let decoded = r
                 .data_into(&mut data)
                 .map_err(|e| format!("data is not base64: {e}"))
-                .and_then(|()| decode_record(&data, arrived, &mut events, &mut None).map_err(|e| e.to_string()));
+                .and_then(|()| decode_record(&data, arrived, &mut events, &mut rows).map_err(|e| e.to_string()));
             match decoded {
                 Ok(outcome) => {
                     accepted += outcome.events;
@@ -571,8 +580,11 @@ impl ShardWorker {
             };
         }
         if !events.is_empty() {
+            let rows = rows
+                .and_then(|rows| rows.finish_prepared().ok().flatten())
+                .filter(|rows| rows.num_rows() == events.len());
             self.buffer_bytes += events.text_bytes();
-            self.buffer.push(events.finish());
+            self.buffer.push(HeldEvents::of(events.finish(), rows));
         }
         self.buffer_since.get_or_insert_with(Instant::now);
     }
@@ -618,9 +630,17 @@ impl ShardWorker {
         self.entry.lease_until_ms - now_ms() < millis(self.ctx.options.lease) * 2 / 3
     }
 
+    /// Whether the buffer is to be committed: a flush step is held, or its oldest record is
+    /// old. Until this consumer's first commit a sixteenth of a step will do, so that the
+    /// records after it build their rows as they are read ([`Context::schema`]).
     fn flush_due(&self) -> bool {
-        self.buffer_bytes >= self.ctx.options.flush_bytes
-            || self.buffer_since.is_some_and(|t| t.elapsed() >= self.ctx.options.flush_age)
+        let options = &self.ctx.options;
+        let step = if self.ctx.schema.lock().expect("schema lock").is_some() {
+            options.flush_bytes
+        } else {
+            (options.flush_bytes / 16).max(1)
+        };
+        self.buffer_bytes >= step || self.buffer_since.is_some_and(|t| t.elapsed() >= options.flush_age)
     }
 
     /// Appends the next entry (renewing the lease); `false` when the lease was lost.
@@ -654,10 +674,20 @@ impl ShardWorker {
             return Ok(Flushed::Lost);
         }
         let started = Instant::now();
-        let payloads = Arc::new(std::mem::take(&mut self.buffer));
+        let held = Arc::new(std::mem::take(&mut self.buffer));
+        let prepared: u64 = held.iter().map(HeldEvents::prepared_rows).sum();
         let max_columns = self.ctx.options.max_columns;
+        // The table's schema as this build leaves it, kept for the records after it once the
+        // build commits.
+        let made = Arc::new(Mutex::new(None::<SchemaRef>));
+        let schema_out = made.clone();
         let build: BuildFn = Arc::new(move |schema, _| {
-            build_batches(schema, payloads.iter().enumerate().map(|(i, p)| (i as u64, &p[..])), max_columns)
+            let batches =
+                build_held(schema, held.iter().enumerate().map(|(i, h)| (i as u64, h.as_held())), max_columns);
+            if let Ok(Some(batches)) = &batches {
+                *schema_out.lock().expect("build lock") = batches.last().map(RecordBatch::schema);
+            }
+            batches
         });
         let ctx = self.ctx.clone();
         let outcome = ctx.tables.append_after(&ctx.options.target, &self.app_id, base, batch, build).await;
@@ -675,7 +705,13 @@ impl ShardWorker {
         match outcome {
             FencedOutcome::Appended(appended) => {
                 let rows = match appended {
-                    AppendOutcome::Committed { rows, .. } => rows,
+                    AppendOutcome::Committed { rows, .. } => {
+                        if let Some(schema) = made.lock().expect("build lock").take() {
+                            *ctx.schema.lock().expect("schema lock") = Some(schema);
+                        }
+                        ctx.ingest.rows_built_at_request.inc_by(prepared);
+                        rows
+                    }
                     AppendOutcome::AlreadyCommitted => 0,
                 };
                 ctx.ingest.observe_flush(started.elapsed(), rows);
