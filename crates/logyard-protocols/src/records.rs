@@ -151,10 +151,12 @@ fn cloudwatch(
         if let Some(stream) = &envelope.log_stream {
             object.entry("log_stream").or_insert_with(|| Value::String(stream.clone()));
         }
-        if let Some(ms) = e.timestamp
+        // A time in milliseconds beyond what microseconds hold is no time: the event keeps
+        // the time it was received.
+        if let Some(micros) = e.timestamp.and_then(|ms| ms.checked_mul(1000))
             && !TIME_FIELDS.iter().any(|f| object.contains_key(*f))
         {
-            object.insert("timestamp".into(), Value::from(ms * 1000));
+            object.insert("timestamp".into(), Value::from(micros));
         }
         let text = serde_json::to_vec(&Value::Object(object)).expect("serializes");
         push(&text, received, out, rows, &mut outcome);
@@ -213,5 +215,12 @@ mod tests {
         assert_eq!(second["message"], "GET / 200");
         let control = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1,"message":"CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}"#;
         assert_eq!(decode(&gzip(control)), (RecordOutcome::default(), vec![]));
+        // Found by the kinesis_record fuzz target: a time in milliseconds too large for
+        // microseconds overflowed.
+        let far = br#"{"messageType":"DATA_MESSAGE","logGroup":"g","logStream":"s","logEvents":[{"id":"1","timestamp":176406480164802000,"message":"late"}]}"#;
+        let (o, events) = decode(far);
+        assert_eq!(o.events, 1);
+        let event: Value = serde_json::from_str(&events[0]).unwrap();
+        assert_eq!((event["message"].as_str(), event.get("timestamp")), (Some("late"), None));
     }
 }
