@@ -401,6 +401,8 @@ struct ShardWorker {
     /// Read and not committed: encoded events per GetRecords call, with their rows when
     /// they were built as the records were decoded.
     buffer: Vec<HeldEvents>,
+    /// The encoder of the last page whose rows were built, emptied, for the next page.
+    scratch: Option<EventsEncoder>,
     buffer_bytes: usize,
     buffer_events: usize,
     buffer_since: Option<Instant>,
@@ -421,6 +423,7 @@ impl ShardWorker {
             entry,
             stop,
             buffer: Vec::new(),
+            scratch: None,
             buffer_bytes: 0,
             buffer_events: 0,
             buffer_since: None,
@@ -537,8 +540,8 @@ impl ShardWorker {
         let Some(last) = records.last() else { return };
         let ctx = &self.ctx;
         let target = ctx.options.target.as_str();
-        let mut events =
-            EventsEncoder::with_capacity(records.iter().map(|r| r.data.len() / 4 * 3 + EVENT_HEADER_BYTES).sum());
+        let room = records.iter().map(|r| r.data.len() / 4 * 3 + EVENT_HEADER_BYTES).sum();
+        let mut events = self.scratch.take().unwrap_or_else(|| EventsEncoder::with_capacity(room));
         // Masking rewrites events after they are decoded: their rows are built at the commit.
         let schema = ctx.schema.lock().expect("schema lock").clone().filter(|_| ctx.options.masker.is_none());
         let mut rows = schema.map(|s| BatchBuilder::with_capacity(s, ctx.options.max_columns, records.len()));
@@ -584,7 +587,18 @@ impl ShardWorker {
                 .and_then(|rows| rows.finish_prepared().ok().flatten())
                 .filter(|rows| rows.num_rows() == events.len());
             self.buffer_bytes += events.text_bytes();
-            self.buffer.push(HeldEvents::of(events.finish(), rows));
+            match rows {
+                // The events were needed for their rows only: their memory takes the next page.
+                Some(rows) => {
+                    events.clear();
+                    self.scratch = Some(events);
+                    self.buffer.push(HeldEvents::Prepared(rows));
+                }
+                None => self.buffer.push(HeldEvents::Encoded(events.finish())),
+            }
+        } else {
+            events.clear();
+            self.scratch = Some(events);
         }
         self.buffer_since.get_or_insert_with(Instant::now);
     }
