@@ -56,14 +56,14 @@ fuzz_target!(|data: &[u8]| {
         let mapped = mapping.stream(&item.index).ok();
         match &item.outcome {
             Outcome::Accepted(stream) => {
-                assert!(matches!(item.action.as_str(), "index" | "create"), "{} accepted", item.action);
+                assert!(matches!(item.action, "index" | "create"), "{} accepted", item.action);
                 assert_eq!(Some(stream), mapped.as_ref(), "index {:?}", item.index);
                 accepted.entry(stream.clone()).or_default().push(doc.expect("an accepted item has a document"));
             }
             Outcome::Refused { status, kind, reason } => {
                 assert_eq!(*status, 400);
                 assert!(!reason.is_empty());
-                match item.action.as_str() {
+                match item.action {
                     "update" | "delete" => assert_eq!(*kind, "action_request_validation_exception"),
                     "index" | "create" => {
                         let expected = if mapped.is_some() {

@@ -7,6 +7,8 @@
 //! JSON object is refused alone; an action line that cannot be read makes the whole request
 //! fail, as it does in Elasticsearch, since what follows it cannot be told apart.
 
+use std::sync::Arc;
+
 use logyard_core::StreamName;
 use logyard_core::time::Micros;
 
@@ -63,8 +65,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     /// `index`, `create`, `update` or `delete`.
-    pub action: String,
-    pub index: String,
+    pub action: &'static str,
+    /// Shared by the items of a repeated action line.
+    pub index: Arc<str>,
     pub id: Option<String>,
     pub outcome: Outcome,
 }
@@ -94,6 +97,9 @@ struct Meta {
 
 const APPEND_ONLY: &str = "logyard keeps logs append-only: use index or create";
 
+/// An action line as read: the action, the index and the document id.
+type Action = (&'static str, Arc<str>, Option<String>);
+
 /// An action line: exactly one of these is set.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +112,7 @@ struct ActionLine {
 
 impl Bulk {
     /// An action line: the action, the index and the document id; why it cannot be read.
-    fn action(&self, line: &[u8]) -> Result<(&'static str, String, Option<String>), String> {
+    fn action(&self, line: &[u8]) -> Result<Action, String> {
         let line: ActionLine =
             serde_json::from_slice(line).map_err(|e| format!("expected one of index, create, update, delete: {e}"))?;
         let given = [("index", line.index), ("create", line.create), ("update", line.update), ("delete", line.delete)];
@@ -117,7 +123,7 @@ impl Bulk {
         };
         let id = meta.id.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
         let index = match meta.index.or_else(|| self.path_index.clone()) {
-            Some(i) => i,
+            Some(i) => Arc::from(i),
             None => return Err("no _index, and none in the path".into()),
         };
         Ok((action, index, id))
@@ -132,21 +138,21 @@ impl Decoder for Bulk {
     fn decode(self, body: &[u8], received: Micros) -> Result<Decoded<Vec<Item>>, ProtocolError> {
         let mut out = Decoded::with_room(Vec::new(), body.len() + body.len() / 4);
         let mut rows = RowBuilders::new(self.rows.clone(), body.len() / 400);
-        let mut last: Option<(String, Result<StreamName, InvalidIndex>)> = None;
+        let mut last: Option<(Arc<str>, Result<StreamName, InvalidIndex>)> = None;
         let mut lines = logyard_core::parse::lines(body)
             .enumerate()
             .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
             .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
         // Shippers repeat one action line (`{"index":{"_index":"logs"}}`): read it once.
-        let mut previous: Option<(&[u8], &'static str, String, Option<String>)> = None;
+        let mut previous: Option<(&[u8], Action)> = None;
         while let Some((n, line)) = lines.next() {
             let bad_line = |why: &str| malformed(format!("Malformed action/metadata line [{n}]: {why}"));
             let (action, index, id) = match &previous {
-                Some((text, action, index, id)) if *text == line => (*action, index.clone(), id.clone()),
+                Some((text, read)) if *text == line => read.clone(),
                 _ => {
-                    let (action, index, id) = self.action(line).map_err(|why| bad_line(&why))?;
-                    previous = Some((line, action, index.clone(), id.clone()));
-                    (action, index, id)
+                    let read = self.action(line).map_err(|why| bad_line(&why))?;
+                    previous = Some((line, read.clone()));
+                    read
                 }
             };
             // Requests name few indexes: map each once.
@@ -181,7 +187,7 @@ impl Decoder for Bulk {
             if let Outcome::Refused { reason, .. } = &outcome {
                 out.rejected.add(stream.as_ref().ok(), 1, || reason.clone());
             }
-            out.items.push(Item { action: action.to_owned(), index, id, outcome });
+            out.items.push(Item { action, index, id, outcome });
         }
         out.finish_rows(rows);
         Ok(out)
@@ -283,11 +289,8 @@ not json
 {"message":"three"}
 "#;
         let bulk = decode(body, Some("web")).unwrap();
-        let outcomes: Vec<(&str, &str, bool)> = bulk
-            .items
-            .iter()
-            .map(|i| (i.action.as_str(), i.index.as_str(), matches!(i.outcome, Outcome::Accepted(_))))
-            .collect();
+        let outcomes: Vec<(&str, &str, bool)> =
+            bulk.items.iter().map(|i| (i.action, &*i.index, matches!(i.outcome, Outcome::Accepted(_)))).collect();
         assert_eq!(
             outcomes,
             [
