@@ -839,7 +839,15 @@ mod tests {
             for (i, line) in lines.iter().enumerate() {
                 text.clear();
                 text.extend_from_slice(line.as_bytes());
-                crate::parse::push_line_copying_rows(&mut events, &text, i as i64, &mut rows).unwrap();
+                let mut taken = false;
+                let scanned = events
+                    .push_line_with(&text, i as i64, |time, text, leaves, paths| {
+                        taken = rows.as_mut().is_some_and(|rows| rows.push_leaves_copied(time, text, leaves, paths));
+                    })
+                    .unwrap();
+                if !(scanned && taken) {
+                    rows = None;
+                }
             }
             (events.finish(), rows.map(|r| r.finish_prepared().unwrap().unwrap()))
         };
