@@ -122,22 +122,10 @@ impl<I> Decoded<I> {
     }
 
     /// [`Decoded::push`] of an event written for the call (into a buffer the decoder reuses),
-    /// whose values `rows` copies into the rows it builds for `stream`.
-    pub fn push_copying_rows(
-        &mut self,
-        stream: &StreamName,
-        text: &[u8],
-        received: Micros,
-        rows: &mut RowBuilders<'_>,
-    ) {
-        self.push_building_row(stream, text, received, rows, |builder, time, text, leaves, paths| {
-            builder.push_leaves_copied(time, text, leaves, paths)
-        });
-    }
-
-    /// [`Decoded::push`] of an event written for the call, whose row `take` adds to the rows
-    /// `rows` builds for `stream` ([`push_line_building_row`]): for a decoder that has the
-    /// event's values at hand and need not read them back from its text.
+    /// whose row `take` adds to the rows `rows` builds for `stream`
+    /// ([`push_line_building_row`]): from the values the decoder has at hand
+    /// (`BatchBuilder::push_values_copied`), or copied from the event's leaves
+    /// (`BatchBuilder::push_leaves_copied`).
     pub fn push_building_row<'b>(
         &mut self,
         stream: &StreamName,

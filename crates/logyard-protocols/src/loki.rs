@@ -219,16 +219,14 @@ impl Decoder for LokiPush {
             let mut text = Vec::new();
             for (ns, line, metadata) in s.entries {
                 event_text(&mut text, ns, &line, labels.as_deref(), &metadata);
-                match (&label_columns, given_columns("metadata", &metadata)) {
-                    (Some(labels), Some(metadata)) => {
-                        out.push_building_row(&target, &text, received, &mut rows, |builder, time, _, _, _| {
-                            let message = ("message", Given::Text(&line));
-                            let values = labels.iter().chain(&metadata).map(|(name, value)| (name.as_str(), *value));
-                            builder.push_values_copied(time, values.chain([message]))
-                        });
-                    }
-                    _ => out.push_copying_rows(&target, &text, received, &mut rows),
-                }
+                out.push_building_row(&target, &text, received, &mut rows, |builder, time, text, leaves, paths| {
+                    let (Some(labels), Some(metadata)) = (&label_columns, given_columns("metadata", &metadata)) else {
+                        return builder.push_leaves_copied(time, text, leaves, paths);
+                    };
+                    let message = ("message", Given::Text(&line));
+                    let values = labels.iter().chain(&metadata).map(|(name, value)| (name.as_str(), *value));
+                    builder.push_values_copied(time, values.chain([message]))
+                });
             }
         }
         out.finish_rows(rows);
@@ -301,12 +299,12 @@ mod tests {
             let metadata = if i % 2 == 0 { json!({"trace_id": format!("t-{i}")}) } else { json!({}) };
             values.push(json!([format!("17640648000000{i:05}"), format!("GET /p{i} \"é\" 200"), metadata]));
         }
-        // Label names that are not column names as they are; a label that is not text (the
-        // row is then read from the event's text).
+        // Label names that are not column names as they are; labels that are not text: a
+        // number is given as it is, a fraction sends the row to the event's text.
         let push = json!({"streams": [
             {"stream": {"app": "web", "env": "prod", "k8s pod,name": "web-1", "": "x"}, "values": values},
             {"stream": {"app": "api"}, "values": [["1764064800000000000", "up"]]},
-            {"stream": {"app": "cart", "replicas": 3}, "values": [["1764064800000000000", "up", {"n": "1"}]]},
+            {"stream": {"app": "cart", "replicas": 3, "load": 0.5}, "values": [["1764064800000000000", "up", {"n": "1"}]]},
         ]});
         let body = serde_json::to_vec(&push).unwrap();
         let decode = |rows| {

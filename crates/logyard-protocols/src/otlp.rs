@@ -206,12 +206,12 @@ fn records(
                 }
                 // The row from the record's values as they are (the body is escaped in the
                 // event's text), unless a value is structured: then read from the text.
-                let columns = (body_text, given_columns("attributes", &attributes), &resource_columns, &scope_columns);
-                let (Some(body), Some(attributes), Some(resource), Some(scope)) = columns else {
-                    out.push_copying_rows(target, e.finish(), received, &mut rows);
-                    continue;
-                };
-                out.push_building_row(target, e.finish(), received, &mut rows, |builder, time, _, _, _| {
+                out.push_building_row(target, e.finish(), received, &mut rows, |builder, time, text, leaves, paths| {
+                    let columns =
+                        (body_text, given_columns("attributes", &attributes), &resource_columns, &scope_columns);
+                    let (Some(body), Some(attributes), Some(resource), Some(scope)) = columns else {
+                        return builder.push_leaves_copied(time, text, leaves, paths);
+                    };
                     let fields = [
                         (
                             "severity_text",
