@@ -183,10 +183,7 @@ impl<'a> Column<'a> {
     fn add(&mut self, row: u32, scalar: Scalar<'a>, raw: &'a str) {
         match &mut self.data {
             ColumnData::Typed { builder, filled, conflicts } => {
-                while *filled < row {
-                    builder.append_null();
-                    *filled += 1;
-                }
+                fill_nulls(builder, filled, row);
                 if !builder.append(&scalar, raw) {
                     conflicts.push((row, raw));
                 }
@@ -194,6 +191,14 @@ impl<'a> Column<'a> {
             }
             ColumnData::New(values) => values.push((row, scalar, raw)),
         }
+    }
+}
+
+/// Nulls in a column's builder for the rows before `row` that gave it no value.
+fn fill_nulls(builder: &mut Typed, filled: &mut u32, row: u32) {
+    while *filled < row {
+        builder.append_null();
+        *filled += 1;
     }
 }
 
@@ -266,21 +271,12 @@ impl<'a> BatchBuilder<'a> {
         leaves: &[Leaf],
         paths: &[impl AsRef<str>],
     ) -> Result<(), CoreError> {
-        if self.by_path.len() < paths.len() {
-            self.by_path.resize(paths.len(), 0);
-        }
         for leaf in leaves {
-            let slot = self
-                .by_path
-                .get_mut(leaf.path as usize)
+            let column = self
+                .column_of_path(leaf.path, paths)
                 .ok_or_else(|| CoreError::CorruptEvent(format!("leaf of path {} of {}", leaf.path, paths.len())))?;
-            if *slot == 0 {
-                let name = paths[leaf.path as usize].as_ref();
-                *slot =
-                    column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows) as u32 + 1;
-            }
             let (scalar, raw) = leaf.value(text).map_err(CoreError::CorruptEvent)?;
-            self.event.push((*slot - 1, scalar, raw));
+            self.event.push((column as u32, scalar, raw));
         }
         self.end_row(time);
         Ok(())
@@ -293,17 +289,8 @@ impl<'a> BatchBuilder<'a> {
     /// column, a key given twice): the builder is then part-way through a row and must be
     /// dropped, and the flush builds these rows from the events.
     pub fn push_leaves_copied(&mut self, time: Micros, text: &str, leaves: &[Leaf], paths: &[impl AsRef<str>]) -> bool {
-        if self.by_path.len() < paths.len() {
-            self.by_path.resize(paths.len(), 0);
-        }
         for leaf in leaves {
-            let Some(slot) = self.by_path.get_mut(leaf.path as usize) else { return false };
-            if *slot == 0 {
-                let name = paths[leaf.path as usize].as_ref();
-                *slot =
-                    column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows) as u32 + 1;
-            }
-            let column = *slot as usize - 1;
+            let Some(column) = self.column_of_path(leaf.path, paths) else { return false };
             let Ok((scalar, raw)) = leaf.value(text) else { return false };
             if !self.copy_value(column, &scalar, raw) {
                 return false;
@@ -339,6 +326,20 @@ impl<'a> BatchBuilder<'a> {
         true
     }
 
+    /// The column of leaf path number `path` (an index into `paths`), mapped once per builder;
+    /// `None` for a number outside `paths`.
+    fn column_of_path(&mut self, path: u32, paths: &[impl AsRef<str>]) -> Option<usize> {
+        if self.by_path.len() < paths.len() {
+            self.by_path.resize(paths.len(), 0);
+        }
+        let name = paths.get(path as usize)?.as_ref();
+        let slot = self.by_path.get_mut(path as usize)?;
+        if *slot == 0 {
+            *slot = column_index(&mut self.columns, &mut self.index, &self.schema, name, self.expected_rows) as u32 + 1;
+        }
+        Some(*slot as usize - 1)
+    }
+
     /// Appends a value of the row being added to `column`'s builder; `false` when it cannot be
     /// taken there (see [`BatchBuilder::push_leaves_copied`]).
     fn copy_value(&mut self, column: usize, scalar: &Scalar<'_>, raw: &str) -> bool {
@@ -347,10 +348,7 @@ impl<'a> BatchBuilder<'a> {
         if *filled > row {
             return false;
         }
-        while *filled < row {
-            builder.append_null();
-            *filled += 1;
-        }
+        fill_nulls(builder, filled, row);
         if !builder.append(scalar, raw) {
             return false;
         }
