@@ -1,6 +1,7 @@
 //! The `logyard` binary: command line, configuration, wiring and shutdown.
 //! The only crate that reads the process environment; `anyhow` lives here.
 
+mod allocator;
 mod archive_cmd;
 mod config;
 mod doctor;
@@ -13,22 +14,6 @@ mod server_client;
 mod services;
 mod telemetry;
 mod upload_cmd;
-
-/// mimalloc keeps freed pages for reuse; with the system allocator, every large request body
-/// and batch buffer is a fresh mmap whose pages the kernel must clear.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Transparent huge pages off for this process (the flag covers its whole address space), as
-/// databases advise (Redis, MongoDB): mimalloc asks for them on its arenas, and then each fresh
-/// page a new thread or a growing buffer touches costs a 2 MiB clear in the kernel; that
-/// clearing was 40% of the Kinesis consumer's CPU (BENCHMARKS.md).
-fn no_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        eprintln!("warning: cannot turn transparent huge pages off: {e}");
-    }
-}
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -269,7 +254,7 @@ enum OutputFormat {
 }
 
 fn main() -> std::process::ExitCode {
-    no_transparent_huge_pages();
+    allocator::configure(|name| std::env::var(name).ok());
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
