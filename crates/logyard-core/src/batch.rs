@@ -494,8 +494,9 @@ pub(crate) fn assemble(
 struct Pending<'a> {
     time: i64,
     text: &'a str,
-    first: u32,
-    end: u32,
+    /// Its leaves in the flush's list, or `None` when they were left out: the text is read.
+    leaves: Option<(u32, u32)>,
+    source: TimeSource,
     position: u64,
     index: u32,
 }
@@ -554,8 +555,8 @@ fn sorted_batches<'a>(
             events.push(Pending {
                 time: event.time,
                 text: event.text,
-                first: first as u32,
-                end: leaves.len() as u32,
+                leaves: (!event.leaves_left_out).then_some((first as u32, leaves.len() as u32)),
+                source: event.source,
                 position,
                 index,
             });
@@ -570,7 +571,12 @@ fn sorted_batches<'a>(
     for chunk in events.chunks(batch_rows.max(1)) {
         let mut builder = BatchBuilder::with_capacity(schema.clone(), max_columns, chunk.len());
         for e in chunk {
-            builder.push_leaves(e.time, e.text, &leaves[e.first as usize..e.end as usize], &paths)?;
+            match e.leaves {
+                Some((first, end)) => {
+                    builder.push_leaves(e.time, e.text, &leaves[first as usize..end as usize], &paths)?
+                }
+                None => builder.push(PendingEvent { time: e.time, source: e.source, text: e.text })?,
+            }
         }
         let batch = builder.finish()?;
         schema = batch.schema();

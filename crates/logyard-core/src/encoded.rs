@@ -13,6 +13,11 @@
 //! UTF-8). A value's place is its distance (`gap`) from the end of the previous leaf's value
 //! (or from the text's start) and its length in bytes; leaves come in text order.
 //!
+//! An event whose rows were built as its request was read may have its leaves left out
+//! ([`EventsEncoder::leave_out_leaves`]): its leaves length is then `u32::MAX` and no leaves
+//! follow its text. The rows hold its values; the record keeps the event for the live tail
+//! and for a replay, where the flush reads its text again ([`StoredEvent::leaves_left_out`]).
+//!
 //! Payloads written before leaves existed (no leaves length, no leaves) are read by
 //! [`upgrade_v1`], which is how the write-ahead log replays them.
 
@@ -28,6 +33,8 @@ use crate::time::Micros;
 pub const EVENT_HEADER_BYTES: usize = 17;
 /// The same for the format before leaves.
 const V1_HEADER_BYTES: usize = 13;
+/// The leaves length of an event whose leaves were left out.
+const LEAVES_LEFT_OUT: u32 = u32::MAX;
 
 /// One flattened value of an event: its column path (a number into the payload's paths, or
 /// whatever numbering the reader maps it to) and where its JSON text sits in the event.
@@ -148,6 +155,8 @@ pub struct EventsEncoder {
     staged: Vec<Staged>,
     /// The last event's leaves as written, for [`EventsEncoder::push_line_with`].
     written: Vec<Leaf>,
+    /// Events one scan settles are written without their leaves.
+    leave_out: bool,
 }
 
 impl std::fmt::Debug for EventsEncoder {
@@ -216,14 +225,40 @@ impl EventsEncoder {
         let mut end = 0u32;
         self.written.clear();
         for staged in self.staged.iter().filter(|l| l.top != skip || skip == 0) {
-            if self.paths.put_leaf(&mut self.buf, staged.leaf, &mut end).is_err() {
+            let put = if self.leave_out {
+                // Checked as put_leaf checks, so that the same events take the full path.
+                let ordered = staged.leaf.start >= end;
+                end = staged.leaf.start + staged.leaf.len;
+                ordered
+            } else {
+                self.paths.put_leaf(&mut self.buf, staged.leaf, &mut end).is_ok()
+            };
+            if !put {
                 self.undo(mark, written);
                 return None;
             }
             self.written.push(staged.leaf);
         }
-        self.end_event(at, text.len());
+        if self.leave_out {
+            self.end_event_without_leaves(at, text.len());
+        } else {
+            self.end_event(at, text.len());
+        }
         Some(time)
+    }
+
+    /// From now on, events that one scan settles are written without their leaves (see the
+    /// module documentation): for a request whose rows are built as it is read, whose record
+    /// then only has to keep the events for the live tail and a replay. Undone by
+    /// [`EventsEncoder::keep_leaves`] when the rows are given up, so that the flush reads again
+    /// only the events before that.
+    pub fn leave_out_leaves(&mut self) {
+        self.leave_out = true;
+    }
+
+    /// Writes every event's leaves again from now on.
+    pub fn keep_leaves(&mut self) {
+        self.leave_out = false;
     }
 
     /// Adds an event whose time is known. Fails only if `text` is not a JSON object.
@@ -250,10 +285,15 @@ impl EventsEncoder {
         Ok(())
     }
 
-    /// Adds a decoded event with its leaves (their paths numbered into `paths`), as it was.
+    /// Adds a decoded event with its leaves (their paths numbered into `paths`), as it was
+    /// (one whose leaves were left out stays so).
     pub fn push_decoded(&mut self, event: &StoredEvent<'_>, leaves: &[Leaf], paths: &[&str]) -> Result<(), String> {
         let (mark, written) = (self.buf.len(), self.paths.written);
         let at = self.put_header(event.time, event.source, event.text);
+        if event.leaves_left_out {
+            self.end_event_without_leaves(at, event.text.len());
+            return Ok(());
+        }
         let mut end = 0u32;
         for (nth, leaf) in leaves.iter().enumerate() {
             let put = match paths.get(leaf.path as usize) {
@@ -297,6 +337,14 @@ impl EventsEncoder {
 
     fn end_event(&mut self, leaves_at: usize, text_len: usize) {
         let leaves = (self.buf.len() - leaves_at) as u32;
+        self.set_leaves_length(leaves_at, text_len, leaves);
+    }
+
+    fn end_event_without_leaves(&mut self, leaves_at: usize, text_len: usize) {
+        self.set_leaves_length(leaves_at, text_len, LEAVES_LEFT_OUT);
+    }
+
+    fn set_leaves_length(&mut self, leaves_at: usize, text_len: usize, leaves: u32) {
         let length_at = leaves_at - text_len - 4;
         self.buf[length_at..length_at + 4].copy_from_slice(&leaves.to_le_bytes());
         self.count += 1;
@@ -380,6 +428,9 @@ pub struct StoredEvent<'a> {
     pub time: i64,
     pub source: TimeSource,
     pub text: &'a str,
+    /// The event was written without its leaves ([`EventsEncoder::leave_out_leaves`]): a
+    /// reader that needs its values flattens `text` ([`crate::event::flatten`]).
+    pub leaves_left_out: bool,
 }
 
 /// Reads a payload's events in order, with their leaves when asked.
@@ -398,8 +449,9 @@ impl<'a> EventsDecoder<'a> {
         &self.paths
     }
 
-    /// The next event and its leaves, appended to `leaves`. Stops at the first malformed
-    /// entry (a record passed its checksum, so that means a bug, reported through the error).
+    /// The next event and its leaves, appended to `leaves` (none for an event whose leaves
+    /// were left out: [`StoredEvent::leaves_left_out`]). Stops at the first malformed entry (a
+    /// record passed its checksum, so that means a bug, reported through the error).
     pub fn next_with_leaves(&mut self, leaves: &mut Vec<Leaf>) -> Option<Result<StoredEvent<'a>, String>> {
         let (event, mut rest) = match self.next_raw()? {
             Ok(x) => x,
@@ -457,9 +509,10 @@ impl<'a> EventsDecoder<'a> {
         let time = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
         let source = TimeSource::from_byte(buf[8]);
         let len = u32::from_le_bytes(buf[9..13].try_into().expect("4 bytes")) as usize;
-        let leaves = u32::from_le_bytes(buf[13..17].try_into().expect("4 bytes")) as usize;
+        let leaves = u32::from_le_bytes(buf[13..17].try_into().expect("4 bytes"));
+        let leaves_left_out = leaves == LEAVES_LEFT_OUT;
         let text_end = EVENT_HEADER_BYTES + len;
-        let end = text_end + leaves;
+        let end = text_end + if leaves_left_out { 0 } else { leaves as usize };
         if buf.len() < end {
             return Some(self.fail("truncated event"));
         }
@@ -467,7 +520,7 @@ impl<'a> EventsDecoder<'a> {
             return Some(self.fail("event text is not UTF-8"));
         };
         self.buf = &buf[end..];
-        Some(Ok((StoredEvent { time, source, text }, &buf[text_end..end])))
+        Some(Ok((StoredEvent { time, source, text, leaves_left_out }, &buf[text_end..end])))
     }
 }
 
@@ -572,6 +625,55 @@ mod tests {
         }
         assert_eq!((used.len(), used.text_bytes()), (fresh.len(), fresh.text_bytes()));
         assert_eq!(used.finish(), fresh.finish());
+    }
+
+    /// Rows built as the lines were read take the leaves; the payload keeps the texts, and
+    /// says which events' leaves it left out, through an append too.
+    #[test]
+    fn events_whose_leaves_were_left_out_keep_their_text_and_say_so() {
+        let lines = [r#"{"a": 1, "b": {"c": "x"}}"#, r#"{"b": {"c": "y\"z"}, "d": true}"#, r#"{"e": 2}"#];
+        let (mut full, mut lean) = (EventsEncoder::default(), EventsEncoder::default());
+        lean.leave_out_leaves();
+        let mut handed = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i == 2 {
+                lean.keep_leaves();
+            }
+            full.push_line(line.as_bytes(), i as i64).unwrap();
+            lean.push_line_with(line.as_bytes(), i as i64, |_, text, leaves, paths| {
+                let values = leaves.iter().map(|l| (paths[l.path as usize].to_string(), l.value(text).unwrap().1));
+                handed.push(values.map(|(p, v)| format!("{p}={v}")).collect::<Vec<_>>().join(" "));
+            })
+            .unwrap();
+        }
+        assert_eq!(handed, [r#"a=1 b.c="x""#, r#"b.c="y\"z" d=true"#, "e=2"], "the rows get every leaf");
+        assert_eq!((lean.len(), lean.text_bytes()), (full.len(), full.text_bytes()));
+        let (full, lean) = (full.finish(), lean.finish());
+        assert!(lean.len() < full.len(), "{} bytes against {}", lean.len(), full.len());
+        let events = |payload: &[u8]| -> Vec<(i64, String, bool)> {
+            decode_events(payload).map(|e| e.unwrap()).map(|e| (e.time, e.text.to_owned(), e.leaves_left_out)).collect()
+        };
+        let got = events(&lean);
+        assert_eq!(got.iter().map(|e| e.2).collect::<Vec<_>>(), [true, true, false]);
+        let texts = |events: Vec<(i64, String, bool)>| events.into_iter().map(|e| (e.0, e.1)).collect::<Vec<_>>();
+        assert_eq!(texts(got), texts(events(&full)));
+        let leaves = leaves_of(&lean);
+        assert!(leaves[0].1.is_empty() && leaves[1].1.is_empty(), "none to read: {leaves:?}");
+        assert_eq!(leaves[2].1, [("e".to_owned(), "Int(2)".to_owned())]);
+
+        let mut merged = EventsEncoder::default();
+        merged.push(7, TimeSource::Received, r#"{"z": 0}"#).unwrap();
+        let mut again = EventsEncoder::default();
+        let mut decoder = EventsDecoder::new(&lean);
+        let mut scratch = Vec::new();
+        while let Some(event) = decoder.next_with_leaves(&mut scratch) {
+            again.push_decoded(&event.unwrap(), &scratch, decoder.paths()).unwrap();
+            scratch.clear();
+        }
+        merged.append(again).unwrap();
+        let flags: Vec<bool> = events(merged.as_bytes()).into_iter().map(|e| e.2).collect();
+        assert_eq!(flags, [false, true, true, false]);
+        assert_eq!(leaves_of(merged.as_bytes())[3].1, [("e".to_owned(), "Int(2)".to_owned())]);
     }
 
     #[test]

@@ -104,6 +104,10 @@ fn parse_ndjson_with<'b>(
 ) -> (ParsedBody, Option<BatchBuilder<'b>>) {
     let mut out =
         ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 4), ..Default::default() };
+    if rows.is_some() {
+        // The rows carry the values: the record keeps only the events' texts.
+        out.events.leave_out_leaves();
+    }
     for (i, line) in lines(body).enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -162,6 +166,7 @@ pub fn push_line_building_row<'l, 'b>(
     })?;
     if !taken || !added {
         *rows = None;
+        events.keep_leaves();
     }
     Ok(())
 }
@@ -210,11 +215,13 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::datatypes::{DataType, Field, Schema};
+    use bytes::Bytes;
 
     use super::*;
     use crate::batch::{
         CONFLICTS_COLUMN, DEFAULT_MAX_COLUMNS, Held, base_schema, batches_from_held, batches_from_payloads, fit_to,
     };
+    use crate::encoded::decode_events;
     /// Random requests of events: a few field names (some nested, some given twice), values of
     /// every JSON kind, times that repeat within and across requests, and sometimes no time.
     fn random_bodies(seed: u64, requests: usize, per_request: usize) -> Vec<String> {
@@ -271,7 +278,7 @@ mod tests {
     #[test]
     fn rows_built_as_requests_are_read_merge_into_the_rows_a_flush_would_build() {
         let received = 1_700_000_000_000_000;
-        let (mut mixed, mut all) = (0, 0);
+        let (mut mixed, mut all, mut left_out_requests) = (0, 0, 0);
         for seed in 1..=40u64 {
             let bodies = random_bodies(seed, 12, 30);
             let payloads: Vec<_> =
@@ -288,15 +295,31 @@ mod tests {
             let read: Vec<(ParsedBody, Option<RecordBatch>)> = (bodies[4..].iter())
                 .map(|b| parse_body_into_rows(b.as_bytes(), BodyFormat::Ndjson, received, &schema, DEFAULT_MAX_COLUMNS))
                 .collect();
-            for (body, (parsed, _)) in bodies[4..].iter().zip(&read) {
+            for (body, (parsed, rows)) in bodies[4..].iter().zip(&read) {
                 let alone = parse_body(body.as_bytes(), BodyFormat::Ndjson, received);
                 assert_eq!((parsed.accepted, &parsed.errors), (alone.accepted, &alone.errors), "seed {seed}");
-                assert_eq!(parsed.events.as_bytes(), alone.events.as_bytes(), "seed {seed}: the same record");
+                let events = |p: &ParsedBody| -> Vec<_> {
+                    decode_events(p.events.as_bytes())
+                        .map(|e| e.map(|e| (e.time, e.source, e.text.to_owned())))
+                        .collect()
+                };
+                let (got, want) = (events(parsed), events(&alone));
+                assert_eq!(got, want, "seed {seed}: the record holds the same events");
+                // Rows built: the record leaves the values to them (an event without any is
+                // written alike either way).
+                let left_out = decode_events(parsed.events.as_bytes()).filter(|e| e.as_ref().unwrap().leaves_left_out);
+                if rows.is_some() {
+                    assert_eq!(left_out.count(), parsed.accepted, "seed {seed}");
+                    left_out_requests += 1;
+                }
             }
             let rest = &payloads[4..];
+            let records: Vec<Bytes> =
+                read.iter().map(|(parsed, _)| Bytes::copy_from_slice(parsed.events.as_bytes())).collect();
             let prepared: Vec<&Option<RecordBatch>> = read.iter().map(|(_, rows)| rows).collect();
             let held = || {
-                rest.iter()
+                records
+                    .iter()
                     .zip(&prepared)
                     .enumerate()
                     .map(|(i, (p, rows))| (10 + i as u64, rows.as_ref().map_or(Held::Encoded(p), Held::Prepared)))
@@ -305,7 +328,12 @@ mod tests {
             // One batch: new columns are typed from the same values either way.
             let want = batches_from_payloads(schema.clone(), encoded(), DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
             let got = batches_from_held(schema.clone(), held(), DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
-            assert_eq!(fitted(got), fitted(want), "seed {seed}");
+            assert_eq!(fitted(got), fitted(want.clone()), "seed {seed}");
+            // Replayed, the records alone (their leaves left out where rows were built) give
+            // the same rows.
+            let replayed = records.iter().enumerate().map(|(i, p)| (10 + i as u64, &p[..]));
+            let got = batches_from_payloads(schema.clone(), replayed, DEFAULT_MAX_COLUMNS, 1 << 20).unwrap();
+            assert_eq!(fitted(got), fitted(want), "seed {seed}: replayed");
             mixed += usize::from(prepared.iter().any(|p| p.is_some()) && prepared.iter().any(|p| p.is_none()));
             // Small batches, where no request brings a column: cut at the same rows.
             if prepared.iter().all(|p| p.is_some()) {
@@ -316,6 +344,7 @@ mod tests {
             }
         }
         assert!(mixed > 0 && all > 0, "{mixed} flushes of both kinds of requests, {all} of prepared ones alone");
+        assert!(left_out_requests > 0);
     }
 
     #[test]

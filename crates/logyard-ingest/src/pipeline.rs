@@ -529,8 +529,13 @@ impl Ingestor {
 
     /// What a decoder needs to build a request's rows for `stream` as it reads the events:
     /// the schema the stream's table had at its last commit, and the column limit. `None`
-    /// until the stream's first commit in this process; the flush builds the rows then.
+    /// until the stream's first commit in this process, and for a stream whose events are
+    /// masked (masking changes their values after they are read); the flush builds the rows
+    /// then.
     pub fn rows_schema(&self, stream: &StreamName) -> Option<(SchemaRef, usize)> {
+        if self.inner.options.masking.for_stream(stream.as_str()).is_some() {
+            return None;
+        }
         let schema = self.inner.schemas.lock().expect("schemas lock").get(stream).cloned()?;
         Some((schema, self.inner.options.max_columns))
     }

@@ -201,3 +201,49 @@ async fn a_write_ahead_log_of_the_previous_format_is_replayed_after_an_upgrade()
     flush(&server).await;
     assert_eq!(count(&server, "SELECT count(*) FROM legacy").await, 4);
 }
+
+/// A request whose rows were built as it was read (its stream's schema known from a commit)
+/// has a record that leaves the values to those rows; the rows die with the process, and the
+/// replay reads the events' texts again.
+#[tokio::test]
+async fn a_request_whose_rows_died_with_the_process_comes_back_whole_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only the explicit flushes commit.
+    let spec = ServerSpec::local(dir.path()).env("LOGYARD_INGEST_FLUSH_INTERVAL", "1h");
+    let mut server = spec.start();
+    let first = r#"{"order_id": "o-1", "status": 200, "note": "plain", "http": {"route": "/cart"}, "ok": true}"#;
+    assert_eq!(ingest(&server, "built", format!("{first}\n"), "").await.0, 200);
+    flush(&server).await;
+    let second =
+        r#"{"order_id": "o-2", "status": 503, "note": "tab\there \"quoted\"", "http": {"route": "/pay"}, "ok": false}"#;
+    let third = r#"{"order_id": "o-3", "status": 201, "http": {"route": "/cart"}}"#;
+    assert_eq!(ingest(&server, "built", format!("{second}\n{third}\n"), "").await.0, 200);
+    // The record holds the texts, each after a leaves length of u32::MAX: left out.
+    let mut log = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wal") {
+            log.extend(std::fs::read(path).unwrap());
+        }
+    }
+    for text in [second, third] {
+        let mut left_out = vec![0xff; 4];
+        left_out.extend_from_slice(text.as_bytes());
+        assert!(log.windows(left_out.len()).any(|w| w == left_out), "{text} without its leaves in the log");
+    }
+    server.kill9();
+
+    let server = spec.start();
+    flush(&server).await;
+    let got =
+        rows(&server, r#"SELECT order_id, status, note, "http.route" AS route, ok FROM built ORDER BY order_id"#).await;
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::json!([
+            {"order_id": "o-1", "status": 200, "note": "plain", "route": "/cart", "ok": true},
+            {"order_id": "o-2", "status": 503, "note": "tab\there \"quoted\"", "route": "/pay", "ok": false},
+            {"order_id": "o-3", "status": 201, "note": null, "route": "/cart", "ok": null},
+        ])
+        .to_string()
+    );
+}
