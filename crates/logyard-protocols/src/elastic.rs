@@ -234,7 +234,7 @@ mod tests {
         // The schema web's table has after a commit of these events.
         let plain = decode(body.as_bytes(), None).unwrap();
         let web_events = plain.streams[&name("web")].as_bytes();
-        let schema = build(Held::Encoded(&web_events), Arc::new(base_schema())).last().unwrap().schema();
+        let schema = build(Held::Encoded(web_events), Arc::new(base_schema())).last().unwrap().schema();
 
         let known = schema.clone();
         let rows = RowsSchema(Arc::new(move |s: &StreamName| {
