@@ -5,15 +5,20 @@
 //! Invariants: nothing panics; every accepted event survives the encoding; line numbers
 //! are within the body; at most 100 errors are reported; accepted events build a batch with
 //! one row each, the same batch both ways.
+//!
+//! With bit 1 of the first byte (NDJSON), the body is read again with its rows built as its
+//! lines are read, against the schema of that batch (`parse_body_into_rows`): the same events
+//! and errors; rows, when built, that are those the flush builds; and a record (whose leaves
+//! are then left out) that builds those rows again as a replay reads it.
 
 #![no_main]
 
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use logyard_core::batch::{BatchBuilder, PendingEvent, base_schema};
-use logyard_core::encoded::EventsDecoder;
-use logyard_core::parse::{BodyFormat, MAX_REPORTED_ERRORS, parse_body};
+use logyard_core::batch::{BatchBuilder, Held, PendingEvent, base_schema, batches_from_held, batches_from_payloads};
+use logyard_core::encoded::{EventsDecoder, decode_events};
+use logyard_core::parse::{BodyFormat, MAX_REPORTED_ERRORS, parse_body, parse_body_into_rows};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
@@ -48,4 +53,24 @@ fuzz_target!(|data: &[u8]| {
     let batch = from_leaves.finish().expect("accepted events build a batch");
     assert_eq!(batch.num_rows(), events.len());
     assert_eq!(batch, flattened.finish().expect("and flattened"), "leaves and flattening agree");
+
+    if selector & 2 == 0 || format != BodyFormat::Ndjson {
+        return;
+    }
+    let schema = batch.schema();
+    let (read, rows) = parse_body_into_rows(body, format, 1_764_000_000_000_000, &schema, 1000);
+    assert_eq!((read.accepted, read.rejected, &read.errors), (parsed.accepted, parsed.rejected, &parsed.errors));
+    let texts = |payload| -> Vec<_> {
+        decode_events(payload).map(|e| e.map(|e| (e.time, e.source, e.text.to_owned()))).collect()
+    };
+    assert_eq!(texts(read.events.as_bytes()), texts(&encoded), "the record holds the same events");
+    let build = |held| batches_from_held(schema.clone(), [(1, held)], 1000, 1 << 20).expect("held events build");
+    let want = build(Held::Encoded(&encoded));
+    assert_eq!(build(Held::Encoded(read.events.as_bytes())), want, "the record, replayed, builds the same rows");
+    let replayed = batches_from_payloads(schema.clone(), [(1, read.events.as_bytes())], 1000, 1 << 20);
+    assert_eq!(replayed.expect("a record builds"), want);
+    if let Some(rows) = rows {
+        assert_eq!(rows.num_rows(), parsed.accepted);
+        assert_eq!(build(Held::Prepared(&rows)), want, "rows built as read are the flush's");
+    }
 });
