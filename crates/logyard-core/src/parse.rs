@@ -104,10 +104,6 @@ fn parse_ndjson_with<'b>(
 ) -> (ParsedBody, Option<BatchBuilder<'b>>) {
     let mut out =
         ParsedBody { events: EventsEncoder::with_capacity(body.len() + body.len() / 4), ..Default::default() };
-    if rows.is_some() {
-        // The rows carry the values: the record keeps only the events' texts.
-        out.events.leave_out_leaves();
-    }
     for (i, line) in lines(body).enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -150,7 +146,8 @@ pub fn push_line_copying_rows(
 /// Adds one line to `events` and, when one scan settled it, hands `take` the builder of
 /// `rows` with the event's time, text and leaves (as [`EventsEncoder::push_line_with`] gives
 /// them) to add its row; `rows` is given up on when `take` answers `false` or the scan did not
-/// settle the event.
+/// settle the event. While there are rows, the event's leaves are left out of `events`
+/// ([`EventsEncoder::leave_out_leaves`]): the rows carry its values.
 pub fn push_line_building_row<'l, 'b>(
     events: &mut EventsEncoder,
     line: &'l [u8],
@@ -159,6 +156,11 @@ pub fn push_line_building_row<'l, 'b>(
     take: impl FnOnce(&mut BatchBuilder<'b>, Micros, &'l str, &[Leaf], &[Box<str>]) -> bool,
 ) -> Result<(), LineError> {
     let mut taken = rows.is_none();
+    if rows.is_some() {
+        events.leave_out_leaves();
+    } else {
+        events.keep_leaves();
+    }
     let added = events.push_line_with(line, received, |time, text, leaves, paths| {
         if let Some(builder) = rows.as_mut() {
             taken = take(builder, time, text, leaves, paths);

@@ -53,9 +53,6 @@ impl Decoder for Firehose {
         let mut no_rows = None;
         let builder = rows.builder(&self.stream).unwrap_or(&mut no_rows);
         let events = out.events(&self.stream);
-        if builder.is_some() {
-            events.leave_out_leaves();
-        }
         let mut rejected = 0;
         let mut data = Vec::new();
         for (i, record) in request.records.iter().enumerate() {

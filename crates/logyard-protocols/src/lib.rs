@@ -104,7 +104,7 @@ impl<I> Decoded<I> {
 
     /// Checks one event for `stream` and adds it; a stream gets no entry from a bad event.
     pub fn try_push(&mut self, stream: &StreamName, text: &[u8], received: Micros) -> Result<(), LineError> {
-        self.push_to(stream, false, |events| events.push_line(text, received))
+        self.push_to(stream, |events| events.push_line(text, received))
     }
 
     /// [`Decoded::try_push`] of an event whose text is borrowed from the body, also handing it
@@ -118,7 +118,7 @@ impl<I> Decoded<I> {
         rows: &mut RowBuilders<'b>,
     ) -> Result<(), LineError> {
         let Some(builder) = rows.builder(stream) else { return self.try_push(stream, text, received) };
-        self.push_to(stream, true, |events| push_line_with_rows(events, text, received, builder))
+        self.push_to(stream, |events| push_line_with_rows(events, text, received, builder))
     }
 
     /// [`Decoded::push`] of an event written for the call (into a buffer the decoder reuses),
@@ -136,7 +136,7 @@ impl<I> Decoded<I> {
     ) {
         let added = match rows.builder(stream) {
             Some(builder) => {
-                self.push_to(stream, true, |events| push_line_building_row(events, text, received, builder, take))
+                self.push_to(stream, |events| push_line_building_row(events, text, received, builder, take))
             }
             None => self.try_push(stream, text, received),
         };
@@ -146,21 +146,16 @@ impl<I> Decoded<I> {
     }
 
     /// Adds an event to `stream`'s events with `add`; as [`Decoded::try_push`], a stream gets no
-    /// entry from a bad event. `rows`: the stream's rows are being built, so that a stream new
-    /// to the request has its events' leaves left out (`EventsEncoder::leave_out_leaves`).
+    /// entry from a bad event.
     fn push_to(
         &mut self,
         stream: &StreamName,
-        rows: bool,
         add: impl FnOnce(&mut EventsEncoder) -> Result<(), LineError>,
     ) -> Result<(), LineError> {
         if let Some(events) = self.streams.get_mut(stream) {
             return add(events);
         }
         let mut events = EventsEncoder::with_capacity(self.room);
-        if rows {
-            events.leave_out_leaves();
-        }
         add(&mut events)?;
         self.room = 0;
         self.streams.insert(stream.clone(), events);

@@ -545,12 +545,6 @@ impl ShardWorker {
         // Masking rewrites events after they are decoded: their rows are built at the commit.
         let schema = ctx.schema.lock().expect("schema lock").clone().filter(|_| ctx.options.masker.is_none());
         let mut rows = schema.map(|s| BatchBuilder::with_capacity(s, ctx.options.max_columns, records.len()));
-        // The page's events are needed for their rows only, unless those are given up.
-        if rows.is_some() {
-            events.leave_out_leaves();
-        } else {
-            events.keep_leaves();
-        }
         let mut data = Vec::new();
         let (mut accepted, mut rejected) = (0usize, 0usize);
         for r in records {
