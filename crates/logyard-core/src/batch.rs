@@ -614,6 +614,7 @@ pub fn batches_from_held<'a>(
     if prepared.is_empty() {
         return batches_from_payloads(schema, encoded, max_columns, batch_rows);
     }
+    let schema = with_columns_of(schema, prepared.iter().map(|(_, batch)| *batch));
     let mut arrivals = Vec::new();
     let built = sorted_batches(schema.clone(), encoded, max_columns, batch_rows, Some(&mut arrivals))?;
     let schema = built.last().map_or(schema, RecordBatch::schema);
@@ -648,6 +649,31 @@ pub fn batches_from_held<'a>(
         batches.push(batch);
     }
     Ok(batches)
+}
+
+/// `schema` and after its columns those of `batches` it lacks (by name, in their order): rows
+/// built against a schema published before its commit keep every value when the flush starts
+/// from a table that never got that schema (its commit failed, or another writer made it).
+fn with_columns_of<'a>(schema: SchemaRef, batches: impl IntoIterator<Item = &'a RecordBatch>) -> SchemaRef {
+    let mut fields: Option<Vec<Arc<Field>>> = None;
+    for batch in batches {
+        let theirs = batch.schema();
+        if Arc::ptr_eq(&theirs, &schema) || *theirs == *schema {
+            continue;
+        }
+        for field in theirs.fields() {
+            let fields = fields.get_or_insert_with(|| schema.fields().iter().cloned().collect());
+            if !fields.iter().any(|f| f.name() == field.name()) {
+                fields.push(field.clone());
+            }
+        }
+    }
+    match fields {
+        Some(fields) if fields.len() > schema.fields().len() => {
+            Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+        }
+        _ => schema,
+    }
 }
 
 /// The `timestamp` column of a batch of a table's rows.
@@ -860,6 +886,10 @@ mod tests {
         let rows = rows.expect("every event fits the schema");
         assert_eq!(rows.num_rows(), 4);
         assert_eq!(build(Held::Prepared(&rows)), build(Held::Encoded(&payload)));
+        // A flush that starts from a table without the rows' columns (the schema they were
+        // built against was published before a commit that failed) keeps every value.
+        let narrow = |held| batches_from_held(Arc::new(base_schema()), [(1, held)], DEFAULT_MAX_COLUMNS, 100).unwrap();
+        assert_eq!(narrow(Held::Prepared(&rows)), build(Held::Encoded(&payload)));
         for bad in [r#"{"a": 1, "new": 2}"#, r#"{"a": "one"}"#, r#"{"a": 1, "a": 2}"#, r#"{"ok": 1}"#] {
             let (payload, rows) = copy(&[good[0], bad, good[2]]);
             assert!(rows.is_none(), "{bad}");

@@ -96,6 +96,11 @@ impl IngestMetrics {
             "Time to build and commit one stream's buffer",
             self.flush_seconds.clone(),
         );
+        r.register(
+            "logyard_flush_build_duration_seconds",
+            "Time to build one flush's rows, before they are written and committed",
+            self.build_seconds.clone(),
+        );
         r.register("logyard_committed_rows", "Rows committed to tables", self.flushed_rows.clone());
         r.register(
             "logyard_committed_rows_built_at_request",

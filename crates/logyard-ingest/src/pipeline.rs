@@ -432,7 +432,7 @@ struct Inner {
     options: IngestOptions,
     metrics: IngestMetrics,
     tail: crate::tail::TailHub,
-    /// Each stream's schema as its last commit left it: what decoders build requests' rows
+    /// Each stream's schema as its last flush built it: what decoders build requests' rows
     /// against ([`Ingestor::rows_schema`]).
     schemas: Mutex<HashMap<StreamName, SchemaRef>>,
 }
@@ -528,8 +528,9 @@ impl Ingestor {
     }
 
     /// What a decoder needs to build a request's rows for `stream` as it reads the events:
-    /// the schema the stream's table had at its last commit, and the column limit. `None`
-    /// until the stream's first commit in this process, and for a stream whose events are
+    /// the schema the stream's last flush built its rows with (published before that flush
+    /// commits), and the column limit. `None` until the stream's first flush in this process
+    /// has built its rows, and for a stream whose events are
     /// masked (masking changes their values after they are read); the flush builds the rows
     /// then.
     pub fn rows_schema(&self, stream: &StreamName) -> Option<(SchemaRef, usize)> {
@@ -576,6 +577,7 @@ impl Ingestor {
         self.inner.tail.publish(streams.iter().zip(published).enumerate().map(|(i, (stream, events))| {
             crate::tail::Durable { position: first + i as u64, stream: stream.clone(), events }
         }));
+        self.wake_for_first_steps(&streams);
         if ack == Ack::Commit {
             for stream in &streams {
                 self.request_flush(stream);
@@ -618,6 +620,24 @@ impl Ingestor {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(IngestError::ShuttingDown),
             Err(_) => Err(IngestError::CommitTimeout(self.inner.options.commit_wait)),
+        }
+    }
+
+    /// Wakes the flusher when one of `streams` has no schema in this process yet and holds the
+    /// first step that makes one, instead of leaving it to the flusher's next round (up to
+    /// 200 ms of requests more that come without their rows).
+    fn wake_for_first_steps(&self, streams: &[StreamName]) {
+        let now = Instant::now();
+        let due = {
+            let map = self.inner.buffers.streams.lock().expect("buffers lock");
+            streams.iter().any(|s| {
+                ToTable
+                    .first_step_bytes(self, s)
+                    .is_some_and(|step| map.get(s).is_some_and(|b| b.is_due(now, step, self.inner.options.flush_age)))
+            })
+        };
+        if due {
+            self.inner.wake.notify_one();
         }
     }
 
@@ -799,10 +819,11 @@ impl Ingestor {
         let record_count = records.len();
         let records = Arc::new(records);
         let metrics = self.inner.metrics.clone();
-        // What the last build made: its rows built as their requests were read, and the
-        // table's schema once it commits (kept for the requests after it only then).
-        let built = Arc::new(Mutex::new((0u64, None::<SchemaRef>)));
+        // How many rows the last build found built as their requests were read.
+        let built = Arc::new(Mutex::new(0u64));
         let made = built.clone();
+        let inner = self.inner.clone();
+        let name = stream.clone();
         let build: BuildFn = Arc::new(move |schema: SchemaRef, committed: Option<i64>| {
             let floor = committed.unwrap_or(0).max(0) as u64;
             let started = Instant::now();
@@ -810,11 +831,15 @@ impl Ingestor {
             let prepared = held.clone().map(|r| r.events.prepared_rows()).sum();
             let batches = build_held(schema, held.map(|r| (r.position, r.events.as_held())), max_columns);
             metrics.build_seconds.observe(started.elapsed().as_secs_f64());
-            let schema = match &batches {
-                Ok(Some(batches)) => batches.last().map(RecordBatch::schema),
-                _ => None,
-            };
-            *made.lock().expect("build lock") = (prepared, schema);
+            // The requests read from now on build their rows against this schema, before the
+            // commit: should it fail, the next flush keeps the columns of the rows built
+            // against it (`batches_from_held`).
+            if let Ok(Some(schema)) =
+                batches.as_ref().map(|b| b.as_ref().and_then(|b| b.last()).map(RecordBatch::schema))
+            {
+                inner.schemas.lock().expect("schemas lock").insert(name.clone(), schema);
+            }
+            *made.lock().expect("build lock") = prepared;
             batches
         });
         let span = tracing::info_span!(
@@ -837,11 +862,8 @@ impl Ingestor {
         let rows = match outcome {
             AppendOutcome::Committed { rows, table_version } => {
                 tracing::debug!(%stream, rows, table_version, position = last, "committed");
-                let (prepared, schema) = built.lock().expect("build lock").clone();
+                let prepared = *built.lock().expect("build lock");
                 self.inner.metrics.rows_built_at_request.inc_by(prepared);
-                if let Some(schema) = schema {
-                    self.inner.schemas.lock().expect("schemas lock").insert(stream.clone(), schema);
-                }
                 rows
             }
             AppendOutcome::AlreadyCommitted => {

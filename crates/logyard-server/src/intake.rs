@@ -203,7 +203,7 @@ fn masked_body(mut meta: RawMeta, events: &logyard_core::encoded::EventsEncoder)
 }
 
 /// What decoders build their streams' rows against as they read the events: each stream's
-/// schema at its last commit ([`logyard_ingest::Ingestor::rows_schema`]).
+/// schema as its last flush built it ([`logyard_ingest::Ingestor::rows_schema`]).
 pub(crate) fn rows_schema(state: &AppState) -> RowsSchema {
     let ingestor = state.ingestor.clone();
     RowsSchema(std::sync::Arc::new(move |stream| ingestor.rows_schema(stream)))

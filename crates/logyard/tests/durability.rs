@@ -80,7 +80,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let mut server = spec.start();
         let load = Load::start(server.base.clone(), 4, round);
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
-        // Requests after a round's first commit build their rows as they are read, and those
+        // Requests after a round's first flush has built its rows build theirs as they are read, and those
         // rows die with the process: the replay must bring them back from the WAL.
         built_at_request += metric(&server, "logyard_committed_rows_built_at_request_total", &[]).await.unwrap_or(0.0);
         server.kill9();

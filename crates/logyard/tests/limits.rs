@@ -10,6 +10,15 @@ use common::proxy::Fault;
 use common::*;
 use serde_json::Value;
 
+/// Each row (id, status, latency_ms) holds the values [`events`] gave the event of its id.
+fn assert_values_of_events(rows: &[Value]) {
+    for row in rows {
+        let i: u64 = row["id"].as_str().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(row["status"], if i.is_multiple_of(50) { 500 } else { 200 }, "{row}");
+        assert_eq!(row["latency_ms"], (i % 300) as f64 + 0.5, "{row}");
+    }
+}
+
 async fn post(server: &Server, body: String) -> (u16, Option<String>, Value) {
     let r = client()
         .post(server.url("/api/v1/streams/lim/events"))
@@ -181,11 +190,13 @@ async fn object_store_failures_are_retried_and_nothing_is_lost_or_doubled() {
         assert!(started.elapsed() < Duration::from_secs(120), "flush never succeeded: {}", r.text().await.unwrap());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let ids: Vec<String> =
-        rows(&server, "SELECT id FROM lim").await.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    let found = rows(&server, "SELECT id, status, latency_ms FROM lim").await;
+    let ids: Vec<String> = found.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
     let unique: HashSet<_> = ids.iter().cloned().collect();
     assert_eq!(unique.len(), ids.len(), "duplicates");
     assert_eq!(unique, acked);
+    // Every value of every event, whether its rows were built at its request or at the flush.
+    assert_values_of_events(&found);
     let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("logyard_flush_errors_total"), "{metrics}");
     let flush_errors: f64 = metrics
@@ -205,4 +216,45 @@ async fn object_store_failures_are_retried_and_nothing_is_lost_or_doubled() {
     assert!(failures("throttled") > 0.0, "{metrics}");
     assert!(failures("server_error") > 0.0, "{metrics}");
     assert!(failures("request") + failures("connect") + failures("interrupted") > 0.0, "{metrics}");
+}
+
+/// A stream's first flush publishes the schema it built before it commits: the requests that
+/// come while a slow store takes the commit build their rows as they are read.
+#[tokio::test]
+async fn requests_during_a_slow_first_commit_build_their_rows_as_they_are_read() {
+    let s3 = S3::start();
+    let bucket = s3.bucket("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec {
+        listen: None,
+        storage: format!("s3://{bucket}/p"),
+        wal_dir: dir.path().join("wal"),
+        env: s3.env(),
+    };
+    let server = spec.start();
+    assert_eq!(post(&server, events("first", 20)).await.0, 200);
+    // Every request to the store now answers after 3 s.
+    s3.faults.set(Fault::Delay);
+    let url = server.url("/api/v1/flush");
+    let flush = tokio::spawn(async move { client().post(url).send().await.unwrap().status().as_u16() });
+    let started = Instant::now();
+    while metric(&server, "logyard_flush_build_duration_seconds_count", &[]).await.unwrap_or(0.0) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first flush never built its rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..5 {
+        assert_eq!(post(&server, events(&format!("during{i}"), 20)).await.0, 200);
+    }
+    assert!(!flush.is_finished(), "the first commit was not slow enough to send requests during it");
+    s3.faults.set(Fault::None);
+    assert_eq!(flush.await.unwrap(), 200);
+    assert_eq!(client().post(server.url("/api/v1/flush")).send().await.unwrap().status().as_u16(), 200);
+
+    let found = rows(&server, "SELECT id, status, latency_ms FROM lim ORDER BY id").await;
+    assert_eq!(found.len(), 120);
+    assert_values_of_events(&found);
+    // The first request's rows were built at the flush (no schema yet); the five after its
+    // build, as they were read.
+    let built = metric(&server, "logyard_committed_rows_built_at_request_total", &[]).await;
+    assert_eq!(built, Some(100.0));
 }
