@@ -74,6 +74,7 @@ export LOGYARD_MOTO_SERVER="$venv/bin/moto_server"
 
 step "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"

@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
     let pattern = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     if pattern.len() <= 16 && name.len() <= 24 {
-        assert_eq!(glob_match(&pattern, &name), reference_glob(pattern.as_bytes(), name.as_bytes()), "{pattern:?} {name:?}");
+        assert_eq!(
+            glob_match(&pattern, &name),
+            reference_glob(pattern.as_bytes(), name.as_bytes()),
+            "{pattern:?} {name:?}"
+        );
     }
 
     let forwarded = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
@@ -59,10 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let values: Vec<&str> = forwarded.split('\n').collect();
     let client = client_address(peer, values.iter().copied(), &trusted);
     let listed = |ip: IpAddr| {
-        forwarded
-            .split(['\n', ','])
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .any(|f| f.to_canonical() == ip)
+        forwarded.split(['\n', ',']).filter_map(|s| s.trim().parse::<IpAddr>().ok()).any(|f| f.to_canonical() == ip)
     };
     if !trusted.iter().any(|n| n.contains(&peer)) {
         assert_eq!(client, peer);

@@ -42,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(expr) = parse(text) else { return };
     let written = expr.to_string();
-    let again = parse(&written).unwrap_or_else(|e| panic!("{text:?} was written as {written:?}, which does not read: {e}"));
+    let again =
+        parse(&written).unwrap_or_else(|e| panic!("{text:?} was written as {written:?}, which does not read: {e}"));
     assert_eq!(again.to_string(), written, "{text:?}");
 
     let event: Leaves = [
@@ -63,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(sql) = to_sql(&expr, &fields) else { return };
     let mut parser = Parser::new(&GenericDialect {}).try_with_sql(&sql).unwrap_or_else(|e| panic!("{sql:?}: {e}"));
     let condition = parser.parse_expr().unwrap_or_else(|e| panic!("{text:?} -> {sql:?}: {e}"));
-    assert_eq!(parser.next_token().token, sqlparser::tokenizer::Token::EOF, "{text:?} -> {sql:?}: more than one expression");
+    assert_eq!(
+        parser.next_token().token,
+        sqlparser::tokenizer::Token::EOF,
+        "{text:?} -> {sql:?}: more than one expression"
+    );
     let _ = visit_expressions(&condition, |e| {
         let allowed = match e {
             Expr::Identifier(id) => {
@@ -73,7 +78,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Expr::Value(_) | Expr::Nested(_) | Expr::IsNotNull(_) | Expr::IsNotTrue(_) => true,
             Expr::BinaryOp { .. } => true,
-            Expr::Like { escape_char: None, any: false, .. } | Expr::ILike { escape_char: None, any: false, .. } => true,
+            Expr::Like { escape_char: None, any: false, .. } | Expr::ILike { escape_char: None, any: false, .. } => {
+                true
+            }
             Expr::Cast { .. } => true,
             // A negative number.
             Expr::UnaryOp { op: UnaryOperator::Minus, expr } => matches!(expr.as_ref(), Expr::Value(_)),

@@ -47,6 +47,14 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// The bytes between the end of the event's leaf before this one (`end`, moved on to this
+    /// one's end) and this one's start: the leaves of an event are written in text order.
+    fn after(&self, end: &mut u32) -> Result<u32, &'static str> {
+        let gap = self.start.checked_sub(*end).ok_or("leaves out of order")?;
+        *end = self.start + self.len;
+        Ok(gap)
+    }
+
     /// The value and its JSON text, read from the event's text.
     pub fn value<'a>(&self, text: &'a str) -> Result<(Scalar<'a>, &'a str), String> {
         let raw = text
@@ -104,12 +112,11 @@ impl Paths {
 
     /// Writes one leaf (`leaf.path` is an interned path) after the leaf that ended at `end`.
     fn put_leaf(&mut self, buf: &mut BytesMut, leaf: Leaf, end: &mut u32) -> Result<(), &'static str> {
-        let gap = leaf.start.checked_sub(*end).ok_or("leaves out of order")?;
+        let gap = leaf.after(end)?;
         self.put(buf, leaf.path);
         buf.put_u8(leaf.kind as u8);
         put_varint(buf, gap);
         put_varint(buf, leaf.len);
-        *end = leaf.start + leaf.len;
         Ok(())
     }
 
@@ -226,10 +233,8 @@ impl EventsEncoder {
         self.written.clear();
         for staged in self.staged.iter().filter(|l| l.top != skip || skip == 0) {
             let put = if self.leave_out {
-                // Checked as put_leaf checks, so that the same events take the full path.
-                let ordered = staged.leaf.start >= end;
-                end = staged.leaf.start + staged.leaf.len;
-                ordered
+                // In order, as put_leaf wants, so that the same events take the full path.
+                staged.leaf.after(&mut end).is_ok()
             } else {
                 self.paths.put_leaf(&mut self.buf, staged.leaf, &mut end).is_ok()
             };
@@ -528,6 +533,17 @@ impl<'a> EventsDecoder<'a> {
 pub fn decode_events(buf: &[u8]) -> impl Iterator<Item = Result<StoredEvent<'_>, String>> {
     let mut decoder = EventsDecoder::new(buf);
     std::iter::from_fn(move || decoder.next_raw().map(|r| r.map(|(event, _)| event)))
+}
+
+/// Each event's time, where its time came from, and its text: what a payload says of its
+/// events whether their leaves were left out or not (records compared by what they hold).
+pub fn times_and_texts(buf: &[u8]) -> Result<Vec<(i64, TimeSource, String)>, String> {
+    decode_events(buf).map(|e| e.map(|e| (e.time, e.source, e.text.to_owned()))).collect()
+}
+
+/// How many of a payload's events were written without their leaves.
+pub fn leaves_left_out(buf: &[u8]) -> Result<usize, String> {
+    decode_events(buf).try_fold(0, |n, e| e.map(|e| n + usize::from(e.leaves_left_out)))
 }
 
 /// Re-encodes a payload of the format before leaves (`i64 time | u8 source | u32 length |

@@ -198,6 +198,8 @@ impl Decoder for Bulk {
 mod tests {
     use std::sync::Arc;
 
+    use logyard_core::encoded::{leaves_left_out, times_and_texts};
+
     use super::*;
 
     fn mapping() -> IndexMapping {
@@ -243,21 +245,16 @@ mod tests {
         let read = Bulk { path_index: None, mapping: mapping(), rows: Some(rows) }.decode(body.as_bytes(), 0).unwrap();
         assert_eq!(read.rows.keys().map(StreamName::as_str).collect::<Vec<_>>(), ["web"]);
         assert_eq!(read.rejected, plain.rejected);
-        let events = |payload: &[u8]| -> Vec<(i64, String, bool)> {
-            let events = logyard_core::encoded::decode_events(payload).map(Result::unwrap);
-            events.map(|e| (e.time, e.text.to_owned(), e.leaves_left_out)).collect()
-        };
         for stream in ["web", "api", "other"] {
             let (got, want) = (read.streams[&name(stream)].as_bytes(), plain.streams[&name(stream)].as_bytes());
-            let texts = |events: Vec<(i64, String, bool)>| events.into_iter().map(|e| (e.0, e.1)).collect::<Vec<_>>();
-            assert_eq!(texts(events(got)), texts(events(want)), "the events of {stream}");
+            assert_eq!(times_and_texts(got), times_and_texts(want), "the events of {stream}");
             // Read again as a replay would (leaves left out where rows were built): the same rows.
             let replayed = build(Held::Encoded(got), schema.clone());
             assert_eq!(replayed, build(Held::Encoded(want), schema.clone()), "the rows of {stream}");
             // Streams with a schema leave their events' values to the rows: web's are kept,
             // api's given up at the end (a new column), and the flush reads api's texts.
-            let left_out = events(got).iter().filter(|e| e.2).count();
-            assert_eq!(left_out, if stream == "other" { 0 } else { events(got).len() }, "{stream}");
+            let all = times_and_texts(got).unwrap().len();
+            assert_eq!(leaves_left_out(got).unwrap(), if stream == "other" { 0 } else { all }, "{stream}");
         }
         let from_rows = build(Held::Prepared(&read.rows[&name("web")]), schema.clone());
         assert_eq!(from_rows, build(Held::Encoded(web_events), schema));
