@@ -834,10 +834,10 @@ impl Ingestor {
             // The requests read from now on build their rows against this schema, before the
             // commit: should it fail, the next flush keeps the columns of the rows built
             // against it (`batches_from_held`).
-            if let Ok(Some(schema)) =
-                batches.as_ref().map(|b| b.as_ref().and_then(|b| b.last()).map(RecordBatch::schema))
+            if let Ok(Some(batches)) = &batches
+                && let Some(last) = batches.last()
             {
-                inner.schemas.lock().expect("schemas lock").insert(name.clone(), schema);
+                inner.schemas.lock().expect("schemas lock").insert(name.clone(), last.schema());
             }
             *made.lock().expect("build lock") = prepared;
             batches

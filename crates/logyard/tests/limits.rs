@@ -146,12 +146,7 @@ async fn object_store_failures_are_retried_and_nothing_is_lost_or_doubled() {
     let s3 = S3::start();
     let bucket = s3.bucket("faults");
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/p"),
-        wal_dir: dir.path().join("wal"),
-        env: s3.env(),
-    };
+    let mut spec = ServerSpec::on_s3(&s3, format!("s3://{bucket}/p"), dir.path().join("wal"));
     spec.env.push(("LOGYARD_QUERY_MAX_JSON_ROWS".into(), "1000000".into()));
     let server = spec.start();
     let mut acked = HashSet::new();
@@ -230,12 +225,7 @@ async fn requests_during_a_slow_first_commit_build_their_rows_as_they_are_read()
     let s3 = S3::start();
     let bucket = s3.bucket("slow");
     let dir = tempfile::tempdir().unwrap();
-    let spec = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/p"),
-        wal_dir: dir.path().join("wal"),
-        env: s3.env(),
-    };
+    let spec = ServerSpec::on_s3(&s3, format!("s3://{bucket}/p"), dir.path().join("wal"));
     let server = spec.start();
     assert_eq!(post(&server, events("first", 20)).await.0, 200);
     // Every request to the store now answers after 3 s.

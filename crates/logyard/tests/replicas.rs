@@ -16,13 +16,12 @@ use common::*;
 use serde_json::Value;
 
 fn replica_spec(s3: &S3, bucket: &str, dir: &Path, replica: usize) -> ServerSpec {
-    let mut spec = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/shop"),
+    let mut spec = ServerSpec::on_s3(
+        s3,
+        format!("s3://{bucket}/shop"),
         // A directory per replica: its write-ahead log (and writer id) and its server log.
-        wal_dir: dir.join(format!("replica-{replica}/wal")),
-        env: s3.env(),
-    };
+        dir.join(format!("replica-{replica}/wal")),
+    );
     spec.env.extend(
         [
             ("LOGYARD_INGEST_FLUSH_INTERVAL", "200ms"),

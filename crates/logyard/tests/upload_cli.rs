@@ -94,12 +94,7 @@ fn a_large_file_goes_in_parts() {
         ("LOGYARD_UPLOADS_SWEEP_INTERVAL", "50ms"),
     ];
 
-    let mut s3_spec = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/shop"),
-        wal_dir: dir.path().join("wal-s3"),
-        env: s3.env(),
-    };
+    let mut s3_spec = ServerSpec::on_s3(&s3, format!("s3://{bucket}/shop"), dir.path().join("wal-s3"));
     let mut local_spec = ServerSpec::local(&dir.path().join("local"));
     for (k, v) in parts_env {
         s3_spec = s3_spec.env(k, v);
@@ -129,14 +124,9 @@ fn an_interrupted_multipart_upload_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.ndjson");
     std::fs::write(&file, events("r", 120_000)).unwrap();
-    let spec = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/shop"),
-        wal_dir: dir.path().join("wal"),
-        env: s3.env(),
-    }
-    .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
-    .env("LOGYARD_UPLOADS_PART_BYTES", "5242880");
+    let spec = ServerSpec::on_s3(&s3, format!("s3://{bucket}/shop"), dir.path().join("wal"))
+        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
+        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880");
     let server = spec.start();
     let cache = dir.path().join("cache");
     let env = vec![("XDG_CACHE_HOME".to_owned(), cache.display().to_string())];
@@ -167,17 +157,12 @@ fn an_abandoned_multipart_upload_is_aborted() {
     let s3 = S3::start();
     let bucket = s3.bucket("abandoned");
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/shop"),
-        wal_dir: dir.path().join("wal"),
-        env: s3.env(),
-    }
-    .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
-    .env("LOGYARD_UPLOADS_PART_BYTES", "5242880")
-    .env("LOGYARD_UPLOADS_MULTIPART_EXPIRY", "1s")
-    .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms")
-    .start();
+    let server = ServerSpec::on_s3(&s3, format!("s3://{bucket}/shop"), dir.path().join("wal"))
+        .env("LOGYARD_UPLOADS_MULTIPART_THRESHOLD", "5242880")
+        .env("LOGYARD_UPLOADS_PART_BYTES", "5242880")
+        .env("LOGYARD_UPLOADS_MULTIPART_EXPIRY", "1s")
+        .env("LOGYARD_UPLOADS_SWEEP_INTERVAL", "200ms")
+        .start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let plan: serde_json::Value = client()

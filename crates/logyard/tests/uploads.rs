@@ -141,12 +141,7 @@ async fn presigned_urls_are_enforced_by_s3_and_the_sweeper_finishes_abandoned_up
     let s3 = S3::start();
     let bucket = s3.bucket("uploads");
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec {
-        listen: None,
-        storage: format!("s3://{bucket}/shop"),
-        wal_dir: dir.path().join("wal"),
-        env: s3.env(),
-    };
+    let mut spec = ServerSpec::on_s3(&s3, format!("s3://{bucket}/shop"), dir.path().join("wal"));
     spec.env.push(("LOGYARD_UPLOADS_URL_EXPIRY".into(), "3s".into()));
     spec.env.push(("LOGYARD_UPLOADS_SWEEP_INTERVAL".into(), "300ms".into()));
     spec.env.push(("LOGYARD_ARCHIVE_BUNDLE_MAX_AGE".into(), "1h".into()));

@@ -63,6 +63,12 @@ impl ServerSpec {
         }
     }
 
+    /// A server whose tables are at `storage` (an `s3://` URL) on `s3`, with its write-ahead
+    /// log in `wal_dir`.
+    pub fn on_s3(s3: &S3, storage: String, wal_dir: PathBuf) -> Self {
+        Self { storage, wal_dir, env: s3.env(), listen: None }
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
