@@ -162,3 +162,23 @@ impl Protocol {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bulk_answer_counts_its_created_items() {
+        let es = Protocol::Elasticsearch;
+        let created = r#"{"create":{"_index":"b","_id":"1","status":201}}"#;
+        let all = format!(r#"{{"took":1,"errors":false,"items":[{created},{created}]}}"#);
+        assert_eq!(es.accepted(200, all.as_bytes(), 2).unwrap(), 2);
+        // An answer without an item per document is not taken at its word.
+        let short = es.accepted(200, all.as_bytes(), 3).unwrap_err().to_string();
+        assert!(short.contains("2 items answered for 3 documents"), "{short}");
+        let refused = r#"{"create":{"_index":"b","status":400,"error":{"type":"document_parsing_exception"}}}"#;
+        let some = format!(r#"{{"took":1,"errors":true,"items":[{created},{refused},{created}]}}"#);
+        assert_eq!(es.accepted(200, some.as_bytes(), 3).unwrap(), 2);
+        assert!(es.accepted(503, b"busy", 3).is_err());
+    }
+}
