@@ -68,8 +68,9 @@ pub struct BloomFilters {
     pub columns: Vec<String>,
     /// Columns given a filter in one stream, beside `columns`.
     pub streams: HashMap<String, Vec<String>>,
-    /// Whether text columns that look like identifiers get one too: chosen from a sample of
-    /// each commit (short values without spaces, many distinct), kept by compaction.
+    /// Whether text columns that look like identifiers get one too: chosen from a commit's
+    /// sample (short values without spaces, many distinct; see [`Tables::choices`]), kept by
+    /// compaction.
     pub detect: bool,
     /// The false-positive rate each filter is sized for (Parquet writers fold a filter down to
     /// the smallest size that keeps it).
@@ -106,7 +107,24 @@ pub struct Tables {
     text_fields: logyard_core::TextFields,
     ids: crate::ids::IdCache,
     txns: TxnVersions,
+    /// The column choices of each stream's last sampled commit (see [`Tables::choices`]).
+    chosen: Mutex<HashMap<StreamName, Chosen>>,
 }
+
+/// Column choices made from a commit's sample, for the stream's next commits of that schema.
+#[derive(Debug)]
+struct Chosen {
+    schema: SchemaRef,
+    choices: ColumnChoices,
+    at: std::time::Instant,
+}
+
+/// How long a stream's column choices serve its next commits of the same schema before a
+/// commit samples its data again. Sampling looks at up to [`SAMPLE`] values of each column,
+/// about a millisecond for the storefront's columns: nothing beside a commit of 150,000 events,
+/// but with `ack=commit` a commit holds what a few requests sent, and sampling each of them
+/// was 4 % of the server's time.
+const CHOICES_KEPT: Duration = Duration::from_secs(60);
 
 /// The cores this process may run on (its CPU affinity).
 fn cores() -> usize {
@@ -137,6 +155,7 @@ impl Tables {
             encoders: Encoders::new(cores()),
             text_fields: Default::default(),
             ids: Default::default(),
+            chosen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -531,12 +550,33 @@ impl Tables {
         match batches.first() {
             None => writer_properties(&ColumnChoices::default(), fpp, self.row_group_rows, 0),
             Some(sample) => {
-                let blooms = self.bloom_filters.configured_in(stream, &sample.schema());
-                let choices = ColumnChoices::of_sample(sample, blooms, self.bloom_filters.detect);
                 let rows = batches.iter().map(RecordBatch::num_rows).sum();
-                writer_properties(&choices, fpp, self.row_group_rows, rows)
+                writer_properties(&self.choices(stream, sample), fpp, self.row_group_rows, rows)
             }
         }
+    }
+
+    /// The column choices for a commit whose first batch is `sample`: those of the stream's
+    /// last commit sampled, while its schema is the same and for at most [`CHOICES_KEPT`];
+    /// otherwise made from `sample`, and kept when it has a quarter of a full sample or more
+    /// (a request's rows are a batch of their own, about 2,500 events per MB; a commit of a
+    /// few events decides nothing for the next ones).
+    fn choices(&self, stream: &StreamName, sample: &RecordBatch) -> ColumnChoices {
+        let schema = sample.schema();
+        if let Some(kept) = self.chosen.lock().expect("choices lock").get(stream)
+            && kept.at.elapsed() < CHOICES_KEPT
+            && kept.schema == schema
+        {
+            return kept.choices.clone();
+        }
+        let blooms = self.bloom_filters.configured_in(stream, &schema);
+        let choices = ColumnChoices::of_sample(sample, blooms, self.bloom_filters.detect);
+        if sample.num_rows() >= SAMPLE / 4 {
+            let at = std::time::Instant::now();
+            let kept = Chosen { schema, choices: choices.clone(), at };
+            self.chosen.lock().expect("choices lock").insert(stream.clone(), kept);
+        }
+        choices
     }
 
     /// An append through delta-rs's write operation on the cached `DeltaTable`.
@@ -1327,6 +1367,40 @@ mod tests {
         assert!(props.bloom_filter_properties(&col("bytes")).is_none());
         // Sized for the rows written (1000, fewer than a row group), then folded.
         assert_eq!(props.bloom_filter_properties(&col("trace_id")).unwrap().ndv(), 1000);
+    }
+
+    /// A commit of a full sample decides the encodings and filters of the stream's next commits
+    /// of its schema; a commit with a new column, or after a short one, samples again.
+    #[tokio::test]
+    async fn a_streams_choices_serve_its_next_commits_of_the_same_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::Location::Local(dir.path().to_owned());
+        let tables = Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap());
+        let stream = StreamName::new("web").unwrap();
+        let ids = |n: usize, distinct: bool| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("{:032x}", if distinct { i } else { 7 }))))
+        };
+        let batch = |n, distinct| RecordBatch::try_from_iter([("trace_id", ids(n, distinct))]).unwrap();
+        let chosen = |b: &RecordBatch| tables.choices(&stream, b);
+        let identifiers = ColumnChoices {
+            blooms: BTreeSet::from(["trace_id".to_owned()]),
+            encodings: BTreeMap::from([("trace_id".to_owned(), Encoding::DELTA_LENGTH_BYTE_ARRAY)]),
+        };
+        // A short commit decides for itself alone.
+        assert_eq!(chosen(&batch(SAMPLE / 4 - 1, false)), ColumnChoices::default());
+        assert_eq!(chosen(&batch(SAMPLE, true)), identifiers);
+        // The next commits of the schema keep those choices, whatever their own values.
+        assert_eq!(chosen(&batch(SAMPLE, false)), identifiers);
+        assert_eq!(chosen(&batch(10, false)), identifiers);
+        // Another schema is sampled: its repeated ids get neither a filter nor an encoding.
+        let wider =
+            RecordBatch::try_from_iter([("trace_id", ids(SAMPLE, false)), ("route", ids(SAMPLE, false))]).unwrap();
+        assert_eq!(chosen(&wider), ColumnChoices::default());
+        // Choices older than their time are made again.
+        tables.chosen.lock().unwrap().get_mut(&stream).unwrap().at -= CHOICES_KEPT;
+        let wider_ids =
+            RecordBatch::try_from_iter([("trace_id", ids(SAMPLE, true)), ("route", ids(SAMPLE, false))]).unwrap();
+        assert_eq!(chosen(&wider_ids), identifiers);
     }
 
     /// The footers of files written from a sample's choices give the same choices back, which
