@@ -277,7 +277,6 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::Storage;
     use crate::tables::BuildFn;
 
     const SUBJECT: &str = "c-000001";
@@ -324,8 +323,7 @@ mod tests {
     #[tokio::test]
     async fn a_subjects_rows_and_their_bytes_are_gone_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let location = crate::Location::Local(dir.path().to_owned());
-        let tables = Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap());
+        let tables = Tables::open_local(dir.path()).await;
         let stream = StreamName::new("shop").unwrap();
         let commits = [
             vec![

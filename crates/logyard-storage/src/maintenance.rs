@@ -403,7 +403,6 @@ mod tests {
 
     use super::*;
     use crate::tables::BuildFn;
-    use crate::{Location, Storage};
 
     const DAY_START: i64 = 1_764_028_800_000_000; // 2025-11-25T00:00:00Z
 
@@ -423,11 +422,6 @@ mod tests {
             }
             Ok(Some(vec![b.finish()?]))
         })
-    }
-
-    async fn open(dir: &std::path::Path) -> Tables {
-        let location = Location::Local(dir.to_owned());
-        Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap())
     }
 
     /// The event times of a file of the stream's table, in file order.
@@ -457,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn small_files_are_merged_sorted_by_time_and_large_ones_are_left() {
         let dir = tempfile::tempdir().unwrap();
-        let tables = open(dir.path()).await;
+        let tables = Tables::open_local(dir.path()).await;
         let stream = StreamName::new("merged").unwrap();
         let hour = 3_600_000_000;
         tables.append(&stream, "w", 1, build_at(0, 20_000, DAY_START)).await.unwrap();
@@ -492,7 +486,7 @@ mod tests {
     async fn a_compacted_file_keeps_the_encodings_and_filters_of_the_files_it_merges() {
         use parquet::basic::Encoding;
         let dir = tempfile::tempdir().unwrap();
-        let tables = open(dir.path()).await;
+        let tables = Tables::open_local(dir.path()).await;
         let stream = StreamName::new("kept").unwrap();
         for i in 0..3 {
             tables.append(&stream, "w", i as i64 + 1, build_at(100 * i, 100, DAY_START + i as i64)).await.unwrap();
@@ -527,7 +521,7 @@ mod tests {
     #[tokio::test]
     async fn a_compaction_goes_in_after_appends_and_a_second_one_of_the_same_files_is_void() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (open(dir.path()).await, open(dir.path()).await);
+        let (a, b) = (Tables::open_local(dir.path()).await, Tables::open_local(dir.path()).await);
         let stream = StreamName::new("raced").unwrap();
         for i in 0..6 {
             a.append(&stream, "a", i + 1, build(50 * i as usize, 50)).await.unwrap();
@@ -557,7 +551,7 @@ mod tests {
     async fn compactions_of_one_day_by_two_replicas_never_double_a_row() {
         use crate::lease::{JobLease, TABLES};
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (open(dir.path()).await, open(dir.path()).await);
+        let (a, b) = (Tables::open_local(dir.path()).await, Tables::open_local(dir.path()).await);
         let lease =
             |tables: &Tables, owner: &str| JobLease::new(tables.storage(), TABLES, owner, Duration::from_secs(30));
         let (lease_a, lease_b) = (lease(&a, "a"), lease(&b, "b"));

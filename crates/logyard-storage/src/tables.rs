@@ -123,7 +123,7 @@ struct Chosen {
 /// commit samples its data again. Sampling looks at up to [`SAMPLE`] values of each column,
 /// about a millisecond for the storefront's columns: nothing beside a commit of 150,000 events,
 /// but with `ack=commit` a commit holds what a few requests sent, and sampling each of them
-/// was 4 % of the server's time.
+/// was 5 % of the server's time.
 const CHOICES_KEPT: Duration = Duration::from_secs(60);
 
 /// The cores this process may run on (its CPU affinity).
@@ -999,6 +999,15 @@ impl Tables {
 }
 
 #[cfg(test)]
+impl Tables {
+    /// Tables in a local directory, with the default storage settings.
+    pub(crate) async fn open_local(dir: &std::path::Path) -> Self {
+        let location = crate::Location::Local(dir.to_owned());
+        Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap())
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{ArrayRef, StringArray};
@@ -1037,11 +1046,7 @@ mod tests {
 
     /// Two processes' views of the tables under `dir`.
     async fn two_processes(dir: &std::path::Path) -> (Tables, Tables) {
-        let open = || async {
-            let location = crate::Location::Local(dir.to_owned());
-            Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap())
-        };
-        (open().await, open().await)
+        (Tables::open_local(dir).await, Tables::open_local(dir).await)
     }
 
     async fn rows(tables: &Tables, stream: &StreamName) -> u64 {
@@ -1280,9 +1285,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_large_flush_is_encoded_into_files_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let location = crate::Location::Local(dir.path().to_owned());
-        let storage = Storage::open(location, &Default::default(), Default::default()).await.unwrap();
-        let tables = Tables::new(storage).with_row_group_rows(1000).with_encode_threads(2);
+        let tables = Tables::open_local(dir.path()).await.with_row_group_rows(1000).with_encode_threads(2);
         let stream = StreamName::new("hot").unwrap();
         let batches = table_and_rows(&tables, &stream, 5000).await;
         let outcome = tables.append(&stream, "w", 2, Arc::new(move |_, _| Ok(Some(batches.clone())))).await.unwrap();
@@ -1374,8 +1377,7 @@ mod tests {
     #[tokio::test]
     async fn a_streams_choices_serve_its_next_commits_of_the_same_schema() {
         let dir = tempfile::tempdir().unwrap();
-        let location = crate::Location::Local(dir.path().to_owned());
-        let tables = Tables::new(Storage::open(location, &Default::default(), Default::default()).await.unwrap());
+        let tables = Tables::open_local(dir.path()).await;
         let stream = StreamName::new("web").unwrap();
         let ids = |n: usize, distinct: bool| -> ArrayRef {
             Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("{:032x}", if distinct { i } else { 7 }))))
