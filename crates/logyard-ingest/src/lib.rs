@@ -21,7 +21,7 @@ pub mod tail;
 pub mod uploads;
 
 pub use metrics::IngestMetrics;
-pub use pipeline::{Ack, Append, FlushSummary, IngestOptions, Ingestor};
+pub use pipeline::{Ack, Announced, Append, FlushSummary, IngestOptions, Ingestor};
 
 use std::time::Duration;
 

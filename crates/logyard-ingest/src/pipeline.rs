@@ -44,6 +44,9 @@ pub struct IngestOptions {
     pub max_columns: usize,
     /// How long an `ack=commit` request waits for its commit.
     pub commit_wait: Duration,
+    /// How long a due commit waits at most for the `ack=commit` requests still being read
+    /// and decoded ([`Ingestor::announce`]), so that it takes them too.
+    pub commit_linger: Duration,
     /// Bytes of events held in memory (durable, not yet committed). A request that would
     /// pass it waits until a commit frees room (at most `commit_wait`), which slows senders
     /// to the pace of the commits instead of growing memory without bound.
@@ -69,6 +72,7 @@ impl IngestOptions {
             flush_concurrency: 4,
             max_columns: logyard_core::batch::DEFAULT_MAX_COLUMNS,
             commit_wait: Duration::from_secs(60),
+            commit_linger: Duration::from_millis(10),
             memory_budget_bytes: 256 << 20,
             wal_budget_bytes: 0,
             raw: BundleOptions { max_age: Duration::from_secs(60), ..BundleOptions::default() },
@@ -96,6 +100,20 @@ pub enum Ack {
     Wal,
     /// Once they are committed to the table.
     Commit,
+}
+
+/// An `ack=commit` request on its way to the write-ahead log, from the moment it is read
+/// until its records are in their buffers ([`Ingestor::announce`]).
+#[derive(Debug)]
+#[must_use = "the request counts as on its way until this is dropped"]
+pub struct Announced {
+    on_the_way: watch::Sender<usize>,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.on_the_way.send_modify(|n| *n -= 1);
+    }
 }
 
 /// What a buffer holds: items in write-ahead log position order, each of a size.
@@ -435,6 +453,8 @@ struct Inner {
     /// Each stream's schema as its last flush built it: what decoders build requests' rows
     /// against ([`Ingestor::rows_schema`]).
     schemas: Mutex<HashMap<StreamName, SchemaRef>>,
+    /// How many `ack=commit` requests are on their way ([`Announced`]).
+    on_the_way: watch::Sender<usize>,
 }
 
 impl Ingestor {
@@ -462,6 +482,7 @@ impl Ingestor {
                 metrics,
                 tail: crate::tail::TailHub::default(),
                 schemas: Mutex::new(HashMap::new()),
+                on_the_way: watch::channel(0).0,
             }),
         };
         this.update_wal_budget();
@@ -544,13 +565,33 @@ impl Ingestor {
     /// Makes one stream's encoded events durable; with [`Ack::Commit`], waits for their
     /// commit too.
     pub async fn append(&self, stream: &StreamName, events: Bytes, ack: Ack) -> Result<(), IngestError> {
-        self.append_all(vec![Append { stream: stream.clone(), events, raw: None, prepared: None }], ack).await
+        self.append_all(vec![Append { stream: stream.clone(), events, raw: None, prepared: None }], ack, None).await
+    }
+
+    /// Tells the flusher that a request with `ack` is being read and decoded, when `ack` is
+    /// [`Ack::Commit`]: a commit that falls due meanwhile waits for it (at most
+    /// [`IngestOptions::commit_linger`]) so that the request rides in it instead of waiting
+    /// for the next one. Under `ack=commit` from several clients, a commit then holds what
+    /// every waiting client sent, not the one or two requests that happened to be there.
+    /// The request counts as on its way until the returned value is dropped, which
+    /// [`Ingestor::append_all`] does once the records are in their buffers.
+    pub fn announce(&self, ack: Ack) -> Option<Announced> {
+        (ack == Ack::Commit).then(|| {
+            self.inner.on_the_way.send_modify(|n| *n += 1);
+            Announced { on_the_way: self.inner.on_the_way.clone() }
+        })
     }
 
     /// Makes a request's events durable: every stream's record in one group commit of the
     /// write-ahead log, so that all of them are durable or none is. With [`Ack::Commit`],
-    /// waits for each stream's commit too.
-    pub async fn append_all(&self, appends: Vec<Append>, ack: Ack) -> Result<(), IngestError> {
+    /// waits for each stream's commit too. `announced` is the request's [`Ingestor::announce`],
+    /// which ends once its records are in their buffers.
+    pub async fn append_all(
+        &self,
+        appends: Vec<Append>,
+        ack: Ack,
+        announced: Option<Announced>,
+    ) -> Result<(), IngestError> {
         let records: Vec<NewRecord> = appends
             .into_iter()
             .map(|a| NewRecord {
@@ -566,7 +607,10 @@ impl Ingestor {
         self.inner.memory.take(len, self.inner.options.commit_wait).await?;
         let names = streams.iter().map(StreamName::as_str).collect::<Vec<_>>().join(",");
         let span = tracing::info_span!("wal.append", stream = names, bytes = len, position = tracing::field::Empty);
-        let first = match self.inner.wal.append_all(records).instrument(span.clone()).await {
+        let appended = self.inner.wal.append_all(records).instrument(span.clone()).await;
+        // The records are in their buffers (or the request failed): a commit need not wait.
+        drop(announced);
+        let first = match appended {
             Ok(p) => p,
             Err(e) => {
                 self.inner.memory.give(len);
@@ -710,7 +754,11 @@ impl Ingestor {
             self.inner.metrics.wal_bytes.set(self.wal_bytes() as i64);
             let options = &self.inner.options;
             let mut tasks = tokio::task::JoinSet::new();
-            for stream in self.due(&ToTable, options.flush_age) {
+            let due = self.due(&ToTable, options.flush_age);
+            if !due.is_empty() {
+                self.linger().await;
+            }
+            for stream in due {
                 let this = self.clone();
                 tasks.spawn(async move {
                     if let Err(e) = this.flush(&ToTable, &stream, false).await {
@@ -728,6 +776,17 @@ impl Ingestor {
             }
             tasks.join_all().await;
         }
+    }
+
+    /// Waits while `ack=commit` requests are on their way to the write-ahead log, at most
+    /// [`IngestOptions::commit_linger`] ([`Ingestor::announce`]). Their clients wait for a
+    /// commit; the core is busy decoding them meanwhile, so waiting costs no time.
+    async fn linger(&self) {
+        let mut on_the_way = self.inner.on_the_way.subscribe();
+        if *on_the_way.borrow_and_update() == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(self.inner.options.commit_linger, on_the_way.wait_for(|n| *n == 0)).await;
     }
 
     /// The streams whose buffers of a stage are due for a flush.
@@ -940,6 +999,67 @@ pub struct FlushSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ingestor over a local directory with its flusher running, and the flusher's stop.
+    async fn running(dir: &std::path::Path, options: IngestOptions) -> (Ingestor, tokio::sync::oneshot::Sender<()>) {
+        let location = logyard_storage::Location::Local(dir.join("data"));
+        let storage = logyard_storage::Storage::open(location, &Default::default(), Default::default()).await.unwrap();
+        let ingestor = Ingestor::open(options, Arc::new(Tables::new(storage)), IngestMetrics::default()).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let flusher = ingestor.clone();
+        tokio::spawn(async move { flusher.run_flusher(async move { stopped.await.unwrap_or(()) }).await });
+        (ingestor, stop)
+    }
+
+    fn event(n: u64) -> Append {
+        let mut events = logyard_core::encoded::EventsEncoder::default();
+        let now = logyard_core::time::now_micros();
+        events.push(now, logyard_core::TimeSource::Received, &format!("{{\"n\":{n}}}")).unwrap();
+        Append { stream: StreamName::new("orders").unwrap(), events: events.finish(), raw: None, prepared: None }
+    }
+
+    async fn version(ingestor: &Ingestor) -> Option<u64> {
+        let stream = StreamName::new("orders").unwrap();
+        ingestor.tables().latest(&stream).await.unwrap().and_then(|t| t.version())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_due_commit_waits_for_an_announced_request_and_takes_it_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = IngestOptions::new(dir.path().join("wal"));
+        // Far longer than the test: the commit waits for the request, not for the limit.
+        options.commit_linger = Duration::from_secs(600);
+        let (ingestor, _stop) = running(dir.path(), options).await;
+        ingestor.append_all(vec![event(0)], Ack::Commit, None).await.unwrap();
+        let before = version(&ingestor).await.expect("the first commit made the table");
+
+        let announced = ingestor.announce(Ack::Commit);
+        assert!(announced.is_some());
+        let first = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move { ingestor.append_all(vec![event(1)], Ack::Commit, None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!first.is_finished(), "the commit did not wait for the announced request");
+        assert_eq!(version(&ingestor).await, Some(before));
+
+        ingestor.append_all(vec![event(2)], Ack::Commit, announced).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(version(&ingestor).await, Some(before + 1), "both requests ride in one commit");
+        assert!(ingestor.announce(Ack::Wal).is_none(), "ack=wal requests are not announced");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_announced_request_that_never_lands_holds_a_commit_back_no_longer_than_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = IngestOptions::new(dir.path().join("wal"));
+        options.commit_linger = Duration::from_millis(20);
+        options.commit_wait = Duration::from_secs(20);
+        let (ingestor, _stop) = running(dir.path(), options).await;
+        let _stuck = ingestor.announce(Ack::Commit);
+        ingestor.append_all(vec![event(1)], Ack::Commit, None).await.expect("committed despite the stuck request");
+        assert!(version(&ingestor).await.is_some());
+    }
 
     #[tokio::test]
     async fn memory_room_is_taken_given_back_and_replayed_bytes_are_a_debt() {

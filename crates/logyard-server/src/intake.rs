@@ -12,7 +12,9 @@
 //!   item where it has per-item answers (bulk items, OTLP partial success), else as a 403.
 //! - **Append**: every taken stream's events in one write-ahead-log group commit, so a
 //!   request is durable as a whole or not at all; the request body rides along when the
-//!   request's one stream keeps bodies (`archive.raw_streams`).
+//!   request's one stream keeps bodies (`archive.raw_streams`). An `ack=commit` request is
+//!   announced to the flusher from decode to append, so that a commit due meanwhile takes it
+//!   too ([`logyard_ingest::Ingestor::announce`]).
 //! - **Count**: `logyard_ingested_events_total` and `logyard_ingested_bytes_total` (the JSON
 //!   text of accepted events) once durable, `logyard_rejected_events_total` for what was not
 //!   taken, all labelled by stream and protocol.
@@ -220,11 +222,14 @@ pub(crate) async fn take<D: Decoder>(
     authorize(principal, Scope::Ingest, None)?;
     check_backpressure(state)?;
     let received = time::now_micros();
-    let (mut decoded, sent) = match payload {
+    let (mut decoded, sent, announced) = match payload {
         Payload::Http { headers, body } => {
             let encoding = Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING.as_str())?)?;
             let raw = read_body(&headers, body, state.body_limits.max_body_bytes).await?;
             check_byte_rate(state, principal, raw.len())?;
+            // From here the request is this process's work alone (no network): a commit that
+            // falls due may wait for it.
+            let announced = state.ingestor.announce(ack);
             let text = |name: header::HeaderName| header_str(&headers, name.as_str()).ok().flatten().map(str::to_owned);
             let sent = Sent {
                 body: raw.clone(),
@@ -238,12 +243,15 @@ pub(crate) async fn take<D: Decoder>(
                 masking.apply(decoder.decode(&body, received)?)
             })
             .await??;
-            (decoded, Some(sent))
+            (decoded, Some(sent), announced)
         }
         Payload::Decoded { bytes } => {
             check_byte_rate(state, principal, bytes)?;
+            let announced = state.ingestor.announce(ack);
             let masking = Masking::of(state);
-            (blocking("decoding a request", move || masking.apply(decoder.decode(&[], received)?)).await??, None)
+            let decoded =
+                blocking("decoding a request", move || masking.apply(decoder.decode(&[], received)?)).await??;
+            (decoded, None, announced)
         }
     };
 
@@ -285,7 +293,7 @@ pub(crate) async fn take<D: Decoder>(
         appends.push(Append { stream, events: events.finish(), raw, prepared });
     }
     if !appends.is_empty() {
-        state.ingestor.append_all(appends, ack).await?;
+        state.ingestor.append_all(appends, ack, announced).await?;
     }
     let mut accepted = 0;
     for (stream, events, bytes) in counts {
