@@ -72,43 +72,14 @@ export LOGYARD_NODE_MODULES="$node/node_modules"
 export LOGYARD_TEST_PYTHON="$venv/bin/python"
 export LOGYARD_MOTO_SERVER="$venv/bin/moto_server"
 
-# Two builds run in the background while the lints and the tests build: the release binary
-# that the README's first command runs (tests/readme.rs finds it built) and the fuzz targets,
-# which then run over their seeds. With one codegen unit per crate and long serial links, each
-# build leaves a core idle much of the time, so together they take far less than one after
-# the other. The tests run once all three are done, on a machine that is otherwise quiet.
-background=()
-trap 'for pid in "${background[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
-step "building the release binary and the fuzz targets in the background"
-cargo build --release --locked >"$cache/release-build.log" 2>&1 &
-release_build=$!
-background+=("$release_build")
-scripts/fuzz.sh --seeds >"$cache/fuzz-seeds.log" 2>&1 &
-fuzz_seeds=$!
-background+=("$fuzz_seeds")
-
 step "cargo fmt --check"
 cargo fmt --all --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-step "cargo test: building the tests"
-cargo test --workspace --locked --no-run
-
-step "the release build"
-if ! wait "$release_build"; then
-  tail -60 "$cache/release-build.log" >&2
-  echo "==> the release build failed: its log is $cache/release-build.log" >&2
-  exit 1
-fi
-tail -1 "$cache/release-build.log"
-step "fuzz targets over their seeds (the inputs of past findings included)"
-fuzz_status=0
-wait "$fuzz_seeds" || fuzz_status=$?
-cat "$cache/fuzz-seeds.log"
-[ "$fuzz_status" -eq 0 ] || exit 1
-
 step "cargo test"
 cargo test --workspace --locked
+step "fuzz targets over their seeds (the inputs of past findings included)"
+scripts/fuzz.sh --seeds
 scripts/tests/deploy/check.sh "$cache"
 step "all checks passed"
