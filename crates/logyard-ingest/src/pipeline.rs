@@ -44,8 +44,8 @@ pub struct IngestOptions {
     pub max_columns: usize,
     /// How long an `ack=commit` request waits for its commit.
     pub commit_wait: Duration,
-    /// How long a due commit waits at most for the `ack=commit` requests still being read
-    /// and decoded ([`Ingestor::announce`]), so that it takes them too.
+    /// How long a due commit waits at most for the `ack=commit` requests still being decoded
+    /// ([`Ingestor::announce`]), so that it takes them too.
     pub commit_linger: Duration,
     /// Bytes of events held in memory (durable, not yet committed). A request that would
     /// pass it waits until a commit frees room (at most `commit_wait`), which slows senders
@@ -568,8 +568,8 @@ impl Ingestor {
         self.append_all(vec![Append { stream: stream.clone(), events, raw: None, prepared: None }], ack, None).await
     }
 
-    /// Tells the flusher that a request with `ack` is being read and decoded, when `ack` is
-    /// [`Ack::Commit`]: a commit that falls due meanwhile waits for it (at most
+    /// Tells the flusher that a request with `ack` is being decoded (its body read: what is
+    /// left is this process's work), when `ack` is [`Ack::Commit`]: a commit that falls due meanwhile waits for it (at most
     /// [`IngestOptions::commit_linger`]) so that the request rides in it instead of waiting
     /// for the next one. Under `ack=commit` from several clients, a commit then holds what
     /// every waiting client sent, not the one or two requests that happened to be there.
