@@ -88,7 +88,7 @@ struct Paths {
 impl Paths {
     fn intern(&mut self, nth: usize, name: &str) -> u32 {
         if let Some(&id) = self.shape.get(nth)
-            && *self.names[id as usize] == *name
+            && crate::scan::same_bytes(self.names[id as usize].as_bytes(), name.as_bytes())
         {
             return id;
         }
@@ -159,6 +159,8 @@ pub struct EventsEncoder {
     count: usize,
     text_bytes: usize,
     paths: Paths,
+    /// The last scanned event's top-level keys ([`crate::scan::scan_with`]).
+    keys: crate::scan::Keys,
     staged: Vec<Staged>,
     /// The last event's leaves as written, for [`EventsEncoder::push_line_with`].
     written: Vec<Leaf>,
@@ -212,10 +214,10 @@ impl EventsEncoder {
     /// Adds the event if one scan settles it, and returns its time; `None` (nothing added)
     /// otherwise.
     fn push_scanned(&mut self, text: &str, received: Micros) -> Option<Micros> {
-        let Self { paths, staged, .. } = self;
+        let Self { paths, keys, staged, .. } = self;
         staged.clear();
         let mut nth = 0;
-        let found = crate::scan::scan(text, |path, kind, start, len, top| {
+        let found = crate::scan::scan_with(text, keys, |path, kind, start, len, top| {
             staged.push(Staged { leaf: Leaf { path: paths.intern(nth, path), kind, start, len }, top });
             nth += 1;
         });

@@ -28,16 +28,50 @@ pub fn scan<F>(text: &str, leaf: F) -> Option<Found>
 where
     F: FnMut(&str, LeafKind, u32, u32, u8),
 {
-    let mut s = Scanner { text, b: text.as_bytes(), i: 0, path: String::with_capacity(64), leaf };
+    scan_with(text, &mut Keys::default(), leaf)
+}
+
+/// [`scan`], with the top-level keys of the events scanned before: events of one source
+/// mostly share their keys in the same order, so the `n`th key is first compared, as bytes,
+/// with the `n`th of the last event, and when it is the same its column name and time-field
+/// tag are taken as they were, without scanning, sanitizing or looking up the key again.
+pub fn scan_with<F>(text: &str, keys: &mut Keys, leaf: F) -> Option<Found>
+where
+    F: FnMut(&str, LeafKind, u32, u32, u8),
+{
+    let mut s = Scanner { text, b: text.as_bytes(), i: 0, path: String::with_capacity(64), leaf, keys };
     s.top()
 }
 
-struct Scanner<'t, F> {
+/// The top-level keys of the last event [`scan_with`] read (those without escapes, up to
+/// [`Keys::MAX`]).
+#[derive(Debug, Default)]
+pub struct Keys {
+    known: Vec<Key>,
+}
+
+impl Keys {
+    /// Keys remembered per event: enough for the events of a service, bounded for the rest.
+    const MAX: usize = 64;
+}
+
+#[derive(Debug)]
+struct Key {
+    /// The key as it is in the text, quotes included.
+    quoted: Box<[u8]>,
+    /// Its column name.
+    path: Box<str>,
+    /// One plus its [`TIME_FIELDS`] index, or 0.
+    top: u8,
+}
+
+struct Scanner<'t, 'k, F> {
     text: &'t str,
     b: &'t [u8],
     i: usize,
     path: String,
     leaf: F,
+    keys: &'k mut Keys,
 }
 
 /// Which of 16 bytes are a quote, a backslash or a control character, as bits.
@@ -47,6 +81,33 @@ fn specials(block: &[u8]) -> u32 {
     let v = u8x16::new(block.try_into().expect("16 bytes"));
     let m = v.simd_eq(u8x16::splat(b'"')) | v.simd_eq(u8x16::splat(b'\\')) | v.min(u8x16::splat(0x1f)).simd_eq(v);
     m.to_bitmask()
+}
+
+/// Whether two byte strings are equal, compared inline a word at a time. The keys and column
+/// names compared for every value are short, and a call to `memcmp` for each took a sixth of
+/// a request's reading (BENCHMARKS.md, "Ingest").
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+        let mut i = 0;
+        while i + 8 < n {
+            if word(a, i) != word(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        let word = |s: &[u8], i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().expect("4 bytes"));
+        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    }
 }
 
 /// Writes `s` as a JSON string, escaped byte for byte as serde_json escapes it; runs without
@@ -90,7 +151,7 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-impl<'t, F> Scanner<'t, F>
+impl<'t, F> Scanner<'t, '_, F>
 where
     F: FnMut(&str, LeafKind, u32, u32, u8),
 {
@@ -138,17 +199,13 @@ where
         if self.peek()? == b'}' {
             self.i += 1;
         } else {
+            let mut nth = 0;
             loop {
-                let key = self.key(&mut key_buf)?;
-                let time = TIME_FIELDS.iter().position(|f| *f == key).map(|i| i as u8);
-                self.path.clear();
-                match RESERVED_RENAMES.iter().find(|(k, _)| *k == key) {
-                    Some((_, renamed)) => self.path.push_str(renamed),
-                    None => push_sanitized(&mut self.path, key),
-                }
+                let top = self.top_key(nth, &mut key_buf)?;
+                nth += 1;
                 let start = self.i;
-                self.value(1, time.map_or(0, |t| t + 1))?;
-                if let Some(t) = time
+                self.value(1, top)?;
+                if let Some(t) = top.checked_sub(1)
                     && &self.b[start..self.i] != b"null"
                     && best.is_none_or(|(b, _, _)| t < b)
                 {
@@ -163,9 +220,45 @@ where
         (self.i == self.b.len()).then_some(Found { time: best })
     }
 
+    /// Reads the `nth` top-level key and the colon after it into `path` as its column name;
+    /// returns its time-field tag (one plus its [`TIME_FIELDS`] index, or 0).
+    fn top_key(&mut self, nth: usize, buf: &mut String) -> Option<u8> {
+        if let Some(known) = self.keys.known.get(nth)
+            && self.b.get(self.i..self.i + known.quoted.len()).is_some_and(|t| same_bytes(t, &known.quoted))
+        {
+            // The bytes between the quotes were a whole key without escapes or control
+            // characters, and the quote after them ends it.
+            self.i += known.quoted.len();
+            self.path.clear();
+            self.path.push_str(&known.path);
+            let top = known.top;
+            self.ws();
+            self.expect(b':')?;
+            return Some(top);
+        }
+        let at = self.i;
+        let (key, escaped) = self.key(buf)?;
+        let top = TIME_FIELDS.iter().position(|f| *f == key).map_or(0, |i| i as u8 + 1);
+        self.path.clear();
+        match RESERVED_RENAMES.iter().find(|(k, _)| *k == key) {
+            Some((_, renamed)) => self.path.push_str(renamed),
+            None => push_sanitized(&mut self.path, key),
+        }
+        // Only a key written without escapes: its bytes between the quotes are then the key.
+        if !escaped && nth < Keys::MAX && nth <= self.keys.known.len() {
+            let quoted = self.b[at..at + key.len() + 2].into();
+            let known = Key { quoted, path: self.path.as_str().into(), top };
+            match self.keys.known.get_mut(nth) {
+                Some(slot) => *slot = known,
+                None => self.keys.known.push(known),
+            }
+        }
+        Some(top)
+    }
+
     /// Reads a key and the colon after it; the key is borrowed from the text, or decoded into
-    /// `buf` when it has escapes.
-    fn key<'k>(&mut self, buf: &'k mut String) -> Option<&'k str>
+    /// `buf` when it has escapes (then `true`).
+    fn key<'k>(&mut self, buf: &'k mut String) -> Option<(&'k str, bool)>
     where
         't: 'k,
     {
@@ -176,11 +269,11 @@ where
         self.ws();
         self.expect(b':')?;
         if !escaped {
-            return Some(&self.text[start..end]);
+            return Some((&self.text[start..end], false));
         }
         // Rare: serde_json decodes it, with its quotes.
         *buf = parse_json_string(&self.text[start - 1..end + 1]).ok()?.into_owned();
-        Some(buf.as_str())
+        Some((buf.as_str(), true))
     }
 
     /// A string at the cursor: the range of its inside, and whether it has escapes.
@@ -322,7 +415,7 @@ where
         let base = self.path.len();
         let mut key_buf = String::new();
         loop {
-            let key = self.key(&mut key_buf)?;
+            let (key, _) = self.key(&mut key_buf)?;
             self.path.truncate(base);
             self.path.push('.');
             push_sanitized(&mut self.path, key);
@@ -435,6 +528,52 @@ mod tests {
         let (_, found) = leaves(r#"{"ts": 1, "timestamp": null, "time": "x", "@timestamp": 2}"#).unwrap();
         assert_eq!(found.time.map(|t| t.0), Some(1));
         assert_eq!(leaves(r#"{"a": 1}"#).unwrap().1.time, None);
+    }
+
+    #[test]
+    fn keys_remembered_from_the_events_before_change_nothing() {
+        // Shapes that repeat, change order, grow and shrink; keys that are prefixes of each
+        // other, escaped, renamed, sanitized, time fields, spaces before the colon.
+        let events = [
+            r#"{"timestamp": "2026-11-20T00:00:00Z", "method": "GET", "a": {"b": 1}, "date": "d"}"#,
+            r#"{"timestamp": "2026-11-20T00:00:01Z", "method": "PUT", "a": {"b": 2}, "date": "e"}"#,
+            r#"{"timestamp" : "2026-11-20T00:00:02Z", "methods": "GET", "a": 3, "date": null}"#,
+            r#"{"ts": 5, "method": "GET", "a b": true, "date": "d"}"#,
+            r#"{"ts": 6, "meth": 1, "a b": false}"#,
+            r#"{"t"s": 7, "method": "GET"}"#,
+            r#"{"t"s": 8, "method": "GET", "x.y": [1], "_conflicts": 1}"#,
+            r#"{"time": "x", "timestamp": null}"#,
+            r#"{"time": "x", "timestamp": "2026-11-20T00:00:03Z"}"#,
+            r#"{}"#,
+            r#"{"method": "GET", "method": "PUT"}"#,
+            r#"{"timestamp": "2026-11-20T00:00:04Z", "method": "GET", "a": {"b": 1}, "date": "d"}"#,
+            r#"{"timestamp": "2026-11-20T00:00:04Z", "method": "GET", "a": {"b": 1}, "date": "d""#,
+            r#"{"timestamp": "2026-11-20T00:00:04Z", "method"#,
+            r#"{"timestamp": "2026-11-20T00:00:04Z", "method": "GET", "a": {"b": 1}, "date": "d"}"#,
+        ];
+        let mut keys = Keys::default();
+        for text in events {
+            let mut remembered = Vec::new();
+            let found = scan_with(text, &mut keys, |path, kind, start, len, top| {
+                remembered.push((path.to_owned(), kind, text[start as usize..(start + len) as usize].to_owned(), top));
+            });
+            let alone = leaves(text);
+            assert_eq!(found.map(|f| (remembered, f)), alone, "{text}");
+        }
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{n} bytes, differing at {at}");
+            }
+            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
     }
 
     #[test]
