@@ -80,14 +80,20 @@ struct Paths {
     /// Wire number of each interned path, `u32::MAX` until written.
     wire: Vec<u32>,
     written: u32,
-    /// The interned paths of the previous event's leaves: events of one source mostly share
-    /// their shape, so the `n`th leaf is first compared with the `n`th of the previous event.
-    shape: Vec<u32>,
+    /// Which path came after each one (at `id + 1`; at 0, an event's first) in the last event
+    /// that had it, `u32::MAX` for none yet: events of one source mostly share their shape, so
+    /// a leaf's path is first compared with the one that followed the leaf before it last
+    /// time. (Compared by position instead, a value left out, such as a null, would move every
+    /// leaf after it.)
+    after: Vec<u32>,
 }
 
 impl Paths {
-    fn intern(&mut self, nth: usize, name: &str) -> u32 {
-        if let Some(&id) = self.shape.get(nth)
+    /// The id of path `name`, the leaf after one of path `prev` (`None`: an event's first).
+    fn intern(&mut self, prev: Option<u32>, name: &str) -> u32 {
+        let slot = prev.map_or(0, |p| p as usize + 1);
+        if let Some(&id) = self.after.get(slot)
+            && id != u32::MAX
             && crate::scan::same_bytes(self.names[id as usize].as_bytes(), name.as_bytes())
         {
             return id;
@@ -102,11 +108,10 @@ impl Paths {
                 id
             }
         };
-        if nth < self.shape.len() {
-            self.shape[nth] = id;
-        } else {
-            self.shape.push(id);
+        if self.after.len() <= slot {
+            self.after.resize(slot + 1, u32::MAX);
         }
+        self.after[slot] = id;
         id
     }
 
@@ -216,12 +221,12 @@ impl EventsEncoder {
     fn push_scanned(&mut self, text: &str, received: Micros) -> Option<Micros> {
         let Self { paths, keys, staged, .. } = self;
         staged.clear();
-        let mut nth = 0;
+        let mut prev = None;
         let found = crate::scan::scan_with(text, keys, |path, kind, start, len, top| {
-            staged.push(Staged { leaf: Leaf { path: paths.intern(nth, path), kind, start, len }, top });
-            nth += 1;
+            let path = paths.intern(prev, path);
+            prev = Some(path);
+            staged.push(Staged { leaf: Leaf { path, kind, start, len }, top });
         });
-        paths.shape.truncate(nth);
         let found = found?;
         let (time, source) = match found.time {
             None => (received, TimeSource::Received),
@@ -273,13 +278,14 @@ impl EventsEncoder {
         let (mark, written) = (self.buf.len(), self.paths.written);
         let at = self.put_header(time, source, text);
         let Self { buf, paths, .. } = self;
-        let (mut nth, mut end, mut ordered) = (0usize, 0u32, true);
+        let (mut prev, mut end, mut ordered) = (None, 0u32, true);
         let walked = event::flatten(text, source, |name, scalar, raw| {
             let start = (raw.get().as_ptr() as usize - text.as_ptr() as usize) as u32;
             let kind = LeafKind::of(&scalar, raw.get());
-            let leaf = Leaf { path: paths.intern(nth, name), kind, start, len: raw.get().len() as u32 };
+            let path = paths.intern(prev, name);
+            prev = Some(path);
+            let leaf = Leaf { path, kind, start, len: raw.get().len() as u32 };
             ordered &= paths.put_leaf(buf, leaf, &mut end).is_ok();
-            nth += 1;
         });
         let walked =
             walked.map_err(|e| e.to_string()).and_then(|()| ordered.then_some(()).ok_or("values out of order".into()));
@@ -287,7 +293,6 @@ impl EventsEncoder {
             self.undo(mark, written);
             return Err(LineError::InvalidJson(e));
         }
-        self.paths.shape.truncate(nth);
         self.end_event(at, text.len());
         Ok(())
     }
@@ -301,11 +306,12 @@ impl EventsEncoder {
             self.end_event_without_leaves(at, event.text.len());
             return Ok(());
         }
-        let mut end = 0u32;
-        for (nth, leaf) in leaves.iter().enumerate() {
+        let (mut end, mut prev) = (0u32, None);
+        for leaf in leaves {
             let put = match paths.get(leaf.path as usize) {
                 Some(name) => {
-                    let path = self.paths.intern(nth, name);
+                    let path = self.paths.intern(prev, name);
+                    prev = Some(path);
                     self.paths.put_leaf(&mut self.buf, Leaf { path, ..*leaf }, &mut end)
                 }
                 None => Err("leaf of an unknown path"),
@@ -315,7 +321,6 @@ impl EventsEncoder {
                 return Err(e.into());
             }
         }
-        self.paths.shape.truncate(leaves.len());
         self.end_event(at, event.text.len());
         Ok(())
     }
@@ -339,7 +344,6 @@ impl EventsEncoder {
             *wire = u32::MAX;
         }
         self.paths.written = written;
-        self.paths.shape.clear();
     }
 
     fn end_event(&mut self, leaves_at: usize, text_len: usize) {

@@ -32,9 +32,10 @@ where
 }
 
 /// [`scan`], with the top-level keys of the events scanned before: events of one source
-/// mostly share their keys in the same order, so the `n`th key is first compared, as bytes,
-/// with the `n`th of the last event, and when it is the same its column name and time-field
-/// tag are taken as they were, without scanning, sanitizing or looking up the key again.
+/// mostly share their keys in the same order, so a key is first compared, as bytes, with the
+/// key that came after the key before it last time, and when it is the same its column name
+/// and time-field tag are taken as they were, without scanning, sanitizing or looking up the
+/// key again.
 pub fn scan_with<F>(text: &str, keys: &mut Keys, leaf: F) -> Option<Found>
 where
     F: FnMut(&str, LeafKind, u32, u32, u8),
@@ -43,16 +44,36 @@ where
     s.top()
 }
 
-/// The top-level keys of the last event [`scan_with`] read (those without escapes, up to
-/// [`Keys::MAX`]).
-#[derive(Debug, Default)]
+/// The top-level keys [`scan_with`] has read (those without escapes, the first
+/// [`Keys::MAX`]), each with the key that came after it the last time.
+#[derive(Debug)]
 pub struct Keys {
     known: Vec<Key>,
+    /// The key events started with the last time.
+    first: u32,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self { known: Vec::new(), first: NONE }
+    }
 }
 
 impl Keys {
-    /// Keys remembered per event: enough for the events of a service, bounded for the rest.
+    /// Keys remembered: enough for the events of a service, bounded for the rest.
     const MAX: usize = 64;
+}
+
+/// No key.
+const NONE: u32 = u32::MAX;
+
+/// Where a scan is in an event's top-level keys.
+struct Cursor {
+    /// The key before: its index in [`Keys::known`]; [`NONE`] for a key not remembered; `None`
+    /// before the first.
+    prev: Option<u32>,
+    /// The key that came after it the last time.
+    expected: u32,
 }
 
 #[derive(Debug)]
@@ -63,6 +84,8 @@ struct Key {
     path: Box<str>,
     /// One plus its [`TIME_FIELDS`] index, or 0.
     top: u8,
+    /// The key that came after it the last time.
+    next: u32,
 }
 
 struct Scanner<'t, 'k, F> {
@@ -199,10 +222,9 @@ where
         if self.peek()? == b'}' {
             self.i += 1;
         } else {
-            let mut nth = 0;
+            let mut cursor = Cursor { prev: None, expected: self.keys.first };
             loop {
-                let top = self.top_key(nth, &mut key_buf)?;
-                nth += 1;
+                let top = self.top_key(&mut cursor, &mut key_buf)?;
                 let start = self.i;
                 self.value(1, top)?;
                 if let Some(t) = top.checked_sub(1)
@@ -220,10 +242,14 @@ where
         (self.i == self.b.len()).then_some(Found { time: best })
     }
 
-    /// Reads the `nth` top-level key and the colon after it into `path` as its column name;
-    /// returns its time-field tag (one plus its [`TIME_FIELDS`] index, or 0).
-    fn top_key(&mut self, nth: usize, buf: &mut String) -> Option<u8> {
-        if let Some(known) = self.keys.known.get(nth)
+    /// Reads the top-level key at `cursor` and the colon after it into `path` as its column
+    /// name, and moves the cursor past it; returns its time-field tag (one plus its
+    /// [`TIME_FIELDS`] index, or 0).
+    #[inline]
+    fn top_key(&mut self, cursor: &mut Cursor, buf: &mut String) -> Option<u8> {
+        let k = cursor.expected;
+        if k != NONE
+            && let known = &self.keys.known[k as usize]
             && self.b.get(self.i..self.i + known.quoted.len()).is_some_and(|t| same_bytes(t, &known.quoted))
         {
             // The bytes between the quotes were a whole key without escapes or control
@@ -232,10 +258,17 @@ where
             self.path.clear();
             self.path.push_str(&known.path);
             let top = known.top;
+            *cursor = Cursor { prev: Some(k), expected: known.next };
             self.ws();
             self.expect(b':')?;
             return Some(top);
         }
+        self.new_top_key(cursor, buf)
+    }
+
+    /// [`Scanner::top_key`] for a key other than the one expected: read, named and remembered.
+    #[inline(never)]
+    fn new_top_key(&mut self, cursor: &mut Cursor, buf: &mut String) -> Option<u8> {
         let at = self.i;
         let (key, escaped) = self.key(buf)?;
         let top = TIME_FIELDS.iter().position(|f| *f == key).map_or(0, |i| i as u8 + 1);
@@ -244,15 +277,28 @@ where
             Some((_, renamed)) => self.path.push_str(renamed),
             None => push_sanitized(&mut self.path, key),
         }
-        // Only a key written without escapes: its bytes between the quotes are then the key.
-        if !escaped && nth < Keys::MAX && nth <= self.keys.known.len() {
-            let quoted = self.b[at..at + key.len() + 2].into();
-            let known = Key { quoted, path: self.path.as_str().into(), top };
-            match self.keys.known.get_mut(nth) {
-                Some(slot) => *slot = known,
-                None => self.keys.known.push(known),
+        // Only keys written without escapes: their bytes between the quotes are the key.
+        let known = if escaped {
+            NONE
+        } else {
+            let quoted = &self.b[at..at + key.len() + 2];
+            match self.keys.known.iter().position(|k| same_bytes(&k.quoted, quoted)) {
+                Some(k) => k as u32,
+                None if self.keys.known.len() < Keys::MAX => {
+                    let path = self.path.as_str().into();
+                    self.keys.known.push(Key { quoted: quoted.into(), path, top, next: NONE });
+                    (self.keys.known.len() - 1) as u32
+                }
+                None => NONE,
             }
+        };
+        match cursor.prev {
+            None => self.keys.first = known,
+            Some(NONE) => {}
+            Some(p) => self.keys.known[p as usize].next = known,
         }
+        let expected = self.keys.known.get(known as usize).map_or(NONE, |k| k.next);
+        *cursor = Cursor { prev: Some(known), expected };
         Some(top)
     }
 
@@ -551,8 +597,22 @@ mod tests {
             r#"{"timestamp": "2026-11-20T00:00:04Z", "method"#,
             r#"{"timestamp": "2026-11-20T00:00:04Z", "method": "GET", "a": {"b": 1}, "date": "d"}"#,
         ];
+        // More keys than are remembered, twice; an optional key in the middle, there and not.
+        let many: String = (0..Keys::MAX + 6).map(|i| format!(r#""k{i}": {i}"#)).collect::<Vec<_>>().join(", ");
+        let many = format!("{{{many}}}");
+        let events = events.iter().map(|e| e.to_string()).chain([
+            many.clone(),
+            many.replace(r#""k3": 3, "#, ""),
+            many,
+            r#"{"a": 1, "b": 2, "c": 3}"#.into(),
+            r#"{"a": 1, "c": 3}"#.into(),
+            r#"{"a": 1, "b": 2, "c": 3}"#.into(),
+            r#"{"a": 1, "b": 2, "c": 3}"#.into(),
+            r#"{"a": 1, "b": 2, "c": 3}"#.into(),
+        ]);
         let mut keys = Keys::default();
         for text in events {
+            let text = text.as_str();
             let mut remembered = Vec::new();
             let found = scan_with(text, &mut keys, |path, kind, start, len, top| {
                 remembered.push((path.to_owned(), kind, text[start as usize..(start + len) as usize].to_owned(), top));
