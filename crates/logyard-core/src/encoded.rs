@@ -86,9 +86,29 @@ struct Paths {
     /// time. (Compared by position instead, a value left out, such as a null, would move every
     /// leaf after it.)
     after: Vec<u32>,
+    /// The path of each top-level key the scanner remembers, by its number
+    /// ([`crate::scan::scan_with`]), `u32::MAX` until known.
+    by_key: Vec<u32>,
 }
 
 impl Paths {
+    /// [`Paths::intern`] for the value of remembered top-level key `key`: its path is looked up
+    /// by the key's number once, then known.
+    fn of_key(&mut self, key: Option<u32>, prev: Option<u32>, name: &str) -> u32 {
+        let Some(key) = key.map(|k| k as usize) else { return self.intern(prev, name) };
+        if let Some(&id) = self.by_key.get(key)
+            && id != u32::MAX
+        {
+            return id;
+        }
+        let id = self.intern(prev, name);
+        if self.by_key.len() <= key {
+            self.by_key.resize(key + 1, u32::MAX);
+        }
+        self.by_key[key] = id;
+        id
+    }
+
     /// The id of path `name`, the leaf after one of path `prev` (`None`: an event's first).
     fn intern(&mut self, prev: Option<u32>, name: &str) -> u32 {
         let slot = prev.map_or(0, |p| p as usize + 1);
@@ -222,8 +242,8 @@ impl EventsEncoder {
         let Self { paths, keys, staged, .. } = self;
         staged.clear();
         let mut prev = None;
-        let found = crate::scan::scan_with(text, keys, |path, kind, start, len, top| {
-            let path = paths.intern(prev, path);
+        let found = crate::scan::scan_with(text, keys, |path, kind, start, len, top, key| {
+            let path = paths.of_key(key, prev, path);
             prev = Some(path);
             staged.push(Staged { leaf: Leaf { path, kind, start, len }, top });
         });

@@ -24,23 +24,25 @@ pub struct Found {
 /// Scans `text`, calling `leaf(path, kind, start, len, top)` for every leaf in text order,
 /// where `top` is one plus the [`TIME_FIELDS`] index of the top-level key the leaf is under
 /// (0 when that key is no time field). `None`: leave this text to the full path.
-pub fn scan<F>(text: &str, leaf: F) -> Option<Found>
+pub fn scan<F>(text: &str, mut leaf: F) -> Option<Found>
 where
     F: FnMut(&str, LeafKind, u32, u32, u8),
 {
-    scan_with(text, &mut Keys::default(), leaf)
+    scan_with(text, &mut Keys::default(), |path, kind, start, len, top, _| leaf(path, kind, start, len, top))
 }
 
 /// [`scan`], with the top-level keys of the events scanned before: events of one source
 /// mostly share their keys in the same order, so a key is first compared, as bytes, with the
 /// key that came after the key before it last time, and when it is the same its column name
 /// and time-field tag are taken as they were, without scanning, sanitizing or looking up the
-/// key again.
+/// key again. The leaf gets one more argument: for the value of a remembered top-level key,
+/// the key's number, which stays the same for as long as `keys` lives (a path can be looked
+/// up by it once).
 pub fn scan_with<F>(text: &str, keys: &mut Keys, leaf: F) -> Option<Found>
 where
-    F: FnMut(&str, LeafKind, u32, u32, u8),
+    F: FnMut(&str, LeafKind, u32, u32, u8, Option<u32>),
 {
-    let mut s = Scanner { text, b: text.as_bytes(), i: 0, path: String::with_capacity(64), leaf, keys };
+    let mut s = Scanner { text, b: text.as_bytes(), i: 0, path: String::with_capacity(64), leaf, keys, key: NONE };
     s.top()
 }
 
@@ -95,6 +97,8 @@ struct Scanner<'t, 'k, F> {
     path: String,
     leaf: F,
     keys: &'k mut Keys,
+    /// The remembered top-level key whose value is being read, [`NONE`] for any other.
+    key: u32,
 }
 
 /// Which of 16 bytes are a quote, a backslash or a control character, as bits.
@@ -176,7 +180,7 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 
 impl<'t, F> Scanner<'t, '_, F>
 where
-    F: FnMut(&str, LeafKind, u32, u32, u8),
+    F: FnMut(&str, LeafKind, u32, u32, u8, Option<u32>),
 {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
@@ -211,7 +215,8 @@ where
     }
 
     fn emit(&mut self, kind: LeafKind, start: usize, top: u8) {
-        (self.leaf)(&self.path, kind, start as u32, (self.i - start) as u32, top);
+        let key = (self.key != NONE).then_some(self.key);
+        (self.leaf)(&self.path, kind, start as u32, (self.i - start) as u32, top, key);
     }
 
     fn top(&mut self) -> Option<Found> {
@@ -225,6 +230,7 @@ where
             let mut cursor = Cursor { prev: None, expected: self.keys.first };
             loop {
                 let top = self.top_key(&mut cursor, &mut key_buf)?;
+                self.key = cursor.prev.unwrap_or(NONE);
                 let start = self.i;
                 self.value(1, top)?;
                 if let Some(t) = top.checked_sub(1)
@@ -452,6 +458,8 @@ where
 
     /// A nested object, flattened: each member's leaves under `path.key`.
     fn object(&mut self, depth: usize, top: u8) -> Option<()> {
+        // Its leaves are under longer paths than the key's.
+        self.key = NONE;
         self.i += 1;
         self.ws();
         if self.peek()? == b'}' {
@@ -585,9 +593,9 @@ mod tests {
             r#"{"timestamp": "2026-11-20T00:00:01Z", "method": "PUT", "a": {"b": 2}, "date": "e"}"#,
             r#"{"timestamp" : "2026-11-20T00:00:02Z", "methods": "GET", "a": 3, "date": null}"#,
             r#"{"ts": 5, "method": "GET", "a b": true, "date": "d"}"#,
-            r#"{"ts": 6, "meth": 1, "a b": false}"#,
-            r#"{"t"s": 7, "method": "GET"}"#,
-            r#"{"t"s": 8, "method": "GET", "x.y": [1], "_conflicts": 1}"#,
+            r#"{"ts": 6, "meth": 1, "a\u0020b": false}"#,
+            r#"{"t\"s": 7, "method": "GET"}"#,
+            r#"{"t\"s": 8, "method": "GET", "x.y": [1], "_conflicts": 1}"#,
             r#"{"time": "x", "timestamp": null}"#,
             r#"{"time": "x", "timestamp": "2026-11-20T00:00:03Z"}"#,
             r#"{}"#,
@@ -607,14 +615,19 @@ mod tests {
             r#"{"a": 1, "b": 2, "c": 3}"#.into(),
             r#"{"a": 1, "c": 3}"#.into(),
             r#"{"a": 1, "b": 2, "c": 3}"#.into(),
-            r#"{"a": 1, "b": 2, "c": 3}"#.into(),
+            r#"{"\u0061": 1, "b": 2, "c": 3}"#.into(),
             r#"{"a": 1, "b": 2, "c": 3}"#.into(),
         ]);
         let mut keys = Keys::default();
+        // A remembered key's number names the same path for as long as `keys` lives.
+        let mut paths_of_keys = std::collections::HashMap::new();
         for text in events {
             let text = text.as_str();
             let mut remembered = Vec::new();
-            let found = scan_with(text, &mut keys, |path, kind, start, len, top| {
+            let found = scan_with(text, &mut keys, |path, kind, start, len, top, key| {
+                if let Some(key) = key {
+                    assert_eq!(paths_of_keys.entry(key).or_insert_with(|| path.to_owned()), path, "{text}");
+                }
                 remembered.push((path.to_owned(), kind, text[start as usize..(start + len) as usize].to_owned(), top));
             });
             let alone = leaves(text);
