@@ -114,7 +114,7 @@ impl Paths {
         let slot = prev.map_or(0, |p| p as usize + 1);
         if let Some(&id) = self.after.get(slot)
             && id != u32::MAX
-            && crate::scan::same_bytes(self.names[id as usize].as_bytes(), name.as_bytes())
+            && memchr::arch::all::is_equal(self.names[id as usize].as_bytes(), name.as_bytes())
         {
             return id;
         }

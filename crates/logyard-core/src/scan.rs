@@ -10,6 +10,9 @@
 
 use crate::event::{LeafKind, MAX_FLATTEN_DEPTH, RESERVED_RENAMES, hex4, parse_json_string, push_sanitized};
 use crate::time::TIME_FIELDS;
+// Keys and column names are short and compared for every value: compared inline, not through
+// a call to `memcmp`, which took a sixth of a request's reading (BENCHMARKS.md, "Ingest").
+use memchr::arch::all::is_equal;
 
 /// Nesting beyond this is left to the full path (serde_json stops at 128).
 pub const MAX_DEPTH: usize = 100;
@@ -108,33 +111,6 @@ fn specials(block: &[u8]) -> u32 {
     let v = u8x16::new(block.try_into().expect("16 bytes"));
     let m = v.simd_eq(u8x16::splat(b'"')) | v.simd_eq(u8x16::splat(b'\\')) | v.min(u8x16::splat(0x1f)).simd_eq(v);
     m.to_bitmask()
-}
-
-/// Whether two byte strings are equal, compared inline a word at a time. The keys and column
-/// names compared for every value are short, and a call to `memcmp` for each took a sixth of
-/// a request's reading (BENCHMARKS.md, "Ingest").
-#[inline]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    if n >= 8 {
-        let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-        let mut i = 0;
-        while i + 8 < n {
-            if word(a, i) != word(b, i) {
-                return false;
-            }
-            i += 8;
-        }
-        word(a, n - 8) == word(b, n - 8)
-    } else if n >= 4 {
-        let word = |s: &[u8], i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().expect("4 bytes"));
-        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
-    } else {
-        a.iter().zip(b).all(|(x, y)| x == y)
-    }
 }
 
 /// Writes `s` as a JSON string, escaped byte for byte as serde_json escapes it; runs without
@@ -256,7 +232,7 @@ where
         let k = cursor.expected;
         if k != NONE
             && let known = &self.keys.known[k as usize]
-            && self.b.get(self.i..self.i + known.quoted.len()).is_some_and(|t| same_bytes(t, &known.quoted))
+            && self.b.get(self.i..self.i + known.quoted.len()).is_some_and(|t| is_equal(t, &known.quoted))
         {
             // The bytes between the quotes were a whole key without escapes or control
             // characters, and the quote after them ends it.
@@ -288,7 +264,7 @@ where
             NONE
         } else {
             let quoted = &self.b[at..at + key.len() + 2];
-            match self.keys.known.iter().position(|k| same_bytes(&k.quoted, quoted)) {
+            match self.keys.known.iter().position(|k| is_equal(&k.quoted, quoted)) {
                 Some(k) => k as u32,
                 None if self.keys.known.len() < Keys::MAX => {
                     let path = self.path.as_str().into();
@@ -632,20 +608,6 @@ mod tests {
             });
             let alone = leaves(text);
             assert_eq!(found.map(|f| (remembered, f)), alone, "{text}");
-        }
-    }
-
-    #[test]
-    fn same_bytes_is_equality() {
-        for n in 0..40 {
-            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
-            assert!(same_bytes(&a, &a.clone()));
-            for at in 0..n {
-                let mut b = a.clone();
-                b[at] ^= 0x20;
-                assert!(!same_bytes(&a, &b), "{n} bytes, differing at {at}");
-            }
-            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
         }
     }
 

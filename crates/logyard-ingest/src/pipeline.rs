@@ -571,8 +571,9 @@ impl Ingestor {
     /// Tells the flusher that a request with `ack` is being decoded (its body read: what is
     /// left is this process's work), when `ack` is [`Ack::Commit`]: a commit that falls due
     /// meanwhile waits for it (at most [`IngestOptions::commit_linger`]) so that the request
-    /// rides in it instead of waiting for the next one. Under `ack=commit` from several clients, a commit then holds what
-    /// every waiting client sent, not the one or two requests that happened to be there.
+    /// rides in it instead of waiting for the next one. Under `ack=commit` from several
+    /// clients, a commit then holds what every waiting client sent, not the one or two
+    /// requests that happened to be there.
     /// The request counts as on its way until the returned value is dropped, which
     /// [`Ingestor::append_all`] does once the records are in their buffers.
     pub fn announce(&self, ack: Ack) -> Option<Announced> {
