@@ -1,7 +1,7 @@
 """Flame graph of the server during the NDJSON ingest benchmark.
 
 The setup of `ingest.py` (server pinned to one core, the load generator to the other, 4
-clients, `ack=wal`, until the last commit), with `perf record` sampling the server (DWARF call
+clients, `ack=wal` unless `--ack commit`, until the last commit), with `perf record` sampling the server (DWARF call
 graphs) from the first request to the last commit; `inferno` folds the stacks and draws the
 SVG. Installs inferno into the cache (`cargo install`) when missing; needs `perf` (Debian:
 linux-perf).
@@ -10,6 +10,7 @@ Usage: python scripts/bench/flamegraph.py --out docs/perf/ingest.svg [--events N
        [--folded FILE] (also keep the folded stacks, one line a stack, to count shares from)
        [--faults] (sample every page fault instead of CPU time: where fresh memory is touched)
        [--user] (sample user time alone: in a VM the kernel's samples may carry the host's work)
+       [--ack commit] (every request answered once committed)
 (run through scripts/bench/run.sh, which builds the release binaries and the venv)
 """
 
@@ -47,6 +48,7 @@ def main():
     ap.add_argument("--folded", default=None)
     ap.add_argument("--faults", action="store_true")
     ap.add_argument("--user", action="store_true")
+    ap.add_argument("--ack", choices=["wal", "commit"], default="wal")
     a = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("perf is missing: apt-get install linux-perf")
@@ -63,7 +65,7 @@ def main():
     try:
         report = subprocess.run(
             pinned(0, [release_bin("logyard-bench"), "load", "--server", url, "--stream", "storefront", "--file", str(ndjson),
-                       "--concurrency", "4"]),
+                       "--concurrency", "4", "--ack", a.ack]),
             check=True, capture_output=True, text=True,
         ).stdout
     finally:
@@ -73,6 +75,7 @@ def main():
     script = subprocess.run(["perf", "script", "-i", str(data)], check=True, capture_output=True).stdout
     folded = subprocess.run([collapse], input=script, check=True, capture_output=True).stdout
     what = "page faults" if a.faults else "server, one core, user time" if a.user else "server, one core"
+    what += ", ack=commit" if a.ack == "commit" else ""
     svg = subprocess.run([draw, "--title", f"logyard NDJSON ingest, {a.events:,} events ({what})"],
                          input=folded, check=True, capture_output=True).stdout
     if a.folded:
