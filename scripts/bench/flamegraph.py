@@ -1,10 +1,10 @@
 """Flame graph of the server during the NDJSON ingest benchmark.
 
 The setup of `ingest.py` (server pinned to one core, the load generator to the other, 4
-clients, `ack=wal` unless `--ack commit`, until the last commit), with `perf record` sampling the server (DWARF call
-graphs) from the first request to the last commit; `inferno` folds the stacks and draws the
-SVG. Installs inferno into the cache (`cargo install`) when missing; needs `perf` (Debian:
-linux-perf).
+clients, `ack=wal` unless `--ack commit`, until the last commit), with `perf record` sampling
+the server (DWARF call graphs) from the first request to the last commit; `inferno` folds the
+stacks and draws the SVG. Installs inferno into the cache (`cargo install`) when missing;
+needs `perf` (Debian: linux-perf).
 
 Usage: python scripts/bench/flamegraph.py --out docs/perf/ingest.svg [--events N] [--workdir DIR]
        [--folded FILE] (also keep the folded stacks, one line a stack, to count shares from)
