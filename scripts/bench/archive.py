@@ -22,6 +22,7 @@ Usage: python scripts/bench/archive.py [--files N] [--alb-mb MB] [--rounds R] [-
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -95,15 +96,16 @@ def bench_bundle(workdir, count, rounds):
 
 
 def alb_files(workdir, mb):
-    """About `mb` MB of ALB log text as gzip files under the ALB layout."""
-    root = workdir / f"alb-{mb}"
+    """About `mb` MB of ALB log text as gzip files under the ALB layout, kept in `workdir`
+    under a name of the generated text's digest (a generator that changed makes new files)."""
+    text = subprocess.run([release_bin("logyard-bench"), "alb", "--lines", "30000", "--seed", "7"], check=True, capture_output=True).stdout
+    root = workdir / f"alb-{mb}-{hashlib.sha256(text).hexdigest()[:12]}"
     if root.exists():
         return root
-    tmp = workdir / f"alb-{mb}.tmp"
+    tmp = workdir / f"{root.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     day = tmp / "AWSLogs/123456789012/elasticloadbalancing/eu-west-1/2026/11/25"
     day.mkdir(parents=True)
-    text = subprocess.run([release_bin("logyard-bench"), "alb", "--lines", "30000", "--seed", "7"], check=True, capture_output=True).stdout
     files = max(1, round(mb * 1e6 / len(text)))
     for i in range(files):
         name = f"123456789012_elasticloadbalancing_eu-west-1_app.shop.50dc6c495c0c9188_20261125T{i // 12:02d}{(i % 12) * 5:02d}Z_10.0.1.{i % 3}_{i:04x}.log.gz"

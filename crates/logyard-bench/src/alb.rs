@@ -180,11 +180,11 @@ fn line(out: &mut String, rng: &mut Rng, t: i64) {
     let ssl =
         if tls { rng.pick(&["ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2", "TLS_AES_128_GCM_SHA256 TLSv1.3"]) } else { "- -" };
     let group = match (case, ty) {
-        (Case::Malformed | Case::WafBlock | Case::Redirect, _) => "-".to_owned(),
-        (Case::Lambda { .. }, _) => format!("{}lambda-fn/{}", ARN_PREFIX, rng.hex(16)),
-        (_, "grpcs") => format!("{}grpc/{}", ARN_PREFIX, rng.hex(16)),
-        (_, "ws" | "wss") => format!("{}sockets/{}", ARN_PREFIX, rng.hex(16)),
-        _ => format!("{}{}/{}", ARN_PREFIX, rng.pick(&["web", "api"]), rng.hex(16)),
+        (Case::Malformed | Case::WafBlock | Case::Redirect, _) => "-",
+        (Case::Lambda { .. }, _) => TARGET_GROUPS[0],
+        (_, "grpcs") => TARGET_GROUPS[1],
+        (_, "ws" | "wss") => TARGET_GROUPS[2],
+        _ => rng.pick(&TARGET_GROUPS[3..]),
     };
     let trace = match case {
         Case::Malformed => "-".to_owned(),
@@ -252,7 +252,7 @@ fn line(out: &mut String, rng: &mut Rng, t: i64) {
         quoted(&request),
         quoted(user_agent),
         ssl.to_owned(),
-        group,
+        group.to_owned(),
         quoted(&trace),
         quoted(domain),
         quoted(cert),
@@ -292,7 +292,18 @@ fn line(out: &mut String, rng: &mut Rng, t: i64) {
     out.push('\n');
 }
 
-const ARN_PREFIX: &str = "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/";
+/// The load balancer's target groups, as a listener's rules forward to them: a Lambda
+/// function, a gRPC service, websockets, and the web and API services (several each, as
+/// for blue/green deployments). A real load balancer has a handful; each line names one.
+const TARGET_GROUPS: [&str; 7] = [
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/lambda-fn/2ba5d6c0e1f34a77",
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/grpc/5e0c4ab1d2f3e6a8",
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/sockets/8d1f2e3c4b5a6978",
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/web-blue/943f017f100becff",
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/web-green/1c9e4d7a02b8f365",
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/api-blue/73e2d6bc24d8a067",
+    "arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/api-green/b04f61a9e8c2d713",
+];
 
 #[cfg(test)]
 mod tests {
@@ -334,6 +345,9 @@ mod tests {
         assert!(count("classification", &|_| true) > 0);
         assert!(count("transformed_host", &|_| true) > 0);
         assert!(count(EXTRA_COLUMN, &|_| true) > 0, "fields newer than the parser");
+        let groups = b.column_by_name("target_group_arn").unwrap().as_string::<i32>();
+        let groups: std::collections::BTreeSet<&str> = groups.iter().flatten().collect();
+        assert_eq!(groups.len(), TARGET_GROUPS.len(), "a load balancer's few target groups: {groups:?}");
         for c in [
             "target_ip",
             "request_processing_time",
