@@ -29,6 +29,7 @@ Usage: python scripts/bench/ingest.py [--events N] [--rounds R] [--workdir DIR] 
 
 import argparse
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -76,10 +77,12 @@ def scratch_dir():
 
 def dataset(workdir, events, days):
     """The generated NDJSON file for (events, days) in workdir (a scratch directory when
-    None), made when missing."""
+    None), made when missing. Its name carries a digest of a small sample from the same
+    generator, so that files of an earlier generator are not taken for this one's."""
     workdir = Path(workdir) if workdir else scratch_dir()
     workdir.mkdir(parents=True, exist_ok=True)
-    ndjson = workdir / f"storefront-{events}-{days}d.ndjson"
+    sample = subprocess.run([release_bin("logyard-bench"), "gen", "--events", "2000", "--days", str(days)], check=True, capture_output=True).stdout
+    ndjson = workdir / f"storefront-{events}-{days}d-{hashlib.sha256(sample).hexdigest()[:12]}.ndjson"
     if not ndjson.exists():
         gen = [release_bin("logyard-bench"), "gen", "--events", str(events), "--days", str(days), "--out", str(ndjson)]
         subprocess.run(gen, check=True)

@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     workdir, plain = dataset(args.workdir, args.events, 3)
-    personal = with_personal_data(plain, workdir / f"storefront-{args.events}-pii.ndjson")
+    personal = with_personal_data(plain, workdir / f"{plain.stem}-pii.ndjson")
     config = workdir / "masking.toml"
     config.write_text(RULES)
 

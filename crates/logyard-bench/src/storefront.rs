@@ -9,8 +9,13 @@
 //! - 1-3 % 5xx, more on the payment and checkout routes, with slow, timed-out latencies;
 //! - latencies and response sizes drawn from log-normal distributions (heavy tails);
 //! - traffic spread over the days with a daily rhythm (busier evenings);
+//! - sessions that last minutes (a visitor reads a page for about 20 s), so that hundreds
+//!   are open at once and their events interleave, each line reaching the log up to a
+//!   second after its time, as lines shipped from many pods do;
 //! - a random 128-bit trace id per event.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Write};
 
 /// SplitMix64: small, fast, and fully specified, so output never changes with a dependency.
@@ -158,13 +163,69 @@ const PAY: Step = Step { method: "POST", route: "/api/payments", latency: 600.0,
 pub struct Generator {
     spec: Spec,
     rng: Rng,
+    /// Events planned (by their sessions) and written so far.
+    planned: u64,
     written: u64,
     next_order: u64,
     next_session: u64,
     start_micros: i64,
     span_micros: f64,
     orders: Vec<Order>,
+    /// Planned events not yet written, the next to arrive first.
+    pending: BinaryHeap<Reverse<Planned>>,
+    /// The sessions that still have events to write, by number.
+    sessions: HashMap<u64, Session>,
 }
+
+/// A visitor's session: many of them are open at once, so their events interleave in the log.
+#[derive(Debug)]
+struct Session {
+    id: String,
+    customer: Option<String>,
+    agent: &'static str,
+    /// Given when its checkout call is written.
+    order: Option<u64>,
+    /// Its events still to be written.
+    left: usize,
+}
+
+/// An event its session has planned.
+#[derive(Debug)]
+struct Planned {
+    /// When the line reaches the log: the event's time plus up to a second of the pod's and
+    /// the shipper's buffering, so the log is in time order to within a second.
+    arrives: i64,
+    seq: u64,
+    time: i64,
+    session: u64,
+    step: Step,
+    path: String,
+}
+
+impl PartialEq for Planned {
+    fn eq(&self, other: &Self) -> bool {
+        (self.arrives, self.seq) == (other.arrives, other.seq)
+    }
+}
+
+impl Eq for Planned {}
+
+impl PartialOrd for Planned {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Planned {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.arrives, self.seq).cmp(&(other.arrives, other.seq))
+    }
+}
+
+/// The most a session's start is moved from its even place in the days (see `time_of`).
+const START_JITTER_MICROS: u64 = 2_000_000;
+/// The most a line reaches the log after its event's time.
+const ARRIVAL_DELAY_MICROS: u64 = 1_000_000;
 
 /// An order placed in the generated logs, as the shop's database holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,12 +277,15 @@ impl Generator {
         Self {
             rng: Rng::new(spec.seed),
             spec,
+            planned: 0,
             written: 0,
             next_order: 1,
             next_session: 1,
             start_micros,
             span_micros,
             orders: Vec::new(),
+            pending: BinaryHeap::new(),
+            sessions: HashMap::new(),
         }
     }
 
@@ -235,13 +299,16 @@ impl Generator {
         self.next_order - 1
     }
 
-    /// Writes all events of the spec.
+    /// Writes all events of the spec, in the order they reach the log.
     pub fn write_all(&mut self, out: &mut impl Write) -> io::Result<()> {
         let mut line = Vec::with_capacity(1024);
-        while self.written < self.spec.events {
-            self.session(out, &mut line)?;
+        while self.planned < self.spec.events {
+            let start = self.session();
+            // A later session starts at most the jitter before this one, so every event
+            // arriving before that is final.
+            self.write_arrived_before(start - START_JITTER_MICROS as i64, out, &mut line)?;
         }
-        Ok(())
+        self.write_arrived_before(i64::MAX, out, &mut line)
     }
 
     /// The time of the n-th event: even progress through the days, with a daily rhythm
@@ -253,16 +320,21 @@ impl Generator {
         // Map [0,1) onto the day so that density peaks around 20:00 UTC.
         let warped = frac - 0.08 * (2.0 * std::f64::consts::PI * (frac - 0.58)).sin();
         let micros = (day + warped.clamp(0.0, 0.999_999)) * 86_400e6;
-        self.start_micros + micros.min(self.span_micros - 1.0) as i64 + self.rng.below(2_000_000) as i64
+        self.start_micros + micros.min(self.span_micros - 1.0) as i64 + self.rng.below(START_JITTER_MICROS) as i64
     }
 
-    fn session(&mut self, out: &mut impl Write, line: &mut Vec<u8>) -> io::Result<()> {
-        let rng = &mut self.rng;
-        let session = format!(
-            "s-{:016x}",
-            Rng::new(self.spec.seed ^ self.next_session.wrapping_mul(0x2545_F491_4F6C_DD1D)).next_u64()
-        );
+    /// Plans a session's events, from its first at the time of the next event in the days'
+    /// rhythm to its last a few minutes later, and returns its start. Calls that load with
+    /// a page follow it within a fraction of a second, the payment its checkout within
+    /// seconds, and a visitor reads a page for about 20 s before the next. A session ends
+    /// early at the end of the last day.
+    fn session(&mut self) -> i64 {
+        let end = self.start_micros + self.span_micros as i64;
+        let number = self.next_session;
         self.next_session += 1;
+        let start = self.time_of(self.planned).min(end - 1);
+        let rng = &mut self.rng;
+        let id = format!("s-{:016x}", Rng::new(self.spec.seed ^ number.wrapping_mul(0x2545_F491_4F6C_DD1D)).next_u64());
         let customer =
             if rng.chance(0.65) { Some(format!("c-{:06}", 1 + rng.zipf(self.spec.customers))) } else { None };
         let agent = USER_AGENTS[rng.below(USER_AGENTS.len() as u64) as usize];
@@ -289,41 +361,73 @@ impl Generator {
                 }
             }
         }
-        let mut order = None;
         if product > 0 && rng.chance(0.3) {
             steps.push((ADD_TO_CART, "/api/cart/items".into()));
             steps.push((CART, "/cart".into()));
             if rng.chance(0.45) {
                 steps.push((CHECKOUT, "/checkout".into()));
                 steps.push((PLACE_ORDER, "/api/checkout".into()));
-                order = Some(self.next_order);
-                self.next_order += 1;
                 if rng.chance(0.88) {
                     steps.push((PAY, "/api/payments".into()));
                 }
             }
         }
-        for (step, path) in steps {
-            if self.written >= self.spec.events {
+        let mut time = start;
+        let mut left = 0;
+        for (i, (step, path)) in steps.into_iter().enumerate() {
+            if i > 0 {
+                let gap = match step.route {
+                    "/api/recommendations" => 50_000 + rng.below(350_000),
+                    "/cart" => 200_000 + rng.below(800_000),
+                    // After the checkout call, so that its line always arrives first.
+                    "/api/payments" => ARRIVAL_DELAY_MICROS + rng.below(2_000_000),
+                    _ => (rng.lognormal(20e6, 0.9) as u64).min(600_000_000),
+                };
+                time += gap as i64;
+            }
+            if self.planned >= self.spec.events || time >= end {
                 break;
             }
-            let n = self.written;
-            let time = self.time_of(n);
-            let carries_order = matches!(step.route, "/api/checkout" | "/api/payments");
+            let arrives = time + rng.below(ARRIVAL_DELAY_MICROS) as i64;
+            self.pending.push(Reverse(Planned { arrives, seq: self.planned, time, session: number, step, path }));
+            self.planned += 1;
+            left += 1;
+        }
+        if left > 0 {
+            self.sessions.insert(number, Session { id, customer, agent, order: None, left });
+        }
+        start
+    }
+
+    /// Writes the planned events that arrive before `before`, in the order they arrive.
+    fn write_arrived_before(&mut self, before: i64, out: &mut impl Write, line: &mut Vec<u8>) -> io::Result<()> {
+        while self.pending.peek().is_some_and(|Reverse(p)| p.arrives < before) {
+            let Reverse(planned) = self.pending.pop().expect("peeked");
+            let mut session = self.sessions.remove(&planned.session).expect("a planned event's session");
+            if planned.step.route == "/api/checkout" {
+                session.order = Some(self.next_order);
+                self.next_order += 1;
+            }
+            let carries_order = matches!(planned.step.route, "/api/checkout" | "/api/payments");
+            let order = session.order.filter(|_| carries_order);
             let status = self.event(
                 out,
                 line,
-                step,
-                &path,
-                time,
-                &session,
-                customer.as_deref(),
-                agent,
-                order.filter(|_| carries_order),
+                planned.step,
+                &planned.path,
+                planned.time,
+                &session.id,
+                session.customer.as_deref(),
+                session.agent,
+                order,
             )?;
             self.written += 1;
             if let Some(id) = order {
-                self.record_order(id, step.route, time, status, customer.as_deref());
+                self.record_order(id, planned.step.route, planned.time, status, session.customer.as_deref());
+            }
+            session.left -= 1;
+            if session.left > 0 {
+                self.sessions.insert(planned.session, session);
             }
         }
         Ok(())
@@ -353,7 +457,7 @@ impl Generator {
                 });
             }
             "/api/payments" if status < 400 => {
-                if let Some(order) = self.orders.last_mut().filter(|o| o.id == format!("o-{id:07}")) {
+                if let Some(order) = self.orders.get_mut(id as usize - 1) {
                     order.status = "paid";
                     order.updated_at = time;
                 }
@@ -501,6 +605,30 @@ mod tests {
         let times: Vec<&str> = lines.iter().map(|l| l["timestamp"].as_str().unwrap()).collect();
         assert!(times.first().unwrap().starts_with("2026-11-20"));
         assert!(times.last().unwrap().starts_with("2026-11-22"));
+        // The log is in time order to within a second, and sessions last minutes, so that
+        // the lines of hundreds of them interleave.
+        let micros: Vec<i64> =
+            times.iter().map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros()).collect();
+        let mut latest = micros[0];
+        for (i, &t) in micros.iter().enumerate() {
+            assert!(
+                t > latest - ARRIVAL_DELAY_MICROS as i64,
+                "line {i} is more than a second older than one before it"
+            );
+            latest = latest.max(t);
+        }
+        assert!(micros.windows(2).any(|w| w[1] < w[0]), "lines arrive slightly out of order");
+        let mut spans: std::collections::HashMap<&str, (i64, i64)> = std::collections::HashMap::new();
+        for (line, &t) in lines.iter().zip(&micros) {
+            let span = spans.entry(line["session_id"].as_str().unwrap()).or_insert((t, t));
+            *span = (span.0.min(t), span.1.max(t));
+        }
+        let mut lengths: Vec<i64> = spans.values().map(|(a, b)| b - a).collect();
+        lengths.sort_unstable();
+        let median = lengths[lengths.len() / 2];
+        assert!((60_000_000..600_000_000).contains(&median), "median session {median} µs");
+        let switches = lines.windows(2).filter(|w| w[0]["session_id"] != w[1]["session_id"]).count();
+        assert!(switches * 4 > lines.len() * 3, "{switches} session changes in {} lines", lines.len());
         let mut lat: Vec<f64> = lines.iter().map(|l| l["latency_ms"].as_f64().unwrap()).collect();
         lat.sort_by(f64::total_cmp);
         let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);

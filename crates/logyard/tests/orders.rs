@@ -121,7 +121,9 @@ async fn filters_reach_postgres_as_parameters_and_joins_match_postgres() {
                 r["status"].as_str().unwrap(),
                 r["currency"].as_str().unwrap(),
                 r["n"],
-                r["total"].as_str().map_or(r["total"].to_string(), str::to_owned)
+                // numeric(12,2): a JSON number here, read back as a float, so its two places
+                // are written again as psql prints them.
+                r["total"].as_str().map_or_else(|| format!("{:.2}", r["total"].as_f64().unwrap()), str::to_owned)
             )
         })
         .collect();
