@@ -712,8 +712,41 @@ async fn the_ready_rules_find_what_a_shop_s_day_holds() {
     let rate = preview(rule("checkout-payment-5xx-rate"), incident).await;
     assert_eq!(rate["window"]["from"], "2026-11-25T13:15:00.000000Z");
     assert!(holding(&rate).contains(&"/api/payments".to_owned()), "{rate}");
-    let calm = preview(rule("checkout-payment-5xx-rate"), "2026-11-25T10:00:00Z").await;
-    assert!(!holding(&calm).contains(&"/api/payments".to_owned()), "no incident at 10:00: {calm}");
+    // A calm hour's window: the first of the morning whose payments, counted from the logs,
+    // failed at most 2 % (the rule's threshold; a payment fails 5 % of the time outside the
+    // incident, so a window of a dozen payments holding one failure is over it).
+    let events: Vec<Value> = shop
+        .logs
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let payments_in = |from: &str, to: &str| {
+        let window = events.iter().filter(|e| e["route"] == "/api/payments").filter(|e| {
+            let t = e["timestamp"].as_str().unwrap();
+            t >= from && t < to
+        });
+        window.fold((0, 0), |(n, failed), e| (n + 1, failed + usize::from(e["status"].as_u64().unwrap() >= 500)))
+    };
+    let (calm_at, calm_payments) = (6..12)
+        .map(|hour| {
+            (
+                format!("2026-11-25T{hour:02}:00:00Z"),
+                format!("2026-11-25T{:02}:55:00", hour - 1),
+                format!("2026-11-25T{hour:02}:00:00"),
+            )
+        })
+        .map(|(at, from, to)| (at, payments_in(&from, &to)))
+        .find(|(_, (n, failed))| *n > 0 && failed * 50 <= *n)
+        .expect("a calm window in the morning");
+    let calm = preview(rule("checkout-payment-5xx-rate"), &calm_at).await;
+    assert!(
+        !holding(&calm).contains(&"/api/payments".to_owned()),
+        "no incident at {calm_at} ({calm_payments:?}): {calm}"
+    );
+    let payments = calm["groups"].as_array().unwrap().iter().find(|g| g["group"] == "/api/payments").unwrap();
+    let (n, failed) = calm_payments;
+    assert_eq!(payments["value"].as_f64().unwrap(), 100.0 * failed as f64 / n as f64, "{calm}");
     let p95 = preview(rule("p95-latency-by-route"), incident).await;
     assert!(holding(&p95).contains(&"/api/payments".to_owned()), "{p95}");
     let declines = preview(rule("payment-declines"), incident).await;
