@@ -93,6 +93,66 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
+/// Starts `postgres` on the initialised cluster in `data`, listening on 127.0.0.1:`port` over
+/// TLS, its log in `log`.
+fn spawn_postgres(
+    bin: &Path,
+    as_postgres: bool,
+    root: &Path,
+    data: &Path,
+    socket_dir: &Path,
+    log: &Path,
+    port: u16,
+) -> Child {
+    let log_file = std::fs::File::create(log).unwrap();
+    if as_postgres {
+        run(Command::new("chown").args(["postgres:postgres"]).arg(log).arg(data.join("pg_hba.conf")), "chown");
+    }
+    let mut postgres = command(as_postgres, &bin.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on"])
+        .arg("-c")
+        .arg(format!("ssl_cert_file={}", root.join("server.crt").display()))
+        .arg("-c")
+        .arg(format!("ssl_key_file={}", root.join("server.key").display()))
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", socket_dir.display()))
+        .args(["-c", "log_statement=all", "-c", "log_connections=on", "-c", "fsync=off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file));
+    postgres.spawn().expect("starting postgres")
+}
+
+/// `child` once it accepts sessions on its socket and on TCP (the socket and the port exist
+/// before it does: "the database system is starting up"; pg_isready answers 0 only once it
+/// does), or its log if it exited or did not within 20 s.
+fn wait_ready(mut child: Child, bin: &Path, socket_dir: &Path, port: u16, log: &Path) -> Result<Child, String> {
+    let started = Instant::now();
+    loop {
+        let ready = TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && Command::new(bin.join("pg_isready"))
+                .arg("-q")
+                .arg("-h")
+                .arg(socket_dir)
+                .args(["-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+        if ready {
+            return Ok(child);
+        }
+        let exited = child.try_wait().expect("waiting for postgres").is_some();
+        if exited || started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl PgServer {
     pub fn start() -> PgServer {
         let bin = pg_bin();
@@ -129,28 +189,20 @@ impl PgServer {
             "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
         )
         .unwrap();
-        let port = free_port();
         let log = root.join("server.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        if as_postgres {
-            run(Command::new("chown").args(["postgres:postgres"]).arg(&log).arg(data.join("pg_hba.conf")), "chown");
-        }
-        let mut postgres = command(as_postgres, &bin.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on"])
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", root.join("server.crt").display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", root.join("server.key").display()))
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", socket_dir.display()))
-            .args(["-c", "log_statement=all", "-c", "log_connections=on", "-c", "fsync=off"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file));
-        let child = postgres.spawn().expect("starting postgres");
+        // A free port can be taken by another test's socket before postgres binds it: then
+        // postgres exits at once, and it starts again on another.
+        let mut attempts = 0;
+        let (child, port) = loop {
+            attempts += 1;
+            let port = free_port();
+            let child = spawn_postgres(&bin, as_postgres, root, &data, &socket_dir, &log, port);
+            match wait_ready(child, &bin, &socket_dir, port, &log) {
+                Ok(child) => break (child, port),
+                Err(text) if attempts < 5 && text.contains("Address already in use") => continue,
+                Err(text) => panic!("postgres did not start:\n{text}"),
+            }
+        };
         let server = PgServer {
             child,
             port,
@@ -162,28 +214,9 @@ impl PgServer {
             as_postgres,
             dir,
         };
-        // The socket and the port exist before the server accepts sessions ("the database
-        // system is starting up"); pg_isready answers 0 only once it does.
-        let started = Instant::now();
-        while !server.is_ready() {
-            assert!(started.elapsed() < Duration::from_secs(20), "postgres did not start:\n{}", server.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
         server.psql_in("postgres", &format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'"));
         server.psql_in("postgres", &format!("CREATE DATABASE {DATABASE} OWNER {USER}"));
         server
-    }
-
-    /// True once the server accepts sessions on its socket and on TCP.
-    fn is_ready(&self) -> bool {
-        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && Command::new(self.bin.join("pg_isready"))
-                .arg("-q")
-                .arg("-h")
-                .arg(&self.socket_dir)
-                .args(["-p", &self.port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success())
     }
 
     /// Runs SQL as the superuser over the Unix socket, in the `shop` database.
