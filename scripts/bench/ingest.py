@@ -215,10 +215,12 @@ def compressor_round(ndjson, cmd):
 
 def entropy_floor_bytes(events):
     """The information in the generator's random fields, per event (bits):
-    trace id 128; latency ~14 (log-normal, 0.1 ms steps); bytes ~12; the event's offset
-    inside its 2 s jitter ~21; route/status/method/path/customer/agent choices ~30;
-    a session id (64) shared by ~8 events ~8. About 213 bits = 26.6 bytes."""
-    return int(events * 213 / 8)
+    trace id 128; latency ~14 (log-normal, 0.1 ms steps); bytes ~12; the event's time after
+    the one before in its session ~14 (about 20 s between pages, log-normal, in ms steps; under
+    a second for a page's API calls); route/status/method/path/customer/agent choices ~30;
+    a session id (64) shared by ~8 events ~8, and which of the ~300 sessions open at once a
+    line belongs to ~8. About 214 bits = 26.75 bytes."""
+    return int(events * 214 / 8)
 
 
 def main():
