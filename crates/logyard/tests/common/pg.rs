@@ -200,7 +200,10 @@ impl PgServer {
             match wait_ready(child, &bin, &socket_dir, port, &log) {
                 Ok(child) => break (child, port),
                 Err(text) if attempts < 5 && text.contains("Address already in use") => continue,
-                Err(text) => panic!("postgres did not start:\n{text}"),
+                Err(text) => {
+                    stop_cluster(&bin, as_postgres, &data);
+                    panic!("postgres did not start:\n{text}")
+                }
             }
         };
         let server = PgServer {
@@ -317,15 +320,20 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Stops the postgres of the cluster in `data`, if one runs.
+fn stop_cluster(bin: &Path, as_postgres: bool, data: &Path) {
+    let _ = command(as_postgres, &bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(data)
+        .args(["stop", "-m", "immediate", "-w"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = command(self.as_postgres, &self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["stop", "-m", "immediate", "-w"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        stop_cluster(&self.bin, self.as_postgres, &self.dir.path().join("data"));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
