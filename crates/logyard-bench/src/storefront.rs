@@ -163,9 +163,8 @@ const PAY: Step = Step { method: "POST", route: "/api/payments", latency: 600.0,
 pub struct Generator {
     spec: Spec,
     rng: Rng,
-    /// Events planned (by their sessions) and written so far.
+    /// Events planned so far (by their sessions).
     planned: u64,
-    written: u64,
     next_order: u64,
     next_session: u64,
     start_micros: i64,
@@ -278,7 +277,6 @@ impl Generator {
             rng: Rng::new(spec.seed),
             spec,
             planned: 0,
-            written: 0,
             next_order: 1,
             next_session: 1,
             start_micros,
@@ -421,7 +419,6 @@ impl Generator {
                 session.agent,
                 order,
             )?;
-            self.written += 1;
             if let Some(id) = order {
                 self.record_order(id, planned.step.route, planned.time, status, session.customer.as_deref());
             }
